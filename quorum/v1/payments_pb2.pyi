@@ -1,0 +1,160 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class GetInvoiceRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class InvoiceLine(_message.Message):
+    __slots__ = ("description", "quantity", "unit_price_cents", "amount_cents")
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    UNIT_PRICE_CENTS_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_CENTS_FIELD_NUMBER: _ClassVar[int]
+    description: str
+    quantity: int
+    unit_price_cents: int
+    amount_cents: int
+    def __init__(self, description: _Optional[str] = ..., quantity: _Optional[int] = ..., unit_price_cents: _Optional[int] = ..., amount_cents: _Optional[int] = ...) -> None: ...
+
+class Invoice(_message.Message):
+    __slots__ = ("job_id", "client_id", "currency", "lines", "objects_labeled", "pilot_objects", "total_cents", "issued_at")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    LINES_FIELD_NUMBER: _ClassVar[int]
+    OBJECTS_LABELED_FIELD_NUMBER: _ClassVar[int]
+    PILOT_OBJECTS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_CENTS_FIELD_NUMBER: _ClassVar[int]
+    ISSUED_AT_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    client_id: str
+    currency: str
+    lines: _containers.RepeatedCompositeFieldContainer[InvoiceLine]
+    objects_labeled: int
+    pilot_objects: int
+    total_cents: int
+    issued_at: _timestamp_pb2.Timestamp
+    def __init__(self, job_id: _Optional[str] = ..., client_id: _Optional[str] = ..., currency: _Optional[str] = ..., lines: _Optional[_Iterable[_Union[InvoiceLine, _Mapping]]] = ..., objects_labeled: _Optional[int] = ..., pilot_objects: _Optional[int] = ..., total_cents: _Optional[int] = ..., issued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class GetMoneySummaryRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class MoneySummary(_message.Message):
+    __slots__ = ("currency", "billed_cents", "paid_cents", "margin_cents", "pilot_subsidy_cents", "objects_billed", "answers_paid")
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    BILLED_CENTS_FIELD_NUMBER: _ClassVar[int]
+    PAID_CENTS_FIELD_NUMBER: _ClassVar[int]
+    MARGIN_CENTS_FIELD_NUMBER: _ClassVar[int]
+    PILOT_SUBSIDY_CENTS_FIELD_NUMBER: _ClassVar[int]
+    OBJECTS_BILLED_FIELD_NUMBER: _ClassVar[int]
+    ANSWERS_PAID_FIELD_NUMBER: _ClassVar[int]
+    currency: str
+    billed_cents: int
+    paid_cents: int
+    margin_cents: int
+    pilot_subsidy_cents: int
+    objects_billed: int
+    answers_paid: int
+    def __init__(self, currency: _Optional[str] = ..., billed_cents: _Optional[int] = ..., paid_cents: _Optional[int] = ..., margin_cents: _Optional[int] = ..., pilot_subsidy_cents: _Optional[int] = ..., objects_billed: _Optional[int] = ..., answers_paid: _Optional[int] = ...) -> None: ...
+
+class GetWorkerBalanceRequest(_message.Message):
+    __slots__ = ("worker_id",)
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    def __init__(self, worker_id: _Optional[str] = ...) -> None: ...
+
+class WorkerBalance(_message.Message):
+    __slots__ = ("worker_id", "currency", "earned_cents", "answers_paid")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    EARNED_CENTS_FIELD_NUMBER: _ClassVar[int]
+    ANSWERS_PAID_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    currency: str
+    earned_cents: int
+    answers_paid: int
+    def __init__(self, worker_id: _Optional[str] = ..., currency: _Optional[str] = ..., earned_cents: _Optional[int] = ..., answers_paid: _Optional[int] = ...) -> None: ...
+
+class ListLedgerEntriesRequest(_message.Message):
+    __slots__ = ("job_id", "page_size", "page_token")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, job_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class LedgerEntry(_message.Message):
+    __slots__ = ("entry_id", "event_id", "job_id", "debit_account", "credit_account", "amount_cents", "currency", "memo", "posted_at")
+    ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    DEBIT_ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    CREDIT_ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_CENTS_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    MEMO_FIELD_NUMBER: _ClassVar[int]
+    POSTED_AT_FIELD_NUMBER: _ClassVar[int]
+    entry_id: str
+    event_id: str
+    job_id: str
+    debit_account: str
+    credit_account: str
+    amount_cents: int
+    currency: str
+    memo: str
+    posted_at: _timestamp_pb2.Timestamp
+    def __init__(self, entry_id: _Optional[str] = ..., event_id: _Optional[str] = ..., job_id: _Optional[str] = ..., debit_account: _Optional[str] = ..., credit_account: _Optional[str] = ..., amount_cents: _Optional[int] = ..., currency: _Optional[str] = ..., memo: _Optional[str] = ..., posted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListLedgerEntriesResponse(_message.Message):
+    __slots__ = ("entries", "next_page_token")
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[LedgerEntry]
+    next_page_token: str
+    def __init__(self, entries: _Optional[_Iterable[_Union[LedgerEntry, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class VerifyLedgerRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class AccountBalance(_message.Message):
+    __slots__ = ("account", "currency", "balance_cents")
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    BALANCE_CENTS_FIELD_NUMBER: _ClassVar[int]
+    account: str
+    currency: str
+    balance_cents: int
+    def __init__(self, account: _Optional[str] = ..., currency: _Optional[str] = ..., balance_cents: _Optional[int] = ...) -> None: ...
+
+class LedgerVerification(_message.Message):
+    __slots__ = ("balanced", "entries", "debits_cents", "credits_cents", "accounts", "problems")
+    BALANCED_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    DEBITS_CENTS_FIELD_NUMBER: _ClassVar[int]
+    CREDITS_CENTS_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNTS_FIELD_NUMBER: _ClassVar[int]
+    PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    balanced: bool
+    entries: int
+    debits_cents: int
+    credits_cents: int
+    accounts: _containers.RepeatedCompositeFieldContainer[AccountBalance]
+    problems: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, balanced: _Optional[bool] = ..., entries: _Optional[int] = ..., debits_cents: _Optional[int] = ..., credits_cents: _Optional[int] = ..., accounts: _Optional[_Iterable[_Union[AccountBalance, _Mapping]]] = ..., problems: _Optional[_Iterable[str]] = ...) -> None: ...
