@@ -1,0 +1,170 @@
+"""Database plumbing shared by the services: engines, the inbox of processed
+event ids and the transactional outbox.
+
+Each service owns its own database (a SQLite file by default, a PostgreSQL
+database or schema when distributed) and its own :class:`sqlalchemy.MetaData`;
+:func:`add_messaging_tables` adds the inbox and outbox to it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event as sa_event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class UtcDateTime(sa.types.TypeDecorator[dt.datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite drops the zone)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: pass an aware UTC datetime")
+        return value.astimezone(dt.UTC)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+READ_ONLY = "quorum_read_only"
+
+
+@contextlib.contextmanager
+def reading(engine: Engine) -> Iterator[Connection]:
+    """A connection for queries only: on SQLite it does not wait for the write lock."""
+    with engine.connect().execution_options(**{READ_ONLY: True}) as conn:
+        yield conn
+
+
+def make_engine(url: str) -> Engine:
+    """Creates an engine; for SQLite, creates the folder and turns on WAL so readers
+    never block the writer. Costs nothing until the first connection."""
+    if url.startswith("sqlite"):
+        path = sa.engine.make_url(url).database
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @sa_event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            # Let SQLAlchemy issue BEGIN itself so that BEGIN IMMEDIATE below works.
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        @sa_event.listens_for(engine, "begin")
+        def _begin(conn: Connection) -> None:
+            # Writers take the lock up front: a deferred transaction that reads then writes
+            # fails with "database is locked" instead of waiting its turn.
+            read_only = conn.get_execution_options().get(READ_ONLY, False)
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+        return engine
+    return sa.create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+
+
+def insert_ignoring_conflicts(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> int:
+    """Inserts rows, skipping any that violate a unique key. Returns how many were inserted."""
+    if not rows:
+        return 0
+    dialect = conn.dialect.name
+    stmt: Any
+    if dialect == "sqlite":
+        stmt = sqlite.insert(table).on_conflict_do_nothing()
+    elif dialect == "postgresql":
+        stmt = postgresql.insert(table).on_conflict_do_nothing()
+    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
+        raise NotImplementedError(dialect)
+    result = conn.execute(stmt, list(rows))
+    return int(result.rowcount or 0)
+
+
+@dataclass(frozen=True)
+class MessagingTables:
+    inbox: sa.Table
+    outbox: sa.Table
+
+
+def add_messaging_tables(metadata: sa.MetaData) -> MessagingTables:
+    """Adds ``processed_events`` (the inbox) and ``outbox`` to a service's metadata."""
+    inbox = sa.Table(
+        "processed_events",
+        metadata,
+        sa.Column("consumer", sa.String(100), primary_key=True),
+        sa.Column("event_id", sa.String(64), primary_key=True),
+        sa.Column("processed_at", UtcDateTime, nullable=False, default=utcnow),
+    )
+    outbox = sa.Table(
+        "outbox",
+        metadata,
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+        sa.Column("event_id", sa.String(64), nullable=False, unique=True),
+        sa.Column("topic", sa.String(200), nullable=False),
+        sa.Column("key", sa.String(200), nullable=False),
+        sa.Column("payload", sa.LargeBinary, nullable=False),
+        sa.Column("created_at", UtcDateTime, nullable=False, default=utcnow),
+        sa.Column("published_at", UtcDateTime, nullable=True),
+        sa.Index("ix_outbox_unpublished", "published_at", "id"),
+    )
+    return MessagingTables(inbox=inbox, outbox=outbox)
+
+
+def claim_events(conn: Connection, inbox: sa.Table, consumer: str, event_ids: Iterable[str]) -> set[str]:
+    """Records event ids as processed by ``consumer`` in the caller's transaction.
+
+    Returns the ids seen for the first time; the caller applies only those, so a
+    redelivered event changes nothing. Both the record and the effect commit or
+    roll back together.
+    """
+    ids = list(dict.fromkeys(event_ids))
+    if not ids:
+        return set()
+    seen = set(
+        conn.execute(
+            sa.select(inbox.c.event_id).where(inbox.c.consumer == consumer, inbox.c.event_id.in_(ids))
+        ).scalars()
+    )
+    fresh = [i for i in ids if i not in seen]
+    now = utcnow()
+    insert_ignoring_conflicts(conn, inbox, [{"consumer": consumer, "event_id": i, "processed_at": now} for i in fresh])
+    return set(fresh)
+
+
+@dataclass(frozen=True)
+class OutgoingEvent:
+    topic: str
+    key: str
+    event_id: str
+    payload: bytes
+
+
+def enqueue(conn: Connection, outbox: sa.Table, events: Iterable[OutgoingEvent]) -> None:
+    """Writes events to the outbox in the caller's transaction; the relay publishes them."""
+    now = utcnow()
+    rows = [
+        {"event_id": e.event_id, "topic": e.topic, "key": e.key, "payload": e.payload, "created_at": now}
+        for e in events
+    ]
+    insert_ignoring_conflicts(conn, outbox, rows)

@@ -1,0 +1,166 @@
+"""gRPC plumbing shared by the four services: the server, its health and
+reflection services, and the one table that maps domain errors to status codes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from concurrent import futures
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from quorum import errors
+
+log = logging.getLogger(__name__)
+
+STATUS_FOR_ERROR: dict[type[errors.QuorumError], grpc.StatusCode] = {
+    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.NotFound: grpc.StatusCode.NOT_FOUND,
+    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+
+
+def status_for(error: errors.QuorumError) -> grpc.StatusCode:
+    for kind in type(error).__mro__:
+        if kind in STATUS_FOR_ERROR:
+            return STATUS_FOR_ERROR[kind]
+    return grpc.StatusCode.INTERNAL
+
+
+def _abort(context: grpc.ServicerContext, error: errors.QuorumError) -> None:
+    if isinstance(error, errors.ResourceExhausted):
+        context.set_trailing_metadata((("retry-after-ms", str(error.retry_after_ms)),))
+    context.abort(status_for(error), str(error))
+
+
+def _wrap_unary(behavior: Callable[..., Any]) -> Callable[..., Any]:
+    def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return behavior(request, context)
+        except errors.QuorumError as error:
+            _abort(context, error)
+
+    return wrapped
+
+
+def _wrap_streaming(behavior: Callable[..., Any]) -> Callable[..., Any]:
+    def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            yield from behavior(request, context)
+        except errors.QuorumError as error:
+            _abort(context, error)
+
+    return wrapped
+
+
+class DomainErrorInterceptor(grpc.ServerInterceptor):
+    """Turns a :class:`quorum.errors.QuorumError` raised by a servicer into its status code."""
+
+    def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], Any], handler_call_details: grpc.HandlerCallDetails
+    ) -> Any:
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        if handler.unary_unary:
+            return handler._replace(unary_unary=_wrap_unary(handler.unary_unary))
+        if handler.stream_unary:
+            return handler._replace(stream_unary=_wrap_unary(handler.stream_unary))
+        if handler.unary_stream:
+            return handler._replace(unary_stream=_wrap_streaming(handler.unary_stream))
+        if handler.stream_stream:
+            return handler._replace(stream_stream=_wrap_streaming(handler.stream_stream))
+        return handler
+
+
+@dataclass
+class RunningServer:
+    server: grpc.Server
+    health: health.HealthServicer
+    port: int
+    service_names: tuple[str, ...]
+
+    def set_serving(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", *self.service_names):
+            self.health.set(name, status)
+
+    def stop(self, grace: float = 2.0) -> None:
+        self.set_serving(False)
+        self.server.stop(grace).wait()
+
+
+def start_server(
+    registrations: Sequence[tuple[Callable[[Any, grpc.Server], None], Any, str]],
+    address: str,
+    max_workers: int = 32,
+    interceptors: Iterable[grpc.ServerInterceptor] = (),
+) -> RunningServer:
+    """Starts a gRPC server with health checking and reflection.
+
+    ``registrations`` holds ``(add_XServicer_to_server, servicer, full service name)``.
+    ``address`` is ``host:port``; port 0 picks a free port. Raises RuntimeError when the
+    port cannot be bound.
+    """
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
+        interceptors=[DomainErrorInterceptor(), *interceptors],
+        options=[
+            ("grpc.max_receive_message_length", 32 * 1024 * 1024),
+            ("grpc.max_send_message_length", 32 * 1024 * 1024),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    names = []
+    for add, servicer, name in registrations:
+        add(servicer, server)
+        names.append(name)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((*names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise RuntimeError(f"cannot listen on {address}: {exc}") from exc
+    if port == 0:
+        raise RuntimeError(f"cannot listen on {address}: port in use?")
+    server.start()
+    running = RunningServer(server, health_servicer, port, tuple(names))
+    running.set_serving(True)
+    return running
+
+
+def channel(address: str) -> grpc.Channel:
+    """An insecure channel for loopback and in-cluster traffic."""
+    return grpc.insecure_channel(
+        address,
+        options=[
+            ("grpc.max_receive_message_length", 32 * 1024 * 1024),
+            ("grpc.max_send_message_length", 32 * 1024 * 1024),
+        ],
+    )
+
+
+def wait_healthy(address: str, timeout: float = 30.0) -> None:
+    """Blocks until the server at ``address`` reports SERVING. Raises TimeoutError."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    with channel(address) as ch:
+        stub = health_pb2_grpc.HealthStub(ch)
+        while True:
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no healthy gRPC server at {address} after {timeout:.0f} s")
+            time.sleep(0.05)

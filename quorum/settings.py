@@ -1,0 +1,83 @@
+"""One typed settings object per process, read once from ``QUORUM_*`` variables.
+
+The embedded default needs none of them: SQLite and a local-disk object store
+under ``QUORUM_HOME`` (``~/.quorum``), an in-process Redis and a broker that
+``quorum up`` starts itself. The distributed deployment sets the URLs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ServiceName = Literal["ingest", "tasking", "consensus", "payments"]
+SERVICES: tuple[ServiceName, ...] = ("ingest", "tasking", "consensus", "payments")
+
+
+class Settings(BaseSettings):
+    """Configuration of one Quorum process. Invalid values fail at start-up, naming the variable."""
+
+    model_config = SettingsConfigDict(env_prefix="QUORUM_", frozen=True, extra="ignore")
+
+    home: Path = Field(default_factory=lambda: Path.home() / ".quorum")
+    # SQLAlchemy URL. Unset: sqlite file <home>/<service>.db. Each service needs its own database.
+    database_url: str | None = None
+    # host:port[,host:port]. Unset: `quorum serve` refuses to start; `quorum up` starts a broker.
+    kafka_bootstrap: str | None = None
+    # Prefix of every topic name and consumer group, e.g. quorum.tasks.v1.
+    topic_prefix: str = "quorum"
+    kafka_partitions: int = Field(default=6, ge=1)
+    # redis://host:port/db. Unset: an in-process Redis (one tasking replica only).
+    redis_url: str | None = None
+    # file:///path or s3://bucket. Unset: file://<home>/objects.
+    object_store_url: str | None = None
+    s3_endpoint: str = "127.0.0.1:9000"
+    s3_access_key: str = ""
+    s3_secret_key: str = ""
+    s3_region: str = "us-east-1"
+    s3_secure: bool = False
+
+    bind_host: str = "127.0.0.1"
+    ingest_addr: str = "127.0.0.1:50051"
+    tasking_addr: str = "127.0.0.1:50052"
+    consensus_addr: str = "127.0.0.1:50053"
+    payments_addr: str = "127.0.0.1:50054"
+    dashboard_port: int = 8501
+    grpc_workers: int = Field(default=32, ge=1)
+
+    # Ingest limits.
+    max_text_bytes: int = Field(default=64 * 1024, ge=1)
+    max_file_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
+    max_image_pixels: int = Field(default=50_000_000, ge=1)
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _topic_prefix_is_a_name(cls, value: str) -> str:
+        if not value or not all(c.isalnum() or c in "._-" for c in value):
+            raise ValueError("use letters, digits, '.', '_' or '-'")
+        return value
+
+    def service_addr(self, service: ServiceName) -> str:
+        return str(getattr(self, f"{service}_addr"))
+
+    def service_port(self, service: ServiceName) -> int:
+        return int(self.service_addr(service).rsplit(":", 1)[1])
+
+    def database_url_for(self, service: ServiceName) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.home / f'{service}.db'}"
+
+    def object_store(self) -> str:
+        return self.object_store_url or (self.home / "objects").as_uri()
+
+    def require_kafka(self) -> str:
+        if not self.kafka_bootstrap:
+            raise RuntimeError(
+                "QUORUM_KAFKA_BOOTSTRAP is not set: give the broker address (host:port), "
+                "or run the whole embedded stack with `quorum up`"
+            )
+        return self.kafka_bootstrap

@@ -1,0 +1,135 @@
+"""Fixtures for real components: the Tansu broker and moto's S3 server are
+started here; PostgreSQL and Redis are the servers on the machine.
+
+Where PostgreSQL or Redis is unreachable their tests skip and say why, except
+under CI=true, where a missing service fails the run.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import pytest
+import sqlalchemy as sa
+
+from quorum.broker import EmbeddedBroker, free_port
+from quorum.settings import Settings
+
+POSTGRES_URL = os.environ.get("QUORUM_TEST_POSTGRES_URL", "postgresql+psycopg://root@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("QUORUM_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def _reachable(url: str, default_port: int) -> bool:
+    parsed = urlparse(url.replace("+psycopg", ""))
+    try:
+        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or default_port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _missing(service: str, url: str) -> None:
+    message = f"{service} is not reachable at {url}"
+    if IN_CI:
+        pytest.fail(f"{message}; CI=true requires it")
+    pytest.skip(f"{message}; start it or set the test URL variable")
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One Tansu broker for the session; tests isolate themselves by topic prefix."""
+    log = tmp_path_factory.mktemp("broker") / "tansu.log"
+    with EmbeddedBroker(log_path=log) as broker:
+        yield broker.bootstrap
+
+
+@pytest.fixture
+def topic_prefix() -> str:
+    """A prefix of its own for each test's topics and consumer groups."""
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, kafka_bootstrap: str, topic_prefix: str) -> Callable[..., Settings]:
+    """Settings for the embedded default under the test's own folder; keyword
+    arguments override fields (database_url, redis_url, object_store_url, ...)."""
+
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "home": tmp_path / "quorum",
+            "kafka_bootstrap": kafka_bootstrap,
+            "topic_prefix": topic_prefix,
+            "kafka_partitions": 3,
+            "grpc_workers": 16,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A URL whose connections use a fresh schema of their own; dropped afterwards."""
+    if not _reachable(POSTGRES_URL, 5432):
+        _missing("PostgreSQL", POSTGRES_URL)
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    separator = "&" if "?" in POSTGRES_URL else "?"
+    try:
+        yield f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """The machine's Redis, database 15, emptied before and after the test."""
+    if not _reachable(REDIS_URL, 6379):
+        _missing("Redis", REDIS_URL)
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    try:
+        yield REDIS_URL
+    finally:
+        client.flushdb()
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3 server on a free loopback port, as host:port."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_settings(s3_endpoint: str) -> dict[str, Any]:
+    """Settings fields for a fresh bucket on the moto server."""
+    return {
+        "object_store_url": f"s3://bucket-{uuid.uuid4().hex[:10]}",
+        "s3_endpoint": s3_endpoint,
+        "s3_access_key": "testing",
+        "s3_secret_key": "testing",
+        "s3_secure": False,
+    }
