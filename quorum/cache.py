@@ -3,15 +3,13 @@ in-process Redis (fakeredis, with Lua) for the single-machine default."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import redis
 
 
-def connect_redis(url: str | None) -> redis.Redis[Any]:
+def connect_redis(url: str | None) -> redis.Redis:
     """Returns a client with str responses. Raises redis.ConnectionError if the server is down."""
     if url:
-        client: redis.Redis[Any] = redis.Redis.from_url(url, decode_responses=True, health_check_interval=30)
+        client: redis.Redis = redis.Redis.from_url(url, decode_responses=True, health_check_interval=30)
         client.ping()
         return client
     import fakeredis

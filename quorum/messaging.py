@@ -12,12 +12,14 @@ and published by :class:`OutboxRelay`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from google.protobuf.message import DecodeError
@@ -111,12 +113,13 @@ def ensure_topics(bootstrap: str, topics: Sequence[str], partitions: int, timeou
             time.sleep(0.2)
     try:
         existing = set(admin.list_topics())
-        missing = [NewTopic(name=t, num_partitions=partitions, replication_factor=1) for t in wanted if t not in existing]
+        missing = [
+            NewTopic(name=t, num_partitions=partitions, replication_factor=1) for t in wanted if t not in existing
+        ]
         if missing:
-            try:
+            # Another process may win the race; its topics are as good as ours.
+            with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                pass  # another process won the race
     finally:
         admin.close()
 
@@ -342,7 +345,7 @@ class EventConsumer:
             if self._dead_letter_publisher:
                 self._dead_letter_publisher.close()
 
-    def _process(self, records: list) -> None:  # type: ignore[type-arg]
+    def _process(self, records: list[Any]) -> None:
         events: list[tuple[object, events_pb2.Event]] = []
         for record in records:
             event = events_pb2.Event()

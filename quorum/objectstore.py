@@ -84,9 +84,7 @@ class LocalDiskStore:
 class S3Store:
     """Objects in an S3 bucket (AWS, MinIO or any S3 endpoint). Creates the bucket if missing."""
 
-    def __init__(
-        self, bucket: str, endpoint: str, access_key: str, secret_key: str, secure: bool, region: str
-    ) -> None:
+    def __init__(self, bucket: str, endpoint: str, access_key: str, secret_key: str, secure: bool, region: str) -> None:
         from minio import Minio
 
         self.bucket = bucket

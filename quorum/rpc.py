@@ -63,7 +63,9 @@ class DomainErrorInterceptor(grpc.ServerInterceptor):
     """Turns a :class:`quorum.errors.QuorumError` raised by a servicer into its status code."""
 
     def intercept_service(
-        self, continuation: Callable[[grpc.HandlerCallDetails], Any], handler_call_details: grpc.HandlerCallDetails
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Any],
+        handler_call_details: grpc.HandlerCallDetails,
     ) -> Any:
         handler = continuation(handler_call_details)
         if handler is None:

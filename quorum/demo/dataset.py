@@ -139,13 +139,15 @@ def generate(
     """Generates ``n_objects`` distinct objects with known labels, plus gold objects.
 
     ``kind="mixed"`` splits the objects between images (the odd one goes to images) and texts;
-    ``"image"`` or ``"text"`` makes only that kind. Labels are balanced within each kind
-    (counts differ by at most one) and shuffled. For each kind that has objects, ``max(min_gold,
-    round(gold_share * count))`` gold objects are added on top of ``n_objects``.
+    ``"image"`` or ``"text"`` makes only that kind. Labels are balanced (counts differ by at
+    most one) and shuffled, within each kind and separately for regular and gold objects. For
+    each kind that has objects, ``max(min_gold, round(gold_share * count))`` gold objects are
+    added on top of ``n_objects``.
 
     Raises ValueError for a negative ``n_objects`` or ``min_gold``, an unknown ``kind`` or a
-    ``gold_share`` outside [0, 1). Costs about 0.3 ms per image (drawing and PNG encoding) and
-    a few microseconds per text: ``generate(2000, seed)`` takes well under a second.
+    ``gold_share`` outside [0, 1). Costs about 0.75 ms per image (half of it PNG encoding) and
+    about 20 microseconds per text: ``generate(2000, seed)`` takes about 0.8 s on one core;
+    images average 9 KB.
     """
     if n_objects < 0:
         raise ValueError(f"n_objects must be >= 0, got {n_objects}")
@@ -170,10 +172,13 @@ def generate(
     image_rng = random.Random(f"quorum-demo:{seed}:image")
     text_rng = random.Random(f"quorum-demo:{seed}:text")
 
-    images, gold_images = _split_gold(
-        _make_images(n_images + gold_count(n_images), image_rng), n_images, "image"
-    )
-    texts, gold_texts = _split_gold(_make_texts(n_texts + gold_count(n_texts), text_rng), n_texts, "text")
+    # Regular and gold labels are balanced separately, so both sets have every label.
+    image_labels = _balanced_labels(n_images, IMAGE_LABELS, image_rng)
+    image_labels += _balanced_labels(gold_count(n_images), IMAGE_LABELS, image_rng)
+    text_labels = _balanced_labels(n_texts, TEXT_LABELS, text_rng)
+    text_labels += _balanced_labels(gold_count(n_texts), TEXT_LABELS, text_rng)
+    images, gold_images = _split_gold(_make_images(image_labels, image_rng), n_images, "image")
+    texts, gold_texts = _split_gold(_make_texts(text_labels, text_rng), n_texts, "text")
     return DemoDataset(
         seed=seed,
         image_labels=IMAGE_LABELS,
@@ -239,9 +244,7 @@ def _balanced_labels(n: int, labels: Sequence[str], rng: random.Random) -> list[
 def _split_gold(
     objects: list[DemoObject], n_regular: int, kind: ObjectKind
 ) -> tuple[list[DemoObject], list[DemoObject]]:
-    regular = [
-        DemoObject(f"{kind}-{i:05d}", kind, o.label, o.data, o.text) for i, o in enumerate(objects[:n_regular])
-    ]
+    regular = [DemoObject(f"{kind}-{i:05d}", kind, o.label, o.data, o.text) for i, o in enumerate(objects[:n_regular])]
     gold = [
         DemoObject(f"gold-{kind}-{i:04d}", kind, o.label, o.data, o.text, gold=True)
         for i, o in enumerate(objects[n_regular:])
@@ -252,8 +255,7 @@ def _split_gold(
 # --------------------------------------------------------------------------- images
 
 
-def _make_images(n: int, rng: random.Random) -> list[DemoObject]:
-    labels = _balanced_labels(n, IMAGE_LABELS, rng)
+def _make_images(labels: list[str], rng: random.Random) -> list[DemoObject]:
     noise_rng = np.random.default_rng(rng.getrandbits(64))
     seen: set[bytes] = set()
     out: list[DemoObject] = []
@@ -349,8 +351,8 @@ def _render_image(label: str, rng: random.Random, noise_rng: np.random.Generator
 # Products and experiences get different neutral facts: "the haircut uses two AA batteries"
 # reads as a joke, and jokes are not neutral.
 _PRODUCTS = (
-    "battery", "camera", "headphones", "user manual", "keyboard", "laptop", "phone case",
-    "running shoes", "backpack", "tent", "desk chair", "rental car", "blender", "e-reader",
+    "battery", "camera", "pair of headphones", "user manual", "keyboard", "laptop", "phone case",
+    "pair of running shoes", "backpack", "tent", "desk chair", "rental car", "blender", "e-reader",
     "board game", "winter jacket", "coffee grinder", "lamp", "water bottle", "umbrella",
 )  # fmt: skip
 _EXPERIENCES = (
@@ -422,6 +424,8 @@ _TEMPLATES: dict[str, tuple[str, ...]] = {
         "Note: the {item} {fact}.",
         "The {item} I ordered {when} {fact}.",
         "For the record, the {item} {fact}.",
+        "{Who} mentioned {when} that the {item} {fact}.",
+        "As {who} noticed {when}, the {item} {fact}.",
     ),
 }
 
@@ -441,6 +445,7 @@ def _fill(template: str, rng: random.Random) -> str:
         item, fact = rng.choice(_EXPERIENCES), rng.choice(_EXPERIENCE_FACTS)
     adj, nadj = rng.choice(_POSITIVE_ADJ), rng.choice(_NEGATIVE_ADJ)
     pclause, nclause = rng.choice(_POSITIVE_CLAUSES), rng.choice(_NEGATIVE_CLAUSES)
+    who = rng.choice(_WHO)
     return template.format(
         item=item,
         fact=fact,
@@ -454,12 +459,12 @@ def _fill(template: str, rng: random.Random) -> str:
         Pclause=_capitalised(pclause),
         nclause=nclause,
         Nclause=_capitalised(nclause),
-        Who=_capitalised(rng.choice(_WHO)),
+        who=who,
+        Who=_capitalised(who),
     )
 
 
-def _make_texts(n: int, rng: random.Random) -> list[DemoObject]:
-    labels = _balanced_labels(n, TEXT_LABELS, rng)
+def _make_texts(labels: list[str], rng: random.Random) -> list[DemoObject]:
     seen: set[str] = set()
     out: list[DemoObject] = []
     for label in labels:

@@ -41,7 +41,9 @@ def generate(out_dir: Path) -> list[Path]:
     if protoc.main(args) != 0:
         raise RuntimeError("protoc failed; see the messages above")
     package = out_dir / GENERATED_PACKAGE
-    (package / "__init__.py").write_text('"""Generated gRPC code. Do not edit: run python -m quorum.tools.protogen."""\n')
+    (package / "__init__.py").write_text(
+        '"""Generated gRPC code. Do not edit: run python -m quorum.tools.protogen."""\n'
+    )
     return sorted(p for p in package.iterdir() if p.is_file())
 
 

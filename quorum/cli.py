@@ -1,0 +1,389 @@
+"""The ``quorum`` command line: run the stack, submit work, read results."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from quorum.service import ServiceContext, ServiceParts
+    from quorum.settings import Settings
+
+BUILDERS = {name: f"services.{name}.bootstrap" for name in ("ingest", "tasking", "consensus", "payments")}
+
+
+def builder(name: str) -> Callable[[ServiceContext], ServiceParts]:
+    """The composition root of a service, imported on demand."""
+    build: Callable[[ServiceContext], ServiceParts] = importlib.import_module(BUILDERS[name]).build
+    return build
+
+
+def _load_settings() -> Settings:
+    from pydantic import ValidationError
+
+    from quorum.settings import Settings
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"QUORUM_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
+        )
+        raise SystemExit(f"quorum: bad configuration: {problems}") from None
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(0.5):
+        pass
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from quorum.service import start_service
+
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {args.service} %(levelname)s %(name)s: %(message)s")
+    settings = _load_settings()
+    try:
+        running = start_service(builder(args.service), settings)
+    except RuntimeError as exc:
+        print(f"quorum serve {args.service}: {exc}", file=sys.stderr)
+        return 1
+    logging.getLogger("quorum").info(
+        "%s serving on %s:%d (gRPC, health, reflection)", args.service, settings.bind_host, running.port
+    )
+    stopped_by_failure = threading.Event()
+
+    def watchdog() -> None:
+        # A dead consumer means events pile up unseen: exit so a supervisor restarts us.
+        while not stopped_by_failure.wait(1.0):
+            if not running.healthy():
+                logging.getLogger("quorum").error("%s: a consumer or loop died; exiting", args.service)
+                stopped_by_failure.set()
+                signal.raise_signal(signal.SIGTERM)
+
+    threading.Thread(target=watchdog, daemon=True).start()
+    _wait_for_signal()
+    running.stop()
+    return 1 if stopped_by_failure.is_set() else 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from quorum.settings import SERVICES
+    from quorum.stack import LocalStack
+
+    settings = _load_settings()
+    ports = {name: settings.service_port(name) for name in SERVICES}
+    stack = LocalStack(
+        home=Path(args.home) if args.home else settings.home,
+        ports=ports,
+        dashboard=not args.no_dashboard,
+        dashboard_port=settings.dashboard_port,
+    )
+    try:
+        stack.start()
+    except RuntimeError as exc:
+        print(f"quorum up: {exc}", file=sys.stderr)
+        return 1
+    print(f"Quorum is up (data in {stack.home}, logs in {stack.log_dir})")
+    print(f"  kafka      {stack.broker.bootstrap if stack.broker else '?'}")
+    for name, address in stack.addresses.items():
+        print(f"  {name:<10} {address}")
+    if stack.dashboard_url:
+        print(f"  dashboard  {stack.dashboard_url}")
+    print("Ctrl-C stops everything.", flush=True)
+    try:
+        _wait_for_signal()
+    finally:
+        print("stopping...", flush=True)
+        stack.stop()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from quorum.demo.run import DemoOptions, run_demo
+
+    options = DemoOptions(
+        objects=args.objects,
+        workers=args.workers,
+        seed=args.seed,
+        dashboard=args.dashboard,
+        keep=args.keep,
+        json_output=args.json,
+        timeout_s=args.timeout,
+    )
+    return run_demo(options)
+
+
+def _client(settings: Settings) -> Any:
+    from quorum.client import QuorumClient
+    from quorum.settings import SERVICES
+
+    return QuorumClient({name: settings.service_addr(name) for name in SERVICES})
+
+
+def _rpc_guard(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def wrapped(args: argparse.Namespace) -> int:
+        import grpc
+
+        from quorum.client import rpc_error_text
+
+        try:
+            return func(args)
+        except grpc.RpcError as exc:
+            print(f"quorum {args.command}: {rpc_error_text(exc)}", file=sys.stderr)
+            return 1
+
+    return wrapped
+
+
+@_rpc_guard
+def cmd_submit(args: argparse.Namespace) -> int:
+    from google.protobuf.timestamp_pb2 import Timestamp
+    from tqdm import tqdm
+
+    from quorum import client as qc
+    from quorum.v1 import common_pb2, ingest_pb2
+
+    path = Path(args.path)
+    if not path.exists():
+        print(f"quorum submit: {path} does not exist", file=sys.stderr)
+        return 2
+    is_images = path.is_dir()
+    labels = [label.strip() for label in args.labels.split(",")]
+    config = common_pb2.ClassificationConfig(labels=labels)
+    spec = common_pb2.JobSpec(
+        name=args.name or path.name,
+        client_id=args.client,
+        instructions=args.instructions,
+        overlap=common_pb2.Overlap(min=args.min_overlap, max=args.max_overlap),
+        target_confidence=args.target_confidence,
+        gold_share=args.gold_share,
+        price_per_object_cents=args.price_cents,
+        pay_per_answer_cents=args.pay_cents,
+        currency=args.currency,
+        pilot=args.pilot,
+        pilot_allowance=args.pilot_allowance,
+    )
+    if is_images:
+        spec.image_classification.CopyFrom(config)
+    else:
+        spec.text_classification.CopyFrom(config)
+    if args.sla_hours:
+        deadline = Timestamp()
+        deadline.GetCurrentTime()
+        deadline.seconds += int(args.sla_hours * 3600)
+        spec.sla_deadline.CopyFrom(deadline)
+    settings = _load_settings()
+    with _client(settings) as client:
+        job = client.ingest.CreateJob(ingest_pb2.CreateJobRequest(spec=spec), timeout=30)
+        print(f"job {job.job_id} created", file=sys.stderr)
+        if is_images:
+            files = qc.folder_files(path)
+            gold = _gold_map(args.gold)
+            with tqdm(total=len(files), desc="upload", unit="file", file=sys.stderr) as bar:
+                summary = client.upload(
+                    job.job_id,
+                    (qc.UploadFile(str(f.relative_to(path)), f.read_bytes(), gold.get(f.name, "")) for f in files),
+                    on_file=lambda: bar.update(1),
+                )
+        else:
+            fmt = qc.manifest_format(path)
+            summary = client.import_manifest(job.job_id, path.read_bytes(), fmt, str(path.resolve().parent))
+        for item in summary.items:
+            if item.status != ingest_pb2.ITEM_STATUS_ACCEPTED:
+                status = ingest_pb2.ItemStatus.Name(item.status).removeprefix("ITEM_STATUS_").lower()
+                print(f"  {status}: {item.name}: {item.reason}", file=sys.stderr)
+        if not args.no_seal:
+            client.ingest.SealJob(ingest_pb2.SealJobRequest(job_id=job.job_id), timeout=30)
+        print(
+            f"accepted {summary.accepted}, duplicates {summary.duplicates}, rejected {summary.rejected}",
+            file=sys.stderr,
+        )
+        print(job.job_id)
+    return 0
+
+
+def _gold_map(path: str | None) -> dict[str, str]:
+    """file name -> known label, from a CSV with columns file,label."""
+    if not path:
+        return {}
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as handle:
+        return {row["file"]: row["label"] for row in csv.DictReader(handle)}
+
+
+@_rpc_guard
+def cmd_status(args: argparse.Namespace) -> int:
+    from google.protobuf.json_format import MessageToDict
+
+    from quorum.v1 import ingest_pb2
+
+    settings = _load_settings()
+    with _client(settings) as client:
+        job = client.job(args.job)
+        tasking = client.tasking_stats(args.job)
+        quality = client.quality(args.job)
+        money = client.money(args.job)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "job": MessageToDict(job),
+                    "tasking": MessageToDict(tasking),
+                    "quality": MessageToDict(quality),
+                    "money": MessageToDict(money),
+                }
+            )
+        )
+        return 0
+    state = ingest_pb2.JobState.Name(job.state).removeprefix("JOB_STATE_").lower()
+    done = quality.resolved / job.objects if job.objects else 0.0
+    print(f"job {job.job_id} ({job.spec.name}) {state}")
+    print(f"  objects   {job.objects} (+{job.gold_objects} gold, {job.rejected} rejected)")
+    print(f"  resolved  {quality.resolved} ({done:.0%}), low confidence {quality.low_confidence}")
+    print(f"  answers   {tasking.answers}, live leases {tasking.active_leases}, backlog {tasking.backlog}")
+    print(f"  quality   agreement {quality.agreement:.3f}, gold accuracy {quality.gold_accuracy:.3f}")
+    print(
+        f"  money     billed {_money(money.billed_cents, money.currency)}, paid {_money(money.paid_cents, money.currency)}"
+    )
+    return 0
+
+
+def _money(cents: int, currency: str) -> str:
+    sign = "-" if cents < 0 else ""
+    cents = abs(cents)
+    return f"{sign}{cents // 100}.{cents % 100:02d} {currency or 'USD'}"
+
+
+@_rpc_guard
+def cmd_results(args: argparse.Namespace) -> int:
+    from quorum.client import result_record
+
+    settings = _load_settings()
+    count = 0
+    out = Path(args.out)
+    with _client(settings) as client, out.open("w", encoding="utf-8") as handle:
+        for result in client.results(args.job):
+            handle.write(json.dumps(result_record(result), ensure_ascii=False) + "\n")
+            count += 1
+    print(f"wrote {count} results to {out}", file=sys.stderr)
+    return 0
+
+
+@_rpc_guard
+def cmd_invoice(args: argparse.Namespace) -> int:
+    from google.protobuf.json_format import MessageToDict
+
+    settings = _load_settings()
+    with _client(settings) as client:
+        invoice = client.invoice(args.job)
+    if args.format == "json":
+        print(json.dumps(MessageToDict(invoice, always_print_fields_with_no_presence=True), indent=2))
+        return 0
+    print(f"Invoice for job {invoice.job_id} (client {invoice.client_id})")
+    for line in invoice.lines:
+        print(
+            f"  {line.description:<44} {line.quantity:>7} x {_money(line.unit_price_cents, invoice.currency):>12}"
+            f" = {_money(line.amount_cents, invoice.currency):>14}"
+        )
+    print(f"  {'Total':<70} {_money(invoice.total_cents, invoice.currency):>14}")
+    return 0
+
+
+@_rpc_guard
+def cmd_ledger_verify(args: argparse.Namespace) -> int:
+    settings = _load_settings()
+    with _client(settings) as client:
+        result = client.verify_ledger()
+    print(f"entries {result.entries}, debits {result.debits_cents}, credits {result.credits_cents}")
+    for account in result.accounts:
+        print(f"  {account.account:<40} {account.balance_cents:>14} {account.currency}")
+    for problem in result.problems:
+        print(f"PROBLEM: {problem}")
+    print("ledger balanced" if result.balanced else "ledger NOT balanced")
+    return 0 if result.balanced and not result.problems else 1
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="quorum", description="Quorum: crowdsourced data labeling.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="run the whole stack on this machine (embedded default)")
+    up.add_argument("--no-dashboard", action="store_true", help="do not start the Streamlit dashboard")
+    up.add_argument("--home", help="data folder (default: QUORUM_HOME or ~/.quorum)")
+    up.set_defaults(func=cmd_up)
+
+    serve = sub.add_parser("serve", help="run one service, configured by QUORUM_* variables")
+    serve.add_argument("service", choices=sorted(BUILDERS))
+    serve.set_defaults(func=cmd_serve)
+
+    demo = sub.add_parser("demo", help="a pilot job end to end with a simulated crowd")
+    demo.add_argument("--objects", type=int, default=400, help="objects to label (half images, half texts)")
+    demo.add_argument("--workers", type=int, default=60, help="simulated workers")
+    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    demo.add_argument("--dashboard", action="store_true", help="also start the dashboard and print its URL")
+    demo.add_argument("--keep", action="store_true", help="keep the demo's data folder")
+    demo.add_argument("--timeout", type=float, default=1800.0, help="give up after this many seconds")
+    demo.set_defaults(func=cmd_demo)
+
+    submit = sub.add_parser("submit", help="submit a job: a folder of images or a JSONL/CSV of texts")
+    submit.add_argument("path", help="folder of images, or .jsonl/.csv manifest (text, path, id, gold_label)")
+    submit.add_argument("--labels", required=True, help="comma-separated label set")
+    submit.add_argument("--name", default="")
+    submit.add_argument("--client", default="local", help="client organisation id")
+    submit.add_argument("--instructions", default="")
+    submit.add_argument("--min-overlap", type=int, default=3)
+    submit.add_argument("--max-overlap", type=int, default=5)
+    submit.add_argument("--target-confidence", type=float, default=0.9)
+    submit.add_argument("--gold-share", type=float, default=0.1)
+    submit.add_argument("--gold", help="CSV file,label of known answers for images")
+    submit.add_argument("--price-cents", type=int, default=5, help="price per labeled object")
+    submit.add_argument("--pay-cents", type=int, default=1, help="worker pay per accepted answer")
+    submit.add_argument("--currency", default="USD")
+    submit.add_argument("--pilot", action="store_true", help="free up to the pilot allowance")
+    submit.add_argument("--pilot-allowance", type=int, default=0)
+    submit.add_argument("--sla-hours", type=float, default=0)
+    submit.add_argument("--no-seal", action="store_true", help="leave the job open for more uploads")
+    submit.set_defaults(func=cmd_submit)
+
+    status = sub.add_parser("status", help="progress, quality and money of a job")
+    status.add_argument("job")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_status)
+
+    results = sub.add_parser("results", help="download a job's labels as JSONL")
+    results.add_argument("job")
+    results.add_argument("--out", required=True)
+    results.set_defaults(func=cmd_results)
+
+    invoice = sub.add_parser("invoice", help="a job's invoice")
+    invoice.add_argument("job")
+    invoice.add_argument("--format", choices=("text", "json"), default="text")
+    invoice.set_defaults(func=cmd_invoice)
+
+    ledger = sub.add_parser("ledger", help="ledger checks")
+    ledger_sub = ledger.add_subparsers(dest="ledger_command", required=True)
+    verify = ledger_sub.add_parser("verify", help="check every ledger invariant; non-zero exit on a violation")
+    verify.set_defaults(func=cmd_ledger_verify)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

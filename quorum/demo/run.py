@@ -1,0 +1,289 @@
+"""``quorum demo``: a pilot job end to end on the embedded stack.
+
+Generates a dataset with known answers, starts the stack, submits an image
+job and a text job through the public gRPC API, lets a simulated crowd label
+them, then checks the labels against the truth, the bill, the pay and the
+ledger, and prints a report (one JSON object as the last line with --json).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from tqdm import tqdm
+
+from quorum.client import QuorumClient, UploadFile, jsonl, label_of
+from quorum.demo.crowd import CrowdReport, SimulatedCrowd, WorkerProfile
+from quorum.demo.dataset import DemoDataset, DemoObject, generate
+from quorum.stack import LocalStack
+from quorum.v1 import common_pb2, consensus_pb2, ingest_pb2
+
+# Prices of the demo's pilot jobs, in cents.
+IMAGE_PRICE_CENTS, IMAGE_PAY_CENTS = 10, 2
+TEXT_PRICE_CENTS, TEXT_PAY_CENTS = 6, 1
+PILOT_ALLOWANCE = 100
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    objects: int = 400
+    workers: int = 60
+    seed: int = 7
+    dashboard: bool = False
+    keep: bool = False
+    json_output: bool = False
+    timeout_s: float = 1800.0
+    home: Path | None = None
+
+
+def _job_spec(name: str, labels: tuple[str, ...], images: bool) -> common_pb2.JobSpec:
+    config = common_pb2.ClassificationConfig(labels=list(labels))
+    spec = common_pb2.JobSpec(
+        name=name,
+        client_id="demo-client",
+        instructions="Pick the one label that fits best.",
+        overlap=common_pb2.Overlap(min=3, max=7),
+        target_confidence=0.95,
+        gold_share=0.1,
+        price_per_object_cents=IMAGE_PRICE_CENTS if images else TEXT_PRICE_CENTS,
+        pay_per_answer_cents=IMAGE_PAY_CENTS if images else TEXT_PAY_CENTS,
+        currency="USD",
+        pilot=True,
+        pilot_allowance=PILOT_ALLOWANCE,
+        lease_seconds=60,
+    )
+    if images:
+        spec.image_classification.CopyFrom(config)
+    else:
+        spec.text_classification.CopyFrom(config)
+    return spec
+
+
+def _submit(client: QuorumClient, dataset: DemoDataset, progress: bool) -> dict[str, list[DemoObject]]:
+    """Creates the jobs, uploads every object and seals the jobs. Returns objects by job id."""
+    jobs: dict[str, list[DemoObject]] = {}
+    total = len(dataset.all_objects())
+    with tqdm(total=total, desc="upload", unit="obj", file=sys.stderr, disable=not progress) as bar:
+        if dataset.images:
+            job = client.ingest.CreateJob(
+                ingest_pb2.CreateJobRequest(spec=_job_spec("demo shapes", dataset.image_labels, images=True)),
+                timeout=30,
+            )
+            files = [
+                UploadFile(o.name, o.content, o.label if o.gold else "")
+                for o in [*dataset.images, *dataset.gold_images]
+            ]
+            summary = client.upload(job.job_id, files, on_file=lambda: bar.update(1))
+            _check_summary(summary, len(files))
+            jobs[job.job_id] = dataset.images
+        if dataset.texts:
+            job = client.ingest.CreateJob(
+                ingest_pb2.CreateJobRequest(spec=_job_spec("demo sentiment", dataset.text_labels, images=False)),
+                timeout=30,
+            )
+            lines = [
+                {"id": o.name, "text": o.text, **({"gold_label": o.label} if o.gold else {})}
+                for o in [*dataset.texts, *dataset.gold_texts]
+            ]
+            summary = client.import_manifest(job.job_id, jsonl(lines), ingest_pb2.MANIFEST_FORMAT_JSONL)
+            _check_summary(summary, len(lines))
+            bar.update(len(lines))
+            jobs[job.job_id] = dataset.texts
+    for job_id in jobs:
+        client.ingest.SealJob(ingest_pb2.SealJobRequest(job_id=job_id), timeout=30)
+    return jobs
+
+
+def _check_summary(summary: ingest_pb2.UploadSummary, expected: int) -> None:
+    if summary.accepted != expected:
+        reasons = [f"{i.name}: {i.reason}" for i in summary.items if i.status != ingest_pb2.ITEM_STATUS_ACCEPTED]
+        raise RuntimeError(f"ingest accepted {summary.accepted} of {expected} objects: {reasons[:5]}")
+
+
+class _Progress:
+    """Polls the services for resolved and billed counts; the crowd stops when all are resolved."""
+
+    def __init__(self, client: QuorumClient, job_ids: list[str], objects: int) -> None:
+        self.client = client
+        self.job_ids = job_ids
+        self.objects = objects
+        self.resolved = 0
+        self.done = threading.Event()
+
+    def poll(self) -> int:
+        # A slow answer is not a reason to stop the demo.
+        with contextlib.suppress(grpc.RpcError):
+            self.resolved = sum(self.client.quality(job_id).resolved for job_id in self.job_ids)
+        if self.resolved >= self.objects:
+            self.done.set()
+        return self.resolved
+
+    def billed(self) -> int:
+        return sum(self.client.money(job_id).objects_billed for job_id in self.job_ids)
+
+
+def _wait(condition: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def run_demo(options: DemoOptions) -> int:
+    """Runs the demo; returns the process exit code (0 when every check passed)."""
+    progress = not options.json_output or sys.stderr.isatty()
+    say = (lambda *a: print(*a, file=sys.stderr)) if options.json_output else print
+    dataset = generate(options.objects, options.seed)
+    home = options.home or Path(tempfile.mkdtemp(prefix="quorum-demo-"))
+    stack = LocalStack(home=home, dashboard=options.dashboard)
+    say(f"starting the embedded stack in {home} ...")
+    try:
+        stack.start()
+    except RuntimeError as exc:
+        print(f"quorum demo: {exc}", file=sys.stderr)
+        return 1
+    try:
+        if stack.dashboard_url:
+            say(f"dashboard: {stack.dashboard_url}")
+        with QuorumClient(stack.addresses) as client:
+            return _run(options, dataset, stack, client, progress, say)
+    finally:
+        stack.stop()
+        if not options.keep and options.home is None:
+            shutil.rmtree(home, ignore_errors=True)
+        elif options.keep:
+            say(f"data kept in {home}")
+
+
+def _run(
+    options: DemoOptions,
+    dataset: DemoDataset,
+    stack: LocalStack,
+    client: QuorumClient,
+    progress: bool,
+    say: Any,
+) -> int:
+    started = time.monotonic()
+    jobs = _submit(client, dataset, progress)
+    objects = sum(len(v) for v in jobs.values())
+    tracker = _Progress(client, list(jobs), objects)
+    crowd = SimulatedCrowd(
+        stack.address("tasking"),
+        dataset.truth_by_key(),
+        options.workers,
+        options.seed,
+        channels=4,
+        max_retry_ms=300,
+    )
+    outcome: list[CrowdReport] = []
+    crowd_thread = threading.Thread(
+        target=lambda: outcome.append(crowd.run(tracker.done.is_set, options.timeout_s)), daemon=True
+    )
+    crowd_thread.start()
+    with tqdm(total=objects, desc="labeled", unit="obj", file=sys.stderr, disable=not progress) as bar:
+        while crowd_thread.is_alive():
+            resolved = tracker.poll()
+            bar.update(resolved - bar.n)
+            if dead := stack.check_alive():
+                tracker.done.set()
+                raise RuntimeError(f"{dead} exited:\n{stack.log_tail(dead[0])}")
+            crowd_thread.join(0.5)
+    tracker.poll()
+    if tracker.resolved < objects:
+        raise RuntimeError(f"only {tracker.resolved} of {objects} objects resolved in {options.timeout_s:.0f} s")
+    labeled_at = time.monotonic()
+    # Billing trails resolution by one Kafka hop.
+    _wait(lambda: tracker.billed() >= objects, 60, "payments to bill every object")
+    report = _report(options, dataset, client, jobs, outcome[0], crowd.profiles, labeled_at - started)
+    if options.json_output:
+        _print_human(report, say)
+        print(json.dumps(report["summary"]))
+    else:
+        _print_human(report, say)
+    checks_ok = report["summary"]["ledger_balanced"] and report["summary"]["objects"] == objects
+    return 0 if checks_ok else 1
+
+
+def _report(
+    options: DemoOptions,
+    dataset: DemoDataset,
+    client: QuorumClient,
+    jobs: dict[str, list[DemoObject]],
+    crowd: CrowdReport,
+    profiles: list[WorkerProfile],
+    seconds: float,
+) -> dict[str, Any]:
+    truth = {o.name: o.label for o in dataset.all_objects()}
+    labeled = correct_consensus = correct_majority = answers = low_confidence = 0
+    for job_id in jobs:
+        for result in client.results(job_id):
+            labeled += 1
+            answers += len(result.answers)
+            low_confidence += result.low_confidence
+            correct_consensus += label_of(result.label) == truth[result.object_name]
+            correct_majority += label_of(result.majority_label) == truth[result.object_name]
+    money = [client.money(job_id) for job_id in jobs]
+    invoices = [client.invoice(job_id) for job_id in jobs]
+    ledger = client.verify_ledger()
+    billed = sum(m.billed_cents for m in money)
+    paid = sum(m.paid_cents for m in money)
+    workers = client.consensus.ListWorkers(consensus_pb2.ListWorkersRequest(), timeout=10).workers
+    summary = {
+        "objects": labeled,
+        "seconds": round(seconds, 2),
+        "objects_per_second": round(labeled / seconds, 2) if seconds else 0.0,
+        "answers": answers,
+        "answers_per_object": round(answers / labeled, 3) if labeled else 0.0,
+        "accuracy": {
+            "majority_vote": round(correct_majority / labeled, 4) if labeled else 0.0,
+            "consensus": round(correct_consensus / labeled, 4) if labeled else 0.0,
+        },
+        "low_confidence": low_confidence,
+        "workers": options.workers,
+        "crowd_answers": crowd.answers,
+        "billed_cents": billed,
+        "paid_cents": paid,
+        "margin_cents": billed - paid,
+        "pilot_subsidy_cents": sum(m.pilot_subsidy_cents for m in money),
+        "invoice_total_cents": sum(i.total_cents for i in invoices),
+        "ledger_balanced": bool(ledger.balanced and not ledger.problems),
+    }
+    return {"summary": summary, "workers": workers, "profiles": {p.worker_id: p for p in profiles}}
+
+
+def _print_human(report: dict[str, Any], say: Any) -> None:
+    s = report["summary"]
+    say("")
+    say("Quorum pilot demo")
+    say(f"  objects labeled      {s['objects']} in {s['seconds']} s ({s['objects_per_second']} objects/s)")
+    say(
+        f"  answers              {s['answers']} ({s['answers_per_object']} per object), {s['crowd_answers']} from the crowd incl. gold"
+    )
+    say(
+        f"  accuracy vs truth    consensus {s['accuracy']['consensus']:.2%}, majority vote {s['accuracy']['majority_vote']:.2%}"
+    )
+    say(f"  low confidence       {s['low_confidence']}")
+    say(
+        f"  billed               ${s['billed_cents'] / 100:,.2f} (pilot subsidy ${s['pilot_subsidy_cents'] / 100:,.2f})"
+    )
+    say(f"  paid to workers      ${s['paid_cents'] / 100:,.2f}; margin ${s['margin_cents'] / 100:,.2f}")
+    say(f"  ledger               {'balanced' if s['ledger_balanced'] else 'NOT BALANCED'}")
+    profiles = report["profiles"]
+    workers = sorted(report["workers"], key=lambda w: w.reliability)
+    if workers:
+        say("  least reliable workers (estimated reliability / true accuracy):")
+        for w in workers[:5]:
+            p = profiles.get(w.worker_id)
+            kind = "spammer" if p and p.spammer else f"{p.accuracy:.2f}" if p else "?"
+            say(f"    {w.worker_id:<16} {w.reliability:.2f} / {kind}  ({w.answers} answers)")

@@ -1,0 +1,184 @@
+"""The whole marketplace on one machine: the embedded Kafka broker, the four
+services as processes of their own, and the dashboard.
+
+Each service runs as ``quorum serve NAME`` in a child process with its own
+SQLite file under the stack's home, so the machine's cores are shared out the
+way they would be in a deployment and a service can be killed alone.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from quorum.broker import EmbeddedBroker, free_port, wait_for_port
+from quorum.rpc import wait_healthy
+from quorum.settings import SERVICES, ServiceName
+
+DEFAULT_PORTS: dict[ServiceName, int] = {
+    "ingest": 50051,
+    "tasking": 50052,
+    "consensus": 50053,
+    "payments": 50054,
+}
+
+
+def _port_free(port: int, host: str = "127.0.0.1") -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+            return True
+        except OSError:
+            return False
+
+
+@dataclass
+class LocalStack:
+    """Starts and stops the embedded stack. ``ports=None`` picks free ports.
+
+    ``extra_env`` is passed to every child (e.g. QUORUM_REDIS_URL to use a real Redis).
+    """
+
+    home: Path
+    ports: dict[ServiceName, int] | None = None
+    dashboard: bool = False
+    dashboard_port: int | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+    broker: EmbeddedBroker | None = None
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.home = self.home.expanduser().resolve()
+        self.log_dir = self.home / "logs"
+        if self.ports is None:
+            self.ports = {name: free_port() for name in SERVICES}
+        if self.dashboard and self.dashboard_port is None:
+            self.dashboard_port = free_port()
+
+    def address(self, service: ServiceName) -> str:
+        assert self.ports is not None
+        return f"127.0.0.1:{self.ports[service]}"
+
+    @property
+    def addresses(self) -> dict[ServiceName, str]:
+        return {name: self.address(name) for name in SERVICES}
+
+    def env(self) -> dict[str, str]:
+        assert self.broker is not None
+        env = {**os.environ, **self.extra_env}
+        env["QUORUM_HOME"] = str(self.home)
+        env["QUORUM_KAFKA_BOOTSTRAP"] = self.broker.bootstrap
+        for name in SERVICES:
+            env[f"QUORUM_{name.upper()}_ADDR"] = self.address(name)
+        return env
+
+    def start(self, timeout: float = 60.0) -> LocalStack:
+        """Starts everything and waits until every service reports SERVING.
+
+        Raises RuntimeError naming the port that is taken or the service that died,
+        with the end of its log.
+        """
+        assert self.ports is not None
+        for name, port in self.ports.items():
+            if not _port_free(port):
+                raise RuntimeError(
+                    f"port {port} for {name} is in use (another `quorum up`?); "
+                    f"set QUORUM_{name.upper()}_ADDR to another host:port"
+                )
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.broker = EmbeddedBroker(log_path=self.log_dir / "broker.log").start()
+        env = self.env()
+        try:
+            for name in SERVICES:
+                self._spawn(name, [sys.executable, "-m", "quorum.cli", "serve", name], env)
+            for name in SERVICES:
+                self._wait_service(name, timeout)
+            if self.dashboard:
+                self._start_dashboard(env, timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
+        self.processes[name] = subprocess.Popen(
+            argv,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        log.close()
+
+    def log_tail(self, name: str, lines: int = 30) -> str:
+        path = self.log_dir / f"{name}.log"
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def _wait_service(self, name: ServiceName, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        process = self.processes[name]
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited with code {process.returncode}:\n{self.log_tail(name)}")
+            try:
+                wait_healthy(self.address(name), timeout=0.5)
+                return
+            except TimeoutError as exc:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"{name} did not become healthy in {timeout:.0f} s:\n{self.log_tail(name)}"
+                    ) from exc
+
+    def _start_dashboard(self, env: dict[str, str], timeout: float) -> None:
+        app = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
+        argv = [
+            sys.executable, "-m", "streamlit", "run", str(app),
+            "--server.port", str(self.dashboard_port), "--server.address", "127.0.0.1",
+            "--server.headless", "true", "--browser.gatherUsageStats", "false",
+        ]  # fmt: skip
+        self._spawn("dashboard", argv, env)
+        assert self.dashboard_port is not None
+        if not wait_for_port("127.0.0.1", self.dashboard_port, timeout):
+            raise RuntimeError(f"the dashboard did not start:\n{self.log_tail('dashboard')}")
+
+    @property
+    def dashboard_url(self) -> str | None:
+        return f"http://127.0.0.1:{self.dashboard_port}" if self.dashboard else None
+
+    def check_alive(self) -> list[str]:
+        """Names of children that have exited."""
+        return [name for name, p in self.processes.items() if p.poll() is not None]
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM to every child at once (services drain and commit), SIGKILL after ``timeout``."""
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for process in self.processes.values():
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.processes.clear()
+        if self.broker:
+            self.broker.stop()
+            self.broker = None
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from quorum import cli
+from quorum.settings import Settings
+
+
+def test_embedded_defaults_need_no_variables(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("QUORUM_HOME", str(tmp_path))
+    settings = Settings()
+    assert settings.database_url_for("tasking") == f"sqlite:///{tmp_path / 'tasking.db'}"
+    assert settings.object_store() == (tmp_path / "objects").as_uri()
+    assert settings.redis_url is None
+    assert settings.service_port("payments") == 50054
+
+
+def test_a_bad_variable_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QUORUM_KAFKA_PARTITIONS", "zero")
+    with pytest.raises(ValidationError):
+        Settings()
+    with pytest.raises(SystemExit, match="QUORUM_KAFKA_PARTITIONS"):
+        cli._load_settings()
+
+
+def test_serving_without_a_broker_says_which_variable() -> None:
+    with pytest.raises(RuntimeError, match="QUORUM_KAFKA_BOOTSTRAP"):
+        Settings(kafka_bootstrap=None).require_kafka()
+
+
+def test_topic_prefix_must_be_a_name() -> None:
+    with pytest.raises(ValidationError, match="topic_prefix"):
+        Settings(topic_prefix="has space")
