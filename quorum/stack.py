@@ -51,6 +51,8 @@ class LocalStack:
     dashboard: bool = False
     dashboard_port: int | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Each service needs a database of its own; unset, each gets a SQLite file under home.
+    database_urls: dict[ServiceName, str] = field(default_factory=dict)
     broker: EmbeddedBroker | None = None
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
@@ -72,7 +74,8 @@ class LocalStack:
 
     def env(self) -> dict[str, str]:
         assert self.broker is not None
-        env = {**os.environ, **self.extra_env}
+        env = {k: v for k, v in os.environ.items() if k != "QUORUM_DATABASE_URL"}
+        env.update(self.extra_env)
         env["QUORUM_HOME"] = str(self.home)
         env["QUORUM_KAFKA_BOOTSTRAP"] = self.broker.bootstrap
         for name in SERVICES:
@@ -97,7 +100,8 @@ class LocalStack:
         env = self.env()
         try:
             for name in SERVICES:
-                self._spawn(name, [sys.executable, "-m", "quorum.cli", "serve", name], env)
+                service_env = {**env, **({"QUORUM_DATABASE_URL": self.database_urls[name]} if name in self.database_urls else {})}
+                self._spawn(name, [sys.executable, "-m", "quorum.cli", "serve", name], service_env)
             for name in SERVICES:
                 self._wait_service(name, timeout)
             if self.dashboard:

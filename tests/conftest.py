@@ -7,39 +7,16 @@ under CI=true, where a missing service fails the run.
 
 from __future__ import annotations
 
-import os
-import socket
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import pytest
-import sqlalchemy as sa
+from quorum_testing import postgres_schema, redis_database
 
 from quorum.broker import EmbeddedBroker, free_port
 from quorum.settings import Settings
-
-POSTGRES_URL = os.environ.get("QUORUM_TEST_POSTGRES_URL", "postgresql+psycopg://root@127.0.0.1:5432/test")
-REDIS_URL = os.environ.get("QUORUM_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-IN_CI = os.environ.get("CI", "").lower() == "true"
-
-
-def _reachable(url: str, default_port: int) -> bool:
-    parsed = urlparse(url.replace("+psycopg", ""))
-    try:
-        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or default_port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-def _missing(service: str, url: str) -> None:
-    message = f"{service} is not reachable at {url}"
-    if IN_CI:
-        pytest.fail(f"{message}; CI=true requires it")
-    pytest.skip(f"{message}; start it or set the test URL variable")
 
 
 @pytest.fixture(scope="session")
@@ -78,35 +55,15 @@ def make_settings(tmp_path: Path, kafka_bootstrap: str, topic_prefix: str) -> Ca
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A URL whose connections use a fresh schema of their own; dropped afterwards."""
-    if not _reachable(POSTGRES_URL, 5432):
-        _missing("PostgreSQL", POSTGRES_URL)
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    separator = "&" if "?" in POSTGRES_URL else "?"
-    try:
-        yield f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with postgres_schema() as url:
+        yield url
 
 
 @pytest.fixture
 def redis_url() -> Iterator[str]:
     """The machine's Redis, database 15, emptied before and after the test."""
-    if not _reachable(REDIS_URL, 6379):
-        _missing("Redis", REDIS_URL)
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL)
-    client.flushdb()
-    try:
-        yield REDIS_URL
-    finally:
-        client.flushdb()
-        client.close()
+    with redis_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,250 @@
+"""A small pilot job through all four services, each in its own process, over
+gRPC and Kafka: the way a client, a crowd of workers and an operator use it.
+
+Runs twice: on the embedded default (SQLite, local disk, in-process Redis) and
+on the distributed configuration (PostgreSQL, the machine's Redis, S3).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+from quorum_testing import REDIS_URL, postgres_schema, redis_database
+
+from quorum.broker import free_port
+from quorum.client import QuorumClient, UploadFile, jsonl, label_of
+from quorum.demo.crowd import SimulatedCrowd
+from quorum.demo.dataset import DemoDataset, generate
+from quorum.settings import SERVICES
+from quorum.stack import LocalStack
+from quorum.v1 import common_pb2, consensus_pb2, ingest_pb2
+
+pytestmark = pytest.mark.slow
+
+PRICE, PAY, ALLOWANCE = 10, 2, 5
+
+
+@dataclass
+class PilotRun:
+    stack: LocalStack
+    client: QuorumClient
+    dataset: DemoDataset
+    image_job: str
+    text_job: str
+    upload: ingest_pb2.UploadSummary
+    crowd_answers: int
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.25)
+
+
+def spec(labels: tuple[str, ...], images: bool) -> common_pb2.JobSpec:
+    config = common_pb2.ClassificationConfig(labels=list(labels))
+    job = common_pb2.JobSpec(
+        name="e2e",
+        client_id="acme",
+        overlap=common_pb2.Overlap(min=3, max=5),
+        target_confidence=0.9,
+        gold_share=0.1,
+        price_per_object_cents=PRICE,
+        pay_per_answer_cents=PAY,
+        pilot=True,
+        pilot_allowance=ALLOWANCE,
+        lease_seconds=30,
+    )
+    (job.image_classification if images else job.text_classification).CopyFrom(config)
+    return job
+
+
+def corrupt_png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), "red").save(buffer, format="PNG")
+    return buffer.getvalue()[:60]
+
+
+@pytest.fixture(scope="module", params=["embedded", "distributed"])
+def pilot(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PilotRun]:
+    home = tmp_path_factory.mktemp(f"stack-{request.param}")
+    extra_env: dict[str, str] = {}
+    database_urls: dict[Any, str] = {}
+    with contextlib.ExitStack() as resources:
+        if request.param == "distributed":
+            extra_env, database_urls = distributed_configuration(resources)
+        yield from run_pilot(LocalStack(home=home, extra_env=extra_env, database_urls=database_urls))
+
+
+def distributed_configuration(resources: contextlib.ExitStack) -> tuple[dict[str, str], dict[Any, str]]:
+    """PostgreSQL (a schema per service), the machine's Redis and an S3 endpoint."""
+    from moto.server import ThreadedMotoServer
+
+    database_urls = {name: resources.enter_context(postgres_schema()) for name in SERVICES}
+    redis_url = resources.enter_context(redis_database(REDIS_URL.rsplit("/", 1)[0] + "/14"))
+    port = free_port()
+    s3 = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    s3.start()
+    resources.callback(s3.stop)
+    env = {
+        "QUORUM_REDIS_URL": redis_url,
+        "QUORUM_OBJECT_STORE_URL": f"s3://pilot-{uuid.uuid4().hex[:8]}",
+        "QUORUM_S3_ENDPOINT": f"127.0.0.1:{port}",
+        "QUORUM_S3_ACCESS_KEY": "testing",
+        "QUORUM_S3_SECRET_KEY": "testing",
+    }
+    return env, database_urls
+
+
+def run_pilot(stack: LocalStack) -> Iterator[PilotRun]:
+    stack.start()
+    client = QuorumClient(stack.addresses)
+    try:
+        dataset = generate(30, seed=11)
+        image_job = client.ingest.CreateJob(ingest_pb2.CreateJobRequest(spec=spec(dataset.image_labels, True))).job_id
+        text_job = client.ingest.CreateJob(ingest_pb2.CreateJobRequest(spec=spec(dataset.text_labels, False))).job_id
+        files = [UploadFile(o.name, o.content, o.label if o.gold else "") for o in dataset.images + dataset.gold_images]
+        # Garbage in the same stream: rejected one by one while the good files go through.
+        files += [
+            UploadFile("broken.png", corrupt_png()),
+            UploadFile("empty.png", b""),
+            UploadFile("again.png", dataset.images[0].content),
+        ]
+        upload = client.upload(image_job, files)
+        lines = [
+            {"id": o.name, "text": o.text, **({"gold_label": o.label} if o.gold else {})}
+            for o in dataset.texts + dataset.gold_texts
+        ]
+        client.import_manifest(text_job, jsonl(lines), ingest_pb2.MANIFEST_FORMAT_JSONL)
+        for job_id in (image_job, text_job):
+            client.ingest.SealJob(ingest_pb2.SealJobRequest(job_id=job_id))
+
+        objects = len(dataset.images) + len(dataset.texts)
+        done = threading.Event()
+
+        def resolved() -> int:
+            return sum(client.quality(j).resolved for j in (image_job, text_job))
+
+        crowd = SimulatedCrowd(stack.address("tasking"), dataset.truth_by_key(), 20, seed=5, max_retry_ms=200)
+        outcome: list[Any] = []
+        worker = threading.Thread(target=lambda: outcome.append(crowd.run(done.is_set, 240)))
+        worker.start()
+        try:
+            wait_until(lambda: resolved() >= objects, 240, "every object to resolve")
+        finally:
+            done.set()
+            worker.join()
+        wait_until(lambda: sum(client.money(j).objects_billed for j in (image_job, text_job)) >= objects, 60, "billing")
+        answers = outcome[0].answers
+        # Pay trails answers by one Kafka hop.
+        wait_until(
+            lambda: sum(client.money(j).answers_paid for j in (image_job, text_job)) >= answers, 60, "worker pay"
+        )
+        yield PilotRun(stack, client, dataset, image_job, text_job, upload, answers)
+    finally:
+        client.close()
+        stack.stop()
+
+
+def test_bad_files_are_rejected_one_by_one(pilot: PilotRun) -> None:
+    by_name = {item.name: item for item in pilot.upload.items}
+    assert pilot.upload.accepted == len(pilot.dataset.images) + len(pilot.dataset.gold_images)
+    assert by_name["broken.png"].status == ingest_pb2.ITEM_STATUS_REJECTED
+    assert by_name["broken.png"].reason
+    assert by_name["empty.png"].status == ingest_pb2.ITEM_STATUS_REJECTED
+    assert "empty" in by_name["empty.png"].reason
+    assert by_name["again.png"].status == ingest_pb2.ITEM_STATUS_DUPLICATE
+
+
+def test_every_object_gets_one_label_from_distinct_workers(pilot: PilotRun) -> None:
+    truth = {o.name: o.label for o in pilot.dataset.all_objects()}
+    for job_id, objects in ((pilot.image_job, pilot.dataset.images), (pilot.text_job, pilot.dataset.texts)):
+        results = list(pilot.client.results(job_id))
+        assert sorted(r.object_name for r in results) == sorted(o.name for o in objects)
+        correct = 0
+        for result in results:
+            workers = [a.worker_id for a in result.answers]
+            assert len(workers) == len(set(workers)), "a worker answered one task twice"
+            assert 3 <= len(workers) <= 5
+            assert 0.0 < result.confidence <= 1.0
+            assert result.low_confidence or result.confidence >= 0.9
+            correct += label_of(result.label) == truth[result.object_name]
+        # 15% spammers and workers as poor as 55%: consensus still gets most right.
+        assert correct / len(results) >= 0.8
+
+
+def test_gold_objects_are_not_results_but_score_workers(pilot: PilotRun) -> None:
+    gold_names = {o.name for o in pilot.dataset.gold_images + pilot.dataset.gold_texts}
+    exported = {r.object_name for j in (pilot.image_job, pilot.text_job) for r in pilot.client.results(j)}
+    assert not exported & gold_names
+    workers = pilot.client.consensus.ListWorkers(consensus_pb2.ListWorkersRequest()).workers
+    assert sum(w.gold_answers for w in workers) > 0
+
+
+def test_invoice_bills_labeled_objects_minus_the_pilot_allowance(pilot: PilotRun) -> None:
+    for job_id, objects in ((pilot.image_job, pilot.dataset.images), (pilot.text_job, pilot.dataset.texts)):
+        invoice = pilot.client.invoice(job_id)
+        assert invoice.objects_labeled == len(objects)
+        assert invoice.pilot_objects == ALLOWANCE
+        assert invoice.total_cents == (len(objects) - ALLOWANCE) * PRICE
+        money = pilot.client.money(job_id)
+        assert money.billed_cents == invoice.total_cents
+        assert money.pilot_subsidy_cents == ALLOWANCE * PRICE
+
+
+def test_workers_are_paid_once_per_accepted_answer_and_the_ledger_balances(pilot: PilotRun) -> None:
+    money = [pilot.client.money(j) for j in (pilot.image_job, pilot.text_job)]
+    assert sum(m.answers_paid for m in money) == pilot.crowd_answers
+    assert sum(m.paid_cents for m in money) == pilot.crowd_answers * PAY
+    verification = pilot.client.verify_ledger()
+    assert verification.balanced, list(verification.problems)
+    assert not verification.problems
+    assert verification.debits_cents == verification.credits_cents > 0
+
+
+def test_cli_reads_status_results_and_invoice(pilot: PilotRun, tmp_path: Path) -> None:
+    env = {**os.environ, **{f"QUORUM_{n.upper()}_ADDR": pilot.stack.address(n) for n in SERVICES}}
+
+    def quorum(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "quorum.cli", *args], env=env, capture_output=True, text=True, timeout=60
+        )
+
+    out = tmp_path / "labels.jsonl"
+    result = quorum("results", pilot.text_job, "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == len(pilot.dataset.texts)
+    assert {"object", "label", "confidence", "answers"} <= set(records[0])
+
+    invoice = quorum("invoice", pilot.text_job, "--format", "json")
+    assert invoice.returncode == 0, invoice.stderr
+    assert int(json.loads(invoice.stdout)["totalCents"]) == (len(pilot.dataset.texts) - ALLOWANCE) * PRICE
+
+    status = quorum("status", pilot.image_job)
+    assert status.returncode == 0, status.stderr
+    assert f"resolved  {len(pilot.dataset.images)}" in status.stdout
+
+    missing = quorum("status", "job_does_not_exist")
+    assert missing.returncode == 1
+    assert "NOT_FOUND" in missing.stderr
+
+    verify = quorum("ledger", "verify")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert "ledger balanced" in verify.stdout

@@ -1,0 +1,96 @@
+"""Domain errors become the right gRPC status codes; health and reflection are served."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from quorum import errors
+from quorum.rpc import RunningServer, channel, start_server
+from quorum.v1 import consensus_pb2, consensus_pb2_grpc
+
+
+class Raising(consensus_pb2_grpc.ConsensusServiceServicer):
+    """Raises the domain error named by the request's task id."""
+
+    RAISES = {
+        "bad": errors.InvalidArgument("task_id", "must not be 'bad'"),
+        "missing": errors.NotFound("task", "missing"),
+        "late": errors.FailedPrecondition("no live lease"),
+        "denied": errors.PermissionDenied("not yours"),
+        "busy": errors.ResourceExhausted("slow down", retry_after_ms=250),
+    }
+
+    def GetResult(
+        self, request: consensus_pb2.GetResultRequest, context: grpc.ServicerContext
+    ) -> consensus_pb2.TaskResult:
+        raise self.RAISES[request.task_id]
+
+    def ExportResults(
+        self, request: consensus_pb2.ExportResultsRequest, context: grpc.ServicerContext
+    ) -> Iterator[consensus_pb2.TaskResult]:
+        yield consensus_pb2.TaskResult(task_id="first")
+        raise errors.NotFound("job", request.job_id)
+
+
+@pytest.fixture
+def server() -> Iterator[RunningServer]:
+    running = start_server(
+        [(consensus_pb2_grpc.add_ConsensusServiceServicer_to_server, Raising(), "quorum.v1.ConsensusService")],
+        "127.0.0.1:0",
+    )
+    yield running
+    running.stop(0)
+
+
+@pytest.mark.parametrize(
+    ("task_id", "code", "text"),
+    [
+        ("bad", grpc.StatusCode.INVALID_ARGUMENT, "task_id: must not be 'bad'"),
+        ("missing", grpc.StatusCode.NOT_FOUND, "task 'missing' not found"),
+        ("late", grpc.StatusCode.FAILED_PRECONDITION, "no live lease"),
+        ("denied", grpc.StatusCode.PERMISSION_DENIED, "not yours"),
+        ("busy", grpc.StatusCode.RESOURCE_EXHAUSTED, "slow down"),
+    ],
+)
+def test_domain_errors_map_to_status_codes(
+    server: RunningServer, task_id: str, code: grpc.StatusCode, text: str
+) -> None:
+    with channel(f"127.0.0.1:{server.port}") as ch:
+        stub = consensus_pb2_grpc.ConsensusServiceStub(ch)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.GetResult(consensus_pb2.GetResultRequest(task_id=task_id), timeout=5)
+    assert caught.value.code() == code
+    assert caught.value.details() == text
+    if task_id == "busy":
+        assert ("retry-after-ms", "250") in caught.value.trailing_metadata()
+
+
+def test_streaming_errors_arrive_after_the_messages_sent(server: RunningServer) -> None:
+    with channel(f"127.0.0.1:{server.port}") as ch:
+        stream = consensus_pb2_grpc.ConsensusServiceStub(ch).ExportResults(
+            consensus_pb2.ExportResultsRequest(job_id="j")
+        )
+        assert next(stream).task_id == "first"
+        with pytest.raises(grpc.RpcError) as caught:
+            next(stream)
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_health_and_reflection(server: RunningServer) -> None:
+    with channel(f"127.0.0.1:{server.port}") as ch:
+        health = health_pb2_grpc.HealthStub(ch)
+        reply = health.Check(health_pb2.HealthCheckRequest(service="quorum.v1.ConsensusService"), timeout=5)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        reflection = reflection_pb2_grpc.ServerReflectionStub(ch)
+        responses = reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+        names = {s.name for s in next(responses).list_services_response.service}
+    assert {"quorum.v1.ConsensusService", "grpc.health.v1.Health"} <= names
+    server.set_serving(False)
+    with channel(f"127.0.0.1:{server.port}") as ch:
+        reply = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+    assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
