@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import altair as alt
 import pandas as pd
 import streamlit as st
 
@@ -20,6 +21,7 @@ ALL_JOBS = ""
 JOB_KEY = "job_id"
 AUTO_KEY = "auto_refresh"
 EVERY_KEY = "refresh_seconds"
+SERIES_LABELS = {"created": "tasks created", "answered": "answers", "resolved": "objects resolved"}
 
 
 def main() -> None:
@@ -34,7 +36,7 @@ def main() -> None:
             st.caption(f"{name.capitalize()}: `{getattr(addrs, name)}`")
 
     st.title("Quorum operations")
-    # Only the fragment reruns on the timer, so the sidebar keeps its state between refreshes.
+    # Only the fragment reruns on the timer: the title and sidebar are not redrawn every few seconds.
     live = st.fragment(run_every=timedelta(seconds=every) if auto else None)(render_live)
     live(addrs)
 
@@ -94,20 +96,28 @@ def render_progress(snapshot: Snapshot) -> None:
     )
 
 
+def render_tiles(tiles: list[tuple[str, str, str | None]]) -> None:
+    """One row of metrics, each ``(label, value, help)``."""
+    for col, (label, value, help_text) in zip(st.columns(len(tiles)), tiles, strict=True):
+        col.metric(label, value, help=help_text, border=True)
+
+
 def render_workload(snapshot: Snapshot) -> None:
     t = snapshot.tasking
-    cols = st.columns(6)
-    cols[0].metric("Backlog", format_count(t and t.backlog), help="Tasks still waiting for answers", border=True)
-    cols[1].metric("Active leases", format_count(t and t.active_leases), border=True)
-    cols[2].metric("Workers", format_count(t and t.workers), border=True)
-    cols[3].metric(
-        "Tasks",
-        format_count(t and t.tasks),
-        help=None if t is None else f"{t.gold_tasks:,} of them gold",
-        border=True,
+    render_tiles(
+        [
+            ("Backlog", format_count(t.backlog) if t else MISSING, "Tasks still waiting for answers"),
+            ("Active leases", format_count(t.active_leases) if t else MISSING, "Tasks a worker holds now"),
+            ("Workers", format_count(t.workers) if t else MISSING, None),
+            (
+                "Tasks",
+                format_count(t.tasks) if t else MISSING,
+                f"{t.gold_tasks:,} of them gold" if t else None,
+            ),
+            ("Answers", format_count(t.answers) if t else MISSING, None),
+            ("Resolved", format_count(snapshot.resolved), "Objects with a final label"),
+        ]
     )
-    cols[4].metric("Answers", format_count(t and t.answers), border=True)
-    cols[5].metric("Resolved", format_count(snapshot.resolved), border=True)
 
 
 def render_throughput(snapshot: Snapshot) -> None:
@@ -116,97 +126,118 @@ def render_throughput(snapshot: Snapshot) -> None:
     if frame.empty:
         st.caption("No per-minute counts yet.")
         return
-    chart = frame.rename(columns={"created": "tasks created", "answered": "answers", "resolved": "objects resolved"})
-    st.line_chart(chart, x_label="minute (UTC)", y_label="per minute", height=260)
+    order = [SERIES_LABELS[c] for c in frame.columns]
+    long = frame.rename(columns=SERIES_LABELS).reset_index().melt("minute", var_name="series", value_name="count")
+    # A UTC scale: the browser would otherwise shift the minutes into its own time zone.
+    minute = alt.X(
+        "minute:T",
+        title="minute (UTC)",
+        scale=alt.Scale(type="utc"),
+        # At least a minute between ticks: Vega would otherwise tick every few seconds and repeat labels.
+        axis=alt.Axis(format="%H:%M", tickMinStep=60_000),
+    )
+    chart = (
+        alt.Chart(long)
+        # Dots only while there are few enough minutes to tell them apart.
+        .mark_line(point=len(frame) <= 60)
+        .encode(
+            x=minute,
+            y=alt.Y("count:Q", title="per minute"),
+            color=alt.Color("series:N", scale=alt.Scale(domain=order), legend=alt.Legend(orient="top", title=None)),
+            tooltip=[
+                alt.Tooltip("minute:T", title="minute (UTC)", format="%Y-%m-%d %H:%M", formatType="utc"),
+                alt.Tooltip("series:N"),
+                alt.Tooltip("count:Q", format=","),
+            ],
+        )
+        .properties(height=260)
+    )
+    st.altair_chart(chart)
 
 
 def render_quality(snapshot: Snapshot) -> None:
     q = snapshot.quality
+    st.subheader("Quality")
+    render_tiles(
+        [
+            (
+                "Agreement",
+                format_percent(q.agreement) if q else MISSING,
+                "Mean share of a resolved object's answers that agree with its label",
+            ),
+            (
+                "Accuracy on gold",
+                format_percent(q.gold_accuracy) if q and q.gold_answers else MISSING,
+                f"Over {q.gold_answers:,} gold answers" if q else None,
+            ),
+            (
+                "Estimated accuracy",
+                format_percent(q.estimated_accuracy) if q else MISSING,
+                "Mean confidence of resolved labels: the expected share that is right",
+            ),
+            (
+                "Low confidence",
+                format_count(q.low_confidence) if q else MISSING,
+                "Resolved below the job's target confidence",
+            ),
+        ]
+    )
+    st.subheader("Time to resolution")
     # With nothing resolved the percentiles are zeros, not real durations.
-    has_ttr = q is not None and q.resolved > 0
-    ttr_col, quality_col = st.columns([3, 4])
-    with ttr_col:
-        st.subheader("Time to resolution")
-        cols = st.columns(3)
-        for col, label, seconds in zip(
-            cols,
-            ("p50", "p90", "p99"),
-            (q.ttr_p50_seconds, q.ttr_p90_seconds, q.ttr_p99_seconds) if q and has_ttr else (None,) * 3,
-            strict=True,
-        ):
-            col.metric(label, format_duration(seconds), border=True)
-    with quality_col:
-        st.subheader("Quality")
-        cols = st.columns(4)
-        cols[0].metric(
-            "Agreement",
-            format_percent(q and q.agreement),
-            help="Mean share of a resolved object's answers that agree with its label",
-            border=True,
-        )
-        cols[1].metric(
-            "Accuracy on gold",
-            format_percent(q.gold_accuracy) if q and q.gold_answers else MISSING,
-            help=None if q is None else f"{q.gold_answers:,} gold answers",
-            border=True,
-        )
-        cols[2].metric(
-            "Estimated accuracy",
-            format_percent(q and q.estimated_accuracy),
-            help="Mean confidence of resolved labels: the expected share that is right",
-            border=True,
-        )
-        cols[3].metric(
-            "Low confidence",
-            format_count(q and q.low_confidence),
-            help="Resolved below the job's target confidence",
-            border=True,
-        )
+    ttr = (q.ttr_p50_seconds, q.ttr_p90_seconds, q.ttr_p99_seconds) if q and q.resolved else (None,) * 3
+    render_tiles(
+        [
+            (
+                label,
+                format_duration(seconds),
+                f"{share} of objects are resolved within this time from creation",
+            )
+            for label, share, seconds in zip(("p50", "p90", "p99"), ("Half", "90%", "99%"), ttr, strict=True)
+        ]
+    )
 
 
 def render_money(snapshot: Snapshot) -> None:
     st.subheader("Money")
     m = snapshot.money
-    currency = m.currency if m else "USD"
-    cols = st.columns(4)
-    cols[0].metric(
-        "Billed",
-        format_cents(m and m.billed_cents, currency),
-        help=None if m is None else f"{m.objects_billed:,} objects billed",
-        border=True,
-    )
-    cols[1].metric(
-        "Paid to workers",
-        format_cents(m and m.paid_cents, currency),
-        help=None if m is None else f"{m.answers_paid:,} answers paid",
-        border=True,
-    )
-    cols[2].metric("Margin", format_cents(m and m.margin_cents, currency), border=True)
-    cols[3].metric(
-        "Pilot subsidy",
-        format_cents(m and m.pilot_subsidy_cents, currency),
-        help="Price of pilot objects given away",
-        border=True,
+    if m is None:
+        render_tiles([(label, MISSING, None) for label in ("Billed", "Paid to workers", "Margin", "Pilot subsidy")])
+        return
+    render_tiles(
+        [
+            ("Billed", format_cents(m.billed_cents, m.currency), f"{m.objects_billed:,} objects billed"),
+            ("Paid to workers", format_cents(m.paid_cents, m.currency), f"{m.answers_paid:,} answers paid"),
+            ("Margin", format_cents(m.margin_cents, m.currency), "Billed minus paid to workers"),
+            (
+                "Pilot subsidy",
+                format_cents(m.pilot_subsidy_cents, m.currency),
+                "Price of pilot objects given away",
+            ),
+        ]
     )
 
 
 def render_workers(snapshot: Snapshot) -> None:
     st.subheader("Workers")
     if snapshot.workers.empty:
-        st.caption("No workers yet." if snapshot.quality is not None else "Worker figures unavailable.")
+        failed = any(p.service == "Consensus" for p in snapshot.problems)
+        st.caption("Workers unavailable." if failed else "No workers yet.")
         return
+    # Shares as percentages with one fixed precision; Streamlit's "percent" format varies the decimals.
+    shares = ["gold_accuracy", "reliability", "agreement"]
+    workers = snapshot.workers.assign(**{c: snapshot.workers[c] * 100 for c in shares})
     st.dataframe(
-        snapshot.workers,
+        workers,
         hide_index=True,
         column_config={
             "worker_id": st.column_config.TextColumn("Worker"),
             "answers": st.column_config.NumberColumn("Answers", format="localized"),
             "gold_answers": st.column_config.NumberColumn("Gold answers", format="localized"),
-            "gold_accuracy": st.column_config.NumberColumn("Gold accuracy", format="percent"),
+            "gold_accuracy": st.column_config.NumberColumn("Gold accuracy", format="%.1f%%"),
             "reliability": st.column_config.ProgressColumn(
-                "Reliability", format="percent", min_value=0.0, max_value=1.0
+                "Reliability", format="%.1f%%", min_value=0.0, max_value=100.0
             ),
-            "agreement": st.column_config.NumberColumn("Agreement", format="percent"),
+            "agreement": st.column_config.NumberColumn("Agreement", format="%.1f%%"),
         },
     )
 
@@ -215,7 +246,8 @@ def render_jobs(snapshot: Snapshot) -> None:
     st.subheader("Jobs")
     jobs: pd.DataFrame = snapshot.scoped_jobs()
     if jobs.empty:
-        st.caption("No jobs." if not any(p.service == "Ingest" for p in snapshot.problems) else "Jobs unavailable.")
+        failed = any(p.service == "Ingest" for p in snapshot.problems)
+        st.caption("Jobs unavailable." if failed else "No jobs.")
         return
     st.dataframe(
         jobs,

@@ -34,7 +34,17 @@ DEFAULT_TIMEOUT_S = 2.0
 # Keeps the throughput chart bounded however far back the services' series go.
 MAX_CHART_MINUTES = 24 * 60
 
-JOB_COLUMNS = ["job_id", "name", "client_id", "state", "objects", "gold", "rejected", "sla_deadline", "created_at"]
+JOB_COLUMNS = [
+    "job_id",
+    "name",
+    "client_id",
+    "state",
+    "objects",
+    "gold",
+    "rejected",
+    "sla_deadline",
+    "created_at",
+]
 WORKER_COLUMNS = ["worker_id", "answers", "gold_answers", "gold_accuracy", "reliability", "agreement"]
 THROUGHPUT_COLUMNS = ["created", "answered", "resolved"]
 
@@ -154,7 +164,7 @@ class Snapshot:
     # One row per worker, most reliable first.
     workers: pd.DataFrame = field(default_factory=lambda: _empty(WORKER_COLUMNS))
     # Per-minute counts indexed by the minute's start (UTC), one column per available series.
-    throughput: pd.DataFrame = field(default_factory=lambda: pd.DataFrame())
+    throughput: pd.DataFrame = field(default_factory=pd.DataFrame)
     problems: tuple[ServiceProblem, ...] = ()
 
     @property

@@ -145,14 +145,10 @@ class LocalStack:
                     ) from exc
 
     def _start_dashboard(self, env: dict[str, str], timeout: float) -> None:
-        app = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
-        argv = [
-            sys.executable, "-m", "streamlit", "run", str(app),
-            "--server.port", str(self.dashboard_port), "--server.address", "127.0.0.1",
-            "--server.headless", "true", "--browser.gatherUsageStats", "false",
-        ]  # fmt: skip
-        self._spawn("dashboard", argv, env)
+        from dashboard.launch import streamlit_command
+
         assert self.dashboard_port is not None
+        self._spawn("dashboard", streamlit_command("127.0.0.1", self.dashboard_port), env)
         if not wait_for_port("127.0.0.1", self.dashboard_port, timeout):
             raise RuntimeError(f"the dashboard did not start:\n{self.log_tail('dashboard')}")
 

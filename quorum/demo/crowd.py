@@ -12,8 +12,10 @@ between 0.55 and 0.98 and, when wrong, tend to confuse a label with its neighbou
 label list. Profiles are deterministic for a seed; which worker gets which task is not.
 
 All workers are coroutines on one asyncio event loop over ``grpc.aio`` channels: a worker
-waiting for an answer or for ``retry_after_ms`` costs no thread, and an aio client sustains
-about twice the request rate of a pool of blocking threads on the same machine.
+waiting for an answer or for ``retry_after_ms`` costs no thread, and on a 2-core machine an aio
+client reaches about 10k unary calls/s where four blocking threads reach about 5k. Against an
+in-memory servicer in another process the crowd submits about 2,000 answers/s (two calls per
+answer), bounded by the server.
 """
 
 from __future__ import annotations
@@ -296,6 +298,7 @@ class SimulatedCrowd:
         self._max_retry_s = max_retry_ms / 1000.0
         self._stop_poll_s = stop_poll_s
         self._run_lock = threading.Lock()
+        self._interrupted = threading.Event()
         self._reset_counters()
 
     # ------------------------------------------------------------------ public
@@ -316,20 +319,38 @@ class SimulatedCrowd:
         had not answered yet.
 
         gRPC errors are counted in the report, never raised. Raises RuntimeError when this
-        crowd is already running, and re-raises whatever ``stop`` raises (after shutting down).
+        crowd is already running, and re-raises whatever ``stop`` raises or a worker raised
+        other than a gRPC error (after shutting down).
+        A KeyboardInterrupt in the calling thread stops the workers the same way, then is
+        re-raised.
         """
+        self._interrupted.clear()
         outcome: list[CrowdReport] = []
         failure: list[BaseException] = []
+        finished = threading.Event()
 
         def target() -> None:
             try:
                 outcome.append(asyncio.run(self.run_async(stop, deadline_s)))
             except BaseException as exc:  # handed to the calling thread below
                 failure.append(exc)
+            finally:
+                finished.set()
 
         thread = threading.Thread(target=target, name="quorum-demo-crowd", daemon=True)
         thread.start()
-        thread.join()
+        # Waiting on an Event rather than in join(): on Python 3.11 a join() interrupted by
+        # Ctrl-C marks the thread finished while it still runs, and a second join() returns
+        # at once.
+        try:
+            finished.wait()
+        except KeyboardInterrupt:
+            # Ctrl-C during `quorum demo`: give leases back and close the channels first.
+            self._interrupted.set()
+            finished.wait()
+            raise
+        finally:
+            thread.join()
         if failure:
             raise failure[0]
         return outcome[0]
@@ -374,13 +395,18 @@ class SimulatedCrowd:
             stopping.set()
             # Every call has a timeout, so workers come back within about rpc_timeout_s;
             # cancelling is the fallback for a call that does not.
+            crashed: list[BaseException] = []
             if tasks:
                 _, pending = await asyncio.wait(tasks, timeout=self._rpc_timeout_s + 1.0)
                 for task in pending:
                     task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+                results = await asyncio.gather(*tasks, return_exceptions=True)
+                crashed = [r for r in results if isinstance(r, Exception)]
             for channel in channels:
                 await channel.close()
+        if crashed:
+            # gRPC errors never get here; anything else is a bug worth seeing.
+            raise crashed[0]
         return CrowdReport(
             answers=self._answers,
             correct=sum(w.stats.correct for w in workers),
@@ -398,7 +424,7 @@ class SimulatedCrowd:
     async def _watch(self, stop: Callable[[], bool], stopping: asyncio.Event, deadline: float) -> StopReason:
         while True:
             # In a helper thread: stop() may do blocking I/O and must not stall the workers.
-            if await asyncio.to_thread(stop):
+            if self._interrupted.is_set() or await asyncio.to_thread(stop):
                 return "stop"
             remaining = deadline - time.monotonic()
             if remaining <= 0:
