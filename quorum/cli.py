@@ -61,20 +61,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.getLogger("quorum").info(
         "%s serving on %s:%d (gRPC, health, reflection)", args.service, settings.bind_host, running.port
     )
-    stopped_by_failure = threading.Event()
+    failed = threading.Event()
+    shutting_down = threading.Event()
 
     def watchdog() -> None:
         # A dead consumer means events pile up unseen: exit so a supervisor restarts us.
-        while not stopped_by_failure.wait(1.0):
+        while not shutting_down.wait(1.0):
             if not running.healthy():
                 logging.getLogger("quorum").error("%s: a consumer or loop died; exiting", args.service)
-                stopped_by_failure.set()
+                failed.set()
                 signal.raise_signal(signal.SIGTERM)
+                return
 
     threading.Thread(target=watchdog, daemon=True).start()
     _wait_for_signal()
+    shutting_down.set()
     running.stop()
-    return 1 if stopped_by_failure.is_set() else 0
+    return 1 if failed.is_set() else 0
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -107,6 +110,12 @@ def cmd_up(args: argparse.Namespace) -> int:
         print("stopping...", flush=True)
         stack.stop()
     return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from dashboard.launch import launch
+
+    return launch(host=args.host, port=args.port)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -327,6 +336,11 @@ def parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run one service, configured by QUORUM_* variables")
     serve.add_argument("service", choices=sorted(BUILDERS))
     serve.set_defaults(func=cmd_serve)
+
+    dash = sub.add_parser("dashboard", help="serve the Streamlit dashboard (reads QUORUM_*_ADDR)")
+    dash.add_argument("--host", default="127.0.0.1")
+    dash.add_argument("--port", type=int, default=8501)
+    dash.set_defaults(func=cmd_dashboard)
 
     demo = sub.add_parser("demo", help="a pilot job end to end with a simulated crowd")
     demo.add_argument("--objects", type=int, default=400, help="objects to label (half images, half texts)")

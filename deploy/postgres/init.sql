@@ -1,0 +1,6 @@
+-- Runs once, on an empty data directory, as the POSTGRES_USER superuser.
+-- Each service owns its own database; none reads another's.
+CREATE DATABASE quorum_ingest;
+CREATE DATABASE quorum_tasking;
+CREATE DATABASE quorum_consensus;
+CREATE DATABASE quorum_payments;

@@ -1,0 +1,468 @@
+"""Static checks of deploy/: the image, the Kubernetes manifests and the compose stack.
+
+Only files are read (PyYAML); nothing needs a cluster or Docker. When ``kubectl`` is on
+PATH, every kustomization is also rendered with ``kubectl kustomize`` and the rendered
+objects go through the same checks as the files, plus the per-overlay replica counts.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+import tomllib
+from collections.abc import Iterator
+from functools import cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from quorum.settings import SERVICES, Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+K8S = DEPLOY / "kubernetes"
+KUSTOMIZATIONS = {"base": K8S / "base", "dev": K8S / "overlays" / "dev", "prod": K8S / "overlays" / "prod"}
+
+SETTINGS_VARS = frozenset(f"QUORUM_{name.upper()}" for name in Settings.model_fields)
+GRPC_PORTS = {"ingest": 50051, "tasking": 50052, "consensus": 50053, "payments": 50054}
+CREDENTIALS = {"QUORUM_DATABASE_URL", "QUORUM_REDIS_URL", "QUORUM_S3_ACCESS_KEY", "QUORUM_S3_SECRET_KEY"}
+NEEDS_S3 = {"ingest", "tasking"}
+DASHBOARD_ARGS = ["dashboard", "--host", "0.0.0.0", "--port", "8501"]
+# Third-party containers allowed a writable root; each manifest says why next to the flag.
+WRITABLE_ROOT = {"kafka"}
+WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
+KUBECTL = shutil.which("kubectl")
+
+
+# --- loading -------------------------------------------------------------------------
+
+
+def load_all(path: Path) -> list[dict[str, Any]]:
+    with path.open() as f:
+        return [doc for doc in yaml.safe_load_all(f) if doc is not None]
+
+
+def kustomization(directory: Path) -> dict[str, Any]:
+    return load_all(directory / "kustomization.yaml")[0]
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    pairs = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            pairs[key] = value
+    return pairs
+
+
+def resource_files() -> list[Path]:
+    files = set()
+    for directory in KUSTOMIZATIONS.values():
+        for entry in kustomization(directory).get("resources", []):
+            path = (directory / entry).resolve()
+            if path.is_file():
+                files.add(path)
+    return sorted(files)
+
+
+@cache
+def objects_from_files() -> list[dict[str, Any]]:
+    return [doc for path in resource_files() for doc in load_all(path)]
+
+
+@cache
+def rendered(name: str) -> list[dict[str, Any]]:
+    if KUBECTL is None:
+        pytest.skip("kubectl is not on PATH: the kustomizations are checked as files only")
+    out = subprocess.run([KUBECTL, "kustomize", str(KUSTOMIZATIONS[name])], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, f"kubectl kustomize {name} failed:\n{out.stderr}"
+    return [doc for doc in yaml.safe_load_all(out.stdout) if doc is not None]
+
+
+SOURCES = ["files", "base", "dev", "prod"]
+
+
+@pytest.fixture(params=SOURCES)
+def objects(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
+    """The objects of every manifest file, then of each rendered kustomization."""
+    return objects_from_files() if request.param == "files" else rendered(request.param)
+
+
+def workloads(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [o for o in objects if o["kind"] in WORKLOADS]
+
+
+def find(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    matches = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
+    assert len(matches) == 1, f"expected one {kind} {name}, found {len(matches)}"
+    return matches[0]
+
+
+def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
+    return workload["spec"]["template"]["spec"]
+
+
+def containers_of(workload: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(``kind/name/container`` label, container, pod spec) for every container of a workload."""
+    spec = pod_spec(workload)
+    for container in spec.get("initContainers", []) + spec["containers"]:
+        yield f"{workload['kind']}/{workload['metadata']['name']}/{container['name']}", container, spec
+
+
+def all_containers(objects: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
+    for workload in workloads(objects):
+        yield from containers_of(workload)
+
+
+def is_quorum(container: dict[str, Any]) -> bool:
+    """Runs the Quorum image (``quorum``, ``quorum:dev``, ``registry/x/quorum:0.1.0``)."""
+    return container["image"].split(":")[0].rsplit("/", 1)[-1] == "quorum"
+
+
+def probes(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {k: container[k] for k in ("startupProbe", "readinessProbe", "livenessProbe") if k in container}
+
+
+def config_map_keys(objects: list[dict[str, Any]]) -> set[str]:
+    """Keys of the quorum-config ConfigMap: from the rendered object, or the env files."""
+    maps = [o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("quorum-config")]
+    if maps:
+        return {key for m in maps for key in m.get("data", {})}
+    return {key for d in KUSTOMIZATIONS.values() for key in config_env_values(d)}
+
+
+def config_env_values(directory: Path) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for generator in kustomization(directory).get("configMapGenerator", []):
+        if generator["name"] == "quorum-config":
+            for env in generator.get("envs", []):
+                values.update(read_env_file(directory / env))
+    return values
+
+
+# --- kustomize structure ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", KUSTOMIZATIONS)
+def test_kustomization_references_exist(name: str) -> None:
+    directory = KUSTOMIZATIONS[name]
+    k = kustomization(directory)
+    assert k["resources"], f"{name}: no resources"
+    for entry in k["resources"]:
+        path = directory / entry
+        assert path.is_file() or (path / "kustomization.yaml").is_file(), f"{name}: missing resource {entry}"
+    for generator in k.get("configMapGenerator", []) + k.get("secretGenerator", []):
+        for entry in generator.get("envs", []) + generator.get("files", []):
+            assert (directory / entry.split("=")[-1]).is_file(), f"{name}: missing generator input {entry}"
+    for patch in k.get("patches", []):
+        if "path" in patch:
+            assert (directory / patch["path"]).is_file(), f"{name}: missing patch {patch['path']}"
+
+
+def test_every_yaml_file_parses() -> None:
+    files = sorted([*DEPLOY.rglob("*.yaml"), *DEPLOY.rglob("*.yml")])
+    assert files
+    for path in files:
+        assert load_all(path), f"{path} holds no document"
+
+
+def test_every_manifest_file_is_a_complete_object() -> None:
+    for obj in objects_from_files():
+        assert {"apiVersion", "kind", "metadata"} <= obj.keys(), obj
+        assert obj["metadata"].get("name"), obj
+
+
+@pytest.mark.parametrize("name", KUSTOMIZATIONS)
+def test_kustomization_renders(name: str) -> None:
+    assert any(o["kind"] == "Deployment" for o in rendered(name))
+
+
+# --- every container ---------------------------------------------------------------------
+
+
+def test_every_container_has_requests_and_limits(objects: list[dict[str, Any]]) -> None:
+    for label, container, _ in all_containers(objects):
+        resources = container.get("resources", {})
+        for bound in ("requests", "limits"):
+            for resource in ("cpu", "memory"):
+                assert resources.get(bound, {}).get(resource), f"{label}: no {bound}.{resource}"
+
+
+def test_every_pod_runs_as_non_root_and_restricted(objects: list[dict[str, Any]]) -> None:
+    for label, container, spec in all_containers(objects):
+        pod_sc, sc = spec.get("securityContext", {}), container.get("securityContext", {})
+        assert sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is True, f"{label}: runAsNonRoot"
+        assert sc.get("runAsUser", pod_sc.get("runAsUser", 1)) != 0, f"{label}: runs as uid 0"
+        assert sc.get("allowPrivilegeEscalation") is False, f"{label}: allowPrivilegeEscalation"
+        assert sc.get("capabilities", {}).get("drop") == ["ALL"], f"{label}: capabilities not dropped"
+        seccomp = sc.get("seccompProfile", pod_sc.get("seccompProfile", {}))
+        assert seccomp.get("type") == "RuntimeDefault", f"{label}: no RuntimeDefault seccomp profile"
+        assert spec.get("automountServiceAccountToken") is False, f"{label}: mounts an API token"
+
+
+def test_root_filesystems_are_read_only(objects: list[dict[str, Any]]) -> None:
+    for label, container, spec in all_containers(objects):
+        read_only = container.get("securityContext", {}).get("readOnlyRootFilesystem")
+        if container["name"] in WRITABLE_ROOT and not is_quorum(container):
+            continue
+        assert read_only is True, f"{label}: readOnlyRootFilesystem"
+        if is_quorum(container):
+            mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+            assert "/tmp" in mounts, f"{label}: /tmp is not mounted"
+            volume = next(v for v in spec["volumes"] if v["name"] == mounts["/tmp"])
+            assert "emptyDir" in volume, f"{label}: /tmp is not an emptyDir"
+
+
+def test_probe_ports_are_container_ports(objects: list[dict[str, Any]]) -> None:
+    for label, container, _ in all_containers(objects):
+        ports = container.get("ports", [])
+        known = {p["containerPort"] for p in ports} | {p["name"] for p in ports if "name" in p}
+        for kind, probe in probes(container).items():
+            for handler in ("grpc", "httpGet", "tcpSocket"):
+                if handler in probe:
+                    assert probe[handler]["port"] in known, f"{label}: {kind} port is not a container port"
+
+
+def test_services_target_container_ports(objects: list[dict[str, Any]]) -> None:
+    for service in (o for o in objects if o["kind"] == "Service"):
+        name = service["metadata"]["name"]
+        selected = [
+            w
+            for w in workloads(objects)
+            if service["spec"]["selector"].items() <= w["spec"]["template"]["metadata"]["labels"].items()
+        ]
+        assert selected, f"Service {name} selects no workload"
+        for port in service["spec"]["ports"]:
+            targets = {
+                value
+                for w in selected
+                for _, c, _ in containers_of(w)
+                for p in c.get("ports", [])
+                for value in (p["containerPort"], p.get("name"))
+            }
+            assert port.get("targetPort", port["port"]) in targets, f"Service {name}: bad targetPort"
+
+
+# --- the Quorum containers -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_grpc_services_probe_their_own_port(objects: list[dict[str, Any]], service: str) -> None:
+    port = GRPC_PORTS[service]
+    deployment = find(objects, "Deployment", service)
+    [(label, container, _)] = list(containers_of(deployment))
+    assert is_quorum(container), f"{label}: not the quorum image"
+    assert container.get("args") == ["serve", service], f"{label}: args"
+    assert "command" not in container, f"{label}: overrides the quorum entrypoint"
+    assert port in {p["containerPort"] for p in container["ports"]}, f"{label}: no port {port}"
+    for kind in ("readinessProbe", "livenessProbe"):
+        assert container[kind].get("grpc", {}).get("port") == port, f"{label}: {kind} is not gRPC on {port}"
+    startup = container.get("startupProbe")
+    assert startup is None or startup["grpc"]["port"] == port, f"{label}: startupProbe port"
+    svc = find(objects, "Service", service)
+    assert [p["port"] for p in svc["spec"]["ports"]] == [port], f"Service {service}: port"
+
+
+def test_quorum_containers_set_only_settings_variables(objects: list[dict[str, Any]]) -> None:
+    quorum = [(label, c) for label, c, _ in all_containers(objects) if is_quorum(c)]
+    assert len(quorum) == 5, [label for label, _ in quorum]
+    for label, container in quorum:
+        names = {e["name"] for e in container.get("env", [])}
+        assert names <= SETTINGS_VARS, f"{label}: not settings fields: {sorted(names - SETTINGS_VARS)}"
+        for source in container.get("envFrom", []):
+            assert source["configMapRef"]["name"].startswith("quorum-config"), f"{label}: envFrom {source}"
+    keys = config_map_keys(objects)
+    assert keys, "no quorum-config values"
+    assert keys <= SETTINGS_VARS, f"quorum-config: not settings fields: {sorted(keys - SETTINGS_VARS)}"
+    assert not keys & CREDENTIALS, f"quorum-config holds credentials: {sorted(keys & CREDENTIALS)}"
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_credentials_come_from_the_secret(objects: list[dict[str, Any]], service: str) -> None:
+    [(label, container, _)] = list(containers_of(find(objects, "Deployment", service)))
+    env = {e["name"]: e for e in container.get("env", [])}
+    expected = {"QUORUM_DATABASE_URL"}
+    expected |= {"QUORUM_S3_ACCESS_KEY", "QUORUM_S3_SECRET_KEY"} if service in NEEDS_S3 else set()
+    expected |= {"QUORUM_REDIS_URL"} if service == "tasking" else set()
+    assert expected <= env.keys(), f"{label}: missing {sorted(expected - env.keys())}"
+    for name in CREDENTIALS & env.keys():
+        ref = env[name].get("valueFrom", {}).get("secretKeyRef")
+        assert ref and "value" not in env[name], f"{label}: {name} is not read from a Secret"
+        assert ref["name"].startswith("quorum-credentials"), f"{label}: {name} from {ref['name']}"
+    database_key = env["QUORUM_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["key"]
+    assert database_key == f"{service}-database-url", f"{label}: shares another service's database"
+
+
+def test_dashboard_reads_only_service_addresses(objects: list[dict[str, Any]]) -> None:
+    [(label, container, _)] = list(containers_of(find(objects, "Deployment", "dashboard")))
+    assert is_quorum(container)
+    assert "command" not in container, f"{label}: the image's entrypoint is quorum"
+    assert container["args"] == DASHBOARD_ARGS, f"{label}: args"
+    assert not container.get("env"), f"{label}: the dashboard needs no credentials"
+
+
+def test_addresses_name_the_services() -> None:
+    values = config_env_values(KUSTOMIZATIONS["base"])
+    for service, port in GRPC_PORTS.items():
+        assert values[f"QUORUM_{service.upper()}_ADDR"] == f"{service}:{port}"
+        find(objects_from_files(), "Service", service)
+    assert values["QUORUM_BIND_HOST"] == "0.0.0.0"
+    for directory in KUSTOMIZATIONS.values():
+        assert config_env_values(directory).keys() <= SETTINGS_VARS, directory
+
+
+def test_tasking_is_autoscaled() -> None:
+    hpa = find(objects_from_files(), "HorizontalPodAutoscaler", "tasking")
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "tasking"}
+    assert "replicas" not in find(objects_from_files(), "Deployment", "tasking")["spec"], (
+        "tasking's Deployment sets replicas, which every apply would reset under its autoscaler"
+    )
+
+
+@pytest.mark.parametrize(
+    ("overlay", "replicas", "tasking_bounds"),
+    [
+        ("dev", {"ingest": 1, "consensus": 1, "payments": 1, "dashboard": 1}, (1, 1)),
+        ("prod", {"ingest": 2, "consensus": 2, "payments": 2, "dashboard": 1}, (3, 12)),
+    ],
+)
+def test_overlay_replicas(overlay: str, replicas: dict[str, int], tasking_bounds: tuple[int, int]) -> None:
+    objects = rendered(overlay)
+    for name, count in replicas.items():
+        assert find(objects, "Deployment", name)["spec"]["replicas"] == count, f"{overlay}: {name}"
+    hpa = find(objects, "HorizontalPodAutoscaler", "tasking")["spec"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == tasking_bounds
+    namespace = {"dev": "quorum-dev", "prod": "quorum"}[overlay]
+    find(objects, "Namespace", namespace)
+    assert {o["metadata"].get("namespace") for o in objects if o["kind"] != "Namespace"} == {namespace}
+
+
+def test_prod_partitions_cover_tasking_replicas() -> None:
+    objects = rendered("prod")
+    config = next(o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("quorum-config"))
+    hpa = find(objects, "HorizontalPodAutoscaler", "tasking")["spec"]
+    assert int(config["data"]["QUORUM_KAFKA_PARTITIONS"]) >= hpa["maxReplicas"]
+
+
+# --- dev backing services and compose -----------------------------------------------------
+
+
+def test_postgres_init_scripts_agree() -> None:
+    script = (DEPLOY / "postgres" / "init.sql").read_text()
+    assert (KUSTOMIZATIONS["dev"] / "postgres-init.sql").read_text() == script
+    for service in SERVICES:
+        assert f"CREATE DATABASE quorum_{service};" in script
+
+
+@cache
+def compose() -> dict[str, Any]:
+    return load_all(DEPLOY / "compose.yaml")[0]
+
+
+def test_compose_runs_the_distributed_stack() -> None:
+    services = compose()["services"]
+    assert {"kafka", "postgres", "redis", "minio", "dashboard", *SERVICES} <= services.keys()
+    for name, service in services.items():
+        image = service["image"]
+        tag = image.rsplit(":", 1)[-1] if ":" in image.split("/")[-1] else ""
+        assert tag and tag != "latest", f"{name}: image {image} is not pinned"
+        if service.get("restart") != "no":
+            assert service.get("healthcheck", {}).get("test"), f"{name}: no healthcheck"
+    kafka = services["kafka"]
+    assert kafka["image"].startswith("apache/kafka:")
+    assert "controller" in kafka["environment"]["KAFKA_PROCESS_ROLES"], "Kafka is not in KRaft mode"
+    volumes = services["postgres"]["volumes"]
+    assert any(v.startswith("./postgres/init.sql:/docker-entrypoint-initdb.d/") for v in volumes)
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_compose_services(service: str) -> None:
+    spec = compose()["services"][service]
+    port = GRPC_PORTS[service]
+    env = spec["environment"]
+    assert spec["command"] == ["serve", service]
+    assert set(env) <= SETTINGS_VARS, sorted(set(env) - SETTINGS_VARS)
+    assert env["QUORUM_DATABASE_URL"].endswith(f"@postgres:5432/quorum_{service}")
+    assert env[f"QUORUM_{service.upper()}_ADDR"] == f"{service}:{port}"
+    assert env["QUORUM_BIND_HOST"] == "0.0.0.0"
+    assert ("QUORUM_REDIS_URL" in env) == (service == "tasking")
+    assert ("QUORUM_S3_ACCESS_KEY" in env) == (service in NEEDS_S3)
+    assert f"'127.0.0.1:{port}'" in " ".join(spec["healthcheck"]["test"])
+    assert spec["read_only"] is True and "/tmp" in spec["tmpfs"]
+    assert f"127.0.0.1:{port}:{port}" in spec["ports"]
+    for dependency in ("kafka", "postgres"):
+        assert spec["depends_on"][dependency]["condition"] == "service_healthy"
+
+
+def test_compose_dashboard() -> None:
+    spec = compose()["services"]["dashboard"]
+    assert "entrypoint" not in spec and spec["command"] == DASHBOARD_ARGS
+    assert set(spec["environment"]) == {f"QUORUM_{s.upper()}_ADDR" for s in SERVICES}
+
+
+def test_compose_healthcheck_helper_exists() -> None:
+    from quorum.rpc import wait_healthy
+
+    assert callable(wait_healthy)
+
+
+# --- the image -------------------------------------------------------------------------------
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    text = re.sub(r"\\\n", " ", (DEPLOY / "Dockerfile").read_text())
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in lines]
+
+
+def test_dockerfile() -> None:
+    instructions = dockerfile_instructions()
+    arg_defaults = dict(a.split("=", 1) for kind, a in instructions if kind == "ARG" and "=" in a)
+    stages = [a for kind, a in instructions if kind == "FROM"]
+    assert len(stages) >= 2, "not a multi-stage build"
+    base = arg_defaults["PYTHON_IMAGE"]
+    assert re.fullmatch(r"python:3\.11\.\d+-slim(-\w+)?", base), f"base image {base} is not a pinned 3.11 slim"
+    assert (ROOT / "dashboard" / "app.py").is_file()
+
+    runtime = instructions[max(i for i, (kind, _) in enumerate(instructions) if kind == "FROM") :]
+    users = [a for kind, a in runtime if kind == "USER"]
+    assert users and users[-1].split(":")[0] not in {"0", "root"}, "the runtime stage runs as root"
+    assert ("ENTRYPOINT", '["quorum"]') in runtime
+    env = {k: v for kind, a in runtime if kind == "ENV" for k, _, v in (p.partition("=") for p in shlex.split(a))}
+    assert env["HOME"].startswith("/tmp") and env["QUORUM_HOME"].startswith("/tmp/")
+    quorum_vars = {k for k in env if k.startswith("QUORUM_")}
+    assert quorum_vars <= SETTINGS_VARS, sorted(quorum_vars - SETTINGS_VARS)
+
+
+def test_requirements_pin_every_runtime_dependency() -> None:
+    pins: dict[str, str] = {}
+    for line in (DEPLOY / "requirements.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version, f"requirements.txt: {line!r} is not pinned with =="
+            pins[canonicalize_name(name)] = version.strip()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for spec in project["dependencies"]:
+        requirement = Requirement(spec)
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{name} is a dependency but not pinned in deploy/requirements.txt"
+        assert requirement.specifier.contains(pins[name], prereleases=True), f"{name}=={pins[name]} ∉ {spec}"
+        for extra in requirement.extras:
+            # The extras' own requirements must be pinned as well (psycopg[binary] -> psycopg-binary).
+            for dep in map(Requirement, metadata.requires(requirement.name) or []):
+                if dep.marker and dep.marker.evaluate({"extra": extra}) and not dep.marker.evaluate({"extra": ""}):
+                    assert canonicalize_name(dep.name) in pins, f"{dep.name} ({requirement.name}[{extra}])"
+
+
+def test_readme_documents_every_setting() -> None:
+    readme = (DEPLOY / "README.md").read_text()
+    missing = sorted(var for var in SETTINGS_VARS if f"`{var}`" not in readme)
+    assert not missing, f"deploy/README.md does not document {missing}"
