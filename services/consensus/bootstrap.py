@@ -1,0 +1,37 @@
+"""Composition root of the consensus service: the only place that opens its database."""
+
+from __future__ import annotations
+
+from quorum.db import make_engine
+from quorum.service import ConsumerSpec, ServiceContext, ServiceParts
+from quorum.v1 import consensus_pb2_grpc
+from services.consensus import tables
+from services.consensus.handlers import ConsensusEvents, ConsensusQueries
+from services.consensus.servicer import SERVICE_NAME, ConsensusServicer
+
+CONSUMER_NAME = "events"
+"""The consumer group is ``<prefix>.consensus.events``: topics jobs, tasks and answers."""
+
+
+def build(context: ServiceContext) -> ServiceParts:
+    """Opens the database (creating missing tables), rebuilds the in-memory caches from it and
+    wires the gRPC servicer and the event consumer. Raises what SQLAlchemy raises when the
+    database is unreachable."""
+    engine = make_engine(context.settings.database_url_for("consensus"))
+    tables.metadata.create_all(engine)
+    events = ConsensusEvents(engine, context.topics, context.outbox_written)
+    events.load()
+    topics = context.topics
+    return ServiceParts(
+        name="consensus",
+        registrations=[
+            (
+                consensus_pb2_grpc.add_ConsensusServiceServicer_to_server,
+                ConsensusServicer(ConsensusQueries(engine)),
+                SERVICE_NAME,
+            )
+        ],
+        engine=engine,
+        outbox=tables.outbox,
+        consumers=[ConsumerSpec(CONSUMER_NAME, [topics.jobs, topics.tasks, topics.answers], events.handle)],
+    )

@@ -1,0 +1,749 @@
+"""The consensus service layer: the event-batch handler that turns answers into labels, and the
+read-side queries behind the gRPC API.
+
+Event flow. :class:`ConsensusEvents` consumes JobCreated, TaskCreated and AnswerAccepted and
+processes each batch in one transaction:
+
+1. claim the event ids (a redelivered event is a no-op) and store what arrived: job specs,
+   tasks, answers;
+2. apply, in arrival order, every answer whose task and job are both known, including answers
+   stored earlier that waited for their task or job. After each answer to an open task the
+   one-coin posterior is recomputed and :func:`~services.consensus.domain.decide` says wait,
+   ask for one more, or resolve; gold answers grade their worker; answers after resolution are
+   counted and compared with the label;
+3. write the task states, results, worker evidence and the outbox events (TaskResolved,
+   MoreAnswersRequested) in the same transaction.
+
+Job specs and worker evidence are cached in memory and rebuilt from the database on start
+(:meth:`ConsensusEvents.load`); the batch works on a copy and the cache takes it only after
+the commit, so a failed batch leaves the cache as the database is. The handler assumes it is
+the only writer (one consumer per service instance; several instances would each keep a
+slightly stale view of the other's worker evidence, which only shifts weights).
+
+Refit seam. A label resolved here is final for version 1: later evidence (more gold, late
+answers) moves worker reliabilities but not the labels already published. A periodic refit
+plugs in as a background loop (``ServiceParts.background``) that reads a job's answers, fits
+an aggregator from :mod:`services.consensus.aggregation` (one-coin with current reliabilities,
+later Dawid-Skene or GLAD), and, for each task whose label changes, updates its result with
+``version + 1`` and enqueues a new TaskResolved with that version in the same transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from quorum.db import OutgoingEvent, claim_events, enqueue, insert_ignoring_conflicts, reading, utcnow
+from quorum.errors import NotFound
+from quorum.messaging import Topics, outgoing
+from quorum.v1 import events_pb2
+from services.consensus import messages
+from services.consensus import tables as t
+from services.consensus.aggregation import BetaReliability
+from services.consensus.domain import (
+    RELIABILITY,
+    Decision,
+    Evaluation,
+    JobQuality,
+    JobSpec,
+    MinuteCount,
+    TaskProgress,
+    TaskResult,
+    TaskState,
+    Vote,
+    WeightedAnswer,
+    WorkerEvidence,
+    WorkerQuality,
+    minute_of,
+    percentiles,
+    ratio,
+)
+
+log = logging.getLogger(__name__)
+
+CONSUMER = "consensus.events"
+"""The consumer name under which processed event ids are recorded."""
+
+_HANDLED = frozenset({"job_created", "task_created", "answer_accepted"})
+# Keeps IN (...) lists under every backend's bound-parameter limit.
+_CHUNK = 5000
+_COUNTS = ("answers", "gold_answers", "gold_correct", "compared", "agreed")
+
+
+def _chunks(values: Sequence[str], size: int = _CHUNK) -> Iterator[Sequence[str]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+@dataclass
+class _Counts:
+    answers: int = 0
+    gold_answers: int = 0
+    gold_correct: int = 0
+    compared: int = 0
+    agreed: int = 0
+
+
+@dataclass(frozen=True)
+class _TaskMeta:
+    item_id: str
+    object_name: str
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class _NewTask:
+    task_id: str
+    job_id: str
+    meta: _TaskMeta
+    gold: bool
+    gold_label: str
+
+
+@dataclass(frozen=True)
+class _NewAnswer:
+    answer_id: str
+    task_id: str
+    job_id: str
+    vote: Vote
+    submitted_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class _Stored:
+    row_id: int
+    answer_id: str
+    vote: Vote
+
+
+@dataclass
+class _Batch:
+    """One batch's work inside its transaction: load what it touches, decide in memory, write."""
+
+    conn: Connection
+    jobs: dict[str, JobSpec]
+    workers: dict[str, WorkerEvidence]
+    topics: Topics
+    prior: BetaReliability
+    now: dt.datetime
+    job_events: list[JobSpec] = field(default_factory=list)
+    task_events: list[_NewTask] = field(default_factory=list)
+    answer_events: list[_NewAnswer] = field(default_factory=list)
+    # Results of the batch, for the caller once the transaction commits.
+    new_jobs: dict[str, JobSpec] = field(default_factory=dict)
+    evidence: dict[str, WorkerEvidence] = field(default_factory=dict)
+    emitted: int = 0
+    progress: dict[str, TaskProgress] = field(default_factory=dict)
+    meta: dict[str, _TaskMeta] = field(default_factory=dict)
+    # Tasks whose row must be rewritten.
+    dirty: set[str] = field(default_factory=set)
+
+    def add(self, event: events_pb2.Event) -> None:
+        kind = event.WhichOneof("payload")
+        occurred = messages.datetime_of(event.occurred_at)
+        if kind == "job_created":
+            self.job_events.append(messages.job_spec_of(event.job_created))
+        elif kind == "task_created":
+            task = event.task_created
+            created = messages.datetime_of(task.created_at) or occurred or self.now
+            self.task_events.append(
+                _NewTask(
+                    task_id=task.task_id,
+                    job_id=task.job_id,
+                    meta=_TaskMeta(task.item_id, task.object_name, created),
+                    gold=task.gold,
+                    gold_label=messages.label_of(task.gold_answer) if task.gold else "",
+                )
+            )
+        elif kind == "answer_accepted":
+            answer = event.answer_accepted
+            self.answer_events.append(
+                _NewAnswer(
+                    answer_id=answer.answer_id or event.event_id,
+                    task_id=answer.task_id,
+                    job_id=answer.job_id,
+                    vote=Vote(answer.worker_id, messages.label_of(answer.answer)),
+                    submitted_at=messages.datetime_of(answer.submitted_at),
+                )
+            )
+
+    def reliability(self, worker_id: str) -> float:
+        evidence = self.evidence.get(worker_id) or self.workers.get(worker_id)
+        return evidence.reliability(self.prior) if evidence else self.prior.prior_mean
+
+    def _evidence_of(self, worker_id: str) -> WorkerEvidence:
+        # Copy on first write: the shared cache changes only after the commit.
+        evidence = self.evidence.get(worker_id)
+        if evidence is None:
+            cached = self.workers.get(worker_id)
+            evidence = cached.copy() if cached else WorkerEvidence()
+            self.evidence[worker_id] = evidence
+        return evidence
+
+    def _job(self, job_id: str) -> JobSpec | None:
+        return self.new_jobs.get(job_id) or self.jobs.get(job_id)
+
+    def run(self) -> None:
+        """Stores the batch, applies every answer that can be applied, writes the outcome."""
+        self._store_jobs()
+        touched = self._touched_tasks()
+        self.progress, self.meta = self._load_tasks(touched)
+        stored = self._load_answers(touched)
+        new_tasks = self._add_new_tasks()
+        queue = self._replay_stored(stored, {task.task_id for task in new_tasks})
+        new_answers = self._accept_answers(stored, queue)
+        results, deltas = self._apply(queue)
+        events = [
+            outgoing(self.topics.results, result.task_id, messages.task_resolved_event(result)) for result in results
+        ]
+        events.extend(self._requests())
+
+        new_ids = {task.task_id for task in new_tasks}
+        self._write_tasks(new_tasks, [self.progress[i] for i in sorted(self.dirty - new_ids)])
+        self._write_answers(new_answers)
+        self._write_results(results)
+        self._write_worker_stats(deltas)
+        if events:
+            enqueue(self.conn, t.outbox, events)
+        self.emitted = len(events)
+
+    def _touched_tasks(self) -> list[str]:
+        touched = {task.task_id for task in self.task_events} | {a.task_id for a in self.answer_events}
+        for chunk in _chunks(sorted(self.new_jobs)):
+            touched.update(
+                self.conn.execute(
+                    sa.select(t.tasks.c.task_id).where(
+                        t.tasks.c.job_id.in_(chunk), t.tasks.c.state == TaskState.WAITING.value
+                    )
+                ).scalars()
+            )
+        return sorted(touched)
+
+    def _add_new_tasks(self) -> list[_NewTask]:
+        new_tasks: list[_NewTask] = []
+        for task in self.task_events:
+            if task.task_id in self.progress:
+                continue  # the same TaskCreated again under another event id
+            state = TaskState.GOLD if task.gold else TaskState.WAITING
+            self.progress[task.task_id] = TaskProgress(task.task_id, task.job_id, task.gold, task.gold_label, state)
+            self.meta[task.task_id] = task.meta
+            new_tasks.append(task)
+        return new_tasks
+
+    def _replay_stored(self, stored: dict[str, list[_Stored]], new_ids: set[str]) -> list[tuple[str, Vote]]:
+        """Opens waiting tasks whose job is known and returns the stored answers that become
+        applicable (of those tasks and of new gold tasks), in arrival order."""
+        replay: list[tuple[int, str, Vote]] = []
+        for task_id, progress in self.progress.items():
+            if progress.state is TaskState.OPEN:
+                # Every stored answer of an open task was applied; the posterior needs them all.
+                progress.votes = [s.vote for s in stored.get(task_id, ())]
+                continue
+            opens = progress.state is TaskState.WAITING and self._job(progress.job_id) is not None
+            if opens:
+                progress.state = TaskState.OPEN
+                self.dirty.add(task_id)
+            if opens or (task_id in new_ids and progress.state is TaskState.GOLD):
+                replay.extend((s.row_id, task_id, s.vote) for s in stored.get(task_id, ()))
+        replay.sort(key=lambda item: item[0])
+        return [(task_id, vote) for _, task_id, vote in replay]
+
+    def _accept_answers(self, stored: dict[str, list[_Stored]], queue: list[tuple[str, Vote]]) -> list[_NewAnswer]:
+        """Drops repeated answers, queues those whose task can take them; returns the rows to store."""
+        known_ids = {s.answer_id for rows in stored.values() for s in rows}
+        workers_on = {task_id: {s.vote.worker_id for s in rows} for task_id, rows in stored.items()}
+        accepted: list[_NewAnswer] = []
+        for answer in self.answer_events:
+            if answer.answer_id in known_ids:
+                continue
+            on_task = workers_on.setdefault(answer.task_id, set())
+            if answer.vote.worker_id in on_task:
+                # One worker, one vote: a second answer would count the same opinion twice.
+                log.warning(
+                    "worker %s answered task %s twice; keeping the first", answer.vote.worker_id, answer.task_id
+                )
+                continue
+            known_ids.add(answer.answer_id)
+            on_task.add(answer.vote.worker_id)
+            accepted.append(answer)
+            target = self.progress.get(answer.task_id)
+            if target is not None and target.state is not TaskState.WAITING:
+                queue.append((answer.task_id, answer.vote))
+        return accepted
+
+    def _apply(self, queue: list[tuple[str, Vote]]) -> tuple[list[TaskResult], dict[tuple[str, str], _Counts]]:
+        deltas: dict[tuple[str, str], _Counts] = {}
+        results: list[TaskResult] = []
+        for task_id, vote in queue:
+            progress = self.progress[task_id]
+            step = progress.add_answer(vote, self._job(progress.job_id), self.reliability)
+            self.dirty.add(task_id)
+            delta = deltas.setdefault((vote.worker_id, progress.job_id), _Counts())
+            delta.answers += 1
+            if step.gold_correct is not None:
+                evidence = self._evidence_of(vote.worker_id)
+                evidence.gold_answers += 1
+                evidence.gold_correct += step.gold_correct
+                delta.gold_answers += 1
+                delta.gold_correct += step.gold_correct
+            for worker_id, agreed in step.compared:
+                evidence = self._evidence_of(worker_id)
+                evidence.compared += 1
+                evidence.agreed += agreed
+                counts = deltas.setdefault((worker_id, progress.job_id), _Counts())
+                counts.compared += 1
+                counts.agreed += agreed
+            if step.resolved and step.evaluation is not None:
+                results.append(self._result(progress, step.evaluation, step.decision))
+        return results, deltas
+
+    def _result(self, progress: TaskProgress, evaluation: Evaluation, decision: Decision | None) -> TaskResult:
+        info = self.meta[progress.task_id]
+        return TaskResult(
+            task_id=progress.task_id,
+            job_id=progress.job_id,
+            item_id=info.item_id,
+            object_name=info.object_name,
+            label=evaluation.label,
+            confidence=evaluation.confidence,
+            low_confidence=decision is Decision.RESOLVE_LOW_CONFIDENCE,
+            majority_label=evaluation.majority_label,
+            answers=tuple(
+                WeightedAnswer(v.worker_id, v.label, w) for v, w in zip(progress.votes, evaluation.weights, strict=True)
+            ),
+            resolved_at=self.now,
+        )
+
+    def _requests(self) -> list[OutgoingEvent]:
+        """MoreAnswersRequested for tasks whose last decision asked for more, once per count."""
+        events = []
+        for task_id, progress in self.progress.items():
+            wanted = progress.take_request()
+            if wanted is not None:
+                self.dirty.add(task_id)
+                event = messages.more_answers_event(task_id, progress.job_id, wanted)
+                events.append(outgoing(self.topics.task_requests, task_id, event))
+        return events
+
+    def _store_jobs(self) -> None:
+        for job in self.job_events:
+            if job.job_id and job.job_id not in self.jobs and job.job_id not in self.new_jobs:
+                self.new_jobs[job.job_id] = job
+        insert_ignoring_conflicts(
+            self.conn,
+            t.jobs,
+            [
+                {
+                    "job_id": job.job_id,
+                    "labels": json.dumps(list(job.labels)),
+                    "overlap_min": job.overlap_min,
+                    "overlap_max": job.overlap_max,
+                    "target_confidence": job.target_confidence,
+                    "received_at": self.now,
+                }
+                for job in self.new_jobs.values()
+            ],
+        )
+
+    def _load_tasks(self, task_ids: list[str]) -> tuple[dict[str, TaskProgress], dict[str, _TaskMeta]]:
+        progress: dict[str, TaskProgress] = {}
+        meta: dict[str, _TaskMeta] = {}
+        for chunk in _chunks(task_ids):
+            for row in self.conn.execute(sa.select(t.tasks).where(t.tasks.c.task_id.in_(chunk))):
+                progress[row.task_id] = TaskProgress(
+                    task_id=row.task_id,
+                    job_id=row.job_id,
+                    gold=row.gold,
+                    gold_label=row.gold_label,
+                    state=TaskState(row.state),
+                    answers=row.answers,
+                    agree=row.agree,
+                    requested=row.requested,
+                    label=row.label,
+                )
+                meta[row.task_id] = _TaskMeta(row.item_id, row.object_name, row.created_at)
+        return progress, meta
+
+    def _load_answers(self, task_ids: list[str]) -> dict[str, list[_Stored]]:
+        a = t.answers
+        stored: dict[str, list[_Stored]] = {}
+        for chunk in _chunks(task_ids):
+            rows = self.conn.execute(
+                sa.select(a.c.id, a.c.answer_id, a.c.task_id, a.c.worker_id, a.c.label)
+                .where(a.c.task_id.in_(chunk))
+                .order_by(a.c.id)
+            )
+            for row in rows:
+                stored.setdefault(row.task_id, []).append(
+                    _Stored(row.id, row.answer_id, Vote(row.worker_id, row.label))
+                )
+        return stored
+
+    def _write_tasks(self, new_tasks: list[_NewTask], changed: list[TaskProgress]) -> None:
+        insert_ignoring_conflicts(
+            self.conn,
+            t.tasks,
+            [
+                {
+                    "task_id": task.task_id,
+                    "job_id": task.job_id,
+                    "item_id": task.meta.item_id,
+                    "object_name": task.meta.object_name,
+                    "gold": task.gold,
+                    "gold_label": task.gold_label,
+                    "created_at": task.meta.created_at,
+                    **_task_state(self.progress[task.task_id]),
+                }
+                for task in new_tasks
+            ],
+        )
+        if changed:
+            c = t.tasks.c
+            self.conn.execute(
+                sa.update(t.tasks)
+                .where(c.task_id == sa.bindparam("b_task_id"))
+                .values(
+                    {name: sa.bindparam(f"b_{name}") for name in ("state", "answers", "agree", "requested", "label")}
+                ),
+                [{"b_task_id": p.task_id, **{f"b_{k}": v for k, v in _task_state(p).items()}} for p in changed],
+            )
+
+    def _write_answers(self, answers: list[_NewAnswer]) -> None:
+        insert_ignoring_conflicts(
+            self.conn,
+            t.answers,
+            [
+                {
+                    "answer_id": a.answer_id,
+                    "task_id": a.task_id,
+                    "job_id": a.job_id,
+                    "worker_id": a.vote.worker_id,
+                    "label": a.vote.label,
+                    "submitted_at": a.submitted_at,
+                }
+                for a in answers
+            ],
+        )
+
+    def _write_results(self, results: list[TaskResult]) -> None:
+        insert_ignoring_conflicts(
+            self.conn,
+            t.results,
+            [
+                {
+                    "task_id": r.task_id,
+                    "job_id": r.job_id,
+                    "item_id": r.item_id,
+                    "object_name": r.object_name,
+                    "label": r.label,
+                    "confidence": r.confidence,
+                    "low_confidence": r.low_confidence,
+                    "majority_label": r.majority_label,
+                    "answers": json.dumps([[a.worker_id, a.label, a.weight] for a in r.answers]),
+                    "resolved_at": r.resolved_at,
+                    "ttr_seconds": max(0.0, (r.resolved_at - self.meta[r.task_id].created_at).total_seconds()),
+                    "resolved_minute": minute_of(r.resolved_at),
+                    "version": r.version,
+                }
+                for r in results
+            ],
+        )
+
+    def _write_worker_stats(self, deltas: dict[tuple[str, str], _Counts]) -> None:
+        if not deltas:
+            return
+        ws = t.worker_stats
+        insert: Any = sqlite.insert(ws) if self.conn.dialect.name == "sqlite" else postgresql.insert(ws)
+        stmt = insert.on_conflict_do_update(
+            index_elements=[ws.c.worker_id, ws.c.job_id],
+            set_={name: ws.c[name] + insert.excluded[name] for name in _COUNTS},
+        )
+        self.conn.execute(
+            stmt,
+            [
+                {"worker_id": worker_id, "job_id": job_id, **{name: getattr(counts, name) for name in _COUNTS}}
+                for (worker_id, job_id), counts in sorted(deltas.items())
+            ],
+        )
+
+
+def _task_state(progress: TaskProgress) -> dict[str, Any]:
+    return {
+        "state": progress.state.value,
+        "answers": progress.answers,
+        "agree": progress.agree,
+        "requested": progress.requested,
+        "label": progress.label,
+    }
+
+
+def _job_spec(row: Any) -> JobSpec:
+    return JobSpec(
+        job_id=row.job_id,
+        labels=tuple(json.loads(row.labels)),
+        overlap_min=row.overlap_min,
+        overlap_max=row.overlap_max,
+        target_confidence=row.target_confidence,
+    )
+
+
+class ConsensusEvents:
+    """The handler of the consensus consumer (topics jobs, tasks and answers).
+
+    Call :meth:`load` once before the first batch. ``outbox_written`` is called after a batch
+    committed outbox rows. ``clock`` gives the resolution time (UTC).
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        topics: Topics,
+        outbox_written: Callable[[], None] = lambda: None,
+        prior: BetaReliability = RELIABILITY,
+        clock: Callable[[], dt.datetime] = utcnow,
+    ) -> None:
+        self._engine = engine
+        self._topics = topics
+        self._outbox_written = outbox_written
+        self._prior = prior
+        self._clock = clock
+        self._jobs: dict[str, JobSpec] = {}
+        self._workers: dict[str, WorkerEvidence] = {}
+
+    def load(self) -> None:
+        """Rebuilds the caches (job specs, worker evidence) from the database. One scan of the
+        jobs and worker-stats tables."""
+        ws = t.worker_stats
+        with reading(self._engine) as conn:
+            jobs = {row.job_id: _job_spec(row) for row in conn.execute(sa.select(t.jobs))}
+            workers = {
+                row.worker_id: WorkerEvidence(
+                    int(row.gold_answers), int(row.gold_correct), int(row.compared), int(row.agreed)
+                )
+                for row in conn.execute(
+                    sa.select(
+                        ws.c.worker_id,
+                        sa.func.sum(ws.c.gold_answers).label("gold_answers"),
+                        sa.func.sum(ws.c.gold_correct).label("gold_correct"),
+                        sa.func.sum(ws.c.compared).label("compared"),
+                        sa.func.sum(ws.c.agreed).label("agreed"),
+                    ).group_by(ws.c.worker_id)
+                )
+            }
+        self._jobs = jobs
+        self._workers = workers
+
+    def reliability(self, worker_id: str) -> float:
+        """The reliability the next evaluation gives ``worker_id`` (the prior mean if unknown)."""
+        evidence = self._workers.get(worker_id)
+        return evidence.reliability(self._prior) if evidence else self._prior.prior_mean
+
+    def handle(self, events: list[events_pb2.Event]) -> None:
+        """Processes a batch in one transaction; events of other types are ignored and a
+        redelivered event changes nothing. Events may come in any order: a task or answer
+        whose dependency has not arrived is stored and applied when it does.
+
+        Raises what the database raises (the consumer retries, then dead-letters). Costs a
+        constant number of statements per batch plus one posterior per answer to an open task.
+        """
+        wanted = [e for e in events if e.WhichOneof("payload") in _HANDLED]
+        if not wanted:
+            return
+        with self._engine.begin() as conn:
+            fresh = claim_events(conn, t.inbox, CONSUMER, [e.event_id for e in wanted])
+            if not fresh:
+                return
+            batch = _Batch(conn, self._jobs, self._workers, self._topics, self._prior, self._clock())
+            for event in wanted:
+                if event.event_id in fresh:
+                    fresh.discard(event.event_id)
+                    batch.add(event)
+            batch.run()
+        self._jobs.update(batch.new_jobs)
+        self._workers.update(batch.evidence)
+        if batch.emitted:
+            self._outbox_written()
+
+
+class ConsensusQueries:
+    """Read-side queries; each runs on a read-only connection (no SQLite write lock)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        prior: BetaReliability = RELIABILITY,
+        clock: Callable[[], dt.datetime] = utcnow,
+    ) -> None:
+        self._engine = engine
+        self._prior = prior
+        self._clock = clock
+
+    def get_result(self, task_id: str) -> TaskResult:
+        """The resolved label of a task. Raises NotFound when the task is unknown, gold or not
+        resolved yet. One primary-key lookup."""
+        with reading(self._engine) as conn:
+            row = conn.execute(sa.select(t.results).where(t.results.c.task_id == task_id)).first()
+        if row is None:
+            raise NotFound("result of task", task_id)
+        return _result(row)
+
+    def export_results(self, job_id: str, page_size: int = 500) -> Iterator[TaskResult]:
+        """Every resolved task of a job, ordered by task id, read page by page so no read
+        transaction stays open while the client consumes. Raises NotFound (at once, before the
+        iterator is returned) when the job is unknown: neither its JobCreated nor a task of it
+        has arrived."""
+        with reading(self._engine) as conn:
+            known = conn.execute(sa.select(t.jobs.c.job_id).where(t.jobs.c.job_id == job_id)).first() or (
+                conn.execute(sa.select(t.tasks.c.task_id).where(t.tasks.c.job_id == job_id).limit(1)).first()
+            )
+        if not known:
+            raise NotFound("job", job_id)
+        return self._pages(job_id, page_size)
+
+    def _pages(self, job_id: str, page_size: int) -> Iterator[TaskResult]:
+        r = t.results
+        after = ""
+        while True:
+            with reading(self._engine) as conn:
+                rows = conn.execute(
+                    sa.select(r).where(r.c.job_id == job_id, r.c.task_id > after).order_by(r.c.task_id).limit(page_size)
+                ).all()
+            for row in rows:
+                yield _result(row)
+            if len(rows) < page_size:
+                return
+            after = rows[-1].task_id
+
+    def job_quality(self, job_id: str | None = None) -> JobQuality:
+        """Quality figures of one job, or of every job when ``job_id`` is empty or None. An
+        unknown job gets zeros (the dashboard may ask before the JobCreated arrived).
+
+        ``tasks`` and ``answers`` count non-gold tasks and the answers applied to them (late
+        ones included; answers still waiting for their task or job are not counted yet); gold
+        answers are in ``gold_answers``. Four aggregate queries; the time-to-resolution
+        percentiles read one float per resolved task."""
+        tk, r = t.tasks, t.results
+        task_filter = [tk.c.job_id == job_id] if job_id else []
+        result_filter = [r.c.job_id == job_id] if job_id else []
+        now_minute = minute_of(self._clock())
+        with reading(self._engine) as conn:
+            tasks = conn.execute(
+                sa.select(
+                    sa.func.coalesce(sa.func.sum(sa.case((sa.not_(tk.c.gold), 1), else_=0)), 0).label("tasks"),
+                    sa.func.coalesce(sa.func.sum(sa.case((sa.not_(tk.c.gold), tk.c.answers), else_=0)), 0).label(
+                        "answers"
+                    ),
+                    sa.func.coalesce(sa.func.sum(sa.case((tk.c.gold, tk.c.answers), else_=0)), 0).label("gold_answers"),
+                    sa.func.coalesce(sa.func.sum(sa.case((tk.c.gold, tk.c.agree), else_=0)), 0).label("gold_correct"),
+                    sa.func.avg(
+                        sa.case(
+                            (
+                                sa.and_(tk.c.state == TaskState.RESOLVED.value, tk.c.answers > 0),
+                                sa.cast(tk.c.agree, sa.Float) / tk.c.answers,
+                            ),
+                            else_=None,
+                        )
+                    ).label("agreement"),
+                ).where(*task_filter)
+            ).one()
+            resolved = conn.execute(
+                sa.select(
+                    sa.func.count().label("resolved"),
+                    sa.func.coalesce(sa.func.sum(sa.case((r.c.low_confidence, 1), else_=0)), 0).label("low"),
+                    sa.func.avg(r.c.confidence).label("confidence"),
+                ).where(*result_filter)
+            ).one()
+            ttrs = list(conn.execute(sa.select(r.c.ttr_seconds).where(*result_filter)).scalars())
+            per_minute = conn.execute(
+                sa.select(r.c.resolved_minute, sa.func.count())
+                .where(*result_filter, r.c.resolved_minute > now_minute - 60 * 60)
+                .group_by(r.c.resolved_minute)
+                .order_by(r.c.resolved_minute)
+            ).all()
+        p50, p90, p99 = percentiles(ttrs)
+        mean_confidence = float(resolved.confidence or 0.0)
+        return JobQuality(
+            tasks=int(tasks.tasks),
+            resolved=int(resolved.resolved),
+            low_confidence=int(resolved.low),
+            answers=int(tasks.answers),
+            agreement=float(tasks.agreement or 0.0),
+            gold_accuracy=ratio(int(tasks.gold_correct), int(tasks.gold_answers)),
+            gold_answers=int(tasks.gold_answers),
+            # Until a refit recomputes posteriors, the expected share of right labels is the
+            # mean confidence they were resolved with.
+            estimated_accuracy=mean_confidence,
+            mean_confidence=mean_confidence,
+            ttr_p50_seconds=p50,
+            ttr_p90_seconds=p90,
+            ttr_p99_seconds=p99,
+            resolved_per_minute=tuple(MinuteCount(int(m), int(c)) for m, c in per_minute),
+        )
+
+    def list_workers(self, job_id: str | None = None) -> list[WorkerQuality]:
+        """Workers who answered in a job (every worker when ``job_id`` is empty or None), most
+        reliable first. Counts and agreement are the job's; reliability is the worker's
+        overall estimate, the one consensus weighs their answers with. Two grouped queries."""
+        ws = t.worker_stats
+        sums = [sa.func.sum(ws.c[name]).label(name) for name in _COUNTS]
+        with reading(self._engine) as conn:
+            scoped = conn.execute(
+                sa.select(ws.c.worker_id, *sums)
+                .where(*([ws.c.job_id == job_id] if job_id else []))
+                .group_by(ws.c.worker_id)
+            ).all()
+            overall = {row.worker_id: row for row in scoped}
+            if job_id and scoped:
+                workers_of_job = sa.select(ws.c.worker_id).where(ws.c.job_id == job_id)
+                overall = {
+                    row.worker_id: row
+                    for row in conn.execute(
+                        sa.select(ws.c.worker_id, *sums)
+                        .where(ws.c.worker_id.in_(workers_of_job))
+                        .group_by(ws.c.worker_id)
+                    )
+                }
+        workers = [
+            WorkerQuality(
+                worker_id=row.worker_id,
+                answers=int(row.answers),
+                gold_answers=int(row.gold_answers),
+                gold_correct=int(row.gold_correct),
+                reliability=float(
+                    self._prior.estimate(
+                        int(overall[row.worker_id].gold_answers),
+                        int(overall[row.worker_id].gold_correct),
+                        int(overall[row.worker_id].compared),
+                        int(overall[row.worker_id].agreed),
+                    )
+                ),
+                agreement=ratio(int(row.agreed), int(row.compared)),
+            )
+            for row in scoped
+        ]
+        workers.sort(key=lambda w: (-w.reliability, w.worker_id))
+        return workers
+
+
+def _result(row: Any) -> TaskResult:
+    return TaskResult(
+        task_id=row.task_id,
+        job_id=row.job_id,
+        item_id=row.item_id,
+        object_name=row.object_name,
+        label=row.label,
+        confidence=row.confidence,
+        low_confidence=bool(row.low_confidence),
+        majority_label=row.majority_label,
+        answers=tuple(WeightedAnswer(w, label, float(weight)) for w, label, weight in json.loads(row.answers)),
+        resolved_at=row.resolved_at,
+        version=row.version,
+    )

@@ -1,0 +1,130 @@
+"""Translation between protobuf messages (events, gRPC responses) and the consensus domain."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from quorum.v1 import common_pb2, consensus_pb2, events_pb2
+from services.consensus.domain import JobQuality, JobSpec, TaskResult, WeightedAnswer, WorkerQuality
+
+
+def label_of(answer: common_pb2.Answer) -> str:
+    """The label of a classification answer; "" for an empty answer or another task type."""
+    return answer.classification.label if answer.WhichOneof("value") == "classification" else ""
+
+
+def answer_message(label: str) -> common_pb2.Answer:
+    """A classification answer carrying ``label``."""
+    return common_pb2.Answer(classification=common_pb2.ClassificationAnswer(label=label))
+
+
+def datetime_of(ts: Timestamp) -> dt.datetime | None:
+    """An aware UTC datetime, or None for an unset (zero) timestamp."""
+    if ts.seconds == 0 and ts.nanos == 0:
+        return None
+    return ts.ToDatetime(tzinfo=dt.UTC)
+
+
+def timestamp_of(moment: dt.datetime) -> Timestamp:
+    """A protobuf Timestamp of an aware datetime."""
+    ts = Timestamp()
+    ts.FromDatetime(moment)
+    return ts
+
+
+def job_spec_of(event: events_pb2.JobCreated) -> JobSpec:
+    """The consensus view of a job: labels of whichever task type the spec has, overlap, target."""
+    spec = event.spec
+    kind = spec.WhichOneof("task")
+    labels = list(getattr(spec, kind).labels) if kind else []
+    return JobSpec.normalised(event.job_id, labels, spec.overlap.min, spec.overlap.max, spec.target_confidence)
+
+
+def _worker_answers(answers: tuple[WeightedAnswer, ...]) -> list[events_pb2.WorkerAnswer]:
+    return [
+        events_pb2.WorkerAnswer(worker_id=a.worker_id, answer=answer_message(a.label), weight=a.weight) for a in answers
+    ]
+
+
+def task_resolved_event(result: TaskResult) -> events_pb2.Event:
+    """The TaskResolved event of a result; the outbox stamps its id and time."""
+    return events_pb2.Event(
+        task_resolved=events_pb2.TaskResolved(
+            task_id=result.task_id,
+            job_id=result.job_id,
+            item_id=result.item_id,
+            object_name=result.object_name,
+            label=answer_message(result.label),
+            confidence=result.confidence,
+            low_confidence=result.low_confidence,
+            answers=_worker_answers(result.answers),
+            resolved_at=timestamp_of(result.resolved_at),
+            version=result.version,
+        )
+    )
+
+
+def more_answers_event(task_id: str, job_id: str, answers_wanted: int) -> events_pb2.Event:
+    """The MoreAnswersRequested event asking tasking for ``answers_wanted`` answers in total."""
+    return events_pb2.Event(
+        more_answers_requested=events_pb2.MoreAnswersRequested(
+            task_id=task_id, job_id=job_id, answers_wanted=answers_wanted
+        )
+    )
+
+
+def result_message(result: TaskResult) -> consensus_pb2.TaskResult:
+    """The gRPC form of a result, majority label included."""
+    return consensus_pb2.TaskResult(
+        task_id=result.task_id,
+        job_id=result.job_id,
+        item_id=result.item_id,
+        object_name=result.object_name,
+        label=answer_message(result.label),
+        confidence=result.confidence,
+        low_confidence=result.low_confidence,
+        majority_label=answer_message(result.majority_label),
+        answers=_worker_answers(result.answers),
+        resolved_at=timestamp_of(result.resolved_at),
+        version=result.version,
+    )
+
+
+def quality_message(quality: JobQuality) -> consensus_pb2.JobQuality:
+    """The gRPC form of the quality figures."""
+    return consensus_pb2.JobQuality(
+        tasks=quality.tasks,
+        resolved=quality.resolved,
+        low_confidence=quality.low_confidence,
+        answers=quality.answers,
+        agreement=quality.agreement,
+        gold_accuracy=quality.gold_accuracy,
+        gold_answers=quality.gold_answers,
+        estimated_accuracy=quality.estimated_accuracy,
+        mean_confidence=quality.mean_confidence,
+        ttr_p50_seconds=quality.ttr_p50_seconds,
+        ttr_p90_seconds=quality.ttr_p90_seconds,
+        ttr_p99_seconds=quality.ttr_p99_seconds,
+        resolved_per_minute=[
+            common_pb2.MinuteCount(minute=m.minute, count=m.count) for m in quality.resolved_per_minute
+        ],
+    )
+
+
+def workers_message(workers: list[WorkerQuality]) -> consensus_pb2.ListWorkersResponse:
+    """The gRPC form of a worker list, order kept."""
+    return consensus_pb2.ListWorkersResponse(
+        workers=[
+            consensus_pb2.WorkerQuality(
+                worker_id=w.worker_id,
+                answers=w.answers,
+                gold_answers=w.gold_answers,
+                gold_correct=w.gold_correct,
+                reliability=w.reliability,
+                agreement=w.agreement,
+            )
+            for w in workers
+        ]
+    )

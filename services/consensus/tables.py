@@ -1,0 +1,96 @@
+"""The consensus service's tables (SQLAlchemy Core, its own MetaData), with the inbox and outbox.
+
+Names carry a ``consensus_`` prefix so the service still works when a deployment points
+several services at one database.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from quorum.db import UtcDateTime, add_messaging_tables
+
+ID = sa.String(200)
+LABEL = sa.String(500)
+
+
+metadata = sa.MetaData()
+"""Every consensus table; ``metadata.create_all(engine)`` creates them."""
+
+jobs = sa.Table(
+    "consensus_jobs",
+    metadata,
+    sa.Column("job_id", ID, primary_key=True),
+    # JSON list of the job's labels, in the job's order.
+    sa.Column("labels", sa.Text, nullable=False),
+    sa.Column("overlap_min", sa.Integer, nullable=False),
+    sa.Column("overlap_max", sa.Integer, nullable=False),
+    sa.Column("target_confidence", sa.Float, nullable=False),
+    sa.Column("received_at", UtcDateTime, nullable=False),
+)
+tasks = sa.Table(
+    "consensus_tasks",
+    metadata,
+    sa.Column("task_id", ID, primary_key=True),
+    sa.Column("job_id", ID, nullable=False),
+    sa.Column("item_id", ID, nullable=False),
+    sa.Column("object_name", sa.Text, nullable=False),
+    sa.Column("gold", sa.Boolean, nullable=False),
+    sa.Column("gold_label", LABEL, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    # services.consensus.domain.TaskState
+    sa.Column("state", sa.String(10), nullable=False),
+    sa.Column("answers", sa.Integer, nullable=False),
+    sa.Column("agree", sa.Integer, nullable=False),
+    sa.Column("requested", sa.Integer, nullable=False),
+    sa.Column("label", LABEL, nullable=False),
+    sa.Index("ix_consensus_tasks_job_state", "job_id", "state"),
+)
+answers = sa.Table(
+    "consensus_answers",
+    metadata,
+    # Arrival order: answers are replayed in it when their task or job arrives late.
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("answer_id", ID, nullable=False, unique=True),
+    sa.Column("task_id", ID, nullable=False, index=True),
+    sa.Column("job_id", ID, nullable=False),
+    sa.Column("worker_id", ID, nullable=False),
+    sa.Column("label", LABEL, nullable=False),
+    sa.Column("submitted_at", UtcDateTime, nullable=True),
+    sa.UniqueConstraint("task_id", "worker_id", name="uq_consensus_answers_task_worker"),
+)
+results = sa.Table(
+    "consensus_results",
+    metadata,
+    sa.Column("task_id", ID, primary_key=True),
+    sa.Column("job_id", ID, nullable=False, index=True),
+    sa.Column("item_id", ID, nullable=False),
+    sa.Column("object_name", sa.Text, nullable=False),
+    sa.Column("label", LABEL, nullable=False),
+    sa.Column("confidence", sa.Float, nullable=False),
+    sa.Column("low_confidence", sa.Boolean, nullable=False),
+    sa.Column("majority_label", LABEL, nullable=False),
+    # JSON list of [worker_id, label, weight].
+    sa.Column("answers", sa.Text, nullable=False),
+    sa.Column("resolved_at", UtcDateTime, nullable=False),
+    # Denormalised for the quality queries: seconds from task creation, start of the minute.
+    sa.Column("ttr_seconds", sa.Float, nullable=False),
+    sa.Column("resolved_minute", sa.BigInteger, nullable=False, index=True),
+    sa.Column("version", sa.Integer, nullable=False),
+)
+worker_stats = sa.Table(
+    "consensus_worker_stats",
+    metadata,
+    sa.Column("worker_id", ID, primary_key=True),
+    sa.Column("job_id", ID, primary_key=True),
+    sa.Column("answers", sa.Integer, nullable=False),
+    sa.Column("gold_answers", sa.Integer, nullable=False),
+    sa.Column("gold_correct", sa.Integer, nullable=False),
+    sa.Column("compared", sa.Integer, nullable=False),
+    sa.Column("agreed", sa.Integer, nullable=False),
+    sa.Index("ix_consensus_worker_stats_job", "job_id"),
+)
+
+_messaging = add_messaging_tables(metadata)
+inbox = _messaging.inbox
+outbox = _messaging.outbox

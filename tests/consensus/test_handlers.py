@@ -1,0 +1,337 @@
+"""The event handler and queries against real databases: SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+from consensus_helpers import answer_accepted, job_created, outbox_events, task_created
+
+from quorum.db import make_engine
+from quorum.errors import NotFound
+from quorum.messaging import Topics
+from quorum.v1 import events_pb2
+from services.consensus import tables
+from services.consensus.handlers import ConsensusEvents, ConsensusQueries
+
+TOPICS = Topics("test")
+NOW = dt.datetime(2030, 5, 1, 12, 0, 30, tzinfo=dt.UTC)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def engine(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[sa.Engine]:
+    sqlite_url = f"sqlite:///{tmp_path}/consensus.db"
+    url = sqlite_url if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    engine = make_engine(url)
+    tables.metadata.create_all(engine)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+class Signal:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self) -> None:
+        self.calls += 1
+
+
+@pytest.fixture
+def signal() -> Signal:
+    return Signal()
+
+
+@pytest.fixture
+def handler(engine: sa.Engine, signal: Signal) -> ConsensusEvents:
+    events = ConsensusEvents(engine, TOPICS, signal, clock=lambda: NOW)
+    events.load()
+    return events
+
+
+@pytest.fixture
+def queries(engine: sa.Engine) -> ConsensusQueries:
+    return ConsensusQueries(engine, clock=lambda: NOW)
+
+
+def emitted(engine: sa.Engine, kind: str) -> list[events_pb2.Event]:
+    return [event for _, _, event in outbox_events(engine) if event.WhichOneof("payload") == kind]
+
+
+def answers(task: str, job: str, *pairs: tuple[str, str]) -> list[events_pb2.Event]:
+    return [answer_accepted(task, job, worker, label) for worker, label in pairs]
+
+
+def table_counts(engine: sa.Engine) -> dict[str, int]:
+    with engine.connect() as conn:
+        return {
+            table.name: conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+            for table in tables.metadata.sorted_tables
+        }
+
+
+def test_unanimous_answers_resolve_at_overlap_min(
+    handler: ConsensusEvents, queries: ConsensusQueries, engine: sa.Engine, signal: Signal
+) -> None:
+    created = NOW - dt.timedelta(seconds=30)
+    handler.handle([job_created("j1"), task_created("t1", "j1", created_at=created)])
+    handler.handle(answers("t1", "j1", ("a", "dog"), ("b", "dog")))
+    assert emitted(engine, "task_resolved") == [] and signal.calls == 0
+    handler.handle(answers("t1", "j1", ("c", "dog")))
+
+    [event] = emitted(engine, "task_resolved")
+    resolved = event.task_resolved
+    assert (resolved.task_id, resolved.job_id, resolved.item_id, resolved.object_name) == (
+        "t1",
+        "j1",
+        "item-t1",
+        "t1.jpg",
+    )
+    assert resolved.label.classification.label == "dog" and not resolved.low_confidence
+    assert resolved.confidence >= 0.9 and resolved.version == 1
+    assert [(a.worker_id, a.weight) for a in resolved.answers] == [("a", 0.7), ("b", 0.7), ("c", 0.7)]
+    assert signal.calls == 1
+    assert emitted(engine, "more_answers_requested") == []
+
+    result = queries.get_result("t1")
+    assert (result.label, result.majority_label, result.version, result.resolved_at) == ("dog", "dog", 1, NOW)
+    quality = queries.job_quality("j1")
+    assert (quality.tasks, quality.resolved, quality.low_confidence, quality.answers) == (1, 1, 0, 3)
+    assert quality.agreement == 1.0 and quality.ttr_p50_seconds == pytest.approx(30.0)
+    assert quality.mean_confidence == pytest.approx(resolved.confidence)
+    assert [(m.minute, m.count) for m in quality.resolved_per_minute] == [(int(NOW.replace(second=0).timestamp()), 1)]
+
+
+def test_a_split_asks_for_one_more_answer_exactly_once(handler: ConsensusEvents, engine: sa.Engine) -> None:
+    handler.handle([job_created("j1"), task_created("t1", "j1")])
+    batch = answers("t1", "j1", ("a", "dog"), ("b", "dog"), ("c", "cat"))
+    handler.handle(batch)
+    handler.handle(batch)  # redelivered
+    handler.handle([batch[0]] * 3)
+
+    [request] = emitted(engine, "more_answers_requested")
+    assert request.more_answers_requested.task_id == "t1"
+    assert request.more_answers_requested.job_id == "j1"
+    assert request.more_answers_requested.answers_wanted == 4
+    assert [key for topic, key, _ in outbox_events(engine)] == ["t1"]
+    assert [topic for topic, _, _ in outbox_events(engine)] == [TOPICS.task_requests]
+
+    handler.handle(answers("t1", "j1", ("d", "cat")))
+    wanted = [e.more_answers_requested.answers_wanted for e in emitted(engine, "more_answers_requested")]
+    assert wanted == [4, 5]
+    handler.handle(answers("t1", "j1", ("e", "bird")))
+    [resolved] = emitted(engine, "task_resolved")
+    assert resolved.task_resolved.low_confidence
+    assert resolved.task_resolved.label.classification.label == "cat"  # 2-2-1: cat first in the job's labels
+
+
+def test_a_burst_of_answers_asks_once_for_what_is_still_missing(handler: ConsensusEvents, engine: sa.Engine) -> None:
+    handler.handle([job_created("j1"), task_created("t1", "j1")])
+    handler.handle(answers("t1", "j1", ("a", "dog"), ("b", "cat"), ("c", "dog"), ("d", "cat")))
+    wanted = [e.more_answers_requested.answers_wanted for e in emitted(engine, "more_answers_requested")]
+    assert wanted == [5]
+
+
+def test_the_same_batch_twice_changes_nothing(handler: ConsensusEvents, engine: sa.Engine, signal: Signal) -> None:
+    batch = [
+        job_created("j1"),
+        task_created("t1", "j1"),
+        task_created("g1", "j1", gold_label="cat"),
+        *answers("t1", "j1", ("a", "dog"), ("b", "dog"), ("c", "dog")),
+        *answers("g1", "j1", ("a", "cat"), ("b", "dog")),
+    ]
+    handler.handle(batch)
+    before = table_counts(engine)
+    outbox_before = outbox_events(engine)
+    reliability = handler.reliability("b")
+    calls = signal.calls
+
+    handler.handle(batch)
+    handler.handle(list(reversed(batch)))
+
+    assert table_counts(engine) == before
+    assert [e.event_id for _, _, e in outbox_events(engine)] == [e.event_id for _, _, e in outbox_before]
+    assert handler.reliability("b") == reliability
+    assert signal.calls == calls
+
+
+def test_the_same_answer_under_another_event_id_counts_once(
+    handler: ConsensusEvents, queries: ConsensusQueries
+) -> None:
+    handler.handle([job_created("j1"), task_created("t1", "j1")])
+    first = answer_accepted("t1", "j1", "a", "dog")
+    again = events_pb2.Event()
+    again.CopyFrom(first)
+    again.event_id = "another-id"
+    handler.handle([first])
+    handler.handle([again])
+    second_vote = answer_accepted("t1", "j1", "a", "cat")  # the same worker again: ignored
+    handler.handle([second_vote])
+    assert queries.job_quality("j1").answers == 1
+
+
+def test_answers_before_their_task_and_job_are_kept_and_applied(
+    handler: ConsensusEvents, queries: ConsensusQueries, engine: sa.Engine
+) -> None:
+    handler.handle(answers("t1", "j1", ("a", "bird"), ("b", "bird")))
+    handler.handle(answers("t1", "j1", ("c", "bird")))
+    handler.handle([task_created("t1", "j1")])
+    assert outbox_events(engine) == []
+    with pytest.raises(NotFound):
+        queries.get_result("t1")
+    quality = queries.job_quality("j1")
+    assert (quality.tasks, quality.answers, quality.resolved) == (1, 0, 0)  # waiting for the job
+
+    handler.handle([job_created("j1")])
+    [resolved] = emitted(engine, "task_resolved")
+    assert resolved.task_resolved.label.classification.label == "bird"
+    assert [a.worker_id for a in resolved.task_resolved.answers] == ["a", "b", "c"]
+    assert queries.job_quality("j1").answers == 3
+
+
+def test_everything_in_one_batch_in_reverse_order(handler: ConsensusEvents, engine: sa.Engine) -> None:
+    batch = [
+        *answers("t1", "j1", ("a", "cat"), ("b", "cat"), ("c", "cat")),
+        task_created("t1", "j1"),
+        job_created("j1"),
+    ]
+    handler.handle(batch)
+    [resolved] = emitted(engine, "task_resolved")
+    assert resolved.task_resolved.label.classification.label == "cat"
+
+
+def test_a_task_before_its_job_waits_then_asks(handler: ConsensusEvents, engine: sa.Engine) -> None:
+    handler.handle([task_created("t1", "j1"), *answers("t1", "j1", ("a", "cat"), ("b", "dog"), ("c", "cat"))])
+    assert outbox_events(engine) == []
+    handler.handle([job_created("j1", overlap=(3, 4))])
+    [request] = emitted(engine, "more_answers_requested")
+    assert request.more_answers_requested.answers_wanted == 4
+
+
+def test_gold_answers_grade_workers_and_are_never_published(
+    handler: ConsensusEvents, queries: ConsensusQueries, engine: sa.Engine
+) -> None:
+    # Answers to a gold task may come before the task itself.
+    handler.handle(answers("g1", "j1", ("good", "cat"), ("bad", "dog")))
+    handler.handle([job_created("j1"), task_created("g1", "j1", gold_label="cat")])
+    handler.handle([task_created("g2", "j1", gold_label="dog"), *answers("g2", "j1", ("good", "dog"), ("bad", "cat"))])
+    handler.handle(answers("g1", "j1", ("third", "cat"), ("fourth", "cat")))
+
+    assert outbox_events(engine) == []
+    with pytest.raises(NotFound):
+        queries.get_result("g1")
+    assert handler.reliability("good") == pytest.approx(4.8 / 6)
+    assert handler.reliability("bad") == pytest.approx(2.8 / 6)
+
+    quality = queries.job_quality("j1")
+    assert (quality.tasks, quality.gold_answers, quality.resolved) == (0, 6, 0)
+    assert quality.gold_accuracy == pytest.approx(4 / 6)
+    workers = {w.worker_id: w for w in queries.list_workers("j1")}
+    assert (workers["good"].gold_answers, workers["good"].gold_correct, workers["good"].answers) == (2, 2, 2)
+    assert (workers["bad"].gold_answers, workers["bad"].gold_correct) == (2, 0)
+    assert workers["good"].reliability == pytest.approx(4.8 / 6)
+    assert queries.list_workers("j1")[0].worker_id == "good"
+
+
+def test_reliable_workers_outvote_a_majority_of_unreliable_ones(handler: ConsensusEvents, engine: sa.Engine) -> None:
+    handler.handle([job_created("j1", overlap=(3, 3), target=0.5)])
+    gold = [task_created(f"g{i}", "j1", gold_label="cat") for i in range(6)]
+    graded = [answer_accepted(f"g{i}", "j1", "expert", "cat") for i in range(6)]
+    graded += [answer_accepted(f"g{i}", "j1", spammer, "dog") for i in range(6) for spammer in ("s1", "s2")]
+    handler.handle(gold + graded)
+    handler.handle([task_created("t1", "j1"), *answers("t1", "j1", ("expert", "bird"), ("s1", "dog"), ("s2", "dog"))])
+    [resolved] = emitted(engine, "task_resolved")
+    assert resolved.task_resolved.label.classification.label == "bird"
+    with engine.connect() as conn:
+        majority = conn.execute(sa.select(tables.results.c.majority_label)).scalar_one()
+    assert majority == "dog"
+
+
+def test_an_answer_after_resolution_is_counted_and_the_label_stays(
+    handler: ConsensusEvents, queries: ConsensusQueries, engine: sa.Engine
+) -> None:
+    handler.handle([job_created("j1"), task_created("t1", "j1")])
+    handler.handle(answers("t1", "j1", ("a", "dog"), ("b", "dog"), ("c", "dog"), ("late", "cat")))
+    handler.handle(answers("t1", "j1", ("later", "dog")))
+    assert len(emitted(engine, "task_resolved")) == 1
+    result = queries.get_result("t1")
+    assert result.label == "dog" and [a.worker_id for a in result.answers] == ["a", "b", "c"]
+    quality = queries.job_quality("j1")
+    assert quality.answers == 5 and quality.agreement == pytest.approx(4 / 5)
+    workers = {w.worker_id: w for w in queries.list_workers()}
+    assert (workers["late"].answers, workers["late"].agreement) == (1, 0.0)
+    assert workers["later"].agreement == 1.0
+    assert workers["late"].reliability < 0.7 < workers["later"].reliability
+
+
+def test_consensus_agreement_moves_reliability_a_quarter_as_much_as_gold(handler: ConsensusEvents) -> None:
+    handler.handle([job_created("j1"), task_created("t1", "j1")])
+    handler.handle(answers("t1", "j1", ("a", "dog"), ("b", "dog"), ("c", "dog")))
+    assert handler.reliability("a") == pytest.approx(3.05 / 4.25)
+
+
+def test_the_cache_is_rebuilt_from_the_database(handler: ConsensusEvents, engine: sa.Engine) -> None:
+    handler.handle(
+        [
+            job_created("j1", overlap=(2, 3), target=0.8),
+            task_created("g1", "j1", gold_label="cat"),
+            *answers("g1", "j1", ("a", "cat"), ("b", "dog")),
+            task_created("t1", "j1"),
+            *answers("t1", "j1", ("a", "dog"), ("b", "dog")),
+        ]
+    )
+    restarted = ConsensusEvents(engine, TOPICS, clock=lambda: NOW)
+    restarted.load()
+    for worker in ("a", "b", "nobody"):
+        assert restarted.reliability(worker) == pytest.approx(handler.reliability(worker))
+    # The restarted handler knows the job: a new task resolves without a new JobCreated.
+    restarted.handle([task_created("t2", "j1"), *answers("t2", "j1", ("a", "bird"), ("b", "bird"))])
+    assert len(emitted(engine, "task_resolved")) == 2
+
+
+def test_events_of_other_kinds_are_ignored(handler: ConsensusEvents, engine: sa.Engine) -> None:
+    sealed = events_pb2.Event(event_id="sealed", job_sealed=events_pb2.JobSealed(job_id="j1", objects=3))
+    handler.handle([sealed])
+    assert table_counts(engine)["processed_events"] == 0
+
+
+def test_queries_for_unknown_ids(queries: ConsensusQueries, handler: ConsensusEvents) -> None:
+    with pytest.raises(NotFound, match="nope"):
+        queries.get_result("nope")
+    with pytest.raises(NotFound, match="job 'nope'"):
+        queries.export_results("nope")
+    assert queries.job_quality("nope").tasks == 0
+    assert queries.list_workers("nope") == []
+    handler.handle([task_created("t1", "early-job")])
+    assert list(queries.export_results("early-job")) == []
+
+
+def test_export_streams_every_resolved_task_of_the_job(handler: ConsensusEvents, queries: ConsensusQueries) -> None:
+    handler.handle([job_created("j1", overlap=(1, 1)), job_created("j2", overlap=(1, 1))])
+    batch = [task_created(f"t{i:02d}", "j1") for i in range(7)] + [task_created("other", "j2")]
+    batch += [answer_accepted(f"t{i:02d}", "j1", "w", "cat") for i in range(7)]
+    batch += [answer_accepted("other", "j2", "w", "dog"), task_created("open", "j1")]
+    handler.handle(batch)
+    exported = list(queries.export_results("j1", page_size=3))
+    assert [r.task_id for r in exported] == [f"t{i:02d}" for i in range(7)]
+    assert all(r.job_id == "j1" and r.label == "cat" for r in exported)
+    everything = queries.job_quality(None)
+    assert (everything.tasks, everything.resolved) == (9, 8)
+
+
+def test_quality_figures_over_several_tasks(handler: ConsensusEvents, queries: ConsensusQueries) -> None:
+    handler.handle([job_created("j1", overlap=(2, 2), target=0.99)])
+    tasks = [task_created(f"t{i}", "j1", created_at=NOW - dt.timedelta(seconds=10 * (i + 1))) for i in range(4)]
+    handler.handle(tasks)
+    handler.handle(answers("t0", "j1", ("a", "cat"), ("b", "cat")))
+    handler.handle(answers("t1", "j1", ("a", "cat"), ("b", "dog")))
+    handler.handle(answers("t2", "j1", ("a", "dog"), ("b", "dog")))
+    quality = queries.job_quality("j1")
+    assert (quality.tasks, quality.resolved, quality.low_confidence, quality.answers) == (4, 3, 3, 6)
+    assert quality.agreement == pytest.approx((1 + 0.5 + 1) / 3)
+    assert (quality.ttr_p50_seconds, quality.ttr_p99_seconds) == pytest.approx((20.0, 29.8))
+    assert 0.5 < quality.estimated_accuracy == quality.mean_confidence < 0.99
+    assert sum(m.count for m in quality.resolved_per_minute) == 3
