@@ -85,18 +85,20 @@ def make_engine(url: str) -> Engine:
     return sa.create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
 
 
+def _insert_ignoring(conn: Connection, table: sa.Table) -> Any:
+    dialect = conn.dialect.name
+    if dialect == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing()
+    if dialect == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    raise NotImplementedError(f"unsupported database: {dialect}")  # pragma: no cover
+
+
 def insert_ignoring_conflicts(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> int:
     """Inserts rows, skipping any that violate a unique key. Returns how many were inserted."""
     if not rows:
         return 0
-    dialect = conn.dialect.name
-    stmt: Any
-    if dialect == "sqlite":
-        stmt = sqlite.insert(table).on_conflict_do_nothing()
-    elif dialect == "postgresql":
-        stmt = postgresql.insert(table).on_conflict_do_nothing()
-    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
-        raise NotImplementedError(dialect)
+    stmt = _insert_ignoring(conn, table)
     result = conn.execute(stmt, list(rows))
     return int(result.rowcount or 0)
 
@@ -141,15 +143,12 @@ def claim_events(conn: Connection, inbox: sa.Table, consumer: str, event_ids: It
     ids = list(dict.fromkeys(event_ids))
     if not ids:
         return set()
-    seen = set(
-        conn.execute(
-            sa.select(inbox.c.event_id).where(inbox.c.consumer == consumer, inbox.c.event_id.in_(ids))
-        ).scalars()
-    )
-    fresh = [i for i in ids if i not in seen]
     now = utcnow()
-    insert_ignoring_conflicts(conn, inbox, [{"consumer": consumer, "event_id": i, "processed_at": now} for i in fresh])
-    return set(fresh)
+    rows = [{"consumer": consumer, "event_id": i, "processed_at": now} for i in ids]
+    # INSERT .. ON CONFLICT DO NOTHING RETURNING tells which rows this transaction inserted,
+    # so two replicas handling the same event cannot both see it as new.
+    stmt = _insert_ignoring(conn, inbox).returning(inbox.c.event_id)
+    return set(conn.execute(stmt, rows).scalars())
 
 
 @dataclass(frozen=True)

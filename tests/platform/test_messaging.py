@@ -181,3 +181,28 @@ def test_outbox_relay_publishes_committed_rows_once(engine: sa.Engine, kafka_boo
         received.append((record.key.decode(), event.task_created.task_id))
     consumer.close()
     assert sorted(received) == sorted((f"t{i}", f"t{i}") for i in range(30))
+
+
+def test_two_replicas_never_both_claim_an_event(postgres_url: str) -> None:
+    engine = make_engine(postgres_url)
+    metadata = sa.MetaData()
+    tables = add_messaging_tables(metadata)
+    metadata.create_all(engine)
+    claimed: dict[str, set[str]] = {}
+    first_claimed = threading.Event()
+
+    def replica(name: str, hold: float) -> None:
+        with engine.begin() as conn:
+            claimed[name] = claim_events(conn, tables.inbox, "c", ["e1", "e2"])
+            first_claimed.set()
+            time.sleep(hold)  # the other replica's insert waits on our uncommitted rows
+
+    a = threading.Thread(target=replica, args=("a", 0.5))
+    a.start()
+    first_claimed.wait(5)
+    b = threading.Thread(target=replica, args=("b", 0))
+    b.start()
+    a.join()
+    b.join()
+    engine.dispose()
+    assert claimed == {"a": {"e1", "e2"}, "b": set()}

@@ -1,0 +1,579 @@
+"""Billing, worker pay and the double-entry ledger, as pure logic.
+
+Money is integer minor units ("cents") of an ISO 4217 currency. Every posting
+moves ``amount_cents > 0`` from one account to another: the debit account goes
+up by the amount, the credit account goes down (an account's balance is
+debits minus credits), so each posting balances by itself and the signed
+balances of all accounts of one currency always sum to zero.
+
+Accounts:
+
+``client:<client_id>:receivable``
+    What a client owes. Debited once per labeled object it pays for.
+``platform:revenue``
+    The platform's revenue. Credited once per labeled object, whoever pays.
+``platform:pilot_subsidy``
+    What the platform gives away: debited instead of the client's receivable
+    for the free objects of a pilot job, so the cost of pilots stays visible.
+``platform:worker_cost``
+    What the platform spends on labor. Debited once per accepted answer.
+``worker:<worker_id>:payable``
+    What the platform owes a worker. Credited once per accepted answer.
+
+Postings are append-only; a correction would be a new posting, never an edit.
+Each posting has a key that makes it unique: ``bill:<task_id>`` (at most one
+per labeled object, whatever the number of resolutions of the task) and
+``pay:<answer_id>`` (one per accepted answer).
+
+Nothing here does I/O; :mod:`services.payments.handlers` stores and reads.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from quorum.errors import InvalidArgument
+
+PLATFORM_REVENUE = "platform:revenue"
+PLATFORM_PILOT_SUBSIDY = "platform:pilot_subsidy"
+PLATFORM_WORKER_COST = "platform:worker_cost"
+PLATFORM_ACCOUNTS = frozenset({PLATFORM_REVENUE, PLATFORM_PILOT_SUBSIDY, PLATFORM_WORKER_COST})
+
+DEFAULT_CURRENCY = "USD"
+UNKNOWN_CLIENT = "unknown"
+# JobSpec.pilot_allowance: "Free objects of a pilot job; 100 when zero."
+DEFAULT_PILOT_ALLOWANCE = 100
+
+BILL = "bill"
+PAY = "pay"
+POSTING_KINDS = frozenset({BILL, PAY})
+
+MAX_PAGE_SIZE = 1000
+DEFAULT_PAGE_SIZE = 100
+# Enough to name what is wrong without making a badly damaged ledger's report unbounded.
+MAX_PROBLEMS = 200
+
+
+def client_receivable(client_id: str) -> str:
+    """The account of what ``client_id`` owes."""
+    return f"client:{client_id}:receivable"
+
+
+def worker_payable(worker_id: str) -> str:
+    """The account of what the platform owes ``worker_id``."""
+    return f"worker:{worker_id}:payable"
+
+
+def account_kind(account: str) -> str | None:
+    """``"client"``, ``"worker"`` or ``"platform"`` for a well-formed account name, else None."""
+    if account in PLATFORM_ACCOUNTS:
+        return "platform"
+    for kind, suffix in (("client", ":receivable"), ("worker", ":payable")):
+        prefix = f"{kind}:"
+        if account.startswith(prefix) and account.endswith(suffix) and len(account) > len(prefix) + len(suffix):
+            return kind
+    return None
+
+
+def posting_key(kind: str, ref_id: str) -> str:
+    """The unique key of the posting of ``kind`` for a task (bill) or an answer (pay)."""
+    return f"{kind}:{ref_id}"
+
+
+def task_type_label(task_field: str) -> str:
+    """``"text_classification"`` -> ``"text classification"``; empty -> ``"labeling"``."""
+    return task_field.replace("_", " ") if task_field else "labeling"
+
+
+@dataclass(frozen=True)
+class JobTerms:
+    """What a job's client pays and its workers earn, from its JobCreated event."""
+
+    job_id: str
+    client_id: str
+    # Name of the JobSpec ``task`` member, e.g. "text_classification".
+    task_type: str
+    price_per_object_cents: int
+    pay_per_answer_cents: int
+    currency: str
+    pilot: bool
+    # Free objects; 0 for a job that is not a pilot.
+    pilot_allowance: int
+
+    @classmethod
+    def create(
+        cls,
+        job_id: str,
+        client_id: str,
+        task_type: str,
+        price_per_object_cents: int,
+        pay_per_answer_cents: int,
+        currency: str,
+        pilot: bool,
+        pilot_allowance: int,
+    ) -> JobTerms:
+        """Applies the JobSpec defaults: currency USD when empty, allowance 100 when not positive.
+
+        A job without a client id is billed to ``client:unknown:receivable`` so the
+        ledger stays well formed; ingest requires a client id, so this does not happen.
+
+        Negative prices and pay are taken as 0: ingest rejects them, and a ledger
+        must never hold a non-positive amount, so nothing is posted for them.
+        """
+        return cls(
+            job_id=job_id,
+            client_id=client_id or UNKNOWN_CLIENT,
+            task_type=task_type,
+            price_per_object_cents=max(0, price_per_object_cents),
+            pay_per_answer_cents=max(0, pay_per_answer_cents),
+            currency=(currency.strip().upper() or DEFAULT_CURRENCY),
+            pilot=pilot,
+            pilot_allowance=(pilot_allowance if pilot_allowance > 0 else DEFAULT_PILOT_ALLOWANCE) if pilot else 0,
+        )
+
+    @property
+    def task_label(self) -> str:
+        return task_type_label(self.task_type)
+
+
+@dataclass(frozen=True)
+class Posting:
+    """One ledger posting: ``amount_cents`` from ``credit_account`` to ``debit_account``."""
+
+    posting_key: str
+    kind: str
+    # The task (bill) or answer (pay) the posting is for.
+    ref_id: str
+    event_id: str
+    job_id: str
+    debit_account: str
+    credit_account: str
+    amount_cents: int
+    currency: str
+    memo: str
+
+
+@dataclass(frozen=True)
+class BillDecision:
+    """How one labeled object is billed: ``posting`` is None when its price is 0."""
+
+    pilot: bool
+    posting: Posting | None
+
+
+def bill_object(terms: JobTerms, task_id: str, event_id: str, ordinal: int) -> BillDecision:
+    """Bills the ``ordinal``-th (1-based) labeled object of a job.
+
+    The first ``pilot_allowance`` objects of a pilot job are paid by the
+    platform's pilot subsidy instead of the client; every object credits revenue.
+    """
+    pilot = ordinal <= terms.pilot_allowance
+    if terms.price_per_object_cents <= 0:
+        return BillDecision(pilot, None)
+    if pilot:
+        debit = PLATFORM_PILOT_SUBSIDY
+        memo = f"Pilot allowance: labeled object {task_id} ({terms.task_label})"
+    else:
+        debit = client_receivable(terms.client_id)
+        memo = f"Labeled object {task_id} ({terms.task_label})"
+    posting = Posting(
+        posting_key=posting_key(BILL, task_id),
+        kind=BILL,
+        ref_id=task_id,
+        event_id=event_id,
+        job_id=terms.job_id,
+        debit_account=debit,
+        credit_account=PLATFORM_REVENUE,
+        amount_cents=terms.price_per_object_cents,
+        currency=terms.currency,
+        memo=memo,
+    )
+    return BillDecision(pilot, posting)
+
+
+def pay_answer(terms: JobTerms, answer_id: str, task_id: str, worker_id: str, event_id: str) -> Posting | None:
+    """Pays a worker for one accepted answer; None when the job pays nothing per answer.
+
+    Answers to gold tasks are paid like any other: the worker cannot tell them
+    apart and did the same work.
+    """
+    if terms.pay_per_answer_cents <= 0:
+        return None
+    return Posting(
+        posting_key=posting_key(PAY, answer_id),
+        kind=PAY,
+        ref_id=answer_id,
+        event_id=event_id,
+        job_id=terms.job_id,
+        debit_account=PLATFORM_WORKER_COST,
+        credit_account=worker_payable(worker_id),
+        amount_cents=terms.pay_per_answer_cents,
+        currency=terms.currency,
+        memo=f"Accepted answer {answer_id} on task {task_id}",
+    )
+
+
+@dataclass
+class JobCounters:
+    """A job's running totals, kept next to its postings in the same transaction.
+
+    ``objects_billed`` counts every labeled object (pilot and zero-price ones too) and
+    ``answers_paid`` every accepted answer (zero-pay ones too).
+    """
+
+    objects_billed: int = 0
+    pilot_objects: int = 0
+    answers_paid: int = 0
+    # Charged to the client (its receivable).
+    billed_cents: int = 0
+    pilot_subsidy_cents: int = 0
+    paid_cents: int = 0
+
+    def count_object(self, decision: BillDecision) -> None:
+        self.objects_billed += 1
+        if decision.pilot:
+            self.pilot_objects += 1
+        if decision.posting is not None:
+            if decision.pilot:
+                self.pilot_subsidy_cents += decision.posting.amount_cents
+            else:
+                self.billed_cents += decision.posting.amount_cents
+
+    def count_answer(self, posting: Posting | None) -> None:
+        self.answers_paid += 1
+        if posting is not None:
+            self.paid_cents += posting.amount_cents
+
+
+@dataclass(frozen=True)
+class InvoiceLine:
+    """One invoice line: ``quantity`` x ``unit_price_cents`` = ``amount_cents``."""
+
+    description: str
+    quantity: int
+    unit_price_cents: int
+    # Negative for discounts.
+    amount_cents: int
+
+
+@dataclass(frozen=True)
+class Invoice:
+    """What a job's client owes, as of ``issued_at``."""
+
+    job_id: str
+    client_id: str
+    currency: str
+    lines: list[InvoiceLine]
+    objects_labeled: int
+    pilot_objects: int
+    # What the client owes: the sum of the job's postings to its receivable.
+    total_cents: int
+    issued_at: dt.datetime
+
+
+def invoice_lines(terms: JobTerms, counters: JobCounters) -> list[InvoiceLine]:
+    """One line for the labeled objects and, for pilots, a negative "Pilot allowance" line.
+
+    The lines add up to what the ledger charged the client when the ledger is sound.
+    """
+    price = terms.price_per_object_cents
+    lines = [
+        InvoiceLine(
+            description=f"Labeled objects ({terms.task_label})",
+            quantity=counters.objects_billed,
+            unit_price_cents=price,
+            amount_cents=counters.objects_billed * price,
+        )
+    ]
+    if terms.pilot:
+        lines.append(
+            InvoiceLine(
+                description=f"Pilot allowance (first {terms.pilot_allowance} objects free)",
+                quantity=counters.pilot_objects,
+                unit_price_cents=-price,
+                amount_cents=-counters.pilot_objects * price,
+            )
+        )
+    return lines
+
+
+@dataclass(frozen=True)
+class MoneySummary:
+    """Money figures of a job or of every job in one currency (see :class:`JobCounters`)."""
+
+    currency: str
+    billed_cents: int
+    paid_cents: int
+    pilot_subsidy_cents: int
+    objects_billed: int
+    answers_paid: int
+
+    @property
+    def margin_cents(self) -> int:
+        return self.billed_cents - self.paid_cents
+
+    @classmethod
+    def of(cls, currency: str, counters: JobCounters) -> MoneySummary:
+        return cls(
+            currency=currency,
+            billed_cents=counters.billed_cents,
+            paid_cents=counters.paid_cents,
+            pilot_subsidy_cents=counters.pilot_subsidy_cents,
+            objects_billed=counters.objects_billed,
+            answers_paid=counters.answers_paid,
+        )
+
+
+@dataclass(frozen=True)
+class WorkerBalance:
+    """What the platform owes a worker in one currency."""
+
+    worker_id: str
+    currency: str
+    earned_cents: int
+    answers_paid: int
+
+
+def most_common_currency(weights: Mapping[str, int]) -> str:
+    """The currency with the largest weight; ties go to the alphabetically first; USD when empty."""
+    if not weights:
+        return DEFAULT_CURRENCY
+    return min(weights, key=lambda currency: (-weights[currency], currency))
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """A stored posting with its ledger sequence number and time."""
+
+    entry_id: int
+    posting: Posting
+    posted_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class LedgerPage:
+    """One page of postings in ledger order."""
+
+    entries: list[LedgerEntry]
+    # Empty on the last page.
+    next_page_token: str
+
+
+def page_size_or_default(page_size: int) -> int:
+    """0 -> 100. Raises InvalidArgument("page_size") outside [0, 1000]."""
+    if page_size < 0 or page_size > MAX_PAGE_SIZE:
+        raise InvalidArgument("page_size", f"must be between 0 and {MAX_PAGE_SIZE}, got {page_size}")
+    return page_size or DEFAULT_PAGE_SIZE
+
+
+_TOKEN_VERSION = "1"
+
+
+def encode_page_token(job_id: str, after_entry_id: int) -> str:
+    """An opaque token for the page after entry ``after_entry_id`` of ``job_id`` ("" = all jobs)."""
+    raw = f"{_TOKEN_VERSION}|{after_entry_id}|{job_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_page_token(token: str, job_id: str) -> int:
+    """The entry id a page starts after; 0 for an empty token.
+
+    Raises InvalidArgument("page_token") when the token is malformed or was
+    issued for another ``job_id``.
+    """
+    if not token:
+        return 0
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+        version, after, token_job = raw.split("|", 2)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidArgument("page_token", "malformed: pass the next_page_token of the previous page") from None
+    if version != _TOKEN_VERSION or not after.isdigit():
+        raise InvalidArgument("page_token", "malformed: pass the next_page_token of the previous page")
+    if token_job != job_id:
+        raise InvalidArgument("page_token", "was issued for another job_id")
+    return int(after)
+
+
+@dataclass(frozen=True)
+class AccountBalance:
+    """An account's balance in one currency."""
+
+    account: str
+    currency: str
+    # Debits minus credits.
+    balance_cents: int
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The result of auditing the whole ledger. ``balanced`` is True when no check found a problem."""
+
+    balanced: bool
+    entries: int
+    # Summed over every currency.
+    debits_cents: int
+    credits_cents: int
+    accounts: list[AccountBalance]
+    problems: list[str]
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """What the ledger audit needs of a job: its terms (None while its JobCreated is pending)."""
+
+    terms: JobTerms | None
+    counters: JobCounters
+
+
+@dataclass
+class _JobTally:
+    receivable_cents: int = 0
+    subsidy_cents: int = 0
+    paid_cents: int = 0
+    subsidised_objects: int = 0
+    bills: int = 0
+    pays: int = 0
+
+
+@dataclass
+class LedgerAuditor:
+    """Checks a ledger fed one posting at a time, in O(postings) time and O(tasks + answers) memory.
+
+    Checks: per currency, total debits equal total credits and the signed
+    account balances sum to zero; every amount is positive; debit and credit
+    accounts differ and are well formed; each key is ``<kind>:<ref>`` of a
+    known kind; at most one bill per task and one pay per answer; every
+    posting matches its job's terms (currency, amount, accounts); each pilot
+    job's subsidised objects stay within its allowance; each job's counters
+    agree with its postings and with its settled tasks and answers.
+    """
+
+    jobs: Mapping[str, JobRecord]
+    entries: int = 0
+    problems: list[str] = field(default_factory=list)
+    _omitted: int = 0
+    _debits: Counter[str] = field(default_factory=Counter)
+    _credits: Counter[str] = field(default_factory=Counter)
+    _balances: Counter[tuple[str, str]] = field(default_factory=Counter)
+    _refs: Counter[tuple[str, str]] = field(default_factory=Counter)
+    _tallies: defaultdict[str, _JobTally] = field(default_factory=lambda: defaultdict(_JobTally))
+
+    def _problem(self, text: str) -> None:
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append(text)
+        else:
+            self._omitted += 1
+
+    def add(self, entry_id: int, p: Posting) -> None:
+        """Audits one posting."""
+        self.entries += 1
+        where = f"entry {entry_id} ({p.posting_key})"
+        if p.amount_cents <= 0:
+            self._problem(f"{where}: amount {p.amount_cents} is not positive")
+        if p.debit_account == p.credit_account:
+            self._problem(f"{where}: debits and credits the same account {p.debit_account}")
+        for account in (p.debit_account, p.credit_account):
+            if account_kind(account) is None:
+                self._problem(f"{where}: unknown account {account!r}")
+        self._debits[p.currency] += p.amount_cents
+        self._credits[p.currency] += p.amount_cents
+        self._balances[(p.debit_account, p.currency)] += p.amount_cents
+        self._balances[(p.credit_account, p.currency)] -= p.amount_cents
+        if p.kind not in POSTING_KINDS:
+            self._problem(f"{where}: unknown kind {p.kind!r}")
+            return
+        if p.posting_key != posting_key(p.kind, p.ref_id):
+            self._problem(f"{where}: key does not match kind {p.kind!r} and reference {p.ref_id!r}")
+        self._refs[(p.kind, p.ref_id)] += 1
+        tally = self._tallies[p.job_id]
+        if p.kind == BILL:
+            tally.bills += 1
+            if p.debit_account == PLATFORM_PILOT_SUBSIDY:
+                tally.subsidised_objects += 1
+                tally.subsidy_cents += p.amount_cents
+            else:
+                tally.receivable_cents += p.amount_cents
+        else:
+            tally.pays += 1
+            tally.paid_cents += p.amount_cents
+        self._check_terms(where, p)
+
+    def _check_terms(self, where: str, p: Posting) -> None:
+        record = self.jobs.get(p.job_id)
+        if record is None or record.terms is None:
+            self._problem(f"{where}: job {p.job_id!r} has no terms")
+            return
+        terms = record.terms
+        if p.currency != terms.currency:
+            self._problem(f"{where}: currency {p.currency} but job {p.job_id!r} is in {terms.currency}")
+        if p.kind == BILL:
+            expected_amount = terms.price_per_object_cents
+            debits = {client_receivable(terms.client_id), PLATFORM_PILOT_SUBSIDY}
+            if p.debit_account not in debits or p.credit_account != PLATFORM_REVENUE:
+                self._problem(f"{where}: a bill must move money from {sorted(debits)} to {PLATFORM_REVENUE}")
+        else:
+            expected_amount = terms.pay_per_answer_cents
+            if p.debit_account != PLATFORM_WORKER_COST or account_kind(p.credit_account) != "worker":
+                self._problem(f"{where}: a pay must move money from {PLATFORM_WORKER_COST} to a worker")
+        if p.amount_cents != expected_amount:
+            self._problem(f"{where}: amount {p.amount_cents} but job {p.job_id!r} sets {expected_amount}")
+
+    def finish(self, settled_objects: Mapping[str, int], settled_answers: Mapping[str, int]) -> Verification:
+        """Runs the whole-ledger checks. ``settled_*`` count each job's billed tasks and paid answers."""
+        for currency in sorted(set(self._debits) | set(self._credits)):
+            debits, credits = self._debits[currency], self._credits[currency]
+            if debits != credits:
+                self._problem(f"{currency}: debits {debits} != credits {credits}")
+            signed = sum(b for (_, cur), b in self._balances.items() if cur == currency)
+            if signed != 0:
+                self._problem(f"{currency}: account balances sum to {signed}, not 0")
+        for (kind, ref), count in sorted(self._refs.items()):
+            if count > 1:
+                what = "task" if kind == BILL else "answer"
+                self._problem(f"{what} {ref!r} has {count} {kind} postings")
+        for job_id, record in sorted(self.jobs.items()):
+            self._check_job(job_id, record, settled_objects.get(job_id, 0), settled_answers.get(job_id, 0))
+        if self._omitted:
+            self.problems.append(f"... and {self._omitted} more problems")
+        accounts = [
+            AccountBalance(account, currency, balance)
+            for (account, currency), balance in sorted(self._balances.items(), key=lambda kv: (kv[0][1], kv[0][0]))
+        ]
+        return Verification(
+            balanced=not self.problems,
+            entries=self.entries,
+            debits_cents=sum(self._debits.values()),
+            credits_cents=sum(self._credits.values()),
+            accounts=accounts,
+            problems=list(self.problems),
+        )
+
+    def _check_job(self, job_id: str, record: JobRecord, settled_objects: int, settled_answers: int) -> None:
+        tally = self._tallies.get(job_id, _JobTally())
+        c = record.counters
+        terms = record.terms
+        if terms is not None and tally.subsidised_objects > terms.pilot_allowance:
+            self._problem(
+                f"job {job_id!r}: {tally.subsidised_objects} pilot-subsidised objects, "
+                f"allowance {terms.pilot_allowance}"
+            )
+        checks: Iterable[tuple[str, int, int]] = (
+            ("charged cents", c.billed_cents, tally.receivable_cents),
+            ("pilot subsidy cents", c.pilot_subsidy_cents, tally.subsidy_cents),
+            ("paid cents", c.paid_cents, tally.paid_cents),
+            ("objects billed", c.objects_billed, settled_objects),
+            ("answers paid", c.answers_paid, settled_answers),
+        )
+        for name, counted, actual in checks:
+            if counted != actual:
+                self._problem(f"job {job_id!r}: counter of {name} is {counted}, the ledger says {actual}")
+        if c.pilot_objects > c.objects_billed:
+            self._problem(f"job {job_id!r}: {c.pilot_objects} pilot objects of {c.objects_billed} billed")
+        if tally.bills > c.objects_billed or tally.pays > c.answers_paid:
+            self._problem(f"job {job_id!r}: more postings than billed objects or paid answers")

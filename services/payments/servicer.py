@@ -1,0 +1,137 @@
+"""The PaymentsService gRPC servicer: validates requests, calls the ledger and
+converts its results to protobuf. Domain errors become status codes in
+:mod:`quorum.rpc`."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from quorum.errors import InvalidArgument
+from quorum.v1 import payments_pb2, payments_pb2_grpc
+
+from . import domain
+from .handlers import Ledger
+
+SERVICE_NAME = payments_pb2.DESCRIPTOR.services_by_name["PaymentsService"].full_name
+_MAX_ID = 200
+
+
+def _id(field: str, value: str, required: bool) -> str:
+    if required and not value:
+        raise InvalidArgument(field, "is required")
+    if len(value) > _MAX_ID:
+        raise InvalidArgument(field, f"is longer than {_MAX_ID} characters")
+    return value
+
+
+def _timestamp(moment: dt.datetime) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(moment)
+    return ts
+
+
+def _summary(summary: domain.MoneySummary) -> payments_pb2.MoneySummary:
+    return payments_pb2.MoneySummary(
+        currency=summary.currency,
+        billed_cents=summary.billed_cents,
+        paid_cents=summary.paid_cents,
+        margin_cents=summary.margin_cents,
+        pilot_subsidy_cents=summary.pilot_subsidy_cents,
+        objects_billed=summary.objects_billed,
+        answers_paid=summary.answers_paid,
+    )
+
+
+def _entry(entry: domain.LedgerEntry) -> payments_pb2.LedgerEntry:
+    p = entry.posting
+    return payments_pb2.LedgerEntry(
+        entry_id=str(entry.entry_id),
+        event_id=p.event_id,
+        job_id=p.job_id,
+        debit_account=p.debit_account,
+        credit_account=p.credit_account,
+        amount_cents=p.amount_cents,
+        currency=p.currency,
+        memo=p.memo,
+        posted_at=_timestamp(entry.posted_at),
+    )
+
+
+class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
+    """PaymentsService over a :class:`Ledger`. Every call is one short read transaction."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+
+    def GetInvoice(
+        self, request: payments_pb2.GetInvoiceRequest, context: grpc.ServicerContext
+    ) -> payments_pb2.Invoice:
+        """Raises InvalidArgument("job_id") when empty, NotFound for a job without terms."""
+        invoice = self._ledger.invoice(_id("job_id", request.job_id, required=True))
+        return payments_pb2.Invoice(
+            job_id=invoice.job_id,
+            client_id=invoice.client_id,
+            currency=invoice.currency,
+            lines=[
+                payments_pb2.InvoiceLine(
+                    description=line.description,
+                    quantity=line.quantity,
+                    unit_price_cents=line.unit_price_cents,
+                    amount_cents=line.amount_cents,
+                )
+                for line in invoice.lines
+            ],
+            objects_labeled=invoice.objects_labeled,
+            pilot_objects=invoice.pilot_objects,
+            total_cents=invoice.total_cents,
+            issued_at=_timestamp(invoice.issued_at),
+        )
+
+    def GetMoneySummary(
+        self, request: payments_pb2.GetMoneySummaryRequest, context: grpc.ServicerContext
+    ) -> payments_pb2.MoneySummary:
+        """Empty job_id: every job (in the most common currency). NotFound for a job without terms."""
+        return _summary(self._ledger.money_summary(_id("job_id", request.job_id, required=False)))
+
+    def GetWorkerBalance(
+        self, request: payments_pb2.GetWorkerBalanceRequest, context: grpc.ServicerContext
+    ) -> payments_pb2.WorkerBalance:
+        """Raises InvalidArgument("worker_id") when empty; an unknown worker has a zero balance."""
+        balance = self._ledger.worker_balance(_id("worker_id", request.worker_id, required=True))
+        return payments_pb2.WorkerBalance(
+            worker_id=balance.worker_id,
+            currency=balance.currency,
+            earned_cents=balance.earned_cents,
+            answers_paid=balance.answers_paid,
+        )
+
+    def ListLedgerEntries(
+        self, request: payments_pb2.ListLedgerEntriesRequest, context: grpc.ServicerContext
+    ) -> payments_pb2.ListLedgerEntriesResponse:
+        """Raises InvalidArgument("page_size") outside [0, 1000], InvalidArgument("page_token") when malformed."""
+        page = self._ledger.list_entries(
+            _id("job_id", request.job_id, required=False), request.page_size, request.page_token
+        )
+        return payments_pb2.ListLedgerEntriesResponse(
+            entries=[_entry(e) for e in page.entries], next_page_token=page.next_page_token
+        )
+
+    def VerifyLedger(
+        self, request: payments_pb2.VerifyLedgerRequest, context: grpc.ServicerContext
+    ) -> payments_pb2.LedgerVerification:
+        """Audits the whole ledger; costs one pass over every posting."""
+        result = self._ledger.verify()
+        return payments_pb2.LedgerVerification(
+            balanced=result.balanced,
+            entries=result.entries,
+            debits_cents=result.debits_cents,
+            credits_cents=result.credits_cents,
+            accounts=[
+                payments_pb2.AccountBalance(account=a.account, currency=a.currency, balance_cents=a.balance_cents)
+                for a in result.accounts
+            ],
+            problems=result.problems,
+        )

@@ -1,0 +1,119 @@
+"""The payments database: job terms and counters, the facts waiting to be
+settled, the append-only postings and per-worker totals.
+
+``postings`` refuses UPDATE and DELETE with a trigger on SQLite and PostgreSQL,
+and ``amount_cents > 0`` with a CHECK constraint.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from quorum.db import UtcDateTime, add_messaging_tables
+
+metadata = sa.MetaData()
+messaging = add_messaging_tables(metadata)
+
+ID = sa.String(200)
+Cents = sa.BigInteger
+
+# One row per job seen in any event. ``has_terms`` turns true when its JobCreated
+# arrives; until then the term columns are NULL and its facts wait. The row is
+# also the job's lock: every transaction that settles a job's facts holds it.
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("job_id", ID, primary_key=True),
+    sa.Column("has_terms", sa.Boolean, nullable=False),
+    sa.Column("client_id", ID),
+    sa.Column("task_type", sa.String(100)),
+    sa.Column("price_per_object_cents", Cents),
+    sa.Column("pay_per_answer_cents", Cents),
+    sa.Column("currency", sa.String(8)),
+    sa.Column("pilot", sa.Boolean),
+    sa.Column("pilot_allowance", sa.Integer),
+    sa.Column("created_at", UtcDateTime),
+    sa.Column("first_seen_at", UtcDateTime, nullable=False),
+    sa.Column("objects_billed", sa.BigInteger, nullable=False),
+    sa.Column("pilot_objects", sa.BigInteger, nullable=False),
+    sa.Column("answers_paid", sa.BigInteger, nullable=False),
+    sa.Column("billed_cents", Cents, nullable=False),
+    sa.Column("pilot_subsidy_cents", Cents, nullable=False),
+    sa.Column("paid_cents", Cents, nullable=False),
+    sa.Index("ix_jobs_currency", "has_terms", "currency"),
+)
+
+# One row per resolved task (the first resolution wins); billed_at NULL = waiting for its job's terms.
+resolved_tasks = sa.Table(
+    "resolved_tasks",
+    metadata,
+    sa.Column("task_id", ID, primary_key=True),
+    sa.Column("job_id", ID, nullable=False),
+    sa.Column("event_id", sa.String(64), nullable=False),
+    sa.Column("resolved_at", UtcDateTime, nullable=False),
+    sa.Column("billed_at", UtcDateTime),
+    sa.Index("ix_resolved_tasks_pending", "job_id", "billed_at"),
+)
+
+# One row per accepted answer; paid_at NULL = waiting for its job's terms.
+accepted_answers = sa.Table(
+    "accepted_answers",
+    metadata,
+    sa.Column("answer_id", ID, primary_key=True),
+    sa.Column("job_id", ID, nullable=False),
+    sa.Column("task_id", ID, nullable=False),
+    sa.Column("worker_id", ID, nullable=False),
+    sa.Column("event_id", sa.String(64), nullable=False),
+    sa.Column("accepted_at", UtcDateTime, nullable=False),
+    sa.Column("paid_at", UtcDateTime),
+    sa.Index("ix_accepted_answers_pending", "job_id", "paid_at"),
+)
+
+postings = sa.Table(
+    "postings",
+    metadata,
+    sa.Column("entry_id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("posting_key", sa.String(210), nullable=False, unique=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("ref_id", ID, nullable=False),
+    sa.Column("event_id", sa.String(64), nullable=False),
+    sa.Column("job_id", ID, nullable=False),
+    sa.Column("debit_account", sa.String(250), nullable=False),
+    sa.Column("credit_account", sa.String(250), nullable=False),
+    sa.Column("amount_cents", Cents, nullable=False),
+    sa.Column("currency", sa.String(8), nullable=False),
+    sa.Column("memo", sa.String(500), nullable=False),
+    sa.Column("posted_at", UtcDateTime, nullable=False),
+    sa.CheckConstraint("amount_cents > 0", name="ck_postings_amount_positive"),
+    sa.Index("ix_postings_job", "job_id", "entry_id"),
+)
+
+# Running totals per worker and currency, kept in the transaction that writes the pay postings.
+worker_totals = sa.Table(
+    "worker_totals",
+    metadata,
+    sa.Column("worker_id", ID, primary_key=True),
+    sa.Column("currency", sa.String(8), primary_key=True),
+    sa.Column("earned_cents", Cents, nullable=False),
+    sa.Column("answers_paid", sa.BigInteger, nullable=False),
+)
+
+_SQLITE_APPEND_ONLY = [
+    sa.DDL(
+        f"CREATE TRIGGER postings_no_{verb.lower()} BEFORE {verb} ON postings "
+        "BEGIN SELECT RAISE(ABORT, 'postings are append-only'); END"
+    ).execute_if(dialect="sqlite")
+    for verb in ("UPDATE", "DELETE")
+]
+_POSTGRES_APPEND_ONLY = [
+    sa.DDL(
+        "CREATE OR REPLACE FUNCTION postings_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION 'postings are append-only'; END $$"
+    ).execute_if(dialect="postgresql"),
+    sa.DDL(
+        "CREATE TRIGGER postings_append_only BEFORE UPDATE OR DELETE ON postings "
+        "FOR EACH ROW EXECUTE FUNCTION postings_append_only()"
+    ).execute_if(dialect="postgresql"),
+]
+for _ddl in (*_SQLITE_APPEND_ONLY, *_POSTGRES_APPEND_ONLY):
+    sa.event.listen(postings, "after_create", _ddl)

@@ -1,0 +1,160 @@
+"""Property tests: whatever the order, duplication, batching and replay of an
+event stream, the ledger balances, clients are charged exactly, workers are
+paid exactly once per accepted answer and pilot allowances hold."""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from collections.abc import Callable, Iterator
+
+import pytest
+import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from payments_streams import JobPlan, answer_accepted, task_resolved
+from sqlalchemy.engine import Engine
+
+from quorum.db import make_engine
+from quorum.v1 import events_pb2
+from services.payments import tables
+from services.payments.handlers import Ledger, verify_ledger
+
+
+@st.composite
+def plans(draw: st.DrawFn) -> tuple[list[JobPlan], list[events_pb2.Event]]:
+    """Jobs with their JobCreated, TaskResolved (some resolved again at version 2,
+    some never resolved) and AnswerAccepted events."""
+    jobs, events = [], []
+    workers = [f"w{i}" for i in range(4)]
+    for j in range(draw(st.integers(1, 3))):
+        plan = JobPlan(
+            job_id=f"job{j}",
+            client_id=draw(st.sampled_from(["acme", "globex"])),
+            price=draw(st.sampled_from([0, 1, 35, 120])),
+            pay=draw(st.sampled_from([0, 2, 7])),
+            currency=draw(st.sampled_from(["", "USD", "eur"])),
+            pilot=draw(st.booleans()),
+            allowance=draw(st.integers(0, 4)),
+        )
+        jobs.append(plan)
+        events.append(plan.job_event())
+        for t in range(draw(st.integers(0, 7))):
+            task = f"{plan.job_id}-t{t}"
+            for a in range(draw(st.integers(0, 3))):
+                answer = f"{task}-a{a}"
+                worker = draw(st.sampled_from(workers))
+                plan.answers[answer] = worker
+                events.append(answer_accepted(answer, task, plan.job_id, worker))
+            resolutions = draw(st.integers(0, 2))
+            if resolutions:
+                plan.resolved_tasks.add(task)
+            events += [task_resolved(task, plan.job_id, version=v) for v in range(1, resolutions + 1)]
+    return jobs, events
+
+
+@st.composite
+def deliveries(draw: st.DrawFn) -> tuple[list[JobPlan], list[list[events_pb2.Event]]]:
+    """The events shuffled, some delivered twice, cut into batches, maybe replayed whole."""
+    jobs, events = draw(plans())
+    stream = draw(st.permutations(events))
+    if stream:
+        stream += draw(st.lists(st.sampled_from(stream), max_size=len(stream)))
+        stream = draw(st.permutations(stream))
+    cuts = sorted(draw(st.lists(st.integers(0, len(stream)), max_size=6)))
+    bounds = [0, *cuts, len(stream)]
+    batches = [stream[a:b] for a, b in itertools.pairwise(bounds) if b > a]
+    if draw(st.booleans()):
+        batches.append(draw(st.permutations(events)))
+    return jobs, batches
+
+
+def check_ledger(engine: Engine, jobs: list[JobPlan]) -> None:
+    ledger = Ledger(engine)
+    verification = verify_ledger(engine)
+    assert verification.problems == []
+    assert verification.balanced
+    p = tables.postings
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(p.c.posting_key, p.c.job_id, p.c.kind)).all()
+    assert len({row.posting_key for row in rows}) == len(rows)
+    earned: Counter[tuple[str, str]] = Counter()
+    for job in jobs:
+        summary = ledger.money_summary(job.job_id)
+        assert summary.currency == job.currency_code
+        assert summary.objects_billed == job.resolved
+        assert summary.billed_cents == job.charged_cents
+        assert summary.pilot_subsidy_cents == job.subsidy_cents
+        assert summary.answers_paid == len(job.answers)
+        assert summary.paid_cents == job.paid_cents
+        assert summary.margin_cents == job.charged_cents - job.paid_cents
+        invoice = ledger.invoice(job.job_id)
+        assert invoice.total_cents == job.charged_cents
+        assert sum(line.amount_cents for line in invoice.lines) == job.charged_cents
+        assert invoice.pilot_objects == job.pilot_objects
+        assert invoice.objects_labeled == job.resolved
+        job_rows = [row for row in rows if row.job_id == job.job_id]
+        assert sum(row.kind == "bill" for row in job_rows) == (job.resolved if job.price else 0)
+        assert sorted(row.posting_key for row in job_rows if row.kind == "pay") == sorted(
+            f"pay:{a}" for a in job.answers if job.pay
+        )
+        for worker, cents in job.worker_earnings().items():
+            earned[(worker, job.currency_code)] += cents
+    for (worker, currency), cents in earned.items():
+        if all(c == currency for (w, c) in earned if w == worker):
+            balance = ledger.worker_balance(worker)
+            assert (balance.currency, balance.earned_cents) == (currency, cents)
+
+
+def apply(engine: Engine, jobs: list[JobPlan], batches: list[list[events_pb2.Event]]) -> None:
+    ledger = Ledger(engine)
+    created: set[str] = set()
+    for batch in batches:
+        ledger.handle_events(batch)
+        created |= {e.job_created.job_id for e in batch if e.HasField("job_created")}
+        # Until its JobCreated arrives a job has no postings and no figures.
+        with engine.connect() as conn:
+            posted_jobs = set(conn.execute(sa.select(tables.postings.c.job_id).distinct()).scalars())
+        assert posted_jobs <= created
+    check_ledger(engine, jobs)
+
+
+@settings(max_examples=120, deadline=None)
+@given(deliveries())
+def test_any_delivery_order_gives_the_same_exact_ledger_on_sqlite(
+    case: tuple[list[JobPlan], list[list[events_pb2.Event]]],
+) -> None:
+    jobs, batches = case
+    engine = make_engine("sqlite://")
+    try:
+        tables.metadata.create_all(engine)
+        apply(engine, jobs, batches)
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def pg_reset(postgres_url: str) -> Iterator[tuple[Engine, Callable[[], None]]]:
+    engine = make_engine(postgres_url)
+    tables.metadata.create_all(engine)
+    names = ", ".join(t.name for t in tables.metadata.sorted_tables)
+
+    def reset() -> None:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"TRUNCATE {names} RESTART IDENTITY"))
+
+    try:
+        yield engine, reset
+    finally:
+        engine.dispose()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=deliveries())
+def test_any_delivery_order_gives_the_same_exact_ledger_on_postgres(
+    pg_reset: tuple[Engine, Callable[[], None]], case: tuple[list[JobPlan], list[list[events_pb2.Event]]]
+) -> None:
+    engine, reset = pg_reset
+    reset()
+    jobs, batches = case
+    apply(engine, jobs, batches)

@@ -1,0 +1,206 @@
+"""The payments service end to end: the real service on a real Tansu broker,
+events in through Kafka, figures out through gRPC."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import grpc
+import pytest
+from payments_streams import answer_accepted, job_created, task_resolved
+
+from quorum.messaging import Publisher, Topics, outgoing
+from quorum.rpc import channel
+from quorum.service import RunningService, start_service
+from quorum.settings import Settings
+from quorum.v1 import events_pb2, payments_pb2, payments_pb2_grpc
+from services.payments.bootstrap import build
+
+T = TypeVar("T")
+
+
+@pytest.fixture
+def running(make_settings: Callable[..., Settings], request: pytest.FixtureRequest) -> Iterator[RunningService]:
+    """The payments service on SQLite (the default file under QUORUM_HOME) or PostgreSQL."""
+    backend = getattr(request, "param", "sqlite")
+    overrides: dict[str, Any] = {}
+    if backend == "postgres":
+        overrides["database_url"] = request.getfixturevalue("postgres_url")
+    service = start_service(build, make_settings(**overrides), address="127.0.0.1:0")
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+@pytest.fixture
+def stub(running: RunningService) -> Iterator[payments_pb2_grpc.PaymentsServiceStub]:
+    with channel(f"127.0.0.1:{running.port}") as ch:
+        yield payments_pb2_grpc.PaymentsServiceStub(ch)
+
+
+def publish(bootstrap: str, prefix: str, events: list[events_pb2.Event]) -> None:
+    topics = Topics(prefix)
+    records = []
+    for event in events:
+        kind = event.WhichOneof("payload")
+        if kind == "job_created":
+            records.append(outgoing(topics.jobs, event.job_created.job_id, event))
+        elif kind == "task_resolved":
+            records.append(outgoing(topics.results, event.task_resolved.task_id, event))
+        else:
+            records.append(outgoing(topics.answers, event.answer_accepted.task_id, event))
+    publisher = Publisher(bootstrap, linger_ms=0)
+    try:
+        publisher.send_all(records)
+    finally:
+        publisher.close()
+
+
+def eventually(read: Callable[[], T], done: Callable[[T], bool], timeout: float = 30.0) -> T:
+    """Polls ``read`` until ``done`` holds; NOT_FOUND counts as not yet."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        try:
+            last = read()
+            if done(last):
+                return last
+        except grpc.RpcError as error:
+            if error.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+        time.sleep(0.1)
+    raise AssertionError(f"not reached within {timeout} s; last value: {last}")
+
+
+@pytest.mark.parametrize("running", ["sqlite", "postgres"], indirect=True)
+def test_events_through_kafka_show_up_in_the_money_rpcs(
+    running: RunningService,
+    stub: payments_pb2_grpc.PaymentsServiceStub,
+    kafka_bootstrap: str,
+    topic_prefix: str,
+) -> None:
+    tasks = [f"t{i}" for i in range(6)]
+    answers = [answer_accepted(f"{t}-a{a}", t, "pilot", f"w{a}") for t in tasks for a in range(3)]
+    results = [task_resolved(t, "pilot") for t in tasks]
+    # Answers and results first: the job's spec is on another topic and may come last.
+    publish(kafka_bootstrap, topic_prefix, answers + results)
+    publish(
+        kafka_bootstrap,
+        topic_prefix,
+        [
+            job_created("pilot", client_id="acme", price=40, pay=9, currency="EUR", pilot=True, allowance=2),
+            task_resolved("t0", "pilot", version=2),
+            answers[0],
+            results[1],
+        ],
+    )
+
+    summary = eventually(
+        lambda: stub.GetMoneySummary(payments_pb2.GetMoneySummaryRequest(job_id="pilot"), timeout=5),
+        lambda s: s.objects_billed == 6 and s.answers_paid == 18,
+    )
+    assert summary.currency == "EUR"
+    assert (summary.billed_cents, summary.pilot_subsidy_cents, summary.paid_cents) == (160, 80, 162)
+    assert summary.margin_cents == 160 - 162
+
+    invoice = stub.GetInvoice(payments_pb2.GetInvoiceRequest(job_id="pilot"), timeout=5)
+    assert (invoice.client_id, invoice.currency, invoice.total_cents) == ("acme", "EUR", 160)
+    assert (invoice.objects_labeled, invoice.pilot_objects) == (6, 2)
+    assert [(line.description, line.quantity, line.unit_price_cents, line.amount_cents) for line in invoice.lines] == [
+        ("Labeled objects (text classification)", 6, 40, 240),
+        ("Pilot allowance (first 2 objects free)", 2, -40, -80),
+    ]
+    assert invoice.issued_at.seconds > 0
+
+    balance = stub.GetWorkerBalance(payments_pb2.GetWorkerBalanceRequest(worker_id="w1"), timeout=5)
+    assert (balance.currency, balance.earned_cents, balance.answers_paid) == ("EUR", 54, 6)
+
+    entries, token = [], ""
+    while True:
+        page = stub.ListLedgerEntries(
+            payments_pb2.ListLedgerEntriesRequest(job_id="pilot", page_size=5, page_token=token), timeout=5
+        )
+        assert len(page.entries) <= 5
+        entries += page.entries
+        token = page.next_page_token
+        if not token:
+            break
+    assert len(entries) == 6 + 18
+    assert len({e.entry_id for e in entries}) == 24
+    assert sum(e.amount_cents for e in entries if e.debit_account == "client:acme:receivable") == 160
+    assert all(e.event_id and e.posted_at.seconds > 0 for e in entries)
+
+    everything = stub.GetMoneySummary(payments_pb2.GetMoneySummaryRequest(), timeout=5)
+    assert (everything.currency, everything.billed_cents, everything.objects_billed) == ("EUR", 160, 6)
+
+    verification = stub.VerifyLedger(payments_pb2.VerifyLedgerRequest(), timeout=10)
+    assert verification.balanced, verification.problems
+    assert (verification.entries, verification.debits_cents, verification.credits_cents) == (24, 402, 402)
+    balances = {a.account: a.balance_cents for a in verification.accounts}
+    assert balances["platform:revenue"] == -240
+    assert balances["platform:pilot_subsidy"] == 80
+    assert running.healthy()
+
+
+def _code_and_message(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    error: Any = info.value
+    return error.code(), error.details()
+
+
+def test_bad_requests_get_clear_errors(
+    stub: payments_pb2_grpc.PaymentsServiceStub, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    invalid, not_found = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND
+    cases: list[tuple[Callable[[], object], grpc.StatusCode, str]] = [
+        (lambda: stub.GetInvoice(payments_pb2.GetInvoiceRequest(), timeout=5), invalid, "job_id: is required"),
+        (lambda: stub.GetInvoice(payments_pb2.GetInvoiceRequest(job_id="nope"), timeout=5), not_found, "'nope'"),
+        (
+            lambda: stub.GetMoneySummary(payments_pb2.GetMoneySummaryRequest(job_id="nope"), timeout=5),
+            not_found,
+            "job 'nope' not found",
+        ),
+        (
+            lambda: stub.GetMoneySummary(payments_pb2.GetMoneySummaryRequest(job_id="x" * 201), timeout=5),
+            invalid,
+            "job_id: is longer than 200",
+        ),
+        (
+            lambda: stub.GetWorkerBalance(payments_pb2.GetWorkerBalanceRequest(), timeout=5),
+            invalid,
+            "worker_id: is required",
+        ),
+        (
+            lambda: stub.ListLedgerEntries(payments_pb2.ListLedgerEntriesRequest(page_size=1001), timeout=5),
+            invalid,
+            "page_size: must be between 0 and 1000",
+        ),
+        (
+            lambda: stub.ListLedgerEntries(payments_pb2.ListLedgerEntriesRequest(page_size=-1), timeout=5),
+            invalid,
+            "page_size",
+        ),
+        (
+            lambda: stub.ListLedgerEntries(payments_pb2.ListLedgerEntriesRequest(page_token="garbage!"), timeout=5),
+            invalid,
+            "page_token: malformed",
+        ),
+    ]
+    for call, code, message in cases:
+        got_code, got_message = _code_and_message(call)
+        assert got_code == code, got_message
+        assert message in got_message
+    # An unknown worker has earned nothing yet; an empty ledger verifies and has no entries.
+    balance = stub.GetWorkerBalance(payments_pb2.GetWorkerBalanceRequest(worker_id="new"), timeout=5)
+    assert (balance.worker_id, balance.earned_cents, balance.answers_paid, balance.currency) == ("new", 0, 0, "USD")
+    assert list(stub.ListLedgerEntries(payments_pb2.ListLedgerEntriesRequest(), timeout=5).entries) == []
+    verification = stub.VerifyLedger(payments_pb2.VerifyLedgerRequest(), timeout=5)
+    assert verification.balanced and verification.entries == 0
+    # A job is unknown until its JobCreated arrives, then known (with nothing billed yet).
+    publish(kafka_bootstrap, topic_prefix, [job_created("late", price=10)])
+    invoice = eventually(lambda: stub.GetInvoice(payments_pb2.GetInvoiceRequest(job_id="late"), timeout=5), bool)
+    assert (invoice.total_cents, invoice.objects_labeled, invoice.lines[0].amount_cents) == (0, 0, 0)
