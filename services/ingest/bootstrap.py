@@ -1,0 +1,40 @@
+"""Composition root of the ingest service: the only place that opens its database
+and object store."""
+
+from __future__ import annotations
+
+from quorum.db import make_engine
+from quorum.objectstore import open_object_store
+from quorum.service import ServiceContext, ServiceParts
+from quorum.v1 import ingest_pb2_grpc
+from services.ingest import domain, tables
+from services.ingest.handlers import IngestHandlers
+from services.ingest.servicer import SERVICE_NAME, IngestServicer
+
+
+def build(context: ServiceContext) -> ServiceParts:
+    """Opens ingest's database (creating its tables) and object store and wires
+    the gRPC servicer. Ingest produces events through its outbox and consumes
+    none. Raises what the database or object store raise when unreachable."""
+    settings = context.settings
+    engine = make_engine(settings.database_url_for("ingest"))
+    tables.metadata.create_all(engine)
+    handlers = IngestHandlers(
+        engine=engine,
+        store=open_object_store(settings),
+        topics=context.topics,
+        limits=domain.Limits(
+            max_file_bytes=settings.max_file_bytes,
+            max_text_bytes=settings.max_text_bytes,
+            max_image_pixels=settings.max_image_pixels,
+        ),
+        outbox_written=context.outbox_written,
+    )
+    return ServiceParts(
+        name="ingest",
+        registrations=[(ingest_pb2_grpc.add_IngestServiceServicer_to_server, IngestServicer(handlers), SERVICE_NAME)],
+        engine=engine,
+        outbox=tables.outbox,
+        consumers=[],
+        closers=[handlers.close],
+    )

@@ -1,0 +1,153 @@
+"""Translation between ingest's domain values and the quorum.v1 messages and events."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from quorum.errors import InvalidArgument
+from quorum.v1 import common_pb2, events_pb2, ingest_pb2
+from services.ingest import domain
+
+_STATE = {
+    domain.JobState.OPEN: ingest_pb2.JOB_STATE_OPEN,
+    domain.JobState.SEALED: ingest_pb2.JOB_STATE_SEALED,
+}
+_STATUS = {
+    domain.ItemStatus.ACCEPTED: ingest_pb2.ITEM_STATUS_ACCEPTED,
+    domain.ItemStatus.DUPLICATE: ingest_pb2.ITEM_STATUS_DUPLICATE,
+    domain.ItemStatus.REJECTED: ingest_pb2.ITEM_STATUS_REJECTED,
+}
+_FORMAT: dict[int, domain.ManifestFormat] = {
+    ingest_pb2.MANIFEST_FORMAT_JSONL: domain.ManifestFormat.JSONL,
+    ingest_pb2.MANIFEST_FORMAT_CSV: domain.ManifestFormat.CSV,
+}
+
+
+def timestamp(moment: dt.datetime) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(moment)
+    return ts
+
+
+def spec_from_proto(spec: common_pb2.JobSpec) -> domain.JobSpec:
+    """The spec as given, not yet validated. An unset or unknown task oneof gives task_type None."""
+    task = spec.WhichOneof("task")
+    try:
+        task_type = domain.TaskType(task) if task else None
+    except ValueError:  # a oneof member this build does not handle yet
+        task_type = None
+    labels: tuple[str, ...] = tuple(getattr(spec, task).labels) if task_type else ()
+    return domain.JobSpec(
+        name=spec.name,
+        client_id=spec.client_id,
+        task_type=task_type,
+        labels=labels,
+        instructions=spec.instructions,
+        overlap_min=spec.overlap.min,
+        overlap_max=spec.overlap.max,
+        target_confidence=spec.target_confidence,
+        gold_share=spec.gold_share,
+        price_per_object_cents=spec.price_per_object_cents,
+        pay_per_answer_cents=spec.pay_per_answer_cents,
+        currency=spec.currency,
+        pilot=spec.pilot,
+        pilot_allowance=spec.pilot_allowance,
+        sla_deadline=spec.sla_deadline.ToDatetime(dt.UTC) if spec.HasField("sla_deadline") else None,
+        lease_seconds=spec.lease_seconds,
+    )
+
+
+def spec_to_proto(spec: domain.JobSpec) -> common_pb2.JobSpec:
+    message = common_pb2.JobSpec(
+        name=spec.name,
+        client_id=spec.client_id,
+        instructions=spec.instructions,
+        overlap=common_pb2.Overlap(min=spec.overlap_min, max=spec.overlap_max),
+        target_confidence=spec.target_confidence,
+        gold_share=spec.gold_share,
+        price_per_object_cents=spec.price_per_object_cents,
+        pay_per_answer_cents=spec.pay_per_answer_cents,
+        currency=spec.currency,
+        pilot=spec.pilot,
+        pilot_allowance=spec.pilot_allowance,
+        lease_seconds=spec.lease_seconds,
+    )
+    if spec.task_type is not None:
+        getattr(message, spec.task_type.value).labels.extend(spec.labels)
+    if spec.sla_deadline is not None:
+        message.sla_deadline.CopyFrom(timestamp(spec.sla_deadline))
+    return message
+
+
+def job_to_proto(job: domain.Job) -> ingest_pb2.Job:
+    return ingest_pb2.Job(
+        job_id=job.job_id,
+        spec=spec_to_proto(job.spec),
+        state=_STATE[job.state],
+        objects=job.objects,
+        gold_objects=job.gold_objects,
+        rejected=job.rejected,
+        created_at=timestamp(job.created_at),
+    )
+
+
+def chunk_from_proto(chunk: ingest_pb2.UploadChunk) -> domain.Chunk:
+    return domain.Chunk(
+        job_id=chunk.job_id,
+        filename=chunk.filename,
+        data=chunk.data,
+        end_of_file=chunk.end_of_file,
+        gold_label=chunk.gold_label,
+    )
+
+
+def manifest_format(value: int) -> domain.ManifestFormat:
+    """Raises InvalidArgument("format") for an unset or unknown format."""
+    try:
+        return _FORMAT[value]
+    except KeyError:
+        raise InvalidArgument("format", f"unknown manifest format {value}: use JSONL or CSV") from None
+
+
+def summary_to_proto(summary: domain.UploadSummary) -> ingest_pb2.UploadSummary:
+    return ingest_pb2.UploadSummary(
+        job_id=summary.job_id,
+        accepted=summary.count(domain.ItemStatus.ACCEPTED),
+        duplicates=summary.count(domain.ItemStatus.DUPLICATE),
+        rejected=summary.count(domain.ItemStatus.REJECTED),
+        items=[
+            ingest_pb2.ItemResult(name=i.name, status=_STATUS[i.status], item_id=i.item_id, reason=i.reason)
+            for i in summary.items
+        ],
+    )
+
+
+def job_created(job_id: str, spec: domain.JobSpec, created_at: dt.datetime) -> events_pb2.Event:
+    return events_pb2.Event(
+        job_created=events_pb2.JobCreated(job_id=job_id, spec=spec_to_proto(spec), created_at=timestamp(created_at))
+    )
+
+
+def job_sealed(job_id: str, objects: int, gold_objects: int) -> events_pb2.Event:
+    return events_pb2.Event(job_sealed=events_pb2.JobSealed(job_id=job_id, objects=objects, gold_objects=gold_objects))
+
+
+def task_created(
+    job_id: str, obj: domain.AcceptedObject, task: domain.TaskDraft, created_at: dt.datetime
+) -> events_pb2.Event:
+    created = events_pb2.TaskCreated(
+        task_id=task.task_id,
+        job_id=job_id,
+        item_id=obj.item_id,
+        object_name=obj.name,
+        object_key=obj.object_key,
+        content_type=obj.content_type,
+        text=task.text,
+        gold=bool(obj.gold_label),
+        created_at=timestamp(created_at),
+    )
+    if obj.gold_label:
+        created.gold_answer.classification.label = obj.gold_label
+    return events_pb2.Event(task_created=created)

@@ -1,0 +1,584 @@
+"""Ingest's service layer: each command owns its database transaction and writes
+its events to the outbox in that same transaction.
+
+Uploads and manifest imports commit accepted objects in small batches while
+the stream goes on, so a stream that breaks midway keeps everything accepted
+before the break. Content is in the object store before its row commits.
+"""
+
+from __future__ import annotations
+
+import logging
+import stat
+import threading
+import time
+from collections.abc import Callable, Generator, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from itertools import chain
+from pathlib import Path
+from queue import Empty, Full, Queue
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+
+from quorum.db import OutgoingEvent, enqueue, reading, utcnow
+from quorum.errors import FailedPrecondition, InvalidArgument, NotFound
+from quorum.messaging import Topics, outgoing
+from quorum.objectstore import ObjectStore, content_key
+from quorum.v1 import common_pb2
+from services.ingest import codec, domain
+from services.ingest import tables as t
+from services.ingest.domain import ItemOutcome, ItemStatus, JobState
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class IngestHandlers:
+    """The commands of the ingest service.
+
+    ``store`` receives every accepted object before its row commits;
+    ``outbox_written`` is called after each commit that wrote events, to wake
+    the relay. Uploads commit every ``batch_items`` objects, ``batch_bytes`` of
+    content or ``batch_seconds``, whichever comes first. Object-store writes run
+    on a small pool of threads so that disk or network latency overlaps decoding;
+    call :meth:`close` to stop it.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        store: ObjectStore,
+        topics: Topics,
+        limits: domain.Limits,
+        outbox_written: Callable[[], None] = lambda: None,
+        batch_items: int = 50,
+        batch_bytes: int = 32 * 1024 * 1024,
+        batch_seconds: float = 1.0,
+        store_threads: int = 4,
+    ) -> None:
+        self.engine = engine
+        self.store = store
+        self.topics = topics
+        self.limits = limits
+        self.outbox_written = outbox_written
+        self.batch_items = batch_items
+        self.batch_bytes = batch_bytes
+        self.batch_seconds = batch_seconds
+        self._pool = ThreadPoolExecutor(max_workers=store_threads, thread_name_prefix="ingest-store")
+
+    def close(self) -> None:
+        """Waits for object-store writes in flight and stops their threads."""
+        self._pool.shutdown(wait=True)
+
+    def store_later(self, key: str, data: bytes, content_type: str) -> Future[None]:
+        """Starts writing one object to the store; the future raises what the store raised."""
+        return self._pool.submit(self.store.put, key, data, content_type)
+
+    # ------------------------------------------------------------------ jobs
+
+    def create_job(self, spec: domain.JobSpec, idempotency_key: str = "") -> domain.Job:
+        """Validates and normalises ``spec``, stores the job OPEN and puts JobCreated
+        in the outbox, in one transaction.
+
+        With an ``idempotency_key``, a retry by the same client returns the job the
+        first call created. Raises InvalidArgument naming the bad field, or
+        FailedPrecondition when the key was used for a different spec. Costs one
+        write transaction.
+        """
+        spec = domain.normalise_spec(spec)
+        key = domain.check_idempotency_key(idempotency_key) or None
+        if key is not None:
+            existing = self._job_by_key(spec.client_id, key)
+            if existing is not None:
+                return _same_spec(existing, spec, key)
+        job = domain.Job(
+            job_id=domain.new_id("job"),
+            spec=spec,
+            state=JobState.OPEN,
+            objects=0,
+            gold_objects=0,
+            rejected=0,
+            created_at=utcnow(),
+        )
+        event = outgoing(self.topics.jobs, job.job_id, codec.job_created(job.job_id, spec, job.created_at))
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    sa.insert(t.jobs).values(
+                        job_id=job.job_id,
+                        client_id=spec.client_id,
+                        name=spec.name,
+                        task_type=str(spec.task_type),
+                        spec=codec.spec_to_proto(spec).SerializeToString(),
+                        state=job.state.value,
+                        objects=0,
+                        gold_objects=0,
+                        rejected=0,
+                        idempotency_key=key,
+                        created_at=job.created_at,
+                    )
+                )
+                enqueue(conn, t.outbox, [event])
+        except IntegrityError:
+            # A concurrent retry with the same key committed first.
+            winner = self._job_by_key(spec.client_id, key) if key is not None else None
+            if winner is None:
+                raise
+            return _same_spec(winner, spec, key or "")
+        self.outbox_written()
+        return job
+
+    def get_job(self, job_id: str) -> domain.Job:
+        """Raises InvalidArgument("job_id") when empty, NotFound when unknown. One read."""
+        _require_job_id(job_id)
+        with reading(self.engine) as conn:
+            row = conn.execute(sa.select(t.jobs).where(t.jobs.c.job_id == job_id)).one_or_none()
+        if row is None:
+            raise NotFound("job", job_id)
+        return _job_from_row(row)
+
+    def list_jobs(self, client_id: str = "") -> list[domain.Job]:
+        """Every job, or one client's, newest first. One read."""
+        query = sa.select(t.jobs).order_by(t.jobs.c.created_at.desc(), t.jobs.c.job_id.desc())
+        if client_id:
+            query = query.where(t.jobs.c.client_id == client_id)
+        with reading(self.engine) as conn:
+            return [_job_from_row(row) for row in conn.execute(query)]
+
+    def seal_job(self, job_id: str) -> domain.Job:
+        """Marks the job SEALED and puts JobSealed (with its final counts) in the outbox.
+
+        Sealing a sealed job returns it unchanged and sends nothing. Waits for an
+        upload batch of the job that is committing. Raises InvalidArgument, NotFound.
+        """
+        _require_job_id(job_id)
+        sealed = False
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(t.jobs).where(t.jobs.c.job_id == job_id).with_for_update()).one_or_none()
+            if row is None:
+                raise NotFound("job", job_id)
+            if row.state != JobState.SEALED.value:
+                conn.execute(
+                    sa.update(t.jobs)
+                    .where(t.jobs.c.job_id == job_id)
+                    .values(state=JobState.SEALED.value, sealed_at=utcnow())
+                )
+                event = codec.job_sealed(job_id, row.objects, row.gold_objects)
+                enqueue(conn, t.outbox, [outgoing(self.topics.jobs, job_id, event)])
+                sealed = True
+            row = conn.execute(sa.select(t.jobs).where(t.jobs.c.job_id == job_id)).one()
+        if sealed:
+            self.outbox_written()
+        return _job_from_row(row)
+
+    # ------------------------------------------------------------------ objects
+
+    def upload(self, chunks: Iterable[domain.Chunk]) -> domain.UploadSummary:
+        """Takes in a stream of file chunks (see :class:`domain.FileAssembler`).
+
+        Each file is checked on its own: a bad one is REJECTED with its reason, a
+        known content is a DUPLICATE, and the stream goes on. Accepted objects are
+        stored, then committed with their tasks and TaskCreated events in batches.
+        If the stream fails midway, what was accepted before stays.
+
+        Raises InvalidArgument("job_id") when the first chunk names no job or a
+        later one another job, InvalidArgument("filename") for data outside a
+        named file, NotFound for an unknown job, FailedPrecondition for a sealed
+        one. Costs one Pillow decode per image and one write transaction per batch.
+        """
+        stream = iter(chunks)
+        first = next(stream, None)
+        if first is None or not first.job_id:
+            raise InvalidArgument("job_id", "required on the first chunk")
+        batch = _Batch(self, self._open_job(first.job_id))
+        assembler = domain.FileAssembler(self.limits.max_file_bytes)
+        # Ticks while the client is idle, so accepted objects commit (and their tasks
+        # go out) within batch_seconds even when the next chunk is slow to come.
+        ticks = ticking(chain([first], stream), self.batch_seconds)
+        try:
+            for chunk in ticks:
+                if chunk is not None:
+                    if chunk.job_id and chunk.job_id != first.job_id:
+                        raise InvalidArgument(
+                            "job_id", f"one stream uploads to one job: {first.job_id}, then {chunk.job_id}"
+                        )
+                    for incoming in assembler.feed(chunk):
+                        batch.add_file(incoming)
+                batch.flush_if_due()
+            last = assembler.finish()
+            if last is not None:
+                batch.add_file(last)
+        finally:
+            ticks.close()
+            # A file cut off by a broken stream is dropped; every complete one is kept.
+            batch.flush()
+        return batch.summary()
+
+    def import_manifest(
+        self, job_id: str, fmt: domain.ManifestFormat, content: bytes, base_dir: str = ""
+    ) -> domain.UploadSummary:
+        """Imports a JSONL or CSV manifest of inline texts and server-side paths.
+
+        A line that is malformed, names a missing path or fails the object checks
+        is REJECTED with "line N: <reason>"; the other lines go on. Batching,
+        deduplication and tasks are as for :meth:`upload`. Raises
+        InvalidArgument("job_id" / "content"), NotFound, FailedPrecondition.
+        Costs one file read per path line.
+        """
+        _require_job_id(job_id)
+        job = self._open_job(job_id)
+        entries = domain.parse_manifest(content, fmt)
+        batch = _Batch(self, job)
+        try:
+            for entry in entries:
+                batch.add_entry(entry, base_dir)
+                batch.flush_if_due()
+        finally:
+            batch.flush()
+        return batch.summary()
+
+    # ------------------------------------------------------------------ helpers
+
+    def _open_job(self, job_id: str) -> domain.Job:
+        job = self.get_job(job_id)
+        if job.state is not JobState.OPEN:
+            raise FailedPrecondition(f"job {job_id} is sealed: it takes no more objects")
+        return job
+
+    def _job_by_key(self, client_id: str, key: str) -> domain.Job | None:
+        with reading(self.engine) as conn:
+            row = conn.execute(
+                sa.select(t.jobs).where(t.jobs.c.client_id == client_id, t.jobs.c.idempotency_key == key)
+            ).one_or_none()
+        return _job_from_row(row) if row is not None else None
+
+
+def ticking(stream: Iterable[T], interval_s: float) -> Generator[T | None, None, None]:
+    """Yields the items of ``stream``, and None whenever ``interval_s`` passes without
+    one, so that the consumer can act on time while the producer is idle.
+
+    A helper thread reads the stream through a small queue; an exception raised by
+    the stream is re-raised here. If the consumer stops early, the reader stops at
+    its next item (or when the stream ends). Costs a thread per call and a queue
+    hand-off per item.
+    """
+    queue: Queue[tuple[str, Any]] = Queue(maxsize=16)
+    stopped = threading.Event()
+
+    def offer(entry: tuple[str, Any]) -> bool:
+        while not stopped.is_set():
+            try:
+                queue.put(entry, timeout=0.1)
+                return True
+            except Full:
+                continue
+        return False
+
+    def pump() -> None:
+        try:
+            for item in stream:
+                if not offer(("item", item)):
+                    return
+        except BaseException as exc:
+            offer(("error", exc))
+            return
+        offer(("end", None))
+
+    threading.Thread(target=pump, name="ingest-stream-reader", daemon=True).start()
+    try:
+        while True:
+            try:
+                kind, value = queue.get(timeout=interval_s)
+            except Empty:
+                yield None
+                continue
+            if kind == "item":
+                yield value
+            elif kind == "end":
+                return
+            else:
+                raise value
+    finally:
+        stopped.set()
+
+
+def _require_job_id(job_id: str) -> None:
+    if not job_id:
+        raise InvalidArgument("job_id", "required")
+
+
+def _same_spec(job: domain.Job, spec: domain.JobSpec, key: str) -> domain.Job:
+    if job.spec != spec:
+        raise FailedPrecondition(
+            f"idempotency_key {key!r} already created job {job.job_id} with a different spec; use a new key"
+        )
+    return job
+
+
+def _job_from_row(row: Any) -> domain.Job:
+    return domain.Job(
+        job_id=row.job_id,
+        spec=codec.spec_from_proto(common_pb2.JobSpec.FromString(row.spec)),
+        state=JobState(row.state),
+        objects=row.objects,
+        gold_objects=row.gold_objects,
+        rejected=row.rejected,
+        created_at=row.created_at,
+    )
+
+
+def read_manifest_path(path: str, base_dir: str, max_bytes: int) -> tuple[bytes, int] | domain.Rejection:
+    """Reads a manifest's server-side file: ``path`` is relative to ``base_dir``
+    unless absolute. Returns ``(data, size)`` (no data when ``size`` exceeds
+    ``max_bytes``) or the reason it cannot be read."""
+    resolved = Path(path)
+    if not resolved.is_absolute():
+        if not base_dir:
+            return domain.Rejection(f"relative path {path!r} needs a base_dir")
+        resolved = Path(base_dir) / resolved
+    try:
+        info = resolved.stat()
+    except FileNotFoundError:
+        return domain.Rejection(f"path {str(resolved)!r} does not exist")
+    except OSError as exc:
+        return domain.Rejection(f"cannot read path {str(resolved)!r}: {exc.strerror or exc}")
+    if not stat.S_ISREG(info.st_mode):
+        return domain.Rejection(f"path {str(resolved)!r} is not a file")
+    if info.st_size > max_bytes:
+        return b"", info.st_size
+    try:
+        data = resolved.read_bytes()
+    except OSError as exc:
+        return domain.Rejection(f"cannot read path {str(resolved)!r}: {exc.strerror or exc}")
+    return data, len(data)
+
+
+@dataclass
+class _Pending:
+    """An accepted object whose content is being stored and whose row is not committed yet."""
+
+    index: int
+    obj: domain.AcceptedObject
+    sha256: str
+    size: int
+    stored: Future[None]
+
+
+@dataclass
+class _Batch:
+    """The objects of one upload or import on their way to the database."""
+
+    handlers: IngestHandlers
+    job: domain.Job
+    outcomes: list[ItemOutcome | None] = field(default_factory=list)
+    pending: list[_Pending] = field(default_factory=list)
+    pending_bytes: int = 0
+    pending_since: float = 0.0
+    rejected_unsaved: int = 0
+    # Content seen in this stream: sha256 -> (name, item_id) of the object that holds it.
+    seen: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # Duplicates of objects still pending: (index, name, sha256), named once the batch commits.
+    duplicates_of_pending: list[tuple[int, str, str]] = field(default_factory=list)
+
+    def add_file(self, incoming: domain.IncomingFile) -> None:
+        checked = domain.check_content(
+            incoming.name, incoming.data, incoming.size, incoming.gold_label, self.job.spec, self.handlers.limits
+        )
+        self._add(incoming.name, checked, incoming.gold_label)
+
+    def add_entry(self, entry: domain.ManifestEntry, base_dir: str) -> None:
+        if entry.error is not None:
+            self._reject(entry.name, entry.error)
+            return
+        prefix = f"line {entry.line}: "
+        if entry.text is not None:
+            if self.job.spec.task_type is domain.TaskType.IMAGE_CLASSIFICATION:
+                self._reject(entry.name, f"{prefix}inline text in an image_classification job: give a 'path'")
+                return
+            data = entry.text.encode()
+            read: tuple[bytes, int] | domain.Rejection = (data, len(data))
+        else:
+            read = read_manifest_path(entry.path or "", base_dir, self.handlers.limits.max_file_bytes)
+        if isinstance(read, domain.Rejection):
+            self._reject(entry.name, prefix + read.reason)
+            return
+        data, size = read
+        checked = domain.check_content(entry.name, data, size, entry.gold_label, self.job.spec, self.handlers.limits)
+        if isinstance(checked, domain.Rejection):
+            checked = domain.Rejection(prefix + checked.reason)
+        self._add(entry.name, checked, entry.gold_label)
+
+    def _add(self, name: str, checked: domain.Content | domain.Rejection, gold_label: str) -> None:
+        if isinstance(checked, domain.Rejection):
+            self._reject(name, checked.reason)
+            return
+        key = content_key(checked.data)
+        sha256 = key.rsplit("/", 1)[1]
+        index = len(self.outcomes)
+        earlier = self.seen.get(sha256)
+        if earlier is not None:
+            self.outcomes.append(None)
+            self.duplicates_of_pending.append((index, name, sha256))
+            return
+        obj = domain.AcceptedObject(
+            item_id=domain.new_id("item"),
+            name=name,
+            object_key=key,
+            content_type=checked.content_type,
+            text=checked.text,
+            gold_label=gold_label,
+        )
+        self.seen[sha256] = (name, obj.item_id)
+        stored = self.handlers.store_later(key, checked.data, checked.content_type)
+        if not self.pending:
+            self.pending_since = time.monotonic()
+        self.pending.append(_Pending(index, obj, sha256, len(checked.data), stored))
+        self.pending_bytes += len(checked.data)
+        self.outcomes.append(None)
+
+    def _reject(self, name: str, reason: str) -> None:
+        self.outcomes.append(ItemOutcome(name, ItemStatus.REJECTED, reason=reason))
+        if not self.pending and not self.rejected_unsaved:
+            self.pending_since = time.monotonic()
+        self.rejected_unsaved += 1
+
+    def flush_if_due(self) -> None:
+        waiting = len(self.pending) + self.rejected_unsaved
+        if not waiting:
+            return
+        h = self.handlers
+        if (
+            waiting >= h.batch_items
+            or self.pending_bytes >= h.batch_bytes
+            or time.monotonic() - self.pending_since >= h.batch_seconds
+        ):
+            self.flush()
+
+    def flush(self) -> None:
+        """Commits the pending objects, their tasks and events, and the job's counts.
+
+        Raises FailedPrecondition when the job was sealed meanwhile (nothing of
+        this batch is added).
+        """
+        if not self.pending and not self.rejected_unsaved and not self.duplicates_of_pending:
+            return
+        # Taken out first, so that a failed commit is not retried by the caller's final flush.
+        pending, self.pending, self.pending_bytes = self.pending, [], 0
+        duplicates, self.duplicates_of_pending = self.duplicates_of_pending, []
+        stored: list[_Pending] = []
+        for item in pending:
+            try:
+                item.stored.result()
+                stored.append(item)
+            except Exception as exc:
+                log.exception("ingest: storing %s failed", item.obj.object_key)
+                self.outcomes[item.index] = ItemOutcome(
+                    item.obj.name, ItemStatus.REJECTED, reason=f"not stored: object store error: {exc}"
+                )
+                self.rejected_unsaved += 1
+        rejected, self.rejected_unsaved = self.rejected_unsaved, 0
+        wrote_events = self._commit(stored, rejected) if stored or rejected else False
+        for index, name, sha256 in duplicates:
+            earlier_name, earlier_id = self.seen[sha256]
+            self.outcomes[index] = ItemOutcome(
+                name, ItemStatus.DUPLICATE, item_id=earlier_id, reason=f"duplicate of {earlier_name!r} ({earlier_id})"
+            )
+        if wrote_events:
+            self.handlers.outbox_written()
+
+    def _commit(self, stored: list[_Pending], rejected: int) -> bool:
+        h = self.handlers
+        job_id = self.job.job_id
+        task_type = self.job.spec.task_type
+        assert task_type is not None  # a stored job has a normalised spec
+        now = utcnow()
+        item_rows: list[dict[str, Any]] = []
+        task_rows: list[dict[str, Any]] = []
+        events: list[OutgoingEvent] = []
+        objects = gold_objects = 0
+        with h.engine.begin() as conn:
+            # The row lock orders this batch against SealJob and other uploads to the job.
+            state = conn.execute(
+                sa.select(t.jobs.c.state).where(t.jobs.c.job_id == job_id).with_for_update()
+            ).scalar_one()
+            if state != JobState.OPEN.value:
+                raise FailedPrecondition(
+                    f"job {job_id} was sealed during the upload; the last {len(stored)} objects were not added"
+                )
+            existing = _existing_content(conn, job_id, [p.sha256 for p in stored])
+            for pending in stored:
+                obj = pending.obj
+                if pending.sha256 in existing:
+                    earlier_name, earlier_id = existing[pending.sha256]
+                    self.seen[pending.sha256] = existing[pending.sha256]
+                    self.outcomes[pending.index] = ItemOutcome(
+                        obj.name,
+                        ItemStatus.DUPLICATE,
+                        item_id=earlier_id,
+                        reason=f"duplicate of {earlier_name!r} ({earlier_id})",
+                    )
+                    continue
+                item_rows.append(
+                    {
+                        "item_id": obj.item_id,
+                        "job_id": job_id,
+                        "name": obj.name,
+                        "sha256": pending.sha256,
+                        "object_key": obj.object_key,
+                        "content_type": obj.content_type,
+                        "size_bytes": pending.size,
+                        "gold_label": obj.gold_label or None,
+                        "created_at": now,
+                    }
+                )
+                for task in domain.shard(obj, task_type):
+                    task_rows.append(
+                        {
+                            "task_id": task.task_id,
+                            "job_id": job_id,
+                            "item_id": obj.item_id,
+                            "segment": task.segment,
+                            "created_at": now,
+                        }
+                    )
+                    event = codec.task_created(job_id, obj, task, now)
+                    events.append(outgoing(h.topics.tasks, task.task_id, event))
+                if obj.gold_label:
+                    gold_objects += 1
+                else:
+                    objects += 1
+                self.outcomes[pending.index] = ItemOutcome(obj.name, ItemStatus.ACCEPTED, item_id=obj.item_id)
+            if item_rows:
+                conn.execute(sa.insert(t.items), item_rows)
+                conn.execute(sa.insert(t.tasks), task_rows)
+                enqueue(conn, t.outbox, events)
+            conn.execute(
+                sa.update(t.jobs)
+                .where(t.jobs.c.job_id == job_id)
+                .values(
+                    objects=t.jobs.c.objects + objects,
+                    gold_objects=t.jobs.c.gold_objects + gold_objects,
+                    rejected=t.jobs.c.rejected + rejected,
+                )
+            )
+        return bool(events)
+
+    def summary(self) -> domain.UploadSummary:
+        items = tuple(outcome for outcome in self.outcomes if outcome is not None)
+        return domain.UploadSummary(self.job.job_id, items)
+
+
+def _existing_content(conn: Connection, job_id: str, sha256s: list[str]) -> dict[str, tuple[str, str]]:
+    if not sha256s:
+        return {}
+    rows = conn.execute(
+        sa.select(t.items.c.sha256, t.items.c.name, t.items.c.item_id).where(
+            t.items.c.job_id == job_id, t.items.c.sha256.in_(sha256s)
+        )
+    )
+    return {row.sha256: (row.name, row.item_id) for row in rows}

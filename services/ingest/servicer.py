@@ -1,0 +1,51 @@
+"""IngestService over gRPC: request -> domain values -> handler -> response.
+
+Domain errors raised here or by the handlers become status codes in
+:mod:`quorum.rpc`'s interceptor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from quorum.errors import InvalidArgument
+from quorum.v1 import ingest_pb2, ingest_pb2_grpc
+from services.ingest import codec
+from services.ingest.handlers import IngestHandlers
+
+SERVICE_NAME: str = ingest_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name
+
+
+class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
+    """Thin translation layer over :class:`IngestHandlers`."""
+
+    def __init__(self, handlers: IngestHandlers) -> None:
+        self._handlers = handlers
+
+    def CreateJob(self, request: ingest_pb2.CreateJobRequest, context: Any) -> ingest_pb2.Job:
+        if not request.HasField("spec"):
+            raise InvalidArgument("spec", "required")
+        job = self._handlers.create_job(codec.spec_from_proto(request.spec), request.idempotency_key)
+        return codec.job_to_proto(job)
+
+    def GetJob(self, request: ingest_pb2.GetJobRequest, context: Any) -> ingest_pb2.Job:
+        return codec.job_to_proto(self._handlers.get_job(request.job_id))
+
+    def ListJobs(self, request: ingest_pb2.ListJobsRequest, context: Any) -> ingest_pb2.ListJobsResponse:
+        jobs = self._handlers.list_jobs(request.client_id)
+        return ingest_pb2.ListJobsResponse(jobs=[codec.job_to_proto(job) for job in jobs])
+
+    def UploadFiles(self, request_iterator: Iterator[ingest_pb2.UploadChunk], context: Any) -> ingest_pb2.UploadSummary:
+        chunks = (codec.chunk_from_proto(chunk) for chunk in request_iterator)
+        return codec.summary_to_proto(self._handlers.upload(chunks))
+
+    def ImportManifest(self, request: ingest_pb2.ImportManifestRequest, context: Any) -> ingest_pb2.UploadSummary:
+        if not request.job_id:
+            raise InvalidArgument("job_id", "required")
+        fmt = codec.manifest_format(request.format)
+        summary = self._handlers.import_manifest(request.job_id, fmt, request.content, request.base_dir)
+        return codec.summary_to_proto(summary)
+
+    def SealJob(self, request: ingest_pb2.SealJobRequest, context: Any) -> ingest_pb2.Job:
+        return codec.job_to_proto(self._handlers.seal_job(request.job_id))
