@@ -248,3 +248,25 @@ def test_cli_reads_status_results_and_invoice(pilot: PilotRun, tmp_path: Path) -
     verify = quorum("ledger", "verify")
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert "ledger balanced" in verify.stdout
+
+
+def test_dashboard_shows_the_real_services(pilot: PilotRun, monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    from dashboard.launch import APP_PATH
+
+    for name in SERVICES:
+        monkeypatch.setenv(f"QUORUM_{name.upper()}_ADDR", pilot.stack.address(name))
+    at = AppTest.from_file(str(APP_PATH), default_timeout=30)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.warning, [w.value for w in at.warning]
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["Answers"] == f"{pilot.crowd_answers:,}"
+    assert shown["Backlog"] == "0"
+    billed = sum(pilot.client.money(j).billed_cents for j in (pilot.image_job, pilot.text_job))
+    assert shown["Billed"] == f"${billed // 100}.{billed % 100:02d}"
+    objects = len(pilot.dataset.images) + len(pilot.dataset.texts)
+    assert f"{objects} of {objects} objects resolved" in at.get("progress")[0].proto.text
+    workers = at.dataframe[0].value
+    assert len(workers) == 20

@@ -1,0 +1,139 @@
+"""The command line as a user runs it: `quorum up`, `quorum submit`, `quorum demo`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from quorum.broker import free_port, wait_for_port
+from quorum.demo.dataset import generate, write_image_folder, write_text_jsonl
+from quorum.rpc import wait_healthy
+from quorum.settings import SERVICES
+
+pytestmark = pytest.mark.slow
+
+
+def quorum_env(home: Path, ports: dict[str, int]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QUORUM_")}
+    env["QUORUM_HOME"] = str(home)
+    for name, port in ports.items():
+        env[f"QUORUM_{name.upper()}_ADDR"] = f"127.0.0.1:{port}"
+    return env
+
+
+def test_up_serves_everything_and_stops_on_sigterm(tmp_path: Path) -> None:
+    ports = {name: free_port() for name in SERVICES}
+    env = quorum_env(tmp_path / "home", ports)
+    env["QUORUM_DASHBOARD_PORT"] = str(free_port())
+    up = subprocess.Popen(
+        [sys.executable, "-m", "quorum.cli", "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        lines = []
+        assert up.stdout is not None
+        while not lines or "Ctrl-C" not in lines[-1]:
+            line = up.stdout.readline()
+            assert line, "quorum up exited early:\n" + "".join(lines)
+            lines.append(line)
+        banner = "".join(lines)
+        for name, port in ports.items():
+            assert f"127.0.0.1:{port}" in banner, name
+            wait_healthy(f"127.0.0.1:{port}", timeout=5)
+        assert f"http://127.0.0.1:{env['QUORUM_DASHBOARD_PORT']}" in banner
+        assert wait_for_port("127.0.0.1", int(env["QUORUM_DASHBOARD_PORT"]), 5)
+        assert (tmp_path / "home" / "ingest.db").exists()
+    finally:
+        up.send_signal(signal.SIGTERM)
+        code = up.wait(60)
+    assert code == 0
+    deadline = time.monotonic() + 10
+    while any(wait_for_port("127.0.0.1", p, 0.1) for p in ports.values()):
+        assert time.monotonic() < deadline, "a service outlived quorum up"
+
+
+def test_up_names_the_port_that_is_taken(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        ports = {name: free_port() for name in SERVICES}
+        ports["consensus"] = taken
+        result = subprocess.run(
+            [sys.executable, "-m", "quorum.cli", "up", "--no-dashboard"],
+            env=quorum_env(tmp_path, ports),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert f"port {taken} for consensus is in use" in result.stderr
+    assert "QUORUM_CONSENSUS_ADDR" in result.stderr
+
+
+def test_submit_a_folder_and_a_manifest_then_read_the_results(tmp_path: Path) -> None:
+    from quorum.client import QuorumClient
+    from quorum.stack import LocalStack
+
+    dataset = generate(8, seed=2)
+    images = tmp_path / "images"
+    write_image_folder(dataset.images, images)
+    (images / "notes.txt").write_text("not an image, and not picked up")
+    (images / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    texts = write_text_jsonl(dataset.texts + dataset.gold_texts, tmp_path / "texts.jsonl")
+
+    with LocalStack(home=tmp_path / "home") as stack, QuorumClient(stack.addresses) as client:
+        env = quorum_env(tmp_path / "home", {n: int(a.rsplit(":", 1)[1]) for n, a in stack.addresses.items()})
+
+        def quorum(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "quorum.cli", *args], env=env, capture_output=True, text=True, timeout=120
+            )
+
+        submitted = quorum("submit", str(images), "--labels", ",".join(dataset.image_labels), "--pilot")
+        assert submitted.returncode == 0, submitted.stderr
+        image_job = submitted.stdout.strip()
+        assert "rejected: broken.png" in submitted.stderr
+        assert "accepted 4, duplicates 0, rejected 1" in submitted.stderr
+        job = client.job(image_job)
+        assert (job.objects, job.rejected, job.spec.pilot) == (4, 1, True)
+
+        submitted = quorum("submit", str(texts), "--labels", ",".join(dataset.text_labels), "--price-cents", "7")
+        assert submitted.returncode == 0, submitted.stderr
+        job = client.job(submitted.stdout.strip())
+        assert (job.objects, job.gold_objects) == (len(dataset.texts), len(dataset.gold_texts))
+        assert job.spec.price_per_object_cents == 7
+
+        bad = quorum("submit", str(texts), "--labels", "a,a")
+        assert bad.returncode == 1
+        assert "INVALID_ARGUMENT" in bad.stderr and "labels" in bad.stderr
+
+
+def test_demo_prints_one_json_object_last(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "quorum.cli", "demo", "--objects", "40", "--workers", "50", "--seed", "3", "--json"],
+        env={**quorum_env(tmp_path, {}), "TMPDIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    expected = {"objects", "seconds", "objects_per_second", "answers", "answers_per_object", "accuracy"}
+    assert expected | {"billed_cents", "paid_cents", "ledger_balanced"} <= set(report)
+    assert report["objects"] == 40
+    assert report["ledger_balanced"] is True
+    assert set(report["accuracy"]) == {"majority_vote", "consensus"}
+    assert 0.5 <= report["accuracy"]["consensus"] <= 1.0
+    assert report["answers_per_object"] >= 3
+    # The pilot allowance (100) covers all 40 objects: nothing billed, the workers still paid.
+    assert report["billed_cents"] == 0
+    assert report["paid_cents"] > 0
