@@ -29,7 +29,7 @@ from kafka.admin import NewTopic
 from kafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
 from sqlalchemy.engine import Engine
 
-from quorum.db import OutgoingEvent, utcnow
+from quorum.db import OutgoingEvent, reading, utcnow
 from quorum.v1 import events_pb2
 
 log = logging.getLogger(__name__)
@@ -187,7 +187,7 @@ class OutboxRelay:
         self._thread.join(timeout=10)
 
     def pending(self) -> int:
-        with self._engine.connect() as conn:
+        with reading(self._engine) as conn:
             return int(
                 conn.execute(
                     sa.select(sa.func.count()).select_from(self._outbox).where(self._outbox.c.published_at.is_(None))
@@ -197,7 +197,8 @@ class OutboxRelay:
     def publish_pending(self) -> int:
         """Publishes one batch; returns how many rows it published."""
         o = self._outbox
-        with self._engine.connect() as conn:
+        # A read-only connection: on SQLite a plain one would take the write lock to read.
+        with reading(self._engine) as conn:
             rows = conn.execute(
                 sa.select(o.c.id, o.c.event_id, o.c.topic, o.c.key, o.c.payload)
                 .where(o.c.published_at.is_(None))

@@ -1,0 +1,50 @@
+"""Tasking's composition root: the only place that opens its database, Redis and
+object store."""
+
+from __future__ import annotations
+
+from quorum.cache import connect_redis
+from quorum.db import make_engine
+from quorum.objectstore import open_object_store
+from quorum.service import ConsumerSpec, ServiceContext, ServiceParts
+from quorum.v1 import tasking_pb2_grpc
+from services.tasking import tables
+from services.tasking.handlers import TaskingService
+from services.tasking.leases import LeaseStore
+from services.tasking.servicer import SERVICE_NAME, TaskingServicer
+
+# Consumer group <prefix>.tasking.events: jobs, tasks, task-requests and results.
+EVENTS_CONSUMER = "events"
+
+
+def build(context: ServiceContext) -> ServiceParts:
+    """Opens tasking's database (creating its tables), Redis and object store and wires
+    the gRPC servicer, the event consumer and the lease sweeper. Raises
+    redis.ConnectionError when QUORUM_REDIS_URL names a server that is down."""
+    settings = context.settings
+    engine = make_engine(settings.database_url_for("tasking"))
+    tables.metadata.create_all(engine)
+    redis_client = connect_redis(settings.redis_url)
+    service = TaskingService(
+        engine=engine,
+        leases=LeaseStore(redis_client, prefix=f"{settings.topic_prefix}:tasking"),
+        objects=open_object_store(settings),
+        topics=context.topics,
+        outbox_written=context.outbox_written,
+    )
+    topics = context.topics
+    return ServiceParts(
+        name="tasking",
+        registrations=[(tasking_pb2_grpc.add_TaskingServiceServicer_to_server, TaskingServicer(service), SERVICE_NAME)],
+        engine=engine,
+        outbox=tables.outbox,
+        consumers=[
+            ConsumerSpec(
+                name=EVENTS_CONSUMER,
+                topics=[topics.jobs, topics.tasks, topics.task_requests, topics.results],
+                handler=service.handle_events,
+            )
+        ],
+        background=[service.sweep_loop],
+        closers=[redis_client.close],
+    )

@@ -1,0 +1,837 @@
+"""Tasking's service layer: sessions, handing out tasks, answers, stats and the
+event batches from the other services. Each method owns its transaction.
+
+How a handout stays correct under concurrency (threads and replicas):
+
+- the database proposes candidates (an indexed query, no locks), in priority order;
+- a Redis Lua script atomically leases the first candidate that still has room
+  (answers received plus live leases below answers wanted);
+- an assignment row, unique per (task, worker), is written before the task is
+  returned; a clash (the same worker asking twice at once) gives the lease back.
+
+An answer first takes its lease in Redis (atomically: a lease is used once, and
+only while live), then stores the answer, bumps the task's counter and enqueues
+AnswerAccepted in one transaction; a failed transaction puts the lease back.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import logging
+import random
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from google.protobuf.timestamp_pb2 import Timestamp
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine, Row
+from sqlalchemy.exc import IntegrityError
+
+from quorum.db import UtcDateTime, claim_events, enqueue, insert_ignoring_conflicts, reading, utcnow
+from quorum.errors import FailedPrecondition, NotFound
+from quorum.messaging import Topics, outgoing
+from quorum.objectstore import ObjectMissing, ObjectStore
+from quorum.v1 import common_pb2, events_pb2
+from services.tasking import tables
+from services.tasking.domain import (
+    ACTIVE_WINDOW,
+    SERIES_MINUTES,
+    Candidate,
+    HandedOutTask,
+    JobRules,
+    Lease,
+    SessionInfo,
+    SubmittedAnswer,
+    TaskingStats,
+    clamp_gold_share,
+    initial_answers_wanted,
+    lease_seconds_or_default,
+    minute_of,
+    minute_series,
+    optional_id,
+    require_id,
+    validate_answer,
+    validate_worker_id,
+    wants_gold,
+)
+from services.tasking.leases import Claim, LeaseStatus, LeaseStore
+
+log = logging.getLogger(__name__)
+
+CONSUMER = "tasking.events"
+# Candidate pages: most claims succeed in the first; the later ones only matter when
+# the top of the queue is full of live leases.
+CANDIDATE_PAGES = (8, 32, 128, 512, 2048)
+GOLD_CANDIDATES = 8
+SWEEP_BATCH = 500
+
+t = tables.tasks
+_assigned = tables.assignments
+
+# Hot-path statements are built once with bind parameters: building SQLAlchemy
+# constructs per call costs more than running them on SQLite.
+_SEEN = sa.exists().where(_assigned.c.task_id == t.c.task_id, _assigned.c.worker_id == sa.bindparam("b_worker"))
+_INSERT_ASSIGNMENT = sa.insert(_assigned)
+_MARK_FULL = sa.update(t).where(t.c.task_id == sa.bindparam("b_task")).values(full_until=sa.bindparam("b_until"))
+# What a handout needs besides the counts: selected with the candidates, so that the
+# winner needs no second query.
+_CANDIDATE_COLUMNS = (t.c.task_id, t.c.job_id, t.c.content_type, t.c.object_key, t.c.text)
+_INSERT_ANSWER = sa.insert(tables.answers)
+_SET_ASSIGNMENT_STATE = (
+    sa.update(_assigned)
+    .where(_assigned.c.lease_id == sa.bindparam("b_lease"))
+    .values(state=sa.bindparam("b_state"), skip_reason=sa.bindparam("b_reason"))
+)
+_ANSWERED_BY = sa.select(tables.answers.c.worker_id).where(tables.answers.c.lease_id == sa.bindparam("b_lease"))
+_SESSION_WORKER = sa.select(tables.sessions.c.worker_id).where(
+    tables.sessions.c.session_id == sa.bindparam("b_session")
+)
+
+
+@functools.lru_cache(maxsize=64)
+def _candidates(with_job: bool, with_excluded: bool, limit: int) -> sa.Select[Any]:
+    """Available non-gold tasks the worker was never handed, not known to be full, in
+    priority order: most answers first (closest to done), then the oldest job, then the
+    oldest task. Parameters: b_worker, b_now, b_job, b_excluded."""
+    query = (
+        sa.select(*_CANDIDATE_COLUMNS, t.c.answers_wanted, t.c.answers_received)
+        .where(
+            t.c.available,
+            sa.or_(t.c.full_until.is_(None), t.c.full_until <= sa.bindparam("b_now", type_=UtcDateTime)),
+            sa.not_(_SEEN),
+        )
+        .order_by(t.c.answers_received.desc(), t.c.job_created_at, t.c.created_at, t.c.task_id)
+        .limit(limit)
+    )
+    if with_job:
+        query = query.where(t.c.job_id == sa.bindparam("b_job"))
+    if with_excluded:
+        query = query.where(t.c.task_id.not_in(sa.bindparam("b_excluded", expanding=True)))
+    return query
+
+
+@functools.lru_cache(maxsize=4)
+def _gold_candidates(with_excluded: bool) -> sa.Select[Any]:
+    """Up to GOLD_CANDIDATES gold tasks of job b_job that worker b_worker was never handed."""
+    query = (
+        sa.select(*_CANDIDATE_COLUMNS)
+        .where(t.c.job_id == sa.bindparam("b_job"), t.c.gold, t.c.job_ready, sa.not_(_SEEN))
+        # Random order, so that workers do not all meet the gold tasks in one sequence.
+        .order_by(sa.func.random())
+        .limit(GOLD_CANDIDATES)
+    )
+    if with_excluded:
+        query = query.where(t.c.task_id.not_in(sa.bindparam("b_excluded", expanding=True)))
+    return query
+
+
+def _available(wanted: sa.ColumnElement[Any], received: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
+    """SQL for the ``available`` flag given the task's (new) wanted and received counts."""
+    return sa.and_(t.c.job_ready, sa.not_(t.c.gold), sa.not_(t.c.resolved), received < wanted)
+
+
+_COUNT_ANSWER = (
+    sa.update(t)
+    .where(t.c.task_id == sa.bindparam("b_task"))
+    .values(
+        answers_received=t.c.answers_received + 1,
+        available=_available(t.c.answers_wanted, t.c.answers_received + 1),
+    )
+)
+
+
+def _raised(column: sa.ColumnElement[Any], floor: Any) -> sa.ColumnElement[Any]:
+    """SQL for max(column, floor) on both SQLite and PostgreSQL."""
+    return sa.case((column < floor, floor), else_=column)
+
+
+def _timestamp(moment: dt.datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def _event_time(stamp: Timestamp, event: events_pb2.Event) -> dt.datetime:
+    """The event's own timestamp field, else when the event occurred, else now."""
+    for candidate in (stamp, event.occurred_at):
+        if candidate.seconds or candidate.nanos:
+            return candidate.ToDatetime(tzinfo=dt.UTC)
+    return utcnow()
+
+
+def _chunks(items: Sequence[Any], size: int = 500) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class ContentCache:
+    """Object bytes by key, least recently used out beyond ``max_bytes``. Keys are
+    content addresses, so a cached value never goes stale. Thread-safe."""
+
+    def __init__(self, store: ObjectStore, max_bytes: int = 64 * 1024 * 1024) -> None:
+        self._store = store
+        self._max_bytes = max_bytes
+        self._items: OrderedDict[str, bytes] = OrderedDict()
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> bytes:
+        """The object's bytes; raises quorum.objectstore.ObjectMissing. A miss costs one store read."""
+        with self._lock:
+            data = self._items.get(key)
+            if data is not None:
+                self._items.move_to_end(key)
+                return data
+        data = self._store.get(key)
+        if len(data) <= self._max_bytes // 8:
+            with self._lock:
+                if key not in self._items:
+                    self._items[key] = data
+                    self._size += len(data)
+                while self._size > self._max_bytes:
+                    _, dropped = self._items.popitem(last=False)
+                    self._size -= len(dropped)
+        return data
+
+
+@dataclass
+class _EventBatch:
+    jobs: list[tuple[JobRules, dt.datetime]]
+    sealed: list[events_pb2.JobSealed]
+    tasks: list[tuple[events_pb2.TaskCreated, dt.datetime]]
+    wanted: dict[str, int]
+    resolved: set[str]
+
+
+class TaskingService:
+    """The tasking service layer. Thread-safe: gRPC threads, the consumer and the sweeper
+    share one instance.
+
+    ``rng`` draws the gold mix (inject a seeded one in tests); ``outbox_written`` wakes
+    the outbox relay after a commit that enqueued events.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        leases: LeaseStore,
+        objects: ObjectStore,
+        topics: Topics,
+        outbox_written: Callable[[], None] = lambda: None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._engine = engine
+        self._leases = leases
+        self._content = ContentCache(objects)
+        self._topics = topics
+        self._outbox_written = outbox_written
+        self._rng = rng or random.Random()
+        # Sessions and job specs never change once written, so caching them is safe
+        # even with several replicas.
+        self._sessions: dict[str, str] = {}
+        self._jobs: dict[str, JobRules] = {}
+
+    # ------------------------------------------------------------------ sessions
+
+    def start_session(self, worker_id: str) -> SessionInfo:
+        """Opens a session for ``worker_id``. Raises InvalidArgument("worker_id"). One insert."""
+        validate_worker_id(worker_id)
+        session = SessionInfo(session_id=uuid.uuid4().hex, worker_id=worker_id, started_at=utcnow())
+        with self._engine.begin() as conn:
+            conn.execute(
+                sa.insert(tables.sessions).values(
+                    session_id=session.session_id, worker_id=worker_id, started_at=session.started_at
+                )
+            )
+        self._remember_session(session.session_id, worker_id)
+        return session
+
+    def worker_for(self, session_id: str) -> str:
+        """The worker of a session. Raises InvalidArgument("session_id") when blank and
+        NotFound when unknown. Cached after the first lookup."""
+        require_id("session_id", session_id)
+        worker = self._sessions.get(session_id)
+        if worker is not None:
+            return worker
+        with reading(self._engine) as conn:
+            worker = conn.execute(_SESSION_WORKER, {"b_session": session_id}).scalar_one_or_none()
+        if worker is None:
+            raise NotFound("session", session_id)
+        self._remember_session(session_id, worker)
+        return worker
+
+    def _remember_session(self, session_id: str, worker_id: str) -> None:
+        if len(self._sessions) > 200_000:
+            self._sessions.clear()
+        self._sessions[session_id] = worker_id
+
+    # ------------------------------------------------------------------ jobs
+
+    def job(self, job_id: str, conn: Connection | None = None) -> JobRules | None:
+        """The job's rules once its JobCreated has arrived, else None. Cached."""
+        rules = self._jobs.get(job_id)
+        if rules is not None:
+            return rules
+        j = tables.jobs
+        query = sa.select(j).where(j.c.job_id == job_id, j.c.known)
+        if conn is None:
+            with reading(self._engine) as own:
+                row = own.execute(query).first()
+        else:
+            row = conn.execute(query).first()
+        if row is None:
+            return None
+        rules = JobRules(
+            job_id=row.job_id,
+            task_type=row.task_type,
+            labels=tuple(row.labels),
+            instructions=row.instructions,
+            overlap_min=row.overlap_min,
+            overlap_max=row.overlap_max,
+            gold_share=row.gold_share,
+            lease_seconds=row.lease_seconds,
+        )
+        self._jobs[job_id] = rules
+        return rules
+
+    # ------------------------------------------------------------------ handing out
+
+    def next_task(self, session_id: str, job_id: str = "") -> HandedOutTask | None:
+        """Leases the best task for the session's worker, or returns None when nothing is
+        available to it now.
+
+        Best: the available task with the most answers (the closest to done), then the
+        oldest job, then the oldest task; with probability gold_share of that task's job,
+        an unseen gold task of the job instead. Gold is only mixed into real work: with no
+        regular task for this worker, no gold task is handed out either. Gold tasks are
+        not limited by answers wanted or TaskResolved: each worker may answer each once.
+        A worker never gets a task it was handed before, whatever became of that lease.
+        A task whose content is missing from the object store is skipped (and logged).
+        Raises InvalidArgument / NotFound for the session, InvalidArgument("job_id").
+        Costs one indexed query per candidate page (usually one), one Redis script, one
+        insert and, for images, an object-store read unless cached.
+        """
+        worker = self.worker_for(session_id)
+        job_filter = optional_id("job_id", job_id)
+        excluded: set[str] = set()
+        for _ in range(8):
+            found = self._claim(worker, job_filter, excluded)
+            if found is None:
+                return None
+            claimed, row = found
+            lease = claimed.lease
+            task: HandedOutTask | None
+            try:
+                task = self._hand_out(lease, row)
+            except ObjectMissing:
+                log.error("task %s: object %r is missing from the object store", lease.task_id, row.object_key)
+                task = None
+            try:
+                with self._engine.begin() as conn:
+                    conn.execute(
+                        _INSERT_ASSIGNMENT,
+                        {
+                            "lease_id": lease.lease_id,
+                            "task_id": lease.task_id,
+                            "worker_id": worker,
+                            "job_id": lease.job_id,
+                            "gold": lease.gold,
+                            "leased_at": lease.leased_at(),
+                            "state": "leased" if task else "skipped",
+                            "skip_reason": None if task else "content missing from the object store",
+                        },
+                    )
+                    if claimed.filled and task is not None:
+                        conn.execute(_MARK_FULL, {"b_task": lease.task_id, "b_until": lease.expires_at()})
+            except IntegrityError:
+                # The same worker got this task through a concurrent request.
+                task = None
+            except BaseException:
+                self._leases.take(lease, worker, count_answer=False)
+                raise
+            if task is not None:
+                return task
+            self._leases.take(lease, worker, count_answer=False)
+            excluded.add(lease.task_id)
+        return None
+
+    def _claim(self, worker: str, job_filter: str | None, excluded: set[str]) -> tuple[Claim, Row[Any]] | None:
+        lease_id = uuid.uuid4().hex
+        params: dict[str, Any] = {
+            "b_worker": worker,
+            "b_now": utcnow(),
+            "b_job": job_filter,
+            "b_excluded": list(excluded),
+        }
+        # Later pages leave out what earlier ones offered rather than using an offset: on
+        # PostgreSQL each query sees newer commits, and an offset would skip tasks.
+        tried: list[str] = params["b_excluded"]
+        with reading(self._engine) as conn:
+            for page, limit in enumerate(CANDIDATE_PAGES):
+                rows = conn.execute(_candidates(job_filter is not None, bool(tried), limit), params).all()
+                if not rows:
+                    return None
+                if page == 0:
+                    gold = self._claim_gold(conn, lease_id, worker, rows[0].job_id, excluded)
+                    if gold is not None:
+                        return gold
+                candidates = []
+                for row in rows:
+                    rules = self.job(row.job_id, conn)
+                    if rules is None:  # pragma: no cover - job_ready implies a known job
+                        continue
+                    candidates.append(
+                        Candidate(
+                            task_id=row.task_id,
+                            job_id=row.job_id,
+                            answers_wanted=row.answers_wanted,
+                            answers_received=row.answers_received,
+                            lease_seconds=rules.lease_seconds,
+                            gold=False,
+                        )
+                    )
+                claimed = self._leases.claim(lease_id, worker, candidates)
+                if claimed is not None:
+                    return claimed, next(r for r in rows if r.task_id == claimed.lease.task_id)
+                if len(rows) < limit:
+                    return None
+                tried.extend(row.task_id for row in rows)
+        return None
+
+    def _claim_gold(
+        self, conn: Connection, lease_id: str, worker: str, job_id: str, excluded: set[str]
+    ) -> tuple[Claim, Row[Any]] | None:
+        rules = self.job(job_id, conn)
+        if rules is None or not wants_gold(rules.gold_share, self._rng.random()):
+            return None
+        params = {"b_job": job_id, "b_worker": worker, "b_excluded": list(excluded)}
+        rows = conn.execute(_gold_candidates(bool(excluded)), params).all()
+        gold = [Candidate(row.task_id, job_id, -1, 0, rules.lease_seconds, gold=True) for row in rows]
+        claimed = self._leases.claim(lease_id, worker, gold)
+        if claimed is None:
+            return None
+        return claimed, next(r for r in rows if r.task_id == claimed.lease.task_id)
+
+    def _hand_out(self, lease: Lease, row: Row[Any]) -> HandedOutTask:
+        rules = self.job(lease.job_id)
+        if rules is None:  # pragma: no cover - a lease is only granted on a ready job
+            raise RuntimeError(f"job {lease.job_id!r} of leased task {lease.task_id!r} is unknown")
+        text: str | None = None
+        data: bytes | None = None
+        if rules.task_type == "text_classification":
+            if row.text is not None or not row.object_key:
+                text = row.text or ""
+            else:
+                text = self._content.get(row.object_key).decode("utf-8", "replace")
+        else:
+            data = self._content.get(row.object_key) if row.object_key else b""
+        return HandedOutTask(
+            task_id=lease.task_id,
+            lease_id=lease.lease_id,
+            job=rules,
+            content_type=row.content_type,
+            text=text,
+            data=data,
+            lease_expires_at=lease.expires_at(),
+        )
+
+    # ------------------------------------------------------------------ leases
+
+    def _live_lease(self, worker: str, lease_id: str) -> Lease:
+        require_id("lease_id", lease_id)
+        lease = self._leases.get(lease_id)
+        if lease is None:
+            with reading(self._engine) as conn:
+                answered_by = conn.execute(_ANSWERED_BY, {"b_lease": lease_id}).scalar_one_or_none()
+            if answered_by == worker:
+                raise FailedPrecondition(f"lease {lease_id!r}: this task is already answered by {worker!r}")
+            raise FailedPrecondition(f"no live lease {lease_id!r}: it expired or was never granted")
+        if lease.worker_id != worker:
+            raise FailedPrecondition(f"no live lease {lease_id!r} for worker {worker!r}: it belongs to another worker")
+        return lease
+
+    @staticmethod
+    def _lease_lost(lease_id: str, status: LeaseStatus) -> FailedPrecondition:
+        if status is LeaseStatus.OTHER_WORKER:
+            return FailedPrecondition(f"no live lease {lease_id!r} for this worker: it belongs to another worker")
+        return FailedPrecondition(f"no live lease {lease_id!r}: it expired or was never granted")
+
+    def submit_answer(self, session_id: str, lease_id: str, answer: SubmittedAnswer) -> str:
+        """Accepts the answer to a live lease of the session's worker; returns the answer id.
+
+        Raises InvalidArgument / NotFound for the session, InvalidArgument("lease_id"),
+        InvalidArgument("answer" / "answer.classification.label") for an answer the job
+        does not take, FailedPrecondition without a live lease of this worker or when the
+        worker already answered. A lease on a task resolved meanwhile is still accepted.
+        Costs three Redis round trips and one transaction (insert, update, outbox insert).
+        """
+        worker = self.worker_for(session_id)
+        lease = self._live_lease(worker, lease_id)
+        rules = self.job(lease.job_id)
+        if rules is None:  # pragma: no cover - a lease is only granted on a ready job
+            raise RuntimeError(f"job {lease.job_id!r} of leased task {lease.task_id!r} is unknown")
+        validate_answer(rules, answer)
+        status = self._leases.take(lease, worker, count_answer=True)
+        if status is not LeaseStatus.OK:
+            raise self._lease_lost(lease_id, status)
+        answer_id = uuid.uuid4().hex
+        submitted_at = utcnow()
+        answer_pb = common_pb2.Answer(classification=common_pb2.ClassificationAnswer(label=answer.label))
+        event = events_pb2.Event(
+            answer_accepted=events_pb2.AnswerAccepted(
+                answer_id=answer_id,
+                task_id=lease.task_id,
+                job_id=lease.job_id,
+                worker_id=worker,
+                answer=answer_pb,
+                gold=lease.gold,
+                leased_at=_timestamp(lease.leased_at()),
+                submitted_at=_timestamp(submitted_at),
+            )
+        )
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(
+                    _INSERT_ANSWER,
+                    {
+                        "answer_id": answer_id,
+                        "lease_id": lease_id,
+                        "task_id": lease.task_id,
+                        "job_id": lease.job_id,
+                        "worker_id": worker,
+                        "gold": lease.gold,
+                        "label": answer.label,
+                        "answer": answer_pb.SerializeToString(),
+                        "leased_at": lease.leased_at(),
+                        "submitted_at": submitted_at,
+                    },
+                )
+                conn.execute(_COUNT_ANSWER, {"b_task": lease.task_id})
+                conn.execute(_SET_ASSIGNMENT_STATE, {"b_lease": lease_id, "b_state": "answered", "b_reason": None})
+                enqueue(conn, tables.outbox, [outgoing(self._topics.answers, lease.task_id, event)])
+        except IntegrityError as exc:
+            self._leases.restore(lease, counted_answer=True)
+            raise FailedPrecondition(f"lease {lease_id!r}: this task is already answered by {worker!r}") from exc
+        except BaseException:
+            self._leases.restore(lease, counted_answer=True)
+            raise
+        self._outbox_written()
+        return answer_id
+
+    def heartbeat(self, session_id: str, lease_id: str) -> dt.datetime:
+        """Restarts a live lease's term (the job's lease_seconds) from now; returns the new
+        expiry. Raises FailedPrecondition without a live lease of this worker. Two Redis
+        round trips."""
+        worker = self.worker_for(session_id)
+        lease = self._live_lease(worker, lease_id)
+        status, expires_ms = self._leases.extend(lease, worker)
+        if status is not LeaseStatus.OK:
+            raise self._lease_lost(lease_id, status)
+        return dt.datetime.fromtimestamp(expires_ms / 1000.0, dt.UTC)
+
+    def skip_task(self, session_id: str, lease_id: str, reason: str = "") -> None:
+        """Gives a leased task back: it goes back in play for others, never to this worker.
+        Raises FailedPrecondition without a live lease of this worker. Two Redis round
+        trips and one update."""
+        worker = self.worker_for(session_id)
+        lease = self._live_lease(worker, lease_id)
+        status = self._leases.take(lease, worker, count_answer=False)
+        if status is not LeaseStatus.OK:
+            raise self._lease_lost(lease_id, status)
+        with self._engine.begin() as conn:
+            conn.execute(
+                _SET_ASSIGNMENT_STATE, {"b_lease": lease_id, "b_state": "skipped", "b_reason": reason[:500] or None}
+            )
+            conn.execute(_MARK_FULL, {"b_task": lease.task_id, "b_until": None})
+
+    def sweep_expired(self) -> int:
+        """Removes expired leases from Redis's indexes and marks their assignments expired.
+        Returns how many. Safe to run in every replica: each lease is swept once."""
+        expired = self._leases.sweep(SWEEP_BATCH)
+        if expired:
+            a = tables.assignments
+            with self._engine.begin() as conn:
+                conn.execute(
+                    sa.update(a)
+                    .where(a.c.lease_id.in_([lease_id for lease_id, _, _ in expired]), a.c.state == "leased")
+                    .values(state="expired")
+                )
+                tasks = sorted({task_id for _, task_id, _ in expired})
+                conn.execute(
+                    sa.update(t).where(t.c.task_id.in_(tasks), t.c.full_until.is_not(None)).values(full_until=None)
+                )
+        return len(expired)
+
+    def sweep_loop(self, stop: threading.Event, interval_s: float = 1.0) -> None:
+        """Sweeps expired leases every ``interval_s`` until ``stop`` is set."""
+        while not stop.wait(interval_s):
+            try:
+                while self.sweep_expired() >= SWEEP_BATCH and not stop.is_set():
+                    pass
+            except Exception:
+                log.exception("tasking: sweeping expired leases failed; retrying")
+
+    # ------------------------------------------------------------------ stats
+
+    def stats(self, job_id: str = "") -> TaskingStats:
+        """Counts for one job or all. ``workers`` counts distinct workers active in the last
+        10 minutes: those who took a task then (for a job: a task of that job) or, over
+        all jobs, also those who started a session then. The per-minute series cover the
+        last 60 minutes (task creation times, answer submission times). Costs a handful of
+        aggregate queries (indexed with a job) and one Redis count."""
+        job = optional_id("job_id", job_id)
+        now = utcnow()
+        window_start = dt.datetime.fromtimestamp(minute_of(now) - (SERIES_MINUTES - 1) * 60, dt.UTC)
+        active_since = now - ACTIVE_WINDOW
+        a, ans, s = tables.assignments, tables.answers, tables.sessions
+        with reading(self._engine) as conn:
+            dialect = conn.dialect.name
+            counts = sa.select(
+                sa.func.count(),
+                sa.func.coalesce(sa.func.sum(sa.case((t.c.gold, 1), else_=0)), 0),
+                sa.func.coalesce(
+                    sa.func.sum(sa.case((sa.and_(sa.not_(t.c.gold), sa.not_(t.c.resolved)), 1), else_=0)), 0
+                ),
+            )
+            answered = sa.select(sa.func.count()).select_from(ans)
+            takers = sa.select(a.c.worker_id).where(a.c.leased_at >= active_since)
+            if job is not None:
+                counts = counts.where(t.c.job_id == job)
+                answered = answered.where(ans.c.job_id == job)
+                takers = takers.where(a.c.job_id == job)
+                active_workers: sa.Select[Any] | sa.CompoundSelect[Any] = takers
+            else:
+                active_workers = sa.union(takers, sa.select(s.c.worker_id).where(s.c.started_at >= active_since))
+            tasks, gold_tasks, backlog = conn.execute(counts).one()
+            answers = conn.execute(answered).scalar_one()
+            workers = conn.execute(sa.select(sa.func.count()).select_from(active_workers.subquery())).scalar_one()
+            created = self._per_minute(conn, dialect, t.c.created_at, t.c.job_id, job, window_start)
+            submitted = self._per_minute(conn, dialect, ans.c.submitted_at, ans.c.job_id, job, window_start)
+        return TaskingStats(
+            tasks=int(tasks),
+            gold_tasks=int(gold_tasks),
+            backlog=int(backlog),
+            answers=int(answers),
+            active_leases=self._leases.active(job),
+            workers=int(workers),
+            created_per_minute=minute_series(created, now),
+            answered_per_minute=minute_series(submitted, now),
+        )
+
+    @staticmethod
+    def _per_minute(
+        conn: Connection,
+        dialect: str,
+        moment: sa.ColumnElement[Any],
+        job_column: sa.ColumnElement[Any],
+        job: str | None,
+        since: dt.datetime,
+    ) -> dict[int, int]:
+        seconds: sa.ColumnElement[Any]
+        if dialect == "sqlite":
+            seconds = sa.cast(sa.func.strftime("%s", moment), sa.BigInteger)
+        else:
+            seconds = sa.cast(sa.func.floor(sa.extract("epoch", moment)), sa.BigInteger)
+        minute = (seconds - seconds % 60).label("minute")
+        query = sa.select(minute, sa.func.count()).where(moment >= since).group_by(minute)
+        if job is not None:
+            query = query.where(job_column == job)
+        return {int(m): int(c) for m, c in conn.execute(query)}
+
+    # ------------------------------------------------------------------ events
+
+    def handle_events(self, events: list[events_pb2.Event]) -> None:
+        """Applies a batch of jobs, tasks, task-requests and results events in one
+        transaction, each event once (redeliveries are dropped by id). Order does not
+        matter: a task waits for its job, and updates wait for their task. Events of
+        other types are ignored. A few statements per event type, not per event."""
+        with self._engine.begin() as conn:
+            fresh = claim_events(conn, tables.inbox, CONSUMER, [e.event_id for e in events])
+            batch = _EventBatch(jobs=[], sealed=[], tasks=[], wanted={}, resolved=set())
+            for event in events:
+                if event.event_id not in fresh:
+                    continue
+                fresh.discard(event.event_id)
+                kind = event.WhichOneof("payload")
+                if kind == "job_created":
+                    batch.jobs.append(self._rules_of(event.job_created, event))
+                elif kind == "job_sealed":
+                    batch.sealed.append(event.job_sealed)
+                elif kind == "task_created":
+                    batch.tasks.append((event.task_created, _event_time(event.task_created.created_at, event)))
+                elif kind == "more_answers_requested":
+                    request = event.more_answers_requested
+                    batch.wanted[request.task_id] = max(batch.wanted.get(request.task_id, 0), request.answers_wanted)
+                elif kind == "task_resolved":
+                    batch.resolved.add(event.task_resolved.task_id)
+            self._apply_jobs(conn, batch.jobs)
+            self._apply_sealed(conn, batch.sealed)
+            self._apply_tasks(conn, batch.tasks)
+            self._apply_wanted(conn, batch.wanted)
+            self._apply_resolved(conn, batch.resolved)
+
+    @staticmethod
+    def _rules_of(created: events_pb2.JobCreated, event: events_pb2.Event) -> tuple[JobRules, dt.datetime]:
+        spec = created.spec
+        task_type = spec.WhichOneof("task") or ""
+        labels: Sequence[str] = getattr(spec, task_type).labels if task_type else ()
+        rules = JobRules(
+            job_id=created.job_id,
+            task_type=task_type,
+            labels=tuple(labels),
+            instructions=spec.instructions,
+            overlap_min=initial_answers_wanted(spec.overlap.min),
+            overlap_max=max(spec.overlap.max, initial_answers_wanted(spec.overlap.min)),
+            gold_share=clamp_gold_share(spec.gold_share),
+            lease_seconds=lease_seconds_or_default(spec.lease_seconds),
+        )
+        return rules, _event_time(created.created_at, event)
+
+    def _apply_jobs(self, conn: Connection, jobs: list[tuple[JobRules, dt.datetime]]) -> None:
+        if not jobs:
+            return
+        j = tables.jobs
+        ids = [rules.job_id for rules, _ in jobs]
+        existing = {
+            row.job_id: row.known for row in conn.execute(sa.select(j.c.job_id, j.c.known).where(j.c.job_id.in_(ids)))
+        }
+        for rules, created_at in jobs:
+            if existing.get(rules.job_id):
+                continue  # a job's spec never changes; a second JobCreated is a replay
+            values = {
+                "known": True,
+                "task_type": rules.task_type,
+                "labels": list(rules.labels),
+                "instructions": rules.instructions,
+                "overlap_min": rules.overlap_min,
+                "overlap_max": rules.overlap_max,
+                "gold_share": rules.gold_share,
+                "lease_seconds": rules.lease_seconds,
+                "created_at": created_at,
+            }
+            if rules.job_id in existing:
+                conn.execute(sa.update(j).where(j.c.job_id == rules.job_id).values(**values))
+            else:
+                conn.execute(sa.insert(j).values(job_id=rules.job_id, **values))
+            existing[rules.job_id] = True
+            if not rules.supported:
+                log.warning("job %s has task type %r, which tasking does not hand out", rules.job_id, rules.task_type)
+                continue
+            wanted = _raised(t.c.answers_wanted, rules.answers_wanted)
+            conn.execute(
+                sa.update(t)
+                .where(t.c.job_id == rules.job_id, sa.not_(t.c.job_ready))
+                .values(
+                    job_ready=True,
+                    job_created_at=created_at,
+                    answers_wanted=wanted,
+                    available=sa.and_(sa.not_(t.c.gold), sa.not_(t.c.resolved), t.c.answers_received < wanted),
+                )
+            )
+
+    @staticmethod
+    def _apply_sealed(conn: Connection, sealed: list[events_pb2.JobSealed]) -> None:
+        j = tables.jobs
+        for event in sealed:
+            values = {"sealed": True, "objects": event.objects, "gold_objects": event.gold_objects}
+            if not conn.execute(sa.update(j).where(j.c.job_id == event.job_id).values(**values)).rowcount:
+                conn.execute(sa.insert(j).values(job_id=event.job_id, known=False, **values))
+
+    def _apply_tasks(self, conn: Connection, created: list[tuple[events_pb2.TaskCreated, dt.datetime]]) -> None:
+        if not created:
+            return
+        j, u = tables.jobs, tables.task_updates
+        job_ids = list({task.job_id for task, _ in created})
+        ready: dict[str, tuple[JobRules, dt.datetime]] = {}
+        for chunk in _chunks(job_ids):
+            for row in conn.execute(sa.select(j.c.job_id, j.c.created_at).where(j.c.job_id.in_(chunk), j.c.known)):
+                rules = self.job(row.job_id, conn)
+                if rules is not None and rules.supported:
+                    ready[row.job_id] = (rules, row.created_at)
+        task_ids = [task.task_id for task, _ in created]
+        pending: dict[str, tuple[int, bool]] = {}
+        for chunk in _chunks(task_ids):
+            for row in conn.execute(sa.select(u).where(u.c.task_id.in_(chunk))):
+                pending[row.task_id] = (row.answers_wanted, row.resolved)
+        if pending:
+            for chunk in _chunks(list(pending)):
+                conn.execute(sa.delete(u).where(u.c.task_id.in_(chunk)))
+        rows = []
+        for task, created_at in created:
+            job = ready.get(task.job_id)
+            pending_wanted, resolved = pending.get(task.task_id, (0, False))
+            wanted = max(job[0].answers_wanted if job else 0, pending_wanted)
+            rows.append(
+                {
+                    "task_id": task.task_id,
+                    "job_id": task.job_id,
+                    "item_id": task.item_id,
+                    "object_name": task.object_name,
+                    "object_key": task.object_key,
+                    "content_type": task.content_type,
+                    "text": task.text if task.text else None,
+                    "gold": task.gold,
+                    "created_at": created_at,
+                    "job_ready": job is not None,
+                    "job_created_at": job[1] if job else None,
+                    "answers_wanted": wanted,
+                    "answers_received": 0,
+                    "resolved": resolved,
+                    "available": job is not None and not task.gold and not resolved and wanted > 0,
+                }
+            )
+        insert_ignoring_conflicts(conn, t, rows)
+
+    def _apply_wanted(self, conn: Connection, wanted: dict[str, int]) -> None:
+        if not wanted:
+            return
+        known = self._existing_tasks(conn, list(wanted))
+        if known:
+            new_wanted = _raised(t.c.answers_wanted, sa.bindparam("b_wanted"))
+            conn.execute(
+                sa.update(t)
+                .where(t.c.task_id == sa.bindparam("b_task_id"))
+                .values(
+                    answers_wanted=new_wanted,
+                    available=_available(new_wanted, t.c.answers_received),
+                    full_until=None,
+                ),
+                [{"b_task_id": task_id, "b_wanted": wanted[task_id]} for task_id in known],
+            )
+        later = [{"task_id": i, "answers_wanted": n, "resolved": False} for i, n in wanted.items() if i not in known]
+        if later:
+            self._upsert_updates(conn, later)
+
+    def _apply_resolved(self, conn: Connection, resolved: set[str]) -> None:
+        if not resolved:
+            return
+        known = self._existing_tasks(conn, list(resolved))
+        for chunk in _chunks(list(known)):
+            conn.execute(sa.update(t).where(t.c.task_id.in_(chunk)).values(resolved=True, available=False))
+        later = [{"task_id": i, "answers_wanted": 0, "resolved": True} for i in resolved if i not in known]
+        if later:
+            self._upsert_updates(conn, later)
+
+    @staticmethod
+    def _existing_tasks(conn: Connection, task_ids: list[str]) -> set[str]:
+        found: set[str] = set()
+        for chunk in _chunks(task_ids):
+            found.update(conn.execute(sa.select(t.c.task_id).where(t.c.task_id.in_(chunk))).scalars())
+        return found
+
+    @staticmethod
+    def _upsert_updates(conn: Connection, rows: list[dict[str, Any]]) -> None:
+        """Stores updates of tasks not seen yet, merged with any already stored."""
+        u = tables.task_updates
+        insert: Any = sqlite.insert(u) if conn.dialect.name == "sqlite" else postgresql.insert(u)
+        merged = {
+            "answers_wanted": _raised(u.c.answers_wanted, insert.excluded.answers_wanted),
+            "resolved": sa.or_(u.c.resolved, insert.excluded.resolved),
+        }
+        conn.execute(insert.on_conflict_do_update(index_elements=[u.c.task_id], set_=merged), rows)

@@ -1,0 +1,99 @@
+"""Fixtures of the tasking tests: the service layer on SQLite or PostgreSQL, with
+fakeredis or the machine's Redis."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import fakeredis
+import pytest
+import redis
+from tasking_helpers import Built
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Tasking's database: a SQLite file, or a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'tasking.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'tasking.db'}"
+
+
+def _redis_client(request: pytest.FixtureRequest, kind: str) -> Iterator[redis.Redis]:
+    if kind == "fakeredis":
+        client: redis.Redis = fakeredis.FakeRedis(decode_responses=True)
+    else:
+        client = redis.Redis.from_url(str(request.getfixturevalue("redis_url")), decode_responses=True)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture(params=["fakeredis", pytest.param("redis", marks=pytest.mark.redis)])
+def redis_client(request: pytest.FixtureRequest) -> Iterator[redis.Redis]:
+    """An in-process fakeredis, or the machine's Redis (database 15, flushed)."""
+    yield from _redis_client(request, request.param)
+
+
+@pytest.fixture
+def fake_redis(request: pytest.FixtureRequest) -> Iterator[redis.Redis]:
+    yield from _redis_client(request, "fakeredis")
+
+
+@pytest.fixture
+def build(tmp_path: Path) -> Iterator[Callable[..., Built]]:
+    """Builds TaskingService instances (replicas when called twice with the same
+    database and Redis) and disposes of their engines afterwards."""
+    built: list[Built] = []
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+
+    def make(database_url: str, client: redis.Redis, seed: int = 7) -> Built:
+        b = Built(database_url, client, tmp_path, prefix, seed=seed)
+        built.append(b)
+        return b
+
+    yield make
+    for b in built:
+        b.engine.dispose()
+
+
+@pytest.fixture
+def tasking(build: Callable[..., Built], database_url: str, redis_client: redis.Redis) -> Built:
+    """The service layer on every database x Redis pairing."""
+    return build(database_url, redis_client)
+
+
+@pytest.fixture
+def tasking_db(build: Callable[..., Built], database_url: str, fake_redis: redis.Redis) -> Built:
+    """The service layer on every database, with fakeredis."""
+    return build(database_url, fake_redis)
+
+
+@pytest.fixture
+def tasking_redis(build: Callable[..., Built], sqlite_url: str, redis_client: redis.Redis) -> Built:
+    """The service layer on SQLite, with each Redis."""
+    return build(sqlite_url, redis_client)
+
+
+@pytest.fixture(
+    params=[
+        pytest.param(("sqlite", "fakeredis"), id="sqlite-fakeredis"),
+        pytest.param(("postgres", "redis"), id="postgres-redis", marks=[pytest.mark.postgres, pytest.mark.redis]),
+    ]
+)
+def tasking_paired(request: pytest.FixtureRequest, build: Callable[..., Built], tmp_path: Path) -> Iterator[Built]:
+    """For tests that wait for leases to expire: each database and each Redis once, paired."""
+    database, kind = request.param
+    url = (
+        f"sqlite:///{tmp_path / 'tasking.db'}" if database == "sqlite" else str(request.getfixturevalue("postgres_url"))
+    )
+    for client in _redis_client(request, kind):
+        yield build(url, client)
