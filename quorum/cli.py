@@ -324,6 +324,33 @@ def cmd_ledger_verify(args: argparse.Namespace) -> int:
     return 0 if result.balanced and not result.problems else 1
 
 
+def cmd_aggregate(args: argparse.Namespace) -> int:
+    from services.consensus.offline import InputError, run
+
+    try:
+        outcome = run(
+            Path(args.answers),
+            args.method,
+            Path(args.out),
+            known_path=Path(args.known) if args.known else None,
+            gold_path=Path(args.gold) if args.gold else None,
+        )
+    except (InputError, ValueError) as exc:
+        print(f"quorum aggregate: {exc}", file=sys.stderr)
+        return 2
+    score = (
+        f", accuracy {outcome.accuracy:.4f} on {outcome.gold_tasks} gold tasks" if outcome.accuracy is not None else ""
+    )
+    print(
+        f"{outcome.method}: {outcome.tasks} tasks from {outcome.answers} answers by {outcome.workers} workers "
+        f"in {outcome.fit_seconds:.3f} s{score}; labels in {args.out}",
+        file=sys.stderr,
+    )
+    if args.json:
+        print(json.dumps(outcome.as_dict()))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="quorum", description="Quorum: crowdsourced data labeling.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -386,6 +413,20 @@ def parser() -> argparse.ArgumentParser:
     invoice.add_argument("job")
     invoice.add_argument("--format", choices=("text", "json"), default="text")
     invoice.set_defaults(func=cmd_invoice)
+
+    agg = sub.add_parser("aggregate", help="aggregate a CSV of answers offline (no stack needed)")
+    agg.add_argument("answers", help="CSV with header task,worker,label")
+    agg.add_argument(
+        "--method",
+        choices=("mv", "wmv", "wawa", "ds", "onecoin", "glad", "mace", "default"),
+        default="default",
+        help="aggregation method (default: default)",
+    )
+    agg.add_argument("--out", required=True, help="where to write task,label,confidence")
+    agg.add_argument("--known", help="CSV task,label of known answers the method may use")
+    agg.add_argument("--gold", help="CSV task,label used only to score accuracy")
+    agg.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    agg.set_defaults(func=cmd_aggregate)
 
     ledger = sub.add_parser("ledger", help="ledger checks")
     ledger_sub = ledger.add_subparsers(dest="ledger_command", required=True)

@@ -83,7 +83,9 @@ class QuorumClient:
 
         return self.ingest.UploadFiles(chunks(), timeout=3600)
 
-    def import_manifest(self, job_id: str, content: bytes, fmt: ingest_pb2.ManifestFormat, base_dir: str = "") -> ingest_pb2.UploadSummary:
+    def import_manifest(
+        self, job_id: str, content: bytes, fmt: ingest_pb2.ManifestFormat, base_dir: str = ""
+    ) -> ingest_pb2.UploadSummary:
         return self.ingest.ImportManifest(
             ingest_pb2.ImportManifestRequest(job_id=job_id, format=fmt, content=content, base_dir=base_dir),
             timeout=3600,

@@ -12,7 +12,7 @@ from typing import Any, Self
 
 import numpy as np
 
-from services.consensus.aggregation._encoding import Answers, normalise_rows, vote_counts
+from services.consensus.aggregation._encoding import Answers, Known, normalise_rows, vote_counts
 from services.consensus.aggregation.base import Aggregator, worker_agreement
 
 
@@ -24,10 +24,10 @@ class MajorityVote(Aggregator):
     Costs O(n log n) for n answers (sorting the ids), the vote itself O(n).
     """
 
-    def fit(self, answers: Answers) -> Self:
-        encoded = self._encode(answers)
+    def fit(self, answers: Answers, known: Known | None = None) -> Self:
+        encoded = self._encode(answers, known)
         counts = vote_counts(encoded, np.ones(len(encoded.task_idx)))
-        probas = normalise_rows(counts)
+        probas = self._clamp(normalise_rows(counts))
         self._set_probas(probas)
         self.skills_ = worker_agreement(encoded, probas)
         return self
@@ -55,12 +55,12 @@ class WeightedMajorityVote(Aggregator):
         self.skills = dict(skills)
         self.default_skill = float(default_skill)
 
-    def fit(self, answers: Answers) -> Self:
-        encoded = self._encode(answers)
+    def fit(self, answers: Answers, known: Known | None = None) -> Self:
+        encoded = self._encode(answers, known)
         per_worker = np.array(
             [float(self.skills.get(w, self.default_skill)) for w in encoded.workers], dtype=np.float64
         )
         counts = vote_counts(encoded, per_worker[encoded.worker_idx])
-        self._set_probas(normalise_rows(counts))
+        self._set_probas(self._clamp(normalise_rows(counts)))
         self.skills_ = dict(zip(encoded.workers.tolist(), per_worker.tolist(), strict=True))
         return self

@@ -24,7 +24,7 @@ from typing import Any, Self
 
 import numpy as np
 
-from services.consensus.aggregation._encoding import Answers, FloatArray, IntArray
+from services.consensus.aggregation._encoding import Answers, FloatArray, IntArray, Known
 from services.consensus.aggregation.base import Aggregator
 
 MIN_RELIABILITY = 0.01
@@ -103,8 +103,8 @@ class OneCoinVote(Aggregator):
         self.skills = dict(skills)
         self.default_skill = float(default_skill)
 
-    def fit(self, answers: Answers) -> Self:
-        encoded = self._encode(answers)
+    def fit(self, answers: Answers, known: Known | None = None) -> Self:
+        encoded = self._encode(answers, known)
         per_worker = np.clip(
             np.array([float(self.skills.get(w, self.default_skill)) for w in encoded.workers], dtype=np.float64),
             MIN_RELIABILITY,
@@ -117,6 +117,6 @@ class OneCoinVote(Aggregator):
             encoded.n_tasks,
             encoded.n_classes,
         )
-        self._set_probas(np.exp(log_post))
+        self._set_probas(self._clamp(np.exp(log_post)))
         self.skills_ = dict(zip(encoded.workers.tolist(), per_worker.tolist(), strict=True))
         return self
