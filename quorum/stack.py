@@ -100,7 +100,10 @@ class LocalStack:
         env = self.env()
         try:
             for name in SERVICES:
-                service_env = {**env, **({"QUORUM_DATABASE_URL": self.database_urls[name]} if name in self.database_urls else {})}
+                service_env = {
+                    **env,
+                    **({"QUORUM_DATABASE_URL": self.database_urls[name]} if name in self.database_urls else {}),
+                }
                 self._spawn(name, [sys.executable, "-m", "quorum.cli", "serve", name], service_env)
             for name in SERVICES:
                 self._wait_service(name, timeout)
