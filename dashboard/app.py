@@ -182,6 +182,20 @@ def render_quality(snapshot: Snapshot) -> None:
             ),
         ]
     )
+    render_tiles(
+        [
+            (
+                "Krippendorff's alpha",
+                f"{q.krippendorff_alpha:.3f}" if q else MISSING,
+                "Chance-corrected agreement between workers: 1 perfect, 0 chance",
+            ),
+            (
+                "Fleiss' kappa",
+                f"{q.fleiss_kappa:.3f}" if q else MISSING,
+                "Chance-corrected agreement, generalised to varying answers per object",
+            ),
+        ]
+    )
     st.subheader("Time to resolution")
     # With nothing resolved the percentiles are zeros, not real durations.
     ttr = (q.ttr_p50_seconds, q.ttr_p90_seconds, q.ttr_p99_seconds) if q and q.resolved else (None,) * 3
@@ -238,6 +252,10 @@ def render_workers(snapshot: Snapshot) -> None:
                 "Reliability", format="%.1f%%", min_value=0.0, max_value=100.0
             ),
             "agreement": st.column_config.NumberColumn("Agreement", format="%.1f%%"),
+            "spam_score": st.column_config.NumberColumn(
+                "Spam score", format="%.2f", help="0: answers carry full information; 1: none (chance level)"
+            ),
+            "spammer": st.column_config.CheckboxColumn("Spammer"),
         },
     )
 

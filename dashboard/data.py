@@ -45,7 +45,16 @@ JOB_COLUMNS = [
     "sla_deadline",
     "created_at",
 ]
-WORKER_COLUMNS = ["worker_id", "answers", "gold_answers", "gold_accuracy", "reliability", "agreement"]
+WORKER_COLUMNS = [
+    "worker_id",
+    "answers",
+    "gold_answers",
+    "gold_accuracy",
+    "reliability",
+    "agreement",
+    "spam_score",
+    "spammer",
+]
 THROUGHPUT_COLUMNS = ["created", "answered", "resolved"]
 
 _JOB_STATES = {
@@ -124,6 +133,8 @@ class QualityFigures:
     ttr_p50_seconds: float
     ttr_p90_seconds: float
     ttr_p99_seconds: float
+    krippendorff_alpha: float = 0.0
+    fleiss_kappa: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -261,6 +272,8 @@ def _workers_frame(workers: Iterable[consensus_pb2.WorkerQuality]) -> pd.DataFra
             "gold_accuracy": w.gold_correct / w.gold_answers if w.gold_answers else None,
             "reliability": w.reliability,
             "agreement": w.agreement,
+            "spam_score": w.spam_score,
+            "spammer": w.spammer,
         }
         for w in workers
     ]
@@ -347,6 +360,8 @@ def _read_consensus(addr: str, job_id: str, timeout: float) -> _Part:
                 ttr_p50_seconds=q.ttr_p50_seconds,
                 ttr_p90_seconds=q.ttr_p90_seconds,
                 ttr_p99_seconds=q.ttr_p99_seconds,
+                krippendorff_alpha=q.krippendorff_alpha,
+                fleiss_kappa=q.fleiss_kappa,
             )
             part.series["resolved"] = q.resolved_per_minute
         listed = calls(stub.ListWorkers, consensus_pb2.ListWorkersRequest(job_id=job_id))

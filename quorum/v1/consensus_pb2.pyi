@@ -56,7 +56,7 @@ class GetJobQualityRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
 class JobQuality(_message.Message):
-    __slots__ = ("tasks", "resolved", "low_confidence", "answers", "agreement", "gold_accuracy", "gold_answers", "estimated_accuracy", "mean_confidence", "ttr_p50_seconds", "ttr_p90_seconds", "ttr_p99_seconds", "resolved_per_minute")
+    __slots__ = ("tasks", "resolved", "low_confidence", "answers", "agreement", "gold_accuracy", "gold_answers", "estimated_accuracy", "mean_confidence", "ttr_p50_seconds", "ttr_p90_seconds", "ttr_p99_seconds", "resolved_per_minute", "krippendorff_alpha", "fleiss_kappa")
     TASKS_FIELD_NUMBER: _ClassVar[int]
     RESOLVED_FIELD_NUMBER: _ClassVar[int]
     LOW_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
@@ -70,6 +70,8 @@ class JobQuality(_message.Message):
     TTR_P90_SECONDS_FIELD_NUMBER: _ClassVar[int]
     TTR_P99_SECONDS_FIELD_NUMBER: _ClassVar[int]
     RESOLVED_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    KRIPPENDORFF_ALPHA_FIELD_NUMBER: _ClassVar[int]
+    FLEISS_KAPPA_FIELD_NUMBER: _ClassVar[int]
     tasks: int
     resolved: int
     low_confidence: int
@@ -83,7 +85,9 @@ class JobQuality(_message.Message):
     ttr_p90_seconds: float
     ttr_p99_seconds: float
     resolved_per_minute: _containers.RepeatedCompositeFieldContainer[_common_pb2.MinuteCount]
-    def __init__(self, tasks: _Optional[int] = ..., resolved: _Optional[int] = ..., low_confidence: _Optional[int] = ..., answers: _Optional[int] = ..., agreement: _Optional[float] = ..., gold_accuracy: _Optional[float] = ..., gold_answers: _Optional[int] = ..., estimated_accuracy: _Optional[float] = ..., mean_confidence: _Optional[float] = ..., ttr_p50_seconds: _Optional[float] = ..., ttr_p90_seconds: _Optional[float] = ..., ttr_p99_seconds: _Optional[float] = ..., resolved_per_minute: _Optional[_Iterable[_Union[_common_pb2.MinuteCount, _Mapping]]] = ...) -> None: ...
+    krippendorff_alpha: float
+    fleiss_kappa: float
+    def __init__(self, tasks: _Optional[int] = ..., resolved: _Optional[int] = ..., low_confidence: _Optional[int] = ..., answers: _Optional[int] = ..., agreement: _Optional[float] = ..., gold_accuracy: _Optional[float] = ..., gold_answers: _Optional[int] = ..., estimated_accuracy: _Optional[float] = ..., mean_confidence: _Optional[float] = ..., ttr_p50_seconds: _Optional[float] = ..., ttr_p90_seconds: _Optional[float] = ..., ttr_p99_seconds: _Optional[float] = ..., resolved_per_minute: _Optional[_Iterable[_Union[_common_pb2.MinuteCount, _Mapping]]] = ..., krippendorff_alpha: _Optional[float] = ..., fleiss_kappa: _Optional[float] = ...) -> None: ...
 
 class ListWorkersRequest(_message.Message):
     __slots__ = ("job_id",)
@@ -92,23 +96,33 @@ class ListWorkersRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
 class WorkerQuality(_message.Message):
-    __slots__ = ("worker_id", "answers", "gold_answers", "gold_correct", "reliability", "agreement")
+    __slots__ = ("worker_id", "answers", "gold_answers", "gold_correct", "reliability", "agreement", "spam_score", "spammer", "labels", "confusion")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     ANSWERS_FIELD_NUMBER: _ClassVar[int]
     GOLD_ANSWERS_FIELD_NUMBER: _ClassVar[int]
     GOLD_CORRECT_FIELD_NUMBER: _ClassVar[int]
     RELIABILITY_FIELD_NUMBER: _ClassVar[int]
     AGREEMENT_FIELD_NUMBER: _ClassVar[int]
+    SPAM_SCORE_FIELD_NUMBER: _ClassVar[int]
+    SPAMMER_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    CONFUSION_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     answers: int
     gold_answers: int
     gold_correct: int
     reliability: float
     agreement: float
-    def __init__(self, worker_id: _Optional[str] = ..., answers: _Optional[int] = ..., gold_answers: _Optional[int] = ..., gold_correct: _Optional[int] = ..., reliability: _Optional[float] = ..., agreement: _Optional[float] = ...) -> None: ...
+    spam_score: float
+    spammer: bool
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    confusion: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, worker_id: _Optional[str] = ..., answers: _Optional[int] = ..., gold_answers: _Optional[int] = ..., gold_correct: _Optional[int] = ..., reliability: _Optional[float] = ..., agreement: _Optional[float] = ..., spam_score: _Optional[float] = ..., spammer: _Optional[bool] = ..., labels: _Optional[_Iterable[str]] = ..., confusion: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ListWorkersResponse(_message.Message):
-    __slots__ = ("workers",)
+    __slots__ = ("workers", "spam_threshold")
     WORKERS_FIELD_NUMBER: _ClassVar[int]
+    SPAM_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     workers: _containers.RepeatedCompositeFieldContainer[WorkerQuality]
-    def __init__(self, workers: _Optional[_Iterable[_Union[WorkerQuality, _Mapping]]] = ...) -> None: ...
+    spam_threshold: float
+    def __init__(self, workers: _Optional[_Iterable[_Union[WorkerQuality, _Mapping]]] = ..., spam_threshold: _Optional[float] = ...) -> None: ...

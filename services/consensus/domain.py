@@ -295,6 +295,8 @@ class JobQuality:
     ttr_p90_seconds: float = 0.0
     ttr_p99_seconds: float = 0.0
     resolved_per_minute: tuple[MinuteCount, ...] = ()
+    krippendorff_alpha: float = 0.0
+    fleiss_kappa: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -305,6 +307,11 @@ class WorkerQuality:
     gold_correct: int
     reliability: float
     agreement: float
+    spam_score: float = 0.0
+    spammer: bool = False
+    # With one job: its labels and errors[true][answered], row-major.
+    labels: tuple[str, ...] = ()
+    confusion: tuple[float, ...] = ()
 
 
 def percentiles(values: Sequence[float], qs: Sequence[float] = (50, 90, 99)) -> tuple[float, ...]:

@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
@@ -48,6 +49,8 @@ from quorum.v1 import events_pb2
 from services.consensus import messages
 from services.consensus import tables as t
 from services.consensus.aggregation import BetaReliability
+from services.consensus.aggregation.agreement import fleiss_kappa, krippendorff_alpha
+from services.consensus.aggregation.spam import SPAM_THRESHOLD
 from services.consensus.domain import (
     RELIABILITY,
     Decision,
@@ -76,6 +79,18 @@ _HANDLED = frozenset({"job_created", "task_created", "answer_accepted"})
 # Keeps IN (...) lists under every backend's bound-parameter limit.
 _CHUNK = 5000
 _COUNTS = ("answers", "gold_answers", "gold_correct", "compared", "agreed")
+# Pseudo-answers per confusion row toward the worker's one-coin matrix.
+_SHRINK = 2.0
+# A worker is called a spammer only with this many answers checked against gold or consensus.
+MIN_SPAM_EVIDENCE = 10
+
+
+@dataclass(frozen=True)
+class _Spam:
+    score: float
+    evidence: int
+    labels: tuple[str, ...]
+    confusion: tuple[float, ...]
 
 
 def _chunks(values: Sequence[str], size: int = _CHUNK) -> Iterator[Sequence[str]]:
@@ -475,6 +490,32 @@ class _Batch:
         )
 
 
+def _confusion_and_spam(counts: np.ndarray, accuracy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Confusion matrices ``errors[w, true, answered]`` and spam scores from answer counts.
+
+    Rows with little evidence are shrunk toward the worker's one-coin matrix (``accuracy`` on
+    the diagonal), so they look like what we already believe of the worker. The spam score
+    (Raykar & Yu) compares rows pairwise; an empirical row of n answers is off by
+    (1 - sum p^2) / n in squared distance on average, so that sampling noise is subtracted
+    before the distances are summed, else every worker with few answers would look informative.
+    """
+    n_workers, k = counts.shape[0], counts.shape[1]
+    one_coin = np.repeat(((1.0 - accuracy) / max(k - 1, 1))[:, None, None], k, axis=1).repeat(k, axis=2)
+    one_coin[:, np.arange(k), np.arange(k)] = accuracy[:, None]
+    rows = counts.sum(axis=2, keepdims=True)
+    errors = (counts + _SHRINK * one_coin) / (rows + _SHRINK)
+    if k < 2:
+        return errors, np.zeros(n_workers)
+    empirical = np.where(rows > 0, counts / np.maximum(rows, 1.0), one_coin)
+    n = rows[:, :, 0]
+    noise = np.where(n >= 2, (1.0 - (empirical**2).sum(axis=2)) / np.maximum(n - 1.0, 1.0), 0.0)
+    diff = empirical[:, :, None, :] - empirical[:, None, :, :]
+    distance = (diff**2).sum(axis=3) - noise[:, :, None] - noise[:, None, :]
+    off_diagonal = ~np.eye(k, dtype=bool)
+    spread = np.clip(distance[:, off_diagonal].sum(axis=1) / (2.0 * k * (k - 1)), 0.0, 1.0)
+    return errors, 1.0 - np.sqrt(spread)
+
+
 def _task_state(progress: TaskProgress) -> dict[str, Any]:
     return {
         "state": progress.state.value,
@@ -668,6 +709,7 @@ class ConsensusQueries:
                 .group_by(r.c.resolved_minute)
                 .order_by(r.c.resolved_minute)
             ).all()
+            label_counts = self._label_counts(conn, job_id)
         p50, p90, p99 = percentiles(ttrs)
         mean_confidence = float(resolved.confidence or 0.0)
         return JobQuality(
@@ -686,12 +728,95 @@ class ConsensusQueries:
             ttr_p90_seconds=p90,
             ttr_p99_seconds=p99,
             resolved_per_minute=tuple(MinuteCount(int(m), int(c)) for m, c in per_minute),
+            krippendorff_alpha=krippendorff_alpha(label_counts),
+            fleiss_kappa=fleiss_kappa(label_counts),
         )
+
+    @staticmethod
+    def _label_counts(conn: Connection, job_id: str | None) -> np.ndarray:
+        """counts[task, label] over the answers to non-gold tasks, for the agreement coefficients."""
+        a, tk = t.answers, t.tasks
+        rows = conn.execute(
+            sa.select(a.c.task_id, a.c.label, sa.func.count())
+            .join(tk, tk.c.task_id == a.c.task_id)
+            .where(sa.not_(tk.c.gold), *([tk.c.job_id == job_id] if job_id else []))
+            .group_by(a.c.task_id, a.c.label)
+        ).all()
+        if not rows:
+            return np.zeros((0, 0))
+        _, task_codes = np.unique([r[0] for r in rows], return_inverse=True)
+        _, label_codes = np.unique([r[1] for r in rows], return_inverse=True)
+        counts = np.zeros((int(task_codes.max()) + 1, int(label_codes.max()) + 1))
+        counts[task_codes, label_codes] = [r[2] for r in rows]
+        return counts
+
+    def _spam(self, conn: Connection, job_id: str | None, reliability: dict[str, float]) -> dict[str, _Spam]:
+        """Each worker's confusion matrix and spam score, per job, against gold and resolved labels.
+
+        Sparse evidence is shrunk toward the worker's one-coin matrix (its reliability on the
+        diagonal), so a worker with few answers looks like what we already believe of them
+        rather than like a spammer. Across jobs, the score is the answer-weighted mean."""
+        a, tk, jb = t.answers, t.tasks, t.jobs
+        reference = sa.case((tk.c.gold, tk.c.gold_label), else_=tk.c.label)
+        rows = conn.execute(
+            sa.select(a.c.job_id, a.c.worker_id, reference.label("truth"), a.c.label)
+            .join(tk, tk.c.task_id == a.c.task_id)
+            .where(
+                sa.or_(tk.c.gold, tk.c.state == TaskState.RESOLVED.value),
+                *([a.c.job_id == job_id] if job_id else []),
+            )
+        ).all()
+        labels_of = {
+            row.job_id: tuple(json.loads(row.labels))
+            for row in conn.execute(
+                sa.select(jb.c.job_id, jb.c.labels).where(*([jb.c.job_id == job_id] if job_id else []))
+            )
+        }
+        by_job: dict[str, list[Any]] = {}
+        for row in rows:
+            by_job.setdefault(row.job_id, []).append(row)
+        weighted: dict[str, list[tuple[float, int]]] = {}
+        confusion: dict[str, tuple[tuple[str, ...], tuple[float, ...], int]] = {}
+        for job, job_rows in by_job.items():
+            labels = labels_of.get(job)
+            if not labels:
+                continue
+            code = {label: i for i, label in enumerate(labels)}
+            usable = [r for r in job_rows if r.truth in code and r.label in code]
+            if not usable:
+                continue
+            workers = sorted({r.worker_id for r in usable})
+            wcode = {w: i for i, w in enumerate(workers)}
+            k = len(labels)
+            counts = np.zeros((len(workers), k, k))
+            np.add.at(
+                counts,
+                (
+                    np.array([wcode[r.worker_id] for r in usable]),
+                    np.array([code[r.truth] for r in usable]),
+                    np.array([code[r.label] for r in usable]),
+                ),
+                1.0,
+            )
+            accuracy = np.array([reliability.get(w, self._prior.prior_mean) for w in workers])
+            errors, scores = _confusion_and_spam(counts, accuracy)
+            evidence = counts.sum(axis=(1, 2))
+            for i, worker in enumerate(workers):
+                weighted.setdefault(worker, []).append((float(scores[i]), int(evidence[i])))
+                confusion[worker] = (labels, tuple(float(x) for x in errors[i].ravel()), int(evidence[i]))
+        spam: dict[str, _Spam] = {}
+        for worker, parts in weighted.items():
+            total = sum(n for _, n in parts)
+            score = sum(s * n for s, n in parts) / total if total else 0.0
+            labels, matrix, _ = confusion[worker] if job_id else ((), (), 0)
+            spam[worker] = _Spam(score, total, labels, matrix)
+        return spam
 
     def list_workers(self, job_id: str | None = None) -> list[WorkerQuality]:
         """Workers who answered in a job (every worker when ``job_id`` is empty or None), most
         reliable first. Counts and agreement are the job's; reliability is the worker's
-        overall estimate, the one consensus weighs their answers with. Two grouped queries."""
+        overall estimate, the one consensus weighs their answers with; spam scores and, for one
+        job, confusion matrices come from the answers checked against gold and resolved labels."""
         ws = t.worker_stats
         sums = [sa.func.sum(ws.c[name]).label(name) for name in _COUNTS]
         with reading(self._engine) as conn:
@@ -711,24 +836,32 @@ class ConsensusQueries:
                         .group_by(ws.c.worker_id)
                     )
                 }
-        workers = [
-            WorkerQuality(
-                worker_id=row.worker_id,
-                answers=int(row.answers),
-                gold_answers=int(row.gold_answers),
-                gold_correct=int(row.gold_correct),
-                reliability=float(
+            reliability = {
+                worker: float(
                     self._prior.estimate(
-                        int(overall[row.worker_id].gold_answers),
-                        int(overall[row.worker_id].gold_correct),
-                        int(overall[row.worker_id].compared),
-                        int(overall[row.worker_id].agreed),
+                        int(row.gold_answers), int(row.gold_correct), int(row.compared), int(row.agreed)
                     )
-                ),
-                agreement=ratio(int(row.agreed), int(row.compared)),
+                )
+                for worker, row in overall.items()
+            }
+            spam = self._spam(conn, job_id, reliability)
+        workers = []
+        for row in scoped:
+            flags = spam.get(row.worker_id, _Spam(0.0, 0, (), ()))
+            workers.append(
+                WorkerQuality(
+                    worker_id=row.worker_id,
+                    answers=int(row.answers),
+                    gold_answers=int(row.gold_answers),
+                    gold_correct=int(row.gold_correct),
+                    reliability=reliability[row.worker_id],
+                    agreement=ratio(int(row.agreed), int(row.compared)),
+                    spam_score=flags.score,
+                    spammer=flags.score > SPAM_THRESHOLD and flags.evidence >= MIN_SPAM_EVIDENCE,
+                    labels=flags.labels,
+                    confusion=flags.confusion,
+                )
             )
-            for row in scoped
-        ]
         workers.sort(key=lambda w: (-w.reliability, w.worker_id))
         return workers
 

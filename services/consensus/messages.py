@@ -7,6 +7,7 @@ import datetime as dt
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from quorum.v1 import common_pb2, consensus_pb2, events_pb2
+from services.consensus.aggregation.spam import SPAM_THRESHOLD
 from services.consensus.domain import JobQuality, JobSpec, TaskResult, WeightedAnswer, WorkerQuality
 
 
@@ -110,6 +111,8 @@ def quality_message(quality: JobQuality) -> consensus_pb2.JobQuality:
         resolved_per_minute=[
             common_pb2.MinuteCount(minute=m.minute, count=m.count) for m in quality.resolved_per_minute
         ],
+        krippendorff_alpha=quality.krippendorff_alpha,
+        fleiss_kappa=quality.fleiss_kappa,
     )
 
 
@@ -124,7 +127,12 @@ def workers_message(workers: list[WorkerQuality]) -> consensus_pb2.ListWorkersRe
                 gold_correct=w.gold_correct,
                 reliability=w.reliability,
                 agreement=w.agreement,
+                spam_score=w.spam_score,
+                spammer=w.spammer,
+                labels=w.labels,
+                confusion=w.confusion,
             )
             for w in workers
-        ]
+        ],
+        spam_threshold=SPAM_THRESHOLD,
     )

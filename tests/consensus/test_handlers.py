@@ -335,3 +335,37 @@ def test_quality_figures_over_several_tasks(handler: ConsensusEvents, queries: C
     assert (quality.ttr_p50_seconds, quality.ttr_p99_seconds) == pytest.approx((20.0, 29.8))
     assert 0.5 < quality.estimated_accuracy == quality.mean_confidence < 0.99
     assert sum(m.count for m in quality.resolved_per_minute) == 3
+
+
+def test_spammers_are_flagged_and_agreement_is_chance_corrected(
+    handler: ConsensusEvents, queries: ConsensusQueries
+) -> None:
+    from consensus_helpers import simulate_crowd
+
+    crowd = simulate_crowd(seed=3, n_tasks=300, n_workers=30, answers_per_task=5)
+    events: list[events_pb2.Event] = [job_created("job", labels=crowd.labels, overlap=(5, 5), target=0.99)]
+    events += [task_created(task, "job", gold_label=crowd.gold.get(task)) for task in crowd.truth]
+    events += [
+        answer_accepted(task, "job", worker, label, gold=task in crowd.gold) for task, worker, label in crowd.answers
+    ]
+    for start in range(0, len(events), 500):
+        handler.handle(events[start : start + 500])
+
+    workers = {w.worker_id: w for w in queries.list_workers("job")}
+    # With about 15 answers per confusion row the scores are noisy, but the spammers still
+    # score highest, and only spammers cross the threshold.
+    by_score = sorted(workers, key=lambda w: workers[w].spam_score, reverse=True)
+    assert set(by_score[: len(crowd.spammers)]) == crowd.spammers
+    flagged = {w for w, q in workers.items() if q.spammer}
+    assert flagged <= crowd.spammers
+    assert len(flagged) >= len(crowd.spammers) // 2
+    some = workers[next(iter(crowd.spammers))]
+    assert some.labels == crowd.labels
+    assert len(some.confusion) == len(crowd.labels) ** 2
+    assert sum(some.confusion[: len(crowd.labels)]) == pytest.approx(1.0)
+
+    quality = queries.job_quality("job")
+    assert 0.0 < quality.fleiss_kappa < 1.0
+    assert 0.0 < quality.krippendorff_alpha < 1.0
+    assert quality.krippendorff_alpha == pytest.approx(quality.fleiss_kappa, abs=0.02)
+    assert queries.job_quality(None).fleiss_kappa == pytest.approx(quality.fleiss_kappa)

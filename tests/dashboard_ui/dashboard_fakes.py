@@ -100,6 +100,8 @@ TASKING = {
 
 QUALITY = {
     "": consensus_pb2.JobQuality(
+        krippendorff_alpha=0.612,
+        fleiss_kappa=0.6049,
         tasks=525,
         resolved=350,
         low_confidence=12,
@@ -133,7 +135,14 @@ QUALITY = {
 WORKERS = {
     "": [
         consensus_pb2.WorkerQuality(
-            worker_id="w-bob", answers=300, gold_answers=20, gold_correct=14, reliability=0.71, agreement=0.75
+            worker_id="w-bob",
+            answers=300,
+            gold_answers=20,
+            gold_correct=14,
+            reliability=0.71,
+            agreement=0.75,
+            spam_score=0.93,
+            spammer=True,
         ),
         consensus_pb2.WorkerQuality(
             worker_id="w-alice",

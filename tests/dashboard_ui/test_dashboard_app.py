@@ -38,6 +38,7 @@ def test_renders_every_figure_for_all_jobs(dashboard_env: FakeQuorum) -> None:
     assert shown["Accuracy on gold"] == "91.2%"
     assert shown["Estimated accuracy"] == "93.1%"
     assert shown["Low confidence"] == "12"
+    assert (shown["Krippendorff's alpha"], shown["Fleiss' kappa"]) == ("0.612", "0.605")
     assert shown["Billed"] == "$12.34"
     assert shown["Paid to workers"] == "$10.00"
     assert shown["Margin"] == "$2.34"
@@ -50,6 +51,7 @@ def test_renders_every_figure_for_all_jobs(dashboard_env: FakeQuorum) -> None:
     workers, jobs = (df.value for df in at.dataframe)
     # Most reliable first.
     assert list(workers["worker_id"]) == ["w-alice", "w-carol", "w-bob"]
+    assert list(workers["spammer"]) == [False, False, True]
     assert set(jobs["job_id"]) == {CATS, "job-news"}
     assert {"name", "client_id", "state", "objects", "gold", "rejected", "sla_deadline"} <= set(jobs.columns)
 
