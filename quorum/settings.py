@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     dashboard_port: int = 8501
     grpc_workers: int = Field(default=32, ge=1)
 
+    # Consensus re-estimates workers over each job's whole answer matrix this often; 0: never.
+    consensus_refit_seconds: float = Field(default=30.0, ge=0)
+
     # Ingest limits.
     max_text_bytes: int = Field(default=64 * 1024, ge=1)
     max_file_bytes: int = Field(default=20 * 1024 * 1024, ge=1)

@@ -7,6 +7,7 @@ from quorum.service import ConsumerSpec, ServiceContext, ServiceParts
 from quorum.v1 import consensus_pb2_grpc
 from services.consensus import tables
 from services.consensus.handlers import ConsensusEvents, ConsensusQueries
+from services.consensus.refit import Refit
 from services.consensus.servicer import SERVICE_NAME, ConsensusServicer
 
 CONSUMER_NAME = "events"
@@ -22,6 +23,8 @@ def build(context: ServiceContext) -> ServiceParts:
     events = ConsensusEvents(engine, context.topics, context.outbox_written)
     events.load()
     topics = context.topics
+    refit = Refit(engine, topics, context.outbox_written)
+    interval = context.settings.consensus_refit_seconds
     return ServiceParts(
         name="consensus",
         registrations=[
@@ -34,4 +37,5 @@ def build(context: ServiceContext) -> ServiceParts:
         engine=engine,
         outbox=tables.outbox,
         consumers=[ConsumerSpec(CONSUMER_NAME, [topics.jobs, topics.tasks, topics.answers], events.handle)],
+        background=[lambda stop: refit.loop(stop, interval)] if interval > 0 else [],
     )

@@ -369,3 +369,41 @@ def test_spammers_are_flagged_and_agreement_is_chance_corrected(
     assert 0.0 < quality.krippendorff_alpha < 1.0
     assert quality.krippendorff_alpha == pytest.approx(quality.fleiss_kappa, abs=0.02)
     assert queries.job_quality(None).fleiss_kappa == pytest.approx(quality.fleiss_kappa)
+
+
+def test_a_refit_relabels_with_a_new_version_and_never_hurts(
+    handler: ConsensusEvents, queries: ConsensusQueries, engine: sa.Engine, signal: Signal
+) -> None:
+    from consensus_helpers import simulate_crowd
+
+    from services.consensus.refit import Refit
+
+    # Three answers per task and a lenient target: streaming resolves early with the worker
+    # estimates of the moment, which a fit over every answer can improve on.
+    crowd = simulate_crowd(seed=11, n_tasks=300, n_workers=30, answers_per_task=3, spammer_share=0.3)
+    events: list[events_pb2.Event] = [job_created("job", labels=crowd.labels, overlap=(3, 3), target=0.5)]
+    events += [task_created(task, "job", gold_label=crowd.gold.get(task)) for task in crowd.truth]
+    events += [
+        answer_accepted(task, "job", worker, label, gold=task in crowd.gold) for task, worker, label in crowd.answers
+    ]
+    for start in range(0, len(events), 500):
+        handler.handle(events[start : start + 500])
+
+    def accuracy() -> float:
+        results = list(queries.export_results("job"))
+        return sum(r.label == crowd.truth[r.task_id] for r in results) / len(results)
+
+    before = accuracy()
+    resolved_events = len(emitted(engine, "task_resolved"))
+    refit = Refit(engine, TOPICS, signal, clock=lambda: NOW)
+    changed = refit.run_once()
+    assert changed > 0
+    assert accuracy() >= before
+    relabeled = [r for r in queries.export_results("job") if r.version == 2]
+    assert len(relabeled) == changed
+    republished = emitted(engine, "task_resolved")
+    assert len(republished) == resolved_events + changed
+    assert {e.task_resolved.version for e in republished[resolved_events:]} == {2}
+    # Nothing new since: the next round refits nothing and publishes nothing.
+    assert refit.run_once() == 0
+    assert len(emitted(engine, "task_resolved")) == resolved_events + changed
