@@ -179,6 +179,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
         gold_share=args.gold_share,
         price_per_object_cents=args.price_cents,
         pay_per_answer_cents=args.pay_cents,
+        price_mode=common_pb2.PRICE_MODE_PER_HOUR if args.price_per_hour_cents else common_pb2.PRICE_MODE_PER_OBJECT,
+        price_per_hour_cents=args.price_per_hour_cents,
+        pay_mode=common_pb2.PAY_MODE_PER_HOUR if args.pay_per_hour_cents else common_pb2.PAY_MODE_PER_ANSWER,
+        pay_per_hour_cents=args.pay_per_hour_cents,
+        budget_cap_cents=args.budget_cap_cents,
         currency=args.currency,
         pilot=args.pilot,
         pilot_allowance=args.pilot_allowance,
@@ -266,6 +271,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(
         f"  money     billed {_money(money.billed_cents, money.currency)}, paid {_money(money.paid_cents, money.currency)}"
     )
+    if money.paused:
+        print(f"  PAUSED    {money.pause_reason} (raise it with: quorum budget {job.job_id} --cap-cents N)")
     return 0
 
 
@@ -294,34 +301,137 @@ def cmd_results(args: argparse.Namespace) -> int:
 def cmd_invoice(args: argparse.Namespace) -> int:
     from google.protobuf.json_format import MessageToDict
 
+    from services.payments import documents
+
     settings = _load_settings()
     with _client(settings) as client:
         invoice = client.invoice(args.job)
     if args.format == "json":
-        print(json.dumps(MessageToDict(invoice, always_print_fields_with_no_presence=True), indent=2))
-        return 0
-    print(f"Invoice for job {invoice.job_id} (client {invoice.client_id})")
-    for line in invoice.lines:
-        print(
-            f"  {line.description:<44} {line.quantity:>7} x {_money(line.unit_price_cents, invoice.currency):>12}"
-            f" = {_money(line.amount_cents, invoice.currency):>14}"
-        )
-    print(f"  {'Total':<70} {_money(invoice.total_cents, invoice.currency):>14}")
+        return _emit(args.out, json.dumps(MessageToDict(invoice, always_print_fields_with_no_presence=True), indent=2))
+    document = _invoice_of(invoice)
+    if args.format == "csv":
+        return _emit(args.out, documents.invoice_csv(document))
+    if args.format == "pdf":
+        return _emit(args.out, documents.invoice_pdf(document))
+    return _emit(args.out, "\n".join(documents.invoice_text_lines(document)) + "\n")
+
+
+def _invoice_of(invoice: Any) -> Any:
+    """The domain invoice of a payments_pb2.Invoice, for the document writers."""
+    import datetime as dt
+
+    from services.payments.domain import Invoice, InvoiceLine
+
+    return Invoice(
+        job_id=invoice.job_id,
+        client_id=invoice.client_id,
+        currency=invoice.currency,
+        lines=[InvoiceLine(x.description, x.quantity, x.unit_price_cents, x.amount_cents) for x in invoice.lines],
+        objects_labeled=invoice.objects_labeled,
+        pilot_objects=invoice.pilot_objects,
+        total_cents=invoice.total_cents,
+        issued_at=invoice.issued_at.ToDatetime(tzinfo=dt.UTC),
+    )
+
+
+def _emit(out: str | None, content: str | bytes) -> int:
+    """Writes to the file ``out``, or to stdout when it is empty or "-"."""
+    data = content.encode() if isinstance(content, str) else content
+    if out and out != "-":
+        Path(out).write_bytes(data)
+        print(f"wrote {out}", file=sys.stderr)
+    else:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
     return 0
 
 
 @_rpc_guard
+def cmd_budget(args: argparse.Namespace) -> int:
+    settings = _load_settings()
+    with _client(settings) as client:
+        money = client.set_budget_cap(args.job, args.cap_cents)
+    state = f"paused: {money.pause_reason}" if money.paused else "running"
+    print(f"job {args.job}: budget cap {_money(money.budget_cap_cents, money.currency)}, {state}")
+    return 0
+
+
+@_rpc_guard
+def cmd_payouts_create(args: argparse.Namespace) -> int:
+    settings = _load_settings()
+    with _client(settings) as client:
+        batch = client.create_payout_batch(args.currency, args.minimum_cents)
+    out = Path(args.out or f"{batch.batch_id}.csv")
+    out.write_text(batch.export_csv, encoding="utf-8")
+    print(
+        f"payout batch {batch.batch_id}: {len(batch.payouts)} workers, "
+        f"{_money(batch.total_cents, batch.currency)}; file {out}"
+    )
+    return 0
+
+
 def cmd_ledger_verify(args: argparse.Namespace) -> int:
+    if args.database_url:
+        return _verify_offline(args.database_url)
+    return _verify_online(args)
+
+
+def _verify_offline(url: str) -> int:
+    """Audits a payments database directly, with no service running."""
+    import sqlalchemy as sa
+
+    from quorum.db import make_engine
+    from services.payments.handlers import verify_ledger
+
+    engine = make_engine(url)
+    try:
+        if not sa.inspect(engine).has_table("postings"):
+            print(f"quorum ledger verify: no payments ledger at {url}", file=sys.stderr)
+            return 2
+        result = verify_ledger(engine)
+    finally:
+        engine.dispose()
+    return _print_verification(
+        result.entries,
+        result.debits_cents,
+        result.credits_cents,
+        [(a.account, a.balance_cents, a.currency) for a in result.accounts],
+        result.problems,
+        result.balanced,
+    )
+
+
+@_rpc_guard
+def _verify_online(args: argparse.Namespace) -> int:
     settings = _load_settings()
     with _client(settings) as client:
         result = client.verify_ledger()
-    print(f"entries {result.entries}, debits {result.debits_cents}, credits {result.credits_cents}")
-    for account in result.accounts:
-        print(f"  {account.account:<40} {account.balance_cents:>14} {account.currency}")
-    for problem in result.problems:
+    return _print_verification(
+        result.entries,
+        result.debits_cents,
+        result.credits_cents,
+        [(a.account, a.balance_cents, a.currency) for a in result.accounts],
+        list(result.problems),
+        result.balanced,
+    )
+
+
+def _print_verification(
+    entries: int,
+    debits: int,
+    credits: int,
+    accounts: list[tuple[str, int, str]],
+    problems: list[str],
+    balanced: bool,
+) -> int:
+    print(f"entries {entries}, debits {debits}, credits {credits}")
+    for account, balance, currency in accounts:
+        print(f"  {account:<40} {balance:>14} {currency}")
+    for problem in problems:
         print(f"PROBLEM: {problem}")
-    print("ledger balanced" if result.balanced else "ledger NOT balanced")
-    return 0 if result.balanced and not result.problems else 1
+    print("ledger balanced" if balanced else "ledger NOT balanced")
+    return 0 if balanced and not problems else 1
 
 
 def cmd_aggregate(args: argparse.Namespace) -> int:
@@ -392,6 +502,9 @@ def parser() -> argparse.ArgumentParser:
     submit.add_argument("--gold", help="CSV file,label of known answers for images")
     submit.add_argument("--price-cents", type=int, default=5, help="price per labeled object")
     submit.add_argument("--pay-cents", type=int, default=1, help="worker pay per accepted answer")
+    submit.add_argument("--price-per-hour-cents", type=int, default=0, help="bill per active hour instead")
+    submit.add_argument("--pay-per-hour-cents", type=int, default=0, help="pay workers per active hour instead")
+    submit.add_argument("--budget-cap-cents", type=int, default=0, help="pause the job when charges reach it")
     submit.add_argument("--currency", default="USD")
     submit.add_argument("--pilot", action="store_true", help="free up to the pilot allowance")
     submit.add_argument("--pilot-allowance", type=int, default=0)
@@ -411,8 +524,22 @@ def parser() -> argparse.ArgumentParser:
 
     invoice = sub.add_parser("invoice", help="a job's invoice")
     invoice.add_argument("job")
-    invoice.add_argument("--format", choices=("text", "json"), default="text")
+    invoice.add_argument("--format", choices=("text", "json", "csv", "pdf"), default="text")
+    invoice.add_argument("--out", help="write to this file instead of stdout")
     invoice.set_defaults(func=cmd_invoice)
+
+    budget = sub.add_parser("budget", help="set a job's budget cap; the job pauses when it is reached")
+    budget.add_argument("job")
+    budget.add_argument("--cap-cents", type=int, required=True, help="0 removes the cap")
+    budget.set_defaults(func=cmd_budget)
+
+    payouts = sub.add_parser("payouts", help="worker payouts")
+    payouts_sub = payouts.add_subparsers(dest="payouts_command", required=True)
+    create = payouts_sub.add_parser("create", help="pay out every worker owed at least the minimum")
+    create.add_argument("--currency", default="USD")
+    create.add_argument("--minimum-cents", type=int, default=1000, help="minimum payout (default 1000)")
+    create.add_argument("--out", help="export file (default <batch id>.csv)")
+    create.set_defaults(func=cmd_payouts_create)
 
     agg = sub.add_parser("aggregate", help="aggregate a CSV of answers offline (no stack needed)")
     agg.add_argument("answers", help="CSV with header task,worker,label")
@@ -431,6 +558,9 @@ def parser() -> argparse.ArgumentParser:
     ledger = sub.add_parser("ledger", help="ledger checks")
     ledger_sub = ledger.add_subparsers(dest="ledger_command", required=True)
     verify = ledger_sub.add_parser("verify", help="check every ledger invariant; non-zero exit on a violation")
+    verify.add_argument(
+        "--database-url", help="audit this payments database directly (offline), not the running service"
+    )
     verify.set_defaults(func=cmd_ledger_verify)
     return p
 

@@ -109,6 +109,16 @@ class QuorumClient:
     def invoice(self, job_id: str) -> payments_pb2.Invoice:
         return self.payments.GetInvoice(payments_pb2.GetInvoiceRequest(job_id=job_id), timeout=10)
 
+    def set_budget_cap(self, job_id: str, cap_cents: int) -> payments_pb2.MoneySummary:
+        return self.payments.SetBudgetCap(
+            payments_pb2.SetBudgetCapRequest(job_id=job_id, budget_cap_cents=cap_cents), timeout=10
+        )
+
+    def create_payout_batch(self, currency: str, minimum_cents: int) -> payments_pb2.PayoutBatch:
+        return self.payments.CreatePayoutBatch(
+            payments_pb2.CreatePayoutBatchRequest(currency=currency, minimum_payout_cents=minimum_cents), timeout=60
+        )
+
     def verify_ledger(self) -> payments_pb2.LedgerVerification:
         return self.payments.VerifyLedger(payments_pb2.VerifyLedgerRequest(), timeout=60)
 

@@ -11,7 +11,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Event(_message.Message):
-    __slots__ = ("event_id", "occurred_at", "job_created", "job_sealed", "task_created", "answer_accepted", "more_answers_requested", "task_resolved")
+    __slots__ = ("event_id", "occurred_at", "job_created", "job_sealed", "task_created", "answer_accepted", "more_answers_requested", "task_resolved", "job_paused", "job_resumed")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
     JOB_CREATED_FIELD_NUMBER: _ClassVar[int]
@@ -20,6 +20,8 @@ class Event(_message.Message):
     ANSWER_ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     MORE_ANSWERS_REQUESTED_FIELD_NUMBER: _ClassVar[int]
     TASK_RESOLVED_FIELD_NUMBER: _ClassVar[int]
+    JOB_PAUSED_FIELD_NUMBER: _ClassVar[int]
+    JOB_RESUMED_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     occurred_at: _timestamp_pb2.Timestamp
     job_created: JobCreated
@@ -28,7 +30,9 @@ class Event(_message.Message):
     answer_accepted: AnswerAccepted
     more_answers_requested: MoreAnswersRequested
     task_resolved: TaskResolved
-    def __init__(self, event_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., job_created: _Optional[_Union[JobCreated, _Mapping]] = ..., job_sealed: _Optional[_Union[JobSealed, _Mapping]] = ..., task_created: _Optional[_Union[TaskCreated, _Mapping]] = ..., answer_accepted: _Optional[_Union[AnswerAccepted, _Mapping]] = ..., more_answers_requested: _Optional[_Union[MoreAnswersRequested, _Mapping]] = ..., task_resolved: _Optional[_Union[TaskResolved, _Mapping]] = ...) -> None: ...
+    job_paused: JobPaused
+    job_resumed: JobResumed
+    def __init__(self, event_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., job_created: _Optional[_Union[JobCreated, _Mapping]] = ..., job_sealed: _Optional[_Union[JobSealed, _Mapping]] = ..., task_created: _Optional[_Union[TaskCreated, _Mapping]] = ..., answer_accepted: _Optional[_Union[AnswerAccepted, _Mapping]] = ..., more_answers_requested: _Optional[_Union[MoreAnswersRequested, _Mapping]] = ..., task_resolved: _Optional[_Union[TaskResolved, _Mapping]] = ..., job_paused: _Optional[_Union[JobPaused, _Mapping]] = ..., job_resumed: _Optional[_Union[JobResumed, _Mapping]] = ...) -> None: ...
 
 class JobCreated(_message.Message):
     __slots__ = ("job_id", "spec", "created_at")
@@ -75,7 +79,7 @@ class TaskCreated(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., job_id: _Optional[str] = ..., item_id: _Optional[str] = ..., object_name: _Optional[str] = ..., object_key: _Optional[str] = ..., content_type: _Optional[str] = ..., text: _Optional[str] = ..., gold: _Optional[bool] = ..., gold_answer: _Optional[_Union[_common_pb2.Answer, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class AnswerAccepted(_message.Message):
-    __slots__ = ("answer_id", "task_id", "job_id", "worker_id", "answer", "gold", "leased_at", "submitted_at")
+    __slots__ = ("answer_id", "task_id", "job_id", "worker_id", "answer", "gold", "leased_at", "submitted_at", "active_ms")
     ANSWER_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
@@ -84,6 +88,7 @@ class AnswerAccepted(_message.Message):
     GOLD_FIELD_NUMBER: _ClassVar[int]
     LEASED_AT_FIELD_NUMBER: _ClassVar[int]
     SUBMITTED_AT_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_MS_FIELD_NUMBER: _ClassVar[int]
     answer_id: str
     task_id: str
     job_id: str
@@ -92,7 +97,28 @@ class AnswerAccepted(_message.Message):
     gold: bool
     leased_at: _timestamp_pb2.Timestamp
     submitted_at: _timestamp_pb2.Timestamp
-    def __init__(self, answer_id: _Optional[str] = ..., task_id: _Optional[str] = ..., job_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., answer: _Optional[_Union[_common_pb2.Answer, _Mapping]] = ..., gold: _Optional[bool] = ..., leased_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., submitted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    active_ms: int
+    def __init__(self, answer_id: _Optional[str] = ..., task_id: _Optional[str] = ..., job_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., answer: _Optional[_Union[_common_pb2.Answer, _Mapping]] = ..., gold: _Optional[bool] = ..., leased_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., submitted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., active_ms: _Optional[int] = ...) -> None: ...
+
+class JobPaused(_message.Message):
+    __slots__ = ("job_id", "reason", "charged_cents", "budget_cap_cents")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CHARGED_CENTS_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_CAP_CENTS_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    reason: str
+    charged_cents: int
+    budget_cap_cents: int
+    def __init__(self, job_id: _Optional[str] = ..., reason: _Optional[str] = ..., charged_cents: _Optional[int] = ..., budget_cap_cents: _Optional[int] = ...) -> None: ...
+
+class JobResumed(_message.Message):
+    __slots__ = ("job_id", "budget_cap_cents")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_CAP_CENTS_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    budget_cap_cents: int
+    def __init__(self, job_id: _Optional[str] = ..., budget_cap_cents: _Optional[int] = ...) -> None: ...
 
 class MoreAnswersRequested(_message.Message):
     __slots__ = ("task_id", "job_id", "answers_wanted")

@@ -23,41 +23,60 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from quorum.v1 import common_pb2 as quorum_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18quorum/v1/payments.proto\x12\tquorum.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"#\n\x11GetInvoiceRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"d\n\x0bInvoiceLine\x12\x13\n\x0b\x64\x65scription\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x03\x12\x18\n\x10unit_price_cents\x18\x03 \x01(\x03\x12\x14\n\x0c\x61mount_cents\x18\x04 \x01(\x03\"\xd9\x01\n\x07Invoice\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12%\n\x05lines\x18\x04 \x03(\x0b\x32\x16.quorum.v1.InvoiceLine\x12\x17\n\x0fobjects_labeled\x18\x05 \x01(\x03\x12\x15\n\rpilot_objects\x18\x06 \x01(\x03\x12\x13\n\x0btotal_cents\x18\x07 \x01(\x03\x12-\n\tissued_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"(\n\x16GetMoneySummaryRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\xab\x01\n\x0cMoneySummary\x12\x10\n\x08\x63urrency\x18\x01 \x01(\t\x12\x14\n\x0c\x62illed_cents\x18\x02 \x01(\x03\x12\x12\n\npaid_cents\x18\x03 \x01(\x03\x12\x14\n\x0cmargin_cents\x18\x04 \x01(\x03\x12\x1b\n\x13pilot_subsidy_cents\x18\x05 \x01(\x03\x12\x16\n\x0eobjects_billed\x18\x06 \x01(\x03\x12\x14\n\x0c\x61nswers_paid\x18\x07 \x01(\x03\",\n\x17GetWorkerBalanceRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\"`\n\rWorkerBalance\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\x12\x14\n\x0c\x65\x61rned_cents\x18\x03 \x01(\x03\x12\x14\n\x0c\x61nswers_paid\x18\x04 \x01(\x03\"Q\n\x18ListLedgerEntriesRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\xd5\x01\n\x0bLedgerEntry\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\x15\n\rdebit_account\x18\x04 \x01(\t\x12\x16\n\x0e\x63redit_account\x18\x05 \x01(\t\x12\x14\n\x0c\x61mount_cents\x18\x06 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x07 \x01(\t\x12\x0c\n\x04memo\x18\x08 \x01(\t\x12-\n\tposted_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"]\n\x19ListLedgerEntriesResponse\x12\'\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x16.quorum.v1.LedgerEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x15\n\x13VerifyLedgerRequest\"J\n\x0e\x41\x63\x63ountBalance\x12\x0f\n\x07\x61\x63\x63ount\x18\x01 \x01(\t\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\x12\x15\n\rbalance_cents\x18\x03 \x01(\x03\"\xa3\x01\n\x12LedgerVerification\x12\x10\n\x08\x62\x61lanced\x18\x01 \x01(\x08\x12\x0f\n\x07\x65ntries\x18\x02 \x01(\x03\x12\x14\n\x0c\x64\x65\x62its_cents\x18\x03 \x01(\x03\x12\x15\n\rcredits_cents\x18\x04 \x01(\x03\x12+\n\x08\x61\x63\x63ounts\x18\x05 \x03(\x0b\x32\x19.quorum.v1.AccountBalance\x12\x10\n\x08problems\x18\x06 \x03(\t2\xa1\x03\n\x0fPaymentsService\x12>\n\nGetInvoice\x12\x1c.quorum.v1.GetInvoiceRequest\x1a\x12.quorum.v1.Invoice\x12M\n\x0fGetMoneySummary\x12!.quorum.v1.GetMoneySummaryRequest\x1a\x17.quorum.v1.MoneySummary\x12P\n\x10GetWorkerBalance\x12\".quorum.v1.GetWorkerBalanceRequest\x1a\x18.quorum.v1.WorkerBalance\x12^\n\x11ListLedgerEntries\x12#.quorum.v1.ListLedgerEntriesRequest\x1a$.quorum.v1.ListLedgerEntriesResponse\x12M\n\x0cVerifyLedger\x12\x1e.quorum.v1.VerifyLedgerRequest\x1a\x1d.quorum.v1.LedgerVerificationb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18quorum/v1/payments.proto\x12\tquorum.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16quorum/v1/common.proto\"w\n\x0cQuoteRequest\x12 \n\x04spec\x18\x01 \x01(\x0b\x32\x12.quorum.v1.JobSpec\x12\x0f\n\x07objects\x18\x02 \x01(\x03\x12\x18\n\x10\x65xpected_overlap\x18\x03 \x01(\x01\x12\x1a\n\x12seconds_per_answer\x18\x04 \x01(\x03\"\xdd\x01\n\x08JobQuote\x12\x10\n\x08\x63urrency\x18\x01 \x01(\t\x12\x0f\n\x07objects\x18\x02 \x01(\x03\x12\x18\n\x10\x62illable_objects\x18\x03 \x01(\x03\x12\x18\n\x10\x65xpected_answers\x18\x04 \x01(\x03\x12\x1a\n\x12\x65xpected_active_ms\x18\x05 \x01(\x03\x12\x14\n\x0c\x63lient_cents\x18\x06 \x01(\x03\x12\x14\n\x0cworker_cents\x18\x07 \x01(\x03\x12\x1c\n\x14pilot_discount_cents\x18\x08 \x01(\x03\x12\x14\n\x0cmargin_cents\x18\t \x01(\x03\"?\n\x13SetBudgetCapRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x18\n\x10\x62udget_cap_cents\x18\x02 \x01(\x03\"U\n\x19GetWorkerStatementRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\xe5\x01\n\rStatementLine\x12\x11\n\tanswer_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x0f\n\x07task_id\x18\x03 \x01(\t\x12\x11\n\tactive_ms\x18\x04 \x01(\x03\x12\x0f\n\x07settled\x18\x05 \x01(\x08\x12\x0c\n\x04paid\x18\x06 \x01(\x08\x12\x14\n\x0c\x61mount_cents\x18\x07 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x08 \x01(\t\x12\x15\n\runpaid_reason\x18\t \x01(\t\x12/\n\x0b\x61\x63\x63\x65pted_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x92\x01\n\x0fWorkerStatement\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\'\n\x05lines\x18\x02 \x03(\x0b\x32\x18.quorum.v1.StatementLine\x12*\n\x08\x62\x61lances\x18\x03 \x03(\x0b\x32\x18.quorum.v1.WorkerBalance\x12\x17\n\x0fnext_page_token\x18\x04 \x01(\t\"J\n\x18\x43reatePayoutBatchRequest\x12\x10\n\x08\x63urrency\x18\x01 \x01(\t\x12\x1c\n\x14minimum_payout_cents\x18\x02 \x01(\x03\"C\n\x06Payout\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61mount_cents\x18\x02 \x01(\x03\x12\x10\n\x08\x65ntry_id\x18\x03 \x01(\t\"\xae\x01\n\x0bPayoutBatch\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\x12\"\n\x07payouts\x18\x03 \x03(\x0b\x32\x11.quorum.v1.Payout\x12\x13\n\x0btotal_cents\x18\x04 \x01(\x03\x12\x12\n\nexport_csv\x18\x05 \x01(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"#\n\x11GetInvoiceRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"d\n\x0bInvoiceLine\x12\x13\n\x0b\x64\x65scription\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x03\x12\x18\n\x10unit_price_cents\x18\x03 \x01(\x03\x12\x14\n\x0c\x61mount_cents\x18\x04 \x01(\x03\"\xd9\x01\n\x07Invoice\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12%\n\x05lines\x18\x04 \x03(\x0b\x32\x16.quorum.v1.InvoiceLine\x12\x17\n\x0fobjects_labeled\x18\x05 \x01(\x03\x12\x15\n\rpilot_objects\x18\x06 \x01(\x03\x12\x13\n\x0btotal_cents\x18\x07 \x01(\x03\x12-\n\tissued_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"(\n\x16GetMoneySummaryRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x96\x02\n\x0cMoneySummary\x12\x10\n\x08\x63urrency\x18\x01 \x01(\t\x12\x14\n\x0c\x62illed_cents\x18\x02 \x01(\x03\x12\x12\n\npaid_cents\x18\x03 \x01(\x03\x12\x14\n\x0cmargin_cents\x18\x04 \x01(\x03\x12\x1b\n\x13pilot_subsidy_cents\x18\x05 \x01(\x03\x12\x16\n\x0eobjects_billed\x18\x06 \x01(\x03\x12\x14\n\x0c\x61nswers_paid\x18\x07 \x01(\x03\x12\x16\n\x0e\x61nswers_unpaid\x18\x08 \x01(\x03\x12\x0e\n\x06paused\x18\t \x01(\x08\x12\x14\n\x0cpause_reason\x18\n \x01(\t\x12\x18\n\x10\x62udget_cap_cents\x18\x0b \x01(\x03\x12\x11\n\tactive_ms\x18\x0c \x01(\x03\",\n\x17GetWorkerBalanceRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\"\xa4\x01\n\rWorkerBalance\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\x12\x14\n\x0c\x65\x61rned_cents\x18\x03 \x01(\x03\x12\x14\n\x0c\x61nswers_paid\x18\x04 \x01(\x03\x12\x16\n\x0epaid_out_cents\x18\x05 \x01(\x03\x12\x12\n\nowed_cents\x18\x06 \x01(\x03\x12\x16\n\x0e\x61nswers_unpaid\x18\x07 \x01(\x03\"Q\n\x18ListLedgerEntriesRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\xd5\x01\n\x0bLedgerEntry\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\x15\n\rdebit_account\x18\x04 \x01(\t\x12\x16\n\x0e\x63redit_account\x18\x05 \x01(\t\x12\x14\n\x0c\x61mount_cents\x18\x06 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x07 \x01(\t\x12\x0c\n\x04memo\x18\x08 \x01(\t\x12-\n\tposted_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"]\n\x19ListLedgerEntriesResponse\x12\'\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x16.quorum.v1.LedgerEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x15\n\x13VerifyLedgerRequest\"J\n\x0e\x41\x63\x63ountBalance\x12\x0f\n\x07\x61\x63\x63ount\x18\x01 \x01(\t\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\x12\x15\n\rbalance_cents\x18\x03 \x01(\x03\"\xa3\x01\n\x12LedgerVerification\x12\x10\n\x08\x62\x61lanced\x18\x01 \x01(\x08\x12\x0f\n\x07\x65ntries\x18\x02 \x01(\x03\x12\x14\n\x0c\x64\x65\x62its_cents\x18\x03 \x01(\x03\x12\x15\n\rcredits_cents\x18\x04 \x01(\x03\x12+\n\x08\x61\x63\x63ounts\x18\x05 \x03(\x0b\x32\x19.quorum.v1.AccountBalance\x12\x10\n\x08problems\x18\x06 \x03(\t2\xcb\x05\n\x0fPaymentsService\x12>\n\nGetInvoice\x12\x1c.quorum.v1.GetInvoiceRequest\x1a\x12.quorum.v1.Invoice\x12M\n\x0fGetMoneySummary\x12!.quorum.v1.GetMoneySummaryRequest\x1a\x17.quorum.v1.MoneySummary\x12P\n\x10GetWorkerBalance\x12\".quorum.v1.GetWorkerBalanceRequest\x1a\x18.quorum.v1.WorkerBalance\x12^\n\x11ListLedgerEntries\x12#.quorum.v1.ListLedgerEntriesRequest\x1a$.quorum.v1.ListLedgerEntriesResponse\x12M\n\x0cVerifyLedger\x12\x1e.quorum.v1.VerifyLedgerRequest\x1a\x1d.quorum.v1.LedgerVerification\x12\x35\n\x05Quote\x12\x17.quorum.v1.QuoteRequest\x1a\x13.quorum.v1.JobQuote\x12G\n\x0cSetBudgetCap\x12\x1e.quorum.v1.SetBudgetCapRequest\x1a\x17.quorum.v1.MoneySummary\x12V\n\x12GetWorkerStatement\x12$.quorum.v1.GetWorkerStatementRequest\x1a\x1a.quorum.v1.WorkerStatement\x12P\n\x11\x43reatePayoutBatch\x12#.quorum.v1.CreatePayoutBatchRequest\x1a\x16.quorum.v1.PayoutBatchb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'quorum.v1.payments_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GETINVOICEREQUEST']._serialized_start=72
-  _globals['_GETINVOICEREQUEST']._serialized_end=107
-  _globals['_INVOICELINE']._serialized_start=109
-  _globals['_INVOICELINE']._serialized_end=209
-  _globals['_INVOICE']._serialized_start=212
-  _globals['_INVOICE']._serialized_end=429
-  _globals['_GETMONEYSUMMARYREQUEST']._serialized_start=431
-  _globals['_GETMONEYSUMMARYREQUEST']._serialized_end=471
-  _globals['_MONEYSUMMARY']._serialized_start=474
-  _globals['_MONEYSUMMARY']._serialized_end=645
-  _globals['_GETWORKERBALANCEREQUEST']._serialized_start=647
-  _globals['_GETWORKERBALANCEREQUEST']._serialized_end=691
-  _globals['_WORKERBALANCE']._serialized_start=693
-  _globals['_WORKERBALANCE']._serialized_end=789
-  _globals['_LISTLEDGERENTRIESREQUEST']._serialized_start=791
-  _globals['_LISTLEDGERENTRIESREQUEST']._serialized_end=872
-  _globals['_LEDGERENTRY']._serialized_start=875
-  _globals['_LEDGERENTRY']._serialized_end=1088
-  _globals['_LISTLEDGERENTRIESRESPONSE']._serialized_start=1090
-  _globals['_LISTLEDGERENTRIESRESPONSE']._serialized_end=1183
-  _globals['_VERIFYLEDGERREQUEST']._serialized_start=1185
-  _globals['_VERIFYLEDGERREQUEST']._serialized_end=1206
-  _globals['_ACCOUNTBALANCE']._serialized_start=1208
-  _globals['_ACCOUNTBALANCE']._serialized_end=1282
-  _globals['_LEDGERVERIFICATION']._serialized_start=1285
-  _globals['_LEDGERVERIFICATION']._serialized_end=1448
-  _globals['_PAYMENTSSERVICE']._serialized_start=1451
-  _globals['_PAYMENTSSERVICE']._serialized_end=1868
+  _globals['_QUOTEREQUEST']._serialized_start=96
+  _globals['_QUOTEREQUEST']._serialized_end=215
+  _globals['_JOBQUOTE']._serialized_start=218
+  _globals['_JOBQUOTE']._serialized_end=439
+  _globals['_SETBUDGETCAPREQUEST']._serialized_start=441
+  _globals['_SETBUDGETCAPREQUEST']._serialized_end=504
+  _globals['_GETWORKERSTATEMENTREQUEST']._serialized_start=506
+  _globals['_GETWORKERSTATEMENTREQUEST']._serialized_end=591
+  _globals['_STATEMENTLINE']._serialized_start=594
+  _globals['_STATEMENTLINE']._serialized_end=823
+  _globals['_WORKERSTATEMENT']._serialized_start=826
+  _globals['_WORKERSTATEMENT']._serialized_end=972
+  _globals['_CREATEPAYOUTBATCHREQUEST']._serialized_start=974
+  _globals['_CREATEPAYOUTBATCHREQUEST']._serialized_end=1048
+  _globals['_PAYOUT']._serialized_start=1050
+  _globals['_PAYOUT']._serialized_end=1117
+  _globals['_PAYOUTBATCH']._serialized_start=1120
+  _globals['_PAYOUTBATCH']._serialized_end=1294
+  _globals['_GETINVOICEREQUEST']._serialized_start=1296
+  _globals['_GETINVOICEREQUEST']._serialized_end=1331
+  _globals['_INVOICELINE']._serialized_start=1333
+  _globals['_INVOICELINE']._serialized_end=1433
+  _globals['_INVOICE']._serialized_start=1436
+  _globals['_INVOICE']._serialized_end=1653
+  _globals['_GETMONEYSUMMARYREQUEST']._serialized_start=1655
+  _globals['_GETMONEYSUMMARYREQUEST']._serialized_end=1695
+  _globals['_MONEYSUMMARY']._serialized_start=1698
+  _globals['_MONEYSUMMARY']._serialized_end=1976
+  _globals['_GETWORKERBALANCEREQUEST']._serialized_start=1978
+  _globals['_GETWORKERBALANCEREQUEST']._serialized_end=2022
+  _globals['_WORKERBALANCE']._serialized_start=2025
+  _globals['_WORKERBALANCE']._serialized_end=2189
+  _globals['_LISTLEDGERENTRIESREQUEST']._serialized_start=2191
+  _globals['_LISTLEDGERENTRIESREQUEST']._serialized_end=2272
+  _globals['_LEDGERENTRY']._serialized_start=2275
+  _globals['_LEDGERENTRY']._serialized_end=2488
+  _globals['_LISTLEDGERENTRIESRESPONSE']._serialized_start=2490
+  _globals['_LISTLEDGERENTRIESRESPONSE']._serialized_end=2583
+  _globals['_VERIFYLEDGERREQUEST']._serialized_start=2585
+  _globals['_VERIFYLEDGERREQUEST']._serialized_end=2606
+  _globals['_ACCOUNTBALANCE']._serialized_start=2608
+  _globals['_ACCOUNTBALANCE']._serialized_end=2682
+  _globals['_LEDGERVERIFICATION']._serialized_start=2685
+  _globals['_LEDGERVERIFICATION']._serialized_end=2848
+  _globals['_PAYMENTSSERVICE']._serialized_start=2851
+  _globals['_PAYMENTSSERVICE']._serialized_end=3566
 # @@protoc_insertion_point(module_scope)

@@ -1,6 +1,7 @@
 import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from quorum.v1 import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -8,6 +9,128 @@ from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class QuoteRequest(_message.Message):
+    __slots__ = ("spec", "objects", "expected_overlap", "seconds_per_answer")
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    OBJECTS_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_OVERLAP_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_PER_ANSWER_FIELD_NUMBER: _ClassVar[int]
+    spec: _common_pb2.JobSpec
+    objects: int
+    expected_overlap: float
+    seconds_per_answer: int
+    def __init__(self, spec: _Optional[_Union[_common_pb2.JobSpec, _Mapping]] = ..., objects: _Optional[int] = ..., expected_overlap: _Optional[float] = ..., seconds_per_answer: _Optional[int] = ...) -> None: ...
+
+class JobQuote(_message.Message):
+    __slots__ = ("currency", "objects", "billable_objects", "expected_answers", "expected_active_ms", "client_cents", "worker_cents", "pilot_discount_cents", "margin_cents")
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    OBJECTS_FIELD_NUMBER: _ClassVar[int]
+    BILLABLE_OBJECTS_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_ANSWERS_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_ACTIVE_MS_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_CENTS_FIELD_NUMBER: _ClassVar[int]
+    WORKER_CENTS_FIELD_NUMBER: _ClassVar[int]
+    PILOT_DISCOUNT_CENTS_FIELD_NUMBER: _ClassVar[int]
+    MARGIN_CENTS_FIELD_NUMBER: _ClassVar[int]
+    currency: str
+    objects: int
+    billable_objects: int
+    expected_answers: int
+    expected_active_ms: int
+    client_cents: int
+    worker_cents: int
+    pilot_discount_cents: int
+    margin_cents: int
+    def __init__(self, currency: _Optional[str] = ..., objects: _Optional[int] = ..., billable_objects: _Optional[int] = ..., expected_answers: _Optional[int] = ..., expected_active_ms: _Optional[int] = ..., client_cents: _Optional[int] = ..., worker_cents: _Optional[int] = ..., pilot_discount_cents: _Optional[int] = ..., margin_cents: _Optional[int] = ...) -> None: ...
+
+class SetBudgetCapRequest(_message.Message):
+    __slots__ = ("job_id", "budget_cap_cents")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_CAP_CENTS_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    budget_cap_cents: int
+    def __init__(self, job_id: _Optional[str] = ..., budget_cap_cents: _Optional[int] = ...) -> None: ...
+
+class GetWorkerStatementRequest(_message.Message):
+    __slots__ = ("worker_id", "page_size", "page_token")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, worker_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class StatementLine(_message.Message):
+    __slots__ = ("answer_id", "job_id", "task_id", "active_ms", "settled", "paid", "amount_cents", "currency", "unpaid_reason", "accepted_at")
+    ANSWER_ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_MS_FIELD_NUMBER: _ClassVar[int]
+    SETTLED_FIELD_NUMBER: _ClassVar[int]
+    PAID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_CENTS_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    UNPAID_REASON_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_AT_FIELD_NUMBER: _ClassVar[int]
+    answer_id: str
+    job_id: str
+    task_id: str
+    active_ms: int
+    settled: bool
+    paid: bool
+    amount_cents: int
+    currency: str
+    unpaid_reason: str
+    accepted_at: _timestamp_pb2.Timestamp
+    def __init__(self, answer_id: _Optional[str] = ..., job_id: _Optional[str] = ..., task_id: _Optional[str] = ..., active_ms: _Optional[int] = ..., settled: _Optional[bool] = ..., paid: _Optional[bool] = ..., amount_cents: _Optional[int] = ..., currency: _Optional[str] = ..., unpaid_reason: _Optional[str] = ..., accepted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class WorkerStatement(_message.Message):
+    __slots__ = ("worker_id", "lines", "balances", "next_page_token")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    LINES_FIELD_NUMBER: _ClassVar[int]
+    BALANCES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    lines: _containers.RepeatedCompositeFieldContainer[StatementLine]
+    balances: _containers.RepeatedCompositeFieldContainer[WorkerBalance]
+    next_page_token: str
+    def __init__(self, worker_id: _Optional[str] = ..., lines: _Optional[_Iterable[_Union[StatementLine, _Mapping]]] = ..., balances: _Optional[_Iterable[_Union[WorkerBalance, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class CreatePayoutBatchRequest(_message.Message):
+    __slots__ = ("currency", "minimum_payout_cents")
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    MINIMUM_PAYOUT_CENTS_FIELD_NUMBER: _ClassVar[int]
+    currency: str
+    minimum_payout_cents: int
+    def __init__(self, currency: _Optional[str] = ..., minimum_payout_cents: _Optional[int] = ...) -> None: ...
+
+class Payout(_message.Message):
+    __slots__ = ("worker_id", "amount_cents", "entry_id")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_CENTS_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    amount_cents: int
+    entry_id: str
+    def __init__(self, worker_id: _Optional[str] = ..., amount_cents: _Optional[int] = ..., entry_id: _Optional[str] = ...) -> None: ...
+
+class PayoutBatch(_message.Message):
+    __slots__ = ("batch_id", "currency", "payouts", "total_cents", "export_csv", "created_at")
+    BATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    PAYOUTS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_CENTS_FIELD_NUMBER: _ClassVar[int]
+    EXPORT_CSV_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    batch_id: str
+    currency: str
+    payouts: _containers.RepeatedCompositeFieldContainer[Payout]
+    total_cents: int
+    export_csv: str
+    created_at: _timestamp_pb2.Timestamp
+    def __init__(self, batch_id: _Optional[str] = ..., currency: _Optional[str] = ..., payouts: _Optional[_Iterable[_Union[Payout, _Mapping]]] = ..., total_cents: _Optional[int] = ..., export_csv: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class GetInvoiceRequest(_message.Message):
     __slots__ = ("job_id",)
@@ -54,7 +177,7 @@ class GetMoneySummaryRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
 class MoneySummary(_message.Message):
-    __slots__ = ("currency", "billed_cents", "paid_cents", "margin_cents", "pilot_subsidy_cents", "objects_billed", "answers_paid")
+    __slots__ = ("currency", "billed_cents", "paid_cents", "margin_cents", "pilot_subsidy_cents", "objects_billed", "answers_paid", "answers_unpaid", "paused", "pause_reason", "budget_cap_cents", "active_ms")
     CURRENCY_FIELD_NUMBER: _ClassVar[int]
     BILLED_CENTS_FIELD_NUMBER: _ClassVar[int]
     PAID_CENTS_FIELD_NUMBER: _ClassVar[int]
@@ -62,6 +185,11 @@ class MoneySummary(_message.Message):
     PILOT_SUBSIDY_CENTS_FIELD_NUMBER: _ClassVar[int]
     OBJECTS_BILLED_FIELD_NUMBER: _ClassVar[int]
     ANSWERS_PAID_FIELD_NUMBER: _ClassVar[int]
+    ANSWERS_UNPAID_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_FIELD_NUMBER: _ClassVar[int]
+    PAUSE_REASON_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_CAP_CENTS_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_MS_FIELD_NUMBER: _ClassVar[int]
     currency: str
     billed_cents: int
     paid_cents: int
@@ -69,7 +197,12 @@ class MoneySummary(_message.Message):
     pilot_subsidy_cents: int
     objects_billed: int
     answers_paid: int
-    def __init__(self, currency: _Optional[str] = ..., billed_cents: _Optional[int] = ..., paid_cents: _Optional[int] = ..., margin_cents: _Optional[int] = ..., pilot_subsidy_cents: _Optional[int] = ..., objects_billed: _Optional[int] = ..., answers_paid: _Optional[int] = ...) -> None: ...
+    answers_unpaid: int
+    paused: bool
+    pause_reason: str
+    budget_cap_cents: int
+    active_ms: int
+    def __init__(self, currency: _Optional[str] = ..., billed_cents: _Optional[int] = ..., paid_cents: _Optional[int] = ..., margin_cents: _Optional[int] = ..., pilot_subsidy_cents: _Optional[int] = ..., objects_billed: _Optional[int] = ..., answers_paid: _Optional[int] = ..., answers_unpaid: _Optional[int] = ..., paused: _Optional[bool] = ..., pause_reason: _Optional[str] = ..., budget_cap_cents: _Optional[int] = ..., active_ms: _Optional[int] = ...) -> None: ...
 
 class GetWorkerBalanceRequest(_message.Message):
     __slots__ = ("worker_id",)
@@ -78,16 +211,22 @@ class GetWorkerBalanceRequest(_message.Message):
     def __init__(self, worker_id: _Optional[str] = ...) -> None: ...
 
 class WorkerBalance(_message.Message):
-    __slots__ = ("worker_id", "currency", "earned_cents", "answers_paid")
+    __slots__ = ("worker_id", "currency", "earned_cents", "answers_paid", "paid_out_cents", "owed_cents", "answers_unpaid")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     CURRENCY_FIELD_NUMBER: _ClassVar[int]
     EARNED_CENTS_FIELD_NUMBER: _ClassVar[int]
     ANSWERS_PAID_FIELD_NUMBER: _ClassVar[int]
+    PAID_OUT_CENTS_FIELD_NUMBER: _ClassVar[int]
+    OWED_CENTS_FIELD_NUMBER: _ClassVar[int]
+    ANSWERS_UNPAID_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     currency: str
     earned_cents: int
     answers_paid: int
-    def __init__(self, worker_id: _Optional[str] = ..., currency: _Optional[str] = ..., earned_cents: _Optional[int] = ..., answers_paid: _Optional[int] = ...) -> None: ...
+    paid_out_cents: int
+    owed_cents: int
+    answers_unpaid: int
+    def __init__(self, worker_id: _Optional[str] = ..., currency: _Optional[str] = ..., earned_cents: _Optional[int] = ..., answers_paid: _Optional[int] = ..., paid_out_cents: _Optional[int] = ..., owed_cents: _Optional[int] = ..., answers_unpaid: _Optional[int] = ...) -> None: ...
 
 class ListLedgerEntriesRequest(_message.Message):
     __slots__ = ("job_id", "page_size", "page_token")

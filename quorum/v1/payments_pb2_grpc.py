@@ -59,6 +59,26 @@ class PaymentsServiceStub:
                 request_serializer=quorum_dot_v1_dot_payments__pb2.VerifyLedgerRequest.SerializeToString,
                 response_deserializer=quorum_dot_v1_dot_payments__pb2.LedgerVerification.FromString,
                 _registered_method=True)
+        self.Quote = channel.unary_unary(
+                '/quorum.v1.PaymentsService/Quote',
+                request_serializer=quorum_dot_v1_dot_payments__pb2.QuoteRequest.SerializeToString,
+                response_deserializer=quorum_dot_v1_dot_payments__pb2.JobQuote.FromString,
+                _registered_method=True)
+        self.SetBudgetCap = channel.unary_unary(
+                '/quorum.v1.PaymentsService/SetBudgetCap',
+                request_serializer=quorum_dot_v1_dot_payments__pb2.SetBudgetCapRequest.SerializeToString,
+                response_deserializer=quorum_dot_v1_dot_payments__pb2.MoneySummary.FromString,
+                _registered_method=True)
+        self.GetWorkerStatement = channel.unary_unary(
+                '/quorum.v1.PaymentsService/GetWorkerStatement',
+                request_serializer=quorum_dot_v1_dot_payments__pb2.GetWorkerStatementRequest.SerializeToString,
+                response_deserializer=quorum_dot_v1_dot_payments__pb2.WorkerStatement.FromString,
+                _registered_method=True)
+        self.CreatePayoutBatch = channel.unary_unary(
+                '/quorum.v1.PaymentsService/CreatePayoutBatch',
+                request_serializer=quorum_dot_v1_dot_payments__pb2.CreatePayoutBatchRequest.SerializeToString,
+                response_deserializer=quorum_dot_v1_dot_payments__pb2.PayoutBatch.FromString,
+                _registered_method=True)
 
 
 class PaymentsServiceServicer:
@@ -95,6 +115,34 @@ class PaymentsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Quote(self, request, context):
+        """Estimated cost of a job before it is submitted.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetBudgetCap(self, request, context):
+        """Sets a job's budget cap: pauses the job when reached, resumes it when raised.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetWorkerStatement(self, request, context):
+        """A worker's answers with what each earned, or why it was not paid.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreatePayoutBatch(self, request, context):
+        """Pays out every worker owed at least the minimum; each payout is a posting.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PaymentsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -122,6 +170,26 @@ def add_PaymentsServiceServicer_to_server(servicer, server):
                     servicer.VerifyLedger,
                     request_deserializer=quorum_dot_v1_dot_payments__pb2.VerifyLedgerRequest.FromString,
                     response_serializer=quorum_dot_v1_dot_payments__pb2.LedgerVerification.SerializeToString,
+            ),
+            'Quote': grpc.unary_unary_rpc_method_handler(
+                    servicer.Quote,
+                    request_deserializer=quorum_dot_v1_dot_payments__pb2.QuoteRequest.FromString,
+                    response_serializer=quorum_dot_v1_dot_payments__pb2.JobQuote.SerializeToString,
+            ),
+            'SetBudgetCap': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetBudgetCap,
+                    request_deserializer=quorum_dot_v1_dot_payments__pb2.SetBudgetCapRequest.FromString,
+                    response_serializer=quorum_dot_v1_dot_payments__pb2.MoneySummary.SerializeToString,
+            ),
+            'GetWorkerStatement': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWorkerStatement,
+                    request_deserializer=quorum_dot_v1_dot_payments__pb2.GetWorkerStatementRequest.FromString,
+                    response_serializer=quorum_dot_v1_dot_payments__pb2.WorkerStatement.SerializeToString,
+            ),
+            'CreatePayoutBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreatePayoutBatch,
+                    request_deserializer=quorum_dot_v1_dot_payments__pb2.CreatePayoutBatchRequest.FromString,
+                    response_serializer=quorum_dot_v1_dot_payments__pb2.PayoutBatch.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -259,6 +327,114 @@ class PaymentsService:
             '/quorum.v1.PaymentsService/VerifyLedger',
             quorum_dot_v1_dot_payments__pb2.VerifyLedgerRequest.SerializeToString,
             quorum_dot_v1_dot_payments__pb2.LedgerVerification.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Quote(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quorum.v1.PaymentsService/Quote',
+            quorum_dot_v1_dot_payments__pb2.QuoteRequest.SerializeToString,
+            quorum_dot_v1_dot_payments__pb2.JobQuote.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetBudgetCap(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quorum.v1.PaymentsService/SetBudgetCap',
+            quorum_dot_v1_dot_payments__pb2.SetBudgetCapRequest.SerializeToString,
+            quorum_dot_v1_dot_payments__pb2.MoneySummary.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWorkerStatement(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quorum.v1.PaymentsService/GetWorkerStatement',
+            quorum_dot_v1_dot_payments__pb2.GetWorkerStatementRequest.SerializeToString,
+            quorum_dot_v1_dot_payments__pb2.WorkerStatement.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreatePayoutBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quorum.v1.PaymentsService/CreatePayoutBatch',
+            quorum_dot_v1_dot_payments__pb2.CreatePayoutBatchRequest.SerializeToString,
+            quorum_dot_v1_dot_payments__pb2.PayoutBatch.FromString,
             options,
             channel_credentials,
             insecure,

@@ -56,7 +56,26 @@ def spec_from_proto(spec: common_pb2.JobSpec) -> domain.JobSpec:
         pilot_allowance=spec.pilot_allowance,
         sla_deadline=spec.sla_deadline.ToDatetime(dt.UTC) if spec.HasField("sla_deadline") else None,
         lease_seconds=spec.lease_seconds,
+        price_mode=_PRICE_MODE_NAMES.get(spec.price_mode, f"#{spec.price_mode}"),
+        price_per_hour_cents=spec.price_per_hour_cents,
+        pay_mode=_PAY_MODE_NAMES.get(spec.pay_mode, f"#{spec.pay_mode}"),
+        pay_per_hour_cents=spec.pay_per_hour_cents,
+        budget_cap_cents=spec.budget_cap_cents,
     )
+
+
+_PRICE_MODE_NAMES = {
+    common_pb2.PRICE_MODE_UNSPECIFIED: "",
+    common_pb2.PRICE_MODE_PER_OBJECT: "per_object",
+    common_pb2.PRICE_MODE_PER_HOUR: "per_hour",
+}
+_PAY_MODE_NAMES = {
+    common_pb2.PAY_MODE_UNSPECIFIED: "",
+    common_pb2.PAY_MODE_PER_ANSWER: "per_answer",
+    common_pb2.PAY_MODE_PER_HOUR: "per_hour",
+}
+_PRICE_MODES = {name: value for value, name in _PRICE_MODE_NAMES.items() if name}
+_PAY_MODES = {name: value for value, name in _PAY_MODE_NAMES.items() if name}
 
 
 def spec_to_proto(spec: domain.JobSpec) -> common_pb2.JobSpec:
@@ -73,6 +92,11 @@ def spec_to_proto(spec: domain.JobSpec) -> common_pb2.JobSpec:
         pilot=spec.pilot,
         pilot_allowance=spec.pilot_allowance,
         lease_seconds=spec.lease_seconds,
+        price_mode=_PRICE_MODES.get(spec.price_mode, common_pb2.PRICE_MODE_UNSPECIFIED),
+        price_per_hour_cents=spec.price_per_hour_cents,
+        pay_mode=_PAY_MODES.get(spec.pay_mode, common_pb2.PAY_MODE_UNSPECIFIED),
+        pay_per_hour_cents=spec.pay_per_hour_cents,
+        budget_cap_cents=spec.budget_cap_cents,
     )
     if spec.task_type is not None:
         getattr(message, spec.task_type.value).labels.extend(spec.labels)

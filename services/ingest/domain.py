@@ -96,6 +96,14 @@ class JobSpec:
     pilot_allowance: int = 0
     sla_deadline: dt.datetime | None = None
     lease_seconds: int = 0
+    # "per_object" (the default when empty) or "per_hour"; anything else is refused.
+    price_mode: str = ""
+    price_per_hour_cents: int = 0
+    # "per_answer" (the default when empty) or "per_hour".
+    pay_mode: str = ""
+    pay_per_hour_cents: int = 0
+    # 0: no cap.
+    budget_cap_cents: int = 0
 
     @property
     def labels_field(self) -> str:
@@ -153,6 +161,7 @@ def normalise_spec(spec: JobSpec) -> JobSpec:
     if not (0 <= spec.lease_seconds <= MAX_LEASE_SECONDS):
         raise InvalidArgument("spec.lease_seconds", f"must be in [0, {MAX_LEASE_SECONDS}] (got {spec.lease_seconds})")
     lease_seconds = spec.lease_seconds or DEFAULT_LEASE_SECONDS
+    price_mode, pay_mode = _normalise_money_modes(spec)
 
     return replace(
         spec,
@@ -163,7 +172,32 @@ def normalise_spec(spec: JobSpec) -> JobSpec:
         currency=currency,
         pilot_allowance=pilot_allowance,
         lease_seconds=lease_seconds,
+        price_mode=price_mode,
+        pay_mode=pay_mode,
     )
+
+
+PRICE_MODES = ("per_object", "per_hour")
+PAY_MODES = ("per_answer", "per_hour")
+
+
+def _normalise_money_modes(spec: JobSpec) -> tuple[str, str]:
+    """The price and pay modes with their defaults; raises InvalidArgument naming the field."""
+    price_mode = spec.price_mode or PRICE_MODES[0]
+    if price_mode not in PRICE_MODES:
+        raise InvalidArgument("spec.price_mode", f"must be PER_OBJECT or PER_HOUR (got {spec.price_mode!r:.20})")
+    pay_mode = spec.pay_mode or PAY_MODES[0]
+    if pay_mode not in PAY_MODES:
+        raise InvalidArgument("spec.pay_mode", f"must be PER_ANSWER or PER_HOUR (got {spec.pay_mode!r:.20})")
+    for name in ("price_per_hour_cents", "pay_per_hour_cents", "budget_cap_cents"):
+        value = getattr(spec, name)
+        if value < 0:
+            raise InvalidArgument(f"spec.{name}", f"must be >= 0 (got {value})")
+    if price_mode == "per_hour" and spec.price_per_hour_cents == 0:
+        raise InvalidArgument("spec.price_per_hour_cents", "is required when price_mode is PER_HOUR")
+    if pay_mode == "per_hour" and spec.pay_per_hour_cents == 0:
+        raise InvalidArgument("spec.pay_per_hour_cents", "is required when pay_mode is PER_HOUR")
+    return price_mode, pay_mode
 
 
 def _normalise_labels(labels: Iterable[str], field_path: str) -> tuple[str, ...]:

@@ -13,18 +13,19 @@ from .servicer import SERVICE_NAME, PaymentsServicer
 
 def build(context: ServiceContext) -> ServiceParts:
     """Opens the payments database (creating its tables), and wires the servicer and the
-    ``ledger`` consumer of the jobs, answers and results topics. Produces no events, so
-    no outbox relay. Raises sqlalchemy errors when the database is unreachable."""
+    ``ledger`` consumer of the jobs, answers and results topics, and the outbox of the
+    JobPaused / JobResumed events it produces when a budget cap is reached or raised.
+    Raises sqlalchemy errors when the database is unreachable."""
     engine = make_engine(context.settings.database_url_for("payments"))
     tables.metadata.create_all(engine)
-    ledger = Ledger(engine)
     topics = context.topics
+    ledger = Ledger(engine, jobs_topic=topics.jobs, outbox_written=context.outbox_written)
     return ServiceParts(
         name="payments",
         registrations=[
             (payments_pb2_grpc.add_PaymentsServiceServicer_to_server, PaymentsServicer(ledger), SERVICE_NAME)
         ],
         engine=engine,
-        outbox=None,
+        outbox=tables.messaging.outbox,
         consumers=[ConsumerSpec(CONSUMER, [topics.jobs, topics.answers, topics.results], ledger.handle_events)],
     )

@@ -18,7 +18,20 @@ Accounts:
 ``platform:worker_cost``
     What the platform spends on labor. Debited once per accepted answer.
 ``worker:<worker_id>:payable``
-    What the platform owes a worker. Credited once per accepted answer.
+    What the platform owes a worker. Credited once per paid answer, debited by payouts.
+``platform:payouts_in_transit``
+    Money sent to workers in payout batches, until the payment provider confirms it.
+
+Per-hour jobs bill the client for workers' active time (``time:<answer_id>``
+postings): the n-th billable answer of a job is charged
+``hourly(total_ms after it) - hourly(total_ms before it)`` with
+``hourly(ms) = ms * rate // 3_600_000``, so the job's total is exactly
+``hourly(its billable active ms)`` whatever the order. Per-hour pay is
+``hourly(the answer's active ms)`` at the pay rate, the fraction of a cent
+rounded down. An answer is paid once its task is resolved (gold answers at
+once), unless consensus flagged its worker as a spammer (weight 0) or rejected
+it (a label other than the consensus label on a confident resolution): then it
+is settled unpaid with the reason recorded for the worker to see.
 
 Postings are append-only; a correction would be a new posting, never an edit.
 Each posting has a key that makes it unique: ``bill:<task_id>`` (at most one
@@ -42,7 +55,8 @@ from quorum.errors import InvalidArgument
 PLATFORM_REVENUE = "platform:revenue"
 PLATFORM_PILOT_SUBSIDY = "platform:pilot_subsidy"
 PLATFORM_WORKER_COST = "platform:worker_cost"
-PLATFORM_ACCOUNTS = frozenset({PLATFORM_REVENUE, PLATFORM_PILOT_SUBSIDY, PLATFORM_WORKER_COST})
+PLATFORM_PAYOUTS = "platform:payouts_in_transit"
+PLATFORM_ACCOUNTS = frozenset({PLATFORM_REVENUE, PLATFORM_PILOT_SUBSIDY, PLATFORM_WORKER_COST, PLATFORM_PAYOUTS})
 
 DEFAULT_CURRENCY = "USD"
 UNKNOWN_CLIENT = "unknown"
@@ -50,8 +64,16 @@ UNKNOWN_CLIENT = "unknown"
 DEFAULT_PILOT_ALLOWANCE = 100
 
 BILL = "bill"
+TIME = "time"
 PAY = "pay"
-POSTING_KINDS = frozenset({BILL, PAY})
+PAYOUT = "payout"
+POSTING_KINDS = frozenset({BILL, TIME, PAY, PAYOUT})
+
+PER_OBJECT = "per_object"
+PER_HOUR = "per_hour"
+PER_ANSWER = "per_answer"
+MS_PER_HOUR = 3_600_000
+DEFAULT_SECONDS_PER_ANSWER = 30
 
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
@@ -102,8 +124,20 @@ class JobTerms:
     pay_per_answer_cents: int
     currency: str
     pilot: bool
-    # Free objects; 0 for a job that is not a pilot.
+    # Free objects (per-hour jobs: free billable answers); 0 for a job that is not a pilot.
     pilot_allowance: int
+    price_mode: str = PER_OBJECT
+    price_per_hour_cents: int = 0
+    pay_mode: str = PER_ANSWER
+    pay_per_hour_cents: int = 0
+
+    @property
+    def bills_time(self) -> bool:
+        return self.price_mode == PER_HOUR
+
+    @property
+    def pays_time(self) -> bool:
+        return self.pay_mode == PER_HOUR
 
     @classmethod
     def create(
@@ -116,6 +150,10 @@ class JobTerms:
         currency: str,
         pilot: bool,
         pilot_allowance: int,
+        price_mode: str = PER_OBJECT,
+        price_per_hour_cents: int = 0,
+        pay_mode: str = PER_ANSWER,
+        pay_per_hour_cents: int = 0,
     ) -> JobTerms:
         """Applies the JobSpec defaults: currency USD when empty, allowance 100 when not positive.
 
@@ -134,6 +172,10 @@ class JobTerms:
             currency=(currency.strip().upper() or DEFAULT_CURRENCY),
             pilot=pilot,
             pilot_allowance=(pilot_allowance if pilot_allowance > 0 else DEFAULT_PILOT_ALLOWANCE) if pilot else 0,
+            price_mode=PER_HOUR if price_mode == PER_HOUR else PER_OBJECT,
+            price_per_hour_cents=max(0, price_per_hour_cents),
+            pay_mode=PER_HOUR if pay_mode == PER_HOUR else PER_ANSWER,
+            pay_per_hour_cents=max(0, pay_per_hour_cents),
         )
 
     @property
@@ -172,6 +214,9 @@ def bill_object(terms: JobTerms, task_id: str, event_id: str, ordinal: int) -> B
     The first ``pilot_allowance`` objects of a pilot job are paid by the
     platform's pilot subsidy instead of the client; every object credits revenue.
     """
+    if terms.bills_time:
+        # Per-hour jobs are billed for time (bill_time); objects are only counted.
+        return BillDecision(False, None)
     pilot = ordinal <= terms.pilot_allowance
     if terms.price_per_object_cents <= 0:
         return BillDecision(pilot, None)
@@ -196,13 +241,28 @@ def bill_object(terms: JobTerms, task_id: str, event_id: str, ordinal: int) -> B
     return BillDecision(pilot, posting)
 
 
-def pay_answer(terms: JobTerms, answer_id: str, task_id: str, worker_id: str, event_id: str) -> Posting | None:
-    """Pays a worker for one accepted answer; None when the job pays nothing per answer.
+def hourly(active_ms: int, rate_cents: int) -> int:
+    """What ``active_ms`` of work costs at ``rate_cents`` an hour, the fraction of a cent dropped."""
+    return max(0, active_ms) * max(0, rate_cents) // MS_PER_HOUR
+
+
+def pay_amount(terms: JobTerms, active_ms: int) -> int:
+    """What one paid answer earns: the per-answer pay, or its active time at the hourly pay."""
+    if terms.pays_time:
+        return hourly(active_ms, terms.pay_per_hour_cents)
+    return terms.pay_per_answer_cents
+
+
+def pay_answer(
+    terms: JobTerms, answer_id: str, task_id: str, worker_id: str, event_id: str, active_ms: int = 0
+) -> Posting | None:
+    """Pays a worker for one accepted answer; None when it earns nothing.
 
     Answers to gold tasks are paid like any other: the worker cannot tell them
     apart and did the same work.
     """
-    if terms.pay_per_answer_cents <= 0:
+    amount = pay_amount(terms, active_ms)
+    if amount <= 0:
         return None
     return Posting(
         posting_key=posting_key(PAY, answer_id),
@@ -212,9 +272,150 @@ def pay_answer(terms: JobTerms, answer_id: str, task_id: str, worker_id: str, ev
         job_id=terms.job_id,
         debit_account=PLATFORM_WORKER_COST,
         credit_account=worker_payable(worker_id),
-        amount_cents=terms.pay_per_answer_cents,
+        amount_cents=amount,
         currency=terms.currency,
         memo=f"Accepted answer {answer_id} on task {task_id}",
+    )
+
+
+def bill_time(
+    terms: JobTerms, answer_id: str, event_id: str, ordinal: int, billed_ms_before: int, active_ms: int
+) -> BillDecision:
+    """Bills the active time of the ``ordinal``-th (1-based) billable answer of a per-hour job.
+
+    The amount is the growth of ``hourly(total billed ms)``, so a job's time postings add up
+    to exactly its total active time at the hourly rate. The first ``pilot_allowance``
+    answers of a pilot are paid by the pilot subsidy.
+    """
+    pilot = ordinal <= terms.pilot_allowance
+    rate = terms.price_per_hour_cents
+    amount = hourly(billed_ms_before + active_ms, rate) - hourly(billed_ms_before, rate)
+    if amount <= 0:
+        return BillDecision(pilot, None)
+    debit = PLATFORM_PILOT_SUBSIDY if pilot else client_receivable(terms.client_id)
+    prefix = "Pilot allowance: annotation time" if pilot else "Annotation time"
+    return BillDecision(
+        pilot,
+        Posting(
+            posting_key=posting_key(TIME, answer_id),
+            kind=TIME,
+            ref_id=answer_id,
+            event_id=event_id,
+            job_id=terms.job_id,
+            debit_account=debit,
+            credit_account=PLATFORM_REVENUE,
+            amount_cents=amount,
+            currency=terms.currency,
+            memo=f"{prefix} of answer {answer_id}: {active_ms} ms",
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What consensus said of one worker's answer to a resolved task."""
+
+    label: str
+    weight: float
+
+
+def unpaid_reason(
+    gold: bool,
+    worker_id: str,
+    label: str,
+    verdicts: Mapping[str, Verdict],
+    consensus_label: str,
+    low_confidence: bool,
+) -> str:
+    """Why an accepted answer is not paid, or "" when it is.
+
+    Gold answers are always paid (consensus does not judge them). A worker whose
+    answer consensus weighted 0 is taken as flagged a spammer; an answer whose label
+    differs from the label of a confident resolution is rejected. An answer consensus
+    did not see (it arrived after the resolution) is paid: the worker held a live lease.
+    """
+    if gold:
+        return ""
+    verdict = verdicts.get(worker_id)
+    if verdict is not None and verdict.weight <= 0:
+        return "spammer: consensus gave this worker's answers no weight"
+    if not low_confidence and consensus_label and label and label != consensus_label:
+        return f"rejected by consensus: answered {label!r}, the consensus label is {consensus_label!r}"
+    return ""
+
+
+def pause_reason(terms_currency: str, charged_cents: int, cap_cents: int) -> str:
+    """Why a job is paused, or "" when its cap (0: none) is not reached."""
+    if cap_cents <= 0 or charged_cents < cap_cents:
+        return ""
+    return f"budget cap reached: charged {charged_cents} of a cap of {cap_cents} {terms_currency} minor units"
+
+
+@dataclass(frozen=True)
+class Quote:
+    """Estimated cost of a job before submission, in minor units of ``currency``."""
+
+    currency: str
+    objects: int
+    billable_objects: int
+    expected_answers: int
+    expected_active_ms: int
+    client_cents: int
+    worker_cents: int
+    pilot_discount_cents: int
+
+    @property
+    def margin_cents(self) -> int:
+        return self.client_cents - self.worker_cents
+
+
+def quote(
+    terms: JobTerms,
+    objects: int,
+    overlap_min: int,
+    overlap_max: int,
+    expected_overlap: float,
+    seconds_per_answer: int,
+) -> Quote:
+    """Estimates a job: ``objects`` x expected answers per object (``expected_overlap``
+    clamped to [overlap.min, overlap.max]; overlap.min when zero) x the price mode.
+
+    Raises InvalidArgument("objects") when negative, ("expected_overlap") when not a
+    number, ("seconds_per_answer") when negative.
+    """
+    if objects < 0:
+        raise InvalidArgument("objects", f"must be >= 0 (got {objects})")
+    if expected_overlap != expected_overlap or expected_overlap < 0:
+        raise InvalidArgument("expected_overlap", f"must be >= 0 (got {expected_overlap})")
+    if seconds_per_answer < 0:
+        raise InvalidArgument("seconds_per_answer", f"must be >= 0 (got {seconds_per_answer})")
+    low = max(1, overlap_min)
+    high = max(low, overlap_max)
+    per_object = min(max(expected_overlap or low, low), high)
+    answers = round(objects * per_object)
+    active_ms = answers * (seconds_per_answer or DEFAULT_SECONDS_PER_ANSWER) * 1000
+    free = min(objects, terms.pilot_allowance)
+    if terms.bills_time:
+        full = hourly(active_ms, terms.price_per_hour_cents)
+        # The allowance counts billable answers on per-hour jobs.
+        free_answers = min(answers, terms.pilot_allowance)
+        discount = full - hourly(
+            active_ms - free_answers * (seconds_per_answer or DEFAULT_SECONDS_PER_ANSWER) * 1000,
+            terms.price_per_hour_cents,
+        )
+    else:
+        full = objects * terms.price_per_object_cents
+        discount = free * terms.price_per_object_cents
+    worker = hourly(active_ms, terms.pay_per_hour_cents) if terms.pays_time else answers * terms.pay_per_answer_cents
+    return Quote(
+        currency=terms.currency,
+        objects=objects,
+        billable_objects=objects - free if not terms.bills_time else objects,
+        expected_answers=answers,
+        expected_active_ms=active_ms,
+        client_cents=full - discount,
+        worker_cents=worker,
+        pilot_discount_cents=discount,
     )
 
 
@@ -233,6 +434,20 @@ class JobCounters:
     billed_cents: int = 0
     pilot_subsidy_cents: int = 0
     paid_cents: int = 0
+    # Accepted answers settled without pay (spammers, rejected by consensus).
+    answers_unpaid: int = 0
+    # Per-hour jobs: active ms billed so far, and how many answers it came from.
+    billed_ms: int = 0
+    time_bills: int = 0
+
+    def count_time(self, active_ms: int, decision: BillDecision) -> None:
+        self.billed_ms += active_ms
+        self.time_bills += 1
+        if decision.posting is not None:
+            if decision.pilot:
+                self.pilot_subsidy_cents += decision.posting.amount_cents
+            else:
+                self.billed_cents += decision.posting.amount_cents
 
     def count_object(self, decision: BillDecision) -> None:
         self.objects_billed += 1
@@ -248,6 +463,9 @@ class JobCounters:
         self.answers_paid += 1
         if posting is not None:
             self.paid_cents += posting.amount_cents
+
+    def count_unpaid(self) -> None:
+        self.answers_unpaid += 1
 
 
 @dataclass(frozen=True)
@@ -280,7 +498,30 @@ def invoice_lines(terms: JobTerms, counters: JobCounters) -> list[InvoiceLine]:
     """One line for the labeled objects and, for pilots, a negative "Pilot allowance" line.
 
     The lines add up to what the ledger charged the client when the ledger is sound.
+    Per-hour jobs get one "Annotation time" line (quantity in seconds) and, for pilots,
+    the negative pilot allowance line.
     """
+    if terms.bills_time:
+        rate = terms.price_per_hour_cents
+        lines = [
+            InvoiceLine(
+                description=f"Annotation time ({counters.billed_ms / MS_PER_HOUR:.2f} h, quantity in seconds, "
+                f"price per hour)",
+                quantity=counters.billed_ms // 1000,
+                unit_price_cents=rate,
+                amount_cents=counters.billed_cents + counters.pilot_subsidy_cents,
+            )
+        ]
+        if counters.pilot_subsidy_cents:
+            lines.append(
+                InvoiceLine(
+                    description=f"Pilot allowance (first {terms.pilot_allowance} answers free)",
+                    quantity=min(counters.time_bills, terms.pilot_allowance),
+                    unit_price_cents=0,
+                    amount_cents=-counters.pilot_subsidy_cents,
+                )
+            )
+        return lines
     price = terms.price_per_object_cents
     lines = [
         InvoiceLine(
@@ -312,6 +553,11 @@ class MoneySummary:
     pilot_subsidy_cents: int
     objects_billed: int
     answers_paid: int
+    answers_unpaid: int = 0
+    active_ms: int = 0
+    paused: bool = False
+    pause_reason: str = ""
+    budget_cap_cents: int = 0
 
     @property
     def margin_cents(self) -> int:
@@ -326,6 +572,8 @@ class MoneySummary:
             pilot_subsidy_cents=counters.pilot_subsidy_cents,
             objects_billed=counters.objects_billed,
             answers_paid=counters.answers_paid,
+            answers_unpaid=counters.answers_unpaid,
+            active_ms=counters.billed_ms,
         )
 
 
@@ -337,6 +585,88 @@ class WorkerBalance:
     currency: str
     earned_cents: int
     answers_paid: int
+    paid_out_cents: int = 0
+    answers_unpaid: int = 0
+
+    @property
+    def owed_cents(self) -> int:
+        return self.earned_cents - self.paid_out_cents
+
+
+@dataclass(frozen=True)
+class StatementLine:
+    """One accepted answer on a worker's statement."""
+
+    answer_id: str
+    job_id: str
+    task_id: str
+    active_ms: int
+    # False while it waits for its task's resolution or its job's terms.
+    settled: bool
+    paid: bool
+    amount_cents: int
+    currency: str
+    unpaid_reason: str
+    accepted_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class WorkerStatement:
+    worker_id: str
+    lines: list[StatementLine]
+    balances: list[WorkerBalance]
+    next_page_token: str
+
+
+@dataclass(frozen=True)
+class Payout:
+    worker_id: str
+    amount_cents: int
+    entry_id: int
+
+
+@dataclass(frozen=True)
+class PayoutBatch:
+    """Payouts made together; :func:`payout_csv` is the file for the payment provider."""
+
+    batch_id: str
+    currency: str
+    payouts: list[Payout]
+    created_at: dt.datetime
+
+    @property
+    def total_cents(self) -> int:
+        return sum(p.amount_cents for p in self.payouts)
+
+
+def payout(batch_id: str, worker_id: str, amount_cents: int, currency: str) -> Posting:
+    """The posting that pays ``amount_cents`` out to a worker in a batch."""
+    ref = f"{batch_id}:{worker_id}"
+    return Posting(
+        posting_key=posting_key(PAYOUT, ref),
+        kind=PAYOUT,
+        ref_id=ref,
+        event_id=batch_id,
+        job_id="",
+        debit_account=worker_payable(worker_id),
+        credit_account=PLATFORM_PAYOUTS,
+        amount_cents=amount_cents,
+        currency=currency,
+        memo=f"Payout batch {batch_id}",
+    )
+
+
+def payout_csv(batch: PayoutBatch) -> str:
+    """The batch as CSV: a header, then worker_id,amount_cents,currency,batch_id per payout."""
+    rows = ["worker_id,amount_cents,currency,batch_id"]
+    rows += [f"{_csv_field(p.worker_id)},{p.amount_cents},{batch.currency},{batch.batch_id}" for p in batch.payouts]
+    return "\n".join(rows) + "\n"
+
+
+def _csv_field(value: str) -> str:
+    if any(ch in value for ch in ',"\n\r'):
+        return '"' + value.replace('"', '""') + '"'
+    return value
 
 
 def most_common_currency(weights: Mapping[str, int]) -> str:
@@ -437,7 +767,9 @@ class _JobTally:
     subsidy_cents: int = 0
     paid_cents: int = 0
     subsidised_objects: int = 0
+    time_cents: int = 0
     bills: int = 0
+    time_bills: int = 0
     pays: int = 0
 
 
@@ -491,8 +823,19 @@ class LedgerAuditor:
         if p.posting_key != posting_key(p.kind, p.ref_id):
             self._problem(f"{where}: key does not match kind {p.kind!r} and reference {p.ref_id!r}")
         self._refs[(p.kind, p.ref_id)] += 1
+        if p.kind == PAYOUT:
+            if account_kind(p.debit_account) != "worker" or p.credit_account != PLATFORM_PAYOUTS:
+                self._problem(f"{where}: a payout must move money from a worker to {PLATFORM_PAYOUTS}")
+            return
         tally = self._tallies[p.job_id]
-        if p.kind == BILL:
+        if p.kind == TIME:
+            tally.time_bills += 1
+            tally.time_cents += p.amount_cents
+            if p.debit_account == PLATFORM_PILOT_SUBSIDY:
+                tally.subsidy_cents += p.amount_cents
+            else:
+                tally.receivable_cents += p.amount_cents
+        elif p.kind == BILL:
             tally.bills += 1
             if p.debit_account == PLATFORM_PILOT_SUBSIDY:
                 tally.subsidised_objects += 1
@@ -512,20 +855,37 @@ class LedgerAuditor:
         terms = record.terms
         if p.currency != terms.currency:
             self._problem(f"{where}: currency {p.currency} but job {p.job_id!r} is in {terms.currency}")
-        if p.kind == BILL:
-            expected_amount = terms.price_per_object_cents
+        expected_amount: int | None
+        if p.kind in (BILL, TIME):
+            # Time amounts vary per answer; their job total is checked in finish().
+            expected_amount = terms.price_per_object_cents if p.kind == BILL else None
+            if (p.kind == TIME) != terms.bills_time:
+                self._problem(f"{where}: a {p.kind} posting on a job billed {terms.price_mode}")
             debits = {client_receivable(terms.client_id), PLATFORM_PILOT_SUBSIDY}
             if p.debit_account not in debits or p.credit_account != PLATFORM_REVENUE:
                 self._problem(f"{where}: a bill must move money from {sorted(debits)} to {PLATFORM_REVENUE}")
         else:
-            expected_amount = terms.pay_per_answer_cents
+            expected_amount = None if terms.pays_time else terms.pay_per_answer_cents
             if p.debit_account != PLATFORM_WORKER_COST or account_kind(p.credit_account) != "worker":
                 self._problem(f"{where}: a pay must move money from {PLATFORM_WORKER_COST} to a worker")
-        if p.amount_cents != expected_amount:
+        if expected_amount is not None and p.amount_cents != expected_amount:
             self._problem(f"{where}: amount {p.amount_cents} but job {p.job_id!r} sets {expected_amount}")
 
-    def finish(self, settled_objects: Mapping[str, int], settled_answers: Mapping[str, int]) -> Verification:
-        """Runs the whole-ledger checks. ``settled_*`` count each job's billed tasks and paid answers."""
+    def finish(
+        self,
+        settled_objects: Mapping[str, int],
+        settled_answers: Mapping[str, int],
+        unpaid_answers: Mapping[str, int] | None = None,
+        billable_ms: Mapping[str, int] | None = None,
+    ) -> Verification:
+        """Runs the whole-ledger checks. ``settled_*`` count each job's billed tasks and paid
+        answers, ``unpaid_answers`` its answers settled unpaid and ``billable_ms`` the active
+        time of its billable answers (per-hour jobs)."""
+        unpaid_answers = unpaid_answers or {}
+        billable_ms = billable_ms or {}
+        for (account, currency), balance in sorted(self._balances.items()):
+            if account_kind(account) == "worker" and balance > 0:
+                self._problem(f"{account} ({currency}): paid out {balance} more than earned")
         for currency in sorted(set(self._debits) | set(self._credits)):
             debits, credits = self._debits[currency], self._credits[currency]
             if debits != credits:
@@ -539,6 +899,21 @@ class LedgerAuditor:
                 self._problem(f"{what} {ref!r} has {count} {kind} postings")
         for job_id, record in sorted(self.jobs.items()):
             self._check_job(job_id, record, settled_objects.get(job_id, 0), settled_answers.get(job_id, 0))
+            c, terms = record.counters, record.terms
+            if c.answers_unpaid != unpaid_answers.get(job_id, 0):
+                self._problem(
+                    f"job {job_id!r}: counter of answers unpaid is {c.answers_unpaid}, "
+                    f"the ledger says {unpaid_answers.get(job_id, 0)}"
+                )
+            if terms is not None and terms.bills_time:
+                tally = self._tallies.get(job_id, _JobTally())
+                ms = billable_ms.get(job_id, 0)
+                expected = hourly(ms, terms.price_per_hour_cents)
+                if c.billed_ms != ms or tally.time_cents != expected:
+                    self._problem(
+                        f"job {job_id!r}: billed {tally.time_cents} for {c.billed_ms} ms, "
+                        f"{ms} ms of billable answers at the hourly rate is {expected}"
+                    )
         if self._omitted:
             self.problems.append(f"... and {self._omitted} more problems")
         accounts = [

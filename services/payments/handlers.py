@@ -25,9 +25,10 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -35,9 +36,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from quorum.db import claim_events, insert_ignoring_conflicts, reading, utcnow
-from quorum.errors import NotFound
-from quorum.v1 import events_pb2
+from quorum.db import claim_events, enqueue, insert_ignoring_conflicts, reading, utcnow
+from quorum.errors import InvalidArgument, NotFound
+from quorum.messaging import outgoing
+from quorum.v1 import common_pb2, events_pb2
 
 from . import domain, tables
 from .domain import (
@@ -49,9 +51,13 @@ from .domain import (
     LedgerEntry,
     LedgerPage,
     MoneySummary,
+    Payout,
+    PayoutBatch,
     Posting,
+    StatementLine,
     Verification,
     WorkerBalance,
+    WorkerStatement,
 )
 
 log = logging.getLogger(__name__)
@@ -73,6 +79,9 @@ _COUNTER_COLUMNS = (
     "billed_cents",
     "pilot_subsidy_cents",
     "paid_cents",
+    "answers_unpaid",
+    "billed_ms",
+    "time_bills",
 )
 _TERM_COLUMNS = (
     "client_id",
@@ -82,8 +91,15 @@ _TERM_COLUMNS = (
     "currency",
     "pilot",
     "pilot_allowance",
+    "price_mode",
+    "price_per_hour_cents",
+    "pay_mode",
+    "pay_per_hour_cents",
     "created_at",
+    "budget_cap_cents",
 )
+_PRICE_MODES = {common_pb2.PRICE_MODE_PER_HOUR: domain.PER_HOUR}
+_PAY_MODES = {common_pb2.PAY_MODE_PER_HOUR: domain.PER_HOUR}
 
 
 def _datetime(ts: Timestamp, fallback: dt.datetime) -> dt.datetime:
@@ -123,6 +139,10 @@ class _Batch:
                 currency=spec.currency[:8],
                 pilot=spec.pilot,
                 pilot_allowance=spec.pilot_allowance,
+                price_mode=_PRICE_MODES.get(spec.price_mode, domain.PER_OBJECT),
+                price_per_hour_cents=spec.price_per_hour_cents,
+                pay_mode=_PAY_MODES.get(spec.pay_mode, domain.PER_ANSWER),
+                pay_per_hour_cents=spec.pay_per_hour_cents,
             )
             self.job_ids.add(terms.job_id)
             self.terms.setdefault(
@@ -135,7 +155,12 @@ class _Batch:
                     "currency": terms.currency,
                     "pilot": terms.pilot,
                     "pilot_allowance": terms.pilot_allowance,
+                    "price_mode": terms.price_mode,
+                    "price_per_hour_cents": terms.price_per_hour_cents,
+                    "pay_mode": terms.pay_mode,
+                    "pay_per_hour_cents": terms.pay_per_hour_cents,
                     "created_at": _datetime(created.created_at, occurred),
+                    "budget_cap_cents": max(0, spec.budget_cap_cents),
                 },
             )
         elif kind == "task_resolved":
@@ -151,6 +176,9 @@ class _Batch:
                     "job_id": resolved.job_id,
                     "event_id": event.event_id,
                     "resolved_at": _datetime(resolved.resolved_at, occurred),
+                    "label": _label(resolved.label)[:500],
+                    "low_confidence": resolved.low_confidence,
+                    "verdicts": {a.worker_id: [_label(a.answer), a.weight] for a in resolved.answers},
                     "billed_at": None,
                 },
             )
@@ -169,6 +197,9 @@ class _Batch:
                     "worker_id": answer.worker_id,
                     "event_id": event.event_id,
                     "accepted_at": _datetime(answer.submitted_at, occurred),
+                    "gold": answer.gold,
+                    "label": _label(answer.answer)[:500],
+                    "active_ms": max(0, answer.active_ms),
                     "paid_at": None,
                 },
             )
@@ -176,8 +207,14 @@ class _Batch:
     def job_row(self, job_id: str, now: dt.datetime) -> dict[str, Any]:
         """The jobs row to upsert: with terms when the batch has the job's JobCreated."""
         terms = self.terms.get(job_id)
-        row: dict[str, Any] = {"job_id": job_id, "has_terms": terms is not None, "first_seen_at": now}
-        row.update(terms or dict.fromkeys(_TERM_COLUMNS))
+        row: dict[str, Any] = {
+            "job_id": job_id,
+            "has_terms": terms is not None,
+            "first_seen_at": now,
+            "paused": False,
+            "pause_reason": "",
+        }
+        row.update(terms or {**dict.fromkeys(_TERM_COLUMNS), "budget_cap_cents": 0})
         row.update(dict.fromkeys(_COUNTER_COLUMNS, 0))
         return row
 
@@ -215,6 +252,7 @@ class _Statements:
             set_={
                 "earned_cents": w.c.earned_cents + upsert_worker.excluded.earned_cents,
                 "answers_paid": w.c.answers_paid + upsert_worker.excluded.answers_paid,
+                "answers_unpaid": w.c.answers_unpaid + upsert_worker.excluded.answers_unpaid,
             },
         )
         return cls(lock_jobs, write_counters, add_worker_totals)
@@ -230,7 +268,15 @@ def _terms_of(row: Any) -> JobTerms:
         currency=row.currency,
         pilot=row.pilot,
         pilot_allowance=row.pilot_allowance,
+        price_mode=row.price_mode or domain.PER_OBJECT,
+        price_per_hour_cents=int(row.price_per_hour_cents or 0),
+        pay_mode=row.pay_mode or domain.PER_ANSWER,
+        pay_per_hour_cents=int(row.pay_per_hour_cents or 0),
     )
+
+
+def _label(answer: common_pb2.Answer) -> str:
+    return answer.classification.label if answer.WhichOneof("value") == "classification" else ""
 
 
 def _counters_of(row: Any) -> JobCounters:
@@ -297,9 +343,13 @@ class Ledger:
     database: writers serialize per job on the job's row.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(
+        self, engine: Engine, jobs_topic: str = "quorum.jobs.v1", outbox_written: Callable[[], None] = lambda: None
+    ) -> None:
         self._engine = engine
         self._cached: dict[str, _Statements] = {}
+        self._jobs_topic = jobs_topic
+        self._outbox_written = outbox_written
 
     # -- events ----------------------------------------------------------------------------
 
@@ -316,18 +366,21 @@ class Ledger:
         for attempt in range(1, _ATTEMPTS + 1):
             try:
                 with self._engine.begin() as conn:
-                    self._apply(conn, relevant)
+                    enqueued = self._apply(conn, relevant)
+                if enqueued:
+                    self._outbox_written()
                 return
             except sa.exc.DBAPIError as error:
                 if attempt == _ATTEMPTS or not _is_transient(error):
                     raise
                 log.warning("payments: transient database error, retrying the batch: %s", error.orig)
 
-    def _apply(self, conn: Connection, events: list[events_pb2.Event]) -> None:
+    def _apply(self, conn: Connection, events: list[events_pb2.Event]) -> bool:
+        """Applies the batch; True when it enqueued events (a job paused)."""
         # Sorted ids give every transaction the same lock order on the inbox.
         fresh = claim_events(conn, tables.messaging.inbox, _INBOX_CONSUMER, sorted({e.event_id for e in events}))
         if not fresh:
-            return
+            return False
         now = utcnow()
         batch = _Batch()
         seen: set[str] = set()
@@ -336,24 +389,28 @@ class Ledger:
                 seen.add(event.event_id)
                 batch.add(event, now)
         if not batch.job_ids:
-            return
+            return False
         statements = self._statements(conn)
         job_ids = sorted(batch.job_ids)
         conn.execute(statements.lock_jobs, [batch.job_row(job_id, now) for job_id in job_ids])
         insert_ignoring_conflicts(conn, tables.resolved_tasks, [batch.tasks[k] for k in sorted(batch.tasks)])
         insert_ignoring_conflicts(conn, tables.accepted_answers, [batch.answers[k] for k in sorted(batch.answers)])
-        self._settle(conn, statements, job_ids, now)
+        return self._settle(conn, statements, job_ids, now)
 
-    def _settle(self, conn: Connection, statements: _Statements, job_ids: list[str], now: dt.datetime) -> None:
-        """Posts every unsettled fact of the given (locked) jobs that have terms."""
+    def _settle(self, conn: Connection, statements: _Statements, job_ids: list[str], now: dt.datetime) -> bool:
+        """Posts every settleable fact of the given (locked) jobs that have terms: resolved
+        tasks, and accepted answers that are gold or whose task is resolved. Then pauses
+        the jobs whose charges reached their budget cap. True when it paused one."""
         j, t, a = tables.jobs, tables.resolved_tasks, tables.accepted_answers
         terms: dict[str, JobTerms] = {}
         counters: dict[str, JobCounters] = {}
+        budgets: dict[str, tuple[int, bool]] = {}
         for ids in _chunks(job_ids):
             for row in conn.execute(sa.select(j).where(j.c.job_id.in_(ids), j.c.has_terms.is_(True))):
                 terms[row.job_id], counters[row.job_id] = _terms_of(row), _counters_of(row)
+                budgets[row.job_id] = (int(row.budget_cap_cents), bool(row.paused))
         if not terms:
-            return
+            return False
         ready = sorted(terms)
         tasks = [
             row
@@ -368,13 +425,26 @@ class Ledger:
             row
             for ids in _chunks(ready)
             for row in conn.execute(
-                sa.select(a.c.answer_id, a.c.job_id, a.c.task_id, a.c.worker_id, a.c.event_id)
-                .where(a.c.job_id.in_(ids), a.c.paid_at.is_(None))
+                sa.select(
+                    a.c.answer_id,
+                    a.c.job_id,
+                    a.c.task_id,
+                    a.c.worker_id,
+                    a.c.event_id,
+                    a.c.gold,
+                    a.c.label,
+                    a.c.active_ms,
+                    t.c.label.label("consensus_label"),
+                    t.c.low_confidence,
+                    t.c.verdicts,
+                )
+                .select_from(a.outerjoin(t, t.c.task_id == a.c.task_id))
+                .where(a.c.job_id.in_(ids), a.c.paid_at.is_(None), sa.or_(a.c.gold, t.c.task_id.is_not(None)))
                 .order_by(a.c.job_id, a.c.accepted_at, a.c.answer_id)
             )
         ]
         if not tasks and not answers:
-            return
+            return False
         postings: list[Posting] = []
         for task in tasks:
             job = counters[task.job_id]
@@ -382,24 +452,57 @@ class Ledger:
             job.count_object(decision)
             if decision.posting is not None:
                 postings.append(decision.posting)
-        earned: defaultdict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+        earned: defaultdict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
+        settled: list[dict[str, Any]] = []
         for answer in answers:
-            job_terms = terms[answer.job_id]
-            posting = domain.pay_answer(job_terms, answer.answer_id, answer.task_id, answer.worker_id, answer.event_id)
-            counters[answer.job_id].count_answer(posting)
+            job_terms, job = terms[answer.job_id], counters[answer.job_id]
             total = earned[(answer.worker_id, job_terms.currency)]
+            verdicts = {w: domain.Verdict(str(v[0]), float(v[1])) for w, v in (answer.verdicts or {}).items()}
+            reason = domain.unpaid_reason(
+                bool(answer.gold),
+                answer.worker_id,
+                answer.label,
+                verdicts,
+                answer.consensus_label or "",
+                bool(answer.low_confidence),
+            )
+            if reason:
+                job.count_unpaid()
+                total[2] += 1
+                settled.append({"b_answer": answer.answer_id, "b_amount": 0, "b_reason": reason[:500]})
+                continue
+            active_ms = int(answer.active_ms)
+            posting = domain.pay_answer(
+                job_terms, answer.answer_id, answer.task_id, answer.worker_id, answer.event_id, active_ms
+            )
+            job.count_answer(posting)
             total[0] += posting.amount_cents if posting else 0
             total[1] += 1
+            settled.append(
+                {"b_answer": answer.answer_id, "b_amount": posting.amount_cents if posting else 0, "b_reason": None}
+            )
             if posting is not None:
                 postings.append(posting)
+            if job_terms.bills_time and not answer.gold:
+                decision = domain.bill_time(
+                    job_terms, answer.answer_id, answer.event_id, job.time_bills + 1, job.billed_ms, active_ms
+                )
+                job.count_time(active_ms, decision)
+                if decision.posting is not None:
+                    postings.append(decision.posting)
         if postings:
             # A plain insert: a duplicate key here would mean the locking is broken, and
             # failing the batch is better than counters that disagree with the ledger.
             conn.execute(sa.insert(tables.postings), [_posting_row(p, now) for p in postings])
         for ids in _chunks([task.task_id for task in tasks]):
             conn.execute(sa.update(t).where(t.c.task_id.in_(ids)).values(billed_at=now))
-        for ids in _chunks([answer.answer_id for answer in answers]):
-            conn.execute(sa.update(a).where(a.c.answer_id.in_(ids)).values(paid_at=now))
+        if settled:
+            conn.execute(
+                sa.update(a)
+                .where(a.c.answer_id == sa.bindparam("b_answer"))
+                .values(paid_at=now, amount_cents=sa.bindparam("b_amount"), unpaid_reason=sa.bindparam("b_reason")),
+                settled,
+            )
         touched = sorted({task.job_id for task in tasks} | {answer.job_id for answer in answers})
         conn.execute(
             statements.write_counters,
@@ -412,10 +515,39 @@ class Ledger:
             conn.execute(
                 statements.add_worker_totals,
                 [
-                    {"worker_id": worker, "currency": currency, "earned_cents": cents, "answers_paid": count}
-                    for (worker, currency), (cents, count) in sorted(earned.items())
+                    {
+                        "worker_id": worker,
+                        "currency": currency,
+                        "earned_cents": cents,
+                        "answers_paid": count,
+                        "answers_unpaid": unpaid,
+                        "paid_out_cents": 0,
+                    }
+                    for (worker, currency), (cents, count, unpaid) in sorted(earned.items())
                 ],
             )
+        paused_any = False
+        for job_id in touched:
+            cap, paused = budgets[job_id]
+            reason = domain.pause_reason(terms[job_id].currency, counters[job_id].billed_cents, cap)
+            if reason and not paused:
+                self._set_paused(conn, job_id, reason, counters[job_id].billed_cents, cap)
+                paused_any = True
+        return paused_any
+
+    def _set_paused(self, conn: Connection, job_id: str, reason: str, charged: int, cap: int) -> None:
+        """Records the job's pause (reason "" resumes it) and enqueues JobPaused / JobResumed."""
+        j = tables.jobs
+        conn.execute(sa.update(j).where(j.c.job_id == job_id).values(paused=bool(reason), pause_reason=reason))
+        if reason:
+            event = events_pb2.Event(
+                job_paused=events_pb2.JobPaused(
+                    job_id=job_id, reason=reason, charged_cents=charged, budget_cap_cents=cap
+                )
+            )
+        else:
+            event = events_pb2.Event(job_resumed=events_pb2.JobResumed(job_id=job_id, budget_cap_cents=cap))
+        enqueue(conn, tables.messaging.outbox, [outgoing(self._jobs_topic, job_id, event)])
 
     def _statements(self, conn: Connection) -> _Statements:
         dialect = conn.dialect.name
@@ -467,7 +599,12 @@ class Ledger:
         if job_id:
             with reading(self._engine) as conn:
                 row = self._job(conn, job_id)
-            return MoneySummary.of(row.currency, _counters_of(row))
+            return replace(
+                MoneySummary.of(row.currency, _counters_of(row)),
+                paused=bool(row.paused),
+                pause_reason=row.pause_reason,
+                budget_cap_cents=int(row.budget_cap_cents),
+            )
         sums = [sa.func.coalesce(sa.func.sum(j.c[name]), 0).label(name) for name in _COUNTER_COLUMNS]
         with reading(self._engine) as conn:
             rows = conn.execute(
@@ -492,8 +629,112 @@ class Ledger:
         if not rows:
             return WorkerBalance(worker_id, domain.DEFAULT_CURRENCY, 0, 0)
         currency = domain.most_common_currency({row.currency: int(row.answers_paid) for row in rows})
-        row = next(r for r in rows if r.currency == currency)
-        return WorkerBalance(worker_id, currency, int(row.earned_cents), int(row.answers_paid))
+        return _balance_of(next(r for r in rows if r.currency == currency))
+
+    def worker_statement(self, worker_id: str, page_size: int, page_token: str) -> WorkerStatement:
+        """A worker's accepted answers, oldest first, each with what it earned or why it was
+        not paid, and the worker's balances per currency. Raises InvalidArgument("page_size")
+        / ("page_token"). Costs one indexed range read and one balance read."""
+        size = domain.page_size_or_default(page_size)
+        offset = domain.decode_page_token(page_token, worker_id)
+        a, j, w = tables.accepted_answers, tables.jobs, tables.worker_totals
+        query = (
+            sa.select(a, j.c.currency)
+            .select_from(a.outerjoin(j, j.c.job_id == a.c.job_id))
+            .where(a.c.worker_id == worker_id)
+            .order_by(a.c.accepted_at, a.c.answer_id)
+            .offset(offset)
+            .limit(size + 1)
+        )
+        with snapshot(self._engine) as conn:
+            rows = conn.execute(query).all()
+            balances = [_balance_of(row) for row in conn.execute(sa.select(w).where(w.c.worker_id == worker_id))]
+        more = len(rows) > size
+        lines = [
+            StatementLine(
+                answer_id=row.answer_id,
+                job_id=row.job_id,
+                task_id=row.task_id,
+                active_ms=int(row.active_ms),
+                settled=row.paid_at is not None,
+                paid=row.paid_at is not None and row.unpaid_reason is None,
+                amount_cents=int(row.amount_cents or 0),
+                currency=row.currency or "",
+                unpaid_reason=row.unpaid_reason or "",
+                accepted_at=row.accepted_at,
+            )
+            for row in rows[:size]
+        ]
+        token = domain.encode_page_token(worker_id, offset + size) if more else ""
+        return WorkerStatement(worker_id, lines, balances, token)
+
+    def set_budget_cap(self, job_id: str, cap_cents: int) -> MoneySummary:
+        """Sets a job's budget cap (0: none): pauses the job when what its client was charged
+        reaches the new cap, resumes it when the cap is raised above. The change and its
+        JobPaused / JobResumed event commit together. Raises InvalidArgument("budget_cap_cents")
+        when negative, NotFound for a job without terms. One short write transaction."""
+        if cap_cents < 0:
+            raise InvalidArgument("budget_cap_cents", f"must be >= 0 (got {cap_cents})")
+        j = tables.jobs
+        changed = False
+        with self._engine.begin() as conn:
+            row = conn.execute(sa.select(j).where(j.c.job_id == job_id).with_for_update()).one_or_none()
+            if row is None or not row.has_terms:
+                raise NotFound("job", job_id)
+            conn.execute(sa.update(j).where(j.c.job_id == job_id).values(budget_cap_cents=cap_cents))
+            reason = domain.pause_reason(row.currency, int(row.billed_cents), cap_cents)
+            if bool(reason) != bool(row.paused):
+                self._set_paused(conn, job_id, reason, int(row.billed_cents), cap_cents)
+                changed = True
+            elif reason:
+                conn.execute(sa.update(j).where(j.c.job_id == job_id).values(pause_reason=reason))
+        if changed:
+            self._outbox_written()
+        return self.money_summary(job_id)
+
+    def create_payout_batch(self, currency: str, minimum_cents: int) -> PayoutBatch:
+        """Pays out every worker owed at least ``minimum_cents`` (1 when 0) in ``currency``:
+        one ``payout`` posting per worker from its payable to payouts in transit, in one
+        transaction that also records the amounts paid out, so two batches never pay the
+        same money twice. Raises InvalidArgument("currency") / ("minimum_payout_cents").
+        Costs one scan of the currency's worker totals."""
+        code = currency.strip().upper() or domain.DEFAULT_CURRENCY
+        if len(code) != 3 or not code.isalpha():
+            raise InvalidArgument("currency", f"an ISO 4217 code (got {currency!r:.20})")
+        if minimum_cents < 0:
+            raise InvalidArgument("minimum_payout_cents", f"must be >= 0 (got {minimum_cents})")
+        minimum = max(1, minimum_cents)
+        w = tables.worker_totals
+        batch_id = f"payout_{uuid.uuid4().hex[:20]}"
+        now = utcnow()
+        payouts: list[Payout] = []
+        with self._engine.begin() as conn:
+            owed = w.c.earned_cents - w.c.paid_out_cents
+            rows = conn.execute(
+                sa.select(w.c.worker_id, owed.label("owed"))
+                .where(w.c.currency == code, owed >= minimum)
+                .order_by(w.c.worker_id)
+                .with_for_update()
+            ).all()
+            postings = [domain.payout(batch_id, row.worker_id, int(row.owed), code) for row in rows]
+            if postings:
+                conn.execute(sa.insert(tables.postings), [_posting_row(p, now) for p in postings])
+                conn.execute(
+                    sa.update(w)
+                    .where(w.c.worker_id == sa.bindparam("b_worker"), w.c.currency == code)
+                    .values(paid_out_cents=w.c.paid_out_cents + sa.bindparam("b_amount")),
+                    [{"b_worker": p.ref_id.split(":", 1)[1], "b_amount": p.amount_cents} for p in postings],
+                )
+                ids = conn.execute(
+                    sa.select(tables.postings.c.posting_key, tables.postings.c.entry_id).where(
+                        tables.postings.c.posting_key.in_([p.posting_key for p in postings])
+                    )
+                ).all()
+                entry_ids = {key: int(entry) for key, entry in ids}
+                payouts = [
+                    Payout(p.ref_id.split(":", 1)[1], p.amount_cents, entry_ids[p.posting_key]) for p in postings
+                ]
+        return PayoutBatch(batch_id, code, payouts, now)
 
     def list_entries(self, job_id: str, page_size: int, page_token: str) -> LedgerPage:
         """Postings in the order they were made, of one job or of all (``job_id`` empty).
@@ -534,14 +775,36 @@ def verify_ledger(engine: Engine) -> Verification:
         settled_objects = _counts(
             conn.execute(sa.select(t.c.job_id, sa.func.count()).where(t.c.billed_at.is_not(None)).group_by(t.c.job_id))
         )
-        settled_answers = _counts(
-            conn.execute(sa.select(a.c.job_id, sa.func.count()).where(a.c.paid_at.is_not(None)).group_by(a.c.job_id))
+        paid = sa.and_(a.c.paid_at.is_not(None), a.c.unpaid_reason.is_(None))
+        settled_answers = _counts(conn.execute(sa.select(a.c.job_id, sa.func.count()).where(paid).group_by(a.c.job_id)))
+        unpaid_answers = _counts(
+            conn.execute(
+                sa.select(a.c.job_id, sa.func.count()).where(a.c.unpaid_reason.is_not(None)).group_by(a.c.job_id)
+            )
+        )
+        billable_ms = _counts(
+            conn.execute(
+                sa.select(a.c.job_id, sa.func.coalesce(sa.func.sum(a.c.active_ms), 0))
+                .where(paid, sa.not_(a.c.gold))
+                .group_by(a.c.job_id)
+            )
         )
         auditor = LedgerAuditor(jobs)
         result = conn.execution_options(yield_per=2000).execute(sa.select(p).order_by(p.c.entry_id))
         for row in result:
             auditor.add(int(row.entry_id), _posting_of(row))
-    return auditor.finish(settled_objects, settled_answers)
+    return auditor.finish(settled_objects, settled_answers, unpaid_answers, billable_ms)
+
+
+def _balance_of(row: Any) -> WorkerBalance:
+    return WorkerBalance(
+        row.worker_id,
+        row.currency,
+        int(row.earned_cents),
+        int(row.answers_paid),
+        paid_out_cents=int(row.paid_out_cents),
+        answers_unpaid=int(row.answers_unpaid),
+    )
 
 
 def _counts(rows: Iterable[Any]) -> dict[str, int]:

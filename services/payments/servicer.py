@@ -10,7 +10,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from quorum.errors import InvalidArgument
-from quorum.v1 import payments_pb2, payments_pb2_grpc
+from quorum.v1 import common_pb2, payments_pb2, payments_pb2_grpc
 
 from . import domain
 from .handlers import Ledger
@@ -42,6 +42,40 @@ def _summary(summary: domain.MoneySummary) -> payments_pb2.MoneySummary:
         pilot_subsidy_cents=summary.pilot_subsidy_cents,
         objects_billed=summary.objects_billed,
         answers_paid=summary.answers_paid,
+        answers_unpaid=summary.answers_unpaid,
+        paused=summary.paused,
+        pause_reason=summary.pause_reason,
+        budget_cap_cents=summary.budget_cap_cents,
+        active_ms=summary.active_ms,
+    )
+
+
+def _balance(balance: domain.WorkerBalance) -> payments_pb2.WorkerBalance:
+    return payments_pb2.WorkerBalance(
+        worker_id=balance.worker_id,
+        currency=balance.currency,
+        earned_cents=balance.earned_cents,
+        answers_paid=balance.answers_paid,
+        paid_out_cents=balance.paid_out_cents,
+        owed_cents=balance.owed_cents,
+        answers_unpaid=balance.answers_unpaid,
+    )
+
+
+def _terms(spec: common_pb2.JobSpec) -> domain.JobTerms:
+    return domain.JobTerms.create(
+        job_id="",
+        client_id=spec.client_id,
+        task_type=spec.WhichOneof("task") or "",
+        price_per_object_cents=spec.price_per_object_cents,
+        pay_per_answer_cents=spec.pay_per_answer_cents,
+        currency=spec.currency,
+        pilot=spec.pilot,
+        pilot_allowance=spec.pilot_allowance,
+        price_mode=domain.PER_HOUR if spec.price_mode == common_pb2.PRICE_MODE_PER_HOUR else domain.PER_OBJECT,
+        price_per_hour_cents=spec.price_per_hour_cents,
+        pay_mode=domain.PER_HOUR if spec.pay_mode == common_pb2.PAY_MODE_PER_HOUR else domain.PER_ANSWER,
+        pay_per_hour_cents=spec.pay_per_hour_cents,
     )
 
 
@@ -100,13 +134,7 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
         self, request: payments_pb2.GetWorkerBalanceRequest, context: grpc.ServicerContext
     ) -> payments_pb2.WorkerBalance:
         """Raises InvalidArgument("worker_id") when empty; an unknown worker has a zero balance."""
-        balance = self._ledger.worker_balance(_id("worker_id", request.worker_id, required=True))
-        return payments_pb2.WorkerBalance(
-            worker_id=balance.worker_id,
-            currency=balance.currency,
-            earned_cents=balance.earned_cents,
-            answers_paid=balance.answers_paid,
-        )
+        return _balance(self._ledger.worker_balance(_id("worker_id", request.worker_id, required=True)))
 
     def ListLedgerEntries(
         self, request: payments_pb2.ListLedgerEntriesRequest, context: grpc.ServicerContext
@@ -134,4 +162,78 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
                 for a in result.accounts
             ],
             problems=result.problems,
+        )
+
+    def Quote(self, request: payments_pb2.QuoteRequest, context: grpc.ServicerContext) -> payments_pb2.JobQuote:
+        """Raises InvalidArgument("objects" / "expected_overlap" / "seconds_per_answer"). No I/O."""
+        spec = request.spec
+        estimate = domain.quote(
+            _terms(spec),
+            request.objects,
+            spec.overlap.min or 3,
+            spec.overlap.max or 5,
+            request.expected_overlap,
+            request.seconds_per_answer,
+        )
+        return payments_pb2.JobQuote(
+            currency=estimate.currency,
+            objects=estimate.objects,
+            billable_objects=estimate.billable_objects,
+            expected_answers=estimate.expected_answers,
+            expected_active_ms=estimate.expected_active_ms,
+            client_cents=estimate.client_cents,
+            worker_cents=estimate.worker_cents,
+            pilot_discount_cents=estimate.pilot_discount_cents,
+            margin_cents=estimate.margin_cents,
+        )
+
+    def SetBudgetCap(
+        self, request: payments_pb2.SetBudgetCapRequest, context: grpc.ServicerContext
+    ) -> payments_pb2.MoneySummary:
+        """Raises InvalidArgument("job_id" / "budget_cap_cents"), NotFound for a job without terms."""
+        job_id = _id("job_id", request.job_id, required=True)
+        return _summary(self._ledger.set_budget_cap(job_id, request.budget_cap_cents))
+
+    def GetWorkerStatement(
+        self, request: payments_pb2.GetWorkerStatementRequest, context: grpc.ServicerContext
+    ) -> payments_pb2.WorkerStatement:
+        """Raises InvalidArgument("worker_id" / "page_size" / "page_token")."""
+        worker_id = _id("worker_id", request.worker_id, required=True)
+        statement = self._ledger.worker_statement(worker_id, request.page_size, request.page_token)
+        return payments_pb2.WorkerStatement(
+            worker_id=statement.worker_id,
+            lines=[
+                payments_pb2.StatementLine(
+                    answer_id=line.answer_id,
+                    job_id=line.job_id,
+                    task_id=line.task_id,
+                    active_ms=line.active_ms,
+                    settled=line.settled,
+                    paid=line.paid,
+                    amount_cents=line.amount_cents,
+                    currency=line.currency,
+                    unpaid_reason=line.unpaid_reason,
+                    accepted_at=_timestamp(line.accepted_at),
+                )
+                for line in statement.lines
+            ],
+            balances=[_balance(b) for b in statement.balances],
+            next_page_token=statement.next_page_token,
+        )
+
+    def CreatePayoutBatch(
+        self, request: payments_pb2.CreatePayoutBatchRequest, context: grpc.ServicerContext
+    ) -> payments_pb2.PayoutBatch:
+        """Raises InvalidArgument("currency" / "minimum_payout_cents")."""
+        batch = self._ledger.create_payout_batch(request.currency, request.minimum_payout_cents)
+        return payments_pb2.PayoutBatch(
+            batch_id=batch.batch_id,
+            currency=batch.currency,
+            payouts=[
+                payments_pb2.Payout(worker_id=p.worker_id, amount_cents=p.amount_cents, entry_id=str(p.entry_id))
+                for p in batch.payouts
+            ],
+            total_cents=batch.total_cents,
+            export_csv=domain.payout_csv(batch),
+            created_at=_timestamp(batch.created_at),
         )

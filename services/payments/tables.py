@@ -32,7 +32,16 @@ jobs = sa.Table(
     sa.Column("currency", sa.String(8)),
     sa.Column("pilot", sa.Boolean),
     sa.Column("pilot_allowance", sa.Integer),
+    sa.Column("price_mode", sa.String(16)),
+    sa.Column("price_per_hour_cents", Cents),
+    sa.Column("pay_mode", sa.String(16)),
+    sa.Column("pay_per_hour_cents", Cents),
     sa.Column("created_at", UtcDateTime),
+    # The budget cap (0: none) comes with the terms and changes by SetBudgetCap; the job is
+    # paused while what its client was charged reaches it.
+    sa.Column("budget_cap_cents", Cents, nullable=False, default=0),
+    sa.Column("paused", sa.Boolean, nullable=False, default=False),
+    sa.Column("pause_reason", sa.String(300), nullable=False, default=""),
     sa.Column("first_seen_at", UtcDateTime, nullable=False),
     sa.Column("objects_billed", sa.BigInteger, nullable=False),
     sa.Column("pilot_objects", sa.BigInteger, nullable=False),
@@ -40,6 +49,9 @@ jobs = sa.Table(
     sa.Column("billed_cents", Cents, nullable=False),
     sa.Column("pilot_subsidy_cents", Cents, nullable=False),
     sa.Column("paid_cents", Cents, nullable=False),
+    sa.Column("answers_unpaid", sa.BigInteger, nullable=False),
+    sa.Column("billed_ms", sa.BigInteger, nullable=False),
+    sa.Column("time_bills", sa.BigInteger, nullable=False),
     sa.Index("ix_jobs_currency", "has_terms", "currency"),
 )
 
@@ -51,11 +63,16 @@ resolved_tasks = sa.Table(
     sa.Column("job_id", ID, nullable=False),
     sa.Column("event_id", sa.String(64), nullable=False),
     sa.Column("resolved_at", UtcDateTime, nullable=False),
+    # The consensus label and, per worker, [label, weight]: the verdict on each answer.
+    sa.Column("label", sa.String(500), nullable=False, default=""),
+    sa.Column("low_confidence", sa.Boolean, nullable=False, default=False),
+    sa.Column("verdicts", sa.JSON, nullable=False, default=dict),
     sa.Column("billed_at", UtcDateTime),
     sa.Index("ix_resolved_tasks_pending", "job_id", "billed_at"),
 )
 
-# One row per accepted answer; paid_at NULL = waiting for its job's terms.
+# One row per accepted answer; paid_at NULL = waiting for its job's terms and (unless gold)
+# its task's resolution. Settled unpaid: paid_at set and unpaid_reason given.
 accepted_answers = sa.Table(
     "accepted_answers",
     metadata,
@@ -65,8 +82,15 @@ accepted_answers = sa.Table(
     sa.Column("worker_id", ID, nullable=False),
     sa.Column("event_id", sa.String(64), nullable=False),
     sa.Column("accepted_at", UtcDateTime, nullable=False),
+    sa.Column("gold", sa.Boolean, nullable=False, default=False),
+    sa.Column("label", sa.String(500), nullable=False, default=""),
+    # Server-side active time from tasking (AnswerAccepted.active_ms).
+    sa.Column("active_ms", sa.BigInteger, nullable=False, default=0),
     sa.Column("paid_at", UtcDateTime),
+    sa.Column("amount_cents", Cents),
+    sa.Column("unpaid_reason", sa.String(500)),
     sa.Index("ix_accepted_answers_pending", "job_id", "paid_at"),
+    sa.Index("ix_accepted_answers_worker", "worker_id", "accepted_at", "answer_id"),
 )
 
 postings = sa.Table(
@@ -96,6 +120,8 @@ worker_totals = sa.Table(
     sa.Column("currency", sa.String(8), primary_key=True),
     sa.Column("earned_cents", Cents, nullable=False),
     sa.Column("answers_paid", sa.BigInteger, nullable=False),
+    sa.Column("answers_unpaid", sa.BigInteger, nullable=False, default=0),
+    sa.Column("paid_out_cents", Cents, nullable=False, default=0),
 )
 
 _SQLITE_APPEND_ONLY = [

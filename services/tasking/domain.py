@@ -144,6 +144,27 @@ class Candidate:
     gold: bool
 
 
+# A gap between two activity points of a lease counts at most this much (and at most
+# the lease term): beyond it the worker is taken to be idle.
+IDLE_CAP_MS = 5 * 60 * 1000
+
+
+def active_gap_cap_ms(term_ms: int) -> int:
+    """The most one gap between activity points counts: min(lease term, 5 minutes)."""
+    return max(0, min(term_ms, IDLE_CAP_MS))
+
+
+def active_time_ms(counted_ms: int, last_ms: int, now_ms: int, term_ms: int) -> int:
+    """Active time of a lease when it ends at ``now_ms``.
+
+    A lease's activity points are its grant, each accepted heartbeat and the submit;
+    active time is the sum over consecutive points of min(gap, cap) with
+    cap = :func:`active_gap_cap_ms` (lease term, at most 5 minutes). ``counted_ms`` is the
+    sum up to ``last_ms``, the latest point before now. Clock skew never makes it negative.
+    """
+    return max(0, counted_ms) + min(max(0, now_ms - last_ms), active_gap_cap_ms(term_ms))
+
+
 @dataclass(frozen=True)
 class Lease:
     """A live handout: ``worker_id`` holds ``task_id`` until ``expires_at_ms`` (epoch ms);
@@ -157,6 +178,13 @@ class Lease:
     leased_at_ms: int
     expires_at_ms: int
     term_ms: int
+    # Active time counted up to ``last_active_ms`` (the grant or the last heartbeat).
+    active_ms: int = 0
+    last_active_ms: int = 0
+
+    def active_ms_at(self, now_ms: int) -> int:
+        """The lease's active time if the worker submits at ``now_ms``: see :func:`active_time_ms`."""
+        return active_time_ms(self.active_ms, self.last_active_ms or self.leased_at_ms, now_ms, self.term_ms)
 
     def leased_at(self) -> dt.datetime:
         return from_epoch_ms(self.leased_at_ms)

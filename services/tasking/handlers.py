@@ -207,6 +207,8 @@ class _EventBatch:
     tasks: list[tuple[events_pb2.TaskCreated, dt.datetime]]
     wanted: dict[str, int]
     resolved: set[str]
+    # job id -> paused, the last JobPaused / JobResumed of the batch winning.
+    paused: dict[str, bool]
 
 
 class TaskingService:
@@ -482,6 +484,9 @@ class TaskingService:
             raise self._lease_lost(lease_id, status)
         answer_id = uuid.uuid4().hex
         submitted_at = utcnow()
+        # The lease was read before the take, so it holds the time counted up to the last
+        # heartbeat; the submit is the last activity point.
+        active_ms = lease.active_ms_at(int(submitted_at.timestamp() * 1000))
         answer_pb = common_pb2.Answer(classification=common_pb2.ClassificationAnswer(label=answer.label))
         event = events_pb2.Event(
             answer_accepted=events_pb2.AnswerAccepted(
@@ -493,6 +498,7 @@ class TaskingService:
                 gold=lease.gold,
                 leased_at=_timestamp(lease.leased_at()),
                 submitted_at=_timestamp(submitted_at),
+                active_ms=active_ms,
             )
         )
         try:
@@ -653,7 +659,7 @@ class TaskingService:
         other types are ignored. A few statements per event type, not per event."""
         with self._engine.begin() as conn:
             fresh = claim_events(conn, tables.inbox, CONSUMER, [e.event_id for e in events])
-            batch = _EventBatch(jobs=[], sealed=[], tasks=[], wanted={}, resolved=set())
+            batch = _EventBatch(jobs=[], sealed=[], tasks=[], wanted={}, resolved=set(), paused={})
             for event in events:
                 if event.event_id not in fresh:
                     continue
@@ -670,11 +676,16 @@ class TaskingService:
                     batch.wanted[request.task_id] = max(batch.wanted.get(request.task_id, 0), request.answers_wanted)
                 elif kind == "task_resolved":
                     batch.resolved.add(event.task_resolved.task_id)
+                elif kind == "job_paused":
+                    batch.paused[event.job_paused.job_id] = True
+                elif kind == "job_resumed":
+                    batch.paused[event.job_resumed.job_id] = False
             self._apply_jobs(conn, batch.jobs)
             self._apply_sealed(conn, batch.sealed)
             self._apply_tasks(conn, batch.tasks)
             self._apply_wanted(conn, batch.wanted)
             self._apply_resolved(conn, batch.resolved)
+            self._apply_paused(conn, batch.paused)
 
     @staticmethod
     def _rules_of(created: events_pb2.JobCreated, event: events_pb2.Event) -> tuple[JobRules, dt.datetime]:
@@ -698,9 +709,12 @@ class TaskingService:
             return
         j = tables.jobs
         ids = [rules.job_id for rules, _ in jobs]
-        existing = {
-            row.job_id: row.known for row in conn.execute(sa.select(j.c.job_id, j.c.known).where(j.c.job_id.in_(ids)))
-        }
+        existing: dict[str, bool] = {}
+        paused: set[str] = set()
+        for row in conn.execute(sa.select(j.c.job_id, j.c.known, j.c.paused).where(j.c.job_id.in_(ids))):
+            existing[row.job_id] = row.known
+            if row.paused:
+                paused.add(row.job_id)
         for rules, created_at in jobs:
             if existing.get(rules.job_id):
                 continue  # a job's spec never changes; a second JobCreated is a replay
@@ -722,6 +736,8 @@ class TaskingService:
             existing[rules.job_id] = True
             if not rules.supported:
                 log.warning("job %s has task type %r, which tasking does not hand out", rules.job_id, rules.task_type)
+                continue
+            if rules.job_id in paused:
                 continue
             wanted = _raised(t.c.answers_wanted, rules.answers_wanted)
             conn.execute(
@@ -750,7 +766,9 @@ class TaskingService:
         job_ids = list({task.job_id for task, _ in created})
         ready: dict[str, tuple[JobRules, dt.datetime]] = {}
         for chunk in _chunks(job_ids):
-            for row in conn.execute(sa.select(j.c.job_id, j.c.created_at).where(j.c.job_id.in_(chunk), j.c.known)):
+            for row in conn.execute(
+                sa.select(j.c.job_id, j.c.created_at).where(j.c.job_id.in_(chunk), j.c.known, sa.not_(j.c.paused))
+            ):
                 rules = self.job(row.job_id, conn)
                 if rules is not None and rules.supported:
                     ready[row.job_id] = (rules, row.created_at)
@@ -787,6 +805,33 @@ class TaskingService:
                 }
             )
         insert_ignoring_conflicts(conn, t, rows)
+
+    def _apply_paused(self, conn: Connection, paused: dict[str, bool]) -> None:
+        """Pauses or resumes jobs: a paused job's tasks are not job_ready, so neither the
+        candidate nor the gold query offers them; live leases run to their end."""
+        j = tables.jobs
+        for job_id, pause in sorted(paused.items()):
+            if not conn.execute(sa.update(j).where(j.c.job_id == job_id).values(paused=pause)).rowcount:
+                conn.execute(sa.insert(j).values(job_id=job_id, known=False, paused=pause))
+            if pause:
+                conn.execute(sa.update(t).where(t.c.job_id == job_id).values(job_ready=False, available=False))
+                continue
+            rules = self.job(job_id, conn)
+            if rules is None or not rules.supported:
+                continue
+            created_at = conn.execute(sa.select(j.c.created_at).where(j.c.job_id == job_id)).scalar_one()
+            # Tasks that arrived while the job was paused start wanting nothing: raise them too.
+            wanted = _raised(t.c.answers_wanted, rules.answers_wanted)
+            conn.execute(
+                sa.update(t)
+                .where(t.c.job_id == job_id, sa.not_(t.c.job_ready))
+                .values(
+                    job_ready=True,
+                    job_created_at=created_at,
+                    answers_wanted=wanted,
+                    available=sa.and_(sa.not_(t.c.gold), sa.not_(t.c.resolved), t.c.answers_received < wanted),
+                )
+            )
 
     def _apply_wanted(self, conn: Connection, wanted: dict[str, int]) -> None:
         if not wanted:

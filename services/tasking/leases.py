@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import redis
 
-from services.tasking.domain import Candidate, Lease
+from services.tasking.domain import IDLE_CAP_MS, Candidate, Lease
 
 SEP = "\x1f"
 DONE_TTL_S = 60
@@ -63,7 +63,7 @@ for i = 0, n - 1 do
     redis.call('ZADD', tz, expires, ARGV[1])
     redis.call('ZADD', KEYS[1], expires, ARGV[1] .. '\\31' .. task .. '\\31' .. job)
     redis.call('HSET', KEYS[2], 'task', task, 'job', job, 'worker', ARGV[2], 'gold', ARGV[a + 5],
-               'leased', now, 'expires', expires, 'ttl', ttl)
+               'leased', now, 'expires', expires, 'ttl', ttl, 'active', 0, 'last', now)
     redis.call('PEXPIRE', KEYS[2], ttl)
     local full = 0
     if wanted >= 0 and taken + 1 >= wanted then full = 1 end
@@ -92,7 +92,8 @@ return {'ok'}
 """
 
 # Puts back a lease taken by _TAKE when what followed failed. Same KEYS; ARGV: lease id,
-# worker, gold, leased, expires, ttl, '1' if the take counted an answer, task id, job id.
+# worker, gold, leased, expires, ttl, '1' if the take counted an answer, task id, job id,
+# active ms, last activity ms.
 _RESTORE = (
     _NOW
     + """
@@ -100,7 +101,7 @@ local expires = tonumber(ARGV[5])
 if ARGV[7] == '1' and tonumber(redis.call('GET', KEYS[4]) or '0') > 0 then redis.call('DECR', KEYS[4]) end
 if expires <= now then return 0 end
 redis.call('HSET', KEYS[1], 'task', ARGV[8], 'job', ARGV[9], 'worker', ARGV[2], 'gold', ARGV[3],
-           'leased', ARGV[4], 'expires', expires, 'ttl', ARGV[6])
+           'leased', ARGV[4], 'expires', expires, 'ttl', ARGV[6], 'active', ARGV[10], 'last', ARGV[11])
 redis.call('PEXPIRE', KEYS[1], expires - now)
 redis.call('ZADD', KEYS[3], expires, ARGV[1])
 redis.call('ZADD', KEYS[2], expires, ARGV[1] .. '\\31' .. ARGV[8] .. '\\31' .. ARGV[9])
@@ -108,18 +109,25 @@ return 1
 """
 )
 
-# KEYS: lease hash, all-leases set, task set. ARGV: lease id, worker id.
-# Returns {status, expires}.
+# KEYS: lease hash, all-leases set, task set. ARGV: lease id, worker id, idle cap ms.
+# Returns {status, expires}. A heartbeat is an activity point: the gap since the last
+# one counts as active time up to min(ttl, idle cap) (see domain.active_time_ms).
 _EXTEND = (
     _NOW
     + """
-local h = redis.call('HMGET', KEYS[1], 'worker', 'expires', 'task', 'job', 'ttl')
+local h = redis.call('HMGET', KEYS[1], 'worker', 'expires', 'task', 'job', 'ttl', 'active', 'last', 'leased')
 if not h[1] then return {'missing', 0} end
 if h[1] ~= ARGV[2] then return {'other', 0} end
 if tonumber(h[2]) <= now then return {'missing', 0} end
 local ttl = tonumber(h[5])
 local expires = now + ttl
-redis.call('HSET', KEYS[1], 'expires', expires)
+local last = tonumber(h[7] or h[8])
+local gap = now - last
+if gap < 0 then gap = 0 end
+local cap = math.min(ttl, tonumber(ARGV[3]))
+if gap > cap then gap = cap end
+local active = tonumber(h[6] or '0') + gap
+redis.call('HSET', KEYS[1], 'expires', expires, 'active', active, 'last', now)
 redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('ZADD', KEYS[3], 'XX', expires, ARGV[1])
 redis.call('ZADD', KEYS[2], 'XX', expires, ARGV[1] .. '\\31' .. h[3] .. '\\31' .. h[4])
@@ -203,7 +211,9 @@ class LeaseStore:
         if index == 0:
             return None
         chosen = candidates[index - 1]
-        lease = Lease(lease_id, chosen.task_id, chosen.job_id, worker_id, chosen.gold, now, expires, expires - now)
+        lease = Lease(
+            lease_id, chosen.task_id, chosen.job_id, worker_id, chosen.gold, now, expires, expires - now, 0, now
+        )
         return Claim(lease=lease, filled=bool(full))
 
     def get(self, lease_id: str) -> Lease | None:
@@ -221,6 +231,8 @@ class LeaseStore:
             leased_at_ms=int(fields["leased"]),
             expires_at_ms=int(fields["expires"]),
             term_ms=int(fields["ttl"]),
+            active_ms=int(fields.get("active", 0)),
+            last_active_ms=int(fields.get("last") or fields["leased"]),
         )
 
     def take(self, lease: Lease, worker_id: str, count_answer: bool) -> LeaseStatus:
@@ -245,13 +257,15 @@ class LeaseStore:
                 "1" if counted_answer else "0",
                 lease.task_id,
                 lease.job_id,
+                lease.active_ms,
+                lease.last_active_ms or lease.leased_at_ms,
             ],
         )
 
     def extend(self, lease: Lease, worker_id: str) -> tuple[LeaseStatus, int]:
         """Restarts a live lease's full term from now. Returns the status and the new expiry
         (epoch ms, 0 unless OK). One round trip."""
-        status, expires = self._extend(keys=self._lease_keys(lease)[:3], args=[lease.lease_id, worker_id])
+        status, expires = self._extend(keys=self._lease_keys(lease)[:3], args=[lease.lease_id, worker_id, IDLE_CAP_MS])
         return LeaseStatus(status), int(expires)
 
     def sweep(self, limit: int = 500) -> list[tuple[str, str, str]]:

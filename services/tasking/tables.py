@@ -36,6 +36,8 @@ jobs = sa.Table(
     sa.Column("sealed", sa.Boolean, nullable=False, default=False),
     sa.Column("objects", sa.Integer, nullable=False, default=0),
     sa.Column("gold_objects", sa.Integer, nullable=False, default=0),
+    # Payments paused the job (budget cap reached): its tasks are not job_ready meanwhile.
+    sa.Column("paused", sa.Boolean, nullable=False, default=False),
 )
 
 # One micro-task. ``job_ready``: its job's spec has arrived and tasking supports its

@@ -60,6 +60,10 @@ def test_given_values_are_kept() -> None:
         sla_deadline=deadline,
         price_per_object_cents=12,
         pay_per_answer_cents=3,
+        price_mode="per_object",
+        pay_mode="per_hour",
+        pay_per_hour_cents=900,
+        budget_cap_cents=5_000,
     )
     assert normalise_spec(given) == given
 
@@ -97,6 +101,12 @@ BAD_SPECS = [
     ("spec.pilot_allowance", {"pilot": True, "pilot_allowance": -1}),
     ("spec.lease_seconds", {"lease_seconds": -1}),
     ("spec.lease_seconds", {"lease_seconds": 86_401}),
+    ("spec.price_mode", {"price_mode": "#7"}),
+    ("spec.pay_mode", {"pay_mode": "per_object"}),
+    ("spec.price_per_hour_cents", {"price_mode": "per_hour"}),
+    ("spec.price_per_hour_cents", {"price_per_hour_cents": -5}),
+    ("spec.pay_per_hour_cents", {"pay_mode": "per_hour"}),
+    ("spec.budget_cap_cents", {"budget_cap_cents": -1}),
 ]
 
 
@@ -348,3 +358,11 @@ def test_classification_makes_one_task_for_the_whole_object(task_type: TaskType)
     assert tasks[0].segment == domain.WHOLE_OBJECT
     assert tasks[0].text == "hello"
     assert tasks[0].task_id.startswith("task_")
+
+
+def test_money_modes_default_and_round_trip_through_the_proto() -> None:
+    from services.ingest import codec
+
+    normal = normalise_spec(spec(price_mode="per_hour", price_per_hour_cents=1800, budget_cap_cents=10_000))
+    assert (normal.price_mode, normal.pay_mode) == ("per_hour", "per_answer")
+    assert codec.spec_from_proto(codec.spec_to_proto(normal)) == normal

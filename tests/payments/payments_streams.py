@@ -23,8 +23,16 @@ def job_created(
     allowance: int = 0,
     task: str = "text_classification",
     event_id: str | None = None,
+    price_per_hour: int = 0,
+    pay_per_hour: int = 0,
+    budget_cap: int = 0,
 ) -> events_pb2.Event:
     spec = common_pb2.JobSpec(
+        price_mode=common_pb2.PRICE_MODE_PER_HOUR if price_per_hour else common_pb2.PRICE_MODE_UNSPECIFIED,
+        price_per_hour_cents=price_per_hour,
+        pay_mode=common_pb2.PAY_MODE_PER_HOUR if pay_per_hour else common_pb2.PAY_MODE_UNSPECIFIED,
+        pay_per_hour_cents=pay_per_hour,
+        budget_cap_cents=budget_cap,
         name=f"job {job_id}",
         client_id=client_id,
         price_per_object_cents=price,
@@ -37,17 +45,39 @@ def job_created(
     return events_pb2.Event(event_id=event_id or _eid(), job_created=events_pb2.JobCreated(job_id=job_id, spec=spec))
 
 
-def task_resolved(task_id: str, job_id: str, version: int = 1, event_id: str | None = None) -> events_pb2.Event:
-    resolved = events_pb2.TaskResolved(task_id=task_id, job_id=job_id, version=version, confidence=0.9)
+def task_resolved(
+    task_id: str,
+    job_id: str,
+    version: int = 1,
+    event_id: str | None = None,
+    weights: dict[str, float] | None = None,
+    low_confidence: bool = False,
+) -> events_pb2.Event:
+    """A resolution with label "cat"; ``weights`` lists the workers consensus saw (weight 0: spammer)."""
+    resolved = events_pb2.TaskResolved(
+        task_id=task_id, job_id=job_id, version=version, confidence=0.9, low_confidence=low_confidence
+    )
     resolved.label.classification.label = "cat"
+    for worker, weight in sorted((weights or {}).items()):
+        seen = resolved.answers.add(worker_id=worker, weight=weight)
+        seen.answer.classification.label = "cat"
     return events_pb2.Event(event_id=event_id or _eid(), task_resolved=resolved)
 
 
 def answer_accepted(
-    answer_id: str, task_id: str, job_id: str, worker_id: str, event_id: str | None = None
+    answer_id: str,
+    task_id: str,
+    job_id: str,
+    worker_id: str,
+    event_id: str | None = None,
+    label: str = "cat",
+    active_ms: int = 0,
+    gold: bool = False,
 ) -> events_pb2.Event:
-    accepted = events_pb2.AnswerAccepted(answer_id=answer_id, task_id=task_id, job_id=job_id, worker_id=worker_id)
-    accepted.answer.classification.label = "cat"
+    accepted = events_pb2.AnswerAccepted(
+        answer_id=answer_id, task_id=task_id, job_id=job_id, worker_id=worker_id, active_ms=active_ms, gold=gold
+    )
+    accepted.answer.classification.label = label
     return events_pb2.Event(event_id=event_id or _eid(), answer_accepted=accepted)
 
 
@@ -62,9 +92,35 @@ class JobPlan:
     currency: str
     pilot: bool
     allowance: int
+    # Per-hour price and pay (0: per object, per answer).
+    price_per_hour: int = 0
+    pay_per_hour: int = 0
     resolved_tasks: set[str] = field(default_factory=set)
     # answer id -> worker id
     answers: dict[str, str] = field(default_factory=dict)
+    # answer id -> (task id, label, active ms)
+    details: dict[str, tuple[str, str, int]] = field(default_factory=dict)
+    # Workers consensus weighted 0 on this job's tasks.
+    spammers: set[str] = field(default_factory=set)
+
+    @property
+    def paid_answers(self) -> dict[str, str]:
+        """Answers that must be paid: task resolved, worker not a spammer, label "cat"."""
+        return {
+            a: w
+            for a, w in self.answers.items()
+            if self.details[a][0] in self.resolved_tasks and w not in self.spammers and self.details[a][1] == "cat"
+        }
+
+    @property
+    def unpaid_answers(self) -> int:
+        settled = [a for a in self.answers if self.details[a][0] in self.resolved_tasks]
+        return len(settled) - len(self.paid_answers)
+
+    def pay_of(self, answer_id: str) -> int:
+        if self.pay_per_hour:
+            return self.details[answer_id][2] * self.pay_per_hour // 3_600_000
+        return self.pay
 
     @property
     def effective_allowance(self) -> int:
@@ -78,19 +134,26 @@ class JobPlan:
 
     @property
     def pilot_objects(self) -> int:
-        return min(self.resolved, self.effective_allowance)
+        return 0 if self.price_per_hour else min(self.resolved, self.effective_allowance)
+
+    @property
+    def billed_ms(self) -> int:
+        return sum(self.details[a][2] for a in self.paid_answers)
 
     @property
     def charged_cents(self) -> int:
+        if self.price_per_hour:
+            # Per-hour plans are never pilots in the generator: the subsidy split depends on order.
+            return self.billed_ms * self.price_per_hour // 3_600_000
         return max(0, self.resolved - self.effective_allowance) * self.price
 
     @property
     def subsidy_cents(self) -> int:
-        return self.pilot_objects * self.price
+        return 0 if self.price_per_hour else self.pilot_objects * self.price
 
     @property
     def paid_cents(self) -> int:
-        return len(self.answers) * self.pay
+        return sum(self.pay_of(a) for a in self.paid_answers)
 
     @property
     def currency_code(self) -> str:
@@ -98,8 +161,8 @@ class JobPlan:
 
     def worker_earnings(self) -> Counter[str]:
         earned: Counter[str] = Counter()
-        for worker in self.answers.values():
-            earned[worker] += self.pay
+        for answer, worker in self.paid_answers.items():
+            earned[worker] += self.pay_of(answer)
         return earned
 
     def job_event(self, event_id: str | None = None) -> events_pb2.Event:
@@ -112,4 +175,6 @@ class JobPlan:
             pilot=self.pilot,
             allowance=self.allowance,
             event_id=event_id,
+            price_per_hour=self.price_per_hour,
+            pay_per_hour=self.pay_per_hour,
         )

@@ -23,33 +23,43 @@ from services.payments.handlers import Ledger, verify_ledger
 
 @st.composite
 def plans(draw: st.DrawFn) -> tuple[list[JobPlan], list[events_pb2.Event]]:
-    """Jobs with their JobCreated, TaskResolved (some resolved again at version 2,
-    some never resolved) and AnswerAccepted events."""
+    """Jobs (per object or per hour) with their JobCreated, TaskResolved (some resolved
+    again at version 2 with the same verdicts, some never resolved) and AnswerAccepted
+    events: answers with random active time, some rejected by consensus (label "dog"),
+    some from a worker consensus flagged as a spammer."""
     jobs, events = [], []
     workers = [f"w{i}" for i in range(4)]
     for j in range(draw(st.integers(1, 3))):
+        per_hour = draw(st.booleans())
         plan = JobPlan(
             job_id=f"job{j}",
             client_id=draw(st.sampled_from(["acme", "globex"])),
             price=draw(st.sampled_from([0, 1, 35, 120])),
             pay=draw(st.sampled_from([0, 2, 7])),
             currency=draw(st.sampled_from(["", "USD", "eur"])),
-            pilot=draw(st.booleans()),
+            pilot=False if per_hour else draw(st.booleans()),
             allowance=draw(st.integers(0, 4)),
+            price_per_hour=draw(st.sampled_from([1, 999, 3000])) if per_hour else 0,
+            pay_per_hour=draw(st.sampled_from([0, 700, 1200])),
         )
+        plan.spammers = set(draw(st.lists(st.sampled_from(workers), max_size=1)))
         jobs.append(plan)
         events.append(plan.job_event())
         for t in range(draw(st.integers(0, 7))):
             task = f"{plan.job_id}-t{t}"
-            for a in range(draw(st.integers(0, 3))):
+            task_workers = draw(st.lists(st.sampled_from(workers), max_size=3, unique=True))
+            for a, worker in enumerate(task_workers):
                 answer = f"{task}-a{a}"
-                worker = draw(st.sampled_from(workers))
+                label = draw(st.sampled_from(["cat", "cat", "dog"]))
+                active_ms = draw(st.integers(0, 400_000))
                 plan.answers[answer] = worker
-                events.append(answer_accepted(answer, task, plan.job_id, worker))
+                plan.details[answer] = (task, label, active_ms)
+                events.append(answer_accepted(answer, task, plan.job_id, worker, label=label, active_ms=active_ms))
+            weights = {w: (0.0 if w in plan.spammers else 1.0) for w in task_workers}
             resolutions = draw(st.integers(0, 2))
             if resolutions:
                 plan.resolved_tasks.add(task)
-            events += [task_resolved(task, plan.job_id, version=v) for v in range(1, resolutions + 1)]
+            events += [task_resolved(task, plan.job_id, version=v, weights=weights) for v in range(1, resolutions + 1)]
     return jobs, events
 
 
@@ -85,7 +95,8 @@ def check_ledger(engine: Engine, jobs: list[JobPlan]) -> None:
         assert summary.objects_billed == job.resolved
         assert summary.billed_cents == job.charged_cents
         assert summary.pilot_subsidy_cents == job.subsidy_cents
-        assert summary.answers_paid == len(job.answers)
+        assert summary.answers_paid == len(job.paid_answers)
+        assert summary.answers_unpaid == job.unpaid_answers
         assert summary.paid_cents == job.paid_cents
         assert summary.margin_cents == job.charged_cents - job.paid_cents
         invoice = ledger.invoice(job.job_id)
@@ -94,9 +105,10 @@ def check_ledger(engine: Engine, jobs: list[JobPlan]) -> None:
         assert invoice.pilot_objects == job.pilot_objects
         assert invoice.objects_labeled == job.resolved
         job_rows = [row for row in rows if row.job_id == job.job_id]
-        assert sum(row.kind == "bill" for row in job_rows) == (job.resolved if job.price else 0)
+        per_object_bills = job.resolved if job.price and not job.price_per_hour else 0
+        assert sum(row.kind == "bill" for row in job_rows) == per_object_bills
         assert sorted(row.posting_key for row in job_rows if row.kind == "pay") == sorted(
-            f"pay:{a}" for a in job.answers if job.pay
+            f"pay:{a}" for a in job.paid_answers if job.pay_of(a)
         )
         for worker, cents in job.worker_earnings().items():
             earned[(worker, job.currency_code)] += cents

@@ -124,6 +124,9 @@ def test_heartbeat_extends_a_lease(tasking_paired: Built) -> None:
     tasking_paired.service.submit_answer(a, task.lease_id, label("bird"))
     with pytest.raises(FailedPrecondition, match="already answered"):
         tasking_paired.service.heartbeat(a, task.lease_id)
+    # Grant -> heartbeat -> submit: about 1.2 s of activity, each gap within the 1 s term.
+    ((_, _, accepted),) = tasking_paired.outbox_events()
+    assert 1000 <= accepted.answer_accepted.active_ms <= 2500
 
 
 def test_more_answers_puts_a_full_task_back_in_play(tasking: Built) -> None:
@@ -199,6 +202,7 @@ def test_answer_lands_in_the_outbox_with_the_task_as_key(tasking: Built) -> None
     )
     assert accepted.answer.classification.label == "dog" and not accepted.gold
     assert accepted.leased_at.ToDatetime() <= accepted.submitted_at.ToDatetime()
+    assert 0 <= accepted.active_ms < 120_000
     assert event.event_id and event.HasField("occurred_at")
 
 

@@ -115,3 +115,17 @@ def test_minute_series_fills_the_last_hour() -> None:
     assert series[-2] == (this_minute - 60, 2)
     assert series[0] == (this_minute - 59 * 60, 0)
     assert sum(c for _, c in series) == 6
+
+
+def test_active_time_counts_gaps_up_to_the_term_and_the_idle_cap() -> None:
+    from services.tasking.domain import IDLE_CAP_MS, active_time_ms
+
+    # No heartbeat: grant to submit, capped by the term.
+    assert active_time_ms(0, 1_000, 31_000, 120_000) == 30_000
+    assert active_time_ms(0, 1_000, 500_000, 120_000) == 120_000
+    # Time counted up to the last heartbeat, then the last gap.
+    assert active_time_ms(50_000, 60_000, 70_000, 120_000) == 60_000
+    # A long lease: a gap beyond the idle cap counts only the cap.
+    assert active_time_ms(0, 0, 3_600_000, 7_200_000) == IDLE_CAP_MS
+    # Clock skew never goes negative.
+    assert active_time_ms(0, 10_000, 5_000, 120_000) == 0

@@ -137,3 +137,17 @@ def test_big_batches_apply_in_one_go(tasking_db: Built, size: int) -> None:
     assert (stats.tasks, stats.backlog) == (size, size)
     assert tasking_db.task_row("t0000").answers_wanted == 3
     assert tasking_db.task_row("t0001").answers_wanted == 2
+
+
+def test_a_paused_job_is_not_handed_out_until_resumed(tasking_db: Built) -> None:
+    tasking_db.service.handle_events([job_created("j1", overlap=(1, 1)), task_created("t1", "j1")])
+    tasking_db.service.handle_events([event(job_paused=events_pb2.JobPaused(job_id="j1", reason="budget cap"))])
+    # A task arriving while paused waits too.
+    tasking_db.service.handle_events([task_created("t2", "j1")])
+    session = tasking_db.session("w1")
+    assert tasking_db.service.next_task(session) is None
+    (job,) = tasking_db.rows(tables.jobs)
+    assert job.paused
+    tasking_db.service.handle_events([event(job_resumed=events_pb2.JobResumed(job_id="j1"))])
+    handed = {tasking_db.service.next_task(tasking_db.session(w)) for w in ("w2", "w3")}
+    assert {h.task_id for h in handed if h is not None} == {"t1", "t2"}
