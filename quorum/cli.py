@@ -187,6 +187,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         currency=args.currency,
         pilot=args.pilot,
         pilot_allowance=args.pilot_allowance,
+        expert_review=args.expert_review,
     )
     if is_images:
         spec.image_classification.CopyFrom(config)
@@ -508,6 +509,11 @@ def parser() -> argparse.ArgumentParser:
     submit.add_argument("--currency", default="USD")
     submit.add_argument("--pilot", action="store_true", help="free up to the pilot allowance")
     submit.add_argument("--pilot-allowance", type=int, default=0)
+    submit.add_argument(
+        "--expert-review",
+        action="store_true",
+        help="send objects still below the target at max overlap to a reviewer instead of resolving them",
+    )
     submit.add_argument("--sla-hours", type=float, default=0)
     submit.add_argument("--no-seal", action="store_true", help="leave the job open for more uploads")
     submit.set_defaults(func=cmd_submit)

@@ -43,7 +43,7 @@ class ClassificationConfig(_message.Message):
     def __init__(self, labels: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class JobSpec(_message.Message):
-    __slots__ = ("name", "client_id", "image_classification", "text_classification", "instructions", "overlap", "target_confidence", "gold_share", "price_per_object_cents", "pay_per_answer_cents", "currency", "pilot", "pilot_allowance", "sla_deadline", "lease_seconds", "price_mode", "price_per_hour_cents", "pay_mode", "pay_per_hour_cents", "budget_cap_cents")
+    __slots__ = ("name", "client_id", "image_classification", "text_classification", "instructions", "overlap", "target_confidence", "gold_share", "price_per_object_cents", "pay_per_answer_cents", "currency", "pilot", "pilot_allowance", "sla_deadline", "lease_seconds", "price_mode", "price_per_hour_cents", "pay_mode", "pay_per_hour_cents", "budget_cap_cents", "expert_review")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     IMAGE_CLASSIFICATION_FIELD_NUMBER: _ClassVar[int]
@@ -64,6 +64,7 @@ class JobSpec(_message.Message):
     PAY_MODE_FIELD_NUMBER: _ClassVar[int]
     PAY_PER_HOUR_CENTS_FIELD_NUMBER: _ClassVar[int]
     BUDGET_CAP_CENTS_FIELD_NUMBER: _ClassVar[int]
+    EXPERT_REVIEW_FIELD_NUMBER: _ClassVar[int]
     name: str
     client_id: str
     image_classification: ClassificationConfig
@@ -84,7 +85,8 @@ class JobSpec(_message.Message):
     pay_mode: PayMode
     pay_per_hour_cents: int
     budget_cap_cents: int
-    def __init__(self, name: _Optional[str] = ..., client_id: _Optional[str] = ..., image_classification: _Optional[_Union[ClassificationConfig, _Mapping]] = ..., text_classification: _Optional[_Union[ClassificationConfig, _Mapping]] = ..., instructions: _Optional[str] = ..., overlap: _Optional[_Union[Overlap, _Mapping]] = ..., target_confidence: _Optional[float] = ..., gold_share: _Optional[float] = ..., price_per_object_cents: _Optional[int] = ..., pay_per_answer_cents: _Optional[int] = ..., currency: _Optional[str] = ..., pilot: _Optional[bool] = ..., pilot_allowance: _Optional[int] = ..., sla_deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lease_seconds: _Optional[int] = ..., price_mode: _Optional[_Union[PriceMode, str]] = ..., price_per_hour_cents: _Optional[int] = ..., pay_mode: _Optional[_Union[PayMode, str]] = ..., pay_per_hour_cents: _Optional[int] = ..., budget_cap_cents: _Optional[int] = ...) -> None: ...
+    expert_review: bool
+    def __init__(self, name: _Optional[str] = ..., client_id: _Optional[str] = ..., image_classification: _Optional[_Union[ClassificationConfig, _Mapping]] = ..., text_classification: _Optional[_Union[ClassificationConfig, _Mapping]] = ..., instructions: _Optional[str] = ..., overlap: _Optional[_Union[Overlap, _Mapping]] = ..., target_confidence: _Optional[float] = ..., gold_share: _Optional[float] = ..., price_per_object_cents: _Optional[int] = ..., pay_per_answer_cents: _Optional[int] = ..., currency: _Optional[str] = ..., pilot: _Optional[bool] = ..., pilot_allowance: _Optional[int] = ..., sla_deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lease_seconds: _Optional[int] = ..., price_mode: _Optional[_Union[PriceMode, str]] = ..., price_per_hour_cents: _Optional[int] = ..., pay_mode: _Optional[_Union[PayMode, str]] = ..., pay_per_hour_cents: _Optional[int] = ..., budget_cap_cents: _Optional[int] = ..., expert_review: _Optional[bool] = ...) -> None: ...
 
 class ClassificationAnswer(_message.Message):
     __slots__ = ("label",)

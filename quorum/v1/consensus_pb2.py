@@ -27,29 +27,37 @@ from quorum.v1 import common_pb2 as quorum_dot_v1_dot_common__pb2
 from quorum.v1 import events_pb2 as quorum_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19quorum/v1/consensus.proto\x12\tquorum.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16quorum/v1/common.proto\x1a\x16quorum/v1/events.proto\"#\n\x10GetResultRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"\xb8\x02\n\nTaskResult\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x0f\n\x07item_id\x18\x03 \x01(\t\x12\x13\n\x0bobject_name\x18\x04 \x01(\t\x12 \n\x05label\x18\x05 \x01(\x0b\x32\x11.quorum.v1.Answer\x12\x12\n\nconfidence\x18\x06 \x01(\x01\x12\x16\n\x0elow_confidence\x18\x07 \x01(\x08\x12)\n\x0emajority_label\x18\x08 \x01(\x0b\x32\x11.quorum.v1.Answer\x12(\n\x07\x61nswers\x18\t \x03(\x0b\x32\x17.quorum.v1.WorkerAnswer\x12/\n\x0bresolved_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07version\x18\x0b \x01(\x05\"&\n\x14\x45xportResultsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"&\n\x14GetJobQualityRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\xfd\x02\n\nJobQuality\x12\r\n\x05tasks\x18\x01 \x01(\x03\x12\x10\n\x08resolved\x18\x02 \x01(\x03\x12\x16\n\x0elow_confidence\x18\x03 \x01(\x03\x12\x0f\n\x07\x61nswers\x18\x04 \x01(\x03\x12\x11\n\tagreement\x18\x05 \x01(\x01\x12\x15\n\rgold_accuracy\x18\x06 \x01(\x01\x12\x14\n\x0cgold_answers\x18\x07 \x01(\x03\x12\x1a\n\x12\x65stimated_accuracy\x18\x08 \x01(\x01\x12\x17\n\x0fmean_confidence\x18\t \x01(\x01\x12\x17\n\x0fttr_p50_seconds\x18\n \x01(\x01\x12\x17\n\x0fttr_p90_seconds\x18\x0b \x01(\x01\x12\x17\n\x0fttr_p99_seconds\x18\x0c \x01(\x01\x12\x33\n\x13resolved_per_minute\x18\r \x03(\x0b\x32\x16.quorum.v1.MinuteCount\x12\x1a\n\x12krippendorff_alpha\x18\x0e \x01(\x01\x12\x14\n\x0c\x66leiss_kappa\x18\x0f \x01(\x01\"$\n\x12ListWorkersRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\xcf\x01\n\rWorkerQuality\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61nswers\x18\x02 \x01(\x03\x12\x14\n\x0cgold_answers\x18\x03 \x01(\x03\x12\x14\n\x0cgold_correct\x18\x04 \x01(\x03\x12\x13\n\x0breliability\x18\x05 \x01(\x01\x12\x11\n\tagreement\x18\x06 \x01(\x01\x12\x12\n\nspam_score\x18\x07 \x01(\x01\x12\x0f\n\x07spammer\x18\x08 \x01(\x08\x12\x0e\n\x06labels\x18\t \x03(\t\x12\x11\n\tconfusion\x18\n \x03(\x01\"X\n\x13ListWorkersResponse\x12)\n\x07workers\x18\x01 \x03(\x0b\x32\x18.quorum.v1.WorkerQuality\x12\x16\n\x0espam_threshold\x18\x02 \x01(\x01\x32\xb5\x02\n\x10\x43onsensusService\x12?\n\tGetResult\x12\x1b.quorum.v1.GetResultRequest\x1a\x15.quorum.v1.TaskResult\x12I\n\rExportResults\x12\x1f.quorum.v1.ExportResultsRequest\x1a\x15.quorum.v1.TaskResult0\x01\x12G\n\rGetJobQuality\x12\x1f.quorum.v1.GetJobQualityRequest\x1a\x15.quorum.v1.JobQuality\x12L\n\x0bListWorkers\x12\x1d.quorum.v1.ListWorkersRequest\x1a\x1e.quorum.v1.ListWorkersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19quorum/v1/consensus.proto\x12\tquorum.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16quorum/v1/common.proto\x1a\x16quorum/v1/events.proto\";\n\x16ListReviewTasksRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\"\xcd\x01\n\nReviewTask\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x0f\n\x07item_id\x18\x03 \x01(\t\x12\x13\n\x0bobject_name\x18\x04 \x01(\t\x12\x0e\n\x06labels\x18\x05 \x03(\t\x12(\n\x07\x61nswers\x18\x06 \x03(\x0b\x32\x17.quorum.v1.WorkerAnswer\x12*\n\x0fsuggested_label\x18\x07 \x01(\x0b\x32\x11.quorum.v1.Answer\x12\x12\n\nconfidence\x18\x08 \x01(\x01\"?\n\x17ListReviewTasksResponse\x12$\n\x05tasks\x18\x01 \x03(\x0b\x32\x15.quorum.v1.ReviewTask\"]\n\x13SubmitReviewRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x13\n\x0breviewer_id\x18\x02 \x01(\t\x12 \n\x05label\x18\x03 \x01(\x0b\x32\x11.quorum.v1.Answer\"#\n\x10GetResultRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"\xb8\x02\n\nTaskResult\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x0f\n\x07item_id\x18\x03 \x01(\t\x12\x13\n\x0bobject_name\x18\x04 \x01(\t\x12 \n\x05label\x18\x05 \x01(\x0b\x32\x11.quorum.v1.Answer\x12\x12\n\nconfidence\x18\x06 \x01(\x01\x12\x16\n\x0elow_confidence\x18\x07 \x01(\x08\x12)\n\x0emajority_label\x18\x08 \x01(\x0b\x32\x11.quorum.v1.Answer\x12(\n\x07\x61nswers\x18\t \x03(\x0b\x32\x17.quorum.v1.WorkerAnswer\x12/\n\x0bresolved_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07version\x18\x0b \x01(\x05\"&\n\x14\x45xportResultsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"&\n\x14GetJobQualityRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\xfd\x02\n\nJobQuality\x12\r\n\x05tasks\x18\x01 \x01(\x03\x12\x10\n\x08resolved\x18\x02 \x01(\x03\x12\x16\n\x0elow_confidence\x18\x03 \x01(\x03\x12\x0f\n\x07\x61nswers\x18\x04 \x01(\x03\x12\x11\n\tagreement\x18\x05 \x01(\x01\x12\x15\n\rgold_accuracy\x18\x06 \x01(\x01\x12\x14\n\x0cgold_answers\x18\x07 \x01(\x03\x12\x1a\n\x12\x65stimated_accuracy\x18\x08 \x01(\x01\x12\x17\n\x0fmean_confidence\x18\t \x01(\x01\x12\x17\n\x0fttr_p50_seconds\x18\n \x01(\x01\x12\x17\n\x0fttr_p90_seconds\x18\x0b \x01(\x01\x12\x17\n\x0fttr_p99_seconds\x18\x0c \x01(\x01\x12\x33\n\x13resolved_per_minute\x18\r \x03(\x0b\x32\x16.quorum.v1.MinuteCount\x12\x1a\n\x12krippendorff_alpha\x18\x0e \x01(\x01\x12\x14\n\x0c\x66leiss_kappa\x18\x0f \x01(\x01\"$\n\x12ListWorkersRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\xcf\x01\n\rWorkerQuality\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61nswers\x18\x02 \x01(\x03\x12\x14\n\x0cgold_answers\x18\x03 \x01(\x03\x12\x14\n\x0cgold_correct\x18\x04 \x01(\x03\x12\x13\n\x0breliability\x18\x05 \x01(\x01\x12\x11\n\tagreement\x18\x06 \x01(\x01\x12\x12\n\nspam_score\x18\x07 \x01(\x01\x12\x0f\n\x07spammer\x18\x08 \x01(\x08\x12\x0e\n\x06labels\x18\t \x03(\t\x12\x11\n\tconfusion\x18\n \x03(\x01\"X\n\x13ListWorkersResponse\x12)\n\x07workers\x18\x01 \x03(\x0b\x32\x18.quorum.v1.WorkerQuality\x12\x16\n\x0espam_threshold\x18\x02 \x01(\x01\x32\xd6\x03\n\x10\x43onsensusService\x12?\n\tGetResult\x12\x1b.quorum.v1.GetResultRequest\x1a\x15.quorum.v1.TaskResult\x12I\n\rExportResults\x12\x1f.quorum.v1.ExportResultsRequest\x1a\x15.quorum.v1.TaskResult0\x01\x12G\n\rGetJobQuality\x12\x1f.quorum.v1.GetJobQualityRequest\x1a\x15.quorum.v1.JobQuality\x12L\n\x0bListWorkers\x12\x1d.quorum.v1.ListWorkersRequest\x1a\x1e.quorum.v1.ListWorkersResponse\x12X\n\x0fListReviewTasks\x12!.quorum.v1.ListReviewTasksRequest\x1a\".quorum.v1.ListReviewTasksResponse\x12\x45\n\x0cSubmitReview\x12\x1e.quorum.v1.SubmitReviewRequest\x1a\x15.quorum.v1.TaskResultb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'quorum.v1.consensus_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GETRESULTREQUEST']._serialized_start=121
-  _globals['_GETRESULTREQUEST']._serialized_end=156
-  _globals['_TASKRESULT']._serialized_start=159
-  _globals['_TASKRESULT']._serialized_end=471
-  _globals['_EXPORTRESULTSREQUEST']._serialized_start=473
-  _globals['_EXPORTRESULTSREQUEST']._serialized_end=511
-  _globals['_GETJOBQUALITYREQUEST']._serialized_start=513
-  _globals['_GETJOBQUALITYREQUEST']._serialized_end=551
-  _globals['_JOBQUALITY']._serialized_start=554
-  _globals['_JOBQUALITY']._serialized_end=935
-  _globals['_LISTWORKERSREQUEST']._serialized_start=937
-  _globals['_LISTWORKERSREQUEST']._serialized_end=973
-  _globals['_WORKERQUALITY']._serialized_start=976
-  _globals['_WORKERQUALITY']._serialized_end=1183
-  _globals['_LISTWORKERSRESPONSE']._serialized_start=1185
-  _globals['_LISTWORKERSRESPONSE']._serialized_end=1273
-  _globals['_CONSENSUSSERVICE']._serialized_start=1276
-  _globals['_CONSENSUSSERVICE']._serialized_end=1585
+  _globals['_LISTREVIEWTASKSREQUEST']._serialized_start=121
+  _globals['_LISTREVIEWTASKSREQUEST']._serialized_end=180
+  _globals['_REVIEWTASK']._serialized_start=183
+  _globals['_REVIEWTASK']._serialized_end=388
+  _globals['_LISTREVIEWTASKSRESPONSE']._serialized_start=390
+  _globals['_LISTREVIEWTASKSRESPONSE']._serialized_end=453
+  _globals['_SUBMITREVIEWREQUEST']._serialized_start=455
+  _globals['_SUBMITREVIEWREQUEST']._serialized_end=548
+  _globals['_GETRESULTREQUEST']._serialized_start=550
+  _globals['_GETRESULTREQUEST']._serialized_end=585
+  _globals['_TASKRESULT']._serialized_start=588
+  _globals['_TASKRESULT']._serialized_end=900
+  _globals['_EXPORTRESULTSREQUEST']._serialized_start=902
+  _globals['_EXPORTRESULTSREQUEST']._serialized_end=940
+  _globals['_GETJOBQUALITYREQUEST']._serialized_start=942
+  _globals['_GETJOBQUALITYREQUEST']._serialized_end=980
+  _globals['_JOBQUALITY']._serialized_start=983
+  _globals['_JOBQUALITY']._serialized_end=1364
+  _globals['_LISTWORKERSREQUEST']._serialized_start=1366
+  _globals['_LISTWORKERSREQUEST']._serialized_end=1402
+  _globals['_WORKERQUALITY']._serialized_start=1405
+  _globals['_WORKERQUALITY']._serialized_end=1612
+  _globals['_LISTWORKERSRESPONSE']._serialized_start=1614
+  _globals['_LISTWORKERSRESPONSE']._serialized_end=1702
+  _globals['_CONSENSUSSERVICE']._serialized_start=1705
+  _globals['_CONSENSUSSERVICE']._serialized_end=2175
 # @@protoc_insertion_point(module_scope)

@@ -11,6 +11,50 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ListReviewTasksRequest(_message.Message):
+    __slots__ = ("job_id", "page_size")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    page_size: int
+    def __init__(self, job_id: _Optional[str] = ..., page_size: _Optional[int] = ...) -> None: ...
+
+class ReviewTask(_message.Message):
+    __slots__ = ("task_id", "job_id", "item_id", "object_name", "labels", "answers", "suggested_label", "confidence")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_NAME_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    ANSWERS_FIELD_NUMBER: _ClassVar[int]
+    SUGGESTED_LABEL_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    job_id: str
+    item_id: str
+    object_name: str
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    answers: _containers.RepeatedCompositeFieldContainer[_events_pb2.WorkerAnswer]
+    suggested_label: _common_pb2.Answer
+    confidence: float
+    def __init__(self, task_id: _Optional[str] = ..., job_id: _Optional[str] = ..., item_id: _Optional[str] = ..., object_name: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., answers: _Optional[_Iterable[_Union[_events_pb2.WorkerAnswer, _Mapping]]] = ..., suggested_label: _Optional[_Union[_common_pb2.Answer, _Mapping]] = ..., confidence: _Optional[float] = ...) -> None: ...
+
+class ListReviewTasksResponse(_message.Message):
+    __slots__ = ("tasks",)
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    tasks: _containers.RepeatedCompositeFieldContainer[ReviewTask]
+    def __init__(self, tasks: _Optional[_Iterable[_Union[ReviewTask, _Mapping]]] = ...) -> None: ...
+
+class SubmitReviewRequest(_message.Message):
+    __slots__ = ("task_id", "reviewer_id", "label")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    REVIEWER_ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    reviewer_id: str
+    label: _common_pb2.Answer
+    def __init__(self, task_id: _Optional[str] = ..., reviewer_id: _Optional[str] = ..., label: _Optional[_Union[_common_pb2.Answer, _Mapping]] = ...) -> None: ...
+
 class GetResultRequest(_message.Message):
     __slots__ = ("task_id",)
     TASK_ID_FIELD_NUMBER: _ClassVar[int]

@@ -54,6 +54,16 @@ class ConsensusServiceStub:
                 request_serializer=quorum_dot_v1_dot_consensus__pb2.ListWorkersRequest.SerializeToString,
                 response_deserializer=quorum_dot_v1_dot_consensus__pb2.ListWorkersResponse.FromString,
                 _registered_method=True)
+        self.ListReviewTasks = channel.unary_unary(
+                '/quorum.v1.ConsensusService/ListReviewTasks',
+                request_serializer=quorum_dot_v1_dot_consensus__pb2.ListReviewTasksRequest.SerializeToString,
+                response_deserializer=quorum_dot_v1_dot_consensus__pb2.ListReviewTasksResponse.FromString,
+                _registered_method=True)
+        self.SubmitReview = channel.unary_unary(
+                '/quorum.v1.ConsensusService/SubmitReview',
+                request_serializer=quorum_dot_v1_dot_consensus__pb2.SubmitReviewRequest.SerializeToString,
+                response_deserializer=quorum_dot_v1_dot_consensus__pb2.TaskResult.FromString,
+                _registered_method=True)
 
 
 class ConsensusServiceServicer:
@@ -84,6 +94,21 @@ class ConsensusServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListReviewTasks(self, request, context):
+        """Objects of expert-review jobs that reached overlap.max below the target.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitReview(self, request, context):
+        """A reviewer's final label: resolves the task with confidence 1.
+        FAILED_PRECONDITION unless the task awaits review.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ConsensusServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -106,6 +131,16 @@ def add_ConsensusServiceServicer_to_server(servicer, server):
                     servicer.ListWorkers,
                     request_deserializer=quorum_dot_v1_dot_consensus__pb2.ListWorkersRequest.FromString,
                     response_serializer=quorum_dot_v1_dot_consensus__pb2.ListWorkersResponse.SerializeToString,
+            ),
+            'ListReviewTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListReviewTasks,
+                    request_deserializer=quorum_dot_v1_dot_consensus__pb2.ListReviewTasksRequest.FromString,
+                    response_serializer=quorum_dot_v1_dot_consensus__pb2.ListReviewTasksResponse.SerializeToString,
+            ),
+            'SubmitReview': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitReview,
+                    request_deserializer=quorum_dot_v1_dot_consensus__pb2.SubmitReviewRequest.FromString,
+                    response_serializer=quorum_dot_v1_dot_consensus__pb2.TaskResult.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -216,6 +251,60 @@ class ConsensusService:
             '/quorum.v1.ConsensusService/ListWorkers',
             quorum_dot_v1_dot_consensus__pb2.ListWorkersRequest.SerializeToString,
             quorum_dot_v1_dot_consensus__pb2.ListWorkersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListReviewTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quorum.v1.ConsensusService/ListReviewTasks',
+            quorum_dot_v1_dot_consensus__pb2.ListReviewTasksRequest.SerializeToString,
+            quorum_dot_v1_dot_consensus__pb2.ListReviewTasksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitReview(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quorum.v1.ConsensusService/SubmitReview',
+            quorum_dot_v1_dot_consensus__pb2.SubmitReviewRequest.SerializeToString,
+            quorum_dot_v1_dot_consensus__pb2.TaskResult.FromString,
             options,
             channel_credentials,
             insecure,

@@ -8,6 +8,7 @@ from quorum.v1 import consensus_pb2_grpc
 from services.consensus import tables
 from services.consensus.handlers import ConsensusEvents, ConsensusQueries
 from services.consensus.refit import Refit
+from services.consensus.review import ExpertReview
 from services.consensus.servicer import SERVICE_NAME, ConsensusServicer
 
 CONSUMER_NAME = "events"
@@ -30,7 +31,7 @@ def build(context: ServiceContext) -> ServiceParts:
         registrations=[
             (
                 consensus_pb2_grpc.add_ConsensusServiceServicer_to_server,
-                ConsensusServicer(ConsensusQueries(engine)),
+                ConsensusServicer(ConsensusQueries(engine), ExpertReview(engine, topics, context.outbox_written)),
                 SERVICE_NAME,
             )
         ],

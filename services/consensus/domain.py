@@ -36,6 +36,8 @@ class JobSpec:
     overlap_min: int
     overlap_max: int
     target_confidence: float
+    # Below target at overlap_max: wait for an expert instead of resolving low-confidence.
+    expert_review: bool = False
     _index: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -43,7 +45,13 @@ class JobSpec:
 
     @classmethod
     def normalised(
-        cls, job_id: str, labels: Sequence[str], overlap_min: int, overlap_max: int, target_confidence: float
+        cls,
+        job_id: str,
+        labels: Sequence[str],
+        overlap_min: int,
+        overlap_max: int,
+        target_confidence: float,
+        expert_review: bool = False,
     ) -> JobSpec:
         """Labels deduplicated in order, min at least 1, max at least min, target in [0, 1]."""
         lo = max(1, int(overlap_min))
@@ -53,6 +61,7 @@ class JobSpec:
             overlap_min=lo,
             overlap_max=max(lo, int(overlap_max)),
             target_confidence=min(1.0, max(0.0, float(target_confidence))),
+            expert_review=bool(expert_review),
         )
 
     def index_of(self, label: str) -> int:
@@ -67,17 +76,21 @@ class Decision(enum.Enum):
     ASK_MORE = "ask_more"
     RESOLVE = "resolve"
     RESOLVE_LOW_CONFIDENCE = "resolve_low_confidence"
+    REVIEW = "review"
 
 
-def decide(answers: int, confidence: float, target: float, overlap_min: int, overlap_max: int) -> Decision:
+def decide(
+    answers: int, confidence: float, target: float, overlap_min: int, overlap_max: int, expert_review: bool = False
+) -> Decision:
     """The decision for a non-gold task with ``answers`` answers and a winning posterior of
     ``confidence``: resolve once ``overlap_min`` answers reach ``target``; at ``overlap_max``
-    resolve anyway, flagged low-confidence; between the two ask for one more answer; below
+    resolve anyway, flagged low-confidence (or hand it to an expert when the job asks for
+    review); between the two ask for one more answer; below
     ``overlap_min`` wait for the answers tasking already hands out. O(1)."""
     if answers >= overlap_min and confidence >= target:
         return Decision.RESOLVE
     if answers >= overlap_max:
-        return Decision.RESOLVE_LOW_CONFIDENCE
+        return Decision.REVIEW if expert_review else Decision.RESOLVE_LOW_CONFIDENCE
     if answers >= overlap_min:
         return Decision.ASK_MORE
     return Decision.WAIT
@@ -157,6 +170,8 @@ class TaskState(enum.StrEnum):
     RESOLVED = "resolved"
     GOLD = "gold"
     """A gold task: never resolved nor published; its answers grade the workers."""
+    REVIEW = "review"
+    """Reached overlap max below target in an expert-review job: waits for a reviewer."""
 
 
 @dataclass(frozen=True)
@@ -224,11 +239,22 @@ class TaskProgress:
         if job is None:
             raise ValueError(f"open task {self.task_id} needs its job spec")
         self.votes.append(vote)
+        if self.state is TaskState.REVIEW:
+            # A lease that was out when the task went to review: the reviewer sees this answer too.
+            return Step()
         evaluation = evaluate(job.labels, self.votes, reliability_of)
         decision = decide(
-            len(self.votes), evaluation.confidence, job.target_confidence, job.overlap_min, job.overlap_max
+            len(self.votes),
+            evaluation.confidence,
+            job.target_confidence,
+            job.overlap_min,
+            job.overlap_max,
+            job.expert_review,
         )
         self.pending_request = len(self.votes) + 1 if decision is Decision.ASK_MORE else 0
+        if decision is Decision.REVIEW:
+            self.state = TaskState.REVIEW
+            return Step(decision=decision, evaluation=evaluation)
         if decision not in (Decision.RESOLVE, Decision.RESOLVE_LOW_CONFIDENCE):
             return Step(decision=decision, evaluation=evaluation)
         self.state = TaskState.RESOLVED

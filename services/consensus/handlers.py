@@ -258,7 +258,7 @@ class _Batch:
         applicable (of those tasks and of new gold tasks), in arrival order."""
         replay: list[tuple[int, str, Vote]] = []
         for task_id, progress in self.progress.items():
-            if progress.state is TaskState.OPEN:
+            if progress.state in (TaskState.OPEN, TaskState.REVIEW):
                 # Every stored answer of an open task was applied; the posterior needs them all.
                 progress.votes = [s.vote for s in stored.get(task_id, ())]
                 continue
@@ -362,6 +362,7 @@ class _Batch:
                     "overlap_min": job.overlap_min,
                     "overlap_max": job.overlap_max,
                     "target_confidence": job.target_confidence,
+                    "expert_review": job.expert_review,
                     "received_at": self.now,
                 }
                 for job in self.new_jobs.values()
@@ -533,6 +534,7 @@ def _job_spec(row: Any) -> JobSpec:
         overlap_min=row.overlap_min,
         overlap_max=row.overlap_max,
         target_confidence=row.target_confidence,
+        expert_review=bool(row.expert_review),
     )
 
 

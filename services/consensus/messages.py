@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import TYPE_CHECKING
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from quorum.v1 import common_pb2, consensus_pb2, events_pb2
 from services.consensus.aggregation.spam import SPAM_THRESHOLD
 from services.consensus.domain import JobQuality, JobSpec, TaskResult, WeightedAnswer, WorkerQuality
+
+if TYPE_CHECKING:
+    from services.consensus.review import ReviewTask
 
 
 def label_of(answer: common_pb2.Answer) -> str:
@@ -40,7 +44,9 @@ def job_spec_of(event: events_pb2.JobCreated) -> JobSpec:
     spec = event.spec
     kind = spec.WhichOneof("task")
     labels = list(getattr(spec, kind).labels) if kind else []
-    return JobSpec.normalised(event.job_id, labels, spec.overlap.min, spec.overlap.max, spec.target_confidence)
+    return JobSpec.normalised(
+        event.job_id, labels, spec.overlap.min, spec.overlap.max, spec.target_confidence, spec.expert_review
+    )
 
 
 def _worker_answers(answers: tuple[WeightedAnswer, ...]) -> list[events_pb2.WorkerAnswer]:
@@ -135,4 +141,23 @@ def workers_message(workers: list[WorkerQuality]) -> consensus_pb2.ListWorkersRe
             for w in workers
         ],
         spam_threshold=SPAM_THRESHOLD,
+    )
+
+
+def review_tasks_message(tasks: list[ReviewTask]) -> consensus_pb2.ListReviewTasksResponse:
+    """The gRPC form of the review queue."""
+    return consensus_pb2.ListReviewTasksResponse(
+        tasks=[
+            consensus_pb2.ReviewTask(
+                task_id=task.task_id,
+                job_id=task.job_id,
+                item_id=task.item_id,
+                object_name=task.object_name,
+                labels=task.labels,
+                answers=_worker_answers(task.answers),
+                suggested_label=answer_message(task.suggested_label),
+                confidence=task.confidence,
+            )
+            for task in tasks
+        ]
     )

@@ -13,6 +13,7 @@ from quorum.errors import InvalidArgument
 from quorum.v1 import consensus_pb2, consensus_pb2_grpc
 from services.consensus import messages
 from services.consensus.handlers import ConsensusQueries
+from services.consensus.review import ExpertReview
 
 SERVICE_NAME = consensus_pb2.DESCRIPTOR.services_by_name["ConsensusService"].full_name
 MAX_ID_LENGTH = 200
@@ -35,8 +36,9 @@ def _optional_id(value: str, field: str) -> str:
 class ConsensusServicer(consensus_pb2_grpc.ConsensusServiceServicer):
     """Read-only API over resolved labels and quality figures; every call is a few indexed queries."""
 
-    def __init__(self, queries: ConsensusQueries) -> None:
+    def __init__(self, queries: ConsensusQueries, review: ExpertReview) -> None:
         self._queries = queries
+        self._review = review
 
     def GetResult(
         self, request: consensus_pb2.GetResultRequest, context: grpc.ServicerContext
@@ -66,3 +68,22 @@ class ConsensusServicer(consensus_pb2_grpc.ConsensusServiceServicer):
         """Workers of one job, or all workers when ``job_id`` is empty, most reliable first."""
         job_id = _optional_id(request.job_id, "job_id")
         return messages.workers_message(self._queries.list_workers(job_id or None))
+
+    def ListReviewTasks(
+        self, request: consensus_pb2.ListReviewTasksRequest, context: grpc.ServicerContext
+    ) -> consensus_pb2.ListReviewTasksResponse:
+        """Tasks of expert-review jobs waiting for a reviewer, oldest first."""
+        job_id = _optional_id(request.job_id, "job_id")
+        if not 0 <= request.page_size <= 1000:
+            raise InvalidArgument("page_size", "must be between 0 and 1000")
+        return messages.review_tasks_message(self._review.pending(job_id or None, request.page_size or 100))
+
+    def SubmitReview(
+        self, request: consensus_pb2.SubmitReviewRequest, context: grpc.ServicerContext
+    ) -> consensus_pb2.TaskResult:
+        """The reviewer's label resolves the task with confidence 1 and is published."""
+        task_id = _required_id(request.task_id, "task_id")
+        reviewer_id = _required_id(request.reviewer_id, "reviewer_id")
+        if request.label.WhichOneof("value") != "classification":
+            raise InvalidArgument("label", "a classification answer is required")
+        return messages.result_message(self._review.submit(task_id, reviewer_id, request.label.classification.label))

@@ -26,6 +26,7 @@ jobs = sa.Table(
     sa.Column("overlap_min", sa.Integer, nullable=False),
     sa.Column("overlap_max", sa.Integer, nullable=False),
     sa.Column("target_confidence", sa.Float, nullable=False),
+    sa.Column("expert_review", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("received_at", UtcDateTime, nullable=False),
 )
 tasks = sa.Table(

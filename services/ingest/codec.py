@@ -61,6 +61,7 @@ def spec_from_proto(spec: common_pb2.JobSpec) -> domain.JobSpec:
         pay_mode=_PAY_MODE_NAMES.get(spec.pay_mode, f"#{spec.pay_mode}"),
         pay_per_hour_cents=spec.pay_per_hour_cents,
         budget_cap_cents=spec.budget_cap_cents,
+        expert_review=spec.expert_review,
     )
 
 
@@ -97,6 +98,7 @@ def spec_to_proto(spec: domain.JobSpec) -> common_pb2.JobSpec:
         pay_mode=_PAY_MODES.get(spec.pay_mode, common_pb2.PAY_MODE_UNSPECIFIED),
         pay_per_hour_cents=spec.pay_per_hour_cents,
         budget_cap_cents=spec.budget_cap_cents,
+        expert_review=spec.expert_review,
     )
     if spec.task_type is not None:
         getattr(message, spec.task_type.value).labels.extend(spec.labels)

@@ -104,6 +104,7 @@ class JobSpec:
     pay_per_hour_cents: int = 0
     # 0: no cap.
     budget_cap_cents: int = 0
+    expert_review: bool = False
 
     @property
     def labels_field(self) -> str:

@@ -28,7 +28,11 @@ def _answer(label: str) -> common_pb2.Answer:
 
 
 def job_created(
-    job_id: str, labels: Sequence[str] = LABELS, overlap: tuple[int, int] = (3, 5), target: float = 0.9
+    job_id: str,
+    labels: Sequence[str] = LABELS,
+    overlap: tuple[int, int] = (3, 5),
+    target: float = 0.9,
+    expert_review: bool = False,
 ) -> events_pb2.Event:
     spec = common_pb2.JobSpec(
         name=job_id,
@@ -36,6 +40,7 @@ def job_created(
         image_classification=common_pb2.ClassificationConfig(labels=list(labels)),
         overlap=common_pb2.Overlap(min=overlap[0], max=overlap[1]),
         target_confidence=target,
+        expert_review=expert_review,
     )
     return events_pb2.Event(event_id=uuid.uuid4().hex, job_created=events_pb2.JobCreated(job_id=job_id, spec=spec))
 

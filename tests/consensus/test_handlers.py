@@ -407,3 +407,67 @@ def test_a_refit_relabels_with_a_new_version_and_never_hurts(
     # Nothing new since: the next round refits nothing and publishes nothing.
     assert refit.run_once() == 0
     assert len(emitted(engine, "task_resolved")) == resolved_events + changed
+
+
+def test_expert_review_holds_a_split_task_until_a_reviewer_decides(
+    handler: ConsensusEvents, queries: ConsensusQueries, engine: sa.Engine, signal: Signal
+) -> None:
+    from quorum.errors import FailedPrecondition, InvalidArgument
+    from services.consensus.review import ExpertReview
+
+    labels = ("cat", "dog", "bird")
+    handler.handle(
+        [
+            job_created("job", labels=labels, overlap=(3, 3), target=0.95, expert_review=True),
+            task_created("split", "job"),
+            task_created("clear", "job"),
+            *answers("split", "job", ("w1", "cat"), ("w2", "dog"), ("w3", "bird")),
+            *answers("clear", "job", ("w1", "dog"), ("w2", "dog"), ("w3", "dog")),
+        ]
+    )
+    # The split task reached overlap max below target: no result, nothing published for it.
+    resolved = {e.task_resolved.task_id for e in emitted(engine, "task_resolved")}
+    assert "split" not in resolved
+    with pytest.raises(NotFound):
+        queries.get_result("split")
+
+    review = ExpertReview(engine, TOPICS, signal, clock=lambda: NOW)
+    [pending] = review.pending("job")
+    assert (pending.task_id, pending.labels) == ("split", labels)
+    assert [a.worker_id for a in pending.answers] == ["w1", "w2", "w3"]
+    assert pending.confidence < 0.95
+
+    with pytest.raises(InvalidArgument, match="label"):
+        review.submit("split", "expert-1", "fish")
+    with pytest.raises(FailedPrecondition):
+        review.submit("clear", "expert-1", "dog")
+    with pytest.raises(NotFound):
+        review.submit("nope", "expert-1", "dog")
+
+    result = review.submit("split", "expert-1", "bird")
+    assert (result.label, result.confidence, result.low_confidence) == ("bird", 1.0, False)
+    assert queries.get_result("split").label == "bird"
+    assert review.pending("job") == []
+    assert [
+        e.task_resolved.label.classification.label
+        for e in emitted(engine, "task_resolved")
+        if e.task_resolved.task_id == "split"
+    ] == ["bird"]
+    with pytest.raises(FailedPrecondition):
+        review.submit("split", "expert-2", "cat")
+    # A late answer to the reviewed task is counted; the reviewer's label stays.
+    handler.handle(answers("split", "job", ("w4", "cat")))
+    assert queries.get_result("split").label == "bird"
+
+
+def test_without_expert_review_the_split_task_resolves_low_confidence(
+    handler: ConsensusEvents, queries: ConsensusQueries
+) -> None:
+    handler.handle(
+        [
+            job_created("job", labels=("cat", "dog", "bird"), overlap=(3, 3), target=0.95),
+            task_created("split", "job"),
+            *answers("split", "job", ("w1", "cat"), ("w2", "dog"), ("w3", "bird")),
+        ]
+    )
+    assert queries.get_result("split").low_confidence

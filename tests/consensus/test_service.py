@@ -17,7 +17,7 @@ from quorum.messaging import Publisher, Topics, outgoing
 from quorum.rpc import channel
 from quorum.service import RunningService, start_service
 from quorum.settings import Settings
-from quorum.v1 import consensus_pb2, consensus_pb2_grpc, events_pb2
+from quorum.v1 import common_pb2, consensus_pb2, consensus_pb2_grpc, events_pb2
 from services.consensus.bootstrap import build
 
 
@@ -234,6 +234,28 @@ def test_bad_requests_get_clear_errors(stub: consensus_pb2_grpc.ConsensusService
             consensus_pb2.ListWorkersRequest(job_id="x" * 300),
             grpc.StatusCode.INVALID_ARGUMENT,
             "job_id: longer than 200",
+        ),
+        (
+            stub.ListReviewTasks,
+            consensus_pb2.ListReviewTasksRequest(page_size=5000),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "page_size",
+        ),
+        (
+            stub.SubmitReview,
+            consensus_pb2.SubmitReviewRequest(task_id="t", reviewer_id="r"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "label: a classification answer is required",
+        ),
+        (
+            stub.SubmitReview,
+            consensus_pb2.SubmitReviewRequest(
+                task_id="nope",
+                reviewer_id="r",
+                label=common_pb2.Answer(classification=common_pb2.ClassificationAnswer(label="cat")),
+            ),
+            grpc.StatusCode.NOT_FOUND,
+            "task 'nope'",
         ),
     ]
     for call, request, code, detail in cases:

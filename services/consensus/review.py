@@ -1,0 +1,171 @@
+"""Expert review: tasks of review jobs that reached ``overlap.max`` below the target wait
+for a reviewer, whose label is final (confidence 1) and published like any resolution."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from quorum.db import enqueue, reading, utcnow
+from quorum.errors import FailedPrecondition, InvalidArgument, NotFound
+from quorum.messaging import Topics, outgoing
+from services.consensus import messages
+from services.consensus import tables as t
+from services.consensus.domain import (
+    RELIABILITY,
+    Evaluation,
+    TaskResult,
+    TaskState,
+    Vote,
+    WeightedAnswer,
+    evaluate,
+    minute_of,
+)
+
+
+@dataclass(frozen=True)
+class ReviewTask:
+    task_id: str
+    job_id: str
+    item_id: str
+    object_name: str
+    labels: tuple[str, ...]
+    answers: tuple[WeightedAnswer, ...]
+    suggested_label: str
+    confidence: float
+    majority_label: str
+
+
+class ExpertReview:
+    """The review queue and the reviewers' final answers. Each call is a few indexed queries."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        topics: Topics,
+        outbox_written: Callable[[], None],
+        clock: Callable[[], dt.datetime] = utcnow,
+    ) -> None:
+        self._engine = engine
+        self._topics = topics
+        self._outbox_written = outbox_written
+        self._clock = clock
+
+    def pending(self, job_id: str | None = None, limit: int = 100) -> list[ReviewTask]:
+        """Tasks awaiting review, oldest first, with the crowd's answers and posterior."""
+        tk = t.tasks
+        with reading(self._engine) as conn:
+            rows = conn.execute(
+                sa.select(tk)
+                .where(tk.c.state == TaskState.REVIEW.value, *([tk.c.job_id == job_id] if job_id else []))
+                .order_by(tk.c.created_at, tk.c.task_id)
+                .limit(limit)
+            ).all()
+            return [self._review_task(conn, row) for row in rows]
+
+    def submit(self, task_id: str, reviewer_id: str, label: str) -> TaskResult:
+        """Resolves a task under review with the reviewer's label.
+
+        Raises NotFound for an unknown task, FailedPrecondition unless it awaits review and
+        InvalidArgument for a label outside the job's labels."""
+        tk = t.tasks
+        now = self._clock()
+        with self._engine.begin() as conn:
+            row = conn.execute(sa.select(tk).where(tk.c.task_id == task_id)).one_or_none()
+            if row is None:
+                raise NotFound("task", task_id)
+            if row.state != TaskState.REVIEW.value:
+                raise FailedPrecondition(f"task {task_id} is not awaiting review (it is {row.state})")
+            pending = self._review_task(conn, row)
+            if label not in pending.labels:
+                raise InvalidArgument("label.classification.label", f"{label!r} is not one of the job's labels")
+            result = TaskResult(
+                task_id=row.task_id,
+                job_id=row.job_id,
+                item_id=row.item_id,
+                object_name=row.object_name,
+                label=label,
+                confidence=1.0,
+                low_confidence=False,
+                majority_label=pending.majority_label,
+                answers=(*pending.answers, WeightedAnswer(reviewer_id, label, 1.0)),
+                resolved_at=now,
+            )
+            conn.execute(
+                sa.insert(t.results).values(
+                    task_id=result.task_id,
+                    job_id=result.job_id,
+                    item_id=result.item_id,
+                    object_name=result.object_name,
+                    label=result.label,
+                    confidence=result.confidence,
+                    low_confidence=False,
+                    majority_label=result.majority_label,
+                    answers=json.dumps([[a.worker_id, a.label, a.weight] for a in result.answers]),
+                    resolved_at=now,
+                    ttr_seconds=max(0.0, (now - row.created_at).total_seconds()),
+                    resolved_minute=minute_of(now),
+                    version=result.version,
+                )
+            )
+            conn.execute(
+                sa.update(tk)
+                .where(tk.c.task_id == task_id, tk.c.state == TaskState.REVIEW.value)
+                .values(state=TaskState.RESOLVED.value, label=label)
+            )
+            enqueue(conn, t.outbox, [outgoing(self._topics.results, task_id, messages.task_resolved_event(result))])
+        self._outbox_written()
+        return result
+
+    def _review_task(self, conn: Connection, row: Any) -> ReviewTask:
+        a, ws = t.answers, t.worker_stats
+        labels = tuple(
+            json.loads(conn.execute(sa.select(t.jobs.c.labels).where(t.jobs.c.job_id == row.job_id)).scalar_one())
+        )
+        votes = [
+            Vote(worker, label)
+            for worker, label in conn.execute(
+                sa.select(a.c.worker_id, a.c.label).where(a.c.task_id == row.task_id).order_by(a.c.id)
+            )
+        ]
+        evidence = {
+            r.worker_id: r
+            for r in conn.execute(
+                sa.select(
+                    ws.c.worker_id,
+                    sa.func.sum(ws.c.gold_answers).label("gold_answers"),
+                    sa.func.sum(ws.c.gold_correct).label("gold_correct"),
+                    sa.func.sum(ws.c.compared).label("compared"),
+                    sa.func.sum(ws.c.agreed).label("agreed"),
+                )
+                .where(ws.c.worker_id.in_([v.worker_id for v in votes]))
+                .group_by(ws.c.worker_id)
+            )
+        }
+
+        def reliability(worker_id: str) -> float:
+            e = evidence.get(worker_id)
+            if e is None:
+                return float(RELIABILITY.prior_mean)
+            return float(RELIABILITY.estimate(int(e.gold_answers), int(e.gold_correct), int(e.compared), int(e.agreed)))
+
+        evaluation: Evaluation = evaluate(labels, votes, reliability)
+        return ReviewTask(
+            task_id=row.task_id,
+            job_id=row.job_id,
+            item_id=row.item_id,
+            object_name=row.object_name,
+            labels=labels,
+            answers=tuple(
+                WeightedAnswer(v.worker_id, v.label, w) for v, w in zip(votes, evaluation.weights, strict=True)
+            ),
+            suggested_label=evaluation.label,
+            confidence=evaluation.confidence,
+            majority_label=evaluation.majority_label,
+        )
