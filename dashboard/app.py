@@ -217,10 +217,16 @@ def render_money(snapshot: Snapshot) -> None:
     if m is None:
         render_tiles([(label, MISSING, None) for label in ("Billed", "Paid to workers", "Margin", "Pilot subsidy")])
         return
+    if m.paused:
+        st.error(f"Job paused: {m.pause_reason or 'budget cap reached'}. Raise the cap to resume it.")
     render_tiles(
         [
             ("Billed", format_cents(m.billed_cents, m.currency), f"{m.objects_billed:,} objects billed"),
-            ("Paid to workers", format_cents(m.paid_cents, m.currency), f"{m.answers_paid:,} answers paid"),
+            (
+                "Paid to workers",
+                format_cents(m.paid_cents, m.currency),
+                f"{m.answers_paid:,} answers paid, {m.answers_unpaid:,} unpaid (spam or rejected by consensus)",
+            ),
             ("Margin", format_cents(m.margin_cents, m.currency), "Billed minus paid to workers"),
             (
                 "Pilot subsidy",

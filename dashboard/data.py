@@ -148,6 +148,10 @@ class MoneyFigures:
     pilot_subsidy_cents: int
     objects_billed: int
     answers_paid: int
+    answers_unpaid: int = 0
+    # Set only for one job: paused because its budget cap is reached.
+    paused: bool = False
+    pause_reason: str = ""
 
 
 def _empty(columns: list[str]) -> pd.DataFrame:
@@ -385,6 +389,9 @@ def _read_payments(addr: str, job_id: str, timeout: float) -> _Part:
                 pilot_subsidy_cents=m.pilot_subsidy_cents,
                 objects_billed=m.objects_billed,
                 answers_paid=m.answers_paid,
+                answers_unpaid=m.answers_unpaid,
+                paused=m.paused,
+                pause_reason=m.pause_reason,
             )
     return part
 

@@ -185,6 +185,9 @@ MONEY = {
         margin_cents=-10_025,
         objects_billed=300,
         answers_paid=1_000,
+        answers_unpaid=42,
+        paused=True,
+        pause_reason="budget cap of $1,500.00 reached",
     ),
 }
 

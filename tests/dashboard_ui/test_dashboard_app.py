@@ -67,6 +67,7 @@ def test_picking_a_job_scopes_every_call(dashboard_env: FakeQuorum) -> None:
     assert shown["Backlog"] == "80"
     assert shown["Margin"] == "-$100.25"
     assert "300 of 400 objects resolved" in at.get("progress")[0].proto.text
+    assert "Job paused: budget cap of $1,500.00 reached" in at.error[0].value
     workers, jobs = (df.value for df in at.dataframe)
     assert list(workers["worker_id"]) == ["w-alice"]
     assert list(jobs["job_id"]) == [CATS]
