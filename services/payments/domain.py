@@ -369,6 +369,11 @@ class Quote:
         return self.client_cents - self.worker_cents
 
 
+# A quote for more objects than this is a typo, and its cents would overflow int64.
+MAX_QUOTE_OBJECTS = 1_000_000_000
+INT64_MAX = 2**63 - 1
+
+
 def quote(
     terms: JobTerms,
     objects: int,
@@ -380,15 +385,17 @@ def quote(
     """Estimates a job: ``objects`` x expected answers per object (``expected_overlap``
     clamped to [overlap.min, overlap.max]; overlap.min when zero) x the price mode.
 
-    Raises InvalidArgument("objects") when negative, ("expected_overlap") when not a
-    number, ("seconds_per_answer") when negative.
+    Raises InvalidArgument("objects") when negative or above :data:`MAX_QUOTE_OBJECTS`,
+    ("expected_overlap") when not a number in [0, 1000], ("seconds_per_answer") outside [0, 86400].
     """
-    if objects < 0:
-        raise InvalidArgument("objects", f"must be >= 0 (got {objects})")
+    if not 0 <= objects <= MAX_QUOTE_OBJECTS:
+        raise InvalidArgument("objects", f"must be between 0 and {MAX_QUOTE_OBJECTS:,} (got {objects})")
     if expected_overlap != expected_overlap or expected_overlap < 0:
         raise InvalidArgument("expected_overlap", f"must be >= 0 (got {expected_overlap})")
-    if seconds_per_answer < 0:
-        raise InvalidArgument("seconds_per_answer", f"must be >= 0 (got {seconds_per_answer})")
+    if not 0 <= seconds_per_answer <= 86_400:
+        raise InvalidArgument("seconds_per_answer", f"must be between 0 and 86400 (got {seconds_per_answer})")
+    if not expected_overlap <= 1_000:
+        raise InvalidArgument("expected_overlap", f"must be at most 1000 (got {expected_overlap})")
     low = max(1, overlap_min)
     high = max(low, overlap_max)
     per_object = min(max(expected_overlap or low, low), high)
@@ -407,6 +414,8 @@ def quote(
         full = objects * terms.price_per_object_cents
         discount = free * terms.price_per_object_cents
     worker = hourly(active_ms, terms.pay_per_hour_cents) if terms.pays_time else answers * terms.pay_per_answer_cents
+    if max(full, worker, active_ms) > INT64_MAX:
+        raise InvalidArgument("objects", "the quote's amounts exceed what a ledger can hold; quote fewer objects")
     return Quote(
         currency=terms.currency,
         objects=objects,
