@@ -76,7 +76,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     threading.Thread(target=watchdog, daemon=True).start()
     _wait_for_signal()
     shutting_down.set()
-    running.stop()
+    running.stop(drain_delay_s=settings.drain_delay_s, grace_s=settings.drain_grace_s)
     return 1 if failed.is_set() else 0
 
 

@@ -45,6 +45,7 @@ class UtcDateTime(sa.types.TypeDecorator[dt.datetime]):
 
 
 READ_ONLY = "quorum_read_only"
+STATE_TABLE = "messaging_state"
 
 
 @contextlib.contextmanager
@@ -110,7 +111,8 @@ class MessagingTables:
 
 
 def add_messaging_tables(metadata: sa.MetaData) -> MessagingTables:
-    """Adds ``processed_events`` (the inbox) and ``outbox`` to a service's metadata."""
+    """Adds ``processed_events`` (the inbox), ``outbox`` and ``messaging_state`` to a
+    service's metadata."""
     inbox = sa.Table(
         "processed_events",
         metadata,
@@ -130,7 +132,19 @@ def add_messaging_tables(metadata: sa.MetaData) -> MessagingTables:
         sa.Column("published_at", UtcDateTime, nullable=True),
         sa.Index("ix_outbox_unpublished", "published_at", "id"),
     )
+    sa.Table(
+        STATE_TABLE,
+        metadata,
+        sa.Column("name", sa.String(100), primary_key=True),
+        sa.Column("value", sa.String(200), nullable=False),
+    )
     return MessagingTables(inbox=inbox, outbox=outbox)
+
+
+def messaging_state(metadata: sa.MetaData) -> sa.Table:
+    """The small name/value table :func:`add_messaging_tables` adds (e.g. the broker
+    generation the outbox last published to). Raises KeyError if it was not added."""
+    return metadata.tables[STATE_TABLE]
 
 
 def claim_events(conn: Connection, inbox: sa.Table, consumer: str, event_ids: Iterable[str]) -> set[str]:

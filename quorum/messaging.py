@@ -24,15 +24,19 @@ from typing import Any
 import sqlalchemy as sa
 from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
 from sqlalchemy.engine import Engine
 
-from quorum.db import OutgoingEvent, reading, utcnow
+from quorum.db import OutgoingEvent, messaging_state, reading, utcnow
 from quorum.v1 import events_pb2
 
 log = logging.getLogger(__name__)
+
+# kafka-python backs off up to 30 s between reconnects by default: after a broker restart
+# a service would sit idle that long. One second costs nothing on loopback or in a cluster.
+RECONNECT_BACKOFF_MAX_MS = 1000
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,11 @@ class Topics:
         """TaskResolved; key task_id."""
         return f"{self.prefix}.results.v1"
 
+    @property
+    def generation(self) -> str:
+        """One partition whose first record names the broker's current life (see BrokerGeneration)."""
+        return f"{self.prefix}.broker-generation.v1"
+
     def all(self) -> list[str]:
         return [self.jobs, self.tasks, self.answers, self.task_requests, self.results]
 
@@ -73,8 +82,11 @@ class Topics:
     def dead_letter(topic: str) -> str:
         return f"{topic}.dlq"
 
-    def group(self, consumer: str) -> str:
-        return f"{self.prefix}.{consumer}"
+    def group(self, consumer: str, generation: str = "") -> str:
+        """``<prefix>.<consumer>``, plus ``.g<generation>`` when given: a broker that lost its
+        state gets a new generation, so the group starts afresh at the earliest offsets."""
+        base = f"{self.prefix}.{consumer}"
+        return f"{base}.g{generation[:12]}" if generation else base
 
 
 def new_event_id() -> str:
@@ -124,6 +136,72 @@ def ensure_topics(bootstrap: str, topics: Sequence[str], partitions: int, timeou
         admin.close()
 
 
+class BrokerGeneration:
+    """Tells one life of the broker from the next.
+
+    A broker with in-memory storage (the embedded one) forgets every topic, record, group
+    and committed offset when it restarts; a deployment can lose a cluster the same way.
+    The first record of partition 0 of ``topic`` is the generation: whoever finds the
+    partition empty proposes a random id, and everyone adopts the first record, so every
+    process agrees without coordination. A new generation means the services must
+    republish from their outboxes and consume from the earliest offsets again.
+    """
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self._bootstrap = bootstrap
+        self._partition = TopicPartition(topic, 0)
+
+    def _first(self, wait_ms: int) -> str | None:
+        consumer = KafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            request_timeout_ms=5000,
+            bootstrap_timeout_ms=3000,
+            reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
+        )
+        try:
+            consumer.assign([self._partition])
+            consumer.seek_to_beginning(self._partition)
+            polled = consumer.poll(timeout_ms=wait_ms, max_records=1)
+            for records in polled.values():
+                for record in records:
+                    return bytes(record.value).decode(errors="replace")
+            return None
+        finally:
+            consumer.close(autocommit=False)
+
+    def current(self, timeout_s: float = 15.0) -> str:
+        """The broker's generation, proposing one when there is none yet. Raises
+        RuntimeError when the broker does not answer within ``timeout_s``. About 10 ms
+        when the generation exists; about 1 s when this call proposes it."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                found = self._first(wait_ms=300)
+                if found is None:
+                    producer = KafkaProducer(
+                        bootstrap_servers=self._bootstrap,
+                        acks="all",
+                        linger_ms=0,
+                        bootstrap_timeout_ms=3000,
+                        max_block_ms=5000,
+                    )
+                    try:
+                        producer.send(self._partition.topic, uuid.uuid4().hex.encode(), partition=0).get(timeout=5)
+                    finally:
+                        producer.close(timeout=2)
+                    found = self._first(wait_ms=2000)
+                if found:
+                    return found
+            except KafkaError as exc:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"cannot read the broker generation at {self._bootstrap}: {exc}") from exc
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"cannot read the broker generation at {self._bootstrap}")
+            time.sleep(0.2)
+
+
 class Publisher:
     """Publishes serialized events; ``send_all`` returns once the broker acknowledged all."""
 
@@ -134,6 +212,9 @@ class Publisher:
             linger_ms=linger_ms,
             retries=5,
             max_in_flight_requests_per_connection=1,
+            reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
+            # Bounded, so that a relay facing a dead broker fails and retries instead of hanging.
+            max_block_ms=10_000,
         )
 
     def send_all(self, records: Sequence[OutgoingEvent], timeout_s: float = 30.0) -> None:
@@ -162,11 +243,18 @@ class OutboxRelay:
         publisher: Publisher,
         batch_size: int = 500,
         idle_poll_s: float = 0.2,
-        keep_published_s: float = 3600.0,
+        keep_published_s: float = 24 * 3600.0,
+        reconnect: Callable[[], Publisher] | None = None,
     ) -> None:
         self._engine = engine
         self._outbox = outbox
         self._publisher = publisher
+        # A producer whose broker restarted can stay wedged (its producer id is unknown
+        # there): after a failure the relay builds a fresh one when it can.
+        self._reconnect = reconnect
+        self._replay_for: str | None = None
+        # Unpublished rows as last counted (about twice a second); read it for backpressure.
+        self.backlog = 0
         self._batch_size = batch_size
         self._idle_poll_s = idle_poll_s
         self._keep_published_s = keep_published_s
@@ -185,6 +273,39 @@ class OutboxRelay:
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout=10)
+
+    @property
+    def publisher(self) -> Publisher:
+        return self._publisher
+
+    def adopt_generation(self, generation: str) -> bool:
+        """Records the broker generation the outbox publishes to. When it differs from the
+        one recorded before, every row still kept is marked unpublished, so the relay
+        publishes it again to the new broker (consumers drop what they had by event id).
+        Returns whether rows were marked. Call before :meth:`start`; afterwards use
+        :meth:`replay_for`, which does it in the relay's thread."""
+        state = messaging_state(self._outbox.metadata)
+        with self._engine.begin() as conn:
+            before = conn.execute(sa.select(state.c.value).where(state.c.name == "broker_generation")).scalar()
+            if before == generation:
+                return False
+            if before is None:
+                conn.execute(sa.insert(state).values(name="broker_generation", value=generation))
+            else:
+                conn.execute(sa.update(state).where(state.c.name == "broker_generation").values(value=generation))
+            if before is None:
+                return False
+            marked = conn.execute(
+                sa.update(self._outbox).where(self._outbox.c.published_at.is_not(None)).values(published_at=None)
+            ).rowcount
+        log.warning("outbox: the broker is new (generation %s); republishing %d kept events", generation, marked)
+        return True
+
+    def replay_for(self, generation: str) -> None:
+        """Asks the relay thread to :meth:`adopt_generation` between two batches, so a batch
+        sent to the old broker cannot be marked published after the rows were reset."""
+        self._replay_for = generation
+        self._wake.set()
 
     def pending(self) -> int:
         with reading(self._engine) as conn:
@@ -226,10 +347,37 @@ class OutboxRelay:
                 )
             )
 
+    def _fresh_publisher(self) -> None:
+        if self._reconnect is None:
+            return
+        old = self._publisher
+        try:
+            self._publisher = self._reconnect()
+        except Exception:
+            log.exception("outbox relay: cannot reconnect to the broker yet")
+            return
+        with contextlib.suppress(Exception):
+            old.close()
+
+    def _count_backlog(self) -> None:
+        try:
+            self.backlog = self.pending()
+        except Exception:
+            log.exception("outbox relay: cannot count the backlog")
+
     def _run(self) -> None:
-        last_purge = time.monotonic()
+        last_purge = last_count = time.monotonic()
         while not self._stop.is_set():
+            if time.monotonic() - last_count > 0.5:
+                self._count_backlog()
+                last_count = time.monotonic()
             try:
+                generation = self._replay_for
+                if generation is not None:
+                    if self.adopt_generation(generation):
+                        self._fresh_publisher()
+                    if self._replay_for == generation:
+                        self._replay_for = None
                 if self.publish_pending() >= self._batch_size:
                     continue
                 if time.monotonic() - last_purge > 60:
@@ -238,6 +386,7 @@ class OutboxRelay:
             except Exception:
                 log.exception("outbox relay: publishing failed; retrying")
                 self._stop.wait(1.0)
+                self._fresh_publisher()
                 continue
             self._wake.wait(self._idle_poll_s)
             self._wake.clear()
@@ -285,15 +434,27 @@ class EventConsumer:
         self._attempts = attempts
         self._max_dead_letters = max_dead_letters
         self._stop = threading.Event()
+        self._name = name
         self._thread = threading.Thread(target=self._run, name=f"consumer-{name}", daemon=True)
         self._dead_letter_publisher: Publisher | None = None
         self.dead_letters = 0
         self.processed = 0
         self.error: BaseException | None = None
         self.ready = threading.Event()
+        self._regroup_to: str | None = None
 
     def start(self) -> None:
         self._thread.start()
+
+    @property
+    def group_id(self) -> str:
+        return self._group_id
+
+    def regroup(self, group_id: str) -> None:
+        """Moves to consumer group ``group_id`` after the current batch: the consumer leaves
+        its group without committing and consumes the topics from the new group's committed
+        offsets, or from the earliest when it has none (a broker that lost its state)."""
+        self._regroup_to = group_id
 
     def stop(self) -> None:
         self._stop.set()
@@ -316,6 +477,7 @@ class EventConsumer:
             max_poll_records=self._max_batch,
             max_poll_interval_ms=300_000,
             fetch_max_wait_ms=100,
+            reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
         )
 
     def _run(self) -> None:
@@ -328,6 +490,14 @@ class EventConsumer:
         self.ready.set()
         try:
             while not self._stop.is_set():
+                if self._regroup_to is not None:
+                    consumer.close(autocommit=False)
+                    self._group_id, self._regroup_to = self._regroup_to, None
+                    log.warning("consumer %s: consuming from the start as group %s", self._name, self._group_id)
+                    if self._dead_letter_publisher:
+                        self._dead_letter_publisher.close()
+                        self._dead_letter_publisher = None
+                    consumer = self._consumer()
                 polled = consumer.poll(timeout_ms=200, max_records=self._max_batch)
                 records = [r for batch in polled.values() for r in batch]
                 if not records:

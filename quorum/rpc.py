@@ -59,6 +59,50 @@ def _wrap_streaming(behavior: Callable[..., Any]) -> Callable[..., Any]:
     return wrapped
 
 
+# Methods named like this only read: backpressure never refuses them, so operators can
+# still see what is going on while writers are asked to wait.
+READ_PREFIXES = ("Get", "List", "Export", "Verify", "Quote", "Check", "Watch", "ServerReflectionInfo")
+
+
+class BackpressureInterceptor(grpc.ServerInterceptor):
+    """Refuses calls that write (every method not named like a read) with
+    RESOURCE_EXHAUSTED and a ``retry-after-ms`` hint while ``overloaded()`` returns a
+    hint in milliseconds (None: accept). Cheap: ``overloaded`` must not do I/O.
+    Install it inside :class:`DomainErrorInterceptor`, which turns the error into the
+    status and sets the trailing metadata."""
+
+    def __init__(self, overloaded: Callable[[], int | None]) -> None:
+        self._overloaded = overloaded
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Any],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Any:
+        handler = continuation(handler_call_details)
+        method = str(handler_call_details.method)
+        if handler is None or method.startswith("/grpc.") or method.rsplit("/", 1)[-1].startswith(READ_PREFIXES):
+            return handler
+        overloaded = self._overloaded
+
+        def guard(behavior: Callable[..., Any]) -> Callable[..., Any]:
+            def guarded(request: Any, context: grpc.ServicerContext) -> Any:
+                retry_ms = overloaded()
+                if retry_ms is not None:
+                    raise errors.ResourceExhausted(
+                        "this service is behind on publishing its events; retry later", retry_after_ms=retry_ms
+                    )
+                return behavior(request, context)
+
+            return guarded
+
+        if handler.unary_unary:
+            return handler._replace(unary_unary=guard(handler.unary_unary))
+        if handler.stream_unary:
+            return handler._replace(stream_unary=guard(handler.stream_unary))
+        return handler
+
+
 class DomainErrorInterceptor(grpc.ServerInterceptor):
     """Turns a :class:`quorum.errors.QuorumError` raised by a servicer into its status code."""
 
@@ -103,6 +147,7 @@ def start_server(
     address: str,
     max_workers: int = 32,
     interceptors: Iterable[grpc.ServerInterceptor] = (),
+    max_concurrent_rpcs: int | None = None,
 ) -> RunningServer:
     """Starts a gRPC server with health checking and reflection.
 
@@ -113,6 +158,9 @@ def start_server(
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
         interceptors=[DomainErrorInterceptor(), *interceptors],
+        # Calls beyond this wait nowhere: gRPC answers RESOURCE_EXHAUSTED at once instead of
+        # queueing them without bound behind busy threads.
+        maximum_concurrent_rpcs=max_concurrent_rpcs or max_workers * 32,
         options=[
             ("grpc.max_receive_message_length", 32 * 1024 * 1024),
             ("grpc.max_send_message_length", 32 * 1024 * 1024),

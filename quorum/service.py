@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,8 +18,16 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from quorum.messaging import EventConsumer, EventHandler, OutboxRelay, Publisher, Topics, ensure_topics
-from quorum.rpc import RunningServer, start_server
+from quorum.messaging import (
+    BrokerGeneration,
+    EventConsumer,
+    EventHandler,
+    OutboxRelay,
+    Publisher,
+    Topics,
+    ensure_topics,
+)
+from quorum.rpc import BackpressureInterceptor, RunningServer, start_server
 from quorum.settings import ServiceName, Settings
 
 log = logging.getLogger(__name__)
@@ -71,6 +80,60 @@ class ServiceParts:
     closers: list[Callable[[], None]] = field(default_factory=list)
 
 
+class BrokerWatch:
+    """Notices that the broker lost its state (a new :class:`BrokerGeneration`) and
+    recovers from the service's own database: recreates the topics, republishes every
+    outbox row still kept, and moves each consumer to a group of the new generation, so
+    it reads the new topics from the start. Consumers drop what they already applied by
+    event id, so replaying is safe; this is what makes an in-memory broker restart lose
+    nothing."""
+
+    def __init__(
+        self,
+        name: str,
+        settings: Settings,
+        topics: Topics,
+        generation: str,
+        relay: OutboxRelay | None,
+        consumers: list[tuple[EventConsumer, str]],
+        interval_s: float = 2.0,
+    ) -> None:
+        self.generation = generation
+        self._name = name
+        self._settings = settings
+        self._topics = topics
+        self._relay = relay
+        self._consumers = consumers
+        self._interval_s = interval_s
+        self._reader = BrokerGeneration(settings.require_kafka(), topics.generation)
+        self.recoveries = 0
+
+    def check(self) -> bool:
+        """Reads the generation once; recovers when it changed. Returns whether it did.
+        Raises RuntimeError when the broker does not answer."""
+        current = self._reader.current(timeout_s=5.0)
+        if current == self.generation:
+            return False
+        log.warning(
+            "%s: the broker lost its state (generation %s -> %s); recovering", self._name, self.generation, current
+        )
+        ensure_topics(self._settings.require_kafka(), self._topics.all(), self._settings.kafka_partitions)
+        if self._relay is not None:
+            self._relay.replay_for(current)
+        for consumer, name in self._consumers:
+            consumer.regroup(self._topics.group(name, current))
+        self.generation = current
+        self.recoveries += 1
+        return True
+
+    def loop(self, stop: threading.Event) -> None:
+        while not stop.wait(self._interval_s):
+            try:
+                self.check()
+            except Exception as exc:  # the broker is down or restarting: try again later
+                log.info("%s: broker generation unknown for now: %s", self._name, exc)
+
+
 @dataclass
 class RunningService:
     parts: ServiceParts
@@ -80,6 +143,7 @@ class RunningService:
     consumers: list[EventConsumer]
     stop_event: threading.Event
     threads: list[threading.Thread]
+    watch: BrokerWatch | None = None
 
     @property
     def port(self) -> int:
@@ -88,10 +152,16 @@ class RunningService:
     def healthy(self) -> bool:
         return all(c.alive for c in self.consumers) and all(t.is_alive() for t in self.threads)
 
-    def stop(self) -> None:
-        """Stops taking calls, then consumers (committing what they processed), then drains the outbox."""
+    def stop(self, drain_delay_s: float = 0.0, grace_s: float = 5.0) -> None:
+        """Drains and stops: health turns NOT_SERVING, ``drain_delay_s`` later new calls are
+        refused and in-flight ones get ``grace_s`` to finish; then the consumers finish their
+        batch and commit its offsets, background loops end, and the outbox relay publishes
+        what is committed. Leases live in Redis and outlive the process: a worker's lease
+        stays valid on the other replicas until it expires."""
         self.server.set_serving(False)
-        self.server.server.stop(2.0).wait()
+        if drain_delay_s:
+            time.sleep(drain_delay_s)
+        self.server.server.stop(grace_s).wait()
         self.stop_event.set()
         for consumer in self.consumers:
             consumer.stop()
@@ -99,7 +169,8 @@ class RunningService:
             thread.join(timeout=10)
         if self.relay:
             self.relay.stop()
-        if self.publisher:
+            self.relay.publisher.close()
+        elif self.publisher:
             self.publisher.close()
         for close in reversed(self.parts.closers):
             try:
@@ -120,41 +191,60 @@ def start_service(
     bootstrap_servers = settings.require_kafka()
     topics = Topics(settings.topic_prefix)
     ensure_topics(bootstrap_servers, topics.all(), settings.kafka_partitions)
+    generation = BrokerGeneration(bootstrap_servers, topics.generation).current()
     signal = OutboxSignal()
     parts = build(ServiceContext(settings=settings, topics=topics, outbox_written=signal))
 
     publisher = relay = None
     if parts.outbox is not None:
         publisher = Publisher(bootstrap_servers)
-        relay = OutboxRelay(parts.engine, parts.outbox, publisher)
+        relay = OutboxRelay(parts.engine, parts.outbox, publisher, reconnect=lambda: Publisher(bootstrap_servers))
+        # The broker may have lost its state while this service was down.
+        relay.adopt_generation(generation)
         signal.connect(relay.notify)
         relay.start()
 
+    named = [(spec, f"{parts.name}.{spec.name}") for spec in parts.consumers]
     consumers = [
         EventConsumer(
             bootstrap_servers,
-            group_id=topics.group(f"{parts.name}.{spec.name}"),
+            group_id=topics.group(name, generation),
             topics=spec.topics,
             handler=spec.handler,
-            name=f"{parts.name}.{spec.name}",
+            name=name,
         )
-        for spec in parts.consumers
+        for spec, name in named
     ]
     for consumer in consumers:
         consumer.start()
+    watch = BrokerWatch(
+        parts.name,
+        settings,
+        topics,
+        generation,
+        relay,
+        [(c, name) for c, (_, name) in zip(consumers, named, strict=True)],
+    )
 
     stop_event = threading.Event()
+    loops = [*parts.background, watch.loop]
     threads = [
         threading.Thread(target=loop, args=(stop_event,), name=f"{parts.name}-bg{i}", daemon=True)
-        for i, loop in enumerate(parts.background)
+        for i, loop in enumerate(loops)
     ]
     for thread in threads:
         thread.start()
+
+    def overloaded() -> int | None:
+        if relay is not None and relay.backlog > settings.max_outbox_backlog:
+            return 1000
+        return None
 
     port = settings.service_port(parts.name)
     server = start_server(
         parts.registrations,
         address or f"{settings.bind_host}:{port}",
         max_workers=settings.grpc_workers,
+        interceptors=[BackpressureInterceptor(overloaded)],
     )
-    return RunningService(parts, server, relay, publisher, consumers, stop_event, threads)
+    return RunningService(parts, server, relay, publisher, consumers, stop_event, threads, watch)

@@ -47,6 +47,13 @@ class Settings(BaseSettings):
     payments_addr: str = "127.0.0.1:50054"
     dashboard_port: int = 8501
     grpc_workers: int = Field(default=32, ge=1)
+    # Writes are refused (RESOURCE_EXHAUSTED, retry-after-ms) while more events than this
+    # wait in the service's outbox: the broker is down or slower than the callers.
+    max_outbox_backlog: int = Field(default=50_000, ge=1)
+    # On SIGTERM: seconds between turning health NOT_SERVING and refusing calls, so load
+    # balancers stop sending first; then in-flight calls get drain_grace_s to finish.
+    drain_delay_s: float = Field(default=0.5, ge=0)
+    drain_grace_s: float = Field(default=5.0, ge=0)
 
     # Consensus re-estimates workers over each job's whole answer matrix this often; 0: never.
     consensus_refit_seconds: float = Field(default=30.0, ge=0)

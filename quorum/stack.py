@@ -55,6 +55,8 @@ class LocalStack:
     database_urls: dict[ServiceName, str] = field(default_factory=dict)
     broker: EmbeddedBroker | None = None
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    # The argv and environment each child was started with, so that it can be restarted alone.
+    _launches: dict[str, tuple[list[str], dict[str, str]]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.home = self.home.expanduser().resolve()
@@ -115,6 +117,7 @@ class LocalStack:
         return self
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        self._launches[name] = (argv, env)
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
         self.processes[name] = subprocess.Popen(
             argv,
@@ -162,6 +165,46 @@ class LocalStack:
     def check_alive(self) -> list[str]:
         """Names of children that have exited."""
         return [name for name, p in self.processes.items() if p.poll() is not None]
+
+    def kill(self, name: str, sig: signal.Signals = signal.SIGKILL, timeout: float = 20.0) -> int:
+        """Sends ``sig`` to one child (SIGKILL by default: no clean-up at all) and waits
+        for it to exit; returns its exit code. Raises KeyError for an unknown name and
+        subprocess.TimeoutExpired when it outlives ``timeout``."""
+        process = self.processes[name]
+        if process.poll() is None:
+            process.send_signal(sig)
+        return process.wait(timeout)
+
+    def restart(self, name: ServiceName, timeout: float = 60.0) -> None:
+        """Starts a service again with the argv and environment of its first start (its
+        database, port and broker are the same) and waits until it is SERVING. A child
+        still running is killed first. Raises RuntimeError like :meth:`start`."""
+        if name in self.processes and self.processes[name].poll() is None:
+            self.kill(name)
+        argv, env = self._launches[name]
+        # No wait for the port: its old connections linger in TIME_WAIT for a minute, but
+        # the gRPC server binds with SO_REUSEADDR.
+        self._spawn(name, argv, env)
+        self._wait_service(name, timeout)
+
+    def restart_broker(self, down_s: float = 0.5, timeout: float = 15.0) -> None:
+        """Stops the embedded broker and starts an empty one on the same address. Its
+        storage is in memory, so every topic, record, group and committed offset is gone:
+        the services must notice and recover from their own databases."""
+        assert self.broker is not None
+        port = self.broker.port
+        self.broker.stop()
+        time.sleep(down_s)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.broker = EmbeddedBroker(port=port, log_path=self.log_dir / "broker.log").start(timeout)
+                return
+            except RuntimeError:
+                # The old process's socket may take a moment to let go of the port.
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM to every child at once (services drain and commit), SIGKILL after ``timeout``."""

@@ -31,6 +31,14 @@ def timestamp(moment: dt.datetime) -> Timestamp:
     return ts
 
 
+def _datetime(field: str, stamp: Timestamp) -> dt.datetime:
+    """Raises InvalidArgument(field) for a timestamp outside 0001-01-01..9999-12-31 or with bad nanos."""
+    try:
+        return stamp.ToDatetime(dt.UTC)
+    except (ValueError, OverflowError) as exc:
+        raise InvalidArgument(field, "is not a valid timestamp") from exc
+
+
 def spec_from_proto(spec: common_pb2.JobSpec) -> domain.JobSpec:
     """The spec as given, not yet validated. An unset or unknown task oneof gives task_type None."""
     task = spec.WhichOneof("task")
@@ -54,7 +62,7 @@ def spec_from_proto(spec: common_pb2.JobSpec) -> domain.JobSpec:
         currency=spec.currency,
         pilot=spec.pilot,
         pilot_allowance=spec.pilot_allowance,
-        sla_deadline=spec.sla_deadline.ToDatetime(dt.UTC) if spec.HasField("sla_deadline") else None,
+        sla_deadline=_datetime("spec.sla_deadline", spec.sla_deadline) if spec.HasField("sla_deadline") else None,
         lease_seconds=spec.lease_seconds,
         price_mode=_PRICE_MODE_NAMES.get(spec.price_mode, f"#{spec.price_mode}"),
         price_per_hour_cents=spec.price_per_hour_cents,
