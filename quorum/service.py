@@ -80,6 +80,17 @@ class ServiceParts:
     closers: list[Callable[[], None]] = field(default_factory=list)
 
 
+def run_periodically(stop: threading.Event, interval_s: float, name: str, *rounds: Callable[[], object]) -> None:
+    """Runs each of ``rounds`` every ``interval_s`` seconds until ``stop`` is set, as a
+    service's background loop. A round that fails is logged and tried again next time."""
+    while not stop.wait(interval_s):
+        for round_ in rounds:
+            try:
+                round_()
+            except Exception:
+                log.exception("%s: a periodic round failed; trying again in %.0f s", name, interval_s)
+
+
 class BrokerWatch:
     """Notices that the broker lost its state (a new :class:`BrokerGeneration`) and
     recovers from the service's own database: recreates the topics, republishes every

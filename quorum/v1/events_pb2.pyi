@@ -11,7 +11,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Event(_message.Message):
-    __slots__ = ("event_id", "occurred_at", "job_created", "job_sealed", "task_created", "answer_accepted", "more_answers_requested", "task_resolved", "job_paused", "job_resumed")
+    __slots__ = ("event_id", "occurred_at", "job_created", "job_sealed", "task_created", "answer_accepted", "more_answers_requested", "task_resolved", "job_paused", "job_resumed", "worker_flagged")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
     JOB_CREATED_FIELD_NUMBER: _ClassVar[int]
@@ -22,6 +22,7 @@ class Event(_message.Message):
     TASK_RESOLVED_FIELD_NUMBER: _ClassVar[int]
     JOB_PAUSED_FIELD_NUMBER: _ClassVar[int]
     JOB_RESUMED_FIELD_NUMBER: _ClassVar[int]
+    WORKER_FLAGGED_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     occurred_at: _timestamp_pb2.Timestamp
     job_created: JobCreated
@@ -32,7 +33,8 @@ class Event(_message.Message):
     task_resolved: TaskResolved
     job_paused: JobPaused
     job_resumed: JobResumed
-    def __init__(self, event_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., job_created: _Optional[_Union[JobCreated, _Mapping]] = ..., job_sealed: _Optional[_Union[JobSealed, _Mapping]] = ..., task_created: _Optional[_Union[TaskCreated, _Mapping]] = ..., answer_accepted: _Optional[_Union[AnswerAccepted, _Mapping]] = ..., more_answers_requested: _Optional[_Union[MoreAnswersRequested, _Mapping]] = ..., task_resolved: _Optional[_Union[TaskResolved, _Mapping]] = ..., job_paused: _Optional[_Union[JobPaused, _Mapping]] = ..., job_resumed: _Optional[_Union[JobResumed, _Mapping]] = ...) -> None: ...
+    worker_flagged: WorkerFlagged
+    def __init__(self, event_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., job_created: _Optional[_Union[JobCreated, _Mapping]] = ..., job_sealed: _Optional[_Union[JobSealed, _Mapping]] = ..., task_created: _Optional[_Union[TaskCreated, _Mapping]] = ..., answer_accepted: _Optional[_Union[AnswerAccepted, _Mapping]] = ..., more_answers_requested: _Optional[_Union[MoreAnswersRequested, _Mapping]] = ..., task_resolved: _Optional[_Union[TaskResolved, _Mapping]] = ..., job_paused: _Optional[_Union[JobPaused, _Mapping]] = ..., job_resumed: _Optional[_Union[JobResumed, _Mapping]] = ..., worker_flagged: _Optional[_Union[WorkerFlagged, _Mapping]] = ...) -> None: ...
 
 class JobCreated(_message.Message):
     __slots__ = ("job_id", "spec", "created_at")
@@ -163,3 +165,15 @@ class TaskResolved(_message.Message):
     resolved_at: _timestamp_pb2.Timestamp
     version: int
     def __init__(self, task_id: _Optional[str] = ..., job_id: _Optional[str] = ..., item_id: _Optional[str] = ..., object_name: _Optional[str] = ..., label: _Optional[_Union[_common_pb2.Answer, _Mapping]] = ..., confidence: _Optional[float] = ..., low_confidence: _Optional[bool] = ..., answers: _Optional[_Iterable[_Union[WorkerAnswer, _Mapping]]] = ..., resolved_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., version: _Optional[int] = ...) -> None: ...
+
+class WorkerFlagged(_message.Message):
+    __slots__ = ("worker_id", "spammer", "spam_score", "reason")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    SPAMMER_FIELD_NUMBER: _ClassVar[int]
+    SPAM_SCORE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    spammer: bool
+    spam_score: float
+    reason: str
+    def __init__(self, worker_id: _Optional[str] = ..., spammer: _Optional[bool] = ..., spam_score: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...

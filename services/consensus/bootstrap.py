@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from quorum.db import make_engine
-from quorum.service import ConsumerSpec, ServiceContext, ServiceParts
+from quorum.service import ConsumerSpec, ServiceContext, ServiceParts, run_periodically
 from quorum.v1 import consensus_pb2_grpc
 from services.consensus import tables
 from services.consensus.handlers import ConsensusEvents, ConsensusQueries
 from services.consensus.refit import Refit
 from services.consensus.review import ExpertReview
 from services.consensus.servicer import SERVICE_NAME, ConsensusServicer
+from services.consensus.spam_watch import SpamWatch
 
 CONSUMER_NAME = "events"
 """The consumer group is ``<prefix>.consensus.events``: topics jobs, tasks and answers."""
@@ -24,19 +25,25 @@ def build(context: ServiceContext) -> ServiceParts:
     events = ConsensusEvents(engine, context.topics, context.outbox_written)
     events.load()
     topics = context.topics
+    queries = ConsensusQueries(engine)
     refit = Refit(engine, topics, context.outbox_written)
+    spam_watch = SpamWatch(engine, topics, context.outbox_written, queries)
     interval = context.settings.consensus_refit_seconds
     return ServiceParts(
         name="consensus",
         registrations=[
             (
                 consensus_pb2_grpc.add_ConsensusServiceServicer_to_server,
-                ConsensusServicer(ConsensusQueries(engine), ExpertReview(engine, topics, context.outbox_written)),
+                ConsensusServicer(queries, ExpertReview(engine, topics, context.outbox_written)),
                 SERVICE_NAME,
             )
         ],
         engine=engine,
         outbox=tables.outbox,
         consumers=[ConsumerSpec(CONSUMER_NAME, [topics.jobs, topics.tasks, topics.answers], events.handle)],
-        background=[lambda stop: refit.loop(stop, interval)] if interval > 0 else [],
+        background=[
+            lambda stop: run_periodically(stop, interval, "consensus refit", refit.run_once, spam_watch.run_once)
+        ]
+        if interval > 0
+        else [],
     )

@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import threading
 from collections.abc import Callable
 
 import sqlalchemy as sa
@@ -135,12 +134,3 @@ class Refit:
             self._outbox_written()
             log.info("refit of %s changed %d labels", job_id, len(changed))
         return len(changed)
-
-    def loop(self, stop: threading.Event, interval_s: float = 30.0) -> None:
-        """Refits every ``interval_s`` seconds until ``stop`` is set; a failed refit is logged
-        and tried again next time."""
-        while not stop.wait(interval_s):
-            try:
-                self.run_once()
-            except Exception:
-                log.exception("refit failed; trying again in %.0f s", interval_s)

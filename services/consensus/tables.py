@@ -92,6 +92,15 @@ worker_stats = sa.Table(
     sa.Index("ix_consensus_worker_stats_job", "job_id"),
 )
 
+worker_flags = sa.Table(
+    "consensus_worker_flags",
+    metadata,
+    sa.Column("worker_id", ID, primary_key=True),
+    sa.Column("spammer", sa.Boolean, nullable=False),
+    sa.Column("spam_score", sa.Float, nullable=False),
+    sa.Column("changed_at", UtcDateTime, nullable=False),
+)
+
 _messaging = add_messaging_tables(metadata)
 inbox = _messaging.inbox
 outbox = _messaging.outbox

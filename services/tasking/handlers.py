@@ -24,7 +24,7 @@ import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -34,7 +34,7 @@ from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import IntegrityError
 
 from quorum.db import UtcDateTime, claim_events, enqueue, insert_ignoring_conflicts, reading, utcnow
-from quorum.errors import FailedPrecondition, NotFound
+from quorum.errors import FailedPrecondition, NotFound, PermissionDenied
 from quorum.messaging import Topics, outgoing
 from quorum.objectstore import ObjectMissing, ObjectStore
 from quorum.v1 import common_pb2, events_pb2
@@ -209,6 +209,8 @@ class _EventBatch:
     resolved: set[str]
     # job id -> paused, the last JobPaused / JobResumed of the batch winning.
     paused: dict[str, bool]
+    # worker id -> the last WorkerFlagged of the batch.
+    flagged: dict[str, events_pb2.WorkerFlagged] = field(default_factory=dict)
 
 
 class TaskingService:
@@ -315,12 +317,14 @@ class TaskingService:
         not limited by answers wanted or TaskResolved: each worker may answer each once.
         A worker never gets a task it was handed before, whatever became of that lease.
         A task whose content is missing from the object store is skipped (and logged).
-        Raises InvalidArgument / NotFound for the session, InvalidArgument("job_id").
+        Raises InvalidArgument / NotFound for the session, InvalidArgument("job_id"),
+        PermissionDenied for a worker consensus flagged as a spammer.
         Costs one indexed query per candidate page (usually one), one Redis script, one
         insert and, for images, an object-store read unless cached.
         """
         worker = self.worker_for(session_id)
         job_filter = optional_id("job_id", job_id)
+        self._refuse_suspended(worker)
         excluded: set[str] = set()
         for _ in range(8):
             found = self._claim(worker, job_filter, excluded)
@@ -362,6 +366,13 @@ class TaskingService:
             self._leases.take(lease, worker, count_answer=False)
             excluded.add(lease.task_id)
         return None
+
+    def _refuse_suspended(self, worker: str) -> None:
+        s = tables.suspended_workers
+        with reading(self._engine) as conn:
+            reason = conn.execute(sa.select(s.c.reason).where(s.c.worker_id == worker)).scalar()
+        if reason is not None:
+            raise PermissionDenied(f"worker {worker} is suspended: {reason}")
 
     def _claim(self, worker: str, job_filter: str | None, excluded: set[str]) -> tuple[Claim, Row[Any]] | None:
         lease_id = uuid.uuid4().hex
@@ -680,12 +691,26 @@ class TaskingService:
                     batch.paused[event.job_paused.job_id] = True
                 elif kind == "job_resumed":
                     batch.paused[event.job_resumed.job_id] = False
+                elif kind == "worker_flagged":
+                    batch.flagged[event.worker_flagged.worker_id] = event.worker_flagged
             self._apply_jobs(conn, batch.jobs)
             self._apply_sealed(conn, batch.sealed)
             self._apply_tasks(conn, batch.tasks)
             self._apply_wanted(conn, batch.wanted)
             self._apply_resolved(conn, batch.resolved)
             self._apply_paused(conn, batch.paused)
+            self._apply_flagged(conn, batch.flagged)
+
+    def _apply_flagged(self, conn: Connection, flagged: dict[str, events_pb2.WorkerFlagged]) -> None:
+        """Suspends workers consensus flagged as spammers and lifts lifted flags. Their live
+        leases run to their end; payments decides what their answers earn."""
+        s = tables.suspended_workers
+        for worker_id, verdict in sorted(flagged.items()):
+            conn.execute(sa.delete(s).where(s.c.worker_id == worker_id))
+            if verdict.spammer:
+                conn.execute(
+                    sa.insert(s).values(worker_id=worker_id, reason=verdict.reason[:500], suspended_at=utcnow())
+                )
 
     @staticmethod
     def _rules_of(created: events_pb2.JobCreated, event: events_pb2.Event) -> tuple[JobRules, dt.datetime]:

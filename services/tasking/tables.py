@@ -103,6 +103,15 @@ task_updates = sa.Table(
     sa.Column("resolved", sa.Boolean, nullable=False, default=False),
 )
 
+# Workers consensus flagged as spammers (WorkerFlagged): they are handed no tasks.
+suspended_workers = sa.Table(
+    "suspended_workers",
+    metadata,
+    sa.Column("worker_id", sa.String(128), primary_key=True),
+    sa.Column("reason", sa.String(500), nullable=False),
+    sa.Column("suspended_at", UtcDateTime, nullable=False),
+)
+
 sessions = sa.Table(
     "sessions",
     metadata,

@@ -471,3 +471,30 @@ def test_without_expert_review_the_split_task_resolves_low_confidence(
         ]
     )
     assert queries.get_result("split").low_confidence
+
+
+def test_spam_watch_publishes_each_verdict_change_once(
+    handler: ConsensusEvents, queries: ConsensusQueries, engine: sa.Engine, signal: Signal
+) -> None:
+    from consensus_helpers import simulate_crowd
+
+    from services.consensus.spam_watch import SpamWatch
+
+    crowd = simulate_crowd(seed=3, n_tasks=300, n_workers=30, answers_per_task=5)
+    events: list[events_pb2.Event] = [job_created("job", labels=crowd.labels, overlap=(5, 5), target=0.99)]
+    events += [task_created(task, "job", gold_label=crowd.gold.get(task)) for task in crowd.truth]
+    events += [
+        answer_accepted(task, "job", worker, label, gold=task in crowd.gold) for task, worker, label in crowd.answers
+    ]
+    for start in range(0, len(events), 500):
+        handler.handle(events[start : start + 500])
+
+    watch = SpamWatch(engine, TOPICS, signal, queries, clock=lambda: NOW)
+    published = watch.run_once()
+    flagged = [e.worker_flagged for e in emitted(engine, "worker_flagged")]
+    assert published == len(flagged) > 0
+    assert {f.worker_id for f in flagged} <= crowd.spammers
+    assert all(f.spammer and f.spam_score > 0.9 and "chance" in f.reason for f in flagged)
+    # Nothing changed: nothing more is published.
+    assert watch.run_once() == 0
+    assert len(emitted(engine, "worker_flagged")) == published

@@ -151,3 +151,22 @@ def test_a_paused_job_is_not_handed_out_until_resumed(tasking_db: Built) -> None
     tasking_db.service.handle_events([event(job_resumed=events_pb2.JobResumed(job_id="j1"))])
     handed = {tasking_db.service.next_task(tasking_db.session(w)) for w in ("w2", "w3")}
     assert {h.task_id for h in handed if h is not None} == {"t1", "t2"}
+
+
+def test_a_worker_flagged_as_spammer_gets_no_tasks_until_cleared(tasking_db: Built) -> None:
+    from quorum.errors import PermissionDenied
+
+    def verdict(spammer: bool) -> events_pb2.Event:
+        return event(
+            worker_flagged=events_pb2.WorkerFlagged(
+                worker_id="w-spam", spammer=spammer, spam_score=0.97, reason="answers at chance level"
+            )
+        )
+
+    tasking_db.service.handle_events([job_created("j1", overlap=(3, 5)), task_created("t1", "j1"), verdict(True)])
+    spammer, honest = tasking_db.session("w-spam"), tasking_db.session("w-ok")
+    with pytest.raises(PermissionDenied, match="w-spam is suspended: answers at chance level"):
+        tasking_db.service.next_task(spammer)
+    assert tasking_db.service.next_task(honest) is not None
+    tasking_db.service.handle_events([verdict(False)])
+    assert tasking_db.service.next_task(spammer) is not None
