@@ -253,6 +253,14 @@ def test_cli_reads_status_results_and_invoice(pilot: PilotRun, tmp_path: Path) -
     assert missing.returncode == 1
     assert "NOT_FOUND" in missing.stderr
 
+    csv_invoice = quorum("invoice", pilot.text_job, "--format", "csv")
+    assert csv_invoice.returncode == 0, csv_invoice.stderr
+    assert len(csv_invoice.stdout.strip().splitlines()) >= 2
+    pdf = tmp_path / "invoice.pdf"
+    pdf_invoice = quorum("invoice", pilot.text_job, "--format", "pdf", "--out", str(pdf))
+    assert pdf_invoice.returncode == 0, pdf_invoice.stderr
+    assert pdf.read_bytes().startswith(b"%PDF-")
+
     verify = quorum("ledger", "verify")
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert "ledger balanced" in verify.stdout

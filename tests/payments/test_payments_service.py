@@ -204,3 +204,57 @@ def test_bad_requests_get_clear_errors(
     publish(kafka_bootstrap, topic_prefix, [job_created("late", price=10)])
     invoice = eventually(lambda: stub.GetInvoice(payments_pb2.GetInvoiceRequest(job_id="late"), timeout=5), bool)
     assert (invoice.total_cents, invoice.objects_labeled, invoice.lines[0].amount_cents) == (0, 0, 0)
+
+
+def test_quote_budget_cap_statement_and_payouts_over_grpc(
+    running: RunningService,
+    stub: payments_pb2_grpc.PaymentsServiceStub,
+    kafka_bootstrap: str,
+    topic_prefix: str,
+) -> None:
+    from quorum.v1 import common_pb2
+
+    spec = common_pb2.JobSpec(
+        client_id="acme",
+        text_classification=common_pb2.ClassificationConfig(labels=["cat", "dog"]),
+        overlap=common_pb2.Overlap(min=3, max=5),
+        price_per_object_cents=40,
+        pay_per_answer_cents=9,
+        currency="USD",
+    )
+    quote = stub.Quote(payments_pb2.QuoteRequest(spec=spec, objects=10, expected_overlap=3), timeout=5)
+    assert (quote.client_cents, quote.worker_cents, quote.expected_answers) == (400, 270, 30)
+    assert quote.margin_cents == 130
+    with pytest.raises(grpc.RpcError) as bad:
+        stub.Quote(payments_pb2.QuoteRequest(spec=spec, objects=-1), timeout=5)
+    assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "objects" in (bad.value.details() or "")
+
+    # w2 answers at chance level: consensus gives it weight 0 on every task.
+    tasks = [f"t{i}" for i in range(4)]
+    answers = [answer_accepted(f"{t}-w{w}", t, "capped", f"w{w}") for t in tasks for w in range(3)]
+    results = [task_resolved(t, "capped", weights={"w0": 0.9, "w1": 0.8, "w2": 0.0}) for t in tasks]
+    publish(kafka_bootstrap, topic_prefix, [job_created("capped", price=40, pay=9, budget_cap=100), *answers, *results])
+
+    summary = eventually(
+        lambda: stub.GetMoneySummary(payments_pb2.GetMoneySummaryRequest(job_id="capped"), timeout=5),
+        lambda s: s.objects_billed == 4 and s.answers_paid + s.answers_unpaid == 12,
+    )
+    assert (summary.answers_paid, summary.answers_unpaid, summary.paid_cents) == (8, 4, 72)
+    # Charges of 160 passed the cap of 100: the job is paused, and says why.
+    assert summary.paused and summary.pause_reason
+    resumed = stub.SetBudgetCap(payments_pb2.SetBudgetCapRequest(job_id="capped", budget_cap_cents=1000), timeout=5)
+    assert not resumed.paused and resumed.budget_cap_cents == 1000
+
+    statement = stub.GetWorkerStatement(payments_pb2.GetWorkerStatementRequest(worker_id="w2"), timeout=5)
+    assert len(statement.lines) == 4
+    assert all(line.settled and line.unpaid_reason for line in statement.lines)
+
+    batch = stub.CreatePayoutBatch(payments_pb2.CreatePayoutBatchRequest(currency="USD"), timeout=10)
+    assert sorted((p.worker_id, p.amount_cents) for p in batch.payouts) == [("w0", 36), ("w1", 36)]
+    assert batch.total_cents == 72
+    assert "w0,36,USD" in batch.export_csv
+    again = stub.CreatePayoutBatch(payments_pb2.CreatePayoutBatchRequest(currency="USD"), timeout=10)
+    assert not again.payouts and again.total_cents == 0
+
+    verification = stub.VerifyLedger(payments_pb2.VerifyLedgerRequest(), timeout=10)
+    assert verification.balanced, list(verification.problems)
