@@ -174,3 +174,29 @@ def test_the_domain_and_aggregation_import_no_infrastructure() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == ""
+
+
+def test_streaming_posteriors_agree_with_a_batch_fit_on_the_same_parameters() -> None:
+    """The service updates each task's posterior answer by answer; fitting every answer at
+    once with the same worker reliabilities must give the same distribution."""
+    import random
+
+    from services.consensus.aggregation import OneCoinVote
+    from services.consensus.domain import Vote, evaluate
+
+    rng = random.Random(5)
+    labels = ("cat", "dog", "bird")
+    skills = {f"w{i}": rng.uniform(0.3, 0.97) for i in range(12)}
+    answers = [
+        (f"t{t}", worker, rng.choice(labels))
+        for t in range(60)
+        for worker in rng.sample(sorted(skills), rng.randint(1, 6))
+    ]
+    batch = OneCoinVote(skills, labels=labels).fit_predict_proba(answers)
+    for task, distribution in batch.items():
+        votes: list[Vote] = []
+        for answer_task, worker, label in answers:
+            if answer_task == task:
+                votes.append(Vote(worker, label))
+                streamed = evaluate(labels, votes, skills.__getitem__)
+        assert streamed.distribution == pytest.approx([distribution[label] for label in labels], abs=1e-9)
