@@ -11,7 +11,7 @@ temporary folder by that folder's ``make_synthetic.py`` (fixed seed) unless ``--
 names a folder that has it. crowd-kit runs in its own virtual environment because it pins
 ``scikit-learn<1.6`` and ``pandas<3``; see benchmarks/README.md. No network is used.
 
-Prints accuracy on gold, fit seconds and peak RSS per method and dataset, the issue-3 target
+Prints accuracy on gold, fit seconds and peak RSS per method and dataset, the project's target
 checks, and the "5% known" table (a seeded 5% of the gold tasks given as known answers,
 accuracy scored on the other 95%, without and with them).
 """
@@ -158,7 +158,7 @@ def main() -> None:
 
 
 def _targets(results: dict[str, dict[str, dict[str, Any]]], known: dict[str, dict[str, dict[str, Any]]]) -> None:
-    print("\nTargets (issue 3)")
+    print("\nTargets")
     default = results["quorum default"]
     mean = sum(default[n]["accuracy"] for n in DATASETS) / len(DATASETS)
     print(f"  default mean accuracy {mean:.4f} (target >= 0.866, aim 0.870)")

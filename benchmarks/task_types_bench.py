@@ -8,7 +8,7 @@
 Each section first reproduces the baseline figure the dataset's README states, so the scoring
 is the same, then scores Quorum's aggregators, with and without reliability weighting where
 that is a switch, and a "known" scenario (a seeded share of the tasks given as known answers,
-scored on the other tasks). Prints one table with the issue-3 targets. No network is used.
+scored on the other tasks). Prints one table with the targets. No network is used.
 Keypoints have no real dataset here; that section is a seeded simulation and says so.
 """
 
