@@ -3,10 +3,7 @@ and the end-to-end tests."""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import mimetypes
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,20 +156,8 @@ def manifest_format(path: Path) -> ingest_pb2.ManifestFormat:
     raise ValueError(f"{path}: expected a .jsonl or .csv manifest")
 
 
-def manifest_lines(path: Path) -> int:
-    """How many objects a manifest holds (for the progress bar)."""
-    text = path.read_text(encoding="utf-8", errors="replace")
-    if manifest_format(path) == ingest_pb2.MANIFEST_FORMAT_CSV:
-        return max(0, sum(1 for _ in csv.reader(io.StringIO(text))) - 1)
-    return sum(1 for line in text.splitlines() if line.strip())
-
-
 def jsonl(records: Iterable[Mapping[str, object]]) -> bytes:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode()
-
-
-def guess_content_type(name: str) -> str:
-    return mimetypes.guess_type(name)[0] or "application/octet-stream"
 
 
 def rpc_error_text(error: grpc.RpcError) -> str:

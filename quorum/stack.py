@@ -20,13 +20,6 @@ from quorum.broker import EmbeddedBroker, free_port, wait_for_port
 from quorum.rpc import wait_healthy
 from quorum.settings import SERVICES, ServiceName
 
-DEFAULT_PORTS: dict[ServiceName, int] = {
-    "ingest": 50051,
-    "tasking": 50052,
-    "consensus": 50053,
-    "payments": 50054,
-}
-
 
 def _port_free(port: int, host: str = "127.0.0.1") -> bool:
     import socket
