@@ -317,6 +317,43 @@ def cmd_invoice(args: argparse.Namespace) -> int:
     return _emit(args.out, "\n".join(documents.invoice_text_lines(document)) + "\n")
 
 
+@_rpc_guard
+def cmd_period_invoice(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from google.protobuf.json_format import MessageToDict
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    from quorum.v1 import payments_pb2
+
+    def stamp(day: str, flag: str) -> Timestamp:
+        try:
+            moment = dt.datetime.fromisoformat(day)
+        except ValueError:
+            raise SystemExit(f"quorum period-invoice: {flag} {day!r} is not a date (YYYY-MM-DD)") from None
+        ts = Timestamp()
+        ts.FromDatetime(moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC))
+        return ts
+
+    request = payments_pb2.GetPeriodInvoiceRequest(
+        client_id=args.client,
+        period_start=stamp(args.start, "--from"),
+        period_end=stamp(args.end, "--to"),
+        currency=args.currency,
+    )
+    settings = _load_settings()
+    with _client(settings) as client:
+        invoice = client.payments.GetPeriodInvoice(request, timeout=30)
+    if args.format == "json":
+        print(json.dumps(MessageToDict(invoice, always_print_fields_with_no_presence=True), indent=2))
+        return 0
+    print(f"Invoice for {invoice.client_id}, {args.start} to {args.end} (end excluded)")
+    for line in invoice.lines:
+        print(f"  {line.description:<44} {line.quantity:>7} charges {_money(line.amount_cents, invoice.currency):>16}")
+    print(f"  {'Total':<60} {_money(invoice.total_cents, invoice.currency):>16}")
+    return 0
+
+
 def _invoice_of(invoice: Any) -> Any:
     """The domain invoice of a payments_pb2.Invoice, for the document writers."""
     import datetime as dt
@@ -533,6 +570,14 @@ def parser() -> argparse.ArgumentParser:
     invoice.add_argument("--format", choices=("text", "json", "csv", "pdf"), default="text")
     invoice.add_argument("--out", help="write to this file instead of stdout")
     invoice.set_defaults(func=cmd_invoice)
+
+    period = sub.add_parser("period-invoice", help="a client's charges over a period, one line per job")
+    period.add_argument("client")
+    period.add_argument("--from", dest="start", required=True, help="first day, YYYY-MM-DD (UTC)")
+    period.add_argument("--to", dest="end", required=True, help="day after the last, YYYY-MM-DD (UTC)")
+    period.add_argument("--currency", default="", help="needed when the client was charged in several")
+    period.add_argument("--format", choices=("text", "json"), default="text")
+    period.set_defaults(func=cmd_period_invoice)
 
     budget = sub.add_parser("budget", help="set a job's budget cap; the job pauses when it is reached")
     budget.add_argument("job")

@@ -297,3 +297,33 @@ class LedgerVerification(_message.Message):
     accounts: _containers.RepeatedCompositeFieldContainer[AccountBalance]
     problems: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, balanced: _Optional[bool] = ..., entries: _Optional[int] = ..., debits_cents: _Optional[int] = ..., credits_cents: _Optional[int] = ..., accounts: _Optional[_Iterable[_Union[AccountBalance, _Mapping]]] = ..., problems: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetPeriodInvoiceRequest(_message.Message):
+    __slots__ = ("client_id", "period_start", "period_end", "currency")
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_START_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_END_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    client_id: str
+    period_start: _timestamp_pb2.Timestamp
+    period_end: _timestamp_pb2.Timestamp
+    currency: str
+    def __init__(self, client_id: _Optional[str] = ..., period_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., period_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., currency: _Optional[str] = ...) -> None: ...
+
+class PeriodInvoice(_message.Message):
+    __slots__ = ("client_id", "currency", "period_start", "period_end", "lines", "total_cents", "issued_at")
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_START_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_END_FIELD_NUMBER: _ClassVar[int]
+    LINES_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_CENTS_FIELD_NUMBER: _ClassVar[int]
+    ISSUED_AT_FIELD_NUMBER: _ClassVar[int]
+    client_id: str
+    currency: str
+    period_start: _timestamp_pb2.Timestamp
+    period_end: _timestamp_pb2.Timestamp
+    lines: _containers.RepeatedCompositeFieldContainer[InvoiceLine]
+    total_cents: int
+    issued_at: _timestamp_pb2.Timestamp
+    def __init__(self, client_id: _Optional[str] = ..., currency: _Optional[str] = ..., period_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., period_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lines: _Optional[_Iterable[_Union[InvoiceLine, _Mapping]]] = ..., total_cents: _Optional[int] = ..., issued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

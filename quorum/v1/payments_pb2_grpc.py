@@ -39,6 +39,11 @@ class PaymentsServiceStub:
                 request_serializer=quorum_dot_v1_dot_payments__pb2.GetInvoiceRequest.SerializeToString,
                 response_deserializer=quorum_dot_v1_dot_payments__pb2.Invoice.FromString,
                 _registered_method=True)
+        self.GetPeriodInvoice = channel.unary_unary(
+                '/quorum.v1.PaymentsService/GetPeriodInvoice',
+                request_serializer=quorum_dot_v1_dot_payments__pb2.GetPeriodInvoiceRequest.SerializeToString,
+                response_deserializer=quorum_dot_v1_dot_payments__pb2.PeriodInvoice.FromString,
+                _registered_method=True)
         self.GetMoneySummary = channel.unary_unary(
                 '/quorum.v1.PaymentsService/GetMoneySummary',
                 request_serializer=quorum_dot_v1_dot_payments__pb2.GetMoneySummaryRequest.SerializeToString,
@@ -86,6 +91,14 @@ class PaymentsServiceServicer:
 
     def GetInvoice(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPeriodInvoice(self, request, context):
+        """Everything charged to a client in [period_start, period_end), one line per
+        job. FAILED_PRECONDITION when the period mixes currencies and none is named.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -150,6 +163,11 @@ def add_PaymentsServiceServicer_to_server(servicer, server):
                     servicer.GetInvoice,
                     request_deserializer=quorum_dot_v1_dot_payments__pb2.GetInvoiceRequest.FromString,
                     response_serializer=quorum_dot_v1_dot_payments__pb2.Invoice.SerializeToString,
+            ),
+            'GetPeriodInvoice': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPeriodInvoice,
+                    request_deserializer=quorum_dot_v1_dot_payments__pb2.GetPeriodInvoiceRequest.FromString,
+                    response_serializer=quorum_dot_v1_dot_payments__pb2.PeriodInvoice.SerializeToString,
             ),
             'GetMoneySummary': grpc.unary_unary_rpc_method_handler(
                     servicer.GetMoneySummary,
@@ -219,6 +237,33 @@ class PaymentsService:
             '/quorum.v1.PaymentsService/GetInvoice',
             quorum_dot_v1_dot_payments__pb2.GetInvoiceRequest.SerializeToString,
             quorum_dot_v1_dot_payments__pb2.Invoice.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPeriodInvoice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quorum.v1.PaymentsService/GetPeriodInvoice',
+            quorum_dot_v1_dot_payments__pb2.GetPeriodInvoiceRequest.SerializeToString,
+            quorum_dot_v1_dot_payments__pb2.PeriodInvoice.FromString,
             options,
             channel_credentials,
             insecure,

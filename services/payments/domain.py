@@ -961,3 +961,16 @@ class LedgerAuditor:
             self._problem(f"job {job_id!r}: {c.pilot_objects} pilot objects of {c.objects_billed} billed")
         if tally.bills > c.objects_billed or tally.pays > c.answers_paid:
             self._problem(f"job {job_id!r}: more postings than billed objects or paid answers")
+
+
+@dataclass(frozen=True)
+class PeriodInvoice:
+    """What a client was charged in ``[period_start, period_end)``, one line per job."""
+
+    client_id: str
+    currency: str
+    period_start: dt.datetime
+    period_end: dt.datetime
+    lines: list[InvoiceLine]
+    total_cents: int
+    issued_at: dt.datetime

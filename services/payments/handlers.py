@@ -37,7 +37,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from quorum.db import claim_events, enqueue, insert_ignoring_conflicts, reading, utcnow
-from quorum.errors import InvalidArgument, NotFound
+from quorum.errors import FailedPrecondition, InvalidArgument, NotFound
 from quorum.messaging import outgoing
 from quorum.v1 import common_pb2, events_pb2
 
@@ -583,6 +583,61 @@ class Ledger:
             objects_labeled=counters.objects_billed,
             pilot_objects=counters.pilot_objects,
             total_cents=int(total),
+            issued_at=utcnow(),
+        )
+
+    def period_invoice(
+        self, client_id: str, start: dt.datetime, end: dt.datetime, currency: str = ""
+    ) -> domain.PeriodInvoice:
+        """Everything posted to the client's receivable in ``[start, end)``, one line per job
+        (its charges in the period and their sum), oldest job first.
+
+        Raises InvalidArgument("period_end") unless start < end, FailedPrecondition when the
+        period mixes currencies and ``currency`` is empty. Costs one grouped, indexed scan of
+        the client's postings."""
+        if not start < end:
+            raise InvalidArgument("period_end", "must be after period_start")
+        p = tables.postings
+        with snapshot(self._engine) as conn:
+            rows = conn.execute(
+                sa.select(
+                    p.c.job_id,
+                    p.c.currency,
+                    sa.func.count().label("charges"),
+                    sa.func.sum(p.c.amount_cents).label("amount"),
+                    sa.func.min(p.c.posted_at).label("first"),
+                )
+                .where(
+                    p.c.debit_account == domain.client_receivable(client_id),
+                    p.c.posted_at >= start,
+                    p.c.posted_at < end,
+                )
+                .group_by(p.c.job_id, p.c.currency)
+            ).all()
+        currencies = sorted({row.currency for row in rows})
+        if not currency:
+            if len(currencies) > 1:
+                raise FailedPrecondition(
+                    f"client {client_id} was charged in {', '.join(currencies)} in this period: name one currency"
+                )
+            currency = currencies[0] if currencies else "USD"
+        chosen = sorted((row for row in rows if row.currency == currency), key=lambda row: (row.first, row.job_id))
+        lines = [
+            domain.InvoiceLine(
+                description=f"Job {row.job_id}",
+                quantity=int(row.charges),
+                unit_price_cents=0,
+                amount_cents=int(row.amount),
+            )
+            for row in chosen
+        ]
+        return domain.PeriodInvoice(
+            client_id=client_id,
+            currency=currency,
+            period_start=start,
+            period_end=end,
+            lines=lines,
+            total_cents=sum(line.amount_cents for line in lines),
             issued_at=utcnow(),
         )
 

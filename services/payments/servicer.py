@@ -124,6 +124,38 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
             issued_at=_timestamp(invoice.issued_at),
         )
 
+    def GetPeriodInvoice(
+        self, request: payments_pb2.GetPeriodInvoiceRequest, context: grpc.ServicerContext
+    ) -> payments_pb2.PeriodInvoice:
+        """Raises InvalidArgument for a missing client or period bound, or an end not after the start."""
+        client_id = _id("client_id", request.client_id, required=True)
+        for name in ("period_start", "period_end"):
+            if not request.HasField(name):
+                raise InvalidArgument(name, "is required")
+        try:
+            start = request.period_start.ToDatetime(dt.UTC)
+            end = request.period_end.ToDatetime(dt.UTC)
+        except (ValueError, OverflowError) as exc:
+            raise InvalidArgument("period_start", f"is not a valid time: {exc}") from exc
+        invoice = self._ledger.period_invoice(client_id, start, end, request.currency)
+        return payments_pb2.PeriodInvoice(
+            client_id=invoice.client_id,
+            currency=invoice.currency,
+            period_start=_timestamp(invoice.period_start),
+            period_end=_timestamp(invoice.period_end),
+            lines=[
+                payments_pb2.InvoiceLine(
+                    description=line.description,
+                    quantity=line.quantity,
+                    unit_price_cents=line.unit_price_cents,
+                    amount_cents=line.amount_cents,
+                )
+                for line in invoice.lines
+            ],
+            total_cents=invoice.total_cents,
+            issued_at=_timestamp(invoice.issued_at),
+        )
+
     def GetMoneySummary(
         self, request: payments_pb2.GetMoneySummaryRequest, context: grpc.ServicerContext
     ) -> payments_pb2.MoneySummary:

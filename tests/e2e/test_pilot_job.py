@@ -261,6 +261,16 @@ def test_cli_reads_status_results_and_invoice(pilot: PilotRun, tmp_path: Path) -
     assert pdf_invoice.returncode == 0, pdf_invoice.stderr
     assert pdf.read_bytes().startswith(b"%PDF-")
 
+    import datetime as dt
+
+    today = dt.datetime.now(dt.UTC).date()
+    period = quorum(
+        "period-invoice", "acme", "--from", str(today), "--to", str(today + dt.timedelta(days=1)), "--format", "json"
+    )
+    assert period.returncode == 0, period.stderr
+    billed = sum(pilot.client.invoice(j).total_cents for j in (pilot.image_job, pilot.text_job))
+    assert int(json.loads(period.stdout)["totalCents"]) == billed
+
     verify = quorum("ledger", "verify")
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert "ledger balanced" in verify.stdout

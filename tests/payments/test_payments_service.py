@@ -258,3 +258,60 @@ def test_quote_budget_cap_statement_and_payouts_over_grpc(
 
     verification = stub.VerifyLedger(payments_pb2.VerifyLedgerRequest(), timeout=10)
     assert verification.balanced, list(verification.problems)
+
+
+def test_period_invoice_sums_a_clients_charges_per_job(
+    running: RunningService,
+    stub: payments_pb2_grpc.PaymentsServiceStub,
+    kafka_bootstrap: str,
+    topic_prefix: str,
+) -> None:
+    import datetime as dt
+
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    def ts(moment: dt.datetime) -> Timestamp:
+        stamp = Timestamp()
+        stamp.FromDatetime(moment)
+        return stamp
+
+    events = [job_created("a", client_id="acme", price=40), job_created("b", client_id="acme", price=25)]
+    events += [job_created("c", client_id="other", price=99)]
+    events += [task_resolved(f"a{i}", "a") for i in range(3)] + [task_resolved(f"b{i}", "b") for i in range(2)]
+    events += [task_resolved("c0", "c")]
+    publish(kafka_bootstrap, topic_prefix, events)
+    eventually(
+        lambda: stub.GetMoneySummary(payments_pb2.GetMoneySummaryRequest(job_id="b"), timeout=5),
+        lambda s: s.objects_billed == 2,
+    )
+    eventually(
+        lambda: stub.GetMoneySummary(payments_pb2.GetMoneySummaryRequest(job_id="a"), timeout=5),
+        lambda s: s.objects_billed == 3,
+    )
+
+    now = dt.datetime.now(dt.UTC)
+    request = payments_pb2.GetPeriodInvoiceRequest(
+        client_id="acme", period_start=ts(now - dt.timedelta(hours=1)), period_end=ts(now + dt.timedelta(hours=1))
+    )
+    invoice = stub.GetPeriodInvoice(request, timeout=5)
+    assert (invoice.client_id, invoice.currency, invoice.total_cents) == ("acme", "USD", 3 * 40 + 2 * 25)
+    assert sorted((line.description, line.quantity, line.amount_cents) for line in invoice.lines) == [
+        ("Job a", 3, 120),
+        ("Job b", 2, 50),
+    ]
+    later = payments_pb2.GetPeriodInvoiceRequest(
+        client_id="acme", period_start=ts(now + dt.timedelta(hours=1)), period_end=ts(now + dt.timedelta(hours=2))
+    )
+    assert stub.GetPeriodInvoice(later, timeout=5).total_cents == 0
+
+    backwards = payments_pb2.GetPeriodInvoiceRequest(
+        client_id="acme", period_start=request.period_end, period_end=request.period_start
+    )
+    for bad, field in (
+        (backwards, "period_end"),
+        (payments_pb2.GetPeriodInvoiceRequest(client_id="acme"), "period_start"),
+    ):
+        with pytest.raises(grpc.RpcError) as failure:
+            stub.GetPeriodInvoice(bad, timeout=5)
+        assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert field in (failure.value.details() or "")
