@@ -13,6 +13,7 @@ and published by :class:`OutboxRelay`.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 import threading
 import time
@@ -336,14 +337,11 @@ class OutboxRelay:
         return len(rows)
 
     def _purge_old(self) -> None:
-        cutoff = utcnow().timestamp() - self._keep_published_s
-        import datetime as dt
-
+        cutoff = utcnow() - dt.timedelta(seconds=self._keep_published_s)
         with self._engine.begin() as conn:
             conn.execute(
                 sa.delete(self._outbox).where(
-                    self._outbox.c.published_at.is_not(None),
-                    self._outbox.c.published_at < dt.datetime.fromtimestamp(cutoff, dt.UTC),
+                    self._outbox.c.published_at.is_not(None), self._outbox.c.published_at < cutoff
                 )
             )
 
