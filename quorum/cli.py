@@ -13,11 +13,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from quorum.settings import SERVICES
+
 if TYPE_CHECKING:
     from quorum.service import ServiceContext, ServiceParts
     from quorum.settings import Settings
 
-BUILDERS = {name: f"services.{name}.bootstrap" for name in ("ingest", "tasking", "consensus", "payments")}
+BUILDERS = {name: f"services.{name}.bootstrap" for name in SERVICES}
 
 
 def builder(name: str) -> Callable[[ServiceContext], ServiceParts]:
@@ -137,7 +139,7 @@ def _client(settings: Settings) -> Any:
     from quorum.client import QuorumClient
     from quorum.settings import SERVICES
 
-    return QuorumClient({name: settings.service_addr(name) for name in SERVICES})
+    return QuorumClient({name: settings.service_addr(name) for name in SERVICES}, api_key=settings.client_api_key())
 
 
 def _rpc_guard(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -150,6 +152,12 @@ def _rpc_guard(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
             return func(args)
         except grpc.RpcError as exc:
             print(f"quorum {args.command}: {rpc_error_text(exc)}", file=sys.stderr)
+            if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+                print(
+                    "  set QUORUM_API_KEY to a key from `quorum keys create`, or run the embedded stack "
+                    "(`quorum up`), which stores the local user's key in QUORUM_HOME/credentials",
+                    file=sys.stderr,
+                )
             return 1
 
     return wrapped

@@ -13,6 +13,8 @@ import grpc
 from quorum.rpc import channel
 from quorum.settings import SERVICES, ServiceName
 from quorum.v1 import (
+    access_pb2,
+    access_pb2_grpc,
     common_pb2,
     consensus_pb2,
     consensus_pb2_grpc,
@@ -38,12 +40,24 @@ class UploadFile:
 class QuorumClient:
     """Stubs for every service; close() releases the channels."""
 
-    def __init__(self, addresses: dict[ServiceName, str]) -> None:
-        self._channels = {name: channel(addresses[name]) for name in SERVICES}
+    def __init__(self, addresses: dict[ServiceName, str], api_key: str | None = None) -> None:
+        self._channels = {name: channel(addresses[name], api_key=api_key) for name in SERVICES}
         self.ingest = ingest_pb2_grpc.IngestServiceStub(self._channels["ingest"])
         self.tasking = tasking_pb2_grpc.TaskingServiceStub(self._channels["tasking"])
         self.consensus = consensus_pb2_grpc.ConsensusServiceStub(self._channels["consensus"])
         self.payments = payments_pb2_grpc.PaymentsServiceStub(self._channels["payments"])
+        self.access = access_pb2_grpc.AccessServiceStub(self._channels["access"])
+
+    def create_key(
+        self, role: access_pb2.Role.ValueType, *, org_id: str = "", subject: str = "", name: str = ""
+    ) -> str:
+        """Issues a key (admin keys only) and returns its secret."""
+        request = access_pb2.CreateKeyRequest(role=role, org_id=org_id, subject=subject, name=name)
+        return self.access.CreateKey(request, timeout=30).secret
+
+    def issue_worker_keys(self, worker_ids: Iterable[str]) -> dict[str, str]:
+        """A worker key per worker id, e.g. for a simulated crowd."""
+        return {w: self.create_key(access_pb2.ROLE_WORKER, subject=w, name="simulated worker") for w in worker_ids}
 
     def close(self) -> None:
         for ch in self._channels.values():

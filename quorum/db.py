@@ -86,6 +86,38 @@ def make_engine(url: str) -> Engine:
     return sa.create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
 
 
+def make_append_only(table: sa.Table) -> None:
+    """Makes the database itself refuse UPDATE and DELETE on ``table`` (a trigger on
+    SQLite and PostgreSQL, created with the table): corrections are new rows."""
+    name = table.name
+    message = f"{name} is append-only"
+    for verb in ("UPDATE", "DELETE"):
+        sa.event.listen(
+            table,
+            "after_create",
+            sa.DDL(
+                f"CREATE TRIGGER {name}_no_{verb.lower()} BEFORE {verb} ON {name} "
+                f"BEGIN SELECT RAISE(ABORT, '{message}'); END"
+            ).execute_if(dialect="sqlite"),
+        )
+    sa.event.listen(
+        table,
+        "after_create",
+        sa.DDL(
+            f"CREATE OR REPLACE FUNCTION {name}_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+            f"$$ BEGIN RAISE EXCEPTION '{message}'; END $$"
+        ).execute_if(dialect="postgresql"),
+    )
+    sa.event.listen(
+        table,
+        "after_create",
+        sa.DDL(
+            f"CREATE TRIGGER {name}_append_only BEFORE UPDATE OR DELETE ON {name} "
+            f"FOR EACH ROW EXECUTE FUNCTION {name}_append_only()"
+        ).execute_if(dialect="postgresql"),
+    )
+
+
 def _insert_ignoring(conn: Connection, table: sa.Table) -> Any:
     dialect = conn.dialect.name
     if dialect == "sqlite":

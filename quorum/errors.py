@@ -32,6 +32,10 @@ class FailedPrecondition(QuorumError):
     """The request is well formed but the state does not allow it (e.g. no live lease)."""
 
 
+class Unauthenticated(QuorumError):
+    """The call carries no credentials, or credentials nobody issued or that were revoked."""
+
+
 class PermissionDenied(QuorumError):
     """The caller may not do this."""
 

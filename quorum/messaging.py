@@ -48,7 +48,7 @@ class Topics:
 
     @property
     def jobs(self) -> str:
-        """JobCreated, JobSealed; key job_id."""
+        """JobCreated, JobSealed, JobDeleted; key job_id."""
         return f"{self.prefix}.jobs.v1"
 
     @property
@@ -72,12 +72,17 @@ class Topics:
         return f"{self.prefix}.results.v1"
 
     @property
+    def audit(self) -> str:
+        """AuditRecorded; key org_id."""
+        return f"{self.prefix}.audit.v1"
+
+    @property
     def generation(self) -> str:
         """One partition whose first record names the broker's current life (see BrokerGeneration)."""
         return f"{self.prefix}.broker-generation.v1"
 
     def all(self) -> list[str]:
-        return [self.jobs, self.tasks, self.answers, self.task_requests, self.results]
+        return [self.jobs, self.tasks, self.answers, self.task_requests, self.results, self.audit]
 
     @staticmethod
     def dead_letter(topic: str) -> str:

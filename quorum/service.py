@@ -18,6 +18,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from quorum.cache import connect_redis
+from quorum.db import make_engine
 from quorum.messaging import (
     BrokerGeneration,
     EventConsumer,
@@ -28,6 +30,9 @@ from quorum.messaging import (
     ensure_topics,
 )
 from quorum.rpc import BackpressureInterceptor, RunningServer, start_server
+from quorum.security import keys
+from quorum.security.policy import AuthInterceptor, OwnerLookup, ServicePolicy
+from quorum.security.ratelimit import FixedWindowLimiter
 from quorum.settings import ServiceName, Settings
 
 log = logging.getLogger(__name__)
@@ -44,6 +49,10 @@ class OutboxSignal:
 
     def __call__(self) -> None:
         self._target()
+
+
+def no_owner(kind: str, ident: str) -> str | None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -78,6 +87,10 @@ class ServiceParts:
     background: list[Callable[[threading.Event], None]] = field(default_factory=list)
     # Called last on stop, to close what build() opened.
     closers: list[Callable[[], None]] = field(default_factory=list)
+    # Who may call each RPC (quorum.security.policy); a method without a rule is refused.
+    policies: list[ServicePolicy] = field(default_factory=list)
+    # Who owns a job, task or session, for the policies' scopes.
+    owner_of: OwnerLookup = no_owner
 
 
 def run_periodically(stop: threading.Event, interval_s: float, name: str, *rounds: Callable[[], object]) -> None:
@@ -191,6 +204,22 @@ class RunningService:
         self.parts.engine.dispose()
 
 
+def auth_interceptor(settings: Settings, parts: ServiceParts) -> AuthInterceptor:
+    """Checks every call against the access database's keys and the service's policies."""
+    access_engine = make_engine(settings.access_database())
+    keys.metadata.create_all(access_engine)
+    parts.closers.append(access_engine.dispose)
+    limiter = None
+    if settings.rate_limit_per_second:
+        limiter = FixedWindowLimiter(connect_redis(settings.redis_url), parts.name, settings.rate_limit_per_second)
+    return AuthInterceptor(
+        parts.policies,
+        keys.Authenticator(access_engine, poll_seconds=settings.auth_poll_seconds),
+        parts.owner_of,
+        limiter,
+    )
+
+
 def start_service(
     build: Callable[[ServiceContext], ServiceParts],
     settings: Settings,
@@ -256,6 +285,6 @@ def start_service(
         parts.registrations,
         address or f"{settings.bind_host}:{port}",
         max_workers=settings.grpc_workers,
-        interceptors=[BackpressureInterceptor(overloaded)],
+        interceptors=[auth_interceptor(settings, parts), BackpressureInterceptor(overloaded)],
     )
     return RunningService(parts, server, relay, publisher, consumers, stop_event, threads, watch)

@@ -10,11 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-ServiceName = Literal["ingest", "tasking", "consensus", "payments"]
-SERVICES: tuple[ServiceName, ...] = ("ingest", "tasking", "consensus", "payments")
+ServiceName = Literal["ingest", "tasking", "consensus", "payments", "access"]
+SERVICES: tuple[ServiceName, ...] = ("ingest", "tasking", "consensus", "payments", "access")
 
 
 class Settings(BaseSettings):
@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     tasking_addr: str = "127.0.0.1:50052"
     consensus_addr: str = "127.0.0.1:50053"
     payments_addr: str = "127.0.0.1:50054"
+    access_addr: str = "127.0.0.1:50055"
     dashboard_port: int = 8501
     grpc_workers: int = Field(default=32, ge=1)
     # Writes are refused (RESOURCE_EXHAUSTED, retry-after-ms) while more events than this
@@ -54,6 +55,17 @@ class Settings(BaseSettings):
     # balancers stop sending first; then in-flight calls get drain_grace_s to finish.
     drain_delay_s: float = Field(default=0.5, ge=0)
     drain_grace_s: float = Field(default=5.0, ge=0)
+
+    # Where every service checks API keys: the access service's database. Unset: the
+    # access service's own (sqlite <home>/access.db by default).
+    access_database_url: str | None = None
+    # The key this process's clients (CLI, demo, dashboard) send. Unset: the local user's
+    # key that the embedded stack stored in <home>/credentials.
+    api_key: SecretStr | None = None
+    # Revoked keys and changed roles take effect in every process within this many seconds.
+    auth_poll_seconds: float = Field(default=2.0, gt=0)
+    # Calls per second per API key and service (RESOURCE_EXHAUSTED beyond); 0: no limit.
+    rate_limit_per_second: int = Field(default=200, ge=0)
 
     # Consensus re-estimates workers over each job's whole answer matrix this often; 0: never.
     consensus_refit_seconds: float = Field(default=30.0, ge=0)
@@ -80,6 +92,17 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.home / f'{service}.db'}"
+
+    def access_database(self) -> str:
+        return self.access_database_url or self.database_url_for("access")
+
+    def client_api_key(self) -> str | None:
+        """The key clients of this process send: QUORUM_API_KEY, else the local user's."""
+        if self.api_key is not None:
+            return self.api_key.get_secret_value()
+        from quorum.security.keys import read_local_key
+
+        return read_local_key(self.home)
 
     def object_store(self) -> str:
         return self.object_store_url or (self.home / "objects").as_uri()

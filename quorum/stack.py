@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from quorum.broker import EmbeddedBroker, free_port, wait_for_port
+from quorum.db import make_engine
 from quorum.rpc import wait_healthy
+from quorum.security.keys import ensure_local_key
 from quorum.settings import SERVICES, ServiceName
 
 
@@ -47,6 +49,8 @@ class LocalStack:
     # Each service needs a database of its own; unset, each gets a SQLite file under home.
     database_urls: dict[ServiceName, str] = field(default_factory=dict)
     broker: EmbeddedBroker | None = None
+    # The local user's admin key, created on first start and kept in <home>/credentials.
+    api_key: str = field(default="", repr=False)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     # The argv and environment each child was started with, so that it can be restarted alone.
     _launches: dict[str, tuple[list[str], dict[str, str]]] = field(default_factory=dict, repr=False)
@@ -75,7 +79,12 @@ class LocalStack:
         env["QUORUM_KAFKA_BOOTSTRAP"] = self.broker.bootstrap
         for name in SERVICES:
             env[f"QUORUM_{name.upper()}_ADDR"] = self.address(name)
+        if "access" in self.database_urls:
+            env["QUORUM_ACCESS_DATABASE_URL"] = self.database_urls["access"]
         return env
+
+    def access_database_url(self) -> str:
+        return self.database_urls.get("access") or f"sqlite:///{self.home / 'access.db'}"
 
     def start(self, timeout: float = 60.0) -> LocalStack:
         """Starts everything and waits until every service reports SERVING.
@@ -91,6 +100,11 @@ class LocalStack:
                     f"set QUORUM_{name.upper()}_ADDR to another host:port"
                 )
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        engine = make_engine(self.access_database_url())
+        try:
+            self.api_key = ensure_local_key(engine, self.home)
+        finally:
+            engine.dispose()
         self.broker = EmbeddedBroker(log_path=self.log_dir / "broker.log").start()
         env = self.env()
         try:

@@ -24,7 +24,7 @@ import asyncio
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -238,6 +238,8 @@ class _WorkerState:
     stats: WorkerStats = field(default_factory=WorkerStats)
     session_id: str | None = None
     error_streak: int = 0
+    # authorization metadata sent with every call: the worker's own API key.
+    metadata: tuple[tuple[str, str], ...] = ()
 
 
 class SimulatedCrowd:
@@ -299,7 +301,12 @@ class SimulatedCrowd:
         self._stop_poll_s = stop_poll_s
         self._run_lock = threading.Lock()
         self._interrupted = threading.Event()
+        self._keys: dict[str, str] = {}
         self._reset_counters()
+
+    def authorize(self, keys: Mapping[str, str]) -> None:
+        """Gives each simulated worker its API key (worker id -> key), as real workers have."""
+        self._keys = dict(keys)
 
     # ------------------------------------------------------------------ public
 
@@ -377,7 +384,12 @@ class SimulatedCrowd:
         self._reset_counters()
         started = time.monotonic()
         workers = [
-            _WorkerState(profile=p, rng=random.Random(f"quorum-crowd:{self.seed}:{p.worker_id}")) for p in self.profiles
+            _WorkerState(
+                profile=p,
+                rng=random.Random(f"quorum-crowd:{self.seed}:{p.worker_id}"),
+                metadata=(("authorization", f"Bearer {self._keys[p.worker_id]}"),) if p.worker_id in self._keys else (),
+            )
+            for p in self.profiles
         ]
         # A local subchannel pool gives each channel its own connection; with the default
         # global pool, channels to the same address would share one.
@@ -438,6 +450,7 @@ class SimulatedCrowd:
                     session = await stub.StartSession(
                         tasking_pb2.StartSessionRequest(worker_id=w.profile.worker_id),
                         timeout=self._rpc_timeout_s,
+                        metadata=w.metadata,
                     )
                 except grpc.aio.AioRpcError as exc:
                     self._count_error(w, "StartSession", exc)
@@ -449,6 +462,7 @@ class SimulatedCrowd:
                 response = await stub.GetNextTask(
                     tasking_pb2.GetNextTaskRequest(session_id=w.session_id, job_id=self._job_id),
                     timeout=self._rpc_timeout_s,
+                    metadata=w.metadata,
                 )
             except grpc.aio.AioRpcError as exc:
                 self._count_error(w, "GetNextTask", exc)
@@ -490,6 +504,7 @@ class SimulatedCrowd:
             await stub.SubmitAnswer(
                 tasking_pb2.SubmitAnswerRequest(session_id=w.session_id, lease_id=task.lease_id, answer=answer),
                 timeout=self._rpc_timeout_s,
+                metadata=w.metadata,
             )
         except grpc.aio.AioRpcError as exc:
             # FAILED_PRECONDITION (lease expired) and INVALID_ARGUMENT are part of the game:
@@ -515,6 +530,7 @@ class SimulatedCrowd:
             await stub.SkipTask(
                 tasking_pb2.SkipTaskRequest(session_id=w.session_id, lease_id=task.lease_id, reason=reason),
                 timeout=self._rpc_timeout_s,
+                metadata=w.metadata,
             )
         except grpc.aio.AioRpcError as exc:
             self._count_error(w, "SkipTask", exc)

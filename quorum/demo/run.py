@@ -156,7 +156,7 @@ def run_demo(options: DemoOptions) -> int:
     try:
         if stack.dashboard_url:
             say(f"dashboard: {stack.dashboard_url}")
-        with QuorumClient(stack.addresses) as client:
+        with QuorumClient(stack.addresses, api_key=stack.api_key) as client:
             return _run(options, dataset, stack, client, progress, say)
     finally:
         stack.stop()
@@ -186,6 +186,7 @@ def _run(
         channels=4,
         max_retry_ms=300,
     )
+    crowd.authorize(client.issue_worker_keys(p.worker_id for p in crowd.profiles))
     outcome: list[CrowdReport] = []
     crowd_thread = threading.Thread(
         target=lambda: outcome.append(crowd.run(tracker.done.is_set, options.timeout_s)), daemon=True

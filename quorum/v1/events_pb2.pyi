@@ -11,7 +11,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Event(_message.Message):
-    __slots__ = ("event_id", "occurred_at", "job_created", "job_sealed", "task_created", "answer_accepted", "more_answers_requested", "task_resolved", "job_paused", "job_resumed", "worker_flagged")
+    __slots__ = ("event_id", "occurred_at", "job_created", "job_sealed", "task_created", "answer_accepted", "more_answers_requested", "task_resolved", "job_paused", "job_resumed", "worker_flagged", "audit_recorded", "job_deleted")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
     JOB_CREATED_FIELD_NUMBER: _ClassVar[int]
@@ -23,6 +23,8 @@ class Event(_message.Message):
     JOB_PAUSED_FIELD_NUMBER: _ClassVar[int]
     JOB_RESUMED_FIELD_NUMBER: _ClassVar[int]
     WORKER_FLAGGED_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_RECORDED_FIELD_NUMBER: _ClassVar[int]
+    JOB_DELETED_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     occurred_at: _timestamp_pb2.Timestamp
     job_created: JobCreated
@@ -34,7 +36,9 @@ class Event(_message.Message):
     job_paused: JobPaused
     job_resumed: JobResumed
     worker_flagged: WorkerFlagged
-    def __init__(self, event_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., job_created: _Optional[_Union[JobCreated, _Mapping]] = ..., job_sealed: _Optional[_Union[JobSealed, _Mapping]] = ..., task_created: _Optional[_Union[TaskCreated, _Mapping]] = ..., answer_accepted: _Optional[_Union[AnswerAccepted, _Mapping]] = ..., more_answers_requested: _Optional[_Union[MoreAnswersRequested, _Mapping]] = ..., task_resolved: _Optional[_Union[TaskResolved, _Mapping]] = ..., job_paused: _Optional[_Union[JobPaused, _Mapping]] = ..., job_resumed: _Optional[_Union[JobResumed, _Mapping]] = ..., worker_flagged: _Optional[_Union[WorkerFlagged, _Mapping]] = ...) -> None: ...
+    audit_recorded: AuditRecorded
+    job_deleted: JobDeleted
+    def __init__(self, event_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., job_created: _Optional[_Union[JobCreated, _Mapping]] = ..., job_sealed: _Optional[_Union[JobSealed, _Mapping]] = ..., task_created: _Optional[_Union[TaskCreated, _Mapping]] = ..., answer_accepted: _Optional[_Union[AnswerAccepted, _Mapping]] = ..., more_answers_requested: _Optional[_Union[MoreAnswersRequested, _Mapping]] = ..., task_resolved: _Optional[_Union[TaskResolved, _Mapping]] = ..., job_paused: _Optional[_Union[JobPaused, _Mapping]] = ..., job_resumed: _Optional[_Union[JobResumed, _Mapping]] = ..., worker_flagged: _Optional[_Union[WorkerFlagged, _Mapping]] = ..., audit_recorded: _Optional[_Union[AuditRecorded, _Mapping]] = ..., job_deleted: _Optional[_Union[JobDeleted, _Mapping]] = ...) -> None: ...
 
 class JobCreated(_message.Message):
     __slots__ = ("job_id", "spec", "created_at")
@@ -177,3 +181,27 @@ class WorkerFlagged(_message.Message):
     spam_score: float
     reason: str
     def __init__(self, worker_id: _Optional[str] = ..., spammer: _Optional[bool] = ..., spam_score: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class AuditRecorded(_message.Message):
+    __slots__ = ("actor", "actor_key_id", "action", "resource", "org_id", "details_json")
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    ORG_ID_FIELD_NUMBER: _ClassVar[int]
+    DETAILS_JSON_FIELD_NUMBER: _ClassVar[int]
+    actor: str
+    actor_key_id: str
+    action: str
+    resource: str
+    org_id: str
+    details_json: str
+    def __init__(self, actor: _Optional[str] = ..., actor_key_id: _Optional[str] = ..., action: _Optional[str] = ..., resource: _Optional[str] = ..., org_id: _Optional[str] = ..., details_json: _Optional[str] = ...) -> None: ...
+
+class JobDeleted(_message.Message):
+    __slots__ = ("job_id", "org_id")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ORG_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    org_id: str
+    def __init__(self, job_id: _Optional[str] = ..., org_id: _Optional[str] = ...) -> None: ...

@@ -7,6 +7,7 @@ from quorum.service import ConsumerSpec, ServiceContext, ServiceParts, run_perio
 from quorum.v1 import consensus_pb2_grpc
 from services.consensus import tables
 from services.consensus.handlers import ConsensusEvents, ConsensusQueries
+from services.consensus.policy import POLICY
 from services.consensus.refit import Refit
 from services.consensus.review import ExpertReview
 from services.consensus.servicer import SERVICE_NAME, ConsensusServicer
@@ -46,4 +47,5 @@ def build(context: ServiceContext) -> ServiceParts:
         ]
         if interval > 0
         else [],
+        policies=[POLICY],
     )

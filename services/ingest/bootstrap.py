@@ -9,6 +9,7 @@ from quorum.service import ServiceContext, ServiceParts
 from quorum.v1 import ingest_pb2_grpc
 from services.ingest import domain, tables
 from services.ingest.handlers import IngestHandlers
+from services.ingest.policy import POLICY
 from services.ingest.servicer import SERVICE_NAME, IngestServicer
 
 
@@ -37,4 +38,5 @@ def build(context: ServiceContext) -> ServiceParts:
         outbox=tables.outbox,
         consumers=[],
         closers=[handlers.close],
+        policies=[POLICY],
     )

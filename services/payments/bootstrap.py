@@ -5,6 +5,7 @@ from __future__ import annotations
 from quorum.db import make_engine
 from quorum.service import ConsumerSpec, ServiceContext, ServiceParts
 from quorum.v1 import payments_pb2_grpc
+from services.payments.policy import POLICY
 
 from . import tables
 from .handlers import CONSUMER, Ledger
@@ -28,4 +29,5 @@ def build(context: ServiceContext) -> ServiceParts:
         engine=engine,
         outbox=tables.messaging.outbox,
         consumers=[ConsumerSpec(CONSUMER, [topics.jobs, topics.answers, topics.results], ledger.handle_events)],
+        policies=[POLICY],
     )

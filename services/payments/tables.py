@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from quorum.db import UtcDateTime, add_messaging_tables
+from quorum.db import UtcDateTime, add_messaging_tables, make_append_only
 
 metadata = sa.MetaData()
 messaging = add_messaging_tables(metadata)
@@ -124,22 +124,4 @@ worker_totals = sa.Table(
     sa.Column("paid_out_cents", Cents, nullable=False, default=0),
 )
 
-_SQLITE_APPEND_ONLY = [
-    sa.DDL(
-        f"CREATE TRIGGER postings_no_{verb.lower()} BEFORE {verb} ON postings "
-        "BEGIN SELECT RAISE(ABORT, 'postings are append-only'); END"
-    ).execute_if(dialect="sqlite")
-    for verb in ("UPDATE", "DELETE")
-]
-_POSTGRES_APPEND_ONLY = [
-    sa.DDL(
-        "CREATE OR REPLACE FUNCTION postings_append_only() RETURNS trigger LANGUAGE plpgsql AS "
-        "$$ BEGIN RAISE EXCEPTION 'postings are append-only'; END $$"
-    ).execute_if(dialect="postgresql"),
-    sa.DDL(
-        "CREATE TRIGGER postings_append_only BEFORE UPDATE OR DELETE ON postings "
-        "FOR EACH ROW EXECUTE FUNCTION postings_append_only()"
-    ).execute_if(dialect="postgresql"),
-]
-for _ddl in (*_SQLITE_APPEND_ONLY, *_POSTGRES_APPEND_ONLY):
-    sa.event.listen(postings, "after_create", _ddl)
+make_append_only(postings)

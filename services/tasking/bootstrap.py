@@ -11,6 +11,7 @@ from quorum.v1 import tasking_pb2_grpc
 from services.tasking import tables
 from services.tasking.handlers import TaskingService
 from services.tasking.leases import LeaseStore
+from services.tasking.policy import POLICY
 from services.tasking.servicer import SERVICE_NAME, TaskingServicer
 
 # Consumer group <prefix>.tasking.events: jobs, tasks, task-requests and results.
@@ -47,4 +48,5 @@ def build(context: ServiceContext) -> ServiceParts:
         ],
         background=[service.sweep_loop],
         closers=[redis_client.close],
+        policies=[POLICY],
     )

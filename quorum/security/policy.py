@@ -1,0 +1,236 @@
+"""Who may call what, in one table per service, enforced by one interceptor.
+
+Each RPC of a service has a :data:`Rule`: the roles allowed to call it, and for each
+role the scopes that tie the request to the caller. A client's requests are scoped
+to its organisation (a resource of another organisation is NOT_FOUND, exactly as
+if it did not exist, so ids cannot be probed); a worker's or reviewer's requests to
+itself. Operators and admins act across organisations. An RPC with no rule is
+refused, so a new RPC cannot ship open by accident.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import grpc
+from google.protobuf.message import Message
+
+from quorum import errors
+from quorum.security.keys import Authenticator
+from quorum.security.principal import Principal, Role, acting_as
+
+
+class OwnerLookup(Protocol):
+    """A service's answer to "who owns this?": the organisation of a job or task, the
+    worker of a session. None when the service knows no such resource."""
+
+    def __call__(self, kind: str, ident: str) -> str | None: ...
+
+
+def _get(message: Message, path: str) -> Any:
+    value: Any = message
+    for name in path.split("."):
+        value = getattr(value, name)
+    return value
+
+
+def _set(message: Message, path: str, value: str) -> None:
+    *parents, leaf = path.split(".")
+    target: Any = message
+    for name in parents:
+        target = getattr(target, name)
+    setattr(target, leaf, value)
+
+
+class Scope(Protocol):
+    def apply(self, request: Message, principal: Principal, owner_of: OwnerLookup) -> None:
+        """Raises a domain error when ``request`` reaches beyond ``principal``; may fill
+        in a field the caller left empty."""
+
+
+@dataclass(frozen=True)
+class OwnOrg:
+    """The field names an organisation: the caller's own. Empty means the caller's."""
+
+    path: str
+
+    def apply(self, request: Message, principal: Principal, owner_of: OwnerLookup) -> None:
+        value = _get(request, self.path)
+        if not value:
+            _set(request, self.path, principal.org_id)
+        elif value != principal.org_id:
+            raise errors.NotFound("organisation", value)
+
+
+@dataclass(frozen=True)
+class Owned:
+    """The field holds the id of a ``kind`` (job, task) that must belong to the caller's
+    organisation. A foreign one is reported exactly like a missing one. With
+    ``required=False`` an empty field passes (the later messages of an upload stream)."""
+
+    kind: str
+    path: str
+    required: bool = True
+
+    def apply(self, request: Message, principal: Principal, owner_of: OwnerLookup) -> None:
+        ident = _get(request, self.path)
+        if not ident:
+            if not self.required:
+                return
+            raise errors.InvalidArgument(self.path, f"required: name one {self.kind} of your organisation")
+        owner = owner_of(self.kind, ident)
+        if owner is not None and owner != principal.org_id:
+            raise errors.NotFound(self.kind, ident)
+
+
+@dataclass(frozen=True)
+class Self:
+    """The field names a worker or reviewer: the caller itself. Empty means the caller."""
+
+    path: str
+
+    def apply(self, request: Message, principal: Principal, owner_of: OwnerLookup) -> None:
+        value = _get(request, self.path)
+        if not value:
+            _set(request, self.path, principal.subject)
+        elif value != principal.subject:
+            raise errors.PermissionDenied(
+                f"{self.path}: a {principal.role.value} key acts only as {principal.subject!r}"
+            )
+
+
+@dataclass(frozen=True)
+class OwnSession:
+    """The field holds a session id opened by the calling worker."""
+
+    path: str
+
+    def apply(self, request: Message, principal: Principal, owner_of: OwnerLookup) -> None:
+        ident = _get(request, self.path)
+        owner = owner_of("session", ident) if ident else None
+        if owner is not None and owner != principal.subject:
+            raise errors.NotFound("session", ident)
+
+
+# Role -> the scopes applied to that role's requests; a role not listed is refused.
+Rule = Mapping[Role, Sequence[Scope]]
+
+ACROSS_ORGS: Sequence[Scope] = ()
+STAFF: Rule = {Role.OPERATOR: ACROSS_ORGS, Role.ADMIN: ACROSS_ORGS}
+
+
+def rule(*rules: Rule) -> Rule:
+    """Merges partial rules, e.g. ``rule(STAFF, {Role.CLIENT: [Owned("job", "job_id")]})``."""
+    merged: dict[Role, Sequence[Scope]] = {}
+    for part in rules:
+        merged.update(part)
+    return merged
+
+
+@dataclass(frozen=True)
+class ServicePolicy:
+    """The rules of one gRPC service, by method name."""
+
+    service: str
+    rules: Mapping[str, Rule]
+
+    def rule_for(self, method: str) -> Rule | None:
+        return self.rules.get(method)
+
+
+def _bearer(metadata: Sequence[tuple[str, str | bytes]] | None) -> str:
+    for name, value in metadata or ():
+        if name == "authorization":
+            text = value.decode() if isinstance(value, bytes) else value
+            scheme, _, token = text.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise errors.Unauthenticated("the authorization metadata must read 'Bearer <API key>'")
+            return token.strip()
+    raise errors.Unauthenticated("no credentials: send 'authorization: Bearer <API key>' metadata")
+
+
+class RateLimiter(Protocol):
+    def check(self, principal: Principal) -> None:
+        """Raises ResourceExhausted with a retry hint when the principal is over its limit."""
+
+
+class AuthInterceptor(grpc.ServerInterceptor):
+    """Authenticates every call to the service's own methods, checks the policy table,
+    applies the caller's scopes to the request and makes the principal available to
+    handlers (:func:`quorum.security.principal.current_principal`). Health checks and
+    reflection stay open. Install it inside :class:`quorum.rpc.DomainErrorInterceptor`."""
+
+    def __init__(
+        self,
+        policies: Sequence[ServicePolicy],
+        authenticator: Authenticator,
+        owner_of: OwnerLookup,
+        limiter: RateLimiter | None = None,
+    ) -> None:
+        self._policies = {policy.service: policy for policy in policies}
+        self._authenticator = authenticator
+        self._owner_of = owner_of
+        self._limiter = limiter
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Any],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Any:
+        handler = continuation(handler_call_details)
+        full = str(handler_call_details.method)
+        if handler is None or full.startswith("/grpc."):
+            return handler
+        service, _, method = full.lstrip("/").rpartition("/")
+        policy = self._policies.get(service)
+        method_rule = policy.rule_for(method) if policy else None
+        metadata = handler_call_details.invocation_metadata
+
+        def admit() -> tuple[Principal, Sequence[Scope]]:
+            principal = self._authenticator.authenticate(_bearer(metadata))
+            if method_rule is None:
+                raise errors.PermissionDenied(f"{full} has no access policy")
+            scopes = method_rule.get(principal.role)
+            if scopes is None:
+                allowed = ", ".join(sorted(role.value for role in method_rule))
+                raise errors.PermissionDenied(f"{method} is open to {allowed}, not to {principal.role.value} keys")
+            if self._limiter is not None:
+                self._limiter.check(principal)
+            return principal, scopes
+
+        def scoped(request: Message, principal: Principal, scopes: Sequence[Scope]) -> Message:
+            for scope in scopes:
+                scope.apply(request, principal, self._owner_of)
+            return request
+
+        if handler.unary_unary or handler.unary_stream:
+            inner = handler.unary_unary or handler.unary_stream
+
+            def unary(request: Message, context: grpc.ServicerContext) -> Any:
+                principal, scopes = admit()
+                with acting_as(principal):
+                    return inner(scoped(request, principal, scopes), context)
+
+            def unary_streaming(request: Message, context: grpc.ServicerContext) -> Iterator[Any]:
+                principal, scopes = admit()
+                with acting_as(principal):
+                    yield from inner(scoped(request, principal, scopes), context)
+
+            if handler.unary_unary:
+                return handler._replace(unary_unary=unary)
+            return handler._replace(unary_stream=unary_streaming)
+
+        if handler.stream_unary:
+            inner_stream = handler.stream_unary
+
+            def client_streaming(requests: Iterator[Message], context: grpc.ServicerContext) -> Any:
+                principal, scopes = admit()
+                # Every message is scoped: a stream may not switch to another organisation's job.
+                checked = (scoped(request, principal, scopes) for request in requests)
+                with acting_as(principal):
+                    return inner_stream(checked, context)
+
+            return handler._replace(stream_unary=client_streaming)
+        return handler
