@@ -13,6 +13,10 @@ from urllib.parse import urlparse
 import pytest
 import sqlalchemy as sa
 
+from quorum.db import make_engine
+from quorum.security.keys import ensure_local_key
+from quorum.settings import Settings
+
 POSTGRES_URL = os.environ.get("QUORUM_TEST_POSTGRES_URL", "postgresql+psycopg://root@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("QUORUM_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -67,3 +71,13 @@ def redis_database(url: str = REDIS_URL) -> Iterator[str]:
     finally:
         client.flushdb()
         client.close()
+
+
+def admin_key(settings: Settings) -> str:
+    """An admin key valid for services started with ``settings`` (the local user's key,
+    created in their access database on first use)."""
+    engine = make_engine(settings.access_database())
+    try:
+        return ensure_local_key(engine, settings.home)
+    finally:
+        engine.dispose()
