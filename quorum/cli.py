@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from quorum.service import ServiceContext, ServiceParts
     from quorum.settings import Settings
 
-BUILDERS = {name: f"services.{name}.bootstrap" for name in SERVICES}
+BUILDERS: dict[str, str] = {name: f"services.{name}.bootstrap" for name in SERVICES}
 
 
 def builder(name: str) -> Callable[[ServiceContext], ServiceParts]:
@@ -507,6 +507,156 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
     return 0
 
 
+ROLES = ("client", "worker", "reviewer", "operator", "admin")
+
+
+def _key_line(key: Any) -> str:
+    from quorum.v1 import access_pb2
+
+    role = access_pb2.Role.Name(key.role).removeprefix("ROLE_").lower()
+    org = f" org={key.org_id}" if key.org_id else ""
+    revoked = f" REVOKED {key.revoked_at.ToDatetime():%Y-%m-%d %H:%M}" if key.HasField("revoked_at") else ""
+    totp = " totp" if key.totp_enrolled else ""
+    return f"{key.key_id}  {role:<8} {key.subject}{org}{totp}{revoked}  {key.name}"
+
+
+@_rpc_guard
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    from quorum.v1 import access_pb2
+
+    if args.role == "client" and not args.org:
+        print("quorum keys create: a client key needs --org, the organisation it acts for", file=sys.stderr)
+        return 2
+    settings = _load_settings()
+    if args.database_url:
+        # Offline: how the first admin key of a new deployment is made.
+        from quorum.db import make_engine
+        from quorum.security.keys import KeyStore
+        from quorum.security.principal import Role
+
+        if args.totp:
+            print("quorum keys create: --totp needs the running access service", file=sys.stderr)
+            return 2
+        engine = make_engine(args.database_url)
+        try:
+            from quorum.security.keys import metadata
+
+            metadata.create_all(engine)
+            record, secret = KeyStore(engine).create(
+                Role(args.role), org_id=args.org, subject=args.subject, name=args.name, created_by="quorum keys create"
+            )
+        finally:
+            engine.dispose()
+        print(
+            f"created {record.key_id} ({record.role.value} {record.subject}); the key is shown once:", file=sys.stderr
+        )
+        print(secret)
+        return 0
+    with _client(settings) as client:
+        created = client.access.CreateKey(
+            access_pb2.CreateKeyRequest(
+                role=f"ROLE_{args.role.upper()}",
+                org_id=args.org,
+                subject=args.subject,
+                name=args.name,
+                enroll_totp=args.totp,
+            ),
+            timeout=30,
+        )
+    print(f"created {_key_line(created.key)}; the key is shown once:", file=sys.stderr)
+    if created.totp_uri:
+        print(f"TOTP: add this to an authenticator app: {created.totp_uri}", file=sys.stderr)
+    print(created.secret)
+    return 0
+
+
+@_rpc_guard
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    from quorum.v1 import access_pb2
+
+    with _client(_load_settings()) as client:
+        reply = client.access.ListKeys(
+            access_pb2.ListKeysRequest(org_id=args.org, include_revoked=args.all), timeout=30
+        )
+    for key in reply.keys:
+        print(_key_line(key))
+    return 0
+
+
+@_rpc_guard
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    from quorum.v1 import access_pb2
+
+    with _client(_load_settings()) as client:
+        key = client.access.RevokeKey(access_pb2.RevokeKeyRequest(key_id=args.key_id), timeout=30)
+    print(_key_line(key))
+    return 0
+
+
+@_rpc_guard
+def cmd_keys_set_role(args: argparse.Namespace) -> int:
+    from quorum.v1 import access_pb2
+
+    with _client(_load_settings()) as client:
+        key = client.access.SetRole(
+            access_pb2.SetRoleRequest(key_id=args.key_id, role=f"ROLE_{args.role.upper()}", org_id=args.org),
+            timeout=30,
+        )
+    print(_key_line(key))
+    return 0
+
+
+@_rpc_guard
+def cmd_audit_list(args: argparse.Namespace) -> int:
+    from quorum.v1 import access_pb2
+
+    with _client(_load_settings()) as client:
+        reply = client.access.ListAuditEvents(
+            access_pb2.ListAuditEventsRequest(
+                org_id=args.org, action=args.action, resource=args.resource, page_size=args.limit
+            ),
+            timeout=30,
+        )
+    for event in reply.events:
+        at = event.at.ToDatetime()
+        print(
+            f"{event.seq:>6} {at:%Y-%m-%d %H:%M:%S} {event.action:<18} {event.resource:<40} "
+            f"{event.actor} {event.details_json}"
+        )
+    return 0
+
+
+@_rpc_guard
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    if args.database_url:
+        from quorum.db import make_engine
+        from services.access.audit import AuditTrail
+
+        engine = make_engine(args.database_url)
+        try:
+            result = AuditTrail(engine).verify()
+        finally:
+            engine.dispose()
+        ok, entries, bad, problem, head = (
+            result.ok,
+            result.entries,
+            result.first_bad_seq,
+            result.problem,
+            result.head_hash,
+        )
+    else:
+        from quorum.v1 import access_pb2
+
+        with _client(_load_settings()) as client:
+            reply = client.access.VerifyAuditLog(access_pb2.VerifyAuditLogRequest(), timeout=120)
+        ok, entries, bad, problem, head = reply.ok, reply.entries, reply.first_bad_seq, reply.problem, reply.head_hash
+    if ok:
+        print(f"audit trail intact: {entries} entries, head {head}")
+        return 0
+    print(f"audit trail TAMPERED at entry {bad}: {problem} ({entries} entries checked)")
+    return 1
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="quorum", description="Quorum: crowdsourced data labeling.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -621,6 +771,43 @@ def parser() -> argparse.ArgumentParser:
         "--database-url", help="audit this payments database directly (offline), not the running service"
     )
     verify.set_defaults(func=cmd_ledger_verify)
+
+    keys = sub.add_parser("keys", help="API keys (admin keys only)")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    kc = keys_sub.add_parser("create", help="issue a key; prints it once, on stdout")
+    kc.add_argument("--role", choices=ROLES, required=True)
+    kc.add_argument("--org", default="", help="organisation a client key acts for")
+    kc.add_argument("--subject", default="", help="worker or reviewer id (default: <role>-<key id>)")
+    kc.add_argument("--name", default="", help="a note on whose key this is")
+    kc.add_argument("--totp", action="store_true", help="enrol a TOTP second factor for dashboard sign-in")
+    kc.add_argument(
+        "--database-url", help="write straight into the access database (the first admin key of a deployment)"
+    )
+    kc.set_defaults(func=cmd_keys_create)
+    kl = keys_sub.add_parser("list", help="list keys (never their secrets)")
+    kl.add_argument("--org", default="")
+    kl.add_argument("--all", action="store_true", help="include revoked keys")
+    kl.set_defaults(func=cmd_keys_list)
+    kr = keys_sub.add_parser("revoke", help="revoke a key; every service refuses it within seconds")
+    kr.add_argument("key_id")
+    kr.set_defaults(func=cmd_keys_revoke)
+    ks = keys_sub.add_parser("set-role", help="change a key's role")
+    ks.add_argument("key_id")
+    ks.add_argument("--role", choices=ROLES, required=True)
+    ks.add_argument("--org", default="")
+    ks.set_defaults(func=cmd_keys_set_role)
+
+    audit = sub.add_parser("audit", help="the audit trail (operator and admin keys)")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    al = audit_sub.add_parser("list", help="newest entries first")
+    al.add_argument("--org", default="")
+    al.add_argument("--action", default="", help="e.g. job.created, key.revoked, payout.made")
+    al.add_argument("--resource", default="", help="e.g. job/<id>")
+    al.add_argument("--limit", type=int, default=50)
+    al.set_defaults(func=cmd_audit_list)
+    av = audit_sub.add_parser("verify", help="recompute the hash chain; non-zero exit when tampered")
+    av.add_argument("--database-url", help="check this access database directly (offline)")
+    av.set_defaults(func=cmd_audit_verify)
     return p
 
 

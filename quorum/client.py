@@ -48,9 +48,7 @@ class QuorumClient:
         self.payments = payments_pb2_grpc.PaymentsServiceStub(self._channels["payments"])
         self.access = access_pb2_grpc.AccessServiceStub(self._channels["access"])
 
-    def create_key(
-        self, role: access_pb2.Role.ValueType, *, org_id: str = "", subject: str = "", name: str = ""
-    ) -> str:
+    def create_key(self, role: access_pb2.Role, *, org_id: str = "", subject: str = "", name: str = "") -> str:
         """Issues a key (admin keys only) and returns its secret."""
         request = access_pb2.CreateKeyRequest(role=role, org_id=org_id, subject=subject, name=name)
         return self.access.CreateKey(request, timeout=30).secret

@@ -31,7 +31,7 @@ from quorum.messaging import (
 )
 from quorum.rpc import BackpressureInterceptor, RunningServer, start_server
 from quorum.security import keys
-from quorum.security.policy import AuthInterceptor, OwnerLookup, ServicePolicy
+from quorum.security.policy import AuthInterceptor, OwnerLookup, ServicePolicy, no_owner
 from quorum.security.ratelimit import FixedWindowLimiter
 from quorum.settings import ServiceName, Settings
 
@@ -49,10 +49,6 @@ class OutboxSignal:
 
     def __call__(self) -> None:
         self._target()
-
-
-def no_owner(kind: str, ident: str) -> str | None:
-    return None
 
 
 @dataclass(frozen=True)

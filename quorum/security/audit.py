@@ -5,17 +5,20 @@ access service appends it to the hash-chained trail even if this process dies ne
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from quorum.db import OutgoingEvent
-from quorum.messaging import Topics, outgoing
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from quorum.db import OutgoingEvent, enqueue
+from quorum.messaging import outgoing
 from quorum.security.principal import current_principal
 from quorum.v1 import events_pb2
 
 
 def audit_event(
-    topics: Topics,
+    topic: str,
     service: str,
     action: str,
     resource: str,
@@ -35,4 +38,24 @@ def audit_event(
         org_id=org_id,
         details_json=json.dumps(dict(details or {}), sort_keys=True, separators=(",", ":")),
     )
-    return outgoing(topics.audit, org_id or "-", events_pb2.Event(audit_recorded=recorded))
+    return outgoing(topic, org_id or "-", events_pb2.Event(audit_recorded=recorded))
+
+
+class AuditRecorder:
+    """Records an audited action that writes nothing else (an export, say) through the
+    service's outbox, in a transaction of its own."""
+
+    def __init__(
+        self, engine: Engine, outbox: sa.Table, topic: str, service: str, outbox_written: Callable[[], None]
+    ) -> None:
+        self._engine = engine
+        self._outbox = outbox
+        self._topic = topic
+        self._service = service
+        self._outbox_written = outbox_written
+
+    def record(self, action: str, resource: str, *, org_id: str = "", details: Mapping[str, Any] | None = None) -> None:
+        event = audit_event(self._topic, self._service, action, resource, org_id=org_id, details=details)
+        with self._engine.begin() as conn:
+            enqueue(conn, self._outbox, [event])
+        self._outbox_written()

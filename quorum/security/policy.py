@@ -29,6 +29,11 @@ class OwnerLookup(Protocol):
     def __call__(self, kind: str, ident: str) -> str | None: ...
 
 
+def no_owner(kind: str, ident: str) -> str | None:
+    """For services that own nothing a scope asks about."""
+    return None
+
+
 def _get(message: Message, path: str) -> Any:
     value: Any = message
     for name in path.split("."):

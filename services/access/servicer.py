@@ -18,14 +18,14 @@ from .handlers import AccessHandlers
 
 SERVICE_NAME: str = access_pb2.DESCRIPTOR.services_by_name["AccessService"].full_name
 
-ROLE_FROM_PROTO = {
+ROLE_FROM_PROTO: dict[access_pb2.Role, Role] = {
     access_pb2.ROLE_CLIENT: Role.CLIENT,
     access_pb2.ROLE_WORKER: Role.WORKER,
     access_pb2.ROLE_REVIEWER: Role.REVIEWER,
     access_pb2.ROLE_OPERATOR: Role.OPERATOR,
     access_pb2.ROLE_ADMIN: Role.ADMIN,
 }
-ROLE_TO_PROTO = {role: number for number, role in ROLE_FROM_PROTO.items()}
+ROLE_TO_PROTO: dict[Role, access_pb2.Role] = {role: number for number, role in ROLE_FROM_PROTO.items()}
 
 
 def _timestamp(moment: dt.datetime) -> Timestamp:
@@ -67,7 +67,7 @@ def _entry_to_proto(stored: StoredEntry) -> access_pb2.AuditEvent:
     )
 
 
-def _role(value: int) -> Role:
+def _role(value: access_pb2.Role) -> Role:
     try:
         return ROLE_FROM_PROTO[value]
     except KeyError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from quorum.db import make_engine
+from quorum.security.audit import AuditRecorder
 from quorum.service import ConsumerSpec, ServiceContext, ServiceParts, run_periodically
 from quorum.v1 import consensus_pb2_grpc
 from services.consensus import tables
@@ -35,7 +36,11 @@ def build(context: ServiceContext) -> ServiceParts:
         registrations=[
             (
                 consensus_pb2_grpc.add_ConsensusServiceServicer_to_server,
-                ConsensusServicer(queries, ExpertReview(engine, topics, context.outbox_written)),
+                ConsensusServicer(
+                    queries,
+                    ExpertReview(engine, topics, context.outbox_written),
+                    AuditRecorder(engine, tables.outbox, topics.audit, "consensus", context.outbox_written),
+                ),
                 SERVICE_NAME,
             )
         ],

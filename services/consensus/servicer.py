@@ -10,6 +10,8 @@ from collections.abc import Iterator
 import grpc
 
 from quorum.errors import InvalidArgument
+from quorum.security.audit import AuditRecorder
+from quorum.security.policy import OwnerLookup, no_owner
 from quorum.v1 import consensus_pb2, consensus_pb2_grpc
 from services.consensus import messages
 from services.consensus.handlers import ConsensusQueries
@@ -36,9 +38,17 @@ def _optional_id(value: str, field: str) -> str:
 class ConsensusServicer(consensus_pb2_grpc.ConsensusServiceServicer):
     """Read-only API over resolved labels and quality figures; every call is a few indexed queries."""
 
-    def __init__(self, queries: ConsensusQueries, review: ExpertReview) -> None:
+    def __init__(
+        self,
+        queries: ConsensusQueries,
+        review: ExpertReview,
+        audit: AuditRecorder,
+        owner_of: OwnerLookup = no_owner,
+    ) -> None:
         self._queries = queries
         self._review = review
+        self._audit = audit
+        self._owner_of = owner_of
 
     def GetResult(
         self, request: consensus_pb2.GetResultRequest, context: grpc.ServicerContext
@@ -52,7 +62,9 @@ class ConsensusServicer(consensus_pb2_grpc.ConsensusServiceServicer):
     ) -> Iterator[consensus_pb2.TaskResult]:
         """Streams every resolved task of the job; NOT_FOUND for a job this service never saw."""
         job_id = _required_id(request.job_id, "job_id")
-        for result in self._queries.export_results(job_id):
+        results = self._queries.export_results(job_id)
+        self._audit.record("results.exported", f"job/{job_id}", org_id=self._owner_of("job", job_id) or "")
+        for result in results:
             yield messages.result_message(result)
 
     def GetJobQuality(

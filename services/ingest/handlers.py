@@ -28,6 +28,7 @@ from quorum.db import OutgoingEvent, enqueue, reading, utcnow
 from quorum.errors import FailedPrecondition, InvalidArgument, NotFound
 from quorum.messaging import Topics, outgoing
 from quorum.objectstore import ObjectStore, content_key
+from quorum.security.audit import audit_event
 from quorum.v1 import common_pb2
 from services.ingest import codec, domain
 from services.ingest import tables as t
@@ -123,7 +124,15 @@ class IngestHandlers:
                         created_at=job.created_at,
                     )
                 )
-                enqueue(conn, t.outbox, [event])
+                audited = audit_event(
+                    self.topics.audit,
+                    "ingest",
+                    "job.created",
+                    f"job/{job.job_id}",
+                    org_id=spec.client_id,
+                    details={"name": spec.name, "task_type": str(spec.task_type), "pilot": spec.pilot},
+                )
+                enqueue(conn, t.outbox, [event, audited])
         except IntegrityError:
             # A concurrent retry with the same key committed first.
             winner = self._job_by_key(spec.client_id, key) if key is not None else None
@@ -220,12 +229,19 @@ class IngestHandlers:
         return batch.summary()
 
     def import_manifest(
-        self, job_id: str, fmt: domain.ManifestFormat, content: bytes, base_dir: str = ""
+        self,
+        job_id: str,
+        fmt: domain.ManifestFormat,
+        content: bytes,
+        base_dir: str = "",
+        server_paths: bool = True,
     ) -> domain.UploadSummary:
         """Imports a JSONL or CSV manifest of inline texts and server-side paths.
 
         A line that is malformed, names a missing path or fails the object checks
-        is REJECTED with "line N: <reason>"; the other lines go on. Batching,
+        is REJECTED with "line N: <reason>"; the other lines go on. With
+        ``server_paths`` False, path lines are rejected: reading this machine's
+        files is for the deployment's own staff, never for a client. Batching,
         deduplication and tasks are as for :meth:`upload`. Raises
         InvalidArgument("job_id" / "content"), NotFound, FailedPrecondition.
         Costs one file read per path line.
@@ -236,7 +252,7 @@ class IngestHandlers:
         batch = _Batch(self, job)
         try:
             for entry in entries:
-                batch.add_entry(entry, base_dir)
+                batch.add_entry(entry, base_dir, server_paths)
                 batch.flush_if_due()
         finally:
             batch.flush()
@@ -391,11 +407,16 @@ class _Batch:
         )
         self._add(incoming.name, checked, incoming.gold_label)
 
-    def add_entry(self, entry: domain.ManifestEntry, base_dir: str) -> None:
+    def add_entry(self, entry: domain.ManifestEntry, base_dir: str, server_paths: bool = True) -> None:
         if entry.error is not None:
             self._reject(entry.name, entry.error)
             return
         prefix = f"line {entry.line}: "
+        if entry.text is None and not server_paths:
+            self._reject(
+                entry.name, f"{prefix}server-side paths are open to operator and admin keys only: upload the file"
+            )
+            return
         if entry.text is not None:
             if self.job.spec.task_type is domain.TaskType.IMAGE_CLASSIFICATION:
                 self._reject(entry.name, f"{prefix}inline text in an image_classification job: give a 'path'")

@@ -20,7 +20,7 @@ def build(context: ServiceContext) -> ServiceParts:
     engine = make_engine(context.settings.database_url_for("payments"))
     tables.metadata.create_all(engine)
     topics = context.topics
-    ledger = Ledger(engine, jobs_topic=topics.jobs, outbox_written=context.outbox_written)
+    ledger = Ledger(engine, jobs_topic=topics.jobs, outbox_written=context.outbox_written, audit_topic=topics.audit)
     return ServiceParts(
         name="payments",
         registrations=[

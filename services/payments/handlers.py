@@ -39,6 +39,7 @@ from sqlalchemy.engine import Connection, Engine
 from quorum.db import claim_events, enqueue, insert_ignoring_conflicts, reading, utcnow
 from quorum.errors import FailedPrecondition, InvalidArgument, NotFound
 from quorum.messaging import outgoing
+from quorum.security.audit import audit_event
 from quorum.v1 import common_pb2, events_pb2
 
 from . import domain, tables
@@ -344,12 +345,17 @@ class Ledger:
     """
 
     def __init__(
-        self, engine: Engine, jobs_topic: str = "quorum.jobs.v1", outbox_written: Callable[[], None] = lambda: None
+        self,
+        engine: Engine,
+        jobs_topic: str = "quorum.jobs.v1",
+        outbox_written: Callable[[], None] = lambda: None,
+        audit_topic: str = "quorum.audit.v1",
     ) -> None:
         self._engine = engine
         self._cached: dict[str, _Statements] = {}
         self._jobs_topic = jobs_topic
         self._outbox_written = outbox_written
+        self._audit_topic = audit_topic
 
     # -- events ----------------------------------------------------------------------------
 
@@ -789,6 +795,17 @@ class Ledger:
                 payouts = [
                     Payout(p.ref_id.split(":", 1)[1], p.amount_cents, entry_ids[p.posting_key]) for p in postings
                 ]
+                details = {
+                    "currency": code,
+                    "payouts": len(payouts),
+                    "total_cents": sum(p.amount_cents for p in postings),
+                }
+                audited = audit_event(
+                    self._audit_topic, "payments", "payout.made", f"payout/{batch_id}", details=details
+                )
+                enqueue(conn, tables.messaging.outbox, [audited])
+        if payouts:
+            self._outbox_written()
         return PayoutBatch(batch_id, code, payouts, now)
 
     def list_entries(self, job_id: str, page_size: int, page_token: str) -> LedgerPage:
