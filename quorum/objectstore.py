@@ -258,7 +258,8 @@ class EncryptedStore:
 
     def put(self, key: str, data: bytes, content_type: str) -> None:
         """Encrypts and stores ``data``; a no-op when ``key`` exists. Raises ValueError for a
-        key ending in ``.dek``, which names sidecars. Costs up to three store calls."""
+        key ending in ``.dek``, which names sidecars. Costs three store calls (an existence
+        check, the data key, the object), four when a concurrent put chose the data key."""
         if key.endswith(SIDECAR_SUFFIX):
             raise ValueError(f"object key {key!r}: keys ending in {SIDECAR_SUFFIX!r} are reserved for data keys")
         if self.inner.exists(key):
@@ -285,7 +286,7 @@ class EncryptedStore:
                 return self._unwrap(key, self.inner.get(sidecar))
             except ObjectMissing:
                 continue  # deleted between the two calls: try again
-        raise ObjectTampered(key, "its data key keeps appearing and disappearing; is a delete running?")
+        raise RuntimeError(f"object {key!r}: its data key keeps being deleted while it is stored")
 
     def get(self, key: str) -> bytes:
         """The decrypted bytes. Raises ObjectMissing, ObjectTampered, or
