@@ -480,6 +480,40 @@ def _print_verification(
     return 0 if balanced and not problems else 1
 
 
+def cmd_storage_rewrap(args: argparse.Namespace) -> int:
+    from quorum.crypto import MasterKeyError
+    from quorum.objectstore import open_object_store, rewrap_all
+
+    settings = _load_settings()
+    try:
+        store = open_object_store(settings)
+    except (MasterKeyError, ValueError) as exc:
+        print(f"quorum storage rewrap: {exc}", file=sys.stderr)
+        return 2
+    report = rewrap_all(store.inner, store.keyring)
+    for key, reason in report.failed:
+        print(f"  failed: {key}: {reason}", file=sys.stderr)
+    print(
+        f"master key {store.keyring.current_id}: rewrapped {report.rewrapped}, "
+        f"already current {report.already_current}, failed {len(report.failed)}"
+    )
+    if report.plaintext:
+        print(f"{report.plaintext} objects stored before encryption have no data key and stay as they are")
+    return 1 if report.failed else 0
+
+
+def cmd_storage_new_master_key(args: argparse.Namespace) -> int:
+    from quorum.crypto import new_master_key_text
+
+    print(new_master_key_text())
+    print(
+        "Set it as QUORUM_MASTER_KEY and move the old key into QUORUM_PREVIOUS_MASTER_KEYS on every "
+        "process, then run `quorum storage rewrap` (docs/security.md).",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def cmd_aggregate(args: argparse.Namespace) -> int:
     from services.consensus.offline import InputError, run
 
@@ -808,6 +842,15 @@ def parser() -> argparse.ArgumentParser:
     av = audit_sub.add_parser("verify", help="recompute the hash chain; non-zero exit when tampered")
     av.add_argument("--database-url", help="check this access database directly (offline)")
     av.set_defaults(func=cmd_audit_verify)
+
+    storage = sub.add_parser("storage", help="object store encryption keys")
+    storage_sub = storage.add_subparsers(dest="storage_command", required=True)
+    rewrap = storage_sub.add_parser(
+        "rewrap", help="re-wrap every object's data key under the current master key (media untouched)"
+    )
+    rewrap.set_defaults(func=cmd_storage_rewrap)
+    new_key = storage_sub.add_parser("new-master-key", help="print a fresh random master key (base64)")
+    new_key.set_defaults(func=cmd_storage_new_master_key)
     return p
 
 

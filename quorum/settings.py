@@ -39,6 +39,14 @@ class Settings(BaseSettings):
     s3_secret_key: str = ""
     s3_region: str = "us-east-1"
     s3_secure: bool = False
+    # Base64 of 32 random bytes: wraps the per-object data keys of the object store and seals
+    # small secrets (quorum.crypto). Unset: <home>/secrets/master.key, created on first use.
+    # Checked by quorum.crypto.load_master_keyring, not here: pydantic echoes the rejected
+    # input in its errors, and a key must never reach a log.
+    master_key: SecretStr | None = None
+    # Comma-separated base64 keys that only unwrap, kept while `quorum storage rewrap` moves
+    # everything to master_key after a rotation.
+    previous_master_keys: SecretStr | None = None
 
     bind_host: str = "127.0.0.1"
     ingest_addr: str = "127.0.0.1:50051"

@@ -7,6 +7,8 @@ under CI=true, where a missing service fails the run.
 
 from __future__ import annotations
 
+import base64
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -82,11 +84,13 @@ def s3_endpoint() -> Iterator[str]:
 
 @pytest.fixture
 def s3_settings(s3_endpoint: str) -> dict[str, Any]:
-    """Settings fields for a fresh bucket on the moto server."""
+    """Settings fields for a fresh bucket on the moto server, and a master key of its own."""
     return {
         "object_store_url": f"s3://bucket-{uuid.uuid4().hex[:10]}",
         "s3_endpoint": s3_endpoint,
         "s3_access_key": "testing",
         "s3_secret_key": "testing",
         "s3_secure": False,
+        # An S3 store refuses to start without a configured master key.
+        "master_key": base64.b64encode(os.urandom(32)).decode(),
     }

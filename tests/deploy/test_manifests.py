@@ -32,7 +32,14 @@ KUSTOMIZATIONS = {"base": K8S / "base", "dev": K8S / "overlays" / "dev", "prod":
 
 SETTINGS_VARS = frozenset(f"QUORUM_{name.upper()}" for name in Settings.model_fields)
 GRPC_PORTS = {"ingest": 50051, "tasking": 50052, "consensus": 50053, "payments": 50054}
-CREDENTIALS = {"QUORUM_DATABASE_URL", "QUORUM_REDIS_URL", "QUORUM_S3_ACCESS_KEY", "QUORUM_S3_SECRET_KEY"}
+CREDENTIALS = {
+    "QUORUM_DATABASE_URL",
+    "QUORUM_REDIS_URL",
+    "QUORUM_S3_ACCESS_KEY",
+    "QUORUM_S3_SECRET_KEY",
+    "QUORUM_MASTER_KEY",
+    "QUORUM_PREVIOUS_MASTER_KEYS",
+}
 NEEDS_S3 = {"ingest", "tasking"}
 DASHBOARD_ARGS = ["dashboard", "--host", "0.0.0.0", "--port", "8501"]
 # Third-party containers allowed a writable root; each manifest says why next to the flag.
@@ -290,7 +297,7 @@ def test_credentials_come_from_the_secret(objects: list[dict[str, Any]], service
     [(label, container, _)] = list(containers_of(find(objects, "Deployment", service)))
     env = {e["name"]: e for e in container.get("env", [])}
     expected = {"QUORUM_DATABASE_URL"}
-    expected |= {"QUORUM_S3_ACCESS_KEY", "QUORUM_S3_SECRET_KEY"} if service in NEEDS_S3 else set()
+    expected |= {"QUORUM_S3_ACCESS_KEY", "QUORUM_S3_SECRET_KEY", "QUORUM_MASTER_KEY"} if service in NEEDS_S3 else set()
     expected |= {"QUORUM_REDIS_URL"} if service == "tasking" else set()
     assert expected <= env.keys(), f"{label}: missing {sorted(expected - env.keys())}"
     for name in CREDENTIALS & env.keys():
@@ -395,6 +402,7 @@ def test_compose_services(service: str) -> None:
     assert env["QUORUM_BIND_HOST"] == "0.0.0.0"
     assert ("QUORUM_REDIS_URL" in env) == (service == "tasking")
     assert ("QUORUM_S3_ACCESS_KEY" in env) == (service in NEEDS_S3)
+    assert ("QUORUM_MASTER_KEY" in env) == (service in NEEDS_S3)
     assert f"'127.0.0.1:{port}'" in " ".join(spec["healthcheck"]["test"])
     assert spec["read_only"] is True and "/tmp" in spec["tmpfs"]
     assert f"127.0.0.1:{port}:{port}" in spec["ports"]

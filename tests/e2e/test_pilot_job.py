@@ -27,6 +27,7 @@ from quorum_testing import REDIS_URL, postgres_schema, redis_database
 
 from quorum.broker import free_port
 from quorum.client import QuorumClient, UploadFile, jsonl, label_of
+from quorum.crypto import new_master_key_text
 from quorum.demo.crowd import SimulatedCrowd
 from quorum.demo.dataset import DemoDataset, generate
 from quorum.settings import SERVICES
@@ -93,7 +94,7 @@ def pilot(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
 
 
 def distributed_configuration(resources: contextlib.ExitStack) -> tuple[dict[str, str], dict[Any, str]]:
-    """PostgreSQL (a schema per service), the machine's Redis and an S3 endpoint."""
+    """PostgreSQL (a schema per service), the machine's Redis, an S3 endpoint and a master key."""
     from moto.server import ThreadedMotoServer
 
     database_urls = {name: resources.enter_context(postgres_schema()) for name in SERVICES}
@@ -108,6 +109,7 @@ def distributed_configuration(resources: contextlib.ExitStack) -> tuple[dict[str
         "QUORUM_S3_ENDPOINT": f"127.0.0.1:{port}",
         "QUORUM_S3_ACCESS_KEY": "testing",
         "QUORUM_S3_SECRET_KEY": "testing",
+        "QUORUM_MASTER_KEY": new_master_key_text(),
     }
     return env, database_urls
 

@@ -18,7 +18,7 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from quorum.messaging import Topics
-from quorum.objectstore import LocalDiskStore, S3Store, content_key
+from quorum.objectstore import LocalDiskStore, S3Store, content_key, open_object_store
 from quorum.rpc import channel
 from quorum.service import RunningService, start_service
 from quorum.settings import Settings
@@ -238,9 +238,11 @@ def test_one_stream_of_good_and_bad_files(stub: Stub, shared: Running) -> None:
         assert results[name].status == ingest_pb2.ITEM_STATUS_ACCEPTED and results[name].item_id.startswith("item_")
     stored = stub.GetJob(ingest_pb2.GetJobRequest(job_id=job.job_id), timeout=10)
     assert (stored.objects, stored.gold_objects, stored.rejected) == (2, 1, 4)
-    store = LocalDiskStore(shared.settings.home / "objects")
+    store = open_object_store(shared.settings)
     assert store.get(content_key(good[0])) == good[0]
     assert store.get(content_key(good[2])) == good[2]
+    # At rest the files hold ciphertext.
+    assert LocalDiskStore(shared.settings.home / "objects").get(content_key(good[0])) != good[0]
 
 
 def test_a_file_over_max_file_bytes_is_rejected(make_settings: Callable[..., Settings]) -> None:
@@ -381,8 +383,10 @@ def test_objects_go_to_s3(make_settings: Callable[..., Settings], s3_settings: d
         assert summary.accepted == 3
     bucket = s3_settings["object_store_url"].removeprefix("s3://")
     s3 = S3Store(bucket, s3_settings["s3_endpoint"], "testing", "testing", secure=False, region="us-east-1")
+    store = open_object_store(make_settings(**s3_settings))
     for d in data:
-        assert s3.get(content_key(d)) == d
+        assert store.get(content_key(d)) == d
+        assert d not in s3.get(content_key(d)), "stored in the clear"
 
 
 def test_the_service_on_postgresql(
