@@ -12,6 +12,7 @@ import grpc
 
 from quorum.rpc import channel
 from quorum.settings import SERVICES, ServiceName
+from quorum.tls import ClientTls
 from quorum.v1 import (
     common_pb2,
     consensus_pb2,
@@ -36,10 +37,11 @@ class UploadFile:
 
 
 class QuorumClient:
-    """Stubs for every service; close() releases the channels."""
+    """Stubs for every service, over TLS with ``tls`` (:func:`quorum.tls.client_tls`);
+    close() releases the channels."""
 
-    def __init__(self, addresses: dict[ServiceName, str]) -> None:
-        self._channels = {name: channel(addresses[name]) for name in SERVICES}
+    def __init__(self, addresses: dict[ServiceName, str], *, tls: ClientTls | None = None) -> None:
+        self._channels = {name: channel(addresses[name], tls=tls) for name in SERVICES}
         self.ingest = ingest_pb2_grpc.IngestServiceStub(self._channels["ingest"])
         self.tasking = tasking_pb2_grpc.TaskingServiceStub(self._channels["tasking"])
         self.consensus = consensus_pb2_grpc.ConsensusServiceStub(self._channels["consensus"])
