@@ -136,6 +136,7 @@ class RunningServer:
     service_names: tuple[str, ...]
     # The plaintext listener that serves only grpc.health.v1 (start_server's health_address).
     health_server: grpc.Server | None = None
+    health_port: int | None = None
 
     def set_serving(self, serving: bool) -> None:
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
@@ -239,7 +240,7 @@ def start_server(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     port = _bind(server, address, tls)
-    health_server = None
+    health_server = health_port = None
     if health_address is not None:
         health_server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="grpc-health"),
@@ -266,7 +267,7 @@ def start_server(
             "whatever sits in front must encrypt the traffic",
             bound,
         )
-    running = RunningServer(server, health_servicer, port, tuple(names), health_server)
+    running = RunningServer(server, health_servicer, port, tuple(names), health_server, health_port)
     running.set_serving(True)
     return running
 
