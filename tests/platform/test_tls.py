@@ -27,6 +27,7 @@ from quorum.client import QuorumClient
 from quorum.rpc import PlaintextRefused, RunningServer, channel, is_loopback, start_server, wait_healthy
 from quorum.service import ServiceContext, ServiceParts, start_service
 from quorum.settings import SERVICES, Settings
+from quorum.stack import LocalStack
 from quorum.tls import ClientTls, client_tls, server_tls
 from services.payments.bootstrap import build as build_payments
 
@@ -393,3 +394,23 @@ def test_missing_or_wrong_files_name_the_variable(pki: Pki, tmp_path: Path, monk
         cli._load_settings()
     with pytest.raises(ValidationError, match="tls_ca_file"):
         Settings(tls_ca_file=pki.server_key)
+
+
+@pytest.mark.slow
+def test_the_embedded_stack_over_mutual_tls(pki: Pki, tmp_path: Path) -> None:
+    env = {
+        "QUORUM_TLS_CERT_FILE": str(pki.server_cert),
+        "QUORUM_TLS_KEY_FILE": str(pki.server_key),
+        "QUORUM_TLS_CLIENT_CA_FILE": str(pki.ca),
+        "QUORUM_TLS_CA_FILE": str(pki.ca),
+    }
+    member = client_tls(
+        Settings(tls_ca_file=pki.ca, tls_client_cert_file=pki.client_cert, tls_client_key_file=pki.client_key)
+    )
+    # start() waits until every child answers a health check over mutual TLS.
+    with LocalStack(home=tmp_path / "stack", extra_env=env, tls=member) as stack:
+        with QuorumClient(stack.addresses, tls=member) as client:
+            assert client.verify_ledger().balanced
+        for name in SERVICES:
+            unavailable(stack.address(name), None)
+            assert "serving gRPC over TLS" in stack.log_tail(name, lines=200)
