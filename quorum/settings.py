@@ -7,6 +7,7 @@ under ``QUORUM_HOME`` (``~/.quorum``), an in-process Redis and a broker that
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 from typing import Literal
 
@@ -129,6 +130,8 @@ class Settings(BaseSettings):
             if (first_value is None) != (second_value is None):
                 given, missing = (first, second) if second_value is None else (second, first)
                 raise ValueError(f"{given} is set but {missing} is not: set both or neither")
+            if first_value is not None and second_value is not None:
+                _check_key_pair(first, first_value, second, second_value)
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
             raise ValueError(
                 "QUORUM_TLS_CLIENT_CA_FILE (mutual TLS) needs the server's own certificate: "
@@ -180,3 +183,16 @@ def _pem_file(path: Path | None, marker: str, what: str) -> Path | None:
     if marker not in text:
         raise ValueError(f"{path} does not hold {what}")
     return path
+
+
+def _check_key_pair(cert_variable: str, cert: Path, key_variable: str, key: Path) -> None:
+    """Raises ValueError naming both variables unless ``key`` is the unencrypted private key
+    of the certificate in ``cert``: gRPC would only say that it cannot bind."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        # A password callback that gives none: an encrypted key fails instead of prompting.
+        context.load_cert_chain(cert, key, password=lambda: b"")
+    except ssl.SSLError as exc:
+        raise ValueError(
+            f"{key_variable} ({key}) is not the unencrypted private key of {cert_variable} ({cert}): {exc.reason}"
+        ) from None

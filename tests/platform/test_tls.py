@@ -414,3 +414,10 @@ def test_the_embedded_stack_over_mutual_tls(pki: Pki, tmp_path: Path) -> None:
         for name in SERVICES:
             unavailable(stack.address(name), None)
             assert "serving gRPC over TLS" in stack.log_tail(name, lines=200)
+
+
+def test_a_key_that_does_not_match_its_certificate_is_named(pki: Pki) -> None:
+    with pytest.raises(ValidationError, match=r"QUORUM_TLS_KEY_FILE .* is not the unencrypted private key"):
+        Settings(tls_cert_file=pki.server_cert, tls_key_file=pki.client_key)
+    with pytest.raises(ValidationError, match=r"QUORUM_TLS_CLIENT_KEY_FILE .* of QUORUM_TLS_CLIENT_CERT_FILE"):
+        Settings(tls_client_cert_file=pki.client_cert, tls_client_key_file=pki.stranger_key)
