@@ -1,7 +1,7 @@
 """Quorum operator dashboard: ``streamlit run dashboard/app.py``.
 
 Every figure comes from the services' gRPC APIs (addresses from
-``QUORUM_{INGEST,TASKING,CONSENSUS,PAYMENTS}_ADDR``) through
+``QUORUM_{INGEST,TASKING,CONSENSUS,PAYMENTS}_ADDR``, TLS from ``QUORUM_TLS_*``) through
 :func:`dashboard.data.load_snapshot`; this module only lays it out. A service
 that is down gets a warning and empty figures; the rest of the page still renders.
 """
@@ -16,12 +16,20 @@ import streamlit as st
 
 from dashboard.data import ServiceAddrs, Snapshot, load_snapshot
 from dashboard.formatting import MISSING, format_cents, format_count, format_duration, format_percent
+from quorum.settings import Settings
+from quorum.tls import ClientTls, client_tls
 
 ALL_JOBS = ""
 JOB_KEY = "job_id"
 AUTO_KEY = "auto_refresh"
 EVERY_KEY = "refresh_seconds"
 SERIES_LABELS = {"created": "tasks created", "answered": "answers", "resolved": "objects resolved"}
+
+
+@st.cache_resource
+def transport() -> ClientTls | None:
+    """How to reach the services, read once per dashboard process (None: plaintext)."""
+    return client_tls(Settings())
 
 
 def main() -> None:
@@ -38,13 +46,13 @@ def main() -> None:
     st.title("Quorum operations")
     # Only the fragment reruns on the timer: the title and sidebar are not redrawn every few seconds.
     live = st.fragment(run_every=timedelta(seconds=every) if auto else None)(render_live)
-    live(addrs)
+    live(addrs, transport())
 
 
-def render_live(addrs: ServiceAddrs) -> None:
+def render_live(addrs: ServiceAddrs, tls: ClientTls | None) -> None:
     """One refresh: read a snapshot for the picked job and render it."""
     job_id = str(st.session_state.get(JOB_KEY) or ALL_JOBS)
-    snapshot = load_snapshot(addrs, job_id)
+    snapshot = load_snapshot(addrs, job_id, tls=tls)
 
     picker, refresh, stamp = st.columns([4, 1, 2], vertical_alignment="bottom")
     with picker:

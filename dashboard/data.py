@@ -17,6 +17,8 @@ from typing import Any, ClassVar, TypeVar
 import grpc
 import pandas as pd
 
+from quorum.rpc import channel as open_channel
+from quorum.tls import ClientTls
 from quorum.v1 import (
     consensus_pb2,
     consensus_pb2_grpc,
@@ -306,10 +308,10 @@ def _throughput_frame(series: Mapping[str, Iterable[Any]]) -> pd.DataFrame:
     return frame
 
 
-def _read_ingest(addr: str, job_id: str, timeout: float) -> _Part:
+def _read_ingest(addr: str, job_id: str, timeout: float, tls: ClientTls | None) -> _Part:
     calls = _Calls("Ingest", addr, timeout)
     part = _Part(calls.problems)
-    with grpc.insecure_channel(addr) as channel:
+    with open_channel(addr, tls=tls) as channel:
         stub = ingest_pb2_grpc.IngestServiceStub(channel)
         listed = calls(stub.ListJobs, ingest_pb2.ListJobsRequest())
         if listed is not None:
@@ -324,10 +326,10 @@ def _read_ingest(addr: str, job_id: str, timeout: float) -> _Part:
     return part
 
 
-def _read_tasking(addr: str, job_id: str, timeout: float) -> _Part:
+def _read_tasking(addr: str, job_id: str, timeout: float, tls: ClientTls | None) -> _Part:
     calls = _Calls("Tasking", addr, timeout)
     part = _Part(calls.problems)
-    with grpc.insecure_channel(addr) as channel:
+    with open_channel(addr, tls=tls) as channel:
         stub = tasking_pb2_grpc.TaskingServiceStub(channel)
         stats = calls(stub.GetTaskingStats, tasking_pb2.GetTaskingStatsRequest(job_id=job_id))
         if stats is not None:
@@ -344,10 +346,10 @@ def _read_tasking(addr: str, job_id: str, timeout: float) -> _Part:
     return part
 
 
-def _read_consensus(addr: str, job_id: str, timeout: float) -> _Part:
+def _read_consensus(addr: str, job_id: str, timeout: float, tls: ClientTls | None) -> _Part:
     calls = _Calls("Consensus", addr, timeout)
     part = _Part(calls.problems)
-    with grpc.insecure_channel(addr) as channel:
+    with open_channel(addr, tls=tls) as channel:
         stub = consensus_pb2_grpc.ConsensusServiceStub(channel)
         q = calls(stub.GetJobQuality, consensus_pb2.GetJobQualityRequest(job_id=job_id))
         if q is not None:
@@ -374,10 +376,10 @@ def _read_consensus(addr: str, job_id: str, timeout: float) -> _Part:
     return part
 
 
-def _read_payments(addr: str, job_id: str, timeout: float) -> _Part:
+def _read_payments(addr: str, job_id: str, timeout: float, tls: ClientTls | None) -> _Part:
     calls = _Calls("Payments", addr, timeout)
     part = _Part(calls.problems)
-    with grpc.insecure_channel(addr) as channel:
+    with open_channel(addr, tls=tls) as channel:
         stub = payments_pb2_grpc.PaymentsServiceStub(channel)
         m = calls(stub.GetMoneySummary, payments_pb2.GetMoneySummaryRequest(job_id=job_id))
         if m is not None:
@@ -396,8 +398,11 @@ def _read_payments(addr: str, job_id: str, timeout: float) -> _Part:
     return part
 
 
-def load_snapshot(addrs: ServiceAddrs, job_id: str = "", timeout: float = DEFAULT_TIMEOUT_S) -> Snapshot:
-    """Reads one consistent-enough view of ``job_id`` (every job when empty) from the four services.
+def load_snapshot(
+    addrs: ServiceAddrs, job_id: str = "", timeout: float = DEFAULT_TIMEOUT_S, *, tls: ClientTls | None = None
+) -> Snapshot:
+    """Reads one consistent-enough view of ``job_id`` (every job when empty) from the four
+    services, over TLS with ``tls`` (:func:`quorum.tls.client_tls`).
 
     Never raises for a failed call: the failure lands in ``Snapshot.problems`` and
     that service's part stays empty. The services are asked in parallel, each call
@@ -411,7 +416,7 @@ def load_snapshot(addrs: ServiceAddrs, job_id: str = "", timeout: float = DEFAUL
         (_read_payments, addrs.payments),
     ]
     with ThreadPoolExecutor(max_workers=len(readers), thread_name_prefix="dashboard-read") as pool:
-        parts = list(pool.map(lambda reader: reader[0](reader[1], job_id, timeout), readers))
+        parts = list(pool.map(lambda reader: reader[0](reader[1], job_id, timeout, tls), readers))
 
     values: dict[str, Any] = {}
     series: dict[str, Iterable[Any]] = {}

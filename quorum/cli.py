@@ -36,8 +36,10 @@ def _load_settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
+        # A check across several variables has no location: its message names them.
         problems = "; ".join(
-            f"QUORUM_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
+            f"QUORUM_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" if err["loc"] else err["msg"]
+            for err in exc.errors()
         )
         raise SystemExit(f"quorum: bad configuration: {problems}") from None
 
@@ -85,6 +87,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     from quorum.settings import SERVICES
     from quorum.stack import LocalStack
+    from quorum.tls import client_tls
 
     settings = _load_settings()
     ports = {name: settings.service_port(name) for name in SERVICES}
@@ -93,6 +96,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         ports=ports,
         dashboard=not args.no_dashboard,
         dashboard_port=settings.dashboard_port,
+        tls=client_tls(settings),
     )
     try:
         stack.start()
@@ -122,6 +126,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from quorum.demo.run import DemoOptions, run_demo
+    from quorum.tls import client_tls
 
     options = DemoOptions(
         objects=args.objects,
@@ -131,6 +136,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         keep=args.keep,
         json_output=args.json,
         timeout_s=args.timeout,
+        tls=client_tls(_load_settings()),
     )
     return run_demo(options)
 
@@ -138,8 +144,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def _client(settings: Settings) -> Any:
     from quorum.client import QuorumClient
     from quorum.settings import SERVICES
+    from quorum.tls import client_tls
 
-    return QuorumClient({name: settings.service_addr(name) for name in SERVICES}, api_key=settings.client_api_key())
+    return QuorumClient(
+        {name: settings.service_addr(name) for name in SERVICES},
+        api_key=settings.client_api_key(),
+        tls=client_tls(settings),
+    )
 
 
 def _rpc_guard(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:

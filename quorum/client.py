@@ -12,6 +12,7 @@ import grpc
 
 from quorum.rpc import channel
 from quorum.settings import SERVICES, ServiceName
+from quorum.tls import ClientTls
 from quorum.v1 import (
     access_pb2,
     access_pb2_grpc,
@@ -38,10 +39,13 @@ class UploadFile:
 
 
 class QuorumClient:
-    """Stubs for every service; close() releases the channels."""
+    """Stubs for every service, over TLS with ``tls`` (:func:`quorum.tls.client_tls`);
+    close() releases the channels."""
 
-    def __init__(self, addresses: dict[ServiceName, str], api_key: str | None = None) -> None:
-        self._channels = {name: channel(addresses[name], api_key=api_key) for name in SERVICES}
+    def __init__(
+        self, addresses: dict[ServiceName, str], api_key: str | None = None, *, tls: ClientTls | None = None
+    ) -> None:
+        self._channels = {name: channel(addresses[name], api_key=api_key, tls=tls) for name in SERVICES}
         self.ingest = ingest_pb2_grpc.IngestServiceStub(self._channels["ingest"])
         self.tasking = tasking_pb2_grpc.TaskingServiceStub(self._channels["tasking"])
         self.consensus = consensus_pb2_grpc.ConsensusServiceStub(self._channels["consensus"])

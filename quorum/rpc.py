@@ -1,8 +1,10 @@
 """gRPC plumbing shared by the four services: the server, its health and
-reflection services, and the one table that maps domain errors to status codes."""
+reflection services, its transport (TLS, or plaintext on loopback only), the client
+channel, and the one table that maps domain errors to status codes."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from concurrent import futures
@@ -14,6 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from quorum import errors
+from quorum.tls import ClientTls, ServerTls
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +135,9 @@ class RunningServer:
     health: health.HealthServicer
     port: int
     service_names: tuple[str, ...]
+    # The plaintext listener that serves only grpc.health.v1 (start_server's health_address).
+    health_server: grpc.Server | None = None
+    health_port: int | None = None
 
     def set_serving(self, serving: bool) -> None:
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
@@ -139,8 +145,56 @@ class RunningServer:
             self.health.set(name, status)
 
     def stop(self, grace: float = 2.0) -> None:
+        """Reports NOT_SERVING, gives in-flight calls ``grace`` seconds, then stops."""
         self.set_serving(False)
         self.server.stop(grace).wait()
+        if self.health_server is not None:
+            self.health_server.stop(0).wait()
+
+
+class PlaintextRefused(RuntimeError):
+    """Plaintext gRPC was asked for on an address other machines can reach."""
+
+
+def is_loopback(address: str) -> bool:
+    """Whether ``host:port`` (``[v6]:port``, ``localhost:port``, ``unix:path``) is reachable
+    from this machine only. A host name other than ``localhost`` counts as reachable from
+    elsewhere: what it resolves to is not known here."""
+    if address.startswith(("unix:", "unix-abstract:")):
+        return True
+    host = address[1 : address.find("]")] if address.startswith("[") else address.rsplit(":", 1)[0]
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_transport(address: str, tls: ServerTls | None, allow_plaintext_off_loopback: bool = False) -> None:
+    """Raises :class:`PlaintextRefused`, naming the variables to set, when a server on
+    ``address`` would serve plaintext to other machines without that being allowed."""
+    if tls is None and not allow_plaintext_off_loopback and not is_loopback(address):
+        raise PlaintextRefused(
+            f"refusing to serve plaintext gRPC on {address}, which other machines can reach: "
+            "set QUORUM_TLS_CERT_FILE and QUORUM_TLS_KEY_FILE to serve TLS, bind to loopback "
+            "(QUORUM_BIND_HOST=127.0.0.1), or set QUORUM_ALLOW_PLAINTEXT_OFF_LOOPBACK=true "
+            "when a mesh or proxy in front encrypts the traffic"
+        )
+
+
+def _bind(server: grpc.Server, address: str, tls: ServerTls | None) -> int:
+    try:
+        port = server.add_secure_port(address, tls.credentials()) if tls else server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise RuntimeError(f"cannot listen on {address}: {exc}") from exc
+    if port == 0:
+        raise RuntimeError(f"cannot listen on {address}: port in use?")
+    return port
+
+
+def _with_port(address: str, port: int) -> str:
+    return f"{address.rsplit(':', 1)[0]}:{port}"
 
 
 def start_server(
@@ -149,13 +203,24 @@ def start_server(
     max_workers: int = 32,
     interceptors: Iterable[grpc.ServerInterceptor] = (),
     max_concurrent_rpcs: int | None = None,
+    *,
+    tls: ServerTls | None = None,
+    allow_plaintext_off_loopback: bool = False,
+    health_address: str | None = None,
 ) -> RunningServer:
     """Starts a gRPC server with health checking and reflection.
 
     ``registrations`` holds ``(add_XServicer_to_server, servicer, full service name)``.
-    ``address`` is ``host:port``; port 0 picks a free port. Raises RuntimeError when the
-    port cannot be bound.
+    ``address`` is ``host:port``; port 0 picks a free port. With ``tls`` the server speaks
+    only TLS (and requires client certificates when ``tls.mutual``). Without it, it serves
+    plaintext on a loopback address only, and logs a warning saying so, unless
+    ``allow_plaintext_off_loopback``. ``health_address`` adds a plaintext listener that
+    serves only the health service, for probes that cannot speak TLS.
+
+    Raises :class:`PlaintextRefused` (a RuntimeError) for plaintext off loopback, and
+    RuntimeError when a port cannot be bound.
     """
+    check_transport(address, tls, allow_plaintext_off_loopback)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
         interceptors=[DomainErrorInterceptor(), *interceptors],
@@ -175,16 +240,43 @@ def start_server(
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    try:
-        port = server.add_insecure_port(address)
-    except RuntimeError as exc:
-        raise RuntimeError(f"cannot listen on {address}: {exc}") from exc
-    if port == 0:
-        raise RuntimeError(f"cannot listen on {address}: port in use?")
+    port = _bind(server, address, tls)
+    health_server = health_port = None
+    if health_address is not None:
+        health_server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="grpc-health"),
+            options=[("grpc.so_reuseport", 0)],
+        )
+        # The same servicer: the probe sees exactly what TLS clients see, draining included.
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, health_server)
+        health_port = _bind(health_server, health_address, None)
+        health_server.start()
+        log.info("serving grpc.health.v1 only, in plaintext, on %s", _with_port(health_address, health_port))
     server.start()
-    running = RunningServer(server, health_servicer, port, tuple(names))
+    bound = _with_port(address, port)
+    if tls is not None:
+        log.info(
+            "serving gRPC over TLS on %s%s", bound, " (mutual TLS: client certificates required)" if tls.mutual else ""
+        )
+    elif is_loopback(address):
+        log.warning(
+            "serving plaintext gRPC on loopback %s only; set QUORUM_TLS_CERT_FILE/QUORUM_TLS_KEY_FILE for TLS", bound
+        )
+    else:
+        log.warning(
+            "serving plaintext gRPC on %s, reachable from other machines (QUORUM_ALLOW_PLAINTEXT_OFF_LOOPBACK): "
+            "whatever sits in front must encrypt the traffic",
+            bound,
+        )
+    running = RunningServer(server, health_servicer, port, tuple(names), health_server, health_port)
     running.set_serving(True)
     return running
+
+
+GRPC_MESSAGE_OPTIONS = [
+    ("grpc.max_receive_message_length", 32 * 1024 * 1024),
+    ("grpc.max_send_message_length", 32 * 1024 * 1024),
+]
 
 
 class _CallDetails(NamedTuple):
@@ -234,27 +326,26 @@ class BearerKey(
         return continuation(self._with_key(client_call_details), request_iterator)
 
 
-def channel(address: str, *, api_key: str | None = None) -> grpc.Channel:
-    """A channel for loopback and in-cluster traffic; with ``api_key``, every call
-    carries it as a bearer credential."""
-    plain = grpc.insecure_channel(
-        address,
-        options=[
-            ("grpc.max_receive_message_length", 32 * 1024 * 1024),
-            ("grpc.max_send_message_length", 32 * 1024 * 1024),
-        ],
-    )
+def channel(address: str, *, api_key: str | None = None, tls: ClientTls | None = None) -> grpc.Channel:
+    """A channel to ``address``: TLS with ``tls`` (see :func:`quorum.tls.client_tls`),
+    plaintext without; with ``api_key``, every call carries it as a bearer credential.
+    Opens no connection until the first call."""
+    if tls is None:
+        plain = grpc.insecure_channel(address, options=GRPC_MESSAGE_OPTIONS)
+    else:
+        plain = grpc.secure_channel(address, tls.credentials(), options=[*GRPC_MESSAGE_OPTIONS, *tls.options()])
     if api_key is None:
         return plain
     return grpc.intercept_channel(plain, BearerKey(api_key))
 
 
-def wait_healthy(address: str, timeout: float = 30.0) -> None:
-    """Blocks until the server at ``address`` reports SERVING. Raises TimeoutError."""
+def wait_healthy(address: str, timeout: float = 30.0, *, tls: ClientTls | None = None) -> None:
+    """Blocks until the server at ``address`` reports SERVING, over TLS with ``tls``.
+    Raises TimeoutError."""
     import time
 
     deadline = time.monotonic() + timeout
-    with channel(address) as ch:
+    with channel(address, tls=tls) as ch:
         stub = health_pb2_grpc.HealthStub(ch)
         while True:
             try:

@@ -29,11 +29,12 @@ from quorum.messaging import (
     Topics,
     ensure_topics,
 )
-from quorum.rpc import BackpressureInterceptor, RunningServer, start_server
+from quorum.rpc import BackpressureInterceptor, RunningServer, check_transport, start_server
 from quorum.security import keys
 from quorum.security.policy import AuthInterceptor, OwnerLookup, ServicePolicy, no_owner
 from quorum.security.ratelimit import FixedWindowLimiter
 from quorum.settings import ServiceName, Settings
+from quorum.tls import server_tls
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +182,7 @@ class RunningService:
         self.server.set_serving(False)
         if drain_delay_s:
             time.sleep(drain_delay_s)
-        self.server.server.stop(grace_s).wait()
+        self.server.stop(grace_s)
         self.stop_event.set()
         for consumer in self.consumers:
             consumer.stop()
@@ -222,8 +223,14 @@ def start_service(
     address: str | None = None,
 ) -> RunningService:
     """Builds a service and starts everything it needs. ``address`` overrides the
-    configured ``host:port`` (``127.0.0.1:0`` picks a free port). Raises RuntimeError
-    when the broker is unreachable or the port is taken."""
+    configured ``host:port`` (``127.0.0.1:0`` picks a free port). The server speaks TLS
+    when ``settings`` name a certificate (:func:`quorum.tls.server_tls`). Raises
+    RuntimeError when the broker is unreachable or the port is taken, and
+    :class:`quorum.rpc.PlaintextRefused` (before connecting to anything) for plaintext
+    on an address other machines can reach."""
+    tls = server_tls(settings)
+    # Only the host decides whether plaintext is allowed; the port comes from build() below.
+    check_transport(address or f"{settings.bind_host}:0", tls, settings.allow_plaintext_off_loopback)
     bootstrap_servers = settings.require_kafka()
     topics = Topics(settings.topic_prefix)
     ensure_topics(bootstrap_servers, topics.all(), settings.kafka_partitions)
@@ -277,10 +284,14 @@ def start_service(
         return None
 
     port = settings.service_port(parts.name)
+    listen = address or f"{settings.bind_host}:{port}"
     server = start_server(
         parts.registrations,
-        address or f"{settings.bind_host}:{port}",
+        listen,
         max_workers=settings.grpc_workers,
         interceptors=[auth_interceptor(settings, parts), BackpressureInterceptor(overloaded)],
+        tls=tls,
+        allow_plaintext_off_loopback=settings.allow_plaintext_off_loopback,
+        health_address=f"{listen.rsplit(':', 1)[0]}:{settings.health_port}" if settings.health_port else None,
     )
     return RunningService(parts, server, relay, publisher, consumers, stop_event, threads, watch)

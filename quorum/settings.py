@@ -7,10 +7,11 @@ under ``QUORUM_HOME`` (``~/.quorum``), an in-process Redis and a broker that
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ServiceName = Literal["ingest", "tasking", "consensus", "payments", "access"]
@@ -74,6 +75,24 @@ class Settings(BaseSettings):
     auth_poll_seconds: float = Field(default=2.0, gt=0)
     # Calls per second per API key and service (RESOURCE_EXHAUSTED beyond); 0: no limit.
     rate_limit_per_second: int = Field(default=200, ge=0)
+    # gRPC transport security (docs/security.md); every file is PEM. With a certificate and
+    # key a server serves TLS; with tls_client_ca_file too it requires client certificates
+    # signed by that CA (mutual TLS). Without them it serves plaintext, on loopback only
+    # unless allow_plaintext_off_loopback (for a mesh that encrypts the traffic itself).
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None
+    # Clients verify servers against tls_ca_file (unset: the system roots), present
+    # tls_client_cert_file/tls_client_key_file for mutual TLS, and check tls_server_name
+    # in the server's certificate instead of the host they dial.
+    tls_ca_file: Path | None = None
+    tls_client_cert_file: Path | None = None
+    tls_client_key_file: Path | None = None
+    tls_server_name: str | None = None
+    allow_plaintext_off_loopback: bool = False
+    # Set: a second, plaintext listener on bind_host:health_port that serves only
+    # grpc.health.v1, for probes that cannot speak TLS (Kubernetes' grpc probes).
+    health_port: int | None = Field(default=None, ge=1, le=65535)
 
     # Consensus re-estimates workers over each job's whole answer matrix this often; 0: never.
     consensus_refit_seconds: float = Field(default=30.0, ge=0)
@@ -89,6 +108,63 @@ class Settings(BaseSettings):
         if not value or not all(c.isalnum() or c in "._-" for c in value):
             raise ValueError("use letters, digits, '.', '_' or '-'")
         return value
+
+    @field_validator(
+        "tls_cert_file",
+        "tls_key_file",
+        "tls_client_ca_file",
+        "tls_ca_file",
+        "tls_client_cert_file",
+        "tls_client_key_file",
+        "tls_server_name",
+        mode="before",
+    )
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        # Compose and ConfigMaps write an unset variable as an empty string.
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("tls_cert_file", "tls_client_ca_file", "tls_ca_file", "tls_client_cert_file")
+    @classmethod
+    def _holds_certificates(cls, value: Path | None) -> Path | None:
+        return _pem_file(value, "-----BEGIN CERTIFICATE-----", "a PEM certificate")
+
+    @field_validator("tls_key_file", "tls_client_key_file")
+    @classmethod
+    def _holds_a_key(cls, value: Path | None) -> Path | None:
+        return _pem_file(value, "PRIVATE KEY-----", "a PEM private key")
+
+    @model_validator(mode="after")
+    def _tls_files_come_in_pairs(self) -> Settings:
+        pairs = (
+            ("QUORUM_TLS_CERT_FILE", self.tls_cert_file, "QUORUM_TLS_KEY_FILE", self.tls_key_file),
+            (
+                "QUORUM_TLS_CLIENT_CERT_FILE",
+                self.tls_client_cert_file,
+                "QUORUM_TLS_CLIENT_KEY_FILE",
+                self.tls_client_key_file,
+            ),
+        )
+        for first, first_value, second, second_value in pairs:
+            if (first_value is None) != (second_value is None):
+                given, missing = (first, second) if second_value is None else (second, first)
+                raise ValueError(f"{given} is set but {missing} is not: set both or neither")
+            if first_value is not None and second_value is not None:
+                _check_key_pair(first, first_value, second, second_value)
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError(
+                "QUORUM_TLS_CLIENT_CA_FILE (mutual TLS) needs the server's own certificate: "
+                "set QUORUM_TLS_CERT_FILE and QUORUM_TLS_KEY_FILE too"
+            )
+        return self
+
+    @property
+    def client_tls_enabled(self) -> bool:
+        """Whether this process dials gRPC servers over TLS (see :func:`quorum.tls.client_tls`)."""
+        return any(
+            value is not None
+            for value in (self.tls_cert_file, self.tls_ca_file, self.tls_client_cert_file, self.tls_server_name)
+        )
 
     def service_addr(self, service: ServiceName) -> str:
         return str(getattr(self, f"{service}_addr"))
@@ -122,3 +198,31 @@ class Settings(BaseSettings):
                 "or run the whole embedded stack with `quorum up`"
             )
         return self.kafka_bootstrap
+
+
+def _pem_file(path: Path | None, marker: str, what: str) -> Path | None:
+    """``path`` when it names a readable file holding ``marker``; raises ValueError otherwise."""
+    if path is None:
+        return None
+    if not path.is_file():
+        raise ValueError(f"{path} does not exist or is not a file")
+    try:
+        text = path.read_text(encoding="ascii", errors="replace")
+    except OSError as exc:
+        raise ValueError(f"{path} cannot be read: {exc.strerror}") from None
+    if marker not in text:
+        raise ValueError(f"{path} does not hold {what}")
+    return path
+
+
+def _check_key_pair(cert_variable: str, cert: Path, key_variable: str, key: Path) -> None:
+    """Raises ValueError naming both variables unless ``key`` is the unencrypted private key
+    of the certificate in ``cert``: gRPC would only say that it cannot bind."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        # A password callback that gives none: an encrypted key fails instead of prompting.
+        context.load_cert_chain(cert, key, password=lambda: b"")
+    except ssl.SSLError as exc:
+        raise ValueError(
+            f"{key_variable} ({key}) is not the unencrypted private key of {cert_variable} ({cert}): {exc.reason}"
+        ) from None

@@ -21,6 +21,7 @@ from quorum.db import make_engine
 from quorum.rpc import wait_healthy
 from quorum.security.keys import ensure_local_key
 from quorum.settings import SERVICES, ServiceName
+from quorum.tls import ClientTls
 
 
 def _port_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -39,6 +40,9 @@ class LocalStack:
     """Starts and stops the embedded stack. ``ports=None`` picks free ports.
 
     ``extra_env`` is passed to every child (e.g. QUORUM_REDIS_URL to use a real Redis).
+    The children inherit QUORUM_TLS_* from this process's environment; when they serve
+    TLS, ``tls`` is how to reach them (:func:`quorum.tls.client_tls` of the same settings),
+    and their certificate must name 127.0.0.1 (or set QUORUM_TLS_SERVER_NAME).
     """
 
     home: Path
@@ -48,6 +52,7 @@ class LocalStack:
     extra_env: dict[str, str] = field(default_factory=dict)
     # Each service needs a database of its own; unset, each gets a SQLite file under home.
     database_urls: dict[ServiceName, str] = field(default_factory=dict)
+    tls: ClientTls | None = None
     broker: EmbeddedBroker | None = None
     # The local user's admin key, created on first start and kept in <home>/credentials.
     api_key: str = field(default="", repr=False)
@@ -149,7 +154,7 @@ class LocalStack:
             if process.poll() is not None:
                 raise RuntimeError(f"{name} exited with code {process.returncode}:\n{self.log_tail(name)}")
             try:
-                wait_healthy(self.address(name), timeout=0.5)
+                wait_healthy(self.address(name), timeout=0.5, tls=self.tls)
                 return
             except TimeoutError as exc:
                 if time.monotonic() > deadline:

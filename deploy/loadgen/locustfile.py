@@ -4,6 +4,8 @@ fill jobs, operators watch the numbers.
     QUORUM_TASKING_ADDR=... QUORUM_INGEST_ADDR=... QUORUM_CONSENSUS_ADDR=... \\
     QUORUM_PAYMENTS_ADDR=... locust -f deploy/loadgen/locustfile.py --headless -u 505 -r 100 -t 60s
 
+It dials over TLS when the ``QUORUM_TLS_*`` variables say so (:func:`quorum.tls.client_tls`).
+
 ``-u 505`` gives 500 workers, 2 clients and 3 operators. At start one big text job (``QUORUM_LOAD_OBJECTS`` objects, default 5000) is created
 and sealed so workers have work from the first second; ``WorkerUser`` think time is
 ``QUORUM_LOAD_THINK_MS`` (``low,high``, default ``200,800``). At the end the number of
@@ -34,6 +36,9 @@ import grpc  # noqa: E402
 from locust import User, between, events, task  # noqa: E402
 from locust.env import Environment  # noqa: E402
 
+from quorum.rpc import channel  # noqa: E402
+from quorum.settings import Settings  # noqa: E402
+from quorum.tls import ClientTls, client_tls  # noqa: E402
 from quorum.v1 import (  # noqa: E402
     common_pb2,
     consensus_pb2,
@@ -50,6 +55,7 @@ LABELS = ["positive", "negative", "neutral"]
 T = TypeVar("T")
 
 _channels: dict[str, grpc.Channel] = {}
+_transport: list[ClientTls | None] = []
 _lock = threading.Lock()
 _run: dict[str, Any] = {"job_id": "", "resolved_at_start": 0, "started": 0.0}
 
@@ -64,8 +70,10 @@ _DEFAULT_PORTS = {"ingest": "50051", "tasking": "50052", "consensus": "50053", "
 def _channel(service: str) -> grpc.Channel:
     """One HTTP/2 connection per service per locust process, shared by its users."""
     with _lock:
+        if not _transport:
+            _transport.append(client_tls(Settings()))
         if service not in _channels:
-            _channels[service] = grpc.insecure_channel(_address(service))
+            _channels[service] = channel(_address(service), tls=_transport[0])
         return _channels[service]
 
 

@@ -31,6 +31,7 @@ from typing import Literal
 import grpc
 
 from quorum.demo.dataset import content_key
+from quorum.tls import ClientTls
 from quorum.v1 import common_pb2, tasking_pb2, tasking_pb2_grpc
 
 __all__ = [
@@ -248,7 +249,8 @@ class SimulatedCrowd:
     ``truth`` maps content fingerprints to true labels (:meth:`DemoDataset.truth_by_key`).
     ``think_time_ms`` is a (low, high) range: each worker waits a uniform time in it before
     answering, holding the lease meanwhile. ``job_id`` restricts workers to one job.
-    ``channels`` spreads workers over that many HTTP/2 connections. ``rpc_timeout_s`` bounds
+    ``channels`` spreads workers over that many HTTP/2 connections, over TLS with ``tls``
+    (:func:`quorum.tls.client_tls`). ``rpc_timeout_s`` bounds
     every call; ``max_retry_ms`` bounds the wait after an empty ``GetNextTask`` (the server's
     ``retry_after_ms`` is honoured up to it) or after an error.
 
@@ -274,6 +276,7 @@ class SimulatedCrowd:
         max_retry_ms: int = 1000,
         stop_poll_s: float = 0.05,
         worker_id_prefix: str = "sim-worker",
+        tls: ClientTls | None = None,
     ) -> None:
         low, high = think_time_ms
         if not 0 <= low <= high:
@@ -296,6 +299,7 @@ class SimulatedCrowd:
         self._think_s = (low / 1000.0, high / 1000.0)
         self._job_id = job_id
         self._channels = channels
+        self._tls = tls
         self._rpc_timeout_s = rpc_timeout_s
         self._max_retry_s = max_retry_ms / 1000.0
         self._stop_poll_s = stop_poll_s
@@ -393,8 +397,8 @@ class SimulatedCrowd:
         ]
         # A local subchannel pool gives each channel its own connection; with the default
         # global pool, channels to the same address would share one.
-        options = [("grpc.use_local_subchannel_pool", 1)]
-        channels = [grpc.aio.insecure_channel(self.tasking_addr, options=options) for _ in range(self._channels)]
+        options: list[tuple[str, str | int]] = [("grpc.use_local_subchannel_pool", 1)]
+        channels = [self._open_channel(options) for _ in range(self._channels)]
         stubs = [tasking_pb2_grpc.TaskingServiceStub(channel) for channel in channels]
         stopping = asyncio.Event()
         tasks = [
@@ -431,6 +435,13 @@ class SimulatedCrowd:
             per_worker={w.profile.worker_id: w.stats for w in workers},
             elapsed_s=time.monotonic() - started,
             stopped_by=stopped_by,
+        )
+
+    def _open_channel(self, options: list[tuple[str, str | int]]) -> grpc.aio.Channel:
+        if self._tls is None:
+            return grpc.aio.insecure_channel(self.tasking_addr, options=options)
+        return grpc.aio.secure_channel(
+            self.tasking_addr, self._tls.credentials(), options=[*options, *self._tls.options()]
         )
 
     async def _watch(self, stop: Callable[[], bool], stopping: asyncio.Event, deadline: float) -> StopReason:

@@ -26,6 +26,7 @@ from quorum.client import QuorumClient, UploadFile, jsonl, label_of
 from quorum.demo.crowd import CrowdReport, SimulatedCrowd, WorkerProfile
 from quorum.demo.dataset import DemoDataset, DemoObject, generate
 from quorum.stack import LocalStack
+from quorum.tls import ClientTls
 from quorum.v1 import common_pb2, consensus_pb2, ingest_pb2
 
 # Prices of the demo's pilot jobs, in cents.
@@ -44,6 +45,8 @@ class DemoOptions:
     json_output: bool = False
     timeout_s: float = 1800.0
     home: Path | None = None
+    # How to reach the services when QUORUM_TLS_* in the environment make them serve TLS.
+    tls: ClientTls | None = None
 
 
 def _job_spec(name: str, labels: tuple[str, ...], images: bool) -> common_pb2.JobSpec:
@@ -146,7 +149,7 @@ def run_demo(options: DemoOptions) -> int:
     say = (lambda *a: print(*a, file=sys.stderr)) if options.json_output else print
     dataset = generate(options.objects, options.seed)
     home = options.home or Path(tempfile.mkdtemp(prefix="quorum-demo-"))
-    stack = LocalStack(home=home, dashboard=options.dashboard)
+    stack = LocalStack(home=home, dashboard=options.dashboard, tls=options.tls)
     say(f"starting the embedded stack in {home} ...")
     try:
         stack.start()
@@ -156,7 +159,7 @@ def run_demo(options: DemoOptions) -> int:
     try:
         if stack.dashboard_url:
             say(f"dashboard: {stack.dashboard_url}")
-        with QuorumClient(stack.addresses, api_key=stack.api_key) as client:
+        with QuorumClient(stack.addresses, api_key=stack.api_key, tls=options.tls) as client:
             return _run(options, dataset, stack, client, progress, say)
     finally:
         stack.stop()
@@ -185,6 +188,7 @@ def _run(
         options.seed,
         channels=4,
         max_retry_ms=300,
+        tls=options.tls,
     )
     crowd.authorize(client.issue_worker_keys(p.worker_id for p in crowd.profiles))
     outcome: list[CrowdReport] = []

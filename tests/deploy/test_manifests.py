@@ -7,6 +7,7 @@ objects go through the same checks as the files, plus the per-overlay replica co
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
@@ -23,6 +24,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from quorum.rpc import is_loopback
 from quorum.settings import SERVICES, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,6 +34,19 @@ KUSTOMIZATIONS = {"base": K8S / "base", "dev": K8S / "overlays" / "dev", "prod":
 
 SETTINGS_VARS = frozenset(f"QUORUM_{name.upper()}" for name in Settings.model_fields)
 GRPC_PORTS = {"ingest": 50051, "tasking": 50052, "consensus": 50053, "payments": 50054}
+# The plaintext, health-only listener the kubelet's gRPC probes ask (they cannot speak TLS).
+HEALTH_PORT = 50050
+TLS_FILES = (
+    "QUORUM_TLS_CERT_FILE",
+    "QUORUM_TLS_KEY_FILE",
+    "QUORUM_TLS_CLIENT_CA_FILE",
+    "QUORUM_TLS_CA_FILE",
+    "QUORUM_TLS_CLIENT_CERT_FILE",
+    "QUORUM_TLS_CLIENT_KEY_FILE",
+)
+MUTUAL_TLS_FILES = ("QUORUM_TLS_CLIENT_CA_FILE", "QUORUM_TLS_CLIENT_CERT_FILE", "QUORUM_TLS_CLIENT_KEY_FILE")
+TLS_SECRET = "quorum-tls"
+MUTUAL_TLS_COMPONENT = K8S / "components" / "mutual-tls"
 CREDENTIALS = {
     "QUORUM_DATABASE_URL",
     "QUORUM_REDIS_URL",
@@ -87,10 +102,14 @@ def objects_from_files() -> list[dict[str, Any]]:
 
 @cache
 def rendered(name: str) -> list[dict[str, Any]]:
+    return render(KUSTOMIZATIONS[name])
+
+
+def render(directory: Path) -> list[dict[str, Any]]:
     if KUBECTL is None:
         pytest.skip("kubectl is not on PATH: the kustomizations are checked as files only")
-    out = subprocess.run([KUBECTL, "kustomize", str(KUSTOMIZATIONS[name])], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, f"kubectl kustomize {name} failed:\n{out.stderr}"
+    out = subprocess.run([KUBECTL, "kustomize", str(directory)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, f"kubectl kustomize {directory} failed:\n{out.stderr}"
     return [doc for doc in yaml.safe_load_all(out.stdout) if doc is not None]
 
 
@@ -144,6 +163,33 @@ def config_map_keys(objects: list[dict[str, Any]]) -> set[str]:
     if maps:
         return {key for m in maps for key in m.get("data", {})}
     return {key for d in KUSTOMIZATIONS.values() for key in config_env_values(d)}
+
+
+def config_values(objects: list[dict[str, Any]]) -> dict[str, str]:
+    """The values of quorum-config: from the rendered object, or base/quorum.env for the files."""
+    maps = [o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("quorum-config")]
+    if maps:
+        return {key: str(value) for m in maps for key, value in m.get("data", {}).items()}
+    return config_env_values(KUSTOMIZATIONS["base"])
+
+
+def image_env() -> dict[str, str]:
+    """The QUORUM_* variables the image itself sets (its runtime stage's ENV)."""
+    runtime = dockerfile_instructions()
+    runtime = runtime[max(i for i, (kind, _) in enumerate(runtime) if kind == "FROM") :]
+    env = {k: v for kind, a in runtime if kind == "ENV" for k, _, v in (p.partition("=") for p in shlex.split(a))}
+    return {k: v for k, v in env.items() if k.startswith("QUORUM_")}
+
+
+def serves_plaintext_off_loopback(env: dict[str, str]) -> bool:
+    """Whether a process with ``env`` would listen beyond loopback without TLS."""
+    off_loopback = not is_loopback(f"{env.get('QUORUM_BIND_HOST', '127.0.0.1')}:0")
+    allowed = env.get("QUORUM_ALLOW_PLAINTEXT_OFF_LOOPBACK", "").lower() in ("1", "true", "yes", "on")
+    return off_loopback and not allowed and not (env.get("QUORUM_TLS_CERT_FILE") and env.get("QUORUM_TLS_KEY_FILE"))
+
+
+def under(path: str, folder: str) -> bool:
+    return os.path.commonpath([path, folder]) == folder
 
 
 def config_env_values(directory: Path) -> dict[str, str]:
@@ -262,20 +308,63 @@ def test_services_target_container_ports(objects: list[dict[str, Any]]) -> None:
 
 
 @pytest.mark.parametrize("service", SERVICES)
-def test_grpc_services_probe_their_own_port(objects: list[dict[str, Any]], service: str) -> None:
+def test_grpc_services_are_probed_on_their_health_port(objects: list[dict[str, Any]], service: str) -> None:
     port = GRPC_PORTS[service]
     deployment = find(objects, "Deployment", service)
     [(label, container, _)] = list(containers_of(deployment))
     assert is_quorum(container), f"{label}: not the quorum image"
     assert container.get("args") == ["serve", service], f"{label}: args"
     assert "command" not in container, f"{label}: overrides the quorum entrypoint"
-    assert port in {p["containerPort"] for p in container["ports"]}, f"{label}: no port {port}"
+    ports = {p["containerPort"] for p in container["ports"]}
+    assert {port, HEALTH_PORT} <= ports, f"{label}: ports {sorted(ports)}"
+    assert config_values(objects)["QUORUM_HEALTH_PORT"] == str(HEALTH_PORT)
     for kind in ("readinessProbe", "livenessProbe"):
-        assert container[kind].get("grpc", {}).get("port") == port, f"{label}: {kind} is not gRPC on {port}"
+        assert container[kind].get("grpc", {}).get("port") == HEALTH_PORT, f"{label}: {kind} is not gRPC health"
     startup = container.get("startupProbe")
-    assert startup is None or startup["grpc"]["port"] == port, f"{label}: startupProbe port"
+    assert startup is None or startup["grpc"]["port"] == HEALTH_PORT, f"{label}: startupProbe port"
     svc = find(objects, "Service", service)
     assert [p["port"] for p in svc["spec"]["ports"]] == [port], f"Service {service}: port"
+
+
+def check_tls_files_mounted(objects: list[dict[str, Any]]) -> int:
+    """Every Quorum container listening beyond loopback has TLS, and every TLS file it is
+    told about lies in a read-only mount of the Secret quorum-tls. Returns the number of
+    containers checked."""
+    quorum = [(label, c, spec) for label, c, spec in all_containers(objects) if is_quorum(c)]
+    for label, container, spec in quorum:
+        env = {**image_env(), **config_values(objects)}
+        env.update({e["name"]: e["value"] for e in container.get("env", []) if "value" in e})
+        assert not serves_plaintext_off_loopback(env), f"{label}: plaintext gRPC on {env.get('QUORUM_BIND_HOST')}"
+        secrets = {v["name"] for v in spec.get("volumes", []) if v.get("secret", {}).get("secretName") == TLS_SECRET}
+        mounts = [m for m in container.get("volumeMounts", []) if m["name"] in secrets]
+        for variable in TLS_FILES:
+            if env.get(variable):
+                mount = next((m for m in mounts if under(env[variable], m["mountPath"])), None)
+                assert mount, f"{label}: {variable}={env[variable]} is not in a mount of the Secret {TLS_SECRET}"
+                assert mount.get("readOnly") is True, f"{label}: {mount['mountPath']} is writable"
+    return len(quorum)
+
+
+def test_quorum_containers_serve_tls_off_loopback(objects: list[dict[str, Any]]) -> None:
+    assert check_tls_files_mounted(objects) == 5
+    assert config_values(objects).keys() >= {"QUORUM_TLS_CERT_FILE", "QUORUM_TLS_KEY_FILE", "QUORUM_TLS_CA_FILE"}
+
+
+def test_the_mutual_tls_component_turns_on_client_certificates(tmp_path: Path) -> None:
+    # An overlay of prod with the component, as deploy/README.md describes it.
+    relative = Path(os.path.relpath(K8S, tmp_path))
+    (tmp_path / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "resources": [str(relative / "overlays" / "prod")],
+                "components": [str(relative / MUTUAL_TLS_COMPONENT.relative_to(K8S))],
+            }
+        )
+    )
+    objects = render(tmp_path)
+    values = config_values(objects)
+    assert all(values.get(variable) for variable in MUTUAL_TLS_FILES), values
+    assert check_tls_files_mounted(objects) == 5
 
 
 def test_quorum_containers_set_only_settings_variables(objects: list[dict[str, Any]]) -> None:
@@ -403,7 +492,9 @@ def test_compose_services(service: str) -> None:
     assert ("QUORUM_REDIS_URL" in env) == (service == "tasking")
     assert ("QUORUM_S3_ACCESS_KEY" in env) == (service in NEEDS_S3)
     assert ("QUORUM_MASTER_KEY" in env) == (service in NEEDS_S3)
-    assert f"'127.0.0.1:{port}'" in " ".join(spec["healthcheck"]["test"])
+    healthcheck = " ".join(spec["healthcheck"]["test"])
+    assert f"'127.0.0.1:{port}'" in healthcheck
+    assert "tls=client_tls(Settings())" in healthcheck, f"{service}: the healthcheck does not dial TLS"
     assert spec["read_only"] is True and "/tmp" in spec["tmpfs"]
     assert f"127.0.0.1:{port}:{port}" in spec["ports"]
     for dependency in ("kafka", "postgres"):
@@ -413,7 +504,25 @@ def test_compose_services(service: str) -> None:
 def test_compose_dashboard() -> None:
     spec = compose()["services"]["dashboard"]
     assert "entrypoint" not in spec and spec["command"] == DASHBOARD_ARGS
-    assert set(spec["environment"]) == {f"QUORUM_{s.upper()}_ADDR" for s in SERVICES}
+    addresses = {f"QUORUM_{s.upper()}_ADDR" for s in SERVICES}
+    assert addresses <= set(spec["environment"]) <= addresses | set(TLS_FILES)
+
+
+def test_compose_serves_tls_off_loopback() -> None:
+    quorum = {
+        name: spec
+        for name, spec in compose()["services"].items()
+        if spec.get("command", [""])[0] in ("serve", "dashboard")
+    }
+    assert len(quorum) == 5, sorted(quorum)
+    for name, spec in quorum.items():
+        env = {**image_env(), **{k: str(v) for k, v in spec["environment"].items()}}
+        assert not serves_plaintext_off_loopback(env), f"{name}: plaintext gRPC on {env.get('QUORUM_BIND_HOST')}"
+        assert env.get("QUORUM_TLS_CA_FILE"), f"{name}: does not dial its peers over TLS"
+        targets = [v.split(":")[1] for v in spec.get("volumes", []) if v.endswith(":ro")]
+        for variable in TLS_FILES:
+            if env.get(variable):
+                assert any(under(env[variable], t) for t in targets), f"{name}: {variable} is not in a read-only volume"
 
 
 def test_compose_healthcheck_helper_exists() -> None:

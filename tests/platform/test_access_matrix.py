@@ -155,7 +155,9 @@ class Scenario:
         session = self.session()
         reply = _eventually(
             lambda: self.stub("tasking").GetNextTask(
-                tasking_pb2.GetNextTaskRequest(session_id=session, job_id=job_id), metadata=self.md(Role.WORKER), timeout=10
+                tasking_pb2.GetNextTaskRequest(session_id=session, job_id=job_id),
+                metadata=self.md(Role.WORKER),
+                timeout=10,
             ),
             lambda r: r.HasField("task"),
             f"a task of {job_id}",
@@ -267,7 +269,9 @@ def _period() -> tuple[Timestamp, Timestamp]:
 
 def _fresh_job(sc: Scenario) -> str:
     job = sc.stub("ingest").CreateJob(
-        ingest_pb2.CreateJobRequest(spec=_spec("fresh", target=0.5, review=False)), metadata=sc.md(Role.ADMIN), timeout=10
+        ingest_pb2.CreateJobRequest(spec=_spec("fresh", target=0.5, review=False)),
+        metadata=sc.md(Role.ADMIN),
+        timeout=10,
     )
     return str(job.job_id)
 
@@ -351,7 +355,9 @@ REQUESTS: dict[str, Callable[[Scenario], Any]] = {
     "SetBudgetCap": lambda sc: payments_pb2.SetBudgetCapRequest(job_id=sc.plain_job, budget_cap_cents=1_000_000),
     "GetWorkerStatement": lambda sc: payments_pb2.GetWorkerStatementRequest(worker_id=WORKER),
     "CreatePayoutBatch": lambda sc: payments_pb2.CreatePayoutBatchRequest(currency="USD", minimum_payout_cents=1),
-    "CreateKey": lambda sc: access_pb2.CreateKeyRequest(role=access_pb2.ROLE_WORKER, subject=f"w-{uuid.uuid4().hex[:6]}"),
+    "CreateKey": lambda sc: access_pb2.CreateKeyRequest(
+        role=access_pb2.ROLE_WORKER, subject=f"w-{uuid.uuid4().hex[:6]}"
+    ),
     "ListKeys": lambda sc: access_pb2.ListKeysRequest(),
     "RevokeKey": lambda sc: access_pb2.RevokeKeyRequest(key_id=_throwaway_key(sc)),
     "SetRole": lambda sc: access_pb2.SetRoleRequest(key_id=_throwaway_key(sc), role=access_pb2.ROLE_OPERATOR),
