@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import ValidationError
+from quorum_testing import admin_key
 
 from quorum import cli
 from quorum.client import QuorumClient
@@ -337,7 +338,8 @@ def test_a_real_service_over_mutual_tls(pki: Pki, make_settings: Callable[..., S
     service = start_service(build_payments, settings, address="127.0.0.1:0")
     try:
         address = f"127.0.0.1:{service.port}"
-        with QuorumClient({name: address for name in SERVICES}, tls=client_tls(settings)) as client:
+        addresses = {name: address for name in SERVICES}
+        with QuorumClient(addresses, api_key=admin_key(settings), tls=client_tls(settings)) as client:
             assert client.money().currency in ("", "USD")
         unavailable(address, ClientTls(root_certificates=pki.ca.read_bytes()))
     finally:
