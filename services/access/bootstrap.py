@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from quorum.crypto import load_master_keyring
 from quorum.db import make_engine
 from quorum.security import keys
 from quorum.service import ConsumerSpec, ServiceContext, ServiceParts
@@ -21,7 +22,12 @@ def build(context: ServiceContext) -> ServiceParts:
     keys.metadata.create_all(engine)
     audit.metadata.create_all(engine)
     trail = audit.AuditTrail(engine)
-    handlers = AccessHandlers(keys.KeyStore(engine), trail)
+    # TOTP secrets are sealed under the master key; replicas sharing a database must share it.
+    shared = not settings.access_database().startswith("sqlite")
+    keyring = load_master_keyring(
+        settings, required_because="the access database is shared and holds sealed TOTP secrets" if shared else None
+    )
+    handlers = AccessHandlers(keys.KeyStore(engine, box=keyring), trail)
     return ServiceParts(
         name="access",
         registrations=[

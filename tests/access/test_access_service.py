@@ -1,0 +1,200 @@
+"""The access service for real: keys, roles, TOTP sign-in, rate limits and the
+hash-chained audit trail, on the session's broker and a SQLite access database."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+import pyotp
+import pytest
+from quorum_testing import admin_key
+
+from quorum.cli import main as cli_main
+from quorum.messaging import Publisher, Topics, outgoing
+from quorum.rpc import channel
+from quorum.service import RunningService, start_service
+from quorum.settings import Settings
+from quorum.v1 import access_pb2, access_pb2_grpc, events_pb2
+from services.access.bootstrap import build
+
+Stub = access_pb2_grpc.AccessServiceStub
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings(auth_poll_seconds=0.2, rate_limit_per_second=0)
+
+
+@pytest.fixture
+def running(settings: Settings) -> Iterator[RunningService]:
+    service = start_service(build, settings, address="127.0.0.1:0")
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+def stub_for(running: RunningService, key: str) -> Stub:
+    return Stub(channel(f"127.0.0.1:{running.port}", api_key=key))
+
+
+def code_of(call: Callable[[], Any]) -> grpc.StatusCode:
+    try:
+        call()
+    except grpc.RpcError as error:
+        return error.code()  # type: ignore[no-any-return]
+    return grpc.StatusCode.OK
+
+
+def eventually(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{what} not reached within {timeout} s")
+
+
+def test_keys_are_issued_once_listed_without_secrets_and_revoked(
+    running: RunningService, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    admin = stub_for(running, admin_key(settings))
+    created = admin.CreateKey(
+        access_pb2.CreateKeyRequest(role=access_pb2.ROLE_CLIENT, org_id="acme", name="ci"), timeout=10
+    )
+    assert created.secret.startswith(f"qk_{created.key.key_id}_")
+    client = stub_for(running, created.secret)
+    signed_in = client.SignIn(access_pb2.SignInRequest(), timeout=10)
+    assert (signed_in.key.role, signed_in.key.org_id, signed_in.totp_verified) == (
+        access_pb2.ROLE_CLIENT,
+        "acme",
+        False,
+    )
+
+    listed = admin.ListKeys(access_pb2.ListKeysRequest(org_id="acme"), timeout=10)
+    assert [k.key_id for k in listed.keys] == [created.key.key_id]
+    assert created.secret.split("_", 2)[2] not in str(listed)
+
+    assert (
+        code_of(lambda: client.ListKeys(access_pb2.ListKeysRequest(), timeout=10)) == grpc.StatusCode.PERMISSION_DENIED
+    )
+    admin.RevokeKey(access_pb2.RevokeKeyRequest(key_id=created.key.key_id), timeout=10)
+    eventually(
+        lambda: (
+            code_of(lambda: client.SignIn(access_pb2.SignInRequest(), timeout=10)) == grpc.StatusCode.UNAUTHENTICATED
+        ),
+        "the revocation",
+    )
+    # Secrets never reach the logs.
+    assert all(created.secret.split("_", 2)[2] not in record.getMessage() for record in caplog.records)
+
+
+def test_a_role_change_takes_effect_and_is_audited(running: RunningService, settings: Settings) -> None:
+    admin = stub_for(running, admin_key(settings))
+    created = admin.CreateKey(access_pb2.CreateKeyRequest(role=access_pb2.ROLE_CLIENT, org_id="acme"), timeout=10)
+    promoted = stub_for(running, created.secret)
+    assert code_of(lambda: promoted.VerifyAuditLog(access_pb2.VerifyAuditLogRequest(), timeout=10)) == (
+        grpc.StatusCode.PERMISSION_DENIED
+    )
+    admin.SetRole(access_pb2.SetRoleRequest(key_id=created.key.key_id, role=access_pb2.ROLE_OPERATOR), timeout=10)
+    eventually(
+        lambda: (
+            code_of(lambda: promoted.VerifyAuditLog(access_pb2.VerifyAuditLogRequest(), timeout=10))
+            == grpc.StatusCode.OK
+        ),
+        "the new role",
+    )
+    actions = [e.action for e in admin.ListAuditEvents(access_pb2.ListAuditEventsRequest(), timeout=10).events]
+    assert actions[:2] == ["role.changed", "key.created"]
+
+
+def test_totp_is_checked_at_sign_in(running: RunningService, settings: Settings) -> None:
+    admin = stub_for(running, admin_key(settings))
+    created = admin.CreateKey(access_pb2.CreateKeyRequest(role=access_pb2.ROLE_OPERATOR, enroll_totp=True), timeout=10)
+    assert created.key.totp_enrolled and created.totp_uri.startswith("otpauth://totp/")
+    totp = pyotp.parse_uri(created.totp_uri)
+    operator = stub_for(running, created.secret)
+    sign_in = operator.SignIn
+    assert code_of(lambda: sign_in(access_pb2.SignInRequest(), timeout=10)) == grpc.StatusCode.UNAUTHENTICATED
+    wrong = f"{(int(totp.now()) + 1) % 1_000_000:06d}"
+    assert code_of(lambda: sign_in(access_pb2.SignInRequest(totp_code=wrong), timeout=10)) == (
+        grpc.StatusCode.UNAUTHENTICATED
+    )
+    assert code_of(lambda: sign_in(access_pb2.SignInRequest(totp_code="12ab56"), timeout=10)) == (
+        grpc.StatusCode.INVALID_ARGUMENT
+    )
+    assert sign_in(access_pb2.SignInRequest(totp_code=totp.now()), timeout=10).totp_verified
+    failed = admin.ListAuditEvents(access_pb2.ListAuditEventsRequest(action="signin.failed"), timeout=10)
+    assert len(failed.events) == 1
+
+
+def test_audit_events_from_other_services_join_the_chain_once(running: RunningService, settings: Settings) -> None:
+    admin = stub_for(running, admin_key(settings))
+    recorded = events_pb2.AuditRecorded(
+        actor="client:c@acme", actor_key_id="k1", action="job.created", resource="job/j1", org_id="acme"
+    )
+    event = outgoing(Topics(settings.topic_prefix).audit, "acme", events_pb2.Event(audit_recorded=recorded))
+    publisher = Publisher(settings.require_kafka(), linger_ms=0)
+    try:
+        publisher.send_all([event, event])  # a redelivery
+    finally:
+        publisher.close()
+
+    def appended() -> bool:
+        reply = admin.ListAuditEvents(access_pb2.ListAuditEventsRequest(resource="job/j1"), timeout=10)
+        return len(reply.events) >= 1
+
+    eventually(appended, "the audit event")
+    time.sleep(1.0)
+    reply = admin.ListAuditEvents(access_pb2.ListAuditEventsRequest(resource="job/j1"), timeout=10)
+    assert len(reply.events) == 1 and reply.events[0].org_id == "acme"
+    assert admin.VerifyAuditLog(access_pb2.VerifyAuditLogRequest(), timeout=10).ok
+
+
+def test_tampering_with_the_audit_trail_is_detected(
+    running: RunningService, settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    admin = stub_for(running, admin_key(settings))
+    for org in ("a", "b", "c"):
+        admin.CreateKey(access_pb2.CreateKeyRequest(role=access_pb2.ROLE_CLIENT, org_id=org), timeout=10)
+    verdict = admin.VerifyAuditLog(access_pb2.VerifyAuditLogRequest(), timeout=10)
+    assert verdict.ok and verdict.entries == 3
+    database = settings.home / "access.db"
+    with sqlite3.connect(database) as conn:
+        # The table refuses updates; an intruder with the file drops the guard first.
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            conn.execute("UPDATE audit_log SET org_id = 'z' WHERE seq = 2")
+        conn.execute("DROP TRIGGER audit_log_no_update")
+        conn.execute("UPDATE audit_log SET org_id = 'z' WHERE seq = 2")
+    verdict = admin.VerifyAuditLog(access_pb2.VerifyAuditLogRequest(), timeout=10)
+    assert (verdict.ok, verdict.first_bad_seq) == (False, 2)
+    assert cli_main(["audit", "verify", "--database-url", f"sqlite:///{database}"]) == 1
+    assert "TAMPERED at entry 2" in capsys.readouterr().out
+
+
+def test_callers_over_their_rate_get_resource_exhausted_with_a_hint(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(rate_limit_per_second=5)
+    service = start_service(build, settings, address="127.0.0.1:0")
+    try:
+        admin = stub_for(service, admin_key(settings))
+        refused: list[grpc.RpcError] = []
+        for _ in range(12):
+            try:
+                admin.SignIn(access_pb2.SignInRequest(), timeout=10)
+            except grpc.RpcError as error:
+                refused.append(error)
+        assert refused and all(e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED for e in refused)
+        hint = dict(refused[0].trailing_metadata() or ())
+        assert 0 < int(hint["retry-after-ms"]) <= 1000
+        time.sleep(1.1)
+        assert admin.SignIn(access_pb2.SignInRequest(), timeout=10).key.role == access_pb2.ROLE_ADMIN
+    finally:
+        service.stop()
