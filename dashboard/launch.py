@@ -37,4 +37,4 @@ def launch(host: str = "127.0.0.1", port: int = 8501, extra: Sequence[str] = ())
     Service addresses come from ``QUORUM_{INGEST,TASKING,CONSENSUS,PAYMENTS}_ADDR``
     in the environment, which the child process inherits.
     """
-    return subprocess.call(streamlit_command(host, port, extra))
+    return subprocess.call(streamlit_command(host, port, extra))  # noqa: S603 - this Python running streamlit

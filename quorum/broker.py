@@ -62,7 +62,7 @@ class EmbeddedBroker:
         url = f"tcp://{self.host}:{self.port}"
         log = open(self._log_path, "ab") if self._log_path else subprocess.DEVNULL  # noqa: SIM115
         env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
-        self._process = subprocess.Popen(
+        self._process = subprocess.Popen(  # noqa: S603 - the broker binary from our own dependency
             [
                 broker_binary(),
                 "broker",

@@ -69,7 +69,8 @@ class LocalStack:
             self.dashboard_port = free_port()
 
     def address(self, service: ServiceName) -> str:
-        assert self.ports is not None
+        if self.ports is None:
+            raise RuntimeError("ports are chosen in __post_init__")
         return f"127.0.0.1:{self.ports[service]}"
 
     @property
@@ -77,7 +78,8 @@ class LocalStack:
         return {name: self.address(name) for name in SERVICES}
 
     def env(self) -> dict[str, str]:
-        assert self.broker is not None
+        if self.broker is None:
+            raise RuntimeError("the stack is not started")
         env = {k: v for k, v in os.environ.items() if k != "QUORUM_DATABASE_URL"}
         env.update(self.extra_env)
         env["QUORUM_HOME"] = str(self.home)
@@ -97,7 +99,8 @@ class LocalStack:
         Raises RuntimeError naming the port that is taken or the service that died,
         with the end of its log.
         """
-        assert self.ports is not None
+        if self.ports is None:
+            raise RuntimeError("ports are chosen in __post_init__")
         for name, port in self.ports.items():
             if not _port_free(port):
                 raise RuntimeError(
@@ -131,7 +134,7 @@ class LocalStack:
     def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> None:
         self._launches[name] = (argv, env)
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
-        self.processes[name] = subprocess.Popen(
+        self.processes[name] = subprocess.Popen(  # noqa: S603 - argv is this Python and our own module
             argv,
             env=env,
             stdout=log,
@@ -165,7 +168,8 @@ class LocalStack:
     def _start_dashboard(self, env: dict[str, str], timeout: float) -> None:
         from dashboard.launch import streamlit_command
 
-        assert self.dashboard_port is not None
+        if self.dashboard_port is None:
+            raise RuntimeError("the dashboard is not enabled")
         self._spawn("dashboard", streamlit_command("127.0.0.1", self.dashboard_port), env)
         if not wait_for_port("127.0.0.1", self.dashboard_port, timeout):
             raise RuntimeError(f"the dashboard did not start:\n{self.log_tail('dashboard')}")
@@ -203,7 +207,8 @@ class LocalStack:
         """Stops the embedded broker and starts an empty one on the same address. Its
         storage is in memory, so every topic, record, group and committed offset is gone:
         the services must notice and recover from their own databases."""
-        assert self.broker is not None
+        if self.broker is None:
+            raise RuntimeError("the stack is not started")
         port = self.broker.port
         self.broker.stop()
         time.sleep(down_s)

@@ -516,7 +516,8 @@ class _Batch:
         h = self.handlers
         job_id = self.job.job_id
         task_type = self.job.spec.task_type
-        assert task_type is not None  # a stored job has a normalised spec
+        if task_type is None:
+            raise RuntimeError(f"job {job_id} has no task type: its stored spec was not normalised")
         now = utcnow()
         item_rows: list[dict[str, Any]] = []
         task_rows: list[dict[str, Any]] = []

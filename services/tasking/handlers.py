@@ -235,7 +235,7 @@ class TaskingService:
         self._content = ContentCache(objects)
         self._topics = topics
         self._outbox_written = outbox_written
-        self._rng = rng or random.Random()
+        self._rng = rng or random.Random()  # noqa: S311 - spreads workers over candidates; not a secret
         # Sessions and job specs never change once written, so caching them is safe
         # even with several replicas.
         self._sessions: dict[str, str] = {}

@@ -104,7 +104,8 @@ class Aggregator(ABC):
 
     def _per_worker(self, values: FloatArray) -> dict[Hashable, float]:
         """``{worker: value}`` for an array aligned with the encoded workers."""
-        assert self._encoded is not None
+        if self._encoded is None:
+            raise RuntimeError("call fit() first")
         return dict(zip(self._encoded.workers.tolist(), np.asarray(values, dtype=np.float64).tolist(), strict=True))
 
     def _fitted(self) -> tuple[EncodedAnswers, FloatArray]:

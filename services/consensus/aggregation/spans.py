@@ -278,7 +278,8 @@ class SpanVote:
             type_w = _log_odds(type_acc, n_kinds)
             # A mark's weight in seeding clusters: the log-likelihood ratio it carries.
             existence_w = np.maximum(np.log(sens / fmark), 1e-3)
-        assert result is not None
+        if result is None:
+            raise RuntimeError("no EM round ran")
         self._store(tasks, workers, kinds, result, known_idx, sens, fmark, boundary_acc, type_acc, marks)
         return self
 
