@@ -20,5 +20,7 @@ POLICY = ServicePolicy(
         "UploadFiles": {Role.CLIENT: [Owned("job", "job_id", required=False)], Role.ADMIN: ACROSS_ORGS},
         "ImportManifest": {Role.CLIENT: OWN_JOB, Role.ADMIN: ACROSS_ORGS},
         "SealJob": {Role.CLIENT: OWN_JOB, Role.ADMIN: ACROSS_ORGS},
+        # Purges the job's media, items and results; the ledger keeps its postings.
+        "DeleteJob": {Role.CLIENT: OWN_JOB, Role.ADMIN: ACROSS_ORGS},
     },
 )

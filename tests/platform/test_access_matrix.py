@@ -49,6 +49,7 @@ from services.payments.policy import POLICY as PAYMENTS_POLICY
 from services.tasking.policy import POLICY as TASKING_POLICY
 
 ORG = "org-a"
+OTHER_ORG = "org-b"
 WORKER = "w-1"
 REVIEWER = "r-1"
 
@@ -92,10 +93,10 @@ def test_the_policy_tables_name_no_rpc_that_does_not_exist() -> None:
         assert set(policy.rules) <= names, f"{service}: rules for unknown RPCs {set(policy.rules) - names}"
 
 
-def _spec(name: str, *, target: float, review: bool) -> common_pb2.JobSpec:
+def _spec(name: str, *, target: float, review: bool, org: str = ORG) -> common_pb2.JobSpec:
     spec = common_pb2.JobSpec(
         name=name,
-        client_id=ORG,
+        client_id=org,
         overlap=common_pb2.Overlap(min=1, max=1),
         target_confidence=target,
         gold_share=0.0,
@@ -133,6 +134,9 @@ class Scenario:
     review_job: str = ""
     resolved_task: str = ""
     review_task: str = ""
+    # Another organisation's job and one of its resolved tasks.
+    foreign_job: str = ""
+    foreign_task: str = ""
     stubs: dict[str, Any] = field(default_factory=dict)
 
     def stub(self, service: str) -> Any:
@@ -216,6 +220,7 @@ def scenario(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> 
         for attr, spec in (
             ("plain_job", _spec("plain", target=0.5, review=False)),
             ("review_job", _spec("review", target=0.99, review=True)),
+            ("foreign_job", _spec("theirs", target=0.5, review=False, org=OTHER_ORG)),
         ):
             job = ingest.CreateJob(ingest_pb2.CreateJobRequest(spec=spec), metadata=admin, timeout=10)
             ingest.ImportManifest(
@@ -229,6 +234,7 @@ def scenario(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> 
             setattr(sc, attr, job.job_id)
         sc.resolved_task = sc.answer(sc.plain_job)
         sc.review_task = sc.answer(sc.review_job)
+        sc.foreign_task = sc.answer(sc.foreign_job)
         consensus = sc.stub("consensus")
         _eventually(
             lambda: consensus.GetResult(
@@ -236,6 +242,20 @@ def scenario(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> 
             ),
             lambda r: r.task_id == sc.resolved_task,
             "the first result",
+        )
+        _eventually(
+            lambda: consensus.GetResult(
+                consensus_pb2.GetResultRequest(task_id=sc.foreign_task), metadata=admin, timeout=10
+            ),
+            lambda r: r.task_id == sc.foreign_task,
+            "the other organisation's result",
+        )
+        _eventually(
+            lambda: sc.stub("payments").GetInvoice(
+                payments_pb2.GetInvoiceRequest(job_id=sc.foreign_job), metadata=admin, timeout=10
+            ),
+            lambda r: True,
+            "the other organisation's invoice",
         )
         _eventually(
             lambda: consensus.ListReviewTasks(
@@ -327,6 +347,7 @@ REQUESTS: dict[str, Callable[[Scenario], Any]] = {
         job_id=_fresh_job(sc), format=ingest_pb2.MANIFEST_FORMAT_JSONL, content=b'{"id": "x", "text": "hi"}'
     ),
     "SealJob": lambda sc: ingest_pb2.SealJobRequest(job_id=_fresh_job(sc)),
+    "DeleteJob": lambda sc: ingest_pb2.DeleteJobRequest(job_id=_fresh_job(sc)),
     "StartSession": lambda sc: tasking_pb2.StartSessionRequest(worker_id=WORKER),
     "GetNextTask": lambda sc: tasking_pb2.GetNextTaskRequest(session_id=sc.session(), job_id=sc.plain_job),
     "SubmitAnswer": _submit,
@@ -420,3 +441,127 @@ def test_calls_without_a_valid_key_are_unauthenticated(
     assert _code(call(())) == grpc.StatusCode.UNAUTHENTICATED
     assert _code(call((("authorization", f"Bearer {forged}"),))) == grpc.StatusCode.UNAUTHENTICATED
     assert _code(call((("authorization", "Basic dXNlcjpwYXNz"),))) == grpc.StatusCode.UNAUTHENTICATED
+
+
+# --- tenant isolation -------------------------------------------------------------------------
+
+UNKNOWN_JOB = "job_00000000000000000000000000"
+
+# Organisation A's client naming organisation B's resources: read, list, export, pay against,
+# cancel. Each must look exactly like a resource that does not exist.
+FOREIGN: dict[str, Callable[[Scenario, str, str], tuple[str, str, Any]]] = {
+    "GetJob": lambda sc, job, task: ("ingest", "GetJob", ingest_pb2.GetJobRequest(job_id=job)),
+    "SealJob": lambda sc, job, task: ("ingest", "SealJob", ingest_pb2.SealJobRequest(job_id=job)),
+    "DeleteJob": lambda sc, job, task: ("ingest", "DeleteJob", ingest_pb2.DeleteJobRequest(job_id=job)),
+    "ImportManifest": lambda sc, job, task: (
+        "ingest",
+        "ImportManifest",
+        ingest_pb2.ImportManifestRequest(job_id=job, format=ingest_pb2.MANIFEST_FORMAT_JSONL, content=b"{}"),
+    ),
+    "UploadFiles": lambda sc, job, task: (
+        "ingest",
+        "UploadFiles",
+        iter([ingest_pb2.UploadChunk(job_id=job, filename="x.txt", data=b"x", end_of_file=True)]),
+    ),
+    "GetTaskingStats": lambda sc, job, task: (
+        "tasking",
+        "GetTaskingStats",
+        tasking_pb2.GetTaskingStatsRequest(job_id=job),
+    ),
+    "GetResult": lambda sc, job, task: ("consensus", "GetResult", consensus_pb2.GetResultRequest(task_id=task)),
+    "ExportResults": lambda sc, job, task: (
+        "consensus",
+        "ExportResults",
+        consensus_pb2.ExportResultsRequest(job_id=job),
+    ),
+    "GetJobQuality": lambda sc, job, task: (
+        "consensus",
+        "GetJobQuality",
+        consensus_pb2.GetJobQualityRequest(job_id=job),
+    ),
+    "GetInvoice": lambda sc, job, task: ("payments", "GetInvoice", payments_pb2.GetInvoiceRequest(job_id=job)),
+    "GetMoneySummary": lambda sc, job, task: (
+        "payments",
+        "GetMoneySummary",
+        payments_pb2.GetMoneySummaryRequest(job_id=job),
+    ),
+    "ListLedgerEntries": lambda sc, job, task: (
+        "payments",
+        "ListLedgerEntries",
+        payments_pb2.ListLedgerEntriesRequest(job_id=job),
+    ),
+    "SetBudgetCap": lambda sc, job, task: (
+        "payments",
+        "SetBudgetCap",
+        payments_pb2.SetBudgetCapRequest(job_id=job, budget_cap_cents=1),
+    ),
+}
+
+
+def _details(sc: Scenario, service: str, method: str, request: Any) -> tuple[grpc.StatusCode, str]:
+    try:
+        reply = getattr(sc.stub(service), method)(request, metadata=sc.md(Role.CLIENT), timeout=30)
+        if method == "ExportResults":
+            list(reply)
+    except grpc.RpcError as error:
+        return error.code(), str(error.details())
+    return grpc.StatusCode.OK, ""
+
+
+@pytest.mark.parametrize("name", sorted(FOREIGN))
+def test_another_organisations_resources_are_not_found(scenario: Scenario, name: str) -> None:
+    sc = scenario
+    service, method, request = FOREIGN[name](sc, sc.foreign_job, sc.foreign_task)
+    code, details = _details(sc, service, method, request)
+    assert code == grpc.StatusCode.NOT_FOUND, (name, code, details)
+    # Word for word what a made-up id gets, once the id itself is taken out.
+    _, _, made_up = FOREIGN[name](sc, UNKNOWN_JOB, "task_00000000000000000000000000")
+    unknown_code, unknown_details = _details(sc, service, method, made_up)
+    if unknown_code == grpc.StatusCode.NOT_FOUND:
+        strip = (sc.foreign_job, sc.foreign_task, UNKNOWN_JOB, "task_00000000000000000000000000")
+        for ident in strip:
+            details, unknown_details = details.replace(ident, "ID"), unknown_details.replace(ident, "ID")
+        assert details == unknown_details
+
+
+def test_the_other_organisations_job_survives_the_attempts(scenario: Scenario) -> None:
+    sc = scenario
+    for name in sorted(FOREIGN):
+        _details(sc, *FOREIGN[name](sc, sc.foreign_job, sc.foreign_task))
+    job = sc.stub("ingest").GetJob(
+        ingest_pb2.GetJobRequest(job_id=sc.foreign_job), metadata=sc.md(Role.ADMIN), timeout=10
+    )
+    assert job.state == ingest_pb2.JOB_STATE_SEALED and job.spec.client_id == OTHER_ORG
+    money = sc.stub("payments").GetMoneySummary(
+        payments_pb2.GetMoneySummaryRequest(job_id=sc.foreign_job), metadata=sc.md(Role.ADMIN), timeout=10
+    )
+    assert money.budget_cap_cents == 0
+
+
+def test_lists_and_new_jobs_stay_inside_the_callers_organisation(scenario: Scenario) -> None:
+    sc = scenario
+    ingest, md = sc.stub("ingest"), sc.md(Role.CLIENT)
+    listed = ingest.ListJobs(ingest_pb2.ListJobsRequest(), metadata=md, timeout=10)
+    assert listed.jobs and {j.spec.client_id for j in listed.jobs} == {ORG}
+    assert sc.foreign_job not in {j.job_id for j in listed.jobs}
+    for call in (
+        lambda: ingest.ListJobs(ingest_pb2.ListJobsRequest(client_id=OTHER_ORG), metadata=md, timeout=10),
+        lambda: ingest.CreateJob(
+            ingest_pb2.CreateJobRequest(spec=_spec("sneaky", target=0.5, review=False, org=OTHER_ORG)),
+            metadata=md,
+            timeout=10,
+        ),
+        lambda: sc.stub("payments").GetPeriodInvoice(
+            payments_pb2.GetPeriodInvoiceRequest(
+                client_id=OTHER_ORG, period_start=_period()[0], period_end=_period()[1]
+            ),
+            metadata=md,
+            timeout=10,
+        ),
+    ):
+        assert _code(call) == grpc.StatusCode.NOT_FOUND
+    # Left empty, the organisation is the caller's own.
+    created = ingest.CreateJob(
+        ingest_pb2.CreateJobRequest(spec=_spec("mine", target=0.5, review=False, org="")), metadata=md, timeout=10
+    )
+    assert created.spec.client_id == ORG
