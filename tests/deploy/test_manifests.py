@@ -33,7 +33,7 @@ K8S = DEPLOY / "kubernetes"
 KUSTOMIZATIONS = {"base": K8S / "base", "dev": K8S / "overlays" / "dev", "prod": K8S / "overlays" / "prod"}
 
 SETTINGS_VARS = frozenset(f"QUORUM_{name.upper()}" for name in Settings.model_fields)
-GRPC_PORTS = {"ingest": 50051, "tasking": 50052, "consensus": 50053, "payments": 50054}
+GRPC_PORTS = {"ingest": 50051, "tasking": 50052, "consensus": 50053, "payments": 50054, "access": 50055}
 # The plaintext, health-only listener the kubelet's gRPC probes ask (they cannot speak TLS).
 HEALTH_PORT = 50050
 TLS_FILES = (
@@ -49,6 +49,7 @@ TLS_SECRET = "quorum-tls"
 MUTUAL_TLS_COMPONENT = K8S / "components" / "mutual-tls"
 CREDENTIALS = {
     "QUORUM_DATABASE_URL",
+    "QUORUM_ACCESS_DATABASE_URL",
     "QUORUM_REDIS_URL",
     "QUORUM_S3_ACCESS_KEY",
     "QUORUM_S3_SECRET_KEY",
@@ -56,6 +57,10 @@ CREDENTIALS = {
     "QUORUM_PREVIOUS_MASTER_KEYS",
 }
 NEEDS_S3 = {"ingest", "tasking"}
+# The object store wraps data keys with it; access seals TOTP secrets with it.
+NEEDS_MASTER_KEY = NEEDS_S3 | {"access"}
+# Every service and the dashboard.
+QUORUM_CONTAINERS = len(SERVICES) + 1
 DASHBOARD_ARGS = ["dashboard", "--host", "0.0.0.0", "--port", "8501"]
 # Third-party containers allowed a writable root; each manifest says why next to the flag.
 WRITABLE_ROOT = {"kafka"}
@@ -346,7 +351,7 @@ def check_tls_files_mounted(objects: list[dict[str, Any]]) -> int:
 
 
 def test_quorum_containers_serve_tls_off_loopback(objects: list[dict[str, Any]]) -> None:
-    assert check_tls_files_mounted(objects) == 5
+    assert check_tls_files_mounted(objects) == QUORUM_CONTAINERS
     assert config_values(objects).keys() >= {"QUORUM_TLS_CERT_FILE", "QUORUM_TLS_KEY_FILE", "QUORUM_TLS_CA_FILE"}
 
 
@@ -364,12 +369,12 @@ def test_the_mutual_tls_component_turns_on_client_certificates(tmp_path: Path) -
     objects = render(tmp_path)
     values = config_values(objects)
     assert all(values.get(variable) for variable in MUTUAL_TLS_FILES), values
-    assert check_tls_files_mounted(objects) == 5
+    assert check_tls_files_mounted(objects) == QUORUM_CONTAINERS
 
 
 def test_quorum_containers_set_only_settings_variables(objects: list[dict[str, Any]]) -> None:
     quorum = [(label, c) for label, c, _ in all_containers(objects) if is_quorum(c)]
-    assert len(quorum) == 5, [label for label, _ in quorum]
+    assert len(quorum) == QUORUM_CONTAINERS, [label for label, _ in quorum]
     for label, container in quorum:
         names = {e["name"] for e in container.get("env", [])}
         assert names <= SETTINGS_VARS, f"{label}: not settings fields: {sorted(names - SETTINGS_VARS)}"
@@ -385,16 +390,54 @@ def test_quorum_containers_set_only_settings_variables(objects: list[dict[str, A
 def test_credentials_come_from_the_secret(objects: list[dict[str, Any]], service: str) -> None:
     [(label, container, _)] = list(containers_of(find(objects, "Deployment", service)))
     env = {e["name"]: e for e in container.get("env", [])}
-    expected = {"QUORUM_DATABASE_URL"}
-    expected |= {"QUORUM_S3_ACCESS_KEY", "QUORUM_S3_SECRET_KEY", "QUORUM_MASTER_KEY"} if service in NEEDS_S3 else set()
-    expected |= {"QUORUM_REDIS_URL"} if service == "tasking" else set()
+    # Rate limits per API key are shared through Redis by every service.
+    expected = {"QUORUM_DATABASE_URL", "QUORUM_ACCESS_DATABASE_URL", "QUORUM_REDIS_URL"}
+    expected |= {"QUORUM_S3_ACCESS_KEY", "QUORUM_S3_SECRET_KEY"} if service in NEEDS_S3 else set()
+    expected |= {"QUORUM_MASTER_KEY"} if service in NEEDS_MASTER_KEY else set()
     assert expected <= env.keys(), f"{label}: missing {sorted(expected - env.keys())}"
+    assert ("QUORUM_MASTER_KEY" in env) == (service in NEEDS_MASTER_KEY), f"{label}: QUORUM_MASTER_KEY"
     for name in CREDENTIALS & env.keys():
         ref = env[name].get("valueFrom", {}).get("secretKeyRef")
         assert ref and "value" not in env[name], f"{label}: {name} is not read from a Secret"
         assert ref["name"].startswith("quorum-credentials"), f"{label}: {name} from {ref['name']}"
-    database_key = env["QUORUM_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["key"]
-    assert database_key == f"{service}-database-url", f"{label}: shares another service's database"
+    secret_key = {name: env[name]["valueFrom"]["secretKeyRef"]["key"] for name in CREDENTIALS & env.keys()}
+    assert secret_key["QUORUM_DATABASE_URL"] == f"{service}-database-url", f"{label}: shares another's database"
+    # Unset, the keys would be looked up in the service's own database, where there are none.
+    assert secret_key["QUORUM_ACCESS_DATABASE_URL"] == "access-database-url", f"{label}: API keys"
+    assert secret_key["QUORUM_REDIS_URL"] == "redis-url", f"{label}: rate limits"
+    if "QUORUM_MASTER_KEY" in env:
+        # TOTP secrets and stored objects must all open with the one key of the deployment.
+        assert secret_key["QUORUM_MASTER_KEY"] == "master-key", f"{label}: a master key of its own"
+        assert secret_key["QUORUM_PREVIOUS_MASTER_KEYS"] == "previous-master-keys", f"{label}: rotation"
+
+
+def required_secret_keys(objects: list[dict[str, Any]], *, quorum_only: bool = False) -> set[str]:
+    """The keys of quorum-credentials that some container (of the Quorum image) cannot start without."""
+    return {
+        ref["key"]
+        for _, container, _ in all_containers(objects)
+        if is_quorum(container) or not quorum_only
+        for e in container.get("env", [])
+        for ref in [e.get("valueFrom", {}).get("secretKeyRef")]
+        if ref and ref["name"].startswith("quorum-credentials") and not ref.get("optional")
+    }
+
+
+def test_dev_secret_holds_every_credential_the_pods_read() -> None:
+    objects = rendered("dev")
+    [secret] = [o for o in objects if o["kind"] == "Secret" and o["metadata"]["name"].startswith("quorum-credentials")]
+    needed = required_secret_keys(objects)
+    assert {"access-database-url", "redis-url", "master-key"} <= needed
+    assert needed <= secret["data"].keys(), f"dev quorum-credentials lacks {sorted(needed - secret['data'].keys())}"
+
+
+def test_readme_creates_every_credential_the_quorum_pods_read() -> None:
+    # Prod provides its own PostgreSQL, so only the Quorum containers' keys go into its Secret.
+    readme = (DEPLOY / "README.md").read_text()
+    needed = required_secret_keys(objects_from_files(), quorum_only=True)
+    assert "access-database-url" in needed
+    missing = sorted(key for key in needed if f"--from-literal={key}=" not in readme)
+    assert not missing, f"deploy/README.md's quorum-credentials command lacks {missing}"
 
 
 def test_dashboard_reads_only_service_addresses(objects: list[dict[str, Any]]) -> None:
@@ -426,8 +469,8 @@ def test_tasking_is_autoscaled() -> None:
 @pytest.mark.parametrize(
     ("overlay", "replicas", "tasking_bounds"),
     [
-        ("dev", {"ingest": 1, "consensus": 1, "payments": 1, "dashboard": 1}, (1, 1)),
-        ("prod", {"ingest": 2, "consensus": 2, "payments": 2, "dashboard": 1}, (3, 12)),
+        ("dev", {"ingest": 1, "consensus": 1, "payments": 1, "access": 1, "dashboard": 1}, (1, 1)),
+        ("prod", {"ingest": 2, "consensus": 2, "payments": 2, "access": 2, "dashboard": 1}, (3, 12)),
     ],
 )
 def test_overlay_replicas(overlay: str, replicas: dict[str, int], tasking_bounds: tuple[int, int]) -> None:
@@ -439,6 +482,14 @@ def test_overlay_replicas(overlay: str, replicas: dict[str, int], tasking_bounds
     namespace = {"dev": "quorum-dev", "prod": "quorum"}[overlay]
     find(objects, "Namespace", namespace)
     assert {o["metadata"].get("namespace") for o in objects if o["kind"] != "Namespace"} == {namespace}
+
+
+def test_prod_drains_take_one_pod_of_each_service_at_a_time() -> None:
+    objects = rendered("prod")
+    for service in SERVICES:
+        budget = find(objects, "PodDisruptionBudget", service)["spec"]
+        assert budget["maxUnavailable"] == 1, service
+        assert budget["selector"]["matchLabels"] == {"app.kubernetes.io/name": service}, service
 
 
 def test_prod_partitions_cover_tasking_replicas() -> None:
@@ -489,15 +540,16 @@ def test_compose_services(service: str) -> None:
     assert env["QUORUM_DATABASE_URL"].endswith(f"@postgres:5432/quorum_{service}")
     assert env[f"QUORUM_{service.upper()}_ADDR"] == f"{service}:{port}"
     assert env["QUORUM_BIND_HOST"] == "0.0.0.0"
-    assert ("QUORUM_REDIS_URL" in env) == (service == "tasking")
+    assert env["QUORUM_ACCESS_DATABASE_URL"].endswith("@postgres:5432/quorum_access")
+    assert env["QUORUM_REDIS_URL"] == "redis://redis:6379/0"
     assert ("QUORUM_S3_ACCESS_KEY" in env) == (service in NEEDS_S3)
-    assert ("QUORUM_MASTER_KEY" in env) == (service in NEEDS_S3)
+    assert ("QUORUM_MASTER_KEY" in env) == (service in NEEDS_MASTER_KEY)
     healthcheck = " ".join(spec["healthcheck"]["test"])
     assert f"'127.0.0.1:{port}'" in healthcheck
     assert "tls=client_tls(Settings())" in healthcheck, f"{service}: the healthcheck does not dial TLS"
     assert spec["read_only"] is True and "/tmp" in spec["tmpfs"]
     assert f"127.0.0.1:{port}:{port}" in spec["ports"]
-    for dependency in ("kafka", "postgres"):
+    for dependency in ("kafka", "postgres", "redis"):
         assert spec["depends_on"][dependency]["condition"] == "service_healthy"
 
 
@@ -514,7 +566,7 @@ def test_compose_serves_tls_off_loopback() -> None:
         for name, spec in compose()["services"].items()
         if spec.get("command", [""])[0] in ("serve", "dashboard")
     }
-    assert len(quorum) == 5, sorted(quorum)
+    assert len(quorum) == QUORUM_CONTAINERS, sorted(quorum)
     for name, spec in quorum.items():
         env = {**image_env(), **{k: str(v) for k, v in spec["environment"].items()}}
         assert not serves_plaintext_off_loopback(env), f"{name}: plaintext gRPC on {env.get('QUORUM_BIND_HOST')}"
