@@ -1,23 +1,32 @@
-"""Quorum operator dashboard: ``streamlit run dashboard/app.py``.
+"""Quorum dashboard: ``streamlit run dashboard/app.py``.
+
+Nothing renders before sign-in: a form takes an API key, checks it with the access
+service and, when the key has TOTP enrolled (or it is an operator or admin key and
+``QUORUM_DASHBOARD_REQUIRE_TOTP`` is on), asks for the code. On the embedded stack the
+local user's key (``QUORUM_HOME/credentials``, or ``QUORUM_API_KEY``) signs in by
+itself when it needs no code. The key lives only in the session state: never in the
+URL, the page or a message.
 
 Every figure comes from the services' gRPC APIs (addresses from
-``QUORUM_{INGEST,TASKING,CONSENSUS,PAYMENTS}_ADDR``, TLS from ``QUORUM_TLS_*``) through
-:func:`dashboard.data.load_snapshot`; this module only lays it out. A service
-that is down gets a warning and empty figures; the rest of the page still renders.
+``QUORUM_{INGEST,TASKING,CONSENSUS,PAYMENTS,ACCESS}_ADDR``) through
+:func:`dashboard.data.load_snapshot`, with the signed-in key; this module only lays it
+out. A service that is down gets a warning and empty figures; the rest of the page
+still renders. A client key sees its own organisation's jobs, one job at a time.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import timedelta
 
 import altair as alt
 import pandas as pd
 import streamlit as st
 
-from dashboard.data import ServiceAddrs, Snapshot, load_snapshot
+from dashboard.auth import CodeNeeded, SignInRefused, Viewer, sign_in
+from dashboard.data import JOB_SCOPED_PARTS, WORKERS, ServiceAddrs, Snapshot, load_snapshot
 from dashboard.formatting import MISSING, format_cents, format_count, format_duration, format_percent
 from quorum.settings import Settings
-from quorum.tls import ClientTls, client_tls
 
 ALL_JOBS = ""
 JOB_KEY = "job_id"
@@ -25,17 +34,31 @@ AUTO_KEY = "auto_refresh"
 EVERY_KEY = "refresh_seconds"
 SERIES_LABELS = {"created": "tasks created", "answered": "answers", "resolved": "objects resolved"}
 
-
-@st.cache_resource
-def transport() -> ClientTls | None:
-    """How to reach the services, read once per dashboard process (None: plaintext)."""
-    return client_tls(Settings())
+# Session state of the sign-in. The key is kept under API_KEY only, for this browser session.
+API_KEY = "signed_in_key"
+VIEWER = "viewer"
+# How the session signed in: "form", "local" (credentials file) or "env" (QUORUM_API_KEY).
+SIGNED_IN_VIA = "signed_in_via"
+# A valid key waiting for its TOTP code.
+PENDING_KEY = "pending_key"
+# The local user's key is tried once per session, and never again after signing out.
+LOCAL_TRIED = "local_sign_in_tried"
+NOTICE = "sign_in_notice"
+# Why the last attempt was refused, shown once.
+REFUSAL = "sign_in_refusal"
+KEY_INPUT = "api_key_input"
+CODE_INPUT = "totp_code_input"
 
 
 def main() -> None:
     st.set_page_config(page_title="Quorum operations", page_icon="📊", layout="wide")
     addrs = ServiceAddrs.from_env()
+    settings = Settings()
+    viewer = signed_in_viewer(addrs, settings)
+    if viewer is None:
+        return
     with st.sidebar:
+        render_account(viewer)
         st.header("Refresh")
         auto = st.toggle("Auto-refresh", value=True, key=AUTO_KEY)
         every = st.slider("Every (seconds)", min_value=2, max_value=60, value=5, key=EVERY_KEY, disabled=not auto)
@@ -43,20 +66,174 @@ def main() -> None:
         for name in ServiceAddrs.ENV:
             st.caption(f"{name.capitalize()}: `{getattr(addrs, name)}`")
 
-    st.title("Quorum operations")
+    st.title("Quorum operations" if viewer.staff else "Quorum")
     # Only the fragment reruns on the timer: the title and sidebar are not redrawn every few seconds.
     live = st.fragment(run_every=timedelta(seconds=every) if auto else None)(render_live)
-    live(addrs, transport())
+    live(addrs, viewer)
 
 
-def render_live(addrs: ServiceAddrs, tls: ClientTls | None) -> None:
+def signed_in_viewer(addrs: ServiceAddrs, settings: Settings) -> Viewer | None:
+    """The signed-in viewer; otherwise renders the sign-in gate (and nothing else) and returns None."""
+    state = st.session_state
+    if VIEWER in state and API_KEY in state:
+        viewer: Viewer = state[VIEWER]
+        return viewer
+    if not state.get(LOCAL_TRIED):
+        state[LOCAL_TRIED] = True
+        viewer_or_none = sign_in_local_user(addrs, settings)
+        if viewer_or_none is not None:
+            return viewer_or_none
+
+    st.title("Quorum")
+    if NOTICE in state:
+        st.warning(state[NOTICE], icon="🔒")
+    if REFUSAL in state:
+        st.error(state.pop(REFUSAL))
+    if PENDING_KEY in state:
+        render_code_form(addrs, settings)
+    else:
+        render_key_form(addrs, settings)
+    return None
+
+
+def _start_session(viewer: Viewer, api_key: str, via: str) -> None:
+    state = st.session_state
+    state[API_KEY] = api_key
+    state[VIEWER] = viewer
+    state[SIGNED_IN_VIA] = via
+    for stale in (PENDING_KEY, NOTICE):
+        state.pop(stale, None)
+
+
+def end_session(notice: str | None = None) -> None:
+    """Forgets the key and everything read with it; the local user is not signed in again."""
+    state = st.session_state
+    for name in (API_KEY, VIEWER, SIGNED_IN_VIA, PENDING_KEY, JOB_KEY):
+        state.pop(name, None)
+    state[LOCAL_TRIED] = True
+    if notice:
+        state[NOTICE] = notice
+
+
+def listens_on_this_machine_only() -> bool:
+    """Whether the dashboard is served on a loopback address (Streamlit listens on every
+    interface unless it is given one)."""
+    address = str(st.get_option("server.address") or "")
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def sign_in_local_user(addrs: ServiceAddrs, settings: Settings) -> Viewer | None:
+    """Signs in with the embedded stack's local key (or ``QUORUM_API_KEY``) when it needs
+    no second factor; a key that needs one, or is refused, leaves the form to the user.
+    Only while the dashboard listens on loopback: served to the network, the machine's
+    key would sign in everyone who can reach the page."""
+    if settings.dashboard_require_totp:
+        return None
+    api_key = settings.client_api_key()
+    if api_key is None:
+        return None
+    who = "with QUORUM_API_KEY" if settings.api_key is not None else "as the local user"
+    if not listens_on_this_machine_only():
+        st.session_state[NOTICE] = (
+            f"Not signed in {who} automatically: this dashboard is served beyond this machine. Sign in with a key."
+        )
+        return None
+    try:
+        outcome = sign_in(addrs.access, api_key, require_totp=False)
+    except SignInRefused as refused:
+        st.session_state[NOTICE] = f"Could not sign in {who}. {refused}"
+        return None
+    if isinstance(outcome, CodeNeeded):
+        return None
+    _start_session(outcome, api_key, "env" if settings.api_key is not None else "local")
+    return outcome
+
+
+def render_key_form(addrs: ServiceAddrs, settings: Settings) -> None:
+    with st.form("sign_in", clear_on_submit=True):
+        st.subheader("Sign in")
+        st.text_input("API key", type="password", key=KEY_INPUT, placeholder="qk_…", help="From `quorum keys create`")
+        st.form_submit_button(
+            "Sign in", type="primary", key="sign_in_submit", on_click=submit_key, args=(addrs, settings)
+        )
+
+
+def render_code_form(addrs: ServiceAddrs, settings: Settings) -> None:
+    with st.form("second_factor", clear_on_submit=True):
+        st.subheader("Second factor")
+        st.caption("This key has TOTP enrolled: enter the code your authenticator app shows now.")
+        st.text_input("6-digit code", max_chars=6, key=CODE_INPUT)
+        st.form_submit_button("Verify", type="primary", key="totp_submit", on_click=submit_code, args=(addrs, settings))
+    st.button("Use another key", on_click=end_session, key="use_another_key")
+
+
+# The submit callbacks run before the page does, the one moment a widget's value can be
+# emptied: what was typed stays in no widget once it has been tried.
+def submit_key(addrs: ServiceAddrs, settings: Settings) -> None:
+    state = st.session_state
+    entered = str(state.get(KEY_INPUT, "")).strip()
+    state[KEY_INPUT] = ""
+    try:
+        outcome = sign_in(addrs.access, entered, require_totp=settings.dashboard_require_totp)
+    except SignInRefused as refused:
+        state[REFUSAL] = str(refused)
+        return
+    if isinstance(outcome, CodeNeeded):
+        state[PENDING_KEY] = entered
+    else:
+        _start_session(outcome, entered, "form")
+
+
+def submit_code(addrs: ServiceAddrs, settings: Settings) -> None:
+    state = st.session_state
+    code = str(state.get(CODE_INPUT, ""))
+    state[CODE_INPUT] = ""
+    pending = str(state[PENDING_KEY])
+    try:
+        outcome = sign_in(addrs.access, pending, code, require_totp=settings.dashboard_require_totp)
+    except SignInRefused as refused:
+        state[REFUSAL] = str(refused)
+        return
+    if isinstance(outcome, CodeNeeded):  # only for an empty code
+        state[REFUSAL] = "Enter the 6-digit code your authenticator app shows for this key."
+        return
+    _start_session(outcome, pending, "form")
+
+
+def render_account(viewer: Viewer) -> None:
+    via = st.session_state.get(SIGNED_IN_VIA)
+    if via == "local":
+        st.success(f"Signed in as the local user ({viewer.role.value})")
+    elif via == "env":
+        st.success(f"Signed in with QUORUM_API_KEY ({viewer.role.value})")
+    else:
+        st.success(f"Signed in as {viewer.describe()}")
+    organisation = viewer.org_id or ("every organisation" if viewer.staff else "none")
+    st.caption(f"Role: {viewer.role.value} · Organisation: {organisation}")
+    if viewer.totp_verified:
+        st.caption("Second factor: TOTP verified")
+    st.button("Sign out", on_click=end_session, key="sign_out")
+
+
+def render_live(addrs: ServiceAddrs, viewer: Viewer) -> None:
     """One refresh: read a snapshot for the picked job and render it."""
+    api_key = st.session_state.get(API_KEY)
+    if api_key is None:  # signed out in another part of the page
+        st.rerun(scope="app")
     job_id = str(st.session_state.get(JOB_KEY) or ALL_JOBS)
-    snapshot = load_snapshot(addrs, job_id, tls=tls)
+    snapshot = load_snapshot(addrs, api_key, job_id, staff=viewer.staff)
+    if any(p.code == "UNAUTHENTICATED" for p in snapshot.problems):
+        end_session("Your key is no longer accepted (revoked?): sign in again.")
+        st.rerun(scope="app")
 
     picker, refresh, stamp = st.columns([4, 1, 2], vertical_alignment="bottom")
     with picker:
-        render_job_picker(snapshot)
+        render_job_picker(snapshot, viewer)
     with refresh:
         # A click reruns the fragment, which is all a manual refresh needs.
         st.button("Refresh now", width="stretch")
@@ -66,16 +243,19 @@ def render_live(addrs: ServiceAddrs, tls: ClientTls | None) -> None:
     for problem in snapshot.problems:
         st.warning(problem.message(), icon="⚠️")
 
-    render_progress(snapshot)
-    render_workload(snapshot)
-    render_throughput(snapshot)
-    render_quality(snapshot)
-    render_money(snapshot)
+    if snapshot.withheld >= JOB_SCOPED_PARTS:
+        st.info("Pick one of your jobs to see its progress, quality and money.", icon="👆")
+    else:
+        render_progress(snapshot)
+        render_workload(snapshot)
+        render_throughput(snapshot)
+        render_quality(snapshot)
+        render_money(snapshot)
     render_workers(snapshot)
     render_jobs(snapshot)
 
 
-def render_job_picker(snapshot: Snapshot) -> None:
+def render_job_picker(snapshot: Snapshot, viewer: Viewer) -> None:
     jobs = snapshot.jobs
     names = dict(zip(jobs["job_id"], jobs["name"], strict=True))
     options = [ALL_JOBS, *names]
@@ -85,7 +265,7 @@ def render_job_picker(snapshot: Snapshot) -> None:
 
     def label(job_id: str) -> str:
         if not job_id:
-            return "All jobs"
+            return "All jobs" if viewer.staff else "All my jobs"
         name = names.get(job_id)
         return f"{name} ({job_id})" if name else job_id
 
@@ -247,6 +427,9 @@ def render_money(snapshot: Snapshot) -> None:
 
 def render_workers(snapshot: Snapshot) -> None:
     st.subheader("Workers")
+    if WORKERS in snapshot.withheld:
+        st.caption("Not available to your role: workers label for every organisation.")
+        return
     if snapshot.workers.empty:
         failed = any(p.service == "Consensus" for p in snapshot.problems)
         st.caption("Workers unavailable." if failed else "No workers yet.")

@@ -1,8 +1,9 @@
-"""What the operator dashboard shows, read through the services' gRPC APIs.
+"""What the dashboard shows, read through the services' gRPC APIs.
 
-:func:`load_snapshot` makes every call and returns a :class:`Snapshot` of plain
-values and pandas DataFrames, which the Streamlit app only renders. Nothing
-here imports Streamlit, and nothing reads a database: the services own their data.
+:func:`load_snapshot` makes every call with the signed-in user's API key and
+returns a :class:`Snapshot` of plain values and pandas DataFrames, which the
+Streamlit app only renders. Nothing here imports Streamlit, and nothing reads a
+database: the services own their data and decide what each key may see.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from typing import Any, ClassVar, TypeVar
 import grpc
 import pandas as pd
 
-from quorum.rpc import channel as open_channel
-from quorum.tls import ClientTls
+from dashboard.auth import transport
+from quorum.rpc import channel
 from quorum.v1 import (
     consensus_pb2,
     consensus_pb2_grpc,
@@ -59,6 +60,11 @@ WORKER_COLUMNS = [
 ]
 THROUGHPUT_COLUMNS = ["created", "answered", "resolved"]
 
+# The parts of a snapshot that a caller's role may be unable to read.
+TASKING, QUALITY, MONEY, WORKERS = "tasking", "quality", "money", "workers"
+# A client reads these for one of its jobs at a time, never summed over every job.
+JOB_SCOPED_PARTS = frozenset({TASKING, QUALITY, MONEY})
+
 _JOB_STATES = {
     ingest_pb2.JOB_STATE_OPEN: "open",
     ingest_pb2.JOB_STATE_SEALED: "sealed",
@@ -69,18 +75,20 @@ _UNREACHABLE = {"UNAVAILABLE", "DEADLINE_EXCEEDED"}
 
 @dataclass(frozen=True)
 class ServiceAddrs:
-    """``host:port`` of each service the dashboard reads."""
+    """``host:port`` of each service the dashboard reads, and of the access service it signs in with."""
 
     ingest: str = "127.0.0.1:50051"
     tasking: str = "127.0.0.1:50052"
     consensus: str = "127.0.0.1:50053"
     payments: str = "127.0.0.1:50054"
+    access: str = "127.0.0.1:50055"
 
     ENV: ClassVar[dict[str, str]] = {
         "ingest": "QUORUM_INGEST_ADDR",
         "tasking": "QUORUM_TASKING_ADDR",
         "consensus": "QUORUM_CONSENSUS_ADDR",
         "payments": "QUORUM_PAYMENTS_ADDR",
+        "access": "QUORUM_ACCESS_ADDR",
     }
 
     @classmethod
@@ -183,6 +191,9 @@ class Snapshot:
     # Per-minute counts indexed by the minute's start (UTC), one column per available series.
     throughput: pd.DataFrame = field(default_factory=pd.DataFrame)
     problems: tuple[ServiceProblem, ...] = ()
+    # Parts not asked for because the caller's role cannot read them in this scope
+    # (e.g. a client's workers, or its figures summed over every job).
+    withheld: frozenset[str] = frozenset()
 
     @property
     def resolved(self) -> int | None:
@@ -308,11 +319,23 @@ def _throughput_frame(series: Mapping[str, Iterable[Any]]) -> pd.DataFrame:
     return frame
 
 
-def _read_ingest(addr: str, job_id: str, timeout: float, tls: ClientTls | None) -> _Part:
-    calls = _Calls("Ingest", addr, timeout)
+@dataclass(frozen=True)
+class _Request:
+    """What every reader needs: where, as whom, for which job, and what to leave out."""
+
+    api_key: str = field(repr=False)
+    job_id: str
+    timeout: float
+    withheld: frozenset[str]
+
+
+def _read_ingest(addr: str, req: _Request) -> _Part:
+    calls = _Calls("Ingest", addr, req.timeout)
     part = _Part(calls.problems)
-    with open_channel(addr, tls=tls) as channel:
-        stub = ingest_pb2_grpc.IngestServiceStub(channel)
+    job_id = req.job_id
+    # A client's ListJobs is narrowed to its own organisation by the service.
+    with channel(addr, api_key=req.api_key, tls=transport()) as ch:
+        stub = ingest_pb2_grpc.IngestServiceStub(ch)
         listed = calls(stub.ListJobs, ingest_pb2.ListJobsRequest())
         if listed is not None:
             part.values["jobs"] = _jobs_frame(listed.jobs)
@@ -326,12 +349,14 @@ def _read_ingest(addr: str, job_id: str, timeout: float, tls: ClientTls | None) 
     return part
 
 
-def _read_tasking(addr: str, job_id: str, timeout: float, tls: ClientTls | None) -> _Part:
-    calls = _Calls("Tasking", addr, timeout)
+def _read_tasking(addr: str, req: _Request) -> _Part:
+    calls = _Calls("Tasking", addr, req.timeout)
     part = _Part(calls.problems)
-    with open_channel(addr, tls=tls) as channel:
-        stub = tasking_pb2_grpc.TaskingServiceStub(channel)
-        stats = calls(stub.GetTaskingStats, tasking_pb2.GetTaskingStatsRequest(job_id=job_id))
+    if TASKING in req.withheld:
+        return part
+    with channel(addr, api_key=req.api_key, tls=transport()) as ch:
+        stub = tasking_pb2_grpc.TaskingServiceStub(ch)
+        stats = calls(stub.GetTaskingStats, tasking_pb2.GetTaskingStatsRequest(job_id=req.job_id))
         if stats is not None:
             part.values["tasking"] = TaskingFigures(
                 tasks=stats.tasks,
@@ -346,12 +371,16 @@ def _read_tasking(addr: str, job_id: str, timeout: float, tls: ClientTls | None)
     return part
 
 
-def _read_consensus(addr: str, job_id: str, timeout: float, tls: ClientTls | None) -> _Part:
-    calls = _Calls("Consensus", addr, timeout)
+def _read_consensus(addr: str, req: _Request) -> _Part:
+    calls = _Calls("Consensus", addr, req.timeout)
     part = _Part(calls.problems)
-    with open_channel(addr, tls=tls) as channel:
-        stub = consensus_pb2_grpc.ConsensusServiceStub(channel)
-        q = calls(stub.GetJobQuality, consensus_pb2.GetJobQualityRequest(job_id=job_id))
+    if {QUALITY, WORKERS} <= req.withheld:
+        return part
+    with channel(addr, api_key=req.api_key, tls=transport()) as ch:
+        stub = consensus_pb2_grpc.ConsensusServiceStub(ch)
+        q = None
+        if QUALITY not in req.withheld:
+            q = calls(stub.GetJobQuality, consensus_pb2.GetJobQualityRequest(job_id=req.job_id))
         if q is not None:
             part.values["quality"] = QualityFigures(
                 tasks=q.tasks,
@@ -370,18 +399,21 @@ def _read_consensus(addr: str, job_id: str, timeout: float, tls: ClientTls | Non
                 fleiss_kappa=q.fleiss_kappa,
             )
             part.series["resolved"] = q.resolved_per_minute
-        listed = calls(stub.ListWorkers, consensus_pb2.ListWorkersRequest(job_id=job_id))
-        if listed is not None:
-            part.values["workers"] = _workers_frame(listed.workers)
+        if WORKERS not in req.withheld:
+            listed = calls(stub.ListWorkers, consensus_pb2.ListWorkersRequest(job_id=req.job_id))
+            if listed is not None:
+                part.values["workers"] = _workers_frame(listed.workers)
     return part
 
 
-def _read_payments(addr: str, job_id: str, timeout: float, tls: ClientTls | None) -> _Part:
-    calls = _Calls("Payments", addr, timeout)
+def _read_payments(addr: str, req: _Request) -> _Part:
+    calls = _Calls("Payments", addr, req.timeout)
     part = _Part(calls.problems)
-    with open_channel(addr, tls=tls) as channel:
-        stub = payments_pb2_grpc.PaymentsServiceStub(channel)
-        m = calls(stub.GetMoneySummary, payments_pb2.GetMoneySummaryRequest(job_id=job_id))
+    if MONEY in req.withheld:
+        return part
+    with channel(addr, api_key=req.api_key, tls=transport()) as ch:
+        stub = payments_pb2_grpc.PaymentsServiceStub(ch)
+        m = calls(stub.GetMoneySummary, payments_pb2.GetMoneySummaryRequest(job_id=req.job_id))
         if m is not None:
             part.values["money"] = MoneyFigures(
                 currency=m.currency or "USD",
@@ -398,17 +430,34 @@ def _read_payments(addr: str, job_id: str, timeout: float, tls: ClientTls | None
     return part
 
 
+def withheld_parts(job_id: str, staff: bool) -> frozenset[str]:
+    """The parts a caller cannot read: operators and admins read everything; a client
+    reads no workers (they label for every organisation) and its figures only per job."""
+    if staff:
+        return frozenset()
+    return frozenset({WORKERS}) | (frozenset() if job_id else JOB_SCOPED_PARTS)
+
+
 def load_snapshot(
-    addrs: ServiceAddrs, job_id: str = "", timeout: float = DEFAULT_TIMEOUT_S, *, tls: ClientTls | None = None
+    addrs: ServiceAddrs,
+    api_key: str,
+    job_id: str = "",
+    *,
+    staff: bool,
+    timeout: float = DEFAULT_TIMEOUT_S,
 ) -> Snapshot:
     """Reads one consistent-enough view of ``job_id`` (every job when empty) from the four
-    services, over TLS with ``tls`` (:func:`quorum.tls.client_tls`).
+    services, every call carrying ``api_key``.
 
-    Never raises for a failed call: the failure lands in ``Snapshot.problems`` and
-    that service's part stays empty. The services are asked in parallel, each call
-    with a ``timeout``-second deadline, so a hung service costs at most about
-    ``2 * timeout`` seconds in total.
+    ``staff`` (an operator or admin key) reads everything; otherwise the parts in
+    :func:`withheld_parts` are not asked for and are named in ``Snapshot.withheld``.
+    The services enforce the same limits whatever is asked. Never raises for a failed
+    call: the failure lands in ``Snapshot.problems`` (an UNAUTHENTICATED one means the
+    key stopped working) and that service's part stays empty. The services are asked
+    in parallel, each call with a ``timeout``-second deadline, so a hung service costs
+    at most about ``2 * timeout`` seconds in total.
     """
+    req = _Request(api_key=api_key, job_id=job_id, timeout=timeout, withheld=withheld_parts(job_id, staff))
     readers = [
         (_read_ingest, addrs.ingest),
         (_read_tasking, addrs.tasking),
@@ -416,7 +465,7 @@ def load_snapshot(
         (_read_payments, addrs.payments),
     ]
     with ThreadPoolExecutor(max_workers=len(readers), thread_name_prefix="dashboard-read") as pool:
-        parts = list(pool.map(lambda reader: reader[0](reader[1], job_id, timeout, tls), readers))
+        parts = list(pool.map(lambda reader: reader[0](reader[1], req), readers))
 
     values: dict[str, Any] = {}
     series: dict[str, Iterable[Any]] = {}
@@ -430,5 +479,6 @@ def load_snapshot(
         taken_at=datetime.now(UTC),
         throughput=_throughput_frame(series),
         problems=tuple(problems),
+        withheld=req.withheld,
         **values,
     )

@@ -34,7 +34,9 @@ def streamlit_command(host: str = "127.0.0.1", port: int = 8501, extra: Sequence
 def launch(host: str = "127.0.0.1", port: int = 8501, extra: Sequence[str] = ()) -> int:
     """Serves the dashboard until interrupted and returns Streamlit's exit code.
 
-    Service addresses come from ``QUORUM_{INGEST,TASKING,CONSENSUS,PAYMENTS}_ADDR``
-    in the environment, which the child process inherits.
+    Service addresses come from ``QUORUM_{INGEST,TASKING,CONSENSUS,PAYMENTS,ACCESS}_ADDR``
+    in the environment, which the child process inherits. Served on a loopback
+    ``host``, the dashboard signs the local user in by itself; on any other, everyone
+    signs in with a key.
     """
     return subprocess.call(streamlit_command(host, port, extra))  # noqa: S603 - this Python running streamlit

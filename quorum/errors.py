@@ -36,6 +36,14 @@ class Unauthenticated(QuorumError):
     """The call carries no credentials, or credentials nobody issued or that were revoked."""
 
 
+class SecondFactorRequired(Unauthenticated):
+    """The key is valid but has a second factor enrolled, and the call did not carry its code."""
+
+    def __init__(self, message: str, factor: str = "totp") -> None:
+        super().__init__(message)
+        self.factor = factor
+
+
 class PermissionDenied(QuorumError):
     """The caller may not do this."""
 

@@ -37,9 +37,16 @@ def status_for(error: errors.QuorumError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
+# Trailing metadata naming the factor (e.g. "totp") an UNAUTHENTICATED call lacked, so a
+# client can ask for the code instead of reporting the key as wrong.
+SECOND_FACTOR_METADATA = "quorum-second-factor"
+
+
 def _abort(context: grpc.ServicerContext, error: errors.QuorumError) -> None:
     if isinstance(error, errors.ResourceExhausted):
         context.set_trailing_metadata((("retry-after-ms", str(error.retry_after_ms)),))
+    if isinstance(error, errors.SecondFactorRequired):
+        context.set_trailing_metadata(((SECOND_FACTOR_METADATA, error.factor),))
     context.abort(status_for(error), str(error))
 
 
@@ -337,6 +344,17 @@ def channel(address: str, *, api_key: str | None = None, tls: ClientTls | None =
     if api_key is None:
         return plain
     return grpc.intercept_channel(plain, BearerKey(api_key))
+
+
+def second_factor_required(error: grpc.RpcError) -> str | None:
+    """The second factor (e.g. ``"totp"``) a refused call needs, or None when the refusal
+    was for any other reason (a wrong or revoked key, a wrong code)."""
+    if not isinstance(error, grpc.Call) or error.code() != grpc.StatusCode.UNAUTHENTICATED:
+        return None
+    for name, value in error.trailing_metadata() or ():
+        if name == SECOND_FACTOR_METADATA:
+            return value.decode() if isinstance(value, bytes) else str(value)
+    return None
 
 
 def wait_healthy(address: str, timeout: float = 30.0, *, tls: ClientTls | None = None) -> None:

@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     payments_addr: str = "127.0.0.1:50054"
     access_addr: str = "127.0.0.1:50055"
     dashboard_port: int = 8501
+    # Operator and admin keys must have TOTP enrolled, and give the code, to see the dashboard.
+    dashboard_require_totp: bool = False
     grpc_workers: int = Field(default=32, ge=1)
     # Writes are refused (RESOURCE_EXHAUSTED, retry-after-ms) while more events than this
     # wait in the service's outbox: the broker is down or slower than the callers.

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pyotp
 
-from quorum.errors import InvalidArgument, Unauthenticated
+from quorum.errors import InvalidArgument, SecondFactorRequired, Unauthenticated
 from quorum.security.keys import KeyRecord, KeyStore
 from quorum.security.principal import Principal, Role
 
@@ -75,7 +75,7 @@ class AccessHandlers:
         if secret is None:
             return record, False
         if not totp_code:
-            raise Unauthenticated("this key needs a TOTP code from its authenticator app")
+            raise SecondFactorRequired("this key needs a TOTP code from its authenticator app")
         if not (totp_code.isdigit() and len(totp_code) == 6):
             raise InvalidArgument("totp_code", "six digits")
         if not pyotp.TOTP(secret).verify(totp_code, valid_window=1):

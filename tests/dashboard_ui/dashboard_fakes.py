@@ -1,23 +1,39 @@
-"""Fake Quorum services with canned figures, served over real gRPC.
+"""Fake Quorum services with canned figures, served over real gRPC behind the real
+authentication.
 
-:func:`start_fake_quorum` runs one in-process ``grpc.server`` on a free port with
-fake Ingest, Tasking, Consensus and Payments servicers; each records the
-``job_id`` it was asked for.
+:func:`start_fake_quorum` runs one in-process server (:func:`quorum.rpc.start_server`)
+on a free port with fake Ingest, Tasking, Consensus and Payments servicers and the
+real Access servicer. Every call passes the real :class:`AuthInterceptor` with each
+service's real policy table and a real key store in a SQLite access database, so a
+call without a valid key is refused and a client key is held to its organisation
+exactly as in production. Each fake records the ``job_id`` it was asked for and the
+key that asked.
 """
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from collections.abc import Mapping
-from concurrent import futures
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeVar
 
 import grpc
+import pyotp
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from google.protobuf.timestamp_pb2 import Timestamp
+from sqlalchemy.engine import Engine
 
 from dashboard.data import ServiceAddrs
+from quorum.db import make_engine
+from quorum.rpc import RunningServer, start_server
+from quorum.security import keys
+from quorum.security.policy import AuthInterceptor
+from quorum.security.principal import Role, current_principal
 from quorum.v1 import (
+    access_pb2_grpc,
     common_pb2,
     consensus_pb2,
     consensus_pb2_grpc,
@@ -28,6 +44,15 @@ from quorum.v1 import (
     tasking_pb2,
     tasking_pb2_grpc,
 )
+from services.access import audit as access_audit
+from services.access.handlers import AccessHandlers
+from services.access.policy import POLICY as ACCESS_POLICY
+from services.access.servicer import SERVICE_NAME as ACCESS_SERVICE
+from services.access.servicer import AccessServicer
+from services.consensus.policy import POLICY as CONSENSUS_POLICY
+from services.ingest.policy import POLICY as INGEST_POLICY
+from services.payments.policy import POLICY as PAYMENTS_POLICY
+from services.tasking.policy import POLICY as TASKING_POLICY
 
 T = TypeVar("T")
 
@@ -194,14 +219,22 @@ MONEY = {
 
 @dataclass
 class Calls:
-    """``(method, job_id)`` of every request the fakes served, thread-safe."""
+    """``(method, job_id)`` of every request the fakes served, and the key id that made
+    it (the interceptor admitted it), thread-safe."""
 
     seen: list[tuple[str, str]] = field(default_factory=list)
+    key_ids: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def record(self, method: str, job_id: str) -> None:
+        principal = current_principal()
         with self.lock:
             self.seen.append((method, job_id))
+            self.key_ids.append(principal.key_id if principal else "")
+
+    def methods(self) -> set[str]:
+        with self.lock:
+            return {m for m, _ in self.seen}
 
     def job_ids(self, method: str) -> list[str]:
         with self.lock:
@@ -220,7 +253,9 @@ class FakeIngest(ingest_pb2_grpc.IngestServiceServicer):
 
     def ListJobs(self, request, context):
         self.calls.record("ListJobs", "")
-        return ingest_pb2.ListJobsResponse(jobs=list(JOBS.values()))
+        # As the real service: an organisation named (a client's always is) narrows the list.
+        jobs = [job for job in JOBS.values() if request.client_id in ("", job.spec.client_id)]
+        return ingest_pb2.ListJobsResponse(jobs=jobs)
 
     def GetJob(self, request, context):
         self.calls.record("GetJob", request.job_id)
@@ -258,25 +293,80 @@ class FakePayments(payments_pb2_grpc.PaymentsServiceServicer):
         return _lookup(MONEY, request.job_id, context)
 
 
+class TestSecretBox:
+    """Seals TOTP secrets with AES-GCM under a fixed test key, standing in for the master keyring."""
+
+    __test__ = False  # not a pytest class
+
+    def __init__(self) -> None:
+        self._aead = AESGCM(bytes(range(32)))
+
+    def seal(self, plaintext: bytes, aad: bytes) -> bytes:
+        nonce = os.urandom(12)
+        return nonce + self._aead.encrypt(nonce, plaintext, aad)
+
+    def open(self, blob: bytes, aad: bytes) -> bytes:
+        return self._aead.decrypt(blob[:12], blob[12:], aad)
+
+
+def _owner_of(kind: str, ident: str) -> str | None:
+    if kind == "job" and ident in JOBS:
+        return JOBS[ident].spec.client_id
+    return None
+
+
 @dataclass
 class FakeQuorum:
-    """All four fake services on one address."""
+    """All five services on one address, and the key store they check keys against."""
 
     addr: str
     calls: Calls
+    keys: keys.KeyStore
+    engine: Engine
 
     def addrs(self, **overrides: str) -> ServiceAddrs:
         base = {name: self.addr for name in ServiceAddrs.ENV}
         return ServiceAddrs(**(base | overrides))
 
+    def issue(self, role: Role, *, org_id: str = "", subject: str = "", totp_secret: str | None = None) -> str:
+        """A new key (the whole ``qk_...`` string)."""
+        _, key = self.keys.create(role, org_id=org_id, subject=subject, name="test", totp_secret=totp_secret)
+        return key
 
-def start_fake_quorum() -> tuple[grpc.Server, FakeQuorum]:
+
+def start_fake_quorum(access_db: Path) -> tuple[RunningServer, FakeQuorum]:
+    """Serves the fakes; keys live in the SQLite database ``access_db``. Keys are
+    re-checked on every call, so a revocation takes effect at once."""
+    engine = make_engine(f"sqlite:///{access_db}")
+    keys.metadata.create_all(engine)
+    access_audit.metadata.create_all(engine)
+    store = keys.KeyStore(engine, TestSecretBox())
+    trail = access_audit.AuditTrail(engine)
     calls = Calls()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
-    ingest_pb2_grpc.add_IngestServiceServicer_to_server(FakeIngest(calls), server)
-    tasking_pb2_grpc.add_TaskingServiceServicer_to_server(FakeTasking(calls), server)
-    consensus_pb2_grpc.add_ConsensusServiceServicer_to_server(FakeConsensus(calls), server)
-    payments_pb2_grpc.add_PaymentsServiceServicer_to_server(FakePayments(calls), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    return server, FakeQuorum(f"127.0.0.1:{port}", calls)
+    registrations = [
+        (ingest_pb2_grpc.add_IngestServiceServicer_to_server, FakeIngest(calls), INGEST_POLICY.service),
+        (tasking_pb2_grpc.add_TaskingServiceServicer_to_server, FakeTasking(calls), TASKING_POLICY.service),
+        (consensus_pb2_grpc.add_ConsensusServiceServicer_to_server, FakeConsensus(calls), CONSENSUS_POLICY.service),
+        (payments_pb2_grpc.add_PaymentsServiceServicer_to_server, FakePayments(calls), PAYMENTS_POLICY.service),
+        (
+            access_pb2_grpc.add_AccessServiceServicer_to_server,
+            AccessServicer(AccessHandlers(store, trail), trail),
+            ACCESS_SERVICE,
+        ),
+    ]
+    auth = AuthInterceptor(
+        [INGEST_POLICY, TASKING_POLICY, CONSENSUS_POLICY, PAYMENTS_POLICY, ACCESS_POLICY],
+        keys.Authenticator(engine, poll_seconds=0.0),
+        _owner_of,
+    )
+    server = start_server(registrations, "127.0.0.1:0", max_workers=8, interceptors=[auth])
+    return server, FakeQuorum(f"127.0.0.1:{server.port}", calls, store, engine)
+
+
+def wrong_totp_code(secret: str) -> str:
+    """A well-formed code the server refuses: none of the time steps around now produce
+    it (two steps either way, wider than the one the server accepts)."""
+    totp = pyotp.TOTP(secret)
+    now = time.time()
+    near = {totp.at(now + 30 * step) for step in range(-2, 3)}
+    return next(code for code in ("000000", "111111", "222222", "333333", "444444", "555555") if code not in near)

@@ -1,31 +1,17 @@
-"""The Streamlit app, run by AppTest against fake services over real gRPC."""
+"""The Streamlit app, run by AppTest against fake services over real gRPC, signed in
+with an operator key."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from dashboard_apptest import APP, metrics, signed_in_app
 from dashboard_fakes import CATS, FakeQuorum
-from streamlit.testing.v1 import AppTest
 
 from dashboard.launch import APP_PATH, streamlit_command
 
-APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 
-
-def run_app() -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=15)
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def metrics(at: AppTest) -> dict[str, str]:
-    return {m.label: m.value for m in at.metric}
-
-
-def test_renders_every_figure_for_all_jobs(dashboard_env: FakeQuorum) -> None:
-    at = run_app()
+def test_renders_every_figure_for_all_jobs(dashboard_env: FakeQuorum, operator_key: str) -> None:
+    at = signed_in_app(operator_key)
 
     assert not at.warning
     shown = metrics(at)
@@ -56,8 +42,8 @@ def test_renders_every_figure_for_all_jobs(dashboard_env: FakeQuorum) -> None:
     assert {"name", "client_id", "state", "objects", "gold", "rejected", "sla_deadline"} <= set(jobs.columns)
 
 
-def test_picking_a_job_scopes_every_call(dashboard_env: FakeQuorum) -> None:
-    at = run_app()
+def test_picking_a_job_scopes_every_call(dashboard_env: FakeQuorum, operator_key: str) -> None:
+    at = signed_in_app(operator_key)
     at.selectbox(key="job_id").select(CATS).run()
 
     assert not at.exception
@@ -74,10 +60,10 @@ def test_picking_a_job_scopes_every_call(dashboard_env: FakeQuorum) -> None:
 
 
 def test_a_service_down_is_named_and_the_rest_still_renders(
-    dashboard_env: FakeQuorum, dead_addr: str, monkeypatch: pytest.MonkeyPatch
+    dashboard_env: FakeQuorum, operator_key: str, dead_addr: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("QUORUM_PAYMENTS_ADDR", dead_addr)
-    at = run_app()
+    at = signed_in_app(operator_key)
 
     [warning] = at.warning
     assert f"Payments service at {dead_addr} is unreachable" in warning.value
@@ -88,10 +74,12 @@ def test_a_service_down_is_named_and_the_rest_still_renders(
     assert "w-alice" in at.dataframe[0].value["worker_id"].tolist()
 
 
-def test_everything_down_still_renders(dead_addr: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_everything_down_but_sign_in_still_renders(
+    dashboard_env: FakeQuorum, operator_key: str, dead_addr: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for var in ("QUORUM_INGEST_ADDR", "QUORUM_TASKING_ADDR", "QUORUM_CONSENSUS_ADDR", "QUORUM_PAYMENTS_ADDR"):
         monkeypatch.setenv(var, dead_addr)
-    at = run_app()
+    at = signed_in_app(operator_key)
 
     assert [w.value.split(" service")[0] for w in at.warning] == [
         "Ingest",
@@ -103,8 +91,8 @@ def test_everything_down_still_renders(dead_addr: str, monkeypatch: pytest.Monke
     assert not at.dataframe
 
 
-def test_auto_refresh_can_be_switched_off(dashboard_env: FakeQuorum) -> None:
-    at = run_app()
+def test_auto_refresh_can_be_switched_off(dashboard_env: FakeQuorum, operator_key: str) -> None:
+    at = signed_in_app(operator_key)
     at.toggle(key="auto_refresh").set_value(False).run()
 
     assert not at.exception

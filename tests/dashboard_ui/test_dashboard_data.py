@@ -12,8 +12,8 @@ from dashboard.data import JOB_COLUMNS, WORKER_COLUMNS, ServiceAddrs, load_snaps
 from dashboard.formatting import format_cents, format_count, format_duration, format_percent
 
 
-def test_all_jobs_snapshot_has_every_part(quorum: FakeQuorum) -> None:
-    snap = load_snapshot(quorum.addrs())
+def test_all_jobs_snapshot_has_every_part(quorum: FakeQuorum, operator_key: str) -> None:
+    snap = load_snapshot(quorum.addrs(), operator_key, staff=True)
 
     assert snap.problems == ()
     assert snap.job_id == ""
@@ -34,8 +34,8 @@ def test_all_jobs_snapshot_has_every_part(quorum: FakeQuorum) -> None:
     assert snap.money is not None and snap.money.billed_cents == 1_234 and snap.money.currency == "USD"
 
 
-def test_workers_are_sorted_by_reliability_with_gold_accuracy(quorum: FakeQuorum) -> None:
-    workers = load_snapshot(quorum.addrs()).workers
+def test_workers_are_sorted_by_reliability_with_gold_accuracy(quorum: FakeQuorum, operator_key: str) -> None:
+    workers = load_snapshot(quorum.addrs(), operator_key, staff=True).workers
 
     assert list(workers.columns) == WORKER_COLUMNS
     assert list(workers["worker_id"]) == ["w-alice", "w-carol", "w-bob"]
@@ -44,8 +44,8 @@ def test_workers_are_sorted_by_reliability_with_gold_accuracy(quorum: FakeQuorum
     assert pd.isna(workers.loc[1, "gold_accuracy"])
 
 
-def test_throughput_fills_missing_minutes_with_zero(quorum: FakeQuorum) -> None:
-    frame = load_snapshot(quorum.addrs()).throughput
+def test_throughput_fills_missing_minutes_with_zero(quorum: FakeQuorum, operator_key: str) -> None:
+    frame = load_snapshot(quorum.addrs(), operator_key, staff=True).throughput
 
     assert list(frame.columns) == ["created", "answered", "resolved"]
     assert list(frame.index) == list(pd.to_datetime([T0 + 60 * i for i in range(4)], unit="s", utc=True))
@@ -54,8 +54,8 @@ def test_throughput_fills_missing_minutes_with_zero(quorum: FakeQuorum) -> None:
     assert frame["resolved"].tolist() == [0, 100, 150, 100]
 
 
-def test_job_scope_is_passed_to_every_service(quorum: FakeQuorum) -> None:
-    snap = load_snapshot(quorum.addrs(), CATS)
+def test_job_scope_is_passed_to_every_service(quorum: FakeQuorum, operator_key: str) -> None:
+    snap = load_snapshot(quorum.addrs(), operator_key, CATS, staff=True)
 
     assert snap.problems == ()
     for method in ("GetJob", "GetTaskingStats", "GetJobQuality", "ListWorkers", "GetMoneySummary"):
@@ -68,9 +68,11 @@ def test_job_scope_is_passed_to_every_service(quorum: FakeQuorum) -> None:
     assert snap.money is not None and snap.money.margin_cents == -10_025
 
 
-def test_unreachable_service_is_reported_and_the_rest_still_loads(quorum: FakeQuorum, dead_addr: str) -> None:
+def test_unreachable_service_is_reported_and_the_rest_still_loads(
+    quorum: FakeQuorum, operator_key: str, dead_addr: str
+) -> None:
     start = time.monotonic()
-    snap = load_snapshot(quorum.addrs(consensus=dead_addr))
+    snap = load_snapshot(quorum.addrs(consensus=dead_addr), operator_key, staff=True)
 
     assert time.monotonic() - start < 2.0
     # One problem for the dead service, not one per method.
@@ -83,8 +85,8 @@ def test_unreachable_service_is_reported_and_the_rest_still_loads(quorum: FakeQu
     assert list(snap.throughput.columns) == ["created", "answered"]
 
 
-def test_unknown_job_names_the_failed_method(quorum: FakeQuorum) -> None:
-    snap = load_snapshot(quorum.addrs(), "job-missing")
+def test_unknown_job_names_the_failed_method(quorum: FakeQuorum, operator_key: str) -> None:
+    snap = load_snapshot(quorum.addrs(), operator_key, "job-missing", staff=True)
 
     assert {(p.service, p.method, p.code) for p in snap.problems} == {
         ("Ingest", "GetJob", "NOT_FOUND"),
@@ -98,7 +100,7 @@ def test_unknown_job_names_the_failed_method(quorum: FakeQuorum) -> None:
 
 
 def test_everything_down_gives_an_empty_snapshot(dead_addr: str) -> None:
-    snap = load_snapshot(ServiceAddrs(dead_addr, dead_addr, dead_addr, dead_addr))
+    snap = load_snapshot(ServiceAddrs(dead_addr, dead_addr, dead_addr, dead_addr), "qk_unused_key", staff=True)
 
     assert [p.service for p in snap.problems] == ["Ingest", "Tasking", "Consensus", "Payments"]
     assert snap.jobs.empty and snap.workers.empty and snap.throughput.empty

@@ -10,7 +10,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from quorum import errors
-from quorum.rpc import RunningServer, channel, start_server
+from quorum.rpc import RunningServer, channel, second_factor_required, start_server
 from quorum.v1 import consensus_pb2, consensus_pb2_grpc
 
 
@@ -23,6 +23,8 @@ class Raising(consensus_pb2_grpc.ConsensusServiceServicer):
         "late": errors.FailedPrecondition("no live lease"),
         "denied": errors.PermissionDenied("not yours"),
         "busy": errors.ResourceExhausted("slow down", retry_after_ms=250),
+        "stranger": errors.Unauthenticated("unknown or revoked API key"),
+        "no-code": errors.SecondFactorRequired("this key needs a TOTP code"),
     }
 
     def GetResult(
@@ -68,6 +70,19 @@ def test_domain_errors_map_to_status_codes(
     assert caught.value.details() == text
     if task_id == "busy":
         assert ("retry-after-ms", "250") in caught.value.trailing_metadata()
+
+
+@pytest.mark.parametrize(("task_id", "factor"), [("no-code", "totp"), ("stranger", None), ("denied", None)])
+def test_a_missing_second_factor_is_told_apart_from_a_wrong_key(
+    server: RunningServer, task_id: str, factor: str | None
+) -> None:
+    with channel(f"127.0.0.1:{server.port}") as ch:
+        stub = consensus_pb2_grpc.ConsensusServiceStub(ch)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.GetResult(consensus_pb2.GetResultRequest(task_id=task_id), timeout=5)
+    if factor:
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert second_factor_required(caught.value) == factor
 
 
 def test_streaming_errors_arrive_after_the_messages_sent(server: RunningServer) -> None:
