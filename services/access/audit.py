@@ -50,6 +50,7 @@ audit_log = sa.Table(
     sa.Column("hash", sa.String(64), nullable=False),
     sa.Index("ix_audit_log_org", "org_id", "seq"),
     sa.Index("ix_audit_log_action", "action", "seq"),
+    sa.Index("ix_audit_log_resource", "resource", "at"),
 )
 make_append_only(audit_log)
 
@@ -225,6 +226,13 @@ class AuditTrail:
             query = query.where(audit_log.c.seq < before_seq)
         with reading(self._engine) as conn:
             return [_stored(row) for row in conn.execute(query)]
+
+    def count_since(self, action: str, resource: str, since: dt.datetime) -> int:
+        query = sa.select(sa.func.count()).where(
+            audit_log.c.action == action, audit_log.c.resource == resource, audit_log.c.at >= since
+        )
+        with reading(self._engine) as conn:
+            return int(conn.execute(query).scalar_one())
 
     def verify(self) -> Verification:
         with reading(self._engine) as conn:

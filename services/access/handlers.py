@@ -3,17 +3,22 @@ the same database."""
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 import pyotp
 
-from quorum.errors import InvalidArgument, SecondFactorRequired, Unauthenticated
+from quorum.db import utcnow
+from quorum.errors import InvalidArgument, ResourceExhausted, SecondFactorRequired, Unauthenticated
 from quorum.security.keys import KeyRecord, KeyStore
 from quorum.security.principal import Principal, Role
 
 from .audit import AuditTrail
 
 TOTP_ISSUER = "Quorum"
+# Wrong codes allowed per key in a sliding window before sign-in is refused outright.
+TOTP_MAX_FAILURES = 5
+TOTP_LOCKOUT = dt.timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,14 @@ class AccessHandlers:
             raise SecondFactorRequired("this key needs a TOTP code from its authenticator app")
         if not (totp_code.isdigit() and len(totp_code) == 6):
             raise InvalidArgument("totp_code", "six digits")
+        # Three codes are valid at any moment; without this a key could guess through a
+        # million codes at the rate limit in about half an hour.
+        recent = self._audit.count_since("signin.failed", f"key/{caller.key_id}", utcnow() - TOTP_LOCKOUT)
+        if recent >= TOTP_MAX_FAILURES:
+            raise ResourceExhausted(
+                f"{TOTP_MAX_FAILURES} wrong TOTP codes in {TOTP_LOCKOUT.seconds // 60} minutes: try again later",
+                retry_after_ms=int(TOTP_LOCKOUT.total_seconds() * 1000),
+            )
         if not pyotp.TOTP(secret).verify(totp_code, valid_window=1):
             self._audit.record(caller, "signin.failed", f"key/{caller.key_id}", org_id=caller.org_id, details={})
             raise Unauthenticated("wrong TOTP code")

@@ -198,3 +198,22 @@ def test_callers_over_their_rate_get_resource_exhausted_with_a_hint(
         assert admin.SignIn(access_pb2.SignInRequest(), timeout=10).key.role == access_pb2.ROLE_ADMIN
     finally:
         service.stop()
+
+
+def test_repeated_wrong_totp_codes_lock_the_key_for_a_while(running: RunningService, settings: Settings) -> None:
+    admin = stub_for(running, admin_key(settings))
+    created = admin.CreateKey(access_pb2.CreateKeyRequest(role=access_pb2.ROLE_OPERATOR, enroll_totp=True), timeout=10)
+    totp = pyotp.parse_uri(created.totp_uri)
+    operator = stub_for(running, created.secret)
+
+    def wrong() -> str:
+        return f"{(int(totp.now()) + 500_000) % 1_000_000:06d}"
+
+    codes = [
+        code_of(lambda: operator.SignIn(access_pb2.SignInRequest(totp_code=wrong()), timeout=10)) for _ in range(5)
+    ]
+    assert codes == [grpc.StatusCode.UNAUTHENTICATED] * 5
+    # Even the right code is refused now: guessing has stopped paying.
+    assert code_of(lambda: operator.SignIn(access_pb2.SignInRequest(totp_code=totp.now()), timeout=10)) == (
+        grpc.StatusCode.RESOURCE_EXHAUSTED
+    )
