@@ -3,7 +3,7 @@ and object store."""
 
 from __future__ import annotations
 
-from quorum.db import make_engine
+from quorum.db import add_missing_columns, make_engine
 from quorum.objectstore import open_object_store
 from quorum.service import ServiceContext, ServiceParts
 from quorum.v1 import ingest_pb2_grpc
@@ -19,6 +19,7 @@ def build(context: ServiceContext) -> ServiceParts:
     settings = context.settings
     engine = make_engine(settings.database_url_for("ingest"))
     tables.metadata.create_all(engine)
+    add_missing_columns(engine, tables.metadata)
     handlers = IngestHandlers(
         engine=engine,
         store=open_object_store(settings),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from quorum.db import make_engine
+from quorum.db import add_missing_columns, make_engine
 from quorum.service import ConsumerSpec, ServiceContext, ServiceParts
 from quorum.v1 import payments_pb2_grpc
 
@@ -18,6 +18,7 @@ def build(context: ServiceContext) -> ServiceParts:
     Raises sqlalchemy errors when the database is unreachable."""
     engine = make_engine(context.settings.database_url_for("payments"))
     tables.metadata.create_all(engine)
+    add_missing_columns(engine, tables.metadata)
     topics = context.topics
     ledger = Ledger(engine, jobs_topic=topics.jobs, outbox_written=context.outbox_written)
     return ServiceParts(
