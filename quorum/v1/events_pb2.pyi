@@ -11,7 +11,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Event(_message.Message):
-    __slots__ = ("event_id", "occurred_at", "job_created", "job_sealed", "task_created", "answer_accepted", "more_answers_requested", "task_resolved", "job_paused", "job_resumed", "worker_flagged")
+    __slots__ = ("event_id", "occurred_at", "job_created", "job_sealed", "task_created", "answer_accepted", "more_answers_requested", "task_resolved", "job_paused", "job_resumed", "worker_flagged", "job_deleted")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
     JOB_CREATED_FIELD_NUMBER: _ClassVar[int]
@@ -23,6 +23,7 @@ class Event(_message.Message):
     JOB_PAUSED_FIELD_NUMBER: _ClassVar[int]
     JOB_RESUMED_FIELD_NUMBER: _ClassVar[int]
     WORKER_FLAGGED_FIELD_NUMBER: _ClassVar[int]
+    JOB_DELETED_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     occurred_at: _timestamp_pb2.Timestamp
     job_created: JobCreated
@@ -34,7 +35,8 @@ class Event(_message.Message):
     job_paused: JobPaused
     job_resumed: JobResumed
     worker_flagged: WorkerFlagged
-    def __init__(self, event_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., job_created: _Optional[_Union[JobCreated, _Mapping]] = ..., job_sealed: _Optional[_Union[JobSealed, _Mapping]] = ..., task_created: _Optional[_Union[TaskCreated, _Mapping]] = ..., answer_accepted: _Optional[_Union[AnswerAccepted, _Mapping]] = ..., more_answers_requested: _Optional[_Union[MoreAnswersRequested, _Mapping]] = ..., task_resolved: _Optional[_Union[TaskResolved, _Mapping]] = ..., job_paused: _Optional[_Union[JobPaused, _Mapping]] = ..., job_resumed: _Optional[_Union[JobResumed, _Mapping]] = ..., worker_flagged: _Optional[_Union[WorkerFlagged, _Mapping]] = ...) -> None: ...
+    job_deleted: JobDeleted
+    def __init__(self, event_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., job_created: _Optional[_Union[JobCreated, _Mapping]] = ..., job_sealed: _Optional[_Union[JobSealed, _Mapping]] = ..., task_created: _Optional[_Union[TaskCreated, _Mapping]] = ..., answer_accepted: _Optional[_Union[AnswerAccepted, _Mapping]] = ..., more_answers_requested: _Optional[_Union[MoreAnswersRequested, _Mapping]] = ..., task_resolved: _Optional[_Union[TaskResolved, _Mapping]] = ..., job_paused: _Optional[_Union[JobPaused, _Mapping]] = ..., job_resumed: _Optional[_Union[JobResumed, _Mapping]] = ..., worker_flagged: _Optional[_Union[WorkerFlagged, _Mapping]] = ..., job_deleted: _Optional[_Union[JobDeleted, _Mapping]] = ...) -> None: ...
 
 class JobCreated(_message.Message):
     __slots__ = ("job_id", "spec", "created_at")
@@ -101,6 +103,14 @@ class AnswerAccepted(_message.Message):
     submitted_at: _timestamp_pb2.Timestamp
     active_ms: int
     def __init__(self, answer_id: _Optional[str] = ..., task_id: _Optional[str] = ..., job_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., answer: _Optional[_Union[_common_pb2.Answer, _Mapping]] = ..., gold: _Optional[bool] = ..., leased_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., submitted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., active_ms: _Optional[int] = ...) -> None: ...
+
+class JobDeleted(_message.Message):
+    __slots__ = ("job_id", "org_id")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ORG_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    org_id: str
+    def __init__(self, job_id: _Optional[str] = ..., org_id: _Optional[str] = ...) -> None: ...
 
 class JobPaused(_message.Message):
     __slots__ = ("job_id", "reason", "charged_cents", "budget_cap_cents")
