@@ -15,7 +15,7 @@ from services.ingest.servicer import SERVICE_NAME, IngestServicer
 def build(context: ServiceContext) -> ServiceParts:
     """Opens ingest's database (creating its tables) and object store and wires
     the gRPC servicer. Ingest produces events through its outbox and consumes
-    none. Raises what the database or object store raise when unreachable."""
+    none; a background loop purges the media of deleted jobs. Raises what the database or object store raise when unreachable."""
     settings = context.settings
     engine = make_engine(settings.database_url_for("ingest"))
     tables.metadata.create_all(engine)
@@ -37,5 +37,7 @@ def build(context: ServiceContext) -> ServiceParts:
         engine=engine,
         outbox=tables.outbox,
         consumers=[],
+        # Media of deleted jobs that a crash left in the store goes at start-up, then periodically.
+        background=[handlers.purge_loop],
         closers=[handlers.close],
     )
