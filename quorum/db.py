@@ -230,3 +230,18 @@ def enqueue(conn: Connection, outbox: sa.Table, events: Iterable[OutgoingEvent])
         for e in events
     ]
     insert_ignoring_conflicts(conn, outbox, rows)
+
+
+def drop_outbox_events(conn: Connection, outbox: sa.Table, topic: str, keys: Iterable[str]) -> int:
+    """Deletes the outbox rows of ``topic`` keyed by any of ``keys``, published or not, in
+    the caller's transaction: for events that must never be sent or replayed again (a
+    deleted job's, which carry its content). The relay skips rows deleted under it.
+    Returns how many. Costs one pass over the topic's rows (kept about a day)."""
+    wanted = set(keys)
+    if not wanted:
+        return 0
+    rows = conn.execute(sa.select(outbox.c.id, outbox.c.key).where(outbox.c.topic == topic))
+    ids = [row.id for row in rows if row.key in wanted]
+    for start in range(0, len(ids), 500):
+        conn.execute(sa.delete(outbox).where(outbox.c.id.in_(ids[start : start + 500])))
+    return len(ids)

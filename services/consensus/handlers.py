@@ -42,7 +42,15 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from quorum.db import OutgoingEvent, claim_events, enqueue, insert_ignoring_conflicts, reading, utcnow
+from quorum.db import (
+    OutgoingEvent,
+    claim_events,
+    drop_outbox_events,
+    enqueue,
+    insert_ignoring_conflicts,
+    reading,
+    utcnow,
+)
 from quorum.errors import NotFound
 from quorum.messaging import Topics, outgoing
 from quorum.owners import OwnerCache
@@ -567,8 +575,9 @@ def _deleted_among(conn: Connection, job_ids: set[str]) -> set[str]:
     return found
 
 
-def _purge_jobs(conn: Connection, deletions: dict[str, str], now: dt.datetime) -> None:
-    """Records the jobs as deleted and removes their answers, results, tasks and specs."""
+def _purge_jobs(conn: Connection, topics: Topics, deletions: dict[str, str], now: dt.datetime) -> None:
+    """Records the jobs as deleted and removes their answers, results, tasks and specs, and
+    the events about their tasks from the outbox (TaskResolved names the objects)."""
     if not deletions:
         return
     known_orgs = dict(
@@ -583,6 +592,9 @@ def _purge_jobs(conn: Connection, deletions: dict[str, str], now: dt.datetime) -
         ],
     )
     for job_id in sorted(deletions):
+        task_ids = list(conn.execute(sa.select(t.tasks.c.task_id).where(t.tasks.c.job_id == job_id)).scalars())
+        for topic in (topics.results, topics.task_requests):
+            drop_outbox_events(conn, t.outbox, topic, task_ids)
         for table in (t.answers, t.results, t.tasks, t.jobs):
             conn.execute(sa.delete(table).where(table.c.job_id == job_id))
     log.info("consensus: purged deleted jobs %s", ", ".join(sorted(deletions)))
@@ -673,7 +685,7 @@ class ConsensusEvents:
                 if _job_of(event) not in gone:
                     batch.add(event)
             batch.run()
-            _purge_jobs(conn, deletions, batch.now)
+            _purge_jobs(conn, self._topics, deletions, batch.now)
         self._jobs.update(batch.new_jobs)
         for job_id in deletions:
             self._jobs.pop(job_id, None)

@@ -26,12 +26,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from quorum.db import OutgoingEvent, enqueue, reading, utcnow
+from quorum.db import OutgoingEvent, drop_outbox_events, enqueue, reading, utcnow
 from quorum.errors import FailedPrecondition, InvalidArgument, NotFound
 from quorum.messaging import Topics, outgoing
 from quorum.objectstore import ObjectStore, content_key
 from quorum.owners import OwnerCache
-from quorum.v1 import common_pb2
+from quorum.v1 import common_pb2, events_pb2
 from services.ingest import codec, domain
 from services.ingest import tables as t
 from services.ingest.domain import ItemOutcome, ItemStatus, JobState
@@ -227,12 +227,14 @@ class IngestHandlers:
                 keys = list(
                     conn.execute(sa.select(t.items.c.object_key).where(t.items.c.job_id == job_id).distinct()).scalars()
                 )
+                task_ids = list(conn.execute(sa.select(t.tasks.c.task_id).where(t.tasks.c.job_id == job_id)).scalars())
                 # Rows first: on PostgreSQL this takes the items lock before the purge rows,
                 # in the same order as the purge pass (see purge_media).
                 conn.execute(sa.delete(t.tasks).where(t.tasks.c.job_id == job_id))
                 items_deleted = conn.execute(sa.delete(t.items).where(t.items.c.job_id == job_id)).rowcount or 0
                 _queue_purges(conn, job_id, keys)
                 spec = domain.scrubbed_spec(_job_from_row(row).spec)
+                _forget_announcements(conn, self.topics, job_id, task_ids, spec)
                 conn.execute(
                     sa.update(j)
                     .where(j.c.job_id == job_id)
@@ -458,6 +460,21 @@ def _queue_purges(conn: Connection, job_id: str, keys: Sequence[str]) -> None:
     )
     for start in range(0, len(rows), 500):
         conn.execute(upsert, rows[start : start + 500])
+
+
+def _forget_announcements(
+    conn: Connection, topics: Topics, job_id: str, task_ids: Sequence[str], spec: domain.JobSpec
+) -> None:
+    """Removes a deleted job's content from the outbox, where events wait to be sent or
+    are kept for replay: its TaskCreated (names, inline texts) go, and its JobCreated
+    keeps its event id (consumers still need the terms) with the scrubbed spec."""
+    drop_outbox_events(conn, t.outbox, topics.tasks, task_ids)
+    o = t.outbox
+    for row in conn.execute(sa.select(o.c.id, o.c.payload).where(o.c.topic == topics.jobs, o.c.key == job_id)):
+        event = events_pb2.Event.FromString(row.payload)
+        if event.WhichOneof("payload") == "job_created":
+            event.job_created.spec.CopyFrom(codec.spec_to_proto(spec))
+            conn.execute(sa.update(o).where(o.c.id == row.id).values(payload=event.SerializeToString()))
 
 
 def _same_spec(job: domain.Job, spec: domain.JobSpec, key: str) -> domain.Job:

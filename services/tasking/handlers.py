@@ -33,7 +33,15 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import IntegrityError
 
-from quorum.db import UtcDateTime, claim_events, enqueue, insert_ignoring_conflicts, reading, utcnow
+from quorum.db import (
+    UtcDateTime,
+    claim_events,
+    drop_outbox_events,
+    enqueue,
+    insert_ignoring_conflicts,
+    reading,
+    utcnow,
+)
 from quorum.errors import FailedPrecondition, NotFound, PermissionDenied
 from quorum.messaging import Topics, outgoing
 from quorum.objectstore import ObjectMissing, ObjectStore
@@ -181,6 +189,14 @@ class ContentCache:
         self._items: OrderedDict[str, bytes] = OrderedDict()
         self._size = 0
         self._lock = threading.Lock()
+
+    def forget(self, keys: Iterable[str]) -> None:
+        """Drops these objects from memory (their job was deleted)."""
+        with self._lock:
+            for key in keys:
+                data = self._items.pop(key, None)
+                if data is not None:
+                    self._size -= len(data)
 
     def get(self, key: str) -> bytes:
         """The object's bytes; raises quorum.objectstore.ObjectMissing. A miss costs one store read."""
@@ -780,6 +796,10 @@ class TaskingService:
             marked = conn.execute(sa.update(j).where(j.c.job_id == job_id).values(deleted=True, instructions=""))
             if not marked.rowcount:
                 conn.execute(sa.insert(j).values(job_id=job_id, known=False, org_id=org_id, deleted=True))
+            tasks = conn.execute(sa.select(t.c.task_id, t.c.object_key).where(t.c.job_id == job_id)).all()
+            # Answers waiting in the outbox, or kept there for replay, go with the answers.
+            drop_outbox_events(conn, tables.outbox, self._topics.answers, [row.task_id for row in tasks])
+            self._content.forget(row.object_key for row in tasks if row.object_key)
             for table in (t, tables.assignments, tables.answers):
                 conn.execute(sa.delete(table).where(table.c.job_id == job_id))
 

@@ -68,14 +68,31 @@ def test_a_deleted_jobs_answers_results_and_tasks_are_purged(
 ) -> None:
     handler.handle([job_created("j1"), job_created("j2")])
     resolve(handler, "j1", "t1")
-    handler.handle([task_created("t2", "j1"), answer_accepted("t2", "j1", "w1", "dog")])
+    # Split answers: consensus asks for more.
+    handler.handle(
+        [
+            task_created("t2", "j1"),
+            *[
+                answer_accepted("t2", "j1", worker, said)
+                for worker, said in (("w1", "dog"), ("w2", "cat"), ("w3", "bird"))
+            ],
+        ]
+    )
+    assert [
+        e.more_answers_requested.task_id for _, _, e in outbox_events(engine) if e.HasField("more_answers_requested")
+    ] == ["t2"]
     resolve(handler, "j2", "kept")
     assert queries.get_result("t1").label == "cat"
+
+    assert {e.task_resolved.job_id for _, _, e in outbox_events(engine) if e.HasField("task_resolved")} == {"j1", "j2"}
 
     handler.handle([job_deleted("j1")])
 
     for table in (tables.answers, tables.results, tables.tasks, tables.jobs):
         assert rows(engine, table, "j1") == []
+    # Events naming the deleted job's objects are not sent or replayed either.
+    assert {e.task_resolved.job_id for _, _, e in outbox_events(engine) if e.HasField("task_resolved")} == {"j2"}
+    assert [e for _, _, e in outbox_events(engine) if e.HasField("more_answers_requested")] == []
     with pytest.raises(NotFound):
         queries.get_result("t1")
     with pytest.raises(NotFound):

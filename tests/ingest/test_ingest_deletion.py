@@ -102,6 +102,11 @@ def test_delete_removes_items_tasks_and_media_and_announces_it(handlers: IngestH
     [(topic, key, event)] = events(handlers, "job_deleted")
     assert (topic, key) == (TOPICS.jobs, job.job_id)
     assert (event.job_deleted.job_id, event.job_deleted.org_id) == (job.job_id, "acme")
+    # Nothing in the outbox, sent or waiting, still carries the dataset or the client's text.
+    assert events(handlers, "task_created") == []
+    [(_, _, created)] = events(handlers, "job_created")
+    assert (created.job_created.spec.name, created.job_created.spec.instructions) == ("", "")
+    assert created.job_created.spec.client_id == "acme"
 
 
 def test_deleting_twice_deletes_nothing_more_and_announces_once(handlers: IngestHandlers) -> None:

@@ -54,6 +54,9 @@ def test_a_deleted_jobs_tasks_answers_and_leases_are_gone(tasking: Built) -> Non
     assert [row.task_id for row in tasking.rows(tables.tasks)] == kept
     tasking.service.submit_answer(bob, other.lease_id, label("dog"))
     assert count(tasking, tables.answers, "j2") == 1
+    # The deleted job's answer left the outbox with the answer itself.
+    sent = [e.answer_accepted.job_id for _, _, e in tasking.outbox_events() if e.HasField("answer_accepted")]
+    assert sent == ["j2"]
 
 
 def test_an_answer_racing_the_deletion_is_refused(tasking_db: Built) -> None:
