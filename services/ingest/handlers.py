@@ -259,14 +259,18 @@ class IngestHandlers:
         the same content (see :func:`_restore_purged`). Raises what the store raises;
         what is left is retried by the next pass. Costs one transaction per
         ``PURGE_BATCH`` keys, which holds the write lock while the store deletes."""
+        p = t.media_purges
+        pending = sa.select(p.c.object_key).where(p.c.purged_at.is_(None)).limit(1)
+        if job_id is not None:
+            pending = pending.where(p.c.job_id == job_id)
+        with reading(self.engine) as conn:
+            # Most passes find nothing to do: they take no lock then.
+            more = conn.execute(pending).first() is not None
         deleted = 0
-        while True:
+        while more:
             purged, more = self._purge_batch(job_id)
             deleted += purged
-            if not more:
-                break
         with self.engine.begin() as conn:
-            p = t.media_purges
             conn.execute(sa.delete(p).where(p.c.purged_at < utcnow() - PURGE_TRACE_KEPT))
         return deleted
 
