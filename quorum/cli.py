@@ -415,6 +415,23 @@ def cmd_budget(args: argparse.Namespace) -> int:
 
 
 @_rpc_guard
+def cmd_delete(args: argparse.Namespace) -> int:
+    from quorum.v1 import ingest_pb2
+
+    if not args.yes:
+        print(
+            f"quorum delete: this purges job {args.job}'s media, items and results for good; "
+            "the ledger keeps its postings. Add --yes to go ahead.",
+            file=sys.stderr,
+        )
+        return 2
+    with _client(_load_settings()) as client:
+        reply = client.ingest.DeleteJob(ingest_pb2.DeleteJobRequest(job_id=args.job), timeout=120)
+    print(f"job {reply.job_id} deleted: {reply.items_deleted} items, {reply.objects_deleted} stored objects")
+    return 0
+
+
+@_rpc_guard
 def cmd_payouts_create(args: argparse.Namespace) -> int:
     settings = _load_settings()
     with _client(settings) as client:
@@ -786,6 +803,11 @@ def parser() -> argparse.ArgumentParser:
     budget.add_argument("job")
     budget.add_argument("--cap-cents", type=int, required=True, help="0 removes the cap")
     budget.set_defaults(func=cmd_budget)
+
+    delete = sub.add_parser("delete", help="delete a job's dataset: media, items and results (not its ledger)")
+    delete.add_argument("job")
+    delete.add_argument("--yes", action="store_true", help="confirm: this cannot be undone")
+    delete.set_defaults(func=cmd_delete)
 
     payouts = sub.add_parser("payouts", help="worker payouts")
     payouts_sub = payouts.add_subparsers(dest="payouts_command", required=True)

@@ -118,6 +118,55 @@ def make_append_only(table: sa.Table) -> None:
     )
 
 
+class SchemaMismatch(RuntimeError):
+    """The database lacks a column that cannot be added to a table that has rows."""
+
+
+def add_missing_columns(engine: Engine, metadata: sa.MetaData) -> list[str]:
+    """Brings existing tables up to ``metadata``, additively: call it right after
+    ``metadata.create_all(engine)``.
+
+    For each table of ``metadata`` that exists, adds every column the database lacks
+    (``ALTER TABLE .. ADD COLUMN``) and creates every index it lacks. Nothing is
+    dropped, renamed or retyped. Returns the added columns as ``table.column``; a
+    second run adds nothing. Raises :class:`SchemaMismatch` naming the column when a
+    missing column is NOT NULL without a server default or part of the primary key,
+    since existing rows could not take it. Works on SQLite and PostgreSQL; costs one
+    catalogue read per table and runs in one transaction.
+    """
+    added: list[str] = []
+    with engine.begin() as conn:
+        inspector = sa.inspect(conn)
+        # PostgreSQL: a concurrent start-up of another replica may add the same column.
+        if_not_exists = " IF NOT EXISTS" if conn.dialect.name == "postgresql" else ""
+        preparer = conn.dialect.identifier_preparer
+        for table in metadata.sorted_tables:
+            if not inspector.has_table(table.name, schema=table.schema):
+                continue
+            present = {column["name"] for column in inspector.get_columns(table.name, schema=table.schema)}
+            for column in table.columns:
+                if column.name in present:
+                    continue
+                _check_addable(table, column)
+                spec = sa.schema.CreateColumn(column).compile(dialect=conn.dialect)
+                conn.exec_driver_sql(f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN{if_not_exists} {spec}")
+                added.append(f"{table.name}.{column.name}")
+            for index in table.indexes:
+                conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
+    return added
+
+
+def _check_addable(table: sa.Table, column: sa.Column[Any]) -> None:
+    where = f"{table.name}.{column.name}"
+    if column.primary_key:
+        raise SchemaMismatch(f"column {where} is missing and is part of the primary key: it cannot be added")
+    if not column.nullable and column.server_default is None:
+        raise SchemaMismatch(
+            f"column {where} is missing and NOT NULL without a server_default: "
+            "existing rows cannot take it; make it nullable or give it a server_default"
+        )
+
+
 def _insert_ignoring(conn: Connection, table: sa.Table) -> Any:
     dialect = conn.dialect.name
     if dialect == "sqlite":
@@ -213,3 +262,18 @@ def enqueue(conn: Connection, outbox: sa.Table, events: Iterable[OutgoingEvent])
         for e in events
     ]
     insert_ignoring_conflicts(conn, outbox, rows)
+
+
+def drop_outbox_events(conn: Connection, outbox: sa.Table, topic: str, keys: Iterable[str]) -> int:
+    """Deletes the outbox rows of ``topic`` keyed by any of ``keys``, published or not, in
+    the caller's transaction: for events that must never be sent or replayed again (a
+    deleted job's, which carry its content). The relay skips rows deleted under it.
+    Returns how many. Costs one pass over the topic's rows (kept about a day)."""
+    wanted = set(keys)
+    if not wanted:
+        return 0
+    rows = conn.execute(sa.select(outbox.c.id, outbox.c.key).where(outbox.c.topic == topic))
+    ids = [row.id for row in rows if row.key in wanted]
+    for start in range(0, len(ids), 500):
+        conn.execute(sa.delete(outbox).where(outbox.c.id.in_(ids[start : start + 500])))
+    return len(ids)

@@ -48,7 +48,7 @@ class Topics:
 
     @property
     def jobs(self) -> str:
-        """JobCreated, JobSealed, JobDeleted; key job_id."""
+        """JobCreated, JobSealed, JobDeleted (and JobPaused, JobResumed from payments); key job_id."""
         return f"{self.prefix}.jobs.v1"
 
     @property

@@ -26,19 +26,19 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from quorum.v1 import common_pb2 as quorum_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16quorum/v1/ingest.proto\x12\tquorum.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16quorum/v1/common.proto\"\xc4\x01\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12 \n\x04spec\x18\x02 \x01(\x0b\x32\x12.quorum.v1.JobSpec\x12\"\n\x05state\x18\x03 \x01(\x0e\x32\x13.quorum.v1.JobState\x12\x0f\n\x07objects\x18\x04 \x01(\x05\x12\x14\n\x0cgold_objects\x18\x05 \x01(\x05\x12\x10\n\x08rejected\x18\x06 \x01(\x05\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"M\n\x10\x43reateJobRequest\x12 \n\x04spec\x18\x01 \x01(\x0b\x32\x12.quorum.v1.JobSpec\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"$\n\x0fListJobsRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\"0\n\x10ListJobsResponse\x12\x1c\n\x04jobs\x18\x01 \x03(\x0b\x32\x0e.quorum.v1.Job\"f\n\x0bUploadChunk\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x13\n\x0b\x65nd_of_file\x18\x04 \x01(\x08\x12\x12\n\ngold_label\x18\x05 \x01(\t\"b\n\nItemResult\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x06status\x18\x02 \x01(\x0e\x32\x15.quorum.v1.ItemStatus\x12\x0f\n\x07item_id\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"}\n\rUploadSummary\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x05\x12\x12\n\nduplicates\x18\x03 \x01(\x05\x12\x10\n\x08rejected\x18\x04 \x01(\x05\x12$\n\x05items\x18\x05 \x03(\x0b\x32\x15.quorum.v1.ItemResult\"u\n\x15ImportManifestRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12)\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x19.quorum.v1.ManifestFormat\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\x0c\x12\x10\n\x08\x62\x61se_dir\x18\x04 \x01(\t\" \n\x0eSealJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t*O\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x12\n\x0eJOB_STATE_OPEN\x10\x01\x12\x14\n\x10JOB_STATE_SEALED\x10\x02*x\n\nItemStatus\x12\x1b\n\x17ITEM_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14ITEM_STATUS_ACCEPTED\x10\x01\x12\x19\n\x15ITEM_STATUS_DUPLICATE\x10\x02\x12\x18\n\x14ITEM_STATUS_REJECTED\x10\x03*e\n\x0eManifestFormat\x12\x1f\n\x1bMANIFEST_FORMAT_UNSPECIFIED\x10\x00\x12\x19\n\x15MANIFEST_FORMAT_JSONL\x10\x01\x12\x17\n\x13MANIFEST_FORMAT_CSV\x10\x02\x32\x89\x03\n\rIngestService\x12\x38\n\tCreateJob\x12\x1b.quorum.v1.CreateJobRequest\x1a\x0e.quorum.v1.Job\x12\x32\n\x06GetJob\x12\x18.quorum.v1.GetJobRequest\x1a\x0e.quorum.v1.Job\x12\x43\n\x08ListJobs\x12\x1a.quorum.v1.ListJobsRequest\x1a\x1b.quorum.v1.ListJobsResponse\x12\x41\n\x0bUploadFiles\x12\x16.quorum.v1.UploadChunk\x1a\x18.quorum.v1.UploadSummary(\x01\x12L\n\x0eImportManifest\x12 .quorum.v1.ImportManifestRequest\x1a\x18.quorum.v1.UploadSummary\x12\x34\n\x07SealJob\x12\x19.quorum.v1.SealJobRequest\x1a\x0e.quorum.v1.Jobb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16quorum/v1/ingest.proto\x12\tquorum.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16quorum/v1/common.proto\"\xc4\x01\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12 \n\x04spec\x18\x02 \x01(\x0b\x32\x12.quorum.v1.JobSpec\x12\"\n\x05state\x18\x03 \x01(\x0e\x32\x13.quorum.v1.JobState\x12\x0f\n\x07objects\x18\x04 \x01(\x05\x12\x14\n\x0cgold_objects\x18\x05 \x01(\x05\x12\x10\n\x08rejected\x18\x06 \x01(\x05\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"M\n\x10\x43reateJobRequest\x12 \n\x04spec\x18\x01 \x01(\x0b\x32\x12.quorum.v1.JobSpec\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"$\n\x0fListJobsRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\"0\n\x10ListJobsResponse\x12\x1c\n\x04jobs\x18\x01 \x03(\x0b\x32\x0e.quorum.v1.Job\"f\n\x0bUploadChunk\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x13\n\x0b\x65nd_of_file\x18\x04 \x01(\x08\x12\x12\n\ngold_label\x18\x05 \x01(\t\"b\n\nItemResult\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x06status\x18\x02 \x01(\x0e\x32\x15.quorum.v1.ItemStatus\x12\x0f\n\x07item_id\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"}\n\rUploadSummary\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x05\x12\x12\n\nduplicates\x18\x03 \x01(\x05\x12\x10\n\x08rejected\x18\x04 \x01(\x05\x12$\n\x05items\x18\x05 \x03(\x0b\x32\x15.quorum.v1.ItemResult\"u\n\x15ImportManifestRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12)\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x19.quorum.v1.ManifestFormat\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\x0c\x12\x10\n\x08\x62\x61se_dir\x18\x04 \x01(\t\" \n\x0eSealJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\"\n\x10\x44\x65leteJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"S\n\x11\x44\x65leteJobResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x15\n\ritems_deleted\x18\x02 \x01(\x05\x12\x17\n\x0fobjects_deleted\x18\x03 \x01(\x05*f\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x12\n\x0eJOB_STATE_OPEN\x10\x01\x12\x14\n\x10JOB_STATE_SEALED\x10\x02\x12\x15\n\x11JOB_STATE_DELETED\x10\x03*x\n\nItemStatus\x12\x1b\n\x17ITEM_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14ITEM_STATUS_ACCEPTED\x10\x01\x12\x19\n\x15ITEM_STATUS_DUPLICATE\x10\x02\x12\x18\n\x14ITEM_STATUS_REJECTED\x10\x03*e\n\x0eManifestFormat\x12\x1f\n\x1bMANIFEST_FORMAT_UNSPECIFIED\x10\x00\x12\x19\n\x15MANIFEST_FORMAT_JSONL\x10\x01\x12\x17\n\x13MANIFEST_FORMAT_CSV\x10\x02\x32\xd1\x03\n\rIngestService\x12\x38\n\tCreateJob\x12\x1b.quorum.v1.CreateJobRequest\x1a\x0e.quorum.v1.Job\x12\x32\n\x06GetJob\x12\x18.quorum.v1.GetJobRequest\x1a\x0e.quorum.v1.Job\x12\x43\n\x08ListJobs\x12\x1a.quorum.v1.ListJobsRequest\x1a\x1b.quorum.v1.ListJobsResponse\x12\x41\n\x0bUploadFiles\x12\x16.quorum.v1.UploadChunk\x1a\x18.quorum.v1.UploadSummary(\x01\x12L\n\x0eImportManifest\x12 .quorum.v1.ImportManifestRequest\x1a\x18.quorum.v1.UploadSummary\x12\x34\n\x07SealJob\x12\x19.quorum.v1.SealJobRequest\x1a\x0e.quorum.v1.Job\x12\x46\n\tDeleteJob\x12\x1b.quorum.v1.DeleteJobRequest\x1a\x1c.quorum.v1.DeleteJobResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'quorum.v1.ingest_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOBSTATE']._serialized_start=977
-  _globals['_JOBSTATE']._serialized_end=1056
-  _globals['_ITEMSTATUS']._serialized_start=1058
-  _globals['_ITEMSTATUS']._serialized_end=1178
-  _globals['_MANIFESTFORMAT']._serialized_start=1180
-  _globals['_MANIFESTFORMAT']._serialized_end=1281
+  _globals['_JOBSTATE']._serialized_start=1098
+  _globals['_JOBSTATE']._serialized_end=1200
+  _globals['_ITEMSTATUS']._serialized_start=1202
+  _globals['_ITEMSTATUS']._serialized_end=1322
+  _globals['_MANIFESTFORMAT']._serialized_start=1324
+  _globals['_MANIFESTFORMAT']._serialized_end=1425
   _globals['_JOB']._serialized_start=95
   _globals['_JOB']._serialized_end=291
   _globals['_CREATEJOBREQUEST']._serialized_start=293
@@ -59,6 +59,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_IMPORTMANIFESTREQUEST']._serialized_end=941
   _globals['_SEALJOBREQUEST']._serialized_start=943
   _globals['_SEALJOBREQUEST']._serialized_end=975
-  _globals['_INGESTSERVICE']._serialized_start=1284
-  _globals['_INGESTSERVICE']._serialized_end=1677
+  _globals['_DELETEJOBREQUEST']._serialized_start=977
+  _globals['_DELETEJOBREQUEST']._serialized_end=1011
+  _globals['_DELETEJOBRESPONSE']._serialized_start=1013
+  _globals['_DELETEJOBRESPONSE']._serialized_end=1096
+  _globals['_INGESTSERVICE']._serialized_start=1428
+  _globals['_INGESTSERVICE']._serialized_end=1893
 # @@protoc_insertion_point(module_scope)

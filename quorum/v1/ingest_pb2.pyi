@@ -16,6 +16,7 @@ class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JOB_STATE_UNSPECIFIED: _ClassVar[JobState]
     JOB_STATE_OPEN: _ClassVar[JobState]
     JOB_STATE_SEALED: _ClassVar[JobState]
+    JOB_STATE_DELETED: _ClassVar[JobState]
 
 class ItemStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -32,6 +33,7 @@ class ManifestFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 JOB_STATE_UNSPECIFIED: JobState
 JOB_STATE_OPEN: JobState
 JOB_STATE_SEALED: JobState
+JOB_STATE_DELETED: JobState
 ITEM_STATUS_UNSPECIFIED: ItemStatus
 ITEM_STATUS_ACCEPTED: ItemStatus
 ITEM_STATUS_DUPLICATE: ItemStatus
@@ -141,3 +143,19 @@ class SealJobRequest(_message.Message):
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class DeleteJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class DeleteJobResponse(_message.Message):
+    __slots__ = ("job_id", "items_deleted", "objects_deleted")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_DELETED_FIELD_NUMBER: _ClassVar[int]
+    OBJECTS_DELETED_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    items_deleted: int
+    objects_deleted: int
+    def __init__(self, job_id: _Optional[str] = ..., items_deleted: _Optional[int] = ..., objects_deleted: _Optional[int] = ...) -> None: ...

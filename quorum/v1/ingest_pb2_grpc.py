@@ -64,6 +64,11 @@ class IngestServiceStub:
                 request_serializer=quorum_dot_v1_dot_ingest__pb2.SealJobRequest.SerializeToString,
                 response_deserializer=quorum_dot_v1_dot_ingest__pb2.Job.FromString,
                 _registered_method=True)
+        self.DeleteJob = channel.unary_unary(
+                '/quorum.v1.IngestService/DeleteJob',
+                request_serializer=quorum_dot_v1_dot_ingest__pb2.DeleteJobRequest.SerializeToString,
+                response_deserializer=quorum_dot_v1_dot_ingest__pb2.DeleteJobResponse.FromString,
+                _registered_method=True)
 
 
 class IngestServiceServicer:
@@ -110,6 +115,18 @@ class IngestServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteJob(self, request, context):
+        """Deletes the job's dataset: its items and tasks, and the media no other
+        job shares. The job itself stays, DELETED, with its name and
+        instructions cleared, so that its id keeps naming it (the ledger keeps
+        its entries). Other services purge their answers and results when
+        JobDeleted reaches them. Deleting a deleted job succeeds and deletes
+        nothing more.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IngestServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -142,6 +159,11 @@ def add_IngestServiceServicer_to_server(servicer, server):
                     servicer.SealJob,
                     request_deserializer=quorum_dot_v1_dot_ingest__pb2.SealJobRequest.FromString,
                     response_serializer=quorum_dot_v1_dot_ingest__pb2.Job.SerializeToString,
+            ),
+            'DeleteJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteJob,
+                    request_deserializer=quorum_dot_v1_dot_ingest__pb2.DeleteJobRequest.FromString,
+                    response_serializer=quorum_dot_v1_dot_ingest__pb2.DeleteJobResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -306,6 +328,33 @@ class IngestService:
             '/quorum.v1.IngestService/SealJob',
             quorum_dot_v1_dot_ingest__pb2.SealJobRequest.SerializeToString,
             quorum_dot_v1_dot_ingest__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quorum.v1.IngestService/DeleteJob',
+            quorum_dot_v1_dot_ingest__pb2.DeleteJobRequest.SerializeToString,
+            quorum_dot_v1_dot_ingest__pb2.DeleteJobResponse.FromString,
             options,
             channel_credentials,
             insecure,

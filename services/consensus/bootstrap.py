@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from quorum.db import make_engine
+from quorum.db import add_missing_columns, make_engine
 from quorum.security.audit import AuditRecorder
 from quorum.service import ConsumerSpec, ServiceContext, ServiceParts, run_periodically
 from quorum.v1 import consensus_pb2_grpc
@@ -24,6 +24,7 @@ def build(context: ServiceContext) -> ServiceParts:
     database is unreachable."""
     engine = make_engine(context.settings.database_url_for("consensus"))
     tables.metadata.create_all(engine)
+    add_missing_columns(engine, tables.metadata)
     events = ConsensusEvents(engine, context.topics, context.outbox_written)
     events.load()
     topics = context.topics
@@ -40,6 +41,7 @@ def build(context: ServiceContext) -> ServiceParts:
                     queries,
                     ExpertReview(engine, topics, context.outbox_written),
                     AuditRecorder(engine, tables.outbox, topics.audit, "consensus", context.outbox_written),
+                    queries.owner_of,
                 ),
                 SERVICE_NAME,
             )
@@ -53,4 +55,5 @@ def build(context: ServiceContext) -> ServiceParts:
         if interval > 0
         else [],
         policies=[POLICY],
+        owner_of=queries.owner_of,
     )

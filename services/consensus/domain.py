@@ -38,6 +38,8 @@ class JobSpec:
     target_confidence: float
     # Below target at overlap_max: wait for an expert instead of resolving low-confidence.
     expert_review: bool = False
+    # The organisation the job belongs to (JobSpec.client_id).
+    org_id: str = ""
     _index: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -52,6 +54,7 @@ class JobSpec:
         overlap_max: int,
         target_confidence: float,
         expert_review: bool = False,
+        org_id: str = "",
     ) -> JobSpec:
         """Labels deduplicated in order, min at least 1, max at least min, target in [0, 1]."""
         lo = max(1, int(overlap_min))
@@ -62,6 +65,7 @@ class JobSpec:
             overlap_max=max(lo, int(overlap_max)),
             target_confidence=min(1.0, max(0.0, float(target_confidence))),
             expert_review=bool(expert_review),
+            org_id=org_id,
         )
 
     def index_of(self, label: str) -> int:

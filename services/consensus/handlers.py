@@ -42,9 +42,18 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from quorum.db import OutgoingEvent, claim_events, enqueue, insert_ignoring_conflicts, reading, utcnow
+from quorum.db import (
+    OutgoingEvent,
+    claim_events,
+    drop_outbox_events,
+    enqueue,
+    insert_ignoring_conflicts,
+    reading,
+    utcnow,
+)
 from quorum.errors import NotFound
 from quorum.messaging import Topics, outgoing
+from quorum.owners import OwnerCache
 from quorum.v1 import events_pb2
 from services.consensus import messages
 from services.consensus import tables as t
@@ -75,7 +84,7 @@ log = logging.getLogger(__name__)
 CONSUMER = "consensus.events"
 """The consumer name under which processed event ids are recorded."""
 
-_HANDLED = frozenset({"job_created", "task_created", "answer_accepted"})
+_HANDLED = frozenset({"job_created", "task_created", "answer_accepted", "job_deleted"})
 # Keeps IN (...) lists under every backend's bound-parameter limit.
 _CHUNK = 5000
 _COUNTS = ("answers", "gold_answers", "gold_correct", "compared", "agreed")
@@ -205,6 +214,10 @@ class _Batch:
 
     def _job(self, job_id: str) -> JobSpec | None:
         return self.new_jobs.get(job_id) or self.jobs.get(job_id)
+
+    def _org_of(self, job_id: str) -> str:
+        job = self._job(job_id)
+        return job.org_id if job is not None else ""
 
     def run(self) -> None:
         """Stores the batch, applies every answer that can be applied, writes the outcome."""
@@ -363,11 +376,19 @@ class _Batch:
                     "overlap_max": job.overlap_max,
                     "target_confidence": job.target_confidence,
                     "expert_review": job.expert_review,
+                    "org_id": job.org_id,
                     "received_at": self.now,
                 }
                 for job in self.new_jobs.values()
             ],
         )
+        for job in self.new_jobs.values():
+            # Tasks that arrived before their job learn its organisation now.
+            self.conn.execute(
+                sa.update(t.tasks)
+                .where(t.tasks.c.job_id == job.job_id, t.tasks.c.org_id == "")
+                .values(org_id=job.org_id)
+            )
 
     def _load_tasks(self, task_ids: list[str]) -> tuple[dict[str, TaskProgress], dict[str, _TaskMeta]]:
         progress: dict[str, TaskProgress] = {}
@@ -411,6 +432,7 @@ class _Batch:
                 {
                     "task_id": task.task_id,
                     "job_id": task.job_id,
+                    "org_id": self._org_of(task.job_id),
                     "item_id": task.meta.item_id,
                     "object_name": task.meta.object_name,
                     "gold": task.gold,
@@ -457,6 +479,7 @@ class _Batch:
                 {
                     "task_id": r.task_id,
                     "job_id": r.job_id,
+                    "org_id": self._org_of(r.job_id),
                     "item_id": r.item_id,
                     "object_name": r.object_name,
                     "label": r.label,
@@ -535,7 +558,46 @@ def _job_spec(row: Any) -> JobSpec:
         overlap_max=row.overlap_max,
         target_confidence=row.target_confidence,
         expert_review=bool(row.expert_review),
+        org_id=row.org_id,
     )
+
+
+def _job_of(event: events_pb2.Event) -> str:
+    kind = event.WhichOneof("payload")
+    return str(getattr(getattr(event, kind), "job_id", "")) if kind else ""
+
+
+def _deleted_among(conn: Connection, job_ids: set[str]) -> set[str]:
+    d = t.deleted_jobs
+    found: set[str] = set()
+    for chunk in _chunks(sorted(i for i in job_ids if i)):
+        found.update(conn.execute(sa.select(d.c.job_id).where(d.c.job_id.in_(chunk))).scalars())
+    return found
+
+
+def _purge_jobs(conn: Connection, topics: Topics, deletions: dict[str, str], now: dt.datetime) -> None:
+    """Records the jobs as deleted and removes their answers, results, tasks and specs, and
+    the events about their tasks from the outbox (TaskResolved names the objects)."""
+    if not deletions:
+        return
+    known_orgs = dict(
+        conn.execute(sa.select(t.jobs.c.job_id, t.jobs.c.org_id).where(t.jobs.c.job_id.in_(list(deletions)))).all()
+    )
+    insert_ignoring_conflicts(
+        conn,
+        t.deleted_jobs,
+        [
+            {"job_id": job_id, "org_id": org_id or known_orgs.get(job_id, ""), "deleted_at": now}
+            for job_id, org_id in sorted(deletions.items())
+        ],
+    )
+    for job_id in sorted(deletions):
+        task_ids = list(conn.execute(sa.select(t.tasks.c.task_id).where(t.tasks.c.job_id == job_id)).scalars())
+        for topic in (topics.results, topics.task_requests):
+            drop_outbox_events(conn, t.outbox, topic, task_ids)
+        for table in (t.answers, t.results, t.tasks, t.jobs):
+            conn.execute(sa.delete(table).where(table.c.job_id == job_id))
+    log.info("consensus: purged deleted jobs %s", ", ".join(sorted(deletions)))
 
 
 class ConsensusEvents:
@@ -594,6 +656,9 @@ class ConsensusEvents:
         redelivered event changes nothing. Events may come in any order: a task or answer
         whose dependency has not arrived is stored and applied when it does.
 
+        A JobDeleted purges the job's tasks, answers and results (worker evidence stays: it
+        is about the workers), and every later event of the job is dropped.
+
         Raises what the database raises (the consumer retries, then dead-letters). Costs a
         constant number of statements per batch plus one posterior per answer to an open task.
         """
@@ -604,13 +669,26 @@ class ConsensusEvents:
             fresh = claim_events(conn, t.inbox, CONSUMER, [e.event_id for e in wanted])
             if not fresh:
                 return
-            batch = _Batch(conn, self._jobs, self._workers, self._topics, self._prior, self._clock())
+            deletions: dict[str, str] = {}
+            others: list[events_pb2.Event] = []
             for event in wanted:
                 if event.event_id in fresh:
                     fresh.discard(event.event_id)
+                    if event.WhichOneof("payload") == "job_deleted":
+                        deletions[event.job_deleted.job_id] = event.job_deleted.org_id
+                    else:
+                        others.append(event)
+            # Events of a deleted job change nothing, whichever came first.
+            gone = set(deletions) | _deleted_among(conn, {_job_of(e) for e in others})
+            batch = _Batch(conn, self._jobs, self._workers, self._topics, self._prior, self._clock())
+            for event in others:
+                if _job_of(event) not in gone:
                     batch.add(event)
             batch.run()
+            _purge_jobs(conn, self._topics, deletions, batch.now)
         self._jobs.update(batch.new_jobs)
+        for job_id in deletions:
+            self._jobs.pop(job_id, None)
         self._workers.update(batch.evidence)
         if batch.emitted:
             self._outbox_written()
@@ -628,6 +706,32 @@ class ConsensusQueries:
         self._engine = engine
         self._prior = prior
         self._clock = clock
+        self._owners = OwnerCache()
+
+    def owner_of(self, kind: str, ident: str) -> str | None:
+        """The organisation of job ``ident`` ("job"; kept after its deletion) or of the job
+        of task ``ident`` ("task"; gone with a deleted job's tasks). None for another kind,
+        an unknown id, or a task whose JobCreated has not arrived. Cached: one or two
+        primary-key reads per id, then none."""
+        if kind not in ("job", "task"):
+            return None
+
+        def load() -> str | None:
+            tk, jb, gone = t.tasks, t.jobs, t.deleted_jobs
+            with reading(self._engine) as conn:
+                if kind == "task":
+                    row = conn.execute(
+                        sa.select(tk.c.org_id, jb.c.org_id.label("job_org"))
+                        .select_from(tk.outerjoin(jb, jb.c.job_id == tk.c.job_id))
+                        .where(tk.c.task_id == ident)
+                    ).first()
+                    return (row.org_id or row.job_org) if row is not None else None
+                org = conn.execute(sa.select(jb.c.org_id).where(jb.c.job_id == ident)).scalar()
+                if org is None:
+                    org = conn.execute(sa.select(gone.c.org_id).where(gone.c.job_id == ident)).scalar()
+                return org
+
+        return self._owners.lookup(kind, ident, load)
 
     def get_result(self, task_id: str) -> TaskResult:
         """The resolved label of a task. Raises NotFound when the task is unknown, gold or not

@@ -40,12 +40,19 @@ def timestamp_of(moment: dt.datetime) -> Timestamp:
 
 
 def job_spec_of(event: events_pb2.JobCreated) -> JobSpec:
-    """The consensus view of a job: labels of whichever task type the spec has, overlap, target."""
+    """The consensus view of a job: labels of whichever task type the spec has, overlap, target,
+    and the organisation."""
     spec = event.spec
     kind = spec.WhichOneof("task")
     labels = list(getattr(spec, kind).labels) if kind else []
     return JobSpec.normalised(
-        event.job_id, labels, spec.overlap.min, spec.overlap.max, spec.target_confidence, spec.expert_review
+        event.job_id,
+        labels,
+        spec.overlap.min,
+        spec.overlap.max,
+        spec.target_confidence,
+        spec.expert_review,
+        org_id=spec.client_id,
     )
 
 

@@ -101,6 +101,7 @@ class ExpertReview:
                 sa.insert(t.results).values(
                     task_id=result.task_id,
                     job_id=result.job_id,
+                    org_id=row.org_id,
                     item_id=result.item_id,
                     object_name=result.object_name,
                     label=result.label,
@@ -114,11 +115,14 @@ class ExpertReview:
                     version=result.version,
                 )
             )
-            conn.execute(
+            reviewed = conn.execute(
                 sa.update(tk)
                 .where(tk.c.task_id == task_id, tk.c.state == TaskState.REVIEW.value)
                 .values(state=TaskState.RESOLVED.value, label=label)
             )
+            if not reviewed.rowcount:
+                # Resolved by another reviewer, or purged with its job, since it was read.
+                raise FailedPrecondition(f"task {task_id} is no longer awaiting review")
             enqueue(conn, t.outbox, [outgoing(self._topics.results, task_id, messages.task_resolved_event(result))])
         self._outbox_written()
         return result

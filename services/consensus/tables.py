@@ -21,6 +21,8 @@ jobs = sa.Table(
     "consensus_jobs",
     metadata,
     sa.Column("job_id", ID, primary_key=True),
+    # The job's organisation (JobSpec.client_id); "" only on rows older than the column.
+    sa.Column("org_id", sa.String(128), nullable=False, server_default=""),
     # JSON list of the job's labels, in the job's order.
     sa.Column("labels", sa.Text, nullable=False),
     sa.Column("overlap_min", sa.Integer, nullable=False),
@@ -34,6 +36,8 @@ tasks = sa.Table(
     metadata,
     sa.Column("task_id", ID, primary_key=True),
     sa.Column("job_id", ID, nullable=False),
+    # The job's organisation; "" while the task waits for its JobCreated.
+    sa.Column("org_id", sa.String(128), nullable=False, server_default=""),
     sa.Column("item_id", ID, nullable=False),
     sa.Column("object_name", sa.Text, nullable=False),
     sa.Column("gold", sa.Boolean, nullable=False),
@@ -59,12 +63,15 @@ answers = sa.Table(
     sa.Column("label", LABEL, nullable=False),
     sa.Column("submitted_at", UtcDateTime, nullable=True),
     sa.UniqueConstraint("task_id", "worker_id", name="uq_consensus_answers_task_worker"),
+    # A job's answers: refits read them, a deletion purges them.
+    sa.Index("ix_consensus_answers_job", "job_id", "id"),
 )
 results = sa.Table(
     "consensus_results",
     metadata,
     sa.Column("task_id", ID, primary_key=True),
     sa.Column("job_id", ID, nullable=False, index=True),
+    sa.Column("org_id", sa.String(128), nullable=False, server_default=""),
     sa.Column("item_id", ID, nullable=False),
     sa.Column("object_name", sa.Text, nullable=False),
     sa.Column("label", LABEL, nullable=False),
@@ -99,6 +106,16 @@ worker_flags = sa.Table(
     sa.Column("spammer", sa.Boolean, nullable=False),
     sa.Column("spam_score", sa.Float, nullable=False),
     sa.Column("changed_at", UtcDateTime, nullable=False),
+)
+
+# Jobs whose client deleted them: their tasks, answers and results are purged, and events
+# of them that arrive later are dropped. The organisation stays for owner lookups.
+deleted_jobs = sa.Table(
+    "consensus_deleted_jobs",
+    metadata,
+    sa.Column("job_id", ID, primary_key=True),
+    sa.Column("org_id", sa.String(128), nullable=False, server_default=""),
+    sa.Column("deleted_at", UtcDateTime, nullable=False),
 )
 
 _messaging = add_messaging_tables(metadata)

@@ -3,7 +3,7 @@ and object store."""
 
 from __future__ import annotations
 
-from quorum.db import make_engine
+from quorum.db import add_missing_columns, make_engine
 from quorum.objectstore import open_object_store
 from quorum.service import ServiceContext, ServiceParts
 from quorum.v1 import ingest_pb2_grpc
@@ -16,10 +16,11 @@ from services.ingest.servicer import SERVICE_NAME, IngestServicer
 def build(context: ServiceContext) -> ServiceParts:
     """Opens ingest's database (creating its tables) and object store and wires
     the gRPC servicer. Ingest produces events through its outbox and consumes
-    none. Raises what the database or object store raise when unreachable."""
+    none; a background loop purges the media of deleted jobs. Raises what the database or object store raise when unreachable."""
     settings = context.settings
     engine = make_engine(settings.database_url_for("ingest"))
     tables.metadata.create_all(engine)
+    add_missing_columns(engine, tables.metadata)
     handlers = IngestHandlers(
         engine=engine,
         store=open_object_store(settings),
@@ -37,6 +38,9 @@ def build(context: ServiceContext) -> ServiceParts:
         engine=engine,
         outbox=tables.outbox,
         consumers=[],
+        # Media of deleted jobs that a crash left in the store goes at start-up, then periodically.
+        background=[handlers.purge_loop],
         closers=[handlers.close],
         policies=[POLICY],
+        owner_of=handlers.owner_of,
     )

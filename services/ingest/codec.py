@@ -13,6 +13,7 @@ from services.ingest import domain
 _STATE = {
     domain.JobState.OPEN: ingest_pb2.JOB_STATE_OPEN,
     domain.JobState.SEALED: ingest_pb2.JOB_STATE_SEALED,
+    domain.JobState.DELETED: ingest_pb2.JOB_STATE_DELETED,
 }
 _STATUS = {
     domain.ItemStatus.ACCEPTED: ingest_pb2.ITEM_STATUS_ACCEPTED,
@@ -166,6 +167,16 @@ def job_created(job_id: str, spec: domain.JobSpec, created_at: dt.datetime) -> e
 
 def job_sealed(job_id: str, objects: int, gold_objects: int) -> events_pb2.Event:
     return events_pb2.Event(job_sealed=events_pb2.JobSealed(job_id=job_id, objects=objects, gold_objects=gold_objects))
+
+
+def job_deleted(job_id: str, org_id: str) -> events_pb2.Event:
+    return events_pb2.Event(job_deleted=events_pb2.JobDeleted(job_id=job_id, org_id=org_id))
+
+
+def delete_summary_to_proto(summary: domain.DeleteSummary) -> ingest_pb2.DeleteJobResponse:
+    return ingest_pb2.DeleteJobResponse(
+        job_id=summary.job_id, items_deleted=summary.items_deleted, objects_deleted=summary.objects_deleted
+    )
 
 
 def task_created(

@@ -55,6 +55,8 @@ class TaskType(StrEnum):
 class JobState(StrEnum):
     OPEN = "open"
     SEALED = "sealed"
+    # The client deleted the dataset; the row stays so that the id keeps naming the job.
+    DELETED = "deleted"
 
 
 class ItemStatus(StrEnum):
@@ -249,6 +251,20 @@ class Job:
     gold_objects: int
     rejected: int
     created_at: dt.datetime
+
+
+def scrubbed_spec(spec: JobSpec) -> JobSpec:
+    """What a deleted job keeps of its spec: the terms, without the client's free text."""
+    return replace(spec, name="", instructions="")
+
+
+@dataclass(frozen=True)
+class DeleteSummary:
+    """What one DeleteJob call removed."""
+
+    job_id: str
+    items_deleted: int
+    objects_deleted: int
 
 
 # --------------------------------------------------------------------------- files

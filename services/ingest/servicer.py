@@ -54,3 +54,6 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
 
     def SealJob(self, request: ingest_pb2.SealJobRequest, context: Any) -> ingest_pb2.Job:
         return codec.job_to_proto(self._handlers.seal_job(request.job_id))
+
+    def DeleteJob(self, request: ingest_pb2.DeleteJobRequest, context: Any) -> ingest_pb2.DeleteJobResponse:
+        return codec.delete_summary_to_proto(self._handlers.delete_job(request.job_id))

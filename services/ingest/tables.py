@@ -1,5 +1,5 @@
-"""Ingest's tables: jobs, their accepted items and the tasks cut from them,
-plus the shared inbox and outbox."""
+"""Ingest's tables: jobs, their accepted items and the tasks cut from them, the
+media of deleted jobs waiting to be purged, plus the shared inbox and outbox."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ jobs = sa.Table(
     sa.Column("idempotency_key", sa.String(200), nullable=True),
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("sealed_at", UtcDateTime, nullable=True),
+    sa.Column("deleted_at", UtcDateTime, nullable=True),
     sa.UniqueConstraint("client_id", "idempotency_key", name="uq_jobs_client_idempotency_key"),
     sa.Index("ix_jobs_created", "created_at", "job_id"),
     sa.Index("ix_jobs_client_created", "client_id", "created_at"),
@@ -36,6 +37,8 @@ items = sa.Table(
     metadata,
     sa.Column("item_id", sa.String(40), primary_key=True),
     sa.Column("job_id", sa.String(40), sa.ForeignKey("jobs.job_id"), nullable=False),
+    # The job's organisation (its client_id); "" only on rows older than the column.
+    sa.Column("org_id", sa.String(128), nullable=False, server_default=""),
     sa.Column("name", sa.Text, nullable=False),
     sa.Column("sha256", sa.String(64), nullable=False),
     sa.Column("object_key", sa.String(100), nullable=False),
@@ -45,6 +48,8 @@ items = sa.Table(
     sa.Column("created_at", UtcDateTime, nullable=False),
     # Deduplication: the same content joins a job once.
     sa.UniqueConstraint("job_id", "sha256", name="uq_items_job_sha256"),
+    # Content is shared between jobs: a deletion keeps the media another item still uses.
+    sa.Index("ix_items_object_key", "object_key"),
 )
 
 tasks = sa.Table(
@@ -52,10 +57,27 @@ tasks = sa.Table(
     metadata,
     sa.Column("task_id", sa.String(40), primary_key=True),
     sa.Column("job_id", sa.String(40), nullable=False),
+    sa.Column("org_id", sa.String(128), nullable=False, server_default=""),
     sa.Column("item_id", sa.String(40), sa.ForeignKey("items.item_id"), nullable=False),
     sa.Column("segment", sa.String(200), nullable=False),
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Index("ix_tasks_item", "item_id"),
+    sa.Index("ix_tasks_job", "job_id"),
+)
+
+# Media of deleted jobs on their way out of the object store, one row per content key.
+# The row is written in the deleting transaction, so a crash before the objects are gone
+# leaves work for the next purge pass. Once purged (purged_at set) the row stays a while:
+# an upload that stored the same content just before the purge sees it and stores the
+# content again.
+media_purges = sa.Table(
+    "media_purges",
+    metadata,
+    sa.Column("object_key", sa.String(100), primary_key=True),
+    sa.Column("job_id", sa.String(40), nullable=False),
+    sa.Column("queued_at", UtcDateTime, nullable=False),
+    sa.Column("purged_at", UtcDateTime, nullable=True),
+    sa.Index("ix_media_purges_pending", "purged_at", "object_key"),
 )
 
 messaging = add_messaging_tables(metadata)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from quorum.db import make_engine
+from quorum.db import add_missing_columns, make_engine
 from quorum.service import ConsumerSpec, ServiceContext, ServiceParts
 from quorum.v1 import payments_pb2_grpc
 from services.payments.policy import POLICY
@@ -19,6 +19,7 @@ def build(context: ServiceContext) -> ServiceParts:
     Raises sqlalchemy errors when the database is unreachable."""
     engine = make_engine(context.settings.database_url_for("payments"))
     tables.metadata.create_all(engine)
+    add_missing_columns(engine, tables.metadata)
     topics = context.topics
     ledger = Ledger(engine, jobs_topic=topics.jobs, outbox_written=context.outbox_written, audit_topic=topics.audit)
     return ServiceParts(
@@ -30,4 +31,5 @@ def build(context: ServiceContext) -> ServiceParts:
         outbox=tables.messaging.outbox,
         consumers=[ConsumerSpec(CONSUMER, [topics.jobs, topics.answers, topics.results], ledger.handle_events)],
         policies=[POLICY],
+        owner_of=ledger.owner_of,
     )

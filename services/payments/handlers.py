@@ -39,6 +39,7 @@ from sqlalchemy.engine import Connection, Engine
 from quorum.db import claim_events, enqueue, insert_ignoring_conflicts, reading, utcnow
 from quorum.errors import FailedPrecondition, InvalidArgument, NotFound
 from quorum.messaging import outgoing
+from quorum.owners import OwnerCache
 from quorum.security.audit import audit_event
 from quorum.v1 import common_pb2, events_pb2
 
@@ -66,7 +67,9 @@ log = logging.getLogger(__name__)
 # The inbox name of the ledger consumer; also its consumer group suffix.
 CONSUMER = "ledger"
 _INBOX_CONSUMER = f"payments.{CONSUMER}"
-_HANDLED = frozenset({"job_created", "answer_accepted", "task_resolved"})
+_HANDLED = frozenset({"job_created", "answer_accepted", "task_resolved", "job_deleted"})
+# Why an answer settled after its job's deletion earns nothing: no label will come for it.
+DELETED_JOB_REASON = "the client deleted the job before this answer was settled"
 # PostgreSQL deadlock and serialization failures: retrying the transaction is the cure.
 _TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})
 _ATTEMPTS = 3
@@ -121,6 +124,7 @@ class _Batch:
     tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
     answers: dict[str, dict[str, Any]] = field(default_factory=dict)
     job_ids: set[str] = field(default_factory=set)
+    deleted: set[str] = field(default_factory=set)
 
     def add(self, event: events_pb2.Event, now: dt.datetime) -> None:
         occurred = _datetime(event.occurred_at, now)
@@ -164,6 +168,13 @@ class _Batch:
                     "budget_cap_cents": max(0, spec.budget_cap_cents),
                 },
             )
+        elif kind == "job_deleted":
+            job_id = event.job_deleted.job_id
+            if not _ok_id(job_id):
+                log.warning("payments: skipping JobDeleted %s without a job id", event.event_id)
+                return
+            self.job_ids.add(job_id)
+            self.deleted.add(job_id)
         elif kind == "task_resolved":
             resolved = event.task_resolved
             if not _ok_id(resolved.task_id, resolved.job_id):
@@ -284,13 +295,14 @@ def _counters_of(row: Any) -> JobCounters:
     return JobCounters(**{name: int(getattr(row, name)) for name in _COUNTER_COLUMNS})
 
 
-def _posting_row(p: Posting, now: dt.datetime) -> dict[str, Any]:
+def _posting_row(p: Posting, now: dt.datetime, org_id: str) -> dict[str, Any]:
     return {
         "posting_key": p.posting_key,
         "kind": p.kind,
         "ref_id": p.ref_id,
         "event_id": p.event_id,
         "job_id": p.job_id,
+        "org_id": org_id,
         "debit_account": p.debit_account,
         "credit_account": p.credit_account,
         "amount_cents": p.amount_cents,
@@ -356,6 +368,7 @@ class Ledger:
         self._jobs_topic = jobs_topic
         self._outbox_written = outbox_written
         self._audit_topic = audit_topic
+        self._owners = OwnerCache()
 
     # -- events ----------------------------------------------------------------------------
 
@@ -399,9 +412,30 @@ class Ledger:
         statements = self._statements(conn)
         job_ids = sorted(batch.job_ids)
         conn.execute(statements.lock_jobs, [batch.job_row(job_id, now) for job_id in job_ids])
+        j = tables.jobs
+        for ids in _chunks(sorted(batch.deleted)):
+            conn.execute(sa.update(j).where(j.c.job_id.in_(ids), j.c.deleted_at.is_(None)).values(deleted_at=now))
         insert_ignoring_conflicts(conn, tables.resolved_tasks, [batch.tasks[k] for k in sorted(batch.tasks)])
         insert_ignoring_conflicts(conn, tables.accepted_answers, [batch.answers[k] for k in sorted(batch.answers)])
-        return self._settle(conn, statements, job_ids, now)
+        paused = self._settle(conn, statements, job_ids, now)
+        self._scrub_deleted(conn, job_ids)
+        return paused
+
+    @staticmethod
+    def _scrub_deleted(conn: Connection, job_ids: list[str]) -> None:
+        """Clears the labels kept of deleted jobs' tasks and answers once they are settled
+        (or will never be): they are the client's data. Postings and counters stay."""
+        j, t, a = tables.jobs, tables.resolved_tasks, tables.accepted_answers
+        deleted = [
+            job_id
+            for ids in _chunks(job_ids)
+            for job_id in conn.execute(
+                sa.select(j.c.job_id).where(j.c.job_id.in_(ids), j.c.deleted_at.is_not(None))
+            ).scalars()
+        ]
+        for ids in _chunks(deleted):
+            conn.execute(sa.update(a).where(a.c.job_id.in_(ids), a.c.label != "").values(label=""))
+            conn.execute(sa.update(t).where(t.c.job_id.in_(ids)).values(label="", verdicts={}))
 
     def _settle(self, conn: Connection, statements: _Statements, job_ids: list[str], now: dt.datetime) -> bool:
         """Posts every settleable fact of the given (locked) jobs that have terms: resolved
@@ -411,13 +445,18 @@ class Ledger:
         terms: dict[str, JobTerms] = {}
         counters: dict[str, JobCounters] = {}
         budgets: dict[str, tuple[int, bool]] = {}
+        deleted: set[str] = set()
         for ids in _chunks(job_ids):
             for row in conn.execute(sa.select(j).where(j.c.job_id.in_(ids), j.c.has_terms.is_(True))):
                 terms[row.job_id], counters[row.job_id] = _terms_of(row), _counters_of(row)
                 budgets[row.job_id] = (int(row.budget_cap_cents), bool(row.paused))
+                if row.deleted_at is not None:
+                    deleted.add(row.job_id)
         if not terms:
             return False
-        ready = sorted(terms)
+        # A deleted job bills nothing more: its tasks stay unbilled and its answers are
+        # settled unpaid below.
+        ready = sorted(set(terms) - deleted)
         tasks = [
             row
             for ids in _chunks(ready)
@@ -449,7 +488,16 @@ class Ledger:
                 .order_by(a.c.job_id, a.c.accepted_at, a.c.answer_id)
             )
         ]
-        if not tasks and not answers:
+        abandoned = [
+            row
+            for ids in _chunks(sorted(deleted))
+            for row in conn.execute(
+                sa.select(a.c.answer_id, a.c.job_id, a.c.worker_id)
+                .where(a.c.job_id.in_(ids), a.c.paid_at.is_(None))
+                .order_by(a.c.job_id, a.c.accepted_at, a.c.answer_id)
+            )
+        ]
+        if not tasks and not answers and not abandoned:
             return False
         postings: list[Posting] = []
         for task in tasks:
@@ -460,6 +508,10 @@ class Ledger:
                 postings.append(decision.posting)
         earned: defaultdict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
         settled: list[dict[str, Any]] = []
+        for left in abandoned:
+            counters[left.job_id].count_unpaid()
+            earned[(left.worker_id, terms[left.job_id].currency)][2] += 1
+            settled.append({"b_answer": left.answer_id, "b_amount": 0, "b_reason": DELETED_JOB_REASON})
         for answer in answers:
             job_terms, job = terms[answer.job_id], counters[answer.job_id]
             total = earned[(answer.worker_id, job_terms.currency)]
@@ -499,7 +551,8 @@ class Ledger:
         if postings:
             # A plain insert: a duplicate key here would mean the locking is broken, and
             # failing the batch is better than counters that disagree with the ledger.
-            conn.execute(sa.insert(tables.postings), [_posting_row(p, now) for p in postings])
+            rows = [_posting_row(p, now, terms[p.job_id].client_id) for p in postings]
+            conn.execute(sa.insert(tables.postings), rows)
         for ids in _chunks([task.task_id for task in tasks]):
             conn.execute(sa.update(t).where(t.c.task_id.in_(ids)).values(billed_at=now))
         if settled:
@@ -509,7 +562,9 @@ class Ledger:
                 .values(paid_at=now, amount_cents=sa.bindparam("b_amount"), unpaid_reason=sa.bindparam("b_reason")),
                 settled,
             )
-        touched = sorted({task.job_id for task in tasks} | {answer.job_id for answer in answers})
+        touched = sorted(
+            {task.job_id for task in tasks} | {answer.job_id for answer in answers} | {a.job_id for a in abandoned}
+        )
         conn.execute(
             statements.write_counters,
             [
@@ -534,6 +589,8 @@ class Ledger:
             )
         paused_any = False
         for job_id in touched:
+            if job_id in deleted:
+                continue
             cap, paused = budgets[job_id]
             reason = domain.pause_reason(terms[job_id].currency, counters[job_id].billed_cents, cap)
             if reason and not paused:
@@ -562,6 +619,20 @@ class Ledger:
         return self._cached[dialect]
 
     # -- queries ---------------------------------------------------------------------------
+
+    def owner_of(self, kind: str, ident: str) -> str | None:
+        """The organisation (client_id) of job ``ident`` when ``kind`` is "job", known once its
+        JobCreated arrived and kept after a deletion; None for another kind or an unknown
+        job. Cached: one primary-key read per job, then none."""
+        if kind != "job":
+            return None
+
+        def load() -> str | None:
+            j = tables.jobs
+            with reading(self._engine) as conn:
+                return conn.execute(sa.select(j.c.client_id).where(j.c.job_id == ident, j.c.has_terms)).scalar()
+
+        return self._owners.lookup(kind, ident, load)
 
     def _job(self, conn: Connection, job_id: str) -> Any:
         row = conn.execute(sa.select(tables.jobs).where(tables.jobs.c.job_id == job_id)).one_or_none()
@@ -779,7 +850,7 @@ class Ledger:
             ).all()
             postings = [domain.payout(batch_id, row.worker_id, int(row.owed), code) for row in rows]
             if postings:
-                conn.execute(sa.insert(tables.postings), [_posting_row(p, now) for p in postings])
+                conn.execute(sa.insert(tables.postings), [_posting_row(p, now, "") for p in postings])
                 conn.execute(
                     sa.update(w)
                     .where(w.c.worker_id == sa.bindparam("b_worker"), w.c.currency == code)
@@ -808,25 +879,31 @@ class Ledger:
             self._outbox_written()
         return PayoutBatch(batch_id, code, payouts, now)
 
-    def list_entries(self, job_id: str, page_size: int, page_token: str) -> LedgerPage:
-        """Postings in the order they were made, of one job or of all (``job_id`` empty).
+    def list_entries(self, job_id: str, page_size: int, page_token: str, org_id: str = "") -> LedgerPage:
+        """Postings in the order they were made, of one job or of all (``job_id`` empty),
+        and of one organisation only when ``org_id`` is given.
 
         ``page_size`` 0 means 100. Raises InvalidArgument("page_size") outside [0, 1000]
         and InvalidArgument("page_token") for a token that is malformed or was issued
-        for another job. Costs one indexed range read of ``page_size + 1`` rows.
+        for another job or organisation. Costs one indexed range read of ``page_size + 1``
+        rows.
         """
         size = domain.page_size_or_default(page_size)
-        after = domain.decode_page_token(page_token, job_id)
+        # A token is only good for the listing it came from.
+        scope = f"{job_id}@org:{org_id}" if org_id else job_id
+        after = domain.decode_page_token(page_token, scope)
         p = tables.postings
         query = sa.select(p).where(p.c.entry_id > after).order_by(p.c.entry_id).limit(size + 1)
         if job_id:
             query = query.where(p.c.job_id == job_id)
+        if org_id:
+            query = query.where(p.c.org_id == org_id)
         with reading(self._engine) as conn:
             rows = conn.execute(query).all()
         more = len(rows) > size
         rows = rows[:size]
         entries = [LedgerEntry(int(row.entry_id), _posting_of(row), row.posted_at) for row in rows]
-        token = domain.encode_page_token(job_id, entries[-1].entry_id) if more else ""
+        token = domain.encode_page_token(scope, entries[-1].entry_id) if more else ""
         return LedgerPage(entries, token)
 
     def verify(self) -> Verification:

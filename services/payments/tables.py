@@ -42,6 +42,8 @@ jobs = sa.Table(
     sa.Column("budget_cap_cents", Cents, nullable=False, default=0),
     sa.Column("paused", sa.Boolean, nullable=False, default=False),
     sa.Column("pause_reason", sa.String(300), nullable=False, default=""),
+    # Set by JobDeleted: the job bills nothing more; facts still unsettled are settled unpaid.
+    sa.Column("deleted_at", UtcDateTime, nullable=True),
     sa.Column("first_seen_at", UtcDateTime, nullable=False),
     sa.Column("objects_billed", sa.BigInteger, nullable=False),
     sa.Column("pilot_objects", sa.BigInteger, nullable=False),
@@ -102,6 +104,9 @@ postings = sa.Table(
     sa.Column("ref_id", ID, nullable=False),
     sa.Column("event_id", sa.String(64), nullable=False),
     sa.Column("job_id", ID, nullable=False),
+    # The organisation (the job's client_id) the entry belongs to; "" for payouts, which
+    # belong to workers, and for entries older than the column.
+    sa.Column("org_id", sa.String(128), nullable=False, server_default=""),
     sa.Column("debit_account", sa.String(250), nullable=False),
     sa.Column("credit_account", sa.String(250), nullable=False),
     sa.Column("amount_cents", Cents, nullable=False),
@@ -110,6 +115,7 @@ postings = sa.Table(
     sa.Column("posted_at", UtcDateTime, nullable=False),
     sa.CheckConstraint("amount_cents > 0", name="ck_postings_amount_positive"),
     sa.Index("ix_postings_job", "job_id", "entry_id"),
+    sa.Index("ix_postings_org", "org_id", "entry_id"),
 )
 
 # Running totals per worker and currency, kept in the transaction that writes the pay postings.

@@ -4,7 +4,7 @@ object store."""
 from __future__ import annotations
 
 from quorum.cache import connect_redis
-from quorum.db import make_engine
+from quorum.db import add_missing_columns, make_engine
 from quorum.objectstore import open_object_store
 from quorum.service import ConsumerSpec, ServiceContext, ServiceParts
 from quorum.v1 import tasking_pb2_grpc
@@ -25,6 +25,7 @@ def build(context: ServiceContext) -> ServiceParts:
     settings = context.settings
     engine = make_engine(settings.database_url_for("tasking"))
     tables.metadata.create_all(engine)
+    add_missing_columns(engine, tables.metadata)
     redis_client = connect_redis(settings.redis_url)
     service = TaskingService(
         engine=engine,
@@ -49,4 +50,5 @@ def build(context: ServiceContext) -> ServiceParts:
         background=[service.sweep_loop],
         closers=[redis_client.close],
         policies=[POLICY],
+        owner_of=service.owner_of,
     )

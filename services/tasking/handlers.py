@@ -33,10 +33,19 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import IntegrityError
 
-from quorum.db import UtcDateTime, claim_events, enqueue, insert_ignoring_conflicts, reading, utcnow
+from quorum.db import (
+    UtcDateTime,
+    claim_events,
+    drop_outbox_events,
+    enqueue,
+    insert_ignoring_conflicts,
+    reading,
+    utcnow,
+)
 from quorum.errors import FailedPrecondition, NotFound, PermissionDenied
 from quorum.messaging import Topics, outgoing
 from quorum.objectstore import ObjectMissing, ObjectStore
+from quorum.owners import OwnerCache
 from quorum.v1 import common_pb2, events_pb2
 from services.tasking import tables
 from services.tasking.domain import (
@@ -181,6 +190,14 @@ class ContentCache:
         self._size = 0
         self._lock = threading.Lock()
 
+    def forget(self, keys: Iterable[str]) -> None:
+        """Drops these objects from memory (their job was deleted)."""
+        with self._lock:
+            for key in keys:
+                data = self._items.pop(key, None)
+                if data is not None:
+                    self._size -= len(data)
+
     def get(self, key: str) -> bytes:
         """The object's bytes; raises quorum.objectstore.ObjectMissing. A miss costs one store read."""
         with self._lock:
@@ -200,6 +217,19 @@ class ContentCache:
         return data
 
 
+class _TaskGone(Exception):
+    """The answered task was deleted (its job was) after the lease was granted."""
+
+
+def _job_of(event: events_pb2.Event) -> str | None:
+    """The job an event is about, None for events about no job (WorkerFlagged)."""
+    kind = event.WhichOneof("payload")
+    if kind is None or kind == "worker_flagged":
+        return None
+    job_id = getattr(getattr(event, kind), "job_id", None)
+    return job_id if isinstance(job_id, str) else None
+
+
 @dataclass
 class _EventBatch:
     jobs: list[tuple[JobRules, dt.datetime]]
@@ -211,6 +241,10 @@ class _EventBatch:
     paused: dict[str, bool]
     # worker id -> the last WorkerFlagged of the batch.
     flagged: dict[str, events_pb2.WorkerFlagged] = field(default_factory=dict)
+    # job id -> organisation, from JobCreated.
+    orgs: dict[str, str] = field(default_factory=dict)
+    # job id -> organisation, from JobDeleted.
+    deleted: dict[str, str] = field(default_factory=dict)
 
 
 class TaskingService:
@@ -240,6 +274,7 @@ class TaskingService:
         # even with several replicas.
         self._sessions: dict[str, str] = {}
         self._jobs: dict[str, JobRules] = {}
+        self._owners = OwnerCache()
 
     # ------------------------------------------------------------------ sessions
 
@@ -274,6 +309,24 @@ class TaskingService:
         if len(self._sessions) > 200_000:
             self._sessions.clear()
         self._sessions[session_id] = worker_id
+
+    def owner_of(self, kind: str, ident: str) -> str | None:
+        """Who owns ``ident``: for "job", its organisation (JobSpec.client_id, known once
+        its JobCreated arrived, kept after a deletion); for "session", the worker who
+        started it. None for another kind or an unknown id. Cached: one primary-key read
+        per id, then none."""
+        if kind == "job":
+            query = sa.select(tables.jobs.c.org_id).where(tables.jobs.c.job_id == ident)
+        elif kind == "session":
+            query = sa.select(tables.sessions.c.worker_id).where(tables.sessions.c.session_id == ident)
+        else:
+            return None
+
+        def load() -> str | None:
+            with reading(self._engine) as conn:
+                return conn.execute(query).scalar()
+
+        return self._owners.lookup(kind, ident, load)
 
     # ------------------------------------------------------------------ jobs
 
@@ -481,7 +534,8 @@ class TaskingService:
         Raises InvalidArgument / NotFound for the session, InvalidArgument("lease_id"),
         InvalidArgument("answer" / "answer.classification.label") for an answer the job
         does not take, FailedPrecondition without a live lease of this worker or when the
-        worker already answered. A lease on a task resolved meanwhile is still accepted.
+        worker already answered, or when the task's job was deleted meanwhile. A lease on a
+        task resolved meanwhile is still accepted.
         Costs three Redis round trips and one transaction (insert, update, outbox insert).
         """
         worker = self.worker_for(session_id)
@@ -529,9 +583,13 @@ class TaskingService:
                         "submitted_at": submitted_at,
                     },
                 )
-                conn.execute(_COUNT_ANSWER, {"b_task": lease.task_id})
+                if not conn.execute(_COUNT_ANSWER, {"b_task": lease.task_id}).rowcount:
+                    raise _TaskGone(lease.task_id)
                 conn.execute(_SET_ASSIGNMENT_STATE, {"b_lease": lease_id, "b_state": "answered", "b_reason": None})
                 enqueue(conn, tables.outbox, [outgoing(self._topics.answers, lease.task_id, event)])
+        except _TaskGone:
+            # The lease was taken; with its task gone there is nothing to give it back to.
+            raise FailedPrecondition(f"task {lease.task_id!r} no longer exists: its job was deleted") from None
         except IntegrityError as exc:
             self._leases.restore(lease, counted_answer=True)
             raise FailedPrecondition(f"lease {lease_id!r}: this task is already answered by {worker!r}") from exc
@@ -666,17 +724,30 @@ class TaskingService:
     def handle_events(self, events: list[events_pb2.Event]) -> None:
         """Applies a batch of jobs, tasks, task-requests and results events in one
         transaction, each event once (redeliveries are dropped by id). Order does not
-        matter: a task waits for its job, and updates wait for their task. Events of
-        other types are ignored. A few statements per event type, not per event."""
+        matter: a task waits for its job, and updates wait for their task. A JobDeleted
+        drops the job's tasks, answers and leases, and every later event of the job is
+        ignored. Events of other types are ignored. A few statements per event type,
+        not per event."""
         with self._engine.begin() as conn:
             fresh = claim_events(conn, tables.inbox, CONSUMER, [e.event_id for e in events])
             batch = _EventBatch(jobs=[], sealed=[], tasks=[], wanted={}, resolved=set(), paused={})
+            applicable = []
             for event in events:
                 if event.event_id not in fresh:
                     continue
                 fresh.discard(event.event_id)
+                if event.WhichOneof("payload") == "job_deleted":
+                    batch.deleted[event.job_deleted.job_id] = event.job_deleted.org_id
+                else:
+                    applicable.append(event)
+            # Events of a deleted job change nothing, whichever came first.
+            gone = set(batch.deleted) | self._deleted_jobs(conn, {_job_of(e) for e in applicable} - {None, ""})
+            for event in applicable:
+                if _job_of(event) in gone:
+                    continue
                 kind = event.WhichOneof("payload")
                 if kind == "job_created":
+                    batch.orgs[event.job_created.job_id] = event.job_created.spec.client_id
                     batch.jobs.append(self._rules_of(event.job_created, event))
                 elif kind == "job_sealed":
                     batch.sealed.append(event.job_sealed)
@@ -693,13 +764,44 @@ class TaskingService:
                     batch.paused[event.job_resumed.job_id] = False
                 elif kind == "worker_flagged":
                     batch.flagged[event.worker_flagged.worker_id] = event.worker_flagged
-            self._apply_jobs(conn, batch.jobs)
+            self._apply_jobs(conn, batch.jobs, batch.orgs)
             self._apply_sealed(conn, batch.sealed)
             self._apply_tasks(conn, batch.tasks)
             self._apply_wanted(conn, batch.wanted)
             self._apply_resolved(conn, batch.resolved)
             self._apply_paused(conn, batch.paused)
             self._apply_flagged(conn, batch.flagged)
+            self._apply_deleted(conn, batch.deleted)
+        for job_id in sorted(batch.deleted):
+            # After the commit: should this fail, the leases expire on their own, and their
+            # answers are refused anyway since the tasks are gone.
+            dropped = self._leases.drop_job(job_id)
+            self._jobs.pop(job_id, None)
+            log.info("tasking: job %s deleted; dropped %d leases", job_id, dropped)
+
+    @staticmethod
+    def _deleted_jobs(conn: Connection, job_ids: set[str | None]) -> set[str]:
+        ids = sorted(i for i in job_ids if i)
+        j = tables.jobs
+        found: set[str] = set()
+        for chunk in _chunks(ids):
+            found.update(conn.execute(sa.select(j.c.job_id).where(j.c.job_id.in_(chunk), j.c.deleted)).scalars())
+        return found
+
+    def _apply_deleted(self, conn: Connection, deleted: dict[str, str]) -> None:
+        """Marks jobs deleted (keeping their organisation, dropping their instructions) and
+        deletes their tasks, assignments and answers: nothing of them is handed out again."""
+        j = tables.jobs
+        for job_id, org_id in sorted(deleted.items()):
+            marked = conn.execute(sa.update(j).where(j.c.job_id == job_id).values(deleted=True, instructions=""))
+            if not marked.rowcount:
+                conn.execute(sa.insert(j).values(job_id=job_id, known=False, org_id=org_id, deleted=True))
+            tasks = conn.execute(sa.select(t.c.task_id, t.c.object_key).where(t.c.job_id == job_id)).all()
+            # Answers waiting in the outbox, or kept there for replay, go with the answers.
+            drop_outbox_events(conn, tables.outbox, self._topics.answers, [row.task_id for row in tasks])
+            self._content.forget(row.object_key for row in tasks if row.object_key)
+            for table in (t, tables.assignments, tables.answers):
+                conn.execute(sa.delete(table).where(table.c.job_id == job_id))
 
     def _apply_flagged(self, conn: Connection, flagged: dict[str, events_pb2.WorkerFlagged]) -> None:
         """Suspends workers consensus flagged as spammers and lifts lifted flags. Their live
@@ -729,7 +831,7 @@ class TaskingService:
         )
         return rules, _event_time(created.created_at, event)
 
-    def _apply_jobs(self, conn: Connection, jobs: list[tuple[JobRules, dt.datetime]]) -> None:
+    def _apply_jobs(self, conn: Connection, jobs: list[tuple[JobRules, dt.datetime]], orgs: dict[str, str]) -> None:
         if not jobs:
             return
         j = tables.jobs
@@ -753,12 +855,17 @@ class TaskingService:
                 "gold_share": rules.gold_share,
                 "lease_seconds": rules.lease_seconds,
                 "created_at": created_at,
+                "org_id": orgs.get(rules.job_id, ""),
             }
             if rules.job_id in existing:
                 conn.execute(sa.update(j).where(j.c.job_id == rules.job_id).values(**values))
             else:
                 conn.execute(sa.insert(j).values(job_id=rules.job_id, **values))
             existing[rules.job_id] = True
+            # Tasks that arrived before their job learn its organisation now.
+            conn.execute(
+                sa.update(t).where(t.c.job_id == rules.job_id, t.c.org_id == "").values(org_id=values["org_id"])
+            )
             if not rules.supported:
                 log.warning("job %s has task type %r, which tasking does not hand out", rules.job_id, rules.task_type)
                 continue
@@ -790,10 +897,14 @@ class TaskingService:
         j, u = tables.jobs, tables.task_updates
         job_ids = list({task.job_id for task, _ in created})
         ready: dict[str, tuple[JobRules, dt.datetime]] = {}
+        orgs: dict[str, str] = {}
         for chunk in _chunks(job_ids):
             for row in conn.execute(
-                sa.select(j.c.job_id, j.c.created_at).where(j.c.job_id.in_(chunk), j.c.known, sa.not_(j.c.paused))
+                sa.select(j.c.job_id, j.c.created_at, j.c.org_id, j.c.paused).where(j.c.job_id.in_(chunk), j.c.known)
             ):
+                orgs[row.job_id] = row.org_id
+                if row.paused:
+                    continue
                 rules = self.job(row.job_id, conn)
                 if rules is not None and rules.supported:
                     ready[row.job_id] = (rules, row.created_at)
@@ -814,6 +925,7 @@ class TaskingService:
                 {
                     "task_id": task.task_id,
                     "job_id": task.job_id,
+                    "org_id": orgs.get(task.job_id, ""),
                     "item_id": task.item_id,
                     "object_name": task.object_name,
                     "object_key": task.object_key,

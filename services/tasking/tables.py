@@ -25,6 +25,10 @@ jobs = sa.Table(
     metadata,
     sa.Column("job_id", ID, primary_key=True),
     sa.Column("known", sa.Boolean, nullable=False, default=False),
+    # The job's organisation (JobSpec.client_id); "" until its JobCreated arrives.
+    sa.Column("org_id", sa.String(128), nullable=False, server_default=""),
+    # JobDeleted arrived: the job's tasks, answers and assignments are gone and stay gone.
+    sa.Column("deleted", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("task_type", sa.String(64), nullable=False, default=""),
     sa.Column("labels", sa.JSON, nullable=False, default=list),
     sa.Column("instructions", sa.Text, nullable=False, default=""),
@@ -49,6 +53,8 @@ tasks = sa.Table(
     metadata,
     sa.Column("task_id", ID, primary_key=True),
     sa.Column("job_id", ID, nullable=False),
+    # The job's organisation; "" while the task waits for its JobCreated.
+    sa.Column("org_id", sa.String(128), nullable=False, server_default=""),
     sa.Column("item_id", ID, nullable=False, default=""),
     sa.Column("object_name", sa.Text, nullable=False, default=""),
     sa.Column("object_key", sa.String(300), nullable=False, default=""),

@@ -1,0 +1,115 @@
+"""add_missing_columns against SQLite and PostgreSQL: a database created from an
+older table definition gains the new columns and indexes and keeps its rows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from quorum.db import SchemaMismatch, add_missing_columns, make_engine
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Engine]:
+    url = (
+        f"sqlite:///{tmp_path / 'db.sqlite'}" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    )
+    engine = make_engine(url)
+    yield engine
+    engine.dispose()
+
+
+def old_items() -> sa.MetaData:
+    metadata = sa.MetaData()
+    sa.Table(
+        "items",
+        metadata,
+        sa.Column("item_id", sa.String(40), primary_key=True),
+        sa.Column("name", sa.Text, nullable=False),
+    )
+    return metadata
+
+
+def new_items() -> sa.MetaData:
+    metadata = sa.MetaData()
+    sa.Table(
+        "items",
+        metadata,
+        sa.Column("item_id", sa.String(40), primary_key=True),
+        sa.Column("name", sa.Text, nullable=False),
+        sa.Column("org_id", sa.String(128), nullable=False, server_default=""),
+        sa.Column("note", sa.Text, nullable=True),
+        sa.Index("ix_items_org", "org_id", "item_id"),
+    )
+    # A table the old database never had: create_all makes it, the helper leaves it alone.
+    sa.Table("extras", metadata, sa.Column("extra_id", sa.Integer, primary_key=True))
+    return metadata
+
+
+def index_names(engine: sa.Engine, table: str) -> set[str]:
+    return {index["name"] or "" for index in sa.inspect(engine).get_indexes(table)}
+
+
+def test_old_table_gains_new_columns_and_keeps_its_rows(engine: sa.Engine) -> None:
+    old_items().create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO items (item_id, name) VALUES ('i1', 'cat.png'), ('i2', 'dog.png')"))
+
+    metadata = new_items()
+    metadata.create_all(engine)
+    added = add_missing_columns(engine, metadata)
+
+    assert added == ["items.org_id", "items.note"]
+    items = metadata.tables["items"]
+    with engine.begin() as conn:
+        rows = conn.execute(sa.select(items).order_by(items.c.item_id)).all()
+        assert [(r.item_id, r.name, r.org_id, r.note) for r in rows] == [
+            ("i1", "cat.png", "", None),
+            ("i2", "dog.png", "", None),
+        ]
+        # The new column is usable: new rows fill it, and the NOT NULL default covers the rest.
+        conn.execute(sa.insert(items).values(item_id="i3", name="owl.png", org_id="acme"))
+        conn.execute(sa.insert(items).values(item_id="i4", name="bat.png"))
+        orgs = dict(conn.execute(sa.select(items.c.item_id, items.c.org_id)).all())
+    assert orgs == {"i1": "", "i2": "", "i3": "acme", "i4": ""}
+    assert "ix_items_org" in index_names(engine, "items")
+    assert sa.inspect(engine).has_table("extras")
+
+
+def test_running_twice_changes_nothing(engine: sa.Engine) -> None:
+    old_items().create_all(engine)
+    metadata = new_items()
+    metadata.create_all(engine)
+    assert add_missing_columns(engine, metadata) == ["items.org_id", "items.note"]
+    columns = [c["name"] for c in sa.inspect(engine).get_columns("items")]
+
+    assert add_missing_columns(engine, metadata) == []
+    assert [c["name"] for c in sa.inspect(engine).get_columns("items")] == columns
+
+
+def test_a_fresh_database_needs_nothing(engine: sa.Engine) -> None:
+    metadata = new_items()
+    metadata.create_all(engine)
+    assert add_missing_columns(engine, metadata) == []
+
+
+def test_not_null_column_without_server_default_is_refused_by_name(engine: sa.Engine) -> None:
+    old_items().create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO items (item_id, name) VALUES ('i1', 'cat.png')"))
+    metadata = sa.MetaData()
+    sa.Table(
+        "items",
+        metadata,
+        sa.Column("item_id", sa.String(40), primary_key=True),
+        sa.Column("name", sa.Text, nullable=False),
+        sa.Column("fine", sa.Text, nullable=True),
+        sa.Column("org_id", sa.String(128), nullable=False),
+    )
+    with pytest.raises(SchemaMismatch, match=r"items\.org_id .*server_default"):
+        add_missing_columns(engine, metadata)
+    # All or nothing: the column that could be added was rolled back with the rest.
+    assert [c["name"] for c in sa.inspect(engine).get_columns("items")] == ["item_id", "name"]
