@@ -78,6 +78,9 @@ class Owned:
     kind: str
     path: str
     required: bool = True
+    # What the service calls a missing one in its NOT_FOUND ("result of task"), so the
+    # two answers read the same; defaults to ``kind``.
+    missing_as: str = ""
 
     def apply(self, request: Message, principal: Principal, owner_of: OwnerLookup) -> None:
         ident = _get(request, self.path)
@@ -87,7 +90,7 @@ class Owned:
             raise errors.InvalidArgument(self.path, f"required: name one {self.kind} of your organisation")
         owner = owner_of(self.kind, ident)
         if owner is not None and owner != principal.org_id:
-            raise errors.NotFound(self.kind, ident)
+            raise errors.NotFound(self.missing_as or self.kind, ident)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ OWN_JOB = [Owned("job", "job_id")]
 POLICY = ServicePolicy(
     SERVICE_NAME,
     {
-        "GetResult": rule(STAFF, {Role.CLIENT: [Owned("task", "task_id")]}),
+        "GetResult": rule(STAFF, {Role.CLIENT: [Owned("task", "task_id", missing_as="result of task")]}),
         "ExportResults": rule(STAFF, {Role.CLIENT: OWN_JOB}),
         "GetJobQuality": rule(STAFF, {Role.CLIENT: OWN_JOB}),
         "ListWorkers": STAFF,
