@@ -340,7 +340,8 @@ def unpaid_reason(
     if verdict is not None and verdict.weight <= 0:
         return "spammer: consensus gave this worker's answers no weight"
     if not low_confidence and consensus_label and label and label != consensus_label:
-        return f"rejected by consensus: answered {label!r}, the consensus label is {consensus_label!r}"
+        # The worker sees this reason: it must not disclose the consensus label.
+        return f"rejected by consensus: the answer {label!r} disagrees with a confident resolution"
     return ""
 
 

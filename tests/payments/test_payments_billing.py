@@ -65,6 +65,8 @@ def test_spam_and_rejected_answers_are_unpaid_with_the_reason_on_the_statement(l
     assert line.settled and not line.paid and line.unpaid_reason.startswith("spammer")
     wrong = {line.answer_id: line for line in ledger.worker_statement("wrong", 0, "").lines}
     assert "rejected by consensus" in wrong["a3"].unpaid_reason and not wrong["a3"].paid
+    # Workers read their statements: the reason must not give away the consensus label.
+    assert "'cat'" not in wrong["a3"].unpaid_reason
     assert wrong["g1"].paid and wrong["g1"].amount_cents == 10
     assert ledger.worker_balance("wrong").answers_unpaid == 1
     assert verify_ledger(engine).problems == []
