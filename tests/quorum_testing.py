@@ -1,5 +1,5 @@
 """Helpers shared by the fixtures: reaching the machine's PostgreSQL and Redis,
-and making throwaway schemas."""
+making throwaway schemas, and API keys for services started by the tests."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ import pytest
 import sqlalchemy as sa
 
 from quorum.db import make_engine
-from quorum.security.keys import ensure_local_key
+from quorum.security import keys
+from quorum.security.keys import KeyStore, ensure_local_key
+from quorum.security.principal import Role
 from quorum.settings import Settings
 
 POSTGRES_URL = os.environ.get("QUORUM_TEST_POSTGRES_URL", "postgresql+psycopg://root@127.0.0.1:5432/test")
@@ -79,5 +81,16 @@ def admin_key(settings: Settings) -> str:
     engine = make_engine(settings.access_database())
     try:
         return ensure_local_key(engine, settings.home)
+    finally:
+        engine.dispose()
+
+
+def worker_key(settings: Settings, worker_id: str) -> str:
+    """A new worker key acting as ``worker_id``, valid for services started with ``settings``."""
+    engine = make_engine(settings.access_database())
+    try:
+        keys.metadata.create_all(engine)
+        _, key = KeyStore(engine).create(Role.WORKER, subject=worker_id, name="test worker")
+        return key
     finally:
         engine.dispose()

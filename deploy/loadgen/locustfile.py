@@ -2,7 +2,13 @@
 fill jobs, operators watch the numbers.
 
     QUORUM_TASKING_ADDR=... QUORUM_INGEST_ADDR=... QUORUM_CONSENSUS_ADDR=... \\
-    QUORUM_PAYMENTS_ADDR=... locust -f deploy/loadgen/locustfile.py --headless -u 505 -r 100 -t 60s
+    QUORUM_PAYMENTS_ADDR=... QUORUM_ACCESS_ADDR=... QUORUM_API_KEY=<admin key> \\
+    locust -f deploy/loadgen/locustfile.py --headless -u 505 -r 100 -t 60s
+
+Every call carries an API key, as real callers' do. At start the admin key
+(``QUORUM_API_KEY``, else the local user's key that ``quorum up`` stored under
+``QUORUM_HOME``) issues, through the access service, a client key for the load's
+organisation, an operator key, and a worker key per worker user.
 
 It dials over TLS when the ``QUORUM_TLS_*`` variables say so (:func:`quorum.tls.client_tls`).
 
@@ -40,6 +46,8 @@ from quorum.rpc import channel  # noqa: E402
 from quorum.settings import Settings  # noqa: E402
 from quorum.tls import ClientTls, client_tls  # noqa: E402
 from quorum.v1 import (  # noqa: E402
+    access_pb2,
+    access_pb2_grpc,
     common_pb2,
     consensus_pb2,
     consensus_pb2_grpc,
@@ -52,19 +60,26 @@ from quorum.v1 import (  # noqa: E402
 )
 
 LABELS = ["positive", "negative", "neutral"]
+# The organisation the client users act for; every job of the load belongs to it.
+ORG = "loadgen"
 T = TypeVar("T")
+Metadata = tuple[tuple[str, str], ...]
 
 _channels: dict[str, grpc.Channel] = {}
 _transport: list[ClientTls | None] = []
 _lock = threading.Lock()
 _run: dict[str, Any] = {"job_id": "", "resolved_at_start": 0, "started": 0.0}
+# Keys issued at start, as call metadata: "admin", "client" and "operator".
+_auth: dict[str, Metadata] = {}
+# (worker id, its metadata) issued at start and not yet taken by a worker user.
+_worker_keys: list[tuple[str, Metadata]] = []
 
 
 def _address(service: str) -> str:
     return os.environ.get(f"QUORUM_{service.upper()}_ADDR", "127.0.0.1:" + _DEFAULT_PORTS[service])
 
 
-_DEFAULT_PORTS = {"ingest": "50051", "tasking": "50052", "consensus": "50053", "payments": "50054"}
+_DEFAULT_PORTS = {"ingest": "50051", "tasking": "50052", "consensus": "50053", "payments": "50054", "access": "50055"}
 
 
 def _channel(service: str) -> grpc.Channel:
@@ -77,10 +92,52 @@ def _channel(service: str) -> grpc.Channel:
         return _channels[service]
 
 
+def _bearer(key: str) -> Metadata:
+    return (("authorization", f"Bearer {key}"),)
+
+
+def _admin_key() -> str:
+    """QUORUM_API_KEY, else the key ``quorum up`` stored in QUORUM_HOME/credentials.
+    Raises RuntimeError when there is neither."""
+    key = Settings().client_api_key()
+    if not key:
+        raise RuntimeError(
+            "no admin key: set QUORUM_API_KEY, or QUORUM_HOME to the home of the `quorum up` stack under load"
+        )
+    return key
+
+
+def _create_key(role: access_pb2.Role, *, org_id: str = "", subject: str = "", name: str) -> Metadata:
+    """Issues a key with the admin key; waits out the rate limit when issuing many at once."""
+    access = access_pb2_grpc.AccessServiceStub(_channel("access"))
+    request = access_pb2.CreateKeyRequest(role=role, org_id=org_id, subject=subject, name=name)
+    while True:
+        try:
+            return _bearer(access.CreateKey(request, timeout=30, metadata=_auth["admin"]).secret)
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                raise
+            retry_ms = dict(exc.trailing_metadata() or ()).get("retry-after-ms", "1000")
+            time.sleep(int(retry_ms) / 1000.0)
+
+
+def _new_worker() -> tuple[str, Metadata]:
+    worker_id = f"load-{uuid.uuid4().hex[:12]}"
+    return worker_id, _create_key(access_pb2.ROLE_WORKER, subject=worker_id, name="load worker")
+
+
+def _take_worker() -> tuple[str, Metadata]:
+    """A worker identity issued at start; a new one once those are taken (users added later)."""
+    with _lock:
+        if _worker_keys:
+            return _worker_keys.pop()
+    return _new_worker()
+
+
 def _spec(name: str) -> common_pb2.JobSpec:
     spec = common_pb2.JobSpec(
         name=name,
-        client_id="loadgen",
+        client_id=ORG,
         overlap=common_pb2.Overlap(min=3, max=5),
         target_confidence=0.9,
         price_per_object_cents=10,
@@ -100,24 +157,43 @@ def _manifest(n: int, prefix: str) -> bytes:
 
 
 def _create_job(ingest: ingest_pb2_grpc.IngestServiceStub, objects: int, name: str) -> str:
-    job_id = ingest.CreateJob(ingest_pb2.CreateJobRequest(spec=_spec(name)), timeout=30).job_id
+    """Creates, fills and seals a job as the load's client."""
+    auth = _auth["client"]
+    job_id = ingest.CreateJob(ingest_pb2.CreateJobRequest(spec=_spec(name)), timeout=30, metadata=auth).job_id
     ingest.ImportManifest(
         ingest_pb2.ImportManifestRequest(
             job_id=job_id, format=ingest_pb2.MANIFEST_FORMAT_JSONL, content=_manifest(objects, name)
         ),
         timeout=300,
+        metadata=auth,
     )
-    ingest.SealJob(ingest_pb2.SealJobRequest(job_id=job_id), timeout=30)
+    ingest.SealJob(ingest_pb2.SealJobRequest(job_id=job_id), timeout=30, metadata=auth)
     return job_id
 
 
 def _resolved() -> int:
+    """Objects resolved across every job, as the operator sees them."""
     stub = consensus_pb2_grpc.ConsensusServiceStub(_channel("consensus"))
-    return int(stub.GetJobQuality(consensus_pb2.GetJobQualityRequest(), timeout=30).resolved)
+    request = consensus_pb2.GetJobQualityRequest()
+    return int(stub.GetJobQuality(request, timeout=30, metadata=_auth["operator"]).resolved)
+
+
+def _expected_workers(environment: Environment) -> int:
+    """Worker users this run will start: every user but the fixed clients and operators."""
+    options = environment.parsed_options
+    users = int(getattr(options, "num_users", 0) or 0) if options is not None else 0
+    return max(users - ClientUser.fixed_count - OperatorUser.fixed_count, 0)
 
 
 @events.test_start.add_listener
 def _seed(environment: Environment, **_: Any) -> None:
+    _auth["admin"] = _bearer(_admin_key())
+    _auth["client"] = _create_key(access_pb2.ROLE_CLIENT, org_id=ORG, name="load client")
+    _auth["operator"] = _create_key(access_pb2.ROLE_OPERATOR, name="load operator")
+    # Issued before the users start, so that key creation does not count as load.
+    workers = [_new_worker() for _ in range(_expected_workers(environment))]
+    with _lock:
+        _worker_keys.extend(workers)
     objects = int(os.environ.get("QUORUM_LOAD_OBJECTS", "5000"))
     ingest = ingest_pb2_grpc.IngestServiceStub(_channel("ingest"))
     _run["job_id"] = _create_job(ingest, objects, f"load-{uuid.uuid4().hex[:6]}")
@@ -172,22 +248,22 @@ class WorkerUser(GrpcUser):
 
     def on_start(self) -> None:
         self.stub = tasking_pb2_grpc.TaskingServiceStub(_channel("tasking"))
-        self.worker_id = f"load-{uuid.uuid4().hex[:12]}"
+        self.worker_id, self.auth = _take_worker()
         self.think = _think()
-        self.session_id = ""
-        session = self.call(
-            "StartSession",
-            lambda: self.stub.StartSession(tasking_pb2.StartSessionRequest(worker_id=self.worker_id), timeout=10),
-        )
+        self.start_session()
+
+    def start_session(self) -> None:
+        request = tasking_pb2.StartSessionRequest(worker_id=self.worker_id)
+        session = self.call("StartSession", lambda: self.stub.StartSession(request, timeout=10, metadata=self.auth))
         self.session_id = session.session_id if session else ""
 
     @task
     def work(self) -> None:
         if not self.session_id:
-            self.on_start()
+            self.start_session()
             return
         request = tasking_pb2.GetNextTaskRequest(session_id=self.session_id)
-        reply = self.call("GetNextTask", lambda: self.stub.GetNextTask(request, timeout=10))
+        reply = self.call("GetNextTask", lambda: self.stub.GetNextTask(request, timeout=10, metadata=self.auth))
         if reply is None or not reply.HasField("task"):
             time.sleep((reply.retry_after_ms if reply else 1000) / 1000.0)
             return
@@ -195,12 +271,12 @@ class WorkerUser(GrpcUser):
         time.sleep(random.uniform(*self.think))
         if random.random() < 0.02:
             skip = tasking_pb2.SkipTaskRequest(session_id=self.session_id, lease_id=leased.lease_id, reason="load")
-            self.call("SkipTask", lambda: self.stub.SkipTask(skip, timeout=10))
+            self.call("SkipTask", lambda: self.stub.SkipTask(skip, timeout=10, metadata=self.auth))
             return
         labels = list(leased.text_classification.labels) or LABELS
         answer = common_pb2.Answer(classification=common_pb2.ClassificationAnswer(label=random.choice(labels)))
         submit = tasking_pb2.SubmitAnswerRequest(session_id=self.session_id, lease_id=leased.lease_id, answer=answer)
-        self.call("SubmitAnswer", lambda: self.stub.SubmitAnswer(submit, timeout=10))
+        self.call("SubmitAnswer", lambda: self.stub.SubmitAnswer(submit, timeout=10, metadata=self.auth))
 
 
 class ClientUser(GrpcUser):
@@ -225,7 +301,8 @@ class ClientUser(GrpcUser):
     def job_status(self) -> None:
         if self.jobs:
             job_id = random.choice(self.jobs)
-            self.call("GetJob", lambda: self.ingest.GetJob(ingest_pb2.GetJobRequest(job_id=job_id), timeout=10))
+            request = ingest_pb2.GetJobRequest(job_id=job_id)
+            self.call("GetJob", lambda: self.ingest.GetJob(request, timeout=10, metadata=_auth["client"]))
 
 
 class OperatorUser(GrpcUser):
@@ -242,15 +319,10 @@ class OperatorUser(GrpcUser):
     @task
     def dashboard(self) -> None:
         job_id = _run["job_id"]
-        self.call(
-            "GetTaskingStats",
-            lambda: self.tasking.GetTaskingStats(tasking_pb2.GetTaskingStatsRequest(job_id=job_id), timeout=10),
-        )
-        self.call(
-            "GetJobQuality",
-            lambda: self.consensus.GetJobQuality(consensus_pb2.GetJobQualityRequest(job_id=job_id), timeout=10),
-        )
-        self.call(
-            "GetMoneySummary",
-            lambda: self.payments.GetMoneySummary(payments_pb2.GetMoneySummaryRequest(job_id=job_id), timeout=10),
-        )
+        auth = _auth["operator"]
+        stats = tasking_pb2.GetTaskingStatsRequest(job_id=job_id)
+        self.call("GetTaskingStats", lambda: self.tasking.GetTaskingStats(stats, timeout=10, metadata=auth))
+        quality = consensus_pb2.GetJobQualityRequest(job_id=job_id)
+        self.call("GetJobQuality", lambda: self.consensus.GetJobQuality(quality, timeout=10, metadata=auth))
+        money = payments_pb2.GetMoneySummaryRequest(job_id=job_id)
+        self.call("GetMoneySummary", lambda: self.payments.GetMoneySummary(money, timeout=10, metadata=auth))

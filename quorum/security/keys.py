@@ -119,8 +119,9 @@ def _validate_identity(role: Role, org_id: str, subject: str) -> None:
     if role is Role.CLIENT and not org_id:
         raise InvalidArgument("org_id", "a client key needs the organisation it acts for")
     for field, value in (("org_id", org_id), ("subject", subject)):
-        if len(value) > 128 or not all(c.isalnum() or c in "-_.@" for c in value):
-            raise InvalidArgument(field, "use at most 128 letters, digits, '-', '_', '.' or '@'")
+        # The same alphabet tasking accepts for worker ids (ASCII only).
+        if len(value) > 128 or not all(c.isascii() and (c.isalnum() or c in "-_.@") for c in value):
+            raise InvalidArgument(field, "use at most 128 ASCII letters, digits, '-', '_', '.' or '@'")
 
 
 def _record(row: sa.Row[tuple[object, ...]] | sa.RowMapping) -> KeyRecord:

@@ -12,6 +12,7 @@ import grpc
 import pytest
 from consensus_helpers import answer_accepted, job_created, task_created
 from kafka import KafkaConsumer
+from quorum_testing import admin_key
 
 from quorum.messaging import Publisher, Topics, outgoing
 from quorum.rpc import channel
@@ -48,8 +49,8 @@ def running(settings: Settings, kafka_bootstrap: str) -> Iterator[RunningService
 
 
 @pytest.fixture
-def stub(running: RunningService) -> Iterator[consensus_pb2_grpc.ConsensusServiceStub]:
-    with channel(f"127.0.0.1:{running.port}") as ch:
+def stub(running: RunningService, settings: Settings) -> Iterator[consensus_pb2_grpc.ConsensusServiceStub]:
+    with channel(f"127.0.0.1:{running.port}", api_key=admin_key(settings)) as ch:
         yield consensus_pb2_grpc.ConsensusServiceStub(ch)
 
 

@@ -90,7 +90,7 @@ def test_submit_a_folder_and_a_manifest_then_read_the_results(tmp_path: Path) ->
     (images / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     texts = write_text_jsonl(dataset.texts + dataset.gold_texts, tmp_path / "texts.jsonl")
 
-    with LocalStack(home=tmp_path / "home") as stack, QuorumClient(stack.addresses) as client:
+    with LocalStack(home=tmp_path / "home") as stack, QuorumClient(stack.addresses, api_key=stack.api_key) as client:
         env = quorum_env(tmp_path / "home", {n: int(a.rsplit(":", 1)[1]) for n, a in stack.addresses.items()})
 
         def quorum(*args: str) -> subprocess.CompletedProcess[str]:

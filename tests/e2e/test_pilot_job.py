@@ -116,7 +116,7 @@ def distributed_configuration(resources: contextlib.ExitStack) -> tuple[dict[str
 
 def run_pilot(stack: LocalStack) -> Iterator[PilotRun]:
     stack.start()
-    client = QuorumClient(stack.addresses)
+    client = QuorumClient(stack.addresses, api_key=stack.api_key)
     try:
         dataset = generate(30, seed=11)
         image_job = client.ingest.CreateJob(ingest_pb2.CreateJobRequest(spec=spec(dataset.image_labels, True))).job_id
@@ -144,6 +144,7 @@ def run_pilot(stack: LocalStack) -> Iterator[PilotRun]:
             return sum(client.quality(j).resolved for j in (image_job, text_job))
 
         crowd = SimulatedCrowd(stack.address("tasking"), dataset.truth_by_key(), 20, seed=5, max_retry_ms=200)
+        crowd.authorize(client.issue_worker_keys(p.worker_id for p in crowd.profiles))
         outcome: list[Any] = []
         worker = threading.Thread(target=lambda: outcome.append(crowd.run(done.is_set, 240)))
         worker.start()
@@ -230,6 +231,8 @@ def test_workers_are_paid_once_per_accepted_answer_and_the_ledger_balances(pilot
 
 def test_cli_reads_status_results_and_invoice(pilot: PilotRun, tmp_path: Path) -> None:
     env = {**os.environ, **{f"QUORUM_{n.upper()}_ADDR": pilot.stack.address(n) for n in SERVICES}}
+    # A user of a stack elsewhere: the key comes from the environment, not from QUORUM_HOME.
+    env["QUORUM_API_KEY"] = pilot.stack.api_key
 
     def quorum(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -285,6 +288,7 @@ def test_dashboard_shows_the_real_services(pilot: PilotRun, monkeypatch: pytest.
 
     for name in SERVICES:
         monkeypatch.setenv(f"QUORUM_{name.upper()}_ADDR", pilot.stack.address(name))
+    monkeypatch.setenv("QUORUM_API_KEY", pilot.stack.api_key)
     at = AppTest.from_file(str(APP_PATH), default_timeout=30)
     at.run()
     assert not at.exception, [e.value for e in at.exception]

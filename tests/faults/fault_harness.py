@@ -85,7 +85,7 @@ def run_job_with_fault(
     Raises AssertionError when the job does not finish in time."""
     timings: dict[str, float] = {}
     started = time.monotonic()
-    client = QuorumClient(stack.addresses)
+    client = QuorumClient(stack.addresses, api_key=stack.api_key)
     dataset = generate(n_objects, seed=seed, kind="text")
     job_id = client.ingest.CreateJob(
         ingest_pb2.CreateJobRequest(spec=job_spec(dataset.text_labels, lease_seconds))
@@ -113,6 +113,7 @@ def run_job_with_fault(
         rpc_timeout_s=3.0,
         job_id=job_id,
     )
+    crowd.authorize(client.issue_worker_keys(p.worker_id for p in crowd.profiles))
     outcome: list[Any] = []
     thread = threading.Thread(target=lambda: outcome.append(crowd.run(done.is_set, resolve_timeout + 60)))
     thread.start()

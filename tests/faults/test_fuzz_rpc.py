@@ -23,9 +23,16 @@ from hypothesis import strategies as st
 
 from quorum.client import QuorumClient, jsonl
 from quorum.rpc import channel
+from quorum.security.policy import ServicePolicy
+from quorum.security.principal import Role
 from quorum.settings import ServiceName
 from quorum.stack import LocalStack
-from quorum.v1 import common_pb2, consensus_pb2, ingest_pb2, payments_pb2, tasking_pb2
+from quorum.v1 import access_pb2, common_pb2, consensus_pb2, ingest_pb2, payments_pb2, tasking_pb2
+from services.access.policy import POLICY as ACCESS_POLICY
+from services.consensus.policy import POLICY as CONSENSUS_POLICY
+from services.ingest.policy import POLICY as INGEST_POLICY
+from services.payments.policy import POLICY as PAYMENTS_POLICY
+from services.tasking.policy import POLICY as TASKING_POLICY
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -42,14 +49,26 @@ MODULES: dict[ServiceName, Any] = {
     "tasking": tasking_pb2,
     "consensus": consensus_pb2,
     "payments": payments_pb2,
+    "access": access_pb2,
 }
 SERVICE_OF = {"ingest": "IngestService", "tasking": "TaskingService", "consensus": "ConsensusService"}
 SERVICE_OF["payments"] = "PaymentsService"
+SERVICE_OF["access"] = "AccessService"
+POLICIES: dict[ServiceName, ServicePolicy] = {
+    "ingest": INGEST_POLICY,
+    "tasking": TASKING_POLICY,
+    "consensus": CONSENSUS_POLICY,
+    "payments": PAYMENTS_POLICY,
+    "access": ACCESS_POLICY,
+}
+FUZZ_WORKER = "fuzzer"
 EXAMPLES = 60
 OVERSIZED = 1_000_000
 
 # Ids of real things, filled in by the fixture, so that fuzzed requests reach past "not found".
 KNOWN_IDS: list[str] = []
+# The keys the fuzzer calls with, by role, filled in by the fixture.
+KEYS: dict[Role, str] = {}
 
 
 def _ids() -> st.SearchStrategy[str]:
@@ -191,8 +210,10 @@ def _methods() -> list[tuple[ServiceName, d.MethodDescriptor]]:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    with LocalStack(home=tmp_path_factory.mktemp("fuzz")) as running:
-        with QuorumClient(running.addresses) as client:
+    # The fuzzer calls faster than one key may: without the rate limit every request reaches a handler.
+    no_rate_limit = {"QUORUM_RATE_LIMIT_PER_SECOND": "0"}
+    with LocalStack(home=tmp_path_factory.mktemp("fuzz"), extra_env=no_rate_limit) as running:
+        with QuorumClient(running.addresses, api_key=running.api_key) as client:
             spec = common_pb2.JobSpec(
                 name="fuzz",
                 client_id="acme",
@@ -205,10 +226,29 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
             client.import_manifest(
                 job, jsonl([{"id": f"o{i}", "text": f"text {i}"} for i in range(5)]), ingest_pb2.MANIFEST_FORMAT_JSONL
             )
-            session = client.tasking.StartSession(tasking_pb2.StartSessionRequest(worker_id="fuzzer")).session_id
-            KNOWN_IDS.extend([job, session, "fuzzer", "acme"])
+            worker_key = client.issue_worker_keys([FUZZ_WORKER])[FUZZ_WORKER]
+            with QuorumClient(running.addresses, api_key=worker_key) as worker:
+                start = tasking_pb2.StartSessionRequest(worker_id=FUZZ_WORKER)
+                session = worker.tasking.StartSession(start).session_id
+            # RevokeKey and SetRole get a key of their own to reach, never one the fuzzer calls with.
+            target = client.access.CreateKey(
+                access_pb2.CreateKeyRequest(role=access_pb2.ROLE_CLIENT, org_id="acme", name="fuzz target")
+            ).key.key_id
+            KNOWN_IDS.extend([job, session, FUZZ_WORKER, "acme", target])
+            KEYS.update({Role.ADMIN: running.api_key, Role.WORKER: worker_key})
         yield running
     KNOWN_IDS.clear()
+    KEYS.clear()
+
+
+def _key_for(service: ServiceName, method: d.MethodDescriptor) -> str:
+    """The admin key, so that requests reach the handlers; for the RPCs only workers may
+    call (tasking's worker API), the fuzzing worker's key."""
+    rule = POLICIES[service].rule_for(method.name)
+    assert rule is not None, f"{method.full_name} has no access policy"
+    role = Role.ADMIN if Role.ADMIN in rule else Role.WORKER
+    assert role in rule, f"{method.full_name} is open to neither admin nor worker keys"
+    return KEYS[role]
 
 
 def _call(ch: grpc.Channel, service: ServiceName, method: d.MethodDescriptor) -> Callable[[Any], grpc.StatusCode]:
@@ -251,7 +291,7 @@ def test_garbage_gets_a_deliberate_status(stack: LocalStack, service: ServiceNam
     if method.client_streaming:
         requests = st.lists(requests, min_size=0, max_size=3)  # type: ignore[assignment]
     seen: dict[str, int] = {}
-    with channel(stack.address(service)) as ch:
+    with channel(stack.address(service), api_key=_key_for(service, method)) as ch:
         call = _call(ch, service, method)
 
         @settings(

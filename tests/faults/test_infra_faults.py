@@ -12,9 +12,10 @@ import redis
 from fault_harness import check_outcome, run_job_with_fault, wait_until
 
 from quorum.client import QuorumClient
+from quorum.rpc import channel
 from quorum.settings import SERVICES
 from quorum.stack import LocalStack
-from quorum.v1 import common_pb2, tasking_pb2
+from quorum.v1 import common_pb2, tasking_pb2, tasking_pb2_grpc
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -56,33 +57,46 @@ def test_redis_flushed_mid_job(tmp_path: Path, redis_url: str) -> None:
 def test_workers_who_vanish_mid_task_do_not_stall_the_job(stack: LocalStack) -> None:
     """Ghost workers lease tasks and never come back: the leases expire, the tasks go to
     others, and an answer sent after the lease expired is refused with a clear status."""
-    ghosts: list[tuple[str, str]] = []
+    # (the ghost's own tasking stub, its session, its lease)
+    ghosts: list[tuple[tasking_pb2_grpc.TaskingServiceStub, str, str]] = []
+    ghost_channels: list[grpc.Channel] = []
 
     def lease_and_vanish(stack: LocalStack, client: QuorumClient, job_id: str) -> None:
-        for i in range(6):
-            session = client.tasking.StartSession(tasking_pb2.StartSessionRequest(worker_id=f"ghost-{i}")).session_id
+        ghost_keys = client.issue_worker_keys(f"ghost-{i}" for i in range(6))
+        for ghost, key in ghost_keys.items():
+            ghost_channels.append(channel(stack.address("tasking"), api_key=key))
+            tasking = tasking_pb2_grpc.TaskingServiceStub(ghost_channels[-1])
+            session = tasking.StartSession(tasking_pb2.StartSessionRequest(worker_id=ghost)).session_id
             leased: list[str] = []
 
-            def lease(session: str = session, leased: list[str] = leased) -> bool:
+            def lease(
+                tasking: tasking_pb2_grpc.TaskingServiceStub = tasking,
+                session: str = session,
+                leased: list[str] = leased,
+            ) -> bool:
                 request = tasking_pb2.GetNextTaskRequest(session_id=session, job_id=job_id)
-                reply = client.tasking.GetNextTask(request)
+                reply = tasking.GetNextTask(request)
                 leased.extend([reply.task.lease_id] if reply.HasField("task") else [])
                 return bool(leased)
 
             # The tasks reach tasking one Kafka hop after the import.
             wait_until(lease, 30, "a task for a ghost")
-            ghosts.append((session, leased[0]))
+            ghosts.append((tasking, session, leased[0]))
 
-    run = run_job_with_fault(stack, lambda *_: None, before_crowd=lease_and_vanish, lease_seconds=4)
-    print(f"vanishing workers: {run.timings} crowd answers {run.crowd.answers}")
-    check_outcome(run)
-    answer = common_pb2.Answer(classification=common_pb2.ClassificationAnswer(label=run.dataset.text_labels[0]))
-    for session, lease_id in ghosts:
-        with pytest.raises(grpc.RpcError) as late:
-            run.client.tasking.SubmitAnswer(
-                tasking_pb2.SubmitAnswerRequest(session_id=session, lease_id=lease_id, answer=answer)
-            )
-        assert late.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-        assert "expired" in (late.value.details() or "")
+    try:
+        run = run_job_with_fault(stack, lambda *_: None, before_crowd=lease_and_vanish, lease_seconds=4)
+        print(f"vanishing workers: {run.timings} crowd answers {run.crowd.answers}")
+        check_outcome(run)
+        answer = common_pb2.Answer(classification=common_pb2.ClassificationAnswer(label=run.dataset.text_labels[0]))
+        for tasking, session, lease_id in ghosts:
+            with pytest.raises(grpc.RpcError) as late:
+                tasking.SubmitAnswer(
+                    tasking_pb2.SubmitAnswerRequest(session_id=session, lease_id=lease_id, answer=answer)
+                )
+            assert late.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert "expired" in (late.value.details() or "")
+    finally:
+        for ghost_channel in ghost_channels:
+            ghost_channel.close()
     ghost_workers = {f"ghost-{i}" for i in range(6)}
     assert not any(a.worker_id in ghost_workers for r in run.client.results(run.job_id) for a in r.answers)

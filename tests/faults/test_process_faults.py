@@ -25,7 +25,7 @@ def stack(tmp_path: Path) -> Iterator[LocalStack]:
 
 @pytest.mark.parametrize(
     ("service", "at"),
-    [("ingest", "ingest"), ("tasking", "mid"), ("consensus", "mid"), ("payments", "mid")],
+    [("ingest", "ingest"), ("tasking", "mid"), ("consensus", "mid"), ("payments", "mid"), ("access", "mid")],
 )
 def test_a_service_killed_mid_job_recovers(stack: LocalStack, service: ServiceName, at: FaultPoint) -> None:
     def kill_and_restart(stack: LocalStack, client: QuorumClient) -> None:

@@ -16,6 +16,7 @@ import grpc
 import ingest_samples as samples
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
+from quorum_testing import admin_key
 
 from quorum.messaging import Topics
 from quorum.objectstore import LocalDiskStore, S3Store, content_key, open_object_store
@@ -40,7 +41,7 @@ def running(settings: Settings) -> Iterator[Running]:
     """The real service on a free port and a stub on a real channel; stopped on exit."""
     service = start_service(build, settings, address="127.0.0.1:0")
     try:
-        with channel(f"127.0.0.1:{service.port}") as ch:
+        with channel(f"127.0.0.1:{service.port}", api_key=admin_key(settings)) as ch:
             yield Running(settings, service, ingest_pb2_grpc.IngestServiceStub(ch))
     finally:
         service.stop()

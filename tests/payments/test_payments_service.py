@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import grpc
 import pytest
 from payments_streams import answer_accepted, job_created, task_resolved
+from quorum_testing import admin_key
 
 from quorum.messaging import Publisher, Topics, outgoing
 from quorum.rpc import channel
@@ -22,13 +23,18 @@ T = TypeVar("T")
 
 
 @pytest.fixture
-def running(make_settings: Callable[..., Settings], request: pytest.FixtureRequest) -> Iterator[RunningService]:
-    """The payments service on SQLite (the default file under QUORUM_HOME) or PostgreSQL."""
+def service_settings(make_settings: Callable[..., Settings], request: pytest.FixtureRequest) -> Settings:
+    """Payments on SQLite (the default file under QUORUM_HOME) or PostgreSQL."""
     backend = getattr(request, "param", "sqlite")
     overrides: dict[str, Any] = {}
     if backend == "postgres":
         overrides["database_url"] = request.getfixturevalue("postgres_url")
-    service = start_service(build, make_settings(**overrides), address="127.0.0.1:0")
+    return make_settings(**overrides)
+
+
+@pytest.fixture
+def running(service_settings: Settings) -> Iterator[RunningService]:
+    service = start_service(build, service_settings, address="127.0.0.1:0")
     try:
         yield service
     finally:
@@ -36,8 +42,8 @@ def running(make_settings: Callable[..., Settings], request: pytest.FixtureReque
 
 
 @pytest.fixture
-def stub(running: RunningService) -> Iterator[payments_pb2_grpc.PaymentsServiceStub]:
-    with channel(f"127.0.0.1:{running.port}") as ch:
+def stub(running: RunningService, service_settings: Settings) -> Iterator[payments_pb2_grpc.PaymentsServiceStub]:
+    with channel(f"127.0.0.1:{running.port}", api_key=admin_key(service_settings)) as ch:
         yield payments_pb2_grpc.PaymentsServiceStub(ch)
 
 
@@ -75,7 +81,7 @@ def eventually(read: Callable[[], T], done: Callable[[T], bool], timeout: float 
     raise AssertionError(f"not reached within {timeout} s; last value: {last}")
 
 
-@pytest.mark.parametrize("running", ["sqlite", "postgres"], indirect=True)
+@pytest.mark.parametrize("service_settings", ["sqlite", "postgres"], indirect=True)
 def test_events_through_kafka_show_up_in_the_money_rpcs(
     running: RunningService,
     stub: payments_pb2_grpc.PaymentsServiceStub,

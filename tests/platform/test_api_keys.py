@@ -93,6 +93,8 @@ def test_identities_are_checked(engine: sa.Engine) -> None:
         store.create(Role.CLIENT)
     with pytest.raises(InvalidArgument, match="subject"):
         store.create(Role.WORKER, subject="worker with spaces")
+    with pytest.raises(InvalidArgument, match="ASCII"):
+        store.create(Role.WORKER, subject="ünï")
     assert [r.role for r in store.list()] == []
 
 

@@ -31,8 +31,11 @@ from pathlib import Path
 import grpc
 
 from quorum.broker import EmbeddedBroker
+from quorum.db import make_engine
 from quorum.messaging import Publisher, Topics, outgoing
 from quorum.rpc import channel
+from quorum.security import keys
+from quorum.security.principal import Role
 from quorum.service import start_service
 from quorum.settings import Settings
 from quorum.v1 import common_pb2, events_pb2, tasking_pb2, tasking_pb2_grpc
@@ -67,6 +70,23 @@ def load(settings: Settings, job_id: str, tasks: int, overlap: int) -> None:
         publisher.send_all(records)
     finally:
         publisher.close()
+
+
+def issue_keys(settings: Settings, workers: int) -> tuple[str, list[str]]:
+    """An operator key (for the stats) and a worker key per worker, as call metadata values."""
+    engine = make_engine(settings.access_database())
+    try:
+        keys.metadata.create_all(engine)
+        store = keys.KeyStore(engine)
+        _, operator = store.create(Role.OPERATOR, name="bench operator")
+        workers_keys = [store.create(Role.WORKER, subject=f"bench-w{i:03d}")[1] for i in range(workers)]
+    finally:
+        engine.dispose()
+    return operator, workers_keys
+
+
+def bearer(key: str) -> tuple[tuple[str, str]]:
+    return (("authorization", f"Bearer {key}"),)
 
 
 def serve(settings: Settings, ports: multiprocessing.Queue, stop: multiprocessing.Event) -> None:  # type: ignore[type-arg]
@@ -112,11 +132,15 @@ def main() -> None:
         server = spawn.Process(target=serve, args=(settings, ports, stop), name="tasking")
         server.start()
         port = ports.get(timeout=60)
+        operator_key, worker_keys = issue_keys(settings, args.workers)
+        operator = bearer(operator_key)
+        # Keys go with each call, so that workers can share a few channels.
         channels = [channel(f"127.0.0.1:{port}") for _ in range(args.channels)]
         stubs = [tasking_pb2_grpc.TaskingServiceStub(ch) for ch in channels]
         started = time.perf_counter()
         load(settings, "bench-job", args.tasks, args.overlap)
-        while stubs[0].GetTaskingStats(tasking_pb2.GetTaskingStatsRequest(), timeout=5).backlog < args.tasks:
+        stats_request = tasking_pb2.GetTaskingStatsRequest()
+        while stubs[0].GetTaskingStats(stats_request, timeout=5, metadata=operator).backlog < args.tasks:
             time.sleep(0.05)
         print(f"loaded {args.tasks} tasks through Kafka in {time.perf_counter() - started:.2f} s")
 
@@ -132,8 +156,10 @@ def main() -> None:
         def worker(i: int) -> None:
             nonlocal answered, empty
             stub = stubs[i % len(stubs)]
+            auth = bearer(worker_keys[i])
             rng = random.Random(i)
-            session = stub.StartSession(tasking_pb2.StartSessionRequest(worker_id=f"bench-w{i:03d}")).session_id
+            start = tasking_pb2.StartSessionRequest(worker_id=f"bench-w{i:03d}")
+            session = stub.StartSession(start, metadata=auth).session_id
             mine_next: list[float] = []
             mine_submit: list[float] = []
             while True:
@@ -141,7 +167,9 @@ def main() -> None:
                     if answered >= wanted:
                         break
                 t0 = time.perf_counter()
-                response = stub.GetNextTask(tasking_pb2.GetNextTaskRequest(session_id=session), timeout=10)
+                response = stub.GetNextTask(
+                    tasking_pb2.GetNextTaskRequest(session_id=session), timeout=10, metadata=auth
+                )
                 mine_next.append((time.perf_counter() - t0) * 1000)
                 if not response.HasField("task"):
                     with lock:
@@ -157,6 +185,7 @@ def main() -> None:
                             session_id=session, lease_id=response.task.lease_id, answer=answer
                         ),
                         timeout=10,
+                        metadata=auth,
                     )
                 except grpc.RpcError as exc:
                     with lock:
@@ -179,7 +208,7 @@ def main() -> None:
         elapsed = time.perf_counter() - started
 
         client_cpu = time.process_time() - client_cpu_start
-        stats = stubs[0].GetTaskingStats(tasking_pb2.GetTaskingStatsRequest(), timeout=5)
+        stats = stubs[0].GetTaskingStats(stats_request, timeout=5, metadata=operator)
         print(
             f"{args.workers} workers answered {answered} times ({args.tasks} tasks x {args.overlap}) in {elapsed:.2f} s: "
             f"{answered / elapsed:.0f} answers/s, {(len(next_ms) + len(submit_ms)) / elapsed:.0f} RPC/s"

@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 import pytest
 from kafka import KafkaConsumer
+from quorum_testing import admin_key, worker_key
 from tasking_helpers import job_created, more_answers, resolved, task_created
 
 from quorum.messaging import Publisher, Topics, outgoing
@@ -29,9 +30,23 @@ class Harness:
         self.settings = settings
         self.running = running
         self.topics = Topics(settings.topic_prefix)
-        self.channel = channel(f"127.0.0.1:{running.port}")
+        self.address = f"127.0.0.1:{running.port}"
+        # The operator's view (stats); workers call through as_worker().
+        self.channel = channel(self.address, api_key=admin_key(settings))
         self.stub = tasking_pb2_grpc.TaskingServiceStub(self.channel)
         self.publisher = Publisher(settings.require_kafka(), linger_ms=0)
+        self._worker_channels: dict[str, grpc.Channel] = {}
+        self._session_workers: dict[str, str] = {}
+
+    def as_worker(self, worker_id: str) -> tasking_pb2_grpc.TaskingServiceStub:
+        """A stub that calls with ``worker_id``'s own worker key (issued on first use)."""
+        if worker_id not in self._worker_channels:
+            self._worker_channels[worker_id] = channel(self.address, api_key=worker_key(self.settings, worker_id))
+        return tasking_pb2_grpc.TaskingServiceStub(self._worker_channels[worker_id])
+
+    def worker_of(self, session: str) -> tasking_pb2_grpc.TaskingServiceStub:
+        """The stub of the worker who opened ``session`` through :meth:`session`."""
+        return self.as_worker(self._session_workers[session])
 
     def publish(self, *events: events_pb2.Event) -> None:
         records = []
@@ -50,15 +65,19 @@ class Harness:
         self.publisher.send_all(records)
 
     def session(self, worker_id: str) -> str:
-        return self.stub.StartSession(tasking_pb2.StartSessionRequest(worker_id=worker_id), timeout=5).session_id
+        request = tasking_pb2.StartSessionRequest(worker_id=worker_id)
+        session_id = self.as_worker(worker_id).StartSession(request, timeout=5).session_id
+        self._session_workers[session_id] = worker_id
+        return session_id
 
     def next_task(self, session: str, job_id: str = "") -> tasking_pb2.GetNextTaskResponse:
-        return self.stub.GetNextTask(tasking_pb2.GetNextTaskRequest(session_id=session, job_id=job_id), timeout=5)
+        request = tasking_pb2.GetNextTaskRequest(session_id=session, job_id=job_id)
+        return self.worker_of(session).GetNextTask(request, timeout=5)
 
     def submit(self, session: str, lease_id: str, label: str) -> str:
         answer = common_pb2.Answer(classification=common_pb2.ClassificationAnswer(label=label))
         request = tasking_pb2.SubmitAnswerRequest(session_id=session, lease_id=lease_id, answer=answer)
-        return self.stub.SubmitAnswer(request, timeout=5).answer_id
+        return self.worker_of(session).SubmitAnswer(request, timeout=5).answer_id
 
     def stats(self, job_id: str = "") -> tasking_pb2.TaskingStats:
         return self.stub.GetTaskingStats(tasking_pb2.GetTaskingStatsRequest(job_id=job_id), timeout=5)
@@ -73,6 +92,8 @@ class Harness:
     def close(self) -> None:
         self.publisher.close()
         self.channel.close()
+        for worker_channel in self._worker_channels.values():
+            worker_channel.close()
         self.running.stop()
 
 
@@ -147,7 +168,9 @@ def test_worker_flow(start: Callable[..., Harness]) -> None:
     assert bad.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "answer.classification.label" in (bad.details() or "")
     unset = rpc_error(
-        lambda: h.stub.SubmitAnswer(tasking_pb2.SubmitAnswerRequest(session_id=alice, lease_id=task.lease_id))
+        lambda: h.worker_of(alice).SubmitAnswer(
+            tasking_pb2.SubmitAnswerRequest(session_id=alice, lease_id=task.lease_id)
+        )
     )
     assert unset.code() == grpc.StatusCode.INVALID_ARGUMENT and (unset.details() or "").startswith("answer:")
     answer_id = h.submit(alice, task.lease_id, "cat")
@@ -174,24 +197,47 @@ def test_worker_flow(start: Callable[..., Harness]) -> None:
 
 def test_bad_requests_name_the_field(start: Callable[..., Harness]) -> None:
     h = start()
+    w = h.as_worker("w")
     cases: list[tuple[Callable[[], Any], grpc.StatusCode, str]] = [
-        (lambda: h.session("has space"), grpc.StatusCode.INVALID_ARGUMENT, "worker_id"),
-        (lambda: h.session(""), grpc.StatusCode.INVALID_ARGUMENT, "worker_id"),
-        (lambda: h.next_task(""), grpc.StatusCode.INVALID_ARGUMENT, "session_id"),
-        (lambda: h.next_task("unknown"), grpc.StatusCode.NOT_FOUND, "session"),
+        # A worker key opens sessions as its own worker only, whatever id the request names.
+        (
+            lambda: w.StartSession(tasking_pb2.StartSessionRequest(worker_id="has space")),
+            grpc.StatusCode.PERMISSION_DENIED,
+            "worker_id",
+        ),
+        (
+            lambda: w.StartSession(tasking_pb2.StartSessionRequest(worker_id="someone-else")),
+            grpc.StatusCode.PERMISSION_DENIED,
+            "worker_id",
+        ),
+        (
+            lambda: h.stub.StartSession(tasking_pb2.StartSessionRequest(worker_id="w")),
+            grpc.StatusCode.PERMISSION_DENIED,
+            "not to admin keys",
+        ),
+        (
+            lambda: w.GetNextTask(tasking_pb2.GetNextTaskRequest(session_id="")),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "session_id",
+        ),
+        (
+            lambda: w.GetNextTask(tasking_pb2.GetNextTaskRequest(session_id="unknown")),
+            grpc.StatusCode.NOT_FOUND,
+            "session",
+        ),
         (lambda: h.next_task(h.session("w"), job_id="j" * 300), grpc.StatusCode.INVALID_ARGUMENT, "job_id"),
         (
-            lambda: h.stub.Heartbeat(tasking_pb2.HeartbeatRequest(session_id=h.session("w"), lease_id="")),
+            lambda: w.Heartbeat(tasking_pb2.HeartbeatRequest(session_id=h.session("w"), lease_id="")),
             grpc.StatusCode.INVALID_ARGUMENT,
             "lease_id",
         ),
         (
-            lambda: h.stub.Heartbeat(tasking_pb2.HeartbeatRequest(session_id=h.session("w"), lease_id="gone")),
+            lambda: w.Heartbeat(tasking_pb2.HeartbeatRequest(session_id=h.session("w"), lease_id="gone")),
             grpc.StatusCode.FAILED_PRECONDITION,
             "no live lease",
         ),
         (
-            lambda: h.stub.SkipTask(tasking_pb2.SkipTaskRequest(session_id=h.session("w"), lease_id="gone")),
+            lambda: w.SkipTask(tasking_pb2.SkipTaskRequest(session_id=h.session("w"), lease_id="gone")),
             grpc.StatusCode.FAILED_PRECONDITION,
             "no live lease",
         ),
@@ -205,6 +251,9 @@ def test_bad_requests_name_the_field(start: Callable[..., Harness]) -> None:
         error = rpc_error(call)
         assert error.code() == code, (words, error)
         assert words in (error.details() or ""), (words, error.details())
+    # No worker id in the request: the session is the key's own worker's.
+    own = w.StartSession(tasking_pb2.StartSessionRequest(worker_id=""), timeout=5).session_id
+    assert not w.GetNextTask(tasking_pb2.GetNextTaskRequest(session_id=own), timeout=5).HasField("task")
 
 
 @pytest.mark.slow
@@ -221,7 +270,7 @@ def test_leases_expire_and_consensus_events_steer_handouts(start: Callable[..., 
     assert taken.task_id == "t1"
     late = rpc_error(lambda: h.submit(alice, held.lease_id, "cat"))
     assert late.code() == grpc.StatusCode.FAILED_PRECONDITION
-    beat = h.stub.Heartbeat(tasking_pb2.HeartbeatRequest(session_id=bob, lease_id=taken.lease_id))
+    beat = h.worker_of(bob).Heartbeat(tasking_pb2.HeartbeatRequest(session_id=bob, lease_id=taken.lease_id))
     assert beat.lease_expires_at.ToMilliseconds() >= taken.lease_expires_at.ToMilliseconds()
     h.submit(bob, taken.lease_id, "dog")
     assert not h.next_task(carol).HasField("task")
