@@ -65,7 +65,7 @@ def not_found(call: Callable[[], Any]) -> bool:
 def test_deleting_a_labeled_job_purges_its_media_and_results_and_keeps_the_ledger(tmp_path: Path) -> None:
     stack = LocalStack(home=tmp_path / "stack")
     stack.start()
-    client = QuorumClient(stack.addresses)
+    client = QuorumClient(stack.addresses, api_key=stack.api_key)
     try:
         dataset = generate(12, seed=3, kind="image")
         job_id = client.ingest.CreateJob(
@@ -86,6 +86,7 @@ def test_deleting_a_labeled_job_purges_its_media_and_results_and_keeps_the_ledge
         crowd = SimulatedCrowd(
             stack.address("tasking"), dataset.truth_by_key(), 12, seed=5, job_id=job_id, max_retry_ms=200
         )
+        crowd.authorize(client.issue_worker_keys(p.worker_id for p in crowd.profiles))
         outcome: list[Any] = []
         worker = threading.Thread(target=lambda: outcome.append(crowd.run(done.is_set, 240)))
         worker.start()

@@ -289,8 +289,16 @@ def test_dashboard_shows_the_real_services(pilot: PilotRun, monkeypatch: pytest.
     for name in SERVICES:
         monkeypatch.setenv(f"QUORUM_{name.upper()}_ADDR", pilot.stack.address(name))
     monkeypatch.setenv("QUORUM_API_KEY", pilot.stack.api_key)
-    at = AppTest.from_file(str(APP_PATH), default_timeout=30)
-    at.run()
+    # Served on loopback, as `quorum up` serves it, the dashboard signs the key in by itself.
+    from streamlit import config
+
+    served_on = config.get_option("server.address")
+    config.set_option("server.address", "127.0.0.1")
+    try:
+        at = AppTest.from_file(str(APP_PATH), default_timeout=30)
+        at.run()
+    finally:
+        config.set_option("server.address", served_on)
     assert not at.exception, [e.value for e in at.exception]
     assert not at.warning, [w.value for w in at.warning]
     shown = {m.label: m.value for m in at.metric}

@@ -88,9 +88,12 @@ def test_create_job_stores_the_normalised_spec_and_announces_it(handlers: Ingest
     assert handlers.get_job(job.job_id) == job
     assert job.spec.overlap_min == 3 and job.spec.pilot_allowance == 100 and job.spec.currency == "USD"
 
-    [(topic, key, event)] = outbox(handlers)
+    [(topic, key, event), (audit_topic, _, audited)] = outbox(handlers)
     assert (topic, key) == (TOPICS.jobs, job.job_id)
     assert event.event_id and event.WhichOneof("payload") == "job_created"
+    # The audit trail learns of the job in the same transaction.
+    assert audit_topic == TOPICS.audit and audited.audit_recorded.action == "job.created"
+    assert audited.audit_recorded.resource == f"job/{job.job_id}"
     assert event.job_created.spec == codec.spec_to_proto(job.spec)
     assert event.job_created.created_at.ToDatetime(job.created_at.tzinfo) == job.created_at
     assert wakeups == [1]

@@ -411,7 +411,7 @@ def test_the_embedded_stack_over_mutual_tls(pki: Pki, tmp_path: Path) -> None:
     )
     # start() waits until every child answers a health check over mutual TLS.
     with LocalStack(home=tmp_path / "stack", extra_env=env, tls=member) as stack:
-        with QuorumClient(stack.addresses, tls=member) as client:
+        with QuorumClient(stack.addresses, api_key=stack.api_key, tls=member) as client:
             assert client.verify_ledger().balanced
         for name in SERVICES:
             unavailable(stack.address(name), None)
