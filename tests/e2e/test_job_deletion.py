@@ -129,7 +129,13 @@ def test_deleting_a_labeled_job_purges_its_media_and_results_and_keeps_the_ledge
         verification = client.verify_ledger()
         assert verification.balanced and not verification.problems, list(verification.problems)
         assert client.invoice(job_id).total_cents == invoice_before
-        env = {**os.environ, **{f"QUORUM_{n.upper()}_ADDR": stack.address(n) for n in SERVICES}}
+        # The CLI finds the local user's key in the stack's home, as after `quorum up`.
+        env = {
+            **os.environ,
+            **{f"QUORUM_{n.upper()}_ADDR": stack.address(n) for n in SERVICES},
+            "QUORUM_HOME": str(stack.home),
+        }
+        env.pop("QUORUM_API_KEY", None)
         verify = subprocess.run(
             [sys.executable, "-m", "quorum.cli", "ledger", "verify"],
             env=env,
