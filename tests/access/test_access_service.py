@@ -217,3 +217,46 @@ def test_repeated_wrong_totp_codes_lock_the_key_for_a_while(running: RunningServ
     assert code_of(lambda: operator.SignIn(access_pb2.SignInRequest(totp_code=totp.now()), timeout=10)) == (
         grpc.StatusCode.RESOURCE_EXHAUSTED
     )
+
+
+def test_the_keys_commands_issue_list_and_revoke(
+    running: RunningService,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    admin_key(settings)  # the local user's key, in settings.home/credentials
+    monkeypatch.setenv("QUORUM_HOME", str(settings.home))
+    monkeypatch.setenv("QUORUM_ACCESS_ADDR", f"127.0.0.1:{running.port}")
+    monkeypatch.delenv("QUORUM_API_KEY", raising=False)
+    assert cli_main(["keys", "create", "--role", "client"]) == 2
+    assert "needs --org" in capsys.readouterr().err
+    assert cli_main(["keys", "create", "--role", "client", "--org", "acme", "--name", "ci"]) == 0
+    out = capsys.readouterr()
+    key = out.out.strip()
+    assert key.startswith("qk_") and "shown once" in out.err
+    signed_in = stub_for(running, key).SignIn(access_pb2.SignInRequest(), timeout=10)
+    assert signed_in.key.org_id == "acme"
+    assert cli_main(["keys", "list", "--org", "acme"]) == 0
+    listing = capsys.readouterr().out
+    assert signed_in.key.key_id in listing and key.split("_", 2)[2] not in listing
+    assert cli_main(["keys", "revoke", signed_in.key.key_id]) == 0
+    assert "REVOKED" in capsys.readouterr().out
+    assert cli_main(["audit", "list", "--action", "key.revoked"]) == 0
+    assert f"key/{signed_in.key.key_id}" in capsys.readouterr().out
+    # Without any key the CLI says how to get one.
+    monkeypatch.setenv("QUORUM_HOME", str(settings.home / "elsewhere"))
+    assert cli_main(["keys", "list"]) == 1
+    assert "QUORUM_API_KEY" in capsys.readouterr().err
+
+
+def test_the_first_admin_key_is_written_straight_into_the_database(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from quorum.db import make_engine
+    from quorum.security.keys import Authenticator
+
+    url = f"sqlite:///{tmp_path / 'access.db'}"
+    assert cli_main(["keys", "create", "--role", "admin", "--database-url", url]) == 0
+    key = capsys.readouterr().out.strip()
+    assert Authenticator(make_engine(url)).authenticate(key).subject.startswith("admin-")
