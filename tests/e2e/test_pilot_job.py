@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from PIL import Image
 from quorum_testing import REDIS_URL, postgres_schema, redis_database
@@ -48,6 +49,7 @@ class PilotRun:
     text_job: str
     upload: ingest_pb2.UploadSummary
     crowd_answers: int
+    worker_keys: dict[str, str]
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -144,7 +146,8 @@ def run_pilot(stack: LocalStack) -> Iterator[PilotRun]:
             return sum(client.quality(j).resolved for j in (image_job, text_job))
 
         crowd = SimulatedCrowd(stack.address("tasking"), dataset.truth_by_key(), 20, seed=5, max_retry_ms=200)
-        crowd.authorize(client.issue_worker_keys(p.worker_id for p in crowd.profiles))
+        worker_keys = client.issue_worker_keys(p.worker_id for p in crowd.profiles)
+        crowd.authorize(worker_keys)
         outcome: list[Any] = []
         worker = threading.Thread(target=lambda: outcome.append(crowd.run(done.is_set, 240)))
         worker.start()
@@ -165,10 +168,32 @@ def run_pilot(stack: LocalStack) -> Iterator[PilotRun]:
             60,
             "worker pay",
         )
-        yield PilotRun(stack, client, dataset, image_job, text_job, upload, answers)
+        yield PilotRun(stack, client, dataset, image_job, text_job, upload, answers, worker_keys)
     finally:
         client.close()
         stack.stop()
+
+
+def test_no_secret_reaches_a_log(pilot: PilotRun) -> None:
+    """Every process's log after a whole job, wrong keys included: no API key secret and
+    no master key appears in it."""
+    from quorum.v1 import access_pb2
+
+    stack = pilot.stack
+    forged = stack.api_key[:-6] + "AAAAAA"
+    with QuorumClient(stack.addresses, api_key=forged) as intruder, pytest.raises(grpc.RpcError) as refused:
+        intruder.access.SignIn(access_pb2.SignInRequest(), timeout=10)
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert forged.split("_", 2)[2] not in str(refused.value.details())
+    secrets = [key.split("_", 2)[2] for key in (stack.api_key, forged, *pilot.worker_keys.values())]
+    key_file = stack.home / "secrets" / "master.key"
+    master = stack.extra_env["QUORUM_MASTER_KEY"].encode() if not key_file.exists() else key_file.read_bytes()
+    logs = {path.name: path.read_bytes() for path in stack.log_dir.glob("*.log")}
+    assert {"ingest.log", "tasking.log", "consensus.log", "payments.log", "access.log"} <= logs.keys()
+    for name, text in logs.items():
+        assert master.strip() not in text, name
+        for secret in secrets:
+            assert secret.encode() not in text, name
 
 
 def test_bad_files_are_rejected_one_by_one(pilot: PilotRun) -> None:
