@@ -168,7 +168,7 @@ def _gold_label(task: events_pb2.TaskCreated) -> str | None:
     return task.gold_answer.classification.label[:500] or None
 
 
-def _gold_grade(label: str, gold_label: str | None) -> events_pb2.GoldGrade.ValueType:
+def _gold_grade(label: str, gold_label: str | None) -> events_pb2.GoldGrade:
     """Whether a gold answer is right; unspecified when the task's known label is unknown."""
     if gold_label is None:
         return events_pb2.GOLD_GRADE_UNSPECIFIED

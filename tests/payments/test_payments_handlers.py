@@ -119,9 +119,10 @@ def test_the_first_job_created_wins(ledger: Ledger) -> None:
 
 
 def test_other_payloads_and_malformed_events_are_ignored(ledger: Ledger, engine: Engine) -> None:
-    sealed = events_pb2.Event(event_id="s1", job_sealed=events_pb2.JobSealed(job_id="j", objects=3))
+    paused = events_pb2.Event(event_id="p1", job_paused=events_pb2.JobPaused(job_id="j", reason="cap"))
     created = events_pb2.Event(event_id="c1", task_created=events_pb2.TaskCreated(task_id="t1", job_id="j"))
-    ledger.handle_events([sealed, created, task_resolved("", "j"), answer_accepted("a1", "t1", "j", "")])
+    unsealed = events_pb2.Event(event_id="s1", job_sealed=events_pb2.JobSealed(objects=3))
+    ledger.handle_events([paused, created, unsealed, task_resolved("", "j"), answer_accepted("a1", "t1", "j", "")])
     with engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(tables.jobs)).scalar_one() == 0
     assert keys(engine) == []
