@@ -26,8 +26,15 @@ def job_created(
     price_per_hour: int = 0,
     pay_per_hour: int = 0,
     budget_cap: int = 0,
+    gold_bonus: int = 0,
+    gold_bonus_threshold: float = 0.0,
+    gold_bonus_min_answers: int = 0,
 ) -> events_pb2.Event:
     spec = common_pb2.JobSpec(
+        gold_share=0.2 if gold_bonus else 0.0,
+        gold_bonus_cents=gold_bonus,
+        gold_bonus_threshold=gold_bonus_threshold,
+        gold_bonus_min_answers=gold_bonus_min_answers,
         price_mode=common_pb2.PRICE_MODE_PER_HOUR if price_per_hour else common_pb2.PRICE_MODE_UNSPECIFIED,
         price_per_hour_cents=price_per_hour,
         pay_mode=common_pb2.PAY_MODE_PER_HOUR if pay_per_hour else common_pb2.PAY_MODE_UNSPECIFIED,
@@ -43,6 +50,12 @@ def job_created(
     )
     getattr(spec, task).labels[:] = ["cat", "dog"]
     return events_pb2.Event(event_id=event_id or _eid(), job_created=events_pb2.JobCreated(job_id=job_id, spec=spec))
+
+
+def job_sealed(job_id: str, objects: int, event_id: str | None = None) -> events_pb2.Event:
+    return events_pb2.Event(
+        event_id=event_id or _eid(), job_sealed=events_pb2.JobSealed(job_id=job_id, objects=objects)
+    )
 
 
 def task_resolved(
@@ -73,9 +86,20 @@ def answer_accepted(
     label: str = "cat",
     active_ms: int = 0,
     gold: bool = False,
+    right: bool | None = None,
 ) -> events_pb2.Event:
+    """``right`` grades a gold answer as tasking does (None: ungraded)."""
+    grade = events_pb2.GOLD_GRADE_UNSPECIFIED
+    if right is not None:
+        grade = events_pb2.GOLD_GRADE_CORRECT if right else events_pb2.GOLD_GRADE_WRONG
     accepted = events_pb2.AnswerAccepted(
-        answer_id=answer_id, task_id=task_id, job_id=job_id, worker_id=worker_id, active_ms=active_ms, gold=gold
+        answer_id=answer_id,
+        task_id=task_id,
+        job_id=job_id,
+        worker_id=worker_id,
+        active_ms=active_ms,
+        gold=gold,
+        gold_grade=grade,
     )
     accepted.answer.classification.label = label
     return events_pb2.Event(event_id=event_id or _eid(), answer_accepted=accepted)
