@@ -165,14 +165,42 @@ class JobPlan:
         return sum(self.details[a][2] for a in self.paid_answers)
 
     @property
+    def time_cents(self) -> int:
+        """A per-hour job's whole price: its billable active time at the hourly rate."""
+        return self.billed_ms * self.price_per_hour // 3_600_000
+
+    @property
+    def hourly_pilot(self) -> bool:
+        """A per-hour pilot: which answers the allowance covers depends on settlement order."""
+        return bool(self.price_per_hour) and self.pilot
+
+    @property
+    def free_answers(self) -> int:
+        return min(len(self.paid_answers), self.effective_allowance)
+
+    def subsidy_bounds(self) -> tuple[int, int]:
+        """A per-hour pilot's subsidy lies between the price of its ``free_answers`` shortest
+        and longest billable answers, whatever order they were settled in."""
+        times = sorted(self.details[a][2] for a in self.paid_answers)
+        free = self.free_answers
+        shortest, longest = sum(times[:free]), sum(times[len(times) - free :]) if free else 0
+        return shortest * self.price_per_hour // 3_600_000, longest * self.price_per_hour // 3_600_000
+
+    @property
     def charged_cents(self) -> int:
+        """What the client is charged; for a per-hour pilot only when order cannot matter."""
+        if self.hourly_pilot:
+            if self.free_answers < len(self.paid_answers):
+                raise ValueError("a per-hour pilot's charge depends on order: use subsidy_bounds")
+            return 0
         if self.price_per_hour:
-            # Per-hour plans are never pilots in the generator: the subsidy split depends on order.
-            return self.billed_ms * self.price_per_hour // 3_600_000
+            return self.time_cents
         return max(0, self.resolved - self.effective_allowance) * self.price
 
     @property
     def subsidy_cents(self) -> int:
+        if self.hourly_pilot:
+            return self.time_cents - self.charged_cents
         return 0 if self.price_per_hour else self.pilot_objects * self.price
 
     @property
