@@ -25,27 +25,27 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16quorum/v1/common.proto\x12\tquorum.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"#\n\x07Overlap\x12\x0b\n\x03min\x18\x01 \x01(\x05\x12\x0b\n\x03max\x18\x02 \x01(\x05\"&\n\x14\x43lassificationConfig\x12\x0e\n\x06labels\x18\x01 \x03(\t\"\x99\x05\n\x07JobSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12?\n\x14image_classification\x18\n \x01(\x0b\x32\x1f.quorum.v1.ClassificationConfigH\x00\x12>\n\x13text_classification\x18\x0b \x01(\x0b\x32\x1f.quorum.v1.ClassificationConfigH\x00\x12\x14\n\x0cinstructions\x18\x03 \x01(\t\x12#\n\x07overlap\x18\x04 \x01(\x0b\x32\x12.quorum.v1.Overlap\x12\x19\n\x11target_confidence\x18\x05 \x01(\x01\x12\x12\n\ngold_share\x18\x06 \x01(\x01\x12\x1e\n\x16price_per_object_cents\x18\x07 \x01(\x03\x12\x1c\n\x14pay_per_answer_cents\x18\x08 \x01(\x03\x12\x10\n\x08\x63urrency\x18\t \x01(\t\x12\r\n\x05pilot\x18\x0c \x01(\x08\x12\x17\n\x0fpilot_allowance\x18\r \x01(\x05\x12\x30\n\x0csla_deadline\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rlease_seconds\x18\x0f \x01(\x05\x12(\n\nprice_mode\x18\x10 \x01(\x0e\x32\x14.quorum.v1.PriceMode\x12\x1c\n\x14price_per_hour_cents\x18\x11 \x01(\x03\x12$\n\x08pay_mode\x18\x12 \x01(\x0e\x32\x12.quorum.v1.PayMode\x12\x1a\n\x12pay_per_hour_cents\x18\x13 \x01(\x03\x12\x18\n\x10\x62udget_cap_cents\x18\x14 \x01(\x03\x12\x15\n\rexpert_review\x18\x15 \x01(\x08\x42\x06\n\x04task\"%\n\x14\x43lassificationAnswer\x12\r\n\x05label\x18\x01 \x01(\t\"L\n\x06\x41nswer\x12\x39\n\x0e\x63lassification\x18\x01 \x01(\x0b\x32\x1f.quorum.v1.ClassificationAnswerH\x00\x42\x07\n\x05value\",\n\x0bMinuteCount\x12\x0e\n\x06minute\x18\x01 \x01(\x03\x12\r\n\x05\x63ount\x18\x02 \x01(\x03*[\n\tPriceMode\x12\x1a\n\x16PRICE_MODE_UNSPECIFIED\x10\x00\x12\x19\n\x15PRICE_MODE_PER_OBJECT\x10\x01\x12\x17\n\x13PRICE_MODE_PER_HOUR\x10\x02*S\n\x07PayMode\x12\x18\n\x14PAY_MODE_UNSPECIFIED\x10\x00\x12\x17\n\x13PAY_MODE_PER_ANSWER\x10\x01\x12\x15\n\x11PAY_MODE_PER_HOUR\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16quorum/v1/common.proto\x12\tquorum.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"#\n\x07Overlap\x12\x0b\n\x03min\x18\x01 \x01(\x05\x12\x0b\n\x03max\x18\x02 \x01(\x05\"&\n\x14\x43lassificationConfig\x12\x0e\n\x06labels\x18\x01 \x03(\t\"\xf1\x05\n\x07JobSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12?\n\x14image_classification\x18\n \x01(\x0b\x32\x1f.quorum.v1.ClassificationConfigH\x00\x12>\n\x13text_classification\x18\x0b \x01(\x0b\x32\x1f.quorum.v1.ClassificationConfigH\x00\x12\x14\n\x0cinstructions\x18\x03 \x01(\t\x12#\n\x07overlap\x18\x04 \x01(\x0b\x32\x12.quorum.v1.Overlap\x12\x19\n\x11target_confidence\x18\x05 \x01(\x01\x12\x12\n\ngold_share\x18\x06 \x01(\x01\x12\x1e\n\x16price_per_object_cents\x18\x07 \x01(\x03\x12\x1c\n\x14pay_per_answer_cents\x18\x08 \x01(\x03\x12\x10\n\x08\x63urrency\x18\t \x01(\t\x12\r\n\x05pilot\x18\x0c \x01(\x08\x12\x17\n\x0fpilot_allowance\x18\r \x01(\x05\x12\x30\n\x0csla_deadline\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rlease_seconds\x18\x0f \x01(\x05\x12(\n\nprice_mode\x18\x10 \x01(\x0e\x32\x14.quorum.v1.PriceMode\x12\x1c\n\x14price_per_hour_cents\x18\x11 \x01(\x03\x12$\n\x08pay_mode\x18\x12 \x01(\x0e\x32\x12.quorum.v1.PayMode\x12\x1a\n\x12pay_per_hour_cents\x18\x13 \x01(\x03\x12\x18\n\x10\x62udget_cap_cents\x18\x14 \x01(\x03\x12\x15\n\rexpert_review\x18\x15 \x01(\x08\x12\x18\n\x10gold_bonus_cents\x18\x16 \x01(\x03\x12\x1c\n\x14gold_bonus_threshold\x18\x17 \x01(\x01\x12\x1e\n\x16gold_bonus_min_answers\x18\x18 \x01(\x05\x42\x06\n\x04task\"%\n\x14\x43lassificationAnswer\x12\r\n\x05label\x18\x01 \x01(\t\"L\n\x06\x41nswer\x12\x39\n\x0e\x63lassification\x18\x01 \x01(\x0b\x32\x1f.quorum.v1.ClassificationAnswerH\x00\x42\x07\n\x05value\",\n\x0bMinuteCount\x12\x0e\n\x06minute\x18\x01 \x01(\x03\x12\r\n\x05\x63ount\x18\x02 \x01(\x03*[\n\tPriceMode\x12\x1a\n\x16PRICE_MODE_UNSPECIFIED\x10\x00\x12\x19\n\x15PRICE_MODE_PER_OBJECT\x10\x01\x12\x17\n\x13PRICE_MODE_PER_HOUR\x10\x02*S\n\x07PayMode\x12\x18\n\x14PAY_MODE_UNSPECIFIED\x10\x00\x12\x17\n\x13PAY_MODE_PER_ANSWER\x10\x01\x12\x15\n\x11PAY_MODE_PER_HOUR\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'quorum.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PRICEMODE']._serialized_start=978
-  _globals['_PRICEMODE']._serialized_end=1069
-  _globals['_PAYMODE']._serialized_start=1071
-  _globals['_PAYMODE']._serialized_end=1154
+  _globals['_PRICEMODE']._serialized_start=1066
+  _globals['_PRICEMODE']._serialized_end=1157
+  _globals['_PAYMODE']._serialized_start=1159
+  _globals['_PAYMODE']._serialized_end=1242
   _globals['_OVERLAP']._serialized_start=70
   _globals['_OVERLAP']._serialized_end=105
   _globals['_CLASSIFICATIONCONFIG']._serialized_start=107
   _globals['_CLASSIFICATIONCONFIG']._serialized_end=145
   _globals['_JOBSPEC']._serialized_start=148
-  _globals['_JOBSPEC']._serialized_end=813
-  _globals['_CLASSIFICATIONANSWER']._serialized_start=815
-  _globals['_CLASSIFICATIONANSWER']._serialized_end=852
-  _globals['_ANSWER']._serialized_start=854
-  _globals['_ANSWER']._serialized_end=930
-  _globals['_MINUTECOUNT']._serialized_start=932
-  _globals['_MINUTECOUNT']._serialized_end=976
+  _globals['_JOBSPEC']._serialized_end=901
+  _globals['_CLASSIFICATIONANSWER']._serialized_start=903
+  _globals['_CLASSIFICATIONANSWER']._serialized_end=940
+  _globals['_ANSWER']._serialized_start=942
+  _globals['_ANSWER']._serialized_end=1018
+  _globals['_MINUTECOUNT']._serialized_start=1020
+  _globals['_MINUTECOUNT']._serialized_end=1064
 # @@protoc_insertion_point(module_scope)

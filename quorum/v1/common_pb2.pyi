@@ -43,7 +43,7 @@ class ClassificationConfig(_message.Message):
     def __init__(self, labels: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class JobSpec(_message.Message):
-    __slots__ = ("name", "client_id", "image_classification", "text_classification", "instructions", "overlap", "target_confidence", "gold_share", "price_per_object_cents", "pay_per_answer_cents", "currency", "pilot", "pilot_allowance", "sla_deadline", "lease_seconds", "price_mode", "price_per_hour_cents", "pay_mode", "pay_per_hour_cents", "budget_cap_cents", "expert_review")
+    __slots__ = ("name", "client_id", "image_classification", "text_classification", "instructions", "overlap", "target_confidence", "gold_share", "price_per_object_cents", "pay_per_answer_cents", "currency", "pilot", "pilot_allowance", "sla_deadline", "lease_seconds", "price_mode", "price_per_hour_cents", "pay_mode", "pay_per_hour_cents", "budget_cap_cents", "expert_review", "gold_bonus_cents", "gold_bonus_threshold", "gold_bonus_min_answers")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     IMAGE_CLASSIFICATION_FIELD_NUMBER: _ClassVar[int]
@@ -65,6 +65,9 @@ class JobSpec(_message.Message):
     PAY_PER_HOUR_CENTS_FIELD_NUMBER: _ClassVar[int]
     BUDGET_CAP_CENTS_FIELD_NUMBER: _ClassVar[int]
     EXPERT_REVIEW_FIELD_NUMBER: _ClassVar[int]
+    GOLD_BONUS_CENTS_FIELD_NUMBER: _ClassVar[int]
+    GOLD_BONUS_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    GOLD_BONUS_MIN_ANSWERS_FIELD_NUMBER: _ClassVar[int]
     name: str
     client_id: str
     image_classification: ClassificationConfig
@@ -86,7 +89,10 @@ class JobSpec(_message.Message):
     pay_per_hour_cents: int
     budget_cap_cents: int
     expert_review: bool
-    def __init__(self, name: _Optional[str] = ..., client_id: _Optional[str] = ..., image_classification: _Optional[_Union[ClassificationConfig, _Mapping]] = ..., text_classification: _Optional[_Union[ClassificationConfig, _Mapping]] = ..., instructions: _Optional[str] = ..., overlap: _Optional[_Union[Overlap, _Mapping]] = ..., target_confidence: _Optional[float] = ..., gold_share: _Optional[float] = ..., price_per_object_cents: _Optional[int] = ..., pay_per_answer_cents: _Optional[int] = ..., currency: _Optional[str] = ..., pilot: _Optional[bool] = ..., pilot_allowance: _Optional[int] = ..., sla_deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lease_seconds: _Optional[int] = ..., price_mode: _Optional[_Union[PriceMode, str]] = ..., price_per_hour_cents: _Optional[int] = ..., pay_mode: _Optional[_Union[PayMode, str]] = ..., pay_per_hour_cents: _Optional[int] = ..., budget_cap_cents: _Optional[int] = ..., expert_review: _Optional[bool] = ...) -> None: ...
+    gold_bonus_cents: int
+    gold_bonus_threshold: float
+    gold_bonus_min_answers: int
+    def __init__(self, name: _Optional[str] = ..., client_id: _Optional[str] = ..., image_classification: _Optional[_Union[ClassificationConfig, _Mapping]] = ..., text_classification: _Optional[_Union[ClassificationConfig, _Mapping]] = ..., instructions: _Optional[str] = ..., overlap: _Optional[_Union[Overlap, _Mapping]] = ..., target_confidence: _Optional[float] = ..., gold_share: _Optional[float] = ..., price_per_object_cents: _Optional[int] = ..., pay_per_answer_cents: _Optional[int] = ..., currency: _Optional[str] = ..., pilot: _Optional[bool] = ..., pilot_allowance: _Optional[int] = ..., sla_deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lease_seconds: _Optional[int] = ..., price_mode: _Optional[_Union[PriceMode, str]] = ..., price_per_hour_cents: _Optional[int] = ..., pay_mode: _Optional[_Union[PayMode, str]] = ..., pay_per_hour_cents: _Optional[int] = ..., budget_cap_cents: _Optional[int] = ..., expert_review: _Optional[bool] = ..., gold_bonus_cents: _Optional[int] = ..., gold_bonus_threshold: _Optional[float] = ..., gold_bonus_min_answers: _Optional[int] = ...) -> None: ...
 
 class ClassificationAnswer(_message.Message):
     __slots__ = ("label",)

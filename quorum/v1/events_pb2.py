@@ -26,13 +26,15 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from quorum.v1 import common_pb2 as quorum_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16quorum/v1/events.proto\x12\tquorum.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16quorum/v1/common.proto\"\xfa\x04\n\x05\x45vent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12/\n\x0boccurred_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x0bjob_created\x18\n \x01(\x0b\x32\x15.quorum.v1.JobCreatedH\x00\x12*\n\njob_sealed\x18\x0b \x01(\x0b\x32\x14.quorum.v1.JobSealedH\x00\x12.\n\x0ctask_created\x18\x0c \x01(\x0b\x32\x16.quorum.v1.TaskCreatedH\x00\x12\x34\n\x0f\x61nswer_accepted\x18\r \x01(\x0b\x32\x19.quorum.v1.AnswerAcceptedH\x00\x12\x41\n\x16more_answers_requested\x18\x0e \x01(\x0b\x32\x1f.quorum.v1.MoreAnswersRequestedH\x00\x12\x30\n\rtask_resolved\x18\x0f \x01(\x0b\x32\x17.quorum.v1.TaskResolvedH\x00\x12*\n\njob_paused\x18\x14 \x01(\x0b\x32\x14.quorum.v1.JobPausedH\x00\x12,\n\x0bjob_resumed\x18\x15 \x01(\x0b\x32\x15.quorum.v1.JobResumedH\x00\x12\x32\n\x0eworker_flagged\x18\x16 \x01(\x0b\x32\x18.quorum.v1.WorkerFlaggedH\x00\x12\x32\n\x0e\x61udit_recorded\x18\x17 \x01(\x0b\x32\x18.quorum.v1.AuditRecordedH\x00\x12,\n\x0bjob_deleted\x18\x18 \x01(\x0b\x32\x15.quorum.v1.JobDeletedH\x00\x42\t\n\x07payload\"n\n\nJobCreated\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12 \n\x04spec\x18\x02 \x01(\x0b\x32\x12.quorum.v1.JobSpec\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"B\n\tJobSealed\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07objects\x18\x02 \x01(\x05\x12\x14\n\x0cgold_objects\x18\x03 \x01(\x05\"\xf2\x01\n\x0bTaskCreated\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x0f\n\x07item_id\x18\x03 \x01(\t\x12\x13\n\x0bobject_name\x18\x04 \x01(\t\x12\x12\n\nobject_key\x18\x05 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x06 \x01(\t\x12\x0c\n\x04text\x18\x07 \x01(\t\x12\x0c\n\x04gold\x18\x08 \x01(\x08\x12&\n\x0bgold_answer\x18\t \x01(\x0b\x32\x11.quorum.v1.Answer\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xfc\x01\n\x0e\x41nswerAccepted\x12\x11\n\tanswer_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\x11\n\tworker_id\x18\x04 \x01(\t\x12!\n\x06\x61nswer\x18\x05 \x01(\x0b\x32\x11.quorum.v1.Answer\x12\x0c\n\x04gold\x18\x06 \x01(\x08\x12-\n\tleased_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0csubmitted_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tactive_ms\x18\t \x01(\x03\"\\\n\tJobPaused\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x15\n\rcharged_cents\x18\x03 \x01(\x03\x12\x18\n\x10\x62udget_cap_cents\x18\x04 \x01(\x03\"6\n\nJobResumed\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x18\n\x10\x62udget_cap_cents\x18\x02 \x01(\x03\"O\n\x14MoreAnswersRequested\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x16\n\x0e\x61nswers_wanted\x18\x03 \x01(\x05\"T\n\x0cWorkerAnswer\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12!\n\x06\x61nswer\x18\x02 \x01(\x0b\x32\x11.quorum.v1.Answer\x12\x0e\n\x06weight\x18\x03 \x01(\x01\"\x8f\x02\n\x0cTaskResolved\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x0f\n\x07item_id\x18\x03 \x01(\t\x12\x13\n\x0bobject_name\x18\x04 \x01(\t\x12 \n\x05label\x18\x05 \x01(\x0b\x32\x11.quorum.v1.Answer\x12\x12\n\nconfidence\x18\x06 \x01(\x01\x12\x16\n\x0elow_confidence\x18\x07 \x01(\x08\x12(\n\x07\x61nswers\x18\x08 \x03(\x0b\x32\x17.quorum.v1.WorkerAnswer\x12/\n\x0bresolved_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07version\x18\n \x01(\x05\"W\n\rWorkerFlagged\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0f\n\x07spammer\x18\x02 \x01(\x08\x12\x12\n\nspam_score\x18\x03 \x01(\x01\x12\x0e\n\x06reason\x18\x04 \x01(\t\"|\n\rAuditRecorded\x12\r\n\x05\x61\x63tor\x18\x01 \x01(\t\x12\x14\n\x0c\x61\x63tor_key_id\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x10\n\x08resource\x18\x04 \x01(\t\x12\x0e\n\x06org_id\x18\x05 \x01(\t\x12\x14\n\x0c\x64\x65tails_json\x18\x06 \x01(\t\",\n\nJobDeleted\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06org_id\x18\x02 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16quorum/v1/events.proto\x12\tquorum.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16quorum/v1/common.proto\"\xfa\x04\n\x05\x45vent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12/\n\x0boccurred_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x0bjob_created\x18\n \x01(\x0b\x32\x15.quorum.v1.JobCreatedH\x00\x12*\n\njob_sealed\x18\x0b \x01(\x0b\x32\x14.quorum.v1.JobSealedH\x00\x12.\n\x0ctask_created\x18\x0c \x01(\x0b\x32\x16.quorum.v1.TaskCreatedH\x00\x12\x34\n\x0f\x61nswer_accepted\x18\r \x01(\x0b\x32\x19.quorum.v1.AnswerAcceptedH\x00\x12\x41\n\x16more_answers_requested\x18\x0e \x01(\x0b\x32\x1f.quorum.v1.MoreAnswersRequestedH\x00\x12\x30\n\rtask_resolved\x18\x0f \x01(\x0b\x32\x17.quorum.v1.TaskResolvedH\x00\x12*\n\njob_paused\x18\x14 \x01(\x0b\x32\x14.quorum.v1.JobPausedH\x00\x12,\n\x0bjob_resumed\x18\x15 \x01(\x0b\x32\x15.quorum.v1.JobResumedH\x00\x12\x32\n\x0eworker_flagged\x18\x16 \x01(\x0b\x32\x18.quorum.v1.WorkerFlaggedH\x00\x12\x32\n\x0e\x61udit_recorded\x18\x17 \x01(\x0b\x32\x18.quorum.v1.AuditRecordedH\x00\x12,\n\x0bjob_deleted\x18\x18 \x01(\x0b\x32\x15.quorum.v1.JobDeletedH\x00\x42\t\n\x07payload\"n\n\nJobCreated\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12 \n\x04spec\x18\x02 \x01(\x0b\x32\x12.quorum.v1.JobSpec\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"B\n\tJobSealed\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07objects\x18\x02 \x01(\x05\x12\x14\n\x0cgold_objects\x18\x03 \x01(\x05\"\xf2\x01\n\x0bTaskCreated\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x0f\n\x07item_id\x18\x03 \x01(\t\x12\x13\n\x0bobject_name\x18\x04 \x01(\t\x12\x12\n\nobject_key\x18\x05 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x06 \x01(\t\x12\x0c\n\x04text\x18\x07 \x01(\t\x12\x0c\n\x04gold\x18\x08 \x01(\x08\x12&\n\x0bgold_answer\x18\t \x01(\x0b\x32\x11.quorum.v1.Answer\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa6\x02\n\x0e\x41nswerAccepted\x12\x11\n\tanswer_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\x11\n\tworker_id\x18\x04 \x01(\t\x12!\n\x06\x61nswer\x18\x05 \x01(\x0b\x32\x11.quorum.v1.Answer\x12\x0c\n\x04gold\x18\x06 \x01(\x08\x12-\n\tleased_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0csubmitted_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tactive_ms\x18\t \x01(\x03\x12(\n\ngold_grade\x18\n \x01(\x0e\x32\x14.quorum.v1.GoldGrade\"\\\n\tJobPaused\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x15\n\rcharged_cents\x18\x03 \x01(\x03\x12\x18\n\x10\x62udget_cap_cents\x18\x04 \x01(\x03\"6\n\nJobResumed\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x18\n\x10\x62udget_cap_cents\x18\x02 \x01(\x03\"O\n\x14MoreAnswersRequested\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x16\n\x0e\x61nswers_wanted\x18\x03 \x01(\x05\"T\n\x0cWorkerAnswer\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12!\n\x06\x61nswer\x18\x02 \x01(\x0b\x32\x11.quorum.v1.Answer\x12\x0e\n\x06weight\x18\x03 \x01(\x01\"\x8f\x02\n\x0cTaskResolved\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x0f\n\x07item_id\x18\x03 \x01(\t\x12\x13\n\x0bobject_name\x18\x04 \x01(\t\x12 \n\x05label\x18\x05 \x01(\x0b\x32\x11.quorum.v1.Answer\x12\x12\n\nconfidence\x18\x06 \x01(\x01\x12\x16\n\x0elow_confidence\x18\x07 \x01(\x08\x12(\n\x07\x61nswers\x18\x08 \x03(\x0b\x32\x17.quorum.v1.WorkerAnswer\x12/\n\x0bresolved_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07version\x18\n \x01(\x05\"W\n\rWorkerFlagged\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0f\n\x07spammer\x18\x02 \x01(\x08\x12\x12\n\nspam_score\x18\x03 \x01(\x01\x12\x0e\n\x06reason\x18\x04 \x01(\t\"|\n\rAuditRecorded\x12\r\n\x05\x61\x63tor\x18\x01 \x01(\t\x12\x14\n\x0c\x61\x63tor_key_id\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x10\n\x08resource\x18\x04 \x01(\t\x12\x0e\n\x06org_id\x18\x05 \x01(\t\x12\x14\n\x0c\x64\x65tails_json\x18\x06 \x01(\t\",\n\nJobDeleted\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06org_id\x18\x02 \x01(\t*U\n\tGoldGrade\x12\x1a\n\x16GOLD_GRADE_UNSPECIFIED\x10\x00\x12\x16\n\x12GOLD_GRADE_CORRECT\x10\x01\x12\x14\n\x10GOLD_GRADE_WRONG\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'quorum.v1.events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_GOLDGRADE']._serialized_start=2305
+  _globals['_GOLDGRADE']._serialized_end=2390
   _globals['_EVENT']._serialized_start=95
   _globals['_EVENT']._serialized_end=729
   _globals['_JOBCREATED']._serialized_start=731
@@ -42,21 +44,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TASKCREATED']._serialized_start=912
   _globals['_TASKCREATED']._serialized_end=1154
   _globals['_ANSWERACCEPTED']._serialized_start=1157
-  _globals['_ANSWERACCEPTED']._serialized_end=1409
-  _globals['_JOBPAUSED']._serialized_start=1411
-  _globals['_JOBPAUSED']._serialized_end=1503
-  _globals['_JOBRESUMED']._serialized_start=1505
-  _globals['_JOBRESUMED']._serialized_end=1559
-  _globals['_MOREANSWERSREQUESTED']._serialized_start=1561
-  _globals['_MOREANSWERSREQUESTED']._serialized_end=1640
-  _globals['_WORKERANSWER']._serialized_start=1642
-  _globals['_WORKERANSWER']._serialized_end=1726
-  _globals['_TASKRESOLVED']._serialized_start=1729
-  _globals['_TASKRESOLVED']._serialized_end=2000
-  _globals['_WORKERFLAGGED']._serialized_start=2002
-  _globals['_WORKERFLAGGED']._serialized_end=2089
-  _globals['_AUDITRECORDED']._serialized_start=2091
-  _globals['_AUDITRECORDED']._serialized_end=2215
-  _globals['_JOBDELETED']._serialized_start=2217
-  _globals['_JOBDELETED']._serialized_end=2261
+  _globals['_ANSWERACCEPTED']._serialized_end=1451
+  _globals['_JOBPAUSED']._serialized_start=1453
+  _globals['_JOBPAUSED']._serialized_end=1545
+  _globals['_JOBRESUMED']._serialized_start=1547
+  _globals['_JOBRESUMED']._serialized_end=1601
+  _globals['_MOREANSWERSREQUESTED']._serialized_start=1603
+  _globals['_MOREANSWERSREQUESTED']._serialized_end=1682
+  _globals['_WORKERANSWER']._serialized_start=1684
+  _globals['_WORKERANSWER']._serialized_end=1768
+  _globals['_TASKRESOLVED']._serialized_start=1771
+  _globals['_TASKRESOLVED']._serialized_end=2042
+  _globals['_WORKERFLAGGED']._serialized_start=2044
+  _globals['_WORKERFLAGGED']._serialized_end=2131
+  _globals['_AUDITRECORDED']._serialized_start=2133
+  _globals['_AUDITRECORDED']._serialized_end=2257
+  _globals['_JOBDELETED']._serialized_start=2259
+  _globals['_JOBDELETED']._serialized_end=2303
 # @@protoc_insertion_point(module_scope)

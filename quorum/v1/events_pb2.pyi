@@ -3,12 +3,22 @@ import datetime
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from quorum.v1 import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class GoldGrade(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    GOLD_GRADE_UNSPECIFIED: _ClassVar[GoldGrade]
+    GOLD_GRADE_CORRECT: _ClassVar[GoldGrade]
+    GOLD_GRADE_WRONG: _ClassVar[GoldGrade]
+GOLD_GRADE_UNSPECIFIED: GoldGrade
+GOLD_GRADE_CORRECT: GoldGrade
+GOLD_GRADE_WRONG: GoldGrade
 
 class Event(_message.Message):
     __slots__ = ("event_id", "occurred_at", "job_created", "job_sealed", "task_created", "answer_accepted", "more_answers_requested", "task_resolved", "job_paused", "job_resumed", "worker_flagged", "audit_recorded", "job_deleted")
@@ -85,7 +95,7 @@ class TaskCreated(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., job_id: _Optional[str] = ..., item_id: _Optional[str] = ..., object_name: _Optional[str] = ..., object_key: _Optional[str] = ..., content_type: _Optional[str] = ..., text: _Optional[str] = ..., gold: _Optional[bool] = ..., gold_answer: _Optional[_Union[_common_pb2.Answer, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class AnswerAccepted(_message.Message):
-    __slots__ = ("answer_id", "task_id", "job_id", "worker_id", "answer", "gold", "leased_at", "submitted_at", "active_ms")
+    __slots__ = ("answer_id", "task_id", "job_id", "worker_id", "answer", "gold", "leased_at", "submitted_at", "active_ms", "gold_grade")
     ANSWER_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
@@ -95,6 +105,7 @@ class AnswerAccepted(_message.Message):
     LEASED_AT_FIELD_NUMBER: _ClassVar[int]
     SUBMITTED_AT_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_MS_FIELD_NUMBER: _ClassVar[int]
+    GOLD_GRADE_FIELD_NUMBER: _ClassVar[int]
     answer_id: str
     task_id: str
     job_id: str
@@ -104,7 +115,8 @@ class AnswerAccepted(_message.Message):
     leased_at: _timestamp_pb2.Timestamp
     submitted_at: _timestamp_pb2.Timestamp
     active_ms: int
-    def __init__(self, answer_id: _Optional[str] = ..., task_id: _Optional[str] = ..., job_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., answer: _Optional[_Union[_common_pb2.Answer, _Mapping]] = ..., gold: _Optional[bool] = ..., leased_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., submitted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., active_ms: _Optional[int] = ...) -> None: ...
+    gold_grade: GoldGrade
+    def __init__(self, answer_id: _Optional[str] = ..., task_id: _Optional[str] = ..., job_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., answer: _Optional[_Union[_common_pb2.Answer, _Mapping]] = ..., gold: _Optional[bool] = ..., leased_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., submitted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., active_ms: _Optional[int] = ..., gold_grade: _Optional[_Union[GoldGrade, str]] = ...) -> None: ...
 
 class JobPaused(_message.Message):
     __slots__ = ("job_id", "reason", "charged_cents", "budget_cap_cents")

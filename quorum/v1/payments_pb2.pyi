@@ -23,7 +23,7 @@ class QuoteRequest(_message.Message):
     def __init__(self, spec: _Optional[_Union[_common_pb2.JobSpec, _Mapping]] = ..., objects: _Optional[int] = ..., expected_overlap: _Optional[float] = ..., seconds_per_answer: _Optional[int] = ...) -> None: ...
 
 class JobQuote(_message.Message):
-    __slots__ = ("currency", "objects", "billable_objects", "expected_answers", "expected_active_ms", "client_cents", "worker_cents", "pilot_discount_cents", "margin_cents")
+    __slots__ = ("currency", "objects", "billable_objects", "expected_answers", "expected_active_ms", "client_cents", "worker_cents", "pilot_discount_cents", "margin_cents", "max_gold_bonus_cents")
     CURRENCY_FIELD_NUMBER: _ClassVar[int]
     OBJECTS_FIELD_NUMBER: _ClassVar[int]
     BILLABLE_OBJECTS_FIELD_NUMBER: _ClassVar[int]
@@ -33,6 +33,7 @@ class JobQuote(_message.Message):
     WORKER_CENTS_FIELD_NUMBER: _ClassVar[int]
     PILOT_DISCOUNT_CENTS_FIELD_NUMBER: _ClassVar[int]
     MARGIN_CENTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_GOLD_BONUS_CENTS_FIELD_NUMBER: _ClassVar[int]
     currency: str
     objects: int
     billable_objects: int
@@ -42,7 +43,8 @@ class JobQuote(_message.Message):
     worker_cents: int
     pilot_discount_cents: int
     margin_cents: int
-    def __init__(self, currency: _Optional[str] = ..., objects: _Optional[int] = ..., billable_objects: _Optional[int] = ..., expected_answers: _Optional[int] = ..., expected_active_ms: _Optional[int] = ..., client_cents: _Optional[int] = ..., worker_cents: _Optional[int] = ..., pilot_discount_cents: _Optional[int] = ..., margin_cents: _Optional[int] = ...) -> None: ...
+    max_gold_bonus_cents: int
+    def __init__(self, currency: _Optional[str] = ..., objects: _Optional[int] = ..., billable_objects: _Optional[int] = ..., expected_answers: _Optional[int] = ..., expected_active_ms: _Optional[int] = ..., client_cents: _Optional[int] = ..., worker_cents: _Optional[int] = ..., pilot_discount_cents: _Optional[int] = ..., margin_cents: _Optional[int] = ..., max_gold_bonus_cents: _Optional[int] = ...) -> None: ...
 
 class SetBudgetCapRequest(_message.Message):
     __slots__ = ("job_id", "budget_cap_cents")
@@ -87,16 +89,38 @@ class StatementLine(_message.Message):
     def __init__(self, answer_id: _Optional[str] = ..., job_id: _Optional[str] = ..., task_id: _Optional[str] = ..., active_ms: _Optional[int] = ..., settled: _Optional[bool] = ..., paid: _Optional[bool] = ..., amount_cents: _Optional[int] = ..., currency: _Optional[str] = ..., unpaid_reason: _Optional[str] = ..., accepted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class WorkerStatement(_message.Message):
-    __slots__ = ("worker_id", "lines", "balances", "next_page_token")
+    __slots__ = ("worker_id", "lines", "balances", "next_page_token", "bonuses")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     LINES_FIELD_NUMBER: _ClassVar[int]
     BALANCES_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    BONUSES_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     lines: _containers.RepeatedCompositeFieldContainer[StatementLine]
     balances: _containers.RepeatedCompositeFieldContainer[WorkerBalance]
     next_page_token: str
-    def __init__(self, worker_id: _Optional[str] = ..., lines: _Optional[_Iterable[_Union[StatementLine, _Mapping]]] = ..., balances: _Optional[_Iterable[_Union[WorkerBalance, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+    bonuses: _containers.RepeatedCompositeFieldContainer[QualityBonus]
+    def __init__(self, worker_id: _Optional[str] = ..., lines: _Optional[_Iterable[_Union[StatementLine, _Mapping]]] = ..., balances: _Optional[_Iterable[_Union[WorkerBalance, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., bonuses: _Optional[_Iterable[_Union[QualityBonus, _Mapping]]] = ...) -> None: ...
+
+class QualityBonus(_message.Message):
+    __slots__ = ("job_id", "amount_cents", "currency", "gold_answers", "gold_correct", "paid_answers", "reason", "decided_at")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_CENTS_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    GOLD_ANSWERS_FIELD_NUMBER: _ClassVar[int]
+    GOLD_CORRECT_FIELD_NUMBER: _ClassVar[int]
+    PAID_ANSWERS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_AT_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    amount_cents: int
+    currency: str
+    gold_answers: int
+    gold_correct: int
+    paid_answers: int
+    reason: str
+    decided_at: _timestamp_pb2.Timestamp
+    def __init__(self, job_id: _Optional[str] = ..., amount_cents: _Optional[int] = ..., currency: _Optional[str] = ..., gold_answers: _Optional[int] = ..., gold_correct: _Optional[int] = ..., paid_answers: _Optional[int] = ..., reason: _Optional[str] = ..., decided_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CreatePayoutBatchRequest(_message.Message):
     __slots__ = ("currency", "minimum_payout_cents")
@@ -177,7 +201,7 @@ class GetMoneySummaryRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
 class MoneySummary(_message.Message):
-    __slots__ = ("currency", "billed_cents", "paid_cents", "margin_cents", "pilot_subsidy_cents", "objects_billed", "answers_paid", "answers_unpaid", "paused", "pause_reason", "budget_cap_cents", "active_ms")
+    __slots__ = ("currency", "billed_cents", "paid_cents", "margin_cents", "pilot_subsidy_cents", "objects_billed", "answers_paid", "answers_unpaid", "paused", "pause_reason", "budget_cap_cents", "active_ms", "gold_bonus_cents")
     CURRENCY_FIELD_NUMBER: _ClassVar[int]
     BILLED_CENTS_FIELD_NUMBER: _ClassVar[int]
     PAID_CENTS_FIELD_NUMBER: _ClassVar[int]
@@ -190,6 +214,7 @@ class MoneySummary(_message.Message):
     PAUSE_REASON_FIELD_NUMBER: _ClassVar[int]
     BUDGET_CAP_CENTS_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_MS_FIELD_NUMBER: _ClassVar[int]
+    GOLD_BONUS_CENTS_FIELD_NUMBER: _ClassVar[int]
     currency: str
     billed_cents: int
     paid_cents: int
@@ -202,7 +227,8 @@ class MoneySummary(_message.Message):
     pause_reason: str
     budget_cap_cents: int
     active_ms: int
-    def __init__(self, currency: _Optional[str] = ..., billed_cents: _Optional[int] = ..., paid_cents: _Optional[int] = ..., margin_cents: _Optional[int] = ..., pilot_subsidy_cents: _Optional[int] = ..., objects_billed: _Optional[int] = ..., answers_paid: _Optional[int] = ..., answers_unpaid: _Optional[int] = ..., paused: _Optional[bool] = ..., pause_reason: _Optional[str] = ..., budget_cap_cents: _Optional[int] = ..., active_ms: _Optional[int] = ...) -> None: ...
+    gold_bonus_cents: int
+    def __init__(self, currency: _Optional[str] = ..., billed_cents: _Optional[int] = ..., paid_cents: _Optional[int] = ..., margin_cents: _Optional[int] = ..., pilot_subsidy_cents: _Optional[int] = ..., objects_billed: _Optional[int] = ..., answers_paid: _Optional[int] = ..., answers_unpaid: _Optional[int] = ..., paused: _Optional[bool] = ..., pause_reason: _Optional[str] = ..., budget_cap_cents: _Optional[int] = ..., active_ms: _Optional[int] = ..., gold_bonus_cents: _Optional[int] = ...) -> None: ...
 
 class GetWorkerBalanceRequest(_message.Message):
     __slots__ = ("worker_id",)

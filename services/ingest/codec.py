@@ -71,6 +71,9 @@ def spec_from_proto(spec: common_pb2.JobSpec) -> domain.JobSpec:
         pay_per_hour_cents=spec.pay_per_hour_cents,
         budget_cap_cents=spec.budget_cap_cents,
         expert_review=spec.expert_review,
+        gold_bonus_cents=spec.gold_bonus_cents,
+        gold_bonus_threshold=spec.gold_bonus_threshold,
+        gold_bonus_min_answers=spec.gold_bonus_min_answers,
     )
 
 
@@ -108,6 +111,9 @@ def spec_to_proto(spec: domain.JobSpec) -> common_pb2.JobSpec:
         pay_per_hour_cents=spec.pay_per_hour_cents,
         budget_cap_cents=spec.budget_cap_cents,
         expert_review=spec.expert_review,
+        gold_bonus_cents=spec.gold_bonus_cents,
+        gold_bonus_threshold=spec.gold_bonus_threshold,
+        gold_bonus_min_answers=spec.gold_bonus_min_answers,
     )
     if spec.task_type is not None:
         getattr(message, spec.task_type.value).labels.extend(spec.labels)

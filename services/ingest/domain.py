@@ -36,6 +36,9 @@ DEFAULT_TARGET_CONFIDENCE = 0.9
 DEFAULT_CURRENCY = "USD"
 DEFAULT_PILOT_ALLOWANCE = 100
 DEFAULT_LEASE_SECONDS = 120
+DEFAULT_GOLD_BONUS_THRESHOLD = 0.9
+DEFAULT_GOLD_BONUS_MIN_ANSWERS = 5
+MAX_GOLD_BONUS_MIN_ANSWERS = 10_000
 MAX_LEASE_SECONDS = 86_400
 MAX_IDEMPOTENCY_KEY_CHARS = 200
 # Object names end up in reasons, events and the database; a path is rarely longer.
@@ -107,6 +110,11 @@ class JobSpec:
     # 0: no cap.
     budget_cap_cents: int = 0
     expert_review: bool = False
+    # Quality bonus per paid answer (0: none), the accuracy on gold it needs and the
+    # gold answers a worker must have given for it to apply.
+    gold_bonus_cents: int = 0
+    gold_bonus_threshold: float = 0.0
+    gold_bonus_min_answers: int = 0
 
     @property
     def labels_field(self) -> str:
@@ -165,6 +173,7 @@ def normalise_spec(spec: JobSpec) -> JobSpec:
         raise InvalidArgument("spec.lease_seconds", f"must be in [0, {MAX_LEASE_SECONDS}] (got {spec.lease_seconds})")
     lease_seconds = spec.lease_seconds or DEFAULT_LEASE_SECONDS
     price_mode, pay_mode = _normalise_money_modes(spec)
+    bonus_threshold, bonus_min_answers = _normalise_gold_bonus(spec)
 
     return replace(
         spec,
@@ -177,7 +186,29 @@ def normalise_spec(spec: JobSpec) -> JobSpec:
         lease_seconds=lease_seconds,
         price_mode=price_mode,
         pay_mode=pay_mode,
+        gold_bonus_threshold=bonus_threshold,
+        gold_bonus_min_answers=bonus_min_answers,
     )
+
+
+def _normalise_gold_bonus(spec: JobSpec) -> tuple[float, int]:
+    """The bonus threshold and minimum gold answers with their defaults (0.9 and 5 when
+    zero); raises InvalidArgument naming the field. A job without a bonus keeps zeros."""
+    if spec.gold_bonus_cents < 0:
+        raise InvalidArgument("spec.gold_bonus_cents", f"must be >= 0 (got {spec.gold_bonus_cents})")
+    threshold = spec.gold_bonus_threshold
+    if not 0 <= threshold <= 1:  # also rejects NaN
+        raise InvalidArgument("spec.gold_bonus_threshold", f"must be in [0, 1] (got {threshold})")
+    if not 0 <= spec.gold_bonus_min_answers <= MAX_GOLD_BONUS_MIN_ANSWERS:
+        raise InvalidArgument(
+            "spec.gold_bonus_min_answers",
+            f"must be in [0, {MAX_GOLD_BONUS_MIN_ANSWERS}] (got {spec.gold_bonus_min_answers})",
+        )
+    if spec.gold_bonus_cents == 0:
+        return threshold, spec.gold_bonus_min_answers
+    if spec.gold_share == 0:
+        raise InvalidArgument("spec.gold_bonus_cents", "needs gold tasks to grade workers: set spec.gold_share > 0")
+    return threshold or DEFAULT_GOLD_BONUS_THRESHOLD, spec.gold_bonus_min_answers or DEFAULT_GOLD_BONUS_MIN_ANSWERS
 
 
 PRICE_MODES = ("per_object", "per_hour")

@@ -21,6 +21,8 @@ Accounts:
     What the platform owes a worker. Credited once per paid answer, debited by payouts.
 ``platform:payouts_in_transit``
     Money sent to workers in payout batches, until the payment provider confirms it.
+``platform:quality_bonus``
+    What the platform spends on quality bonuses: debited once per worker and job.
 
 Per-hour jobs bill the client for workers' active time (``time:<answer_id>``
 postings): the n-th billable answer of a job is charged
@@ -33,10 +35,18 @@ once), unless consensus flagged its worker as a spammer (weight 0) or rejected
 it (a label other than the consensus label on a confident resolution): then it
 is settled unpaid with the reason recorded for the worker to see.
 
+Quality bonus (JobSpec.gold_bonus_cents): once every object of a sealed job is
+billed, each worker who answered its gold tasks is judged once. A worker with at
+least ``gold_bonus_min_answers`` graded gold answers, of which at least the share
+``gold_bonus_threshold`` were right, earns ``gold_bonus_cents`` for each of their
+paid answers on the job (gold ones included). Answers settled after the decision
+earn no bonus: by then the job is labeled and only the last live leases come in.
+
 Postings are append-only; a correction would be a new posting, never an edit.
 Each posting has a key that makes it unique: ``bill:<task_id>`` (at most one
-per labeled object, whatever the number of resolutions of the task) and
-``pay:<answer_id>`` (one per accepted answer).
+per labeled object, whatever the number of resolutions of the task),
+``pay:<answer_id>`` (one per accepted answer) and ``bonus:<job_id>:<worker_id>``
+(at most one quality bonus per worker and job).
 
 Nothing here does I/O; :mod:`services.payments.handlers` stores and reads.
 """
@@ -56,18 +66,25 @@ PLATFORM_REVENUE = "platform:revenue"
 PLATFORM_PILOT_SUBSIDY = "platform:pilot_subsidy"
 PLATFORM_WORKER_COST = "platform:worker_cost"
 PLATFORM_PAYOUTS = "platform:payouts_in_transit"
-PLATFORM_ACCOUNTS = frozenset({PLATFORM_REVENUE, PLATFORM_PILOT_SUBSIDY, PLATFORM_WORKER_COST, PLATFORM_PAYOUTS})
+PLATFORM_QUALITY_BONUS = "platform:quality_bonus"
+PLATFORM_ACCOUNTS = frozenset(
+    {PLATFORM_REVENUE, PLATFORM_PILOT_SUBSIDY, PLATFORM_WORKER_COST, PLATFORM_PAYOUTS, PLATFORM_QUALITY_BONUS}
+)
 
 DEFAULT_CURRENCY = "USD"
 UNKNOWN_CLIENT = "unknown"
 # JobSpec.pilot_allowance: "Free objects of a pilot job; 100 when zero."
 DEFAULT_PILOT_ALLOWANCE = 100
+# JobSpec.gold_bonus_threshold / gold_bonus_min_answers when zero.
+DEFAULT_GOLD_BONUS_THRESHOLD = 0.9
+DEFAULT_GOLD_BONUS_MIN_ANSWERS = 5
 
 BILL = "bill"
 TIME = "time"
 PAY = "pay"
 PAYOUT = "payout"
-POSTING_KINDS = frozenset({BILL, TIME, PAY, PAYOUT})
+BONUS = "bonus"
+POSTING_KINDS = frozenset({BILL, TIME, PAY, PAYOUT, BONUS})
 
 PER_OBJECT = "per_object"
 PER_HOUR = "per_hour"
@@ -130,6 +147,11 @@ class JobTerms:
     price_per_hour_cents: int = 0
     pay_mode: str = PER_ANSWER
     pay_per_hour_cents: int = 0
+    # Quality bonus per paid answer (0: none), the accuracy on gold it takes, and the
+    # graded gold answers a worker needs before it applies.
+    gold_bonus_cents: int = 0
+    gold_bonus_threshold: float = 0.0
+    gold_bonus_min_answers: int = 0
 
     @property
     def bills_time(self) -> bool:
@@ -154,8 +176,12 @@ class JobTerms:
         price_per_hour_cents: int = 0,
         pay_mode: str = PER_ANSWER,
         pay_per_hour_cents: int = 0,
+        gold_bonus_cents: int = 0,
+        gold_bonus_threshold: float = 0.0,
+        gold_bonus_min_answers: int = 0,
     ) -> JobTerms:
-        """Applies the JobSpec defaults: currency USD when empty, allowance 100 when not positive.
+        """Applies the JobSpec defaults: currency USD when empty, allowance 100 when not positive,
+        bonus threshold 0.9 and minimum 5 gold answers when not set (outside [0, 1]: 0.9).
 
         A job without a client id is billed to ``client:unknown:receivable`` so the
         ledger stays well formed; ingest requires a client id, so this does not happen.
@@ -176,6 +202,13 @@ class JobTerms:
             price_per_hour_cents=max(0, price_per_hour_cents),
             pay_mode=PER_HOUR if pay_mode == PER_HOUR else PER_ANSWER,
             pay_per_hour_cents=max(0, pay_per_hour_cents),
+            gold_bonus_cents=max(0, gold_bonus_cents),
+            gold_bonus_threshold=(
+                gold_bonus_threshold if 0 < gold_bonus_threshold <= 1 else DEFAULT_GOLD_BONUS_THRESHOLD
+            ),
+            gold_bonus_min_answers=gold_bonus_min_answers
+            if gold_bonus_min_answers > 0
+            else DEFAULT_GOLD_BONUS_MIN_ANSWERS,
         )
 
     @property
@@ -345,6 +378,80 @@ def unpaid_reason(
     return ""
 
 
+@dataclass(frozen=True)
+class GoldRecord:
+    """A worker's record on one job when its quality bonus is decided."""
+
+    worker_id: str
+    # Settled and paid answers on the job, gold ones included.
+    paid_answers: int
+    # Graded gold answers (tasking knew the gold label), and the right ones among them.
+    gold_answers: int
+    gold_correct: int
+
+
+@dataclass(frozen=True)
+class BonusDecision:
+    """A worker's quality bonus on a job: ``posting`` None and ``reason`` given when none."""
+
+    record: GoldRecord
+    amount_cents: int
+    reason: str
+    posting: Posting | None
+
+
+def bonus_ref(job_id: str, worker_id: str) -> str:
+    """The reference of the one quality bonus posting a worker may get on a job."""
+    return f"{job_id}:{worker_id}"
+
+
+def quality_bonus(terms: JobTerms, record: GoldRecord, event_id: str) -> BonusDecision:
+    """Decides a worker's quality bonus on a finished job (see the module docstring).
+
+    Accuracy is ``gold_correct / gold_answers`` compared with the threshold as given, so
+    9 right of 10 meets 0.9 exactly. The reason, shown to the worker, gives totals only.
+    """
+    needed = terms.gold_bonus_min_answers
+    if terms.gold_bonus_cents <= 0:
+        return BonusDecision(record, 0, "the job has no quality bonus", None)
+    if record.gold_answers < needed:
+        reason = f"{record.gold_answers} quality-check answers on this job; the bonus needs at least {needed}"
+        return BonusDecision(record, 0, reason, None)
+    accuracy = record.gold_correct / record.gold_answers
+    if accuracy < terms.gold_bonus_threshold:
+        reason = (
+            f"{record.gold_correct} of {record.gold_answers} quality-check answers right ({accuracy:.1%}); "
+            f"the bonus needs {terms.gold_bonus_threshold * 100:g}%"
+        )
+        return BonusDecision(record, 0, reason, None)
+    if record.paid_answers <= 0:
+        return BonusDecision(record, 0, "no paid answers on this job", None)
+    amount = terms.gold_bonus_cents * record.paid_answers
+    ref = bonus_ref(terms.job_id, record.worker_id)
+    posting = Posting(
+        posting_key=posting_key(BONUS, ref),
+        kind=BONUS,
+        ref_id=ref,
+        event_id=event_id,
+        job_id=terms.job_id,
+        debit_account=PLATFORM_QUALITY_BONUS,
+        credit_account=worker_payable(record.worker_id),
+        amount_cents=amount,
+        currency=terms.currency,
+        memo=(
+            f"Quality bonus on job {terms.job_id}: {record.paid_answers} paid answers x {terms.gold_bonus_cents}, "
+            f"{record.gold_correct} of {record.gold_answers} quality-check answers right"
+        ),
+    )
+    return BonusDecision(record, amount, "", posting)
+
+
+def job_finished(objects_expected: int | None, objects_billed: int) -> bool:
+    """Whether a job's quality bonuses can be decided: it is sealed (``objects_expected``
+    known) and every one of its objects is labeled and billed."""
+    return objects_expected is not None and objects_billed >= objects_expected
+
+
 def pause_reason(terms_currency: str, charged_cents: int, cap_cents: int) -> str:
     """Why a job is paused, or "" when its cap (0: none) is not reached."""
     if cap_cents <= 0 or charged_cents < cap_cents:
@@ -364,6 +471,8 @@ class Quote:
     client_cents: int
     worker_cents: int
     pilot_discount_cents: int
+    # The quality bonus if every worker qualified; not in worker_cents.
+    max_gold_bonus_cents: int = 0
 
     @property
     def margin_cents(self) -> int:
@@ -415,7 +524,8 @@ def quote(
         full = objects * terms.price_per_object_cents
         discount = free * terms.price_per_object_cents
     worker = hourly(active_ms, terms.pay_per_hour_cents) if terms.pays_time else answers * terms.pay_per_answer_cents
-    if max(full, worker, active_ms) > INT64_MAX:
+    max_bonus = answers * terms.gold_bonus_cents
+    if max(full, worker, active_ms, max_bonus) > INT64_MAX:
         raise InvalidArgument("objects", "the quote's amounts exceed what a ledger can hold; quote fewer objects")
     return Quote(
         currency=terms.currency,
@@ -426,6 +536,7 @@ def quote(
         client_cents=full - discount,
         worker_cents=worker,
         pilot_discount_cents=discount,
+        max_gold_bonus_cents=max_bonus,
     )
 
 
@@ -449,6 +560,14 @@ class JobCounters:
     # Per-hour jobs: active ms billed so far, and how many answers it came from.
     billed_ms: int = 0
     time_bills: int = 0
+    # Quality bonuses: cents owed to workers and how many workers got one.
+    bonus_cents: int = 0
+    bonuses_paid: int = 0
+
+    def count_bonus(self, decision: BonusDecision) -> None:
+        if decision.posting is not None:
+            self.bonus_cents += decision.posting.amount_cents
+            self.bonuses_paid += 1
 
     def count_time(self, active_ms: int, decision: BillDecision) -> None:
         self.billed_ms += active_ms
@@ -568,10 +687,11 @@ class MoneySummary:
     paused: bool = False
     pause_reason: str = ""
     budget_cap_cents: int = 0
+    gold_bonus_cents: int = 0
 
     @property
     def margin_cents(self) -> int:
-        return self.billed_cents - self.paid_cents
+        return self.billed_cents - self.paid_cents - self.gold_bonus_cents
 
     @classmethod
     def of(cls, currency: str, counters: JobCounters) -> MoneySummary:
@@ -584,6 +704,7 @@ class MoneySummary:
             answers_paid=counters.answers_paid,
             answers_unpaid=counters.answers_unpaid,
             active_ms=counters.billed_ms,
+            gold_bonus_cents=counters.bonus_cents,
         )
 
 
@@ -621,11 +742,26 @@ class StatementLine:
 
 
 @dataclass(frozen=True)
+class BonusLine:
+    """A worker's quality bonus decision on one job, as the statement shows it."""
+
+    job_id: str
+    amount_cents: int
+    currency: str
+    gold_answers: int
+    gold_correct: int
+    paid_answers: int
+    reason: str
+    decided_at: dt.datetime
+
+
+@dataclass(frozen=True)
 class WorkerStatement:
     worker_id: str
     lines: list[StatementLine]
     balances: list[WorkerBalance]
     next_page_token: str
+    bonuses: list[BonusLine] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -781,6 +917,8 @@ class _JobTally:
     bills: int = 0
     time_bills: int = 0
     pays: int = 0
+    bonus_cents: int = 0
+    bonuses: int = 0
 
 
 @dataclass
@@ -790,8 +928,9 @@ class LedgerAuditor:
     Checks: per currency, total debits equal total credits and the signed
     account balances sum to zero; every amount is positive; debit and credit
     accounts differ and are well formed; each key is ``<kind>:<ref>`` of a
-    known kind; at most one bill per task and one pay per answer; every
-    posting matches its job's terms (currency, amount, accounts); each pilot
+    known kind; at most one bill per task, one pay per answer and one quality
+    bonus per worker and job; every posting matches its job's terms (currency,
+    amount, accounts; a bonus is a multiple of the job's bonus); each pilot
     job's subsidised objects stay within its allowance; each job's counters
     agree with its postings and with its settled tasks and answers.
     """
@@ -838,6 +977,11 @@ class LedgerAuditor:
                 self._problem(f"{where}: a payout must move money from a worker to {PLATFORM_PAYOUTS}")
             return
         tally = self._tallies[p.job_id]
+        if p.kind == BONUS:
+            tally.bonuses += 1
+            tally.bonus_cents += p.amount_cents
+            self._check_bonus(where, p)
+            return
         if p.kind == TIME:
             tally.time_bills += 1
             tally.time_cents += p.amount_cents
@@ -856,6 +1000,24 @@ class LedgerAuditor:
             tally.pays += 1
             tally.paid_cents += p.amount_cents
         self._check_terms(where, p)
+
+    def _check_bonus(self, where: str, p: Posting) -> None:
+        if p.debit_account != PLATFORM_QUALITY_BONUS or account_kind(p.credit_account) != "worker":
+            self._problem(f"{where}: a bonus must move money from {PLATFORM_QUALITY_BONUS} to a worker")
+        elif p.ref_id != bonus_ref(p.job_id, p.credit_account.removeprefix("worker:").removesuffix(":payable")):
+            self._problem(f"{where}: a bonus must be keyed by its job and the worker it pays")
+        record = self.jobs.get(p.job_id)
+        if record is None or record.terms is None:
+            self._problem(f"{where}: job {p.job_id!r} has no terms")
+            return
+        terms = record.terms
+        if p.currency != terms.currency:
+            self._problem(f"{where}: currency {p.currency} but job {p.job_id!r} is in {terms.currency}")
+        if terms.gold_bonus_cents <= 0 or p.amount_cents % terms.gold_bonus_cents:
+            self._problem(
+                f"{where}: amount {p.amount_cents} is not a multiple of job {p.job_id!r}'s bonus "
+                f"of {terms.gold_bonus_cents} per answer"
+            )
 
     def _check_terms(self, where: str, p: Posting) -> None:
         record = self.jobs.get(p.job_id)
@@ -887,12 +1049,15 @@ class LedgerAuditor:
         settled_answers: Mapping[str, int],
         unpaid_answers: Mapping[str, int] | None = None,
         billable_ms: Mapping[str, int] | None = None,
+        decided_bonus_cents: Mapping[str, int] | None = None,
     ) -> Verification:
         """Runs the whole-ledger checks. ``settled_*`` count each job's billed tasks and paid
-        answers, ``unpaid_answers`` its answers settled unpaid and ``billable_ms`` the active
-        time of its billable answers (per-hour jobs)."""
+        answers, ``unpaid_answers`` its answers settled unpaid, ``billable_ms`` the active
+        time of its billable answers (per-hour jobs) and ``decided_bonus_cents`` the sum of
+        the quality bonuses recorded for its workers."""
         unpaid_answers = unpaid_answers or {}
         billable_ms = billable_ms or {}
+        decided_bonus_cents = decided_bonus_cents or {}
         for (account, currency), balance in sorted(self._balances.items()):
             if account_kind(account) == "worker" and balance > 0:
                 self._problem(f"{account} ({currency}): paid out {balance} more than earned")
@@ -905,11 +1070,20 @@ class LedgerAuditor:
                 self._problem(f"{currency}: account balances sum to {signed}, not 0")
         for (kind, ref), count in sorted(self._refs.items()):
             if count > 1:
-                what = "task" if kind == BILL else "answer"
+                what = {BILL: "task", BONUS: "job and worker", PAYOUT: "batch and worker"}.get(kind, "answer")
                 self._problem(f"{what} {ref!r} has {count} {kind} postings")
         for job_id, record in sorted(self.jobs.items()):
             self._check_job(job_id, record, settled_objects.get(job_id, 0), settled_answers.get(job_id, 0))
             c, terms = record.counters, record.terms
+            bonus_tally = self._tallies.get(job_id, _JobTally())
+            decided = decided_bonus_cents.get(job_id, 0)
+            paid = (bonus_tally.bonus_cents, bonus_tally.bonuses, bonus_tally.bonus_cents)
+            if (c.bonus_cents, c.bonuses_paid, decided) != paid:
+                self._problem(
+                    f"job {job_id!r}: counters of quality bonuses are {c.bonus_cents} cents to {c.bonuses_paid} "
+                    f"workers, {decided} cents decided, the ledger says {bonus_tally.bonus_cents} cents to "
+                    f"{bonus_tally.bonuses} workers"
+                )
             if c.answers_unpaid != unpaid_answers.get(job_id, 0):
                 self._problem(
                     f"job {job_id!r}: counter of answers unpaid is {c.answers_unpaid}, "

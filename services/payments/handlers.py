@@ -12,7 +12,9 @@ An event batch is applied in one transaction:
 4. for every touched job that has terms, settle its unsettled facts: number
    the objects from the job's counter (which decides the pilot allowance),
    insert the postings, mark the facts settled and write the counters back;
-5. add the pay to the per-worker totals.
+5. add the pay to the per-worker totals;
+6. decide the quality bonuses of every touched job that is now finished (sealed, every
+   object billed), once per job: the decision is recorded with the job's row locked.
 
 A fact whose job has no terms yet stays unsettled and is settled by the batch
 that brings the JobCreated. Redeliveries are dropped by the inbox, duplicates
@@ -67,7 +69,7 @@ log = logging.getLogger(__name__)
 # The inbox name of the ledger consumer; also its consumer group suffix.
 CONSUMER = "ledger"
 _INBOX_CONSUMER = f"payments.{CONSUMER}"
-_HANDLED = frozenset({"job_created", "answer_accepted", "task_resolved", "job_deleted"})
+_HANDLED = frozenset({"job_created", "job_sealed", "answer_accepted", "task_resolved", "job_deleted"})
 # Why an answer settled after its job's deletion earns nothing: no label will come for it.
 DELETED_JOB_REASON = "the client deleted the job before this answer was settled"
 # PostgreSQL deadlock and serialization failures: retrying the transaction is the cure.
@@ -86,6 +88,8 @@ _COUNTER_COLUMNS = (
     "answers_unpaid",
     "billed_ms",
     "time_bills",
+    "bonus_cents",
+    "bonuses_paid",
 )
 _TERM_COLUMNS = (
     "client_id",
@@ -101,9 +105,13 @@ _TERM_COLUMNS = (
     "pay_per_hour_cents",
     "created_at",
     "budget_cap_cents",
+    "gold_bonus_cents",
+    "gold_bonus_threshold",
+    "gold_bonus_min_answers",
 )
 _PRICE_MODES = {common_pb2.PRICE_MODE_PER_HOUR: domain.PER_HOUR}
 _PAY_MODES = {common_pb2.PAY_MODE_PER_HOUR: domain.PER_HOUR}
+_GOLD_GRADES = {events_pb2.GOLD_GRADE_CORRECT: True, events_pb2.GOLD_GRADE_WRONG: False}
 
 
 def _datetime(ts: Timestamp, fallback: dt.datetime) -> dt.datetime:
@@ -125,6 +133,8 @@ class _Batch:
     answers: dict[str, dict[str, Any]] = field(default_factory=dict)
     job_ids: set[str] = field(default_factory=set)
     deleted: set[str] = field(default_factory=set)
+    # Objects the client wants labeled, per sealed job.
+    sealed: dict[str, int] = field(default_factory=dict)
 
     def add(self, event: events_pb2.Event, now: dt.datetime) -> None:
         occurred = _datetime(event.occurred_at, now)
@@ -148,6 +158,9 @@ class _Batch:
                 price_per_hour_cents=spec.price_per_hour_cents,
                 pay_mode=_PAY_MODES.get(spec.pay_mode, domain.PER_ANSWER),
                 pay_per_hour_cents=spec.pay_per_hour_cents,
+                gold_bonus_cents=spec.gold_bonus_cents,
+                gold_bonus_threshold=spec.gold_bonus_threshold,
+                gold_bonus_min_answers=spec.gold_bonus_min_answers,
             )
             self.job_ids.add(terms.job_id)
             self.terms.setdefault(
@@ -166,8 +179,18 @@ class _Batch:
                     "pay_per_hour_cents": terms.pay_per_hour_cents,
                     "created_at": _datetime(created.created_at, occurred),
                     "budget_cap_cents": max(0, spec.budget_cap_cents),
+                    "gold_bonus_cents": terms.gold_bonus_cents,
+                    "gold_bonus_threshold": terms.gold_bonus_threshold,
+                    "gold_bonus_min_answers": terms.gold_bonus_min_answers,
                 },
             )
+        elif kind == "job_sealed":
+            sealed = event.job_sealed
+            if not _ok_id(sealed.job_id):
+                log.warning("payments: skipping JobSealed %s without a job id", event.event_id)
+                return
+            self.job_ids.add(sealed.job_id)
+            self.sealed.setdefault(sealed.job_id, max(0, sealed.objects))
         elif kind == "job_deleted":
             job_id = event.job_deleted.job_id
             if not _ok_id(job_id):
@@ -212,6 +235,7 @@ class _Batch:
                     "gold": answer.gold,
                     "label": _label(answer.answer)[:500],
                     "active_ms": max(0, answer.active_ms),
+                    "gold_correct": _GOLD_GRADES.get(answer.gold_grade) if answer.gold else None,
                     "paid_at": None,
                 },
             )
@@ -284,6 +308,9 @@ def _terms_of(row: Any) -> JobTerms:
         price_per_hour_cents=int(row.price_per_hour_cents or 0),
         pay_mode=row.pay_mode or domain.PER_ANSWER,
         pay_per_hour_cents=int(row.pay_per_hour_cents or 0),
+        gold_bonus_cents=int(row.gold_bonus_cents or 0),
+        gold_bonus_threshold=float(row.gold_bonus_threshold or 0),
+        gold_bonus_min_answers=int(row.gold_bonus_min_answers or 0),
     )
 
 
@@ -415,11 +442,114 @@ class Ledger:
         j = tables.jobs
         for ids in _chunks(sorted(batch.deleted)):
             conn.execute(sa.update(j).where(j.c.job_id.in_(ids), j.c.deleted_at.is_(None)).values(deleted_at=now))
+        for job_id, objects in sorted(batch.sealed.items()):
+            conn.execute(
+                sa.update(j)
+                .where(j.c.job_id == job_id, j.c.objects_expected.is_(None))
+                .values(objects_expected=objects)
+            )
         insert_ignoring_conflicts(conn, tables.resolved_tasks, [batch.tasks[k] for k in sorted(batch.tasks)])
         insert_ignoring_conflicts(conn, tables.accepted_answers, [batch.answers[k] for k in sorted(batch.answers)])
         paused = self._settle(conn, statements, job_ids, now)
+        self._decide_bonuses(conn, statements, job_ids, now)
         self._scrub_deleted(conn, job_ids)
         return paused
+
+    def _decide_bonuses(self, conn: Connection, statements: _Statements, job_ids: list[str], now: dt.datetime) -> None:
+        """Decides the quality bonuses of the given (locked) jobs that offer one and are now
+        finished: one decision per worker with graded gold answers, a ``bonus`` posting for
+        each qualified one, and the job marked decided so that it never happens again.
+        A deleted job pays no bonus: its labeling was cut short."""
+        j, a, qb = tables.jobs, tables.accepted_answers, tables.quality_bonuses
+        due = [
+            row
+            for ids in _chunks(job_ids)
+            for row in conn.execute(
+                sa.select(j).where(
+                    j.c.job_id.in_(ids),
+                    j.c.has_terms.is_(True),
+                    j.c.gold_bonus_cents > 0,
+                    j.c.objects_expected.is_not(None),
+                    j.c.bonuses_decided_at.is_(None),
+                    j.c.deleted_at.is_(None),
+                )
+            )
+            if domain.job_finished(row.objects_expected, int(row.objects_billed))
+        ]
+        if not due:
+            return
+        paid = sa.and_(a.c.paid_at.is_not(None), a.c.unpaid_reason.is_(None))
+        records_query = (
+            sa.select(
+                a.c.worker_id,
+                sa.func.coalesce(sa.func.sum(sa.case((paid, 1), else_=0)), 0).label("paid_answers"),
+                sa.func.coalesce(sa.func.sum(sa.case((a.c.gold_correct.is_not(None), 1), else_=0)), 0).label("graded"),
+                sa.func.coalesce(sa.func.sum(sa.case((a.c.gold_correct.is_(True), 1), else_=0)), 0).label("correct"),
+            )
+            .where(a.c.job_id == sa.bindparam("b_job"))
+            .group_by(a.c.worker_id)
+            .order_by(a.c.worker_id)
+        )
+        event_id = f"bonus_{uuid.uuid4().hex[:20]}"
+        postings: list[Posting] = []
+        decisions: list[dict[str, Any]] = []
+        earned: defaultdict[tuple[str, str], int] = defaultdict(int)
+        counters: dict[str, JobCounters] = {}
+        for row in due:
+            terms, job = _terms_of(row), _counters_of(row)
+            counters[row.job_id] = job
+            for worker in conn.execute(records_query, {"b_job": row.job_id}):
+                if not worker.graded:
+                    continue
+                record = domain.GoldRecord(
+                    worker.worker_id, int(worker.paid_answers), int(worker.graded), int(worker.correct)
+                )
+                decision = domain.quality_bonus(terms, record, event_id)
+                job.count_bonus(decision)
+                decisions.append(
+                    {
+                        "job_id": row.job_id,
+                        "worker_id": record.worker_id,
+                        "currency": terms.currency,
+                        "amount_cents": decision.amount_cents,
+                        "gold_answers": record.gold_answers,
+                        "gold_correct": record.gold_correct,
+                        "paid_answers": record.paid_answers,
+                        "reason": decision.reason[:300],
+                        "decided_at": now,
+                    }
+                )
+                if decision.posting is not None:
+                    postings.append(decision.posting)
+                    earned[(record.worker_id, terms.currency)] += decision.amount_cents
+        if postings:
+            orgs = {row.job_id: row.client_id for row in due}
+            conn.execute(sa.insert(tables.postings), [_posting_row(p, now, orgs[p.job_id]) for p in postings])
+        if decisions:
+            conn.execute(sa.insert(qb), decisions)
+        conn.execute(
+            statements.write_counters,
+            [
+                {"b_job_id": job_id, **{f"b_{name}": getattr(job, name) for name in _COUNTER_COLUMNS}}
+                for job_id, job in sorted(counters.items())
+            ],
+        )
+        conn.execute(sa.update(j).where(j.c.job_id.in_([row.job_id for row in due])).values(bonuses_decided_at=now))
+        if earned:
+            conn.execute(
+                statements.add_worker_totals,
+                [
+                    {
+                        "worker_id": worker,
+                        "currency": currency,
+                        "earned_cents": cents,
+                        "answers_paid": 0,
+                        "answers_unpaid": 0,
+                        "paid_out_cents": 0,
+                    }
+                    for (worker, currency), cents in sorted(earned.items())
+                ],
+            )
 
     @staticmethod
     def _scrub_deleted(conn: Connection, job_ids: list[str]) -> None:
@@ -778,9 +908,31 @@ class Ledger:
             .offset(offset)
             .limit(size + 1)
         )
+        qb = tables.quality_bonuses
         with snapshot(self._engine) as conn:
             rows = conn.execute(query).all()
             balances = [_balance_of(row) for row in conn.execute(sa.select(w).where(w.c.worker_id == worker_id))]
+            # Few rows (one per finished job), so the first page carries them all.
+            bonus_rows = (
+                conn.execute(
+                    sa.select(qb).where(qb.c.worker_id == worker_id).order_by(qb.c.decided_at, qb.c.job_id)
+                ).all()
+                if offset == 0
+                else []
+            )
+        bonuses = [
+            domain.BonusLine(
+                job_id=row.job_id,
+                amount_cents=int(row.amount_cents),
+                currency=row.currency,
+                gold_answers=int(row.gold_answers),
+                gold_correct=int(row.gold_correct),
+                paid_answers=int(row.paid_answers),
+                reason=row.reason,
+                decided_at=row.decided_at,
+            )
+            for row in bonus_rows
+        ]
         more = len(rows) > size
         lines = [
             StatementLine(
@@ -798,7 +950,7 @@ class Ledger:
             for row in rows[:size]
         ]
         token = domain.encode_page_token(worker_id, offset + size) if more else ""
-        return WorkerStatement(worker_id, lines, balances, token)
+        return WorkerStatement(worker_id, lines, balances, token, bonuses)
 
     def set_budget_cap(self, job_id: str, cap_cents: int) -> MoneySummary:
         """Sets a job's budget cap (0: none): pauses the job when what its client was charged
@@ -938,11 +1090,17 @@ def verify_ledger(engine: Engine) -> Verification:
                 .group_by(a.c.job_id)
             )
         )
+        qb = tables.quality_bonuses
+        decided_bonus_cents = _counts(
+            conn.execute(
+                sa.select(qb.c.job_id, sa.func.coalesce(sa.func.sum(qb.c.amount_cents), 0)).group_by(qb.c.job_id)
+            )
+        )
         auditor = LedgerAuditor(jobs)
         result = conn.execution_options(yield_per=2000).execute(sa.select(p).order_by(p.c.entry_id))
         for row in result:
             auditor.add(int(row.entry_id), _posting_of(row))
-    return auditor.finish(settled_objects, settled_answers, unpaid_answers, billable_ms)
+    return auditor.finish(settled_objects, settled_answers, unpaid_answers, billable_ms, decided_bonus_cents)
 
 
 def _balance_of(row: Any) -> WorkerBalance:

@@ -47,6 +47,7 @@ def _summary(summary: domain.MoneySummary) -> payments_pb2.MoneySummary:
         pause_reason=summary.pause_reason,
         budget_cap_cents=summary.budget_cap_cents,
         active_ms=summary.active_ms,
+        gold_bonus_cents=summary.gold_bonus_cents,
     )
 
 
@@ -76,6 +77,9 @@ def _terms(spec: common_pb2.JobSpec) -> domain.JobTerms:
         price_per_hour_cents=spec.price_per_hour_cents,
         pay_mode=domain.PER_HOUR if spec.pay_mode == common_pb2.PAY_MODE_PER_HOUR else domain.PER_ANSWER,
         pay_per_hour_cents=spec.pay_per_hour_cents,
+        gold_bonus_cents=spec.gold_bonus_cents,
+        gold_bonus_threshold=spec.gold_bonus_threshold,
+        gold_bonus_min_answers=spec.gold_bonus_min_answers,
     )
 
 
@@ -197,8 +201,11 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
         )
 
     def Quote(self, request: payments_pb2.QuoteRequest, context: grpc.ServicerContext) -> payments_pb2.JobQuote:
-        """Raises InvalidArgument("objects" / "expected_overlap" / "seconds_per_answer"). No I/O."""
+        """Raises InvalidArgument("objects" / "expected_overlap" / "seconds_per_answer" /
+        "spec.gold_bonus_cents"). No I/O."""
         spec = request.spec
+        if spec.gold_bonus_cents < 0:
+            raise InvalidArgument("spec.gold_bonus_cents", f"must be >= 0 (got {spec.gold_bonus_cents})")
         estimate = domain.quote(
             _terms(spec),
             request.objects,
@@ -217,6 +224,7 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
             worker_cents=estimate.worker_cents,
             pilot_discount_cents=estimate.pilot_discount_cents,
             margin_cents=estimate.margin_cents,
+            max_gold_bonus_cents=estimate.max_gold_bonus_cents,
         )
 
     def SetBudgetCap(
@@ -251,6 +259,19 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
             ],
             balances=[_balance(b) for b in statement.balances],
             next_page_token=statement.next_page_token,
+            bonuses=[
+                payments_pb2.QualityBonus(
+                    job_id=bonus.job_id,
+                    amount_cents=bonus.amount_cents,
+                    currency=bonus.currency,
+                    gold_answers=bonus.gold_answers,
+                    gold_correct=bonus.gold_correct,
+                    paid_answers=bonus.paid_answers,
+                    reason=bonus.reason,
+                    decided_at=_timestamp(bonus.decided_at),
+                )
+                for bonus in statement.bonuses
+            ],
         )
 
     def CreatePayoutBatch(

@@ -37,6 +37,14 @@ jobs = sa.Table(
     sa.Column("pay_mode", sa.String(16)),
     sa.Column("pay_per_hour_cents", Cents),
     sa.Column("created_at", UtcDateTime),
+    # Quality bonus terms (JobSpec.gold_bonus_*); NULL for jobs stored before them: no bonus.
+    sa.Column("gold_bonus_cents", Cents, nullable=True),
+    sa.Column("gold_bonus_threshold", sa.Float, nullable=True),
+    sa.Column("gold_bonus_min_answers", sa.Integer, nullable=True),
+    # Objects the client wants labeled, from JobSealed; NULL until the job is sealed.
+    sa.Column("objects_expected", sa.BigInteger, nullable=True),
+    # When the quality bonuses of the finished job were decided: they are decided once.
+    sa.Column("bonuses_decided_at", UtcDateTime, nullable=True),
     # The budget cap (0: none) comes with the terms and changes by SetBudgetCap; the job is
     # paused while what its client was charged reaches it.
     sa.Column("budget_cap_cents", Cents, nullable=False, default=0),
@@ -54,6 +62,8 @@ jobs = sa.Table(
     sa.Column("answers_unpaid", sa.BigInteger, nullable=False),
     sa.Column("billed_ms", sa.BigInteger, nullable=False),
     sa.Column("time_bills", sa.BigInteger, nullable=False),
+    sa.Column("bonus_cents", Cents, nullable=False, server_default="0"),
+    sa.Column("bonuses_paid", sa.BigInteger, nullable=False, server_default="0"),
     sa.Index("ix_jobs_currency", "has_terms", "currency"),
 )
 
@@ -88,6 +98,8 @@ accepted_answers = sa.Table(
     sa.Column("label", sa.String(500), nullable=False, default=""),
     # Server-side active time from tasking (AnswerAccepted.active_ms).
     sa.Column("active_ms", sa.BigInteger, nullable=False, default=0),
+    # A gold answer's grade from tasking (AnswerAccepted.gold_grade); NULL when ungraded.
+    sa.Column("gold_correct", sa.Boolean, nullable=True),
     sa.Column("paid_at", UtcDateTime),
     sa.Column("amount_cents", Cents),
     sa.Column("unpaid_reason", sa.String(500)),
@@ -128,6 +140,23 @@ worker_totals = sa.Table(
     sa.Column("answers_paid", sa.BigInteger, nullable=False),
     sa.Column("answers_unpaid", sa.BigInteger, nullable=False, default=0),
     sa.Column("paid_out_cents", Cents, nullable=False, default=0),
+)
+
+# One row per worker who answered gold tasks of a finished job with a quality bonus: the
+# decision, paid or not, with the totals it rests on. Written with the bonus posting.
+quality_bonuses = sa.Table(
+    "quality_bonuses",
+    metadata,
+    sa.Column("job_id", ID, primary_key=True),
+    sa.Column("worker_id", ID, primary_key=True),
+    sa.Column("currency", sa.String(8), nullable=False),
+    sa.Column("amount_cents", Cents, nullable=False),
+    sa.Column("gold_answers", sa.Integer, nullable=False),
+    sa.Column("gold_correct", sa.Integer, nullable=False),
+    sa.Column("paid_answers", sa.Integer, nullable=False),
+    sa.Column("reason", sa.String(300), nullable=False),
+    sa.Column("decided_at", UtcDateTime, nullable=False),
+    sa.Index("ix_quality_bonuses_worker", "worker_id", "decided_at", "job_id"),
 )
 
 make_append_only(postings)

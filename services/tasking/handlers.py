@@ -145,6 +145,7 @@ def _available(wanted: sa.ColumnElement[Any], received: sa.ColumnElement[Any]) -
     return sa.and_(t.c.job_ready, sa.not_(t.c.gold), sa.not_(t.c.resolved), received < wanted)
 
 
+_GOLD_LABEL = sa.select(t.c.gold_label).where(t.c.task_id == sa.bindparam("b_task"))
 _COUNT_ANSWER = (
     sa.update(t)
     .where(t.c.task_id == sa.bindparam("b_task"))
@@ -158,6 +159,20 @@ _COUNT_ANSWER = (
 def _raised(column: sa.ColumnElement[Any], floor: Any) -> sa.ColumnElement[Any]:
     """SQL for max(column, floor) on both SQLite and PostgreSQL."""
     return sa.case((column < floor, floor), else_=column)
+
+
+def _gold_label(task: events_pb2.TaskCreated) -> str | None:
+    """The known label of a gold task; None for a regular task or a gold task without one."""
+    if not task.gold or task.gold_answer.WhichOneof("value") != "classification":
+        return None
+    return task.gold_answer.classification.label[:500] or None
+
+
+def _gold_grade(label: str, gold_label: str | None) -> events_pb2.GoldGrade:
+    """Whether a gold answer is right; unspecified when the task's known label is unknown."""
+    if gold_label is None:
+        return events_pb2.GOLD_GRADE_UNSPECIFIED
+    return events_pb2.GOLD_GRADE_CORRECT if label == gold_label else events_pb2.GOLD_GRADE_WRONG
 
 
 def _timestamp(moment: dt.datetime) -> Timestamp:
@@ -585,6 +600,9 @@ class TaskingService:
                 )
                 if not conn.execute(_COUNT_ANSWER, {"b_task": lease.task_id}).rowcount:
                     raise _TaskGone(lease.task_id)
+                if lease.gold:
+                    gold_label = conn.execute(_GOLD_LABEL, {"b_task": lease.task_id}).scalar()
+                    event.answer_accepted.gold_grade = _gold_grade(answer.label, gold_label)
                 conn.execute(_SET_ASSIGNMENT_STATE, {"b_lease": lease_id, "b_state": "answered", "b_reason": None})
                 enqueue(conn, tables.outbox, [outgoing(self._topics.answers, lease.task_id, event)])
         except _TaskGone:
@@ -932,6 +950,7 @@ class TaskingService:
                     "content_type": task.content_type,
                     "text": task.text if task.text else None,
                     "gold": task.gold,
+                    "gold_label": _gold_label(task),
                     "created_at": created_at,
                     "job_ready": job is not None,
                     "job_created_at": job[1] if job else None,

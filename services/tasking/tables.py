@@ -61,6 +61,9 @@ tasks = sa.Table(
     sa.Column("content_type", sa.String(200), nullable=False, default=""),
     sa.Column("text", sa.Text, nullable=True),
     sa.Column("gold", sa.Boolean, nullable=False),
+    # The known label of a gold task, to grade its answers; NULL for regular tasks and for
+    # gold tasks stored before the column existed (their answers go ungraded).
+    sa.Column("gold_label", sa.String(500), nullable=True),
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("job_ready", sa.Boolean, nullable=False),
     # The job's creation time, copied here so that the candidate index orders jobs FIFO.

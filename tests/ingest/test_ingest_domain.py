@@ -10,7 +10,7 @@ import ingest_samples as samples
 import pytest
 
 from quorum.errors import InvalidArgument
-from services.ingest import domain
+from services.ingest import codec, domain
 from services.ingest.domain import (
     Chunk,
     Content,
@@ -68,6 +68,15 @@ def test_given_values_are_kept() -> None:
     assert normalise_spec(given) == given
 
 
+def test_a_gold_bonus_gets_its_threshold_and_minimum_defaults() -> None:
+    normal = normalise_spec(spec(gold_share=0.1, gold_bonus_cents=3))
+    assert (normal.gold_bonus_cents, normal.gold_bonus_threshold, normal.gold_bonus_min_answers) == (3, 0.9, 5)
+    given = normalise_spec(spec(gold_share=0.1, gold_bonus_cents=3, gold_bonus_threshold=1.0, gold_bonus_min_answers=1))
+    assert (given.gold_bonus_threshold, given.gold_bonus_min_answers) == (1.0, 1)
+    assert normalise_spec(spec()).gold_bonus_threshold == 0
+    assert codec.spec_from_proto(codec.spec_to_proto(normal)) == normal
+
+
 def test_a_non_pilot_job_keeps_a_zero_allowance() -> None:
     assert normalise_spec(spec(pilot=False)).pilot_allowance == 0
 
@@ -107,6 +116,13 @@ BAD_SPECS = [
     ("spec.price_per_hour_cents", {"price_per_hour_cents": -5}),
     ("spec.pay_per_hour_cents", {"pay_mode": "per_hour"}),
     ("spec.budget_cap_cents", {"budget_cap_cents": -1}),
+    ("spec.gold_bonus_cents", {"gold_bonus_cents": -1, "gold_share": 0.1}),
+    ("spec.gold_bonus_cents", {"gold_bonus_cents": 5}),
+    ("spec.gold_bonus_threshold", {"gold_bonus_cents": 5, "gold_share": 0.1, "gold_bonus_threshold": 1.5}),
+    ("spec.gold_bonus_threshold", {"gold_bonus_threshold": -0.1}),
+    ("spec.gold_bonus_threshold", {"gold_bonus_threshold": math.nan}),
+    ("spec.gold_bonus_min_answers", {"gold_bonus_min_answers": -1}),
+    ("spec.gold_bonus_min_answers", {"gold_bonus_min_answers": 10_001}),
 ]
 
 
@@ -361,7 +377,6 @@ def test_classification_makes_one_task_for_the_whole_object(task_type: TaskType)
 
 
 def test_money_modes_default_and_round_trip_through_the_proto() -> None:
-    from services.ingest import codec
 
     normal = normalise_spec(spec(price_mode="per_hour", price_per_hour_cents=1800, budget_cap_cents=10_000))
     assert (normal.price_mode, normal.pay_mode) == ("per_hour", "per_answer")

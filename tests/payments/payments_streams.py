@@ -26,8 +26,15 @@ def job_created(
     price_per_hour: int = 0,
     pay_per_hour: int = 0,
     budget_cap: int = 0,
+    gold_bonus: int = 0,
+    gold_bonus_threshold: float = 0.0,
+    gold_bonus_min_answers: int = 0,
 ) -> events_pb2.Event:
     spec = common_pb2.JobSpec(
+        gold_share=0.2 if gold_bonus else 0.0,
+        gold_bonus_cents=gold_bonus,
+        gold_bonus_threshold=gold_bonus_threshold,
+        gold_bonus_min_answers=gold_bonus_min_answers,
         price_mode=common_pb2.PRICE_MODE_PER_HOUR if price_per_hour else common_pb2.PRICE_MODE_UNSPECIFIED,
         price_per_hour_cents=price_per_hour,
         pay_mode=common_pb2.PAY_MODE_PER_HOUR if pay_per_hour else common_pb2.PAY_MODE_UNSPECIFIED,
@@ -43,6 +50,12 @@ def job_created(
     )
     getattr(spec, task).labels[:] = ["cat", "dog"]
     return events_pb2.Event(event_id=event_id or _eid(), job_created=events_pb2.JobCreated(job_id=job_id, spec=spec))
+
+
+def job_sealed(job_id: str, objects: int, event_id: str | None = None) -> events_pb2.Event:
+    return events_pb2.Event(
+        event_id=event_id or _eid(), job_sealed=events_pb2.JobSealed(job_id=job_id, objects=objects)
+    )
 
 
 def task_resolved(
@@ -73,9 +86,20 @@ def answer_accepted(
     label: str = "cat",
     active_ms: int = 0,
     gold: bool = False,
+    right: bool | None = None,
 ) -> events_pb2.Event:
+    """``right`` grades a gold answer as tasking does (None: ungraded)."""
+    grade = events_pb2.GOLD_GRADE_UNSPECIFIED
+    if right is not None:
+        grade = events_pb2.GOLD_GRADE_CORRECT if right else events_pb2.GOLD_GRADE_WRONG
     accepted = events_pb2.AnswerAccepted(
-        answer_id=answer_id, task_id=task_id, job_id=job_id, worker_id=worker_id, active_ms=active_ms, gold=gold
+        answer_id=answer_id,
+        task_id=task_id,
+        job_id=job_id,
+        worker_id=worker_id,
+        active_ms=active_ms,
+        gold=gold,
+        gold_grade=grade,
     )
     accepted.answer.classification.label = label
     return events_pb2.Event(event_id=event_id or _eid(), answer_accepted=accepted)
@@ -141,14 +165,42 @@ class JobPlan:
         return sum(self.details[a][2] for a in self.paid_answers)
 
     @property
+    def time_cents(self) -> int:
+        """A per-hour job's whole price: its billable active time at the hourly rate."""
+        return self.billed_ms * self.price_per_hour // 3_600_000
+
+    @property
+    def hourly_pilot(self) -> bool:
+        """A per-hour pilot: which answers the allowance covers depends on settlement order."""
+        return bool(self.price_per_hour) and self.pilot
+
+    @property
+    def free_answers(self) -> int:
+        return min(len(self.paid_answers), self.effective_allowance)
+
+    def subsidy_bounds(self) -> tuple[int, int]:
+        """A per-hour pilot's subsidy lies between the price of its ``free_answers`` shortest
+        and longest billable answers, whatever order they were settled in."""
+        times = sorted(self.details[a][2] for a in self.paid_answers)
+        free = self.free_answers
+        shortest, longest = sum(times[:free]), sum(times[len(times) - free :]) if free else 0
+        return shortest * self.price_per_hour // 3_600_000, longest * self.price_per_hour // 3_600_000
+
+    @property
     def charged_cents(self) -> int:
+        """What the client is charged; for a per-hour pilot only when order cannot matter."""
+        if self.hourly_pilot:
+            if self.free_answers < len(self.paid_answers):
+                raise ValueError("a per-hour pilot's charge depends on order: use subsidy_bounds")
+            return 0
         if self.price_per_hour:
-            # Per-hour plans are never pilots in the generator: the subsidy split depends on order.
-            return self.billed_ms * self.price_per_hour // 3_600_000
+            return self.time_cents
         return max(0, self.resolved - self.effective_allowance) * self.price
 
     @property
     def subsidy_cents(self) -> int:
+        if self.hourly_pilot:
+            return self.time_cents - self.charged_cents
         return 0 if self.price_per_hour else self.pilot_objects * self.price
 
     @property

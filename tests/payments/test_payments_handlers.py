@@ -119,9 +119,10 @@ def test_the_first_job_created_wins(ledger: Ledger) -> None:
 
 
 def test_other_payloads_and_malformed_events_are_ignored(ledger: Ledger, engine: Engine) -> None:
-    sealed = events_pb2.Event(event_id="s1", job_sealed=events_pb2.JobSealed(job_id="j", objects=3))
+    paused = events_pb2.Event(event_id="p1", job_paused=events_pb2.JobPaused(job_id="j", reason="cap"))
     created = events_pb2.Event(event_id="c1", task_created=events_pb2.TaskCreated(task_id="t1", job_id="j"))
-    ledger.handle_events([sealed, created, task_resolved("", "j"), answer_accepted("a1", "t1", "j", "")])
+    unsealed = events_pb2.Event(event_id="s1", job_sealed=events_pb2.JobSealed(objects=3))
+    ledger.handle_events([paused, created, unsealed, task_resolved("", "j"), answer_accepted("a1", "t1", "j", "")])
     with engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(tables.jobs)).scalar_one() == 0
     assert keys(engine) == []
@@ -300,6 +301,65 @@ def test_two_processes_applying_the_same_events_never_double_post(payments_db_ur
     assert summary.billed_cents == (120 - 7) * 20
     assert summary.paid_cents == 360 * 3
     assert sum(ledger.worker_balance(f"w{w}").answers_paid for w in range(5)) == 360
+    verification = ledger.verify()
+    assert verification.problems == []
+
+
+def test_concurrent_payout_batches_from_two_replicas_never_pay_twice(payments_db_url: str, engine: Engine) -> None:
+    """Two replicas (two engines on one database, as two service processes) each create
+    payout batches from two threads while a third replica keeps settling answers: every
+    cent earned is paid out once, and no worker is ever paid more than earned."""
+    events = _stream(jobs=2, tasks=30, answers=3)
+    engines = [make_engine(payments_db_url) for _ in range(3)]
+    errors: list[BaseException] = []
+    settled = threading.Event()
+    batches: list[Any] = []
+
+    def settle(eng: Engine) -> None:
+        try:
+            replica = Ledger(eng)
+            for start in range(0, len(events), 10):
+                replica.handle_events(events[start : start + 10])
+        except BaseException as error:
+            errors.append(error)
+        finally:
+            settled.set()
+
+    def pay_out(eng: Engine) -> None:
+        replica = Ledger(eng)
+        try:
+            while not settled.is_set():
+                batches.append(replica.create_payout_batch("USD", 0))
+            batches.append(replica.create_payout_batch("USD", 0))
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=settle, args=(engines[0],))]
+    threads += [threading.Thread(target=pay_out, args=(eng,)) for eng in engines[1:] for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    for eng in engines:
+        eng.dispose()
+    assert errors == []
+    ledger = Ledger(engine)
+    # One more batch after every writer stopped: nothing may be left to pay.
+    assert ledger.create_payout_batch("USD", 0).payouts == []
+    paid_out: dict[str, int] = {}
+    for batch in batches:
+        workers = [p.worker_id for p in batch.payouts]
+        assert len(workers) == len(set(workers))
+        for p in batch.payouts:
+            paid_out[p.worker_id] = paid_out.get(p.worker_id, 0) + p.amount_cents
+    balances = {w: ledger.worker_balance(f"w{w}") for w in range(5)}
+    assert sum(b.answers_paid for b in balances.values()) == 2 * 30 * 3
+    for w, balance in balances.items():
+        assert paid_out.get(f"w{w}", 0) == balance.earned_cents == balance.paid_out_cents
+    p = tables.postings
+    with engine.connect() as conn:
+        payout_cents = conn.execute(sa.select(sa.func.sum(p.c.amount_cents)).where(p.c.kind == "payout")).scalar_one()
+    assert payout_cents == 2 * 30 * 3 * 3
     verification = ledger.verify()
     assert verification.problems == []
 

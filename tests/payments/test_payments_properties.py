@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine
 from quorum.db import make_engine
 from quorum.v1 import events_pb2
 from services.payments import tables
+from services.payments.domain import PLATFORM_PILOT_SUBSIDY
 from services.payments.handlers import Ledger, verify_ledger
 
 
@@ -37,7 +38,7 @@ def plans(draw: st.DrawFn) -> tuple[list[JobPlan], list[events_pb2.Event]]:
             price=draw(st.sampled_from([0, 1, 35, 120])),
             pay=draw(st.sampled_from([0, 2, 7])),
             currency=draw(st.sampled_from(["", "USD", "eur"])),
-            pilot=False if per_hour else draw(st.booleans()),
+            pilot=draw(st.booleans()),
             allowance=draw(st.integers(0, 4)),
             price_per_hour=draw(st.sampled_from([1, 999, 3000])) if per_hour else 0,
             pay_per_hour=draw(st.sampled_from([0, 700, 1200])),
@@ -89,19 +90,25 @@ def check_ledger(engine: Engine, jobs: list[JobPlan]) -> None:
         rows = conn.execute(sa.select(p.c.posting_key, p.c.job_id, p.c.kind)).all()
     assert len({row.posting_key for row in rows}) == len(rows)
     earned: Counter[tuple[str, str]] = Counter()
+    subsidies: Counter[str] = Counter()
     for job in jobs:
         summary = ledger.money_summary(job.job_id)
         assert summary.currency == job.currency_code
         assert summary.objects_billed == job.resolved
-        assert summary.billed_cents == job.charged_cents
-        assert summary.pilot_subsidy_cents == job.subsidy_cents
+        if job.hourly_pilot and job.free_answers < len(job.paid_answers):
+            check_hourly_pilot(ledger, job)
+        else:
+            assert summary.billed_cents == job.charged_cents
+            assert summary.pilot_subsidy_cents == job.subsidy_cents
+        subsidies[job.currency_code] += summary.pilot_subsidy_cents
+        charged = summary.billed_cents
         assert summary.answers_paid == len(job.paid_answers)
         assert summary.answers_unpaid == job.unpaid_answers
         assert summary.paid_cents == job.paid_cents
-        assert summary.margin_cents == job.charged_cents - job.paid_cents
+        assert summary.margin_cents == charged - job.paid_cents
         invoice = ledger.invoice(job.job_id)
-        assert invoice.total_cents == job.charged_cents
-        assert sum(line.amount_cents for line in invoice.lines) == job.charged_cents
+        assert invoice.total_cents == charged
+        assert sum(line.amount_cents for line in invoice.lines) == charged
         assert invoice.pilot_objects == job.pilot_objects
         assert invoice.objects_labeled == job.resolved
         job_rows = [row for row in rows if row.job_id == job.job_id]
@@ -112,10 +119,32 @@ def check_ledger(engine: Engine, jobs: list[JobPlan]) -> None:
         )
         for worker, cents in job.worker_earnings().items():
             earned[(worker, job.currency_code)] += cents
+    # The platform's pilot giveaways are visible on their own account, per currency.
+    subsidy_account = {
+        a.currency: a.balance_cents for a in verification.accounts if a.account == PLATFORM_PILOT_SUBSIDY
+    }
+    assert subsidy_account == {c: cents for c, cents in subsidies.items() if cents}
     for (worker, currency), cents in earned.items():
         if all(c == currency for (w, c) in earned if w == worker):
             balance = ledger.worker_balance(worker)
             assert (balance.currency, balance.earned_cents) == (currency, cents)
+
+
+def check_hourly_pilot(ledger: Ledger, job: JobPlan) -> None:
+    """A per-hour pilot whose allowance does not cover every billable answer: the client
+    and the subsidy together pay exactly the active hours at the rate, the subsidy is the
+    price of ``free_answers`` of them, and the invoice shows both."""
+    summary = ledger.money_summary(job.job_id)
+    assert summary.billed_cents + summary.pilot_subsidy_cents == job.time_cents
+    low, high = job.subsidy_bounds()
+    assert low <= summary.pilot_subsidy_cents <= high
+    assert job.time_cents - high <= summary.billed_cents <= job.time_cents - low
+    assert summary.active_ms == job.billed_ms
+    lines = ledger.invoice(job.job_id).lines
+    assert lines[0].amount_cents == job.time_cents
+    assert lines[0].quantity == job.billed_ms // 1000
+    if summary.pilot_subsidy_cents:
+        assert (lines[1].quantity, lines[1].amount_cents) == (job.free_answers, -summary.pilot_subsidy_cents)
 
 
 def apply(engine: Engine, jobs: list[JobPlan], batches: list[list[events_pb2.Event]]) -> None:

@@ -3,14 +3,15 @@ events in through Kafka, figures out through gRPC."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import grpc
 import pytest
-from payments_streams import answer_accepted, job_created, task_resolved
-from quorum_testing import admin_key
+from payments_streams import answer_accepted, job_created, job_sealed, task_resolved
+from quorum_testing import admin_key, worker_key
 
 from quorum.messaging import Publisher, Topics, outgoing
 from quorum.rpc import channel
@@ -54,6 +55,8 @@ def publish(bootstrap: str, prefix: str, events: list[events_pb2.Event]) -> None
         kind = event.WhichOneof("payload")
         if kind == "job_created":
             records.append(outgoing(topics.jobs, event.job_created.job_id, event))
+        elif kind == "job_sealed":
+            records.append(outgoing(topics.jobs, event.job_sealed.job_id, event))
         elif kind == "task_resolved":
             records.append(outgoing(topics.results, event.task_resolved.task_id, event))
         else:
@@ -321,3 +324,83 @@ def test_period_invoice_sums_a_clients_charges_per_job(
             stub.GetPeriodInvoice(bad, timeout=5)
         assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert field in (failure.value.details() or "")
+
+
+@pytest.mark.parametrize("service_settings", ["sqlite", "postgres"], indirect=True)
+def test_quality_bonus_and_concurrent_payouts_over_grpc(
+    running: RunningService,
+    stub: payments_pb2_grpc.PaymentsServiceStub,
+    service_settings: Settings,
+    kafka_bootstrap: str,
+    topic_prefix: str,
+) -> None:
+    from quorum.v1 import common_pb2
+
+    spec = common_pb2.JobSpec(
+        client_id="acme",
+        text_classification=common_pb2.ClassificationConfig(labels=["cat", "dog"]),
+        overlap=common_pb2.Overlap(min=2, max=2),
+        price_per_object_cents=40,
+        pay_per_answer_cents=9,
+        gold_bonus_cents=2,
+    )
+    quote = stub.Quote(payments_pb2.QuoteRequest(spec=spec, objects=10), timeout=5)
+    assert (quote.expected_answers, quote.max_gold_bonus_cents) == (20, 40)
+
+    # Five gold answers each; "sharp" gets them all right, "dull" three of five.
+    events = [job_created("bonus", price=40, pay=9, gold_bonus=2, gold_bonus_threshold=0.8), job_sealed("bonus", 3)]
+    for worker, right in (("sharp", 5), ("dull", 3)):
+        events += [
+            answer_accepted(f"{worker}-g{i}", f"g{i}", "bonus", worker, gold=True, right=i < right) for i in range(5)
+        ]
+        events += [answer_accepted(f"{worker}-t{t}", f"t{t}", "bonus", worker) for t in range(3)]
+    events += [task_resolved(f"t{t}", "bonus") for t in range(3)]
+    publish(kafka_bootstrap, topic_prefix, events)
+
+    summary = eventually(
+        lambda: stub.GetMoneySummary(payments_pb2.GetMoneySummaryRequest(job_id="bonus"), timeout=5),
+        lambda s: s.gold_bonus_cents > 0,
+    )
+    assert (summary.objects_billed, summary.answers_paid, summary.gold_bonus_cents) == (3, 16, 16)
+    assert summary.margin_cents == 120 - 16 * 9 - 16
+
+    with channel(f"127.0.0.1:{running.port}", api_key=worker_key(service_settings, "sharp")) as ch:
+        own = payments_pb2_grpc.PaymentsServiceStub(ch)
+        statement = own.GetWorkerStatement(payments_pb2.GetWorkerStatementRequest(worker_id="sharp"), timeout=5)
+        with pytest.raises(grpc.RpcError) as other:
+            own.GetWorkerStatement(payments_pb2.GetWorkerStatementRequest(worker_id="dull"), timeout=5)
+    assert other.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    (bonus,) = statement.bonuses
+    assert (bonus.job_id, bonus.amount_cents, bonus.gold_answers, bonus.gold_correct, bonus.paid_answers) == (
+        "bonus",
+        16,
+        5,
+        5,
+        8,
+    )
+    assert statement.balances[0].earned_cents == 8 * 9 + 16
+    (missed,) = stub.GetWorkerStatement(payments_pb2.GetWorkerStatementRequest(worker_id="dull"), timeout=5).bonuses
+    assert missed.amount_cents == 0 and "3 of 5" in missed.reason
+
+    # Several payout batches at once: each worker is paid out exactly once.
+    batches: list[payments_pb2.PayoutBatch] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def pay_out() -> None:
+        try:
+            start.wait()
+            batches.append(stub.CreatePayoutBatch(payments_pb2.CreatePayoutBatchRequest(currency="USD"), timeout=30))
+        except BaseException as error:  # reported by the main thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=pay_out) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    paid = sorted((p.worker_id, p.amount_cents) for batch in batches for p in batch.payouts)
+    assert paid == [("dull", 8 * 9), ("sharp", 8 * 9 + 16)]
+    verification = stub.VerifyLedger(payments_pb2.VerifyLedgerRequest(), timeout=10)
+    assert verification.balanced, list(verification.problems)

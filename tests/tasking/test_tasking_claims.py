@@ -13,6 +13,7 @@ import redis
 from tasking_helpers import Built, job_created, label, more_answers, resolved, task_created
 
 from quorum.errors import FailedPrecondition, InvalidArgument, NotFound
+from quorum.v1 import events_pb2
 from services.tasking import tables
 from services.tasking.domain import HandedOutTask
 
@@ -345,6 +346,26 @@ def test_gold_is_mixed_in_at_the_share_and_once_per_worker(tasking: Built) -> No
     assert len(gold_answers) == golds
     accepted = [e.answer_accepted for _, _, e in tasking.outbox_events()]
     assert sum(a.gold for a in accepted) == golds
+
+
+def test_gold_answers_are_graded_against_the_known_label(tasking: Built) -> None:
+    load(tasking, "j1", 40, gold=20, overlap=(1, 1), gold_share=0.5)
+    tasking.service.handle_events([task_created("j1-nolabel", "j1", gold=True)])
+    session = tasking.session("alice")
+    for turn in range(40):
+        task = tasking.service.next_task(session)
+        assert task is not None
+        tasking.service.submit_answer(session, task.lease_id, label("cat" if turn % 2 else "dog"))
+    accepted = [e.answer_accepted for _, _, e in tasking.outbox_events()]
+    gold = [a for a in accepted if a.gold]
+    assert gold, "the share should have mixed in gold tasks"
+    for a in accepted:
+        if not a.gold or a.task_id == "j1-nolabel":
+            assert a.gold_grade == events_pb2.GOLD_GRADE_UNSPECIFIED
+        else:
+            right = a.answer.classification.label == "cat"
+            assert a.gold_grade == (events_pb2.GOLD_GRADE_CORRECT if right else events_pb2.GOLD_GRADE_WRONG)
+    assert {a.gold_grade for a in gold} >= {events_pb2.GOLD_GRADE_CORRECT, events_pb2.GOLD_GRADE_WRONG}
 
 
 def test_gold_alone_is_not_handed_out(tasking: Built) -> None:
