@@ -207,6 +207,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
         pilot=args.pilot,
         pilot_allowance=args.pilot_allowance,
         expert_review=args.expert_review,
+        gold_bonus_cents=args.gold_bonus_cents,
+        gold_bonus_threshold=args.gold_bonus_threshold,
+        gold_bonus_min_answers=args.gold_bonus_min_answers,
     )
     if is_images:
         spec.image_classification.CopyFrom(config)
@@ -771,6 +774,11 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="send objects still below the target at max overlap to a reviewer instead of resolving them",
     )
+    submit.add_argument(
+        "--gold-bonus-cents", type=int, default=0, help="bonus per paid answer for workers accurate on gold"
+    )
+    submit.add_argument("--gold-bonus-threshold", type=float, default=0, help="gold accuracy for the bonus (0.9)")
+    submit.add_argument("--gold-bonus-min-answers", type=int, default=0, help="gold answers needed first (5)")
     submit.add_argument("--sla-hours", type=float, default=0)
     submit.add_argument("--no-seal", action="store_true", help="leave the job open for more uploads")
     submit.set_defaults(func=cmd_submit)
