@@ -62,31 +62,31 @@ _CONFIGS: Final[Mapping[str, type[Message]]] = {
 
 def answer_text(answer: common_pb2.Answer) -> str:
     """The stored form of an answer: the label of a classification answer, canonical JSON
-    (sorted keys, no spaces) of any other member, "" for an empty answer."""
+    (sorted keys, no spaces) of the whole answer otherwise, e.g. ``{"boxes":{}}``; "" for an
+    empty answer. A classification label never starts with "{" (ingest refuses it), so the
+    form says which it is."""
     kind = answer.WhichOneof("value")
     if kind is None:
         return ""
     if kind == "classification":
         return answer.classification.label
-    body = json_format.MessageToDict(getattr(answer, kind), preserving_proto_field_name=True)
+    body = json_format.MessageToDict(answer, preserving_proto_field_name=True)
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def answer_from_text(kind: str, text: str) -> common_pb2.Answer:
-    """The answer whose :func:`answer_text` is ``text``, for answer kind ``kind``. An empty
-    text of a classification kind is an empty answer. Raises ValueError for a text that is not
-    that kind's JSON."""
-    if kind == "classification":
-        return (
-            common_pb2.Answer(classification=common_pb2.ClassificationAnswer(label=text))
-            if text
-            else common_pb2.Answer()
-        )
+def answer_from_text(text: str) -> common_pb2.Answer:
+    """The answer whose :func:`answer_text` is ``text``; "" gives an empty answer. Raises
+    ValueError for a JSON text that is no answer."""
+    if not text:
+        return common_pb2.Answer()
+    if not text.startswith(ANSWER_JSON_START):
+        return common_pb2.Answer(classification=common_pb2.ClassificationAnswer(label=text))
     answer = common_pb2.Answer()
     try:
-        json_format.Parse(text or "{}", getattr(answer, kind))
-    except (json_format.ParseError, AttributeError) as exc:
-        raise ValueError(f"not a {kind} answer: {exc}") from exc
-    # An empty member (e.g. no box) is still an answer of that kind.
-    getattr(answer, kind).SetInParent()
+        json_format.Parse(text, answer)
+    except json_format.ParseError as exc:
+        raise ValueError(f"not an answer: {exc}") from exc
     return answer
+
+
+ANSWER_JSON_START: Final = "{"

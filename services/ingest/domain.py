@@ -272,6 +272,9 @@ def _normalise_labels(labels: Iterable[str], field_path: str) -> tuple[str, ...]
     for index, label in enumerate(stripped):
         if not label:
             raise InvalidArgument(field_path, f"label {index} is blank")
+        if label.startswith("{"):
+            # Stored answers starting with "{" are structured answers (quorum.taskmessages).
+            raise InvalidArgument(field_path, f"label {index} starts with '{{'")
         if len(label) > MAX_LABEL_CHARS:
             raise InvalidArgument(field_path, f"label {index} has {len(label)} characters; at most {MAX_LABEL_CHARS}")
         if label in seen:

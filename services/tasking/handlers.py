@@ -51,7 +51,6 @@ from quorum.v1 import events_pb2
 from services.tasking import tables
 from services.tasking.domain import (
     ACTIVE_WINDOW,
-    ANSWER_KIND_FOR_TASK_TYPE,
     SERIES_MINUTES,
     Candidate,
     HandedOutTask,
@@ -556,7 +555,7 @@ class TaskingService:
         # The lease was read before the take, so it holds the time counted up to the last
         # heartbeat; the submit is the last activity point.
         active_ms = lease.active_ms_at(int(submitted_at.timestamp() * 1000))
-        answer_pb = taskmessages.answer_from_text(ANSWER_KIND_FOR_TASK_TYPE[rules.task_type], answer.stored)
+        answer_pb = taskmessages.answer_from_text(answer.stored)
         event = events_pb2.Event(
             answer_accepted=events_pb2.AnswerAccepted(
                 answer_id=answer_id,

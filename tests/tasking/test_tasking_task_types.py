@@ -81,7 +81,7 @@ def test_boxes_are_accepted_stored_and_announced_as_given(tasking_db: Built) -> 
     assert wrong_kind.value.field == "answer"
     answer_id = submit(tasking_db, session, lease_id, boxes=drawn)
     (row,) = tasking_db.rows(tables.answers, tables.answers.c.answer_id == answer_id)
-    assert row.label.startswith('{"boxes":[')
+    assert row.label.startswith('{"boxes":{"boxes":[')
     (accepted,) = [e.answer_accepted for _, _, e in tasking_db.outbox_events() if e.HasField("answer_accepted")]
     assert accepted.answer.boxes == drawn
 
