@@ -25,27 +25,69 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16quorum/v1/common.proto\x12\tquorum.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"#\n\x07Overlap\x12\x0b\n\x03min\x18\x01 \x01(\x05\x12\x0b\n\x03max\x18\x02 \x01(\x05\"&\n\x14\x43lassificationConfig\x12\x0e\n\x06labels\x18\x01 \x03(\t\"\xf1\x05\n\x07JobSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12?\n\x14image_classification\x18\n \x01(\x0b\x32\x1f.quorum.v1.ClassificationConfigH\x00\x12>\n\x13text_classification\x18\x0b \x01(\x0b\x32\x1f.quorum.v1.ClassificationConfigH\x00\x12\x14\n\x0cinstructions\x18\x03 \x01(\t\x12#\n\x07overlap\x18\x04 \x01(\x0b\x32\x12.quorum.v1.Overlap\x12\x19\n\x11target_confidence\x18\x05 \x01(\x01\x12\x12\n\ngold_share\x18\x06 \x01(\x01\x12\x1e\n\x16price_per_object_cents\x18\x07 \x01(\x03\x12\x1c\n\x14pay_per_answer_cents\x18\x08 \x01(\x03\x12\x10\n\x08\x63urrency\x18\t \x01(\t\x12\r\n\x05pilot\x18\x0c \x01(\x08\x12\x17\n\x0fpilot_allowance\x18\r \x01(\x05\x12\x30\n\x0csla_deadline\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rlease_seconds\x18\x0f \x01(\x05\x12(\n\nprice_mode\x18\x10 \x01(\x0e\x32\x14.quorum.v1.PriceMode\x12\x1c\n\x14price_per_hour_cents\x18\x11 \x01(\x03\x12$\n\x08pay_mode\x18\x12 \x01(\x0e\x32\x12.quorum.v1.PayMode\x12\x1a\n\x12pay_per_hour_cents\x18\x13 \x01(\x03\x12\x18\n\x10\x62udget_cap_cents\x18\x14 \x01(\x03\x12\x15\n\rexpert_review\x18\x15 \x01(\x08\x12\x18\n\x10gold_bonus_cents\x18\x16 \x01(\x03\x12\x1c\n\x14gold_bonus_threshold\x18\x17 \x01(\x01\x12\x1e\n\x16gold_bonus_min_answers\x18\x18 \x01(\x05\x42\x06\n\x04task\"%\n\x14\x43lassificationAnswer\x12\r\n\x05label\x18\x01 \x01(\t\"L\n\x06\x41nswer\x12\x39\n\x0e\x63lassification\x18\x01 \x01(\x0b\x32\x1f.quorum.v1.ClassificationAnswerH\x00\x42\x07\n\x05value\",\n\x0bMinuteCount\x12\x0e\n\x06minute\x18\x01 \x01(\x03\x12\r\n\x05\x63ount\x18\x02 \x01(\x03*[\n\tPriceMode\x12\x1a\n\x16PRICE_MODE_UNSPECIFIED\x10\x00\x12\x19\n\x15PRICE_MODE_PER_OBJECT\x10\x01\x12\x17\n\x13PRICE_MODE_PER_HOUR\x10\x02*S\n\x07PayMode\x12\x18\n\x14PAY_MODE_UNSPECIFIED\x10\x00\x12\x17\n\x13PAY_MODE_PER_ANSWER\x10\x01\x12\x15\n\x11PAY_MODE_PER_HOUR\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16quorum/v1/common.proto\x12\tquorum.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"#\n\x07Overlap\x12\x0b\n\x03min\x18\x01 \x01(\x05\x12\x0b\n\x03max\x18\x02 \x01(\x05\"&\n\x14\x43lassificationConfig\x12\x0e\n\x06labels\x18\x01 \x03(\t\"\"\n\x10MultiLabelConfig\x12\x0e\n\x06labels\x18\x01 \x03(\t\"#\n\x11\x42oundingBoxConfig\x12\x0e\n\x06labels\x18\x01 \x03(\t\"!\n\x0fKeypointsConfig\x12\x0e\n\x06labels\x18\x01 \x03(\t\"$\n\x12SegmentationConfig\x12\x0e\n\x06labels\x18\x01 \x03(\t\"\x1d\n\x0bSpansConfig\x12\x0e\n\x06labels\x18\x01 \x03(\t\"(\n\x13TranscriptionConfig\x12\x11\n\tmax_chars\x18\x01 \x01(\x05\"5\n\x0ePairwiseConfig\x12\x10\n\x08question\x18\x01 \x01(\t\x12\x11\n\tallow_tie\x18\x02 \x01(\x08\"\x98\t\n\x07JobSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12?\n\x14image_classification\x18\n \x01(\x0b\x32\x1f.quorum.v1.ClassificationConfigH\x00\x12>\n\x13text_classification\x18\x0b \x01(\x0b\x32\x1f.quorum.v1.ClassificationConfigH\x00\x12\x41\n\x1amulti_label_classification\x18\x1e \x01(\x0b\x32\x1b.quorum.v1.MultiLabelConfigH\x00\x12\x36\n\x0e\x62ounding_boxes\x18\x1f \x01(\x0b\x32\x1c.quorum.v1.BoundingBoxConfigH\x00\x12/\n\tkeypoints\x18  \x01(\x0b\x32\x1a.quorum.v1.KeypointsConfigH\x00\x12\x35\n\x0csegmentation\x18! \x01(\x0b\x32\x1d.quorum.v1.SegmentationConfigH\x00\x12+\n\tner_spans\x18\" \x01(\x0b\x32\x16.quorum.v1.SpansConfigH\x00\x12\x37\n\rtranscription\x18# \x01(\x0b\x32\x1e.quorum.v1.TranscriptionConfigH\x00\x12\x38\n\x13pairwise_comparison\x18$ \x01(\x0b\x32\x19.quorum.v1.PairwiseConfigH\x00\x12\x14\n\x0cinstructions\x18\x03 \x01(\t\x12#\n\x07overlap\x18\x04 \x01(\x0b\x32\x12.quorum.v1.Overlap\x12\x19\n\x11target_confidence\x18\x05 \x01(\x01\x12\x12\n\ngold_share\x18\x06 \x01(\x01\x12\x1e\n\x16price_per_object_cents\x18\x07 \x01(\x03\x12\x1c\n\x14pay_per_answer_cents\x18\x08 \x01(\x03\x12\x10\n\x08\x63urrency\x18\t \x01(\t\x12\r\n\x05pilot\x18\x0c \x01(\x08\x12\x17\n\x0fpilot_allowance\x18\r \x01(\x05\x12\x30\n\x0csla_deadline\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rlease_seconds\x18\x0f \x01(\x05\x12(\n\nprice_mode\x18\x10 \x01(\x0e\x32\x14.quorum.v1.PriceMode\x12\x1c\n\x14price_per_hour_cents\x18\x11 \x01(\x03\x12$\n\x08pay_mode\x18\x12 \x01(\x0e\x32\x12.quorum.v1.PayMode\x12\x1a\n\x12pay_per_hour_cents\x18\x13 \x01(\x03\x12\x18\n\x10\x62udget_cap_cents\x18\x14 \x01(\x03\x12\x15\n\rexpert_review\x18\x15 \x01(\x08\x12\x18\n\x10gold_bonus_cents\x18\x16 \x01(\x03\x12\x1c\n\x14gold_bonus_threshold\x18\x17 \x01(\x01\x12\x1e\n\x16gold_bonus_min_answers\x18\x18 \x01(\x05\x12\"\n\x1aprice_per_annotation_cents\x18\x19 \x01(\x03\x42\x06\n\x04task\"%\n\x14\x43lassificationAnswer\x12\r\n\x05label\x18\x01 \x01(\t\"7\n\x10MultiLabelAnswer\x12\x0e\n\x06labels\x18\x01 \x03(\t\x12\x13\n\x0b\x63onfidences\x18\x02 \x03(\x01\"T\n\x03\x42ox\x12\r\n\x05label\x18\x01 \x01(\t\x12\t\n\x01x\x18\x02 \x01(\x01\x12\t\n\x01y\x18\x03 \x01(\x01\x12\t\n\x01w\x18\x04 \x01(\x01\x12\t\n\x01h\x18\x05 \x01(\x01\x12\x12\n\nconfidence\x18\x06 \x01(\x01\",\n\x0b\x42oxesAnswer\x12\x1d\n\x05\x62oxes\x18\x01 \x03(\x0b\x32\x0e.quorum.v1.Box\"C\n\x08Keypoint\x12\r\n\x05label\x18\x01 \x01(\t\x12\t\n\x01x\x18\x02 \x01(\x01\x12\t\n\x01y\x18\x03 \x01(\x01\x12\x12\n\nconfidence\x18\x04 \x01(\x01\"6\n\x0fKeypointsAnswer\x12#\n\x06points\x18\x01 \x03(\x0b\x32\x13.quorum.v1.Keypoint\"\x1d\n\x05Point\x12\t\n\x01x\x18\x01 \x01(\x01\x12\t\n\x01y\x18\x02 \x01(\x01\"N\n\x07Polygon\x12\r\n\x05label\x18\x01 \x01(\t\x12 \n\x06points\x18\x02 \x03(\x0b\x32\x10.quorum.v1.Point\x12\x12\n\nconfidence\x18\x03 \x01(\x01\"6\n\x0ePolygonsAnswer\x12$\n\x08polygons\x18\x01 \x03(\x0b\x32\x12.quorum.v1.Polygon\"X\n\x04Mask\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05width\x18\x02 \x01(\x05\x12\x0e\n\x06height\x18\x03 \x01(\x05\x12\x0e\n\x06\x63ounts\x18\x04 \x03(\x05\x12\x12\n\nconfidence\x18\x05 \x01(\x01\"-\n\x0bMasksAnswer\x12\x1e\n\x05masks\x18\x01 \x03(\x0b\x32\x0f.quorum.v1.Mask\"E\n\x04Span\x12\r\n\x05start\x18\x01 \x01(\x05\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x05\x12\r\n\x05label\x18\x03 \x01(\t\x12\x12\n\nconfidence\x18\x04 \x01(\x01\"-\n\x0bSpansAnswer\x12\x1e\n\x05spans\x18\x01 \x03(\x0b\x32\x0f.quorum.v1.Span\"#\n\x13TranscriptionAnswer\x12\x0c\n\x04text\x18\x01 \x01(\t\"0\n\x0ePairwiseAnswer\x12\x0e\n\x06winner\x18\x01 \x01(\t\x12\x0e\n\x06\x61_wins\x18\x02 \x01(\x01\"\xc3\x03\n\x06\x41nswer\x12\x39\n\x0e\x63lassification\x18\x01 \x01(\x0b\x32\x1f.quorum.v1.ClassificationAnswerH\x00\x12\x32\n\x0bmulti_label\x18\x02 \x01(\x0b\x32\x1b.quorum.v1.MultiLabelAnswerH\x00\x12\'\n\x05\x62oxes\x18\x03 \x01(\x0b\x32\x16.quorum.v1.BoxesAnswerH\x00\x12/\n\tkeypoints\x18\x04 \x01(\x0b\x32\x1a.quorum.v1.KeypointsAnswerH\x00\x12-\n\x08polygons\x18\x05 \x01(\x0b\x32\x19.quorum.v1.PolygonsAnswerH\x00\x12\'\n\x05masks\x18\x06 \x01(\x0b\x32\x16.quorum.v1.MasksAnswerH\x00\x12\'\n\x05spans\x18\x07 \x01(\x0b\x32\x16.quorum.v1.SpansAnswerH\x00\x12\x37\n\rtranscription\x18\x08 \x01(\x0b\x32\x1e.quorum.v1.TranscriptionAnswerH\x00\x12-\n\x08pairwise\x18\t \x01(\x0b\x32\x19.quorum.v1.PairwiseAnswerH\x00\x42\x07\n\x05value\",\n\x0bMinuteCount\x12\x0e\n\x06minute\x18\x01 \x01(\x03\x12\r\n\x05\x63ount\x18\x02 \x01(\x03*[\n\tPriceMode\x12\x1a\n\x16PRICE_MODE_UNSPECIFIED\x10\x00\x12\x19\n\x15PRICE_MODE_PER_OBJECT\x10\x01\x12\x17\n\x13PRICE_MODE_PER_HOUR\x10\x02*S\n\x07PayMode\x12\x18\n\x14PAY_MODE_UNSPECIFIED\x10\x00\x12\x17\n\x13PAY_MODE_PER_ANSWER\x10\x01\x12\x15\n\x11PAY_MODE_PER_HOUR\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'quorum.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PRICEMODE']._serialized_start=1066
-  _globals['_PRICEMODE']._serialized_end=1157
-  _globals['_PAYMODE']._serialized_start=1159
-  _globals['_PAYMODE']._serialized_end=1242
+  _globals['_PRICEMODE']._serialized_start=2962
+  _globals['_PRICEMODE']._serialized_end=3053
+  _globals['_PAYMODE']._serialized_start=3055
+  _globals['_PAYMODE']._serialized_end=3138
   _globals['_OVERLAP']._serialized_start=70
   _globals['_OVERLAP']._serialized_end=105
   _globals['_CLASSIFICATIONCONFIG']._serialized_start=107
   _globals['_CLASSIFICATIONCONFIG']._serialized_end=145
-  _globals['_JOBSPEC']._serialized_start=148
-  _globals['_JOBSPEC']._serialized_end=901
-  _globals['_CLASSIFICATIONANSWER']._serialized_start=903
-  _globals['_CLASSIFICATIONANSWER']._serialized_end=940
-  _globals['_ANSWER']._serialized_start=942
-  _globals['_ANSWER']._serialized_end=1018
-  _globals['_MINUTECOUNT']._serialized_start=1020
-  _globals['_MINUTECOUNT']._serialized_end=1064
+  _globals['_MULTILABELCONFIG']._serialized_start=147
+  _globals['_MULTILABELCONFIG']._serialized_end=181
+  _globals['_BOUNDINGBOXCONFIG']._serialized_start=183
+  _globals['_BOUNDINGBOXCONFIG']._serialized_end=218
+  _globals['_KEYPOINTSCONFIG']._serialized_start=220
+  _globals['_KEYPOINTSCONFIG']._serialized_end=253
+  _globals['_SEGMENTATIONCONFIG']._serialized_start=255
+  _globals['_SEGMENTATIONCONFIG']._serialized_end=291
+  _globals['_SPANSCONFIG']._serialized_start=293
+  _globals['_SPANSCONFIG']._serialized_end=322
+  _globals['_TRANSCRIPTIONCONFIG']._serialized_start=324
+  _globals['_TRANSCRIPTIONCONFIG']._serialized_end=364
+  _globals['_PAIRWISECONFIG']._serialized_start=366
+  _globals['_PAIRWISECONFIG']._serialized_end=419
+  _globals['_JOBSPEC']._serialized_start=422
+  _globals['_JOBSPEC']._serialized_end=1598
+  _globals['_CLASSIFICATIONANSWER']._serialized_start=1600
+  _globals['_CLASSIFICATIONANSWER']._serialized_end=1637
+  _globals['_MULTILABELANSWER']._serialized_start=1639
+  _globals['_MULTILABELANSWER']._serialized_end=1694
+  _globals['_BOX']._serialized_start=1696
+  _globals['_BOX']._serialized_end=1780
+  _globals['_BOXESANSWER']._serialized_start=1782
+  _globals['_BOXESANSWER']._serialized_end=1826
+  _globals['_KEYPOINT']._serialized_start=1828
+  _globals['_KEYPOINT']._serialized_end=1895
+  _globals['_KEYPOINTSANSWER']._serialized_start=1897
+  _globals['_KEYPOINTSANSWER']._serialized_end=1951
+  _globals['_POINT']._serialized_start=1953
+  _globals['_POINT']._serialized_end=1982
+  _globals['_POLYGON']._serialized_start=1984
+  _globals['_POLYGON']._serialized_end=2062
+  _globals['_POLYGONSANSWER']._serialized_start=2064
+  _globals['_POLYGONSANSWER']._serialized_end=2118
+  _globals['_MASK']._serialized_start=2120
+  _globals['_MASK']._serialized_end=2208
+  _globals['_MASKSANSWER']._serialized_start=2210
+  _globals['_MASKSANSWER']._serialized_end=2255
+  _globals['_SPAN']._serialized_start=2257
+  _globals['_SPAN']._serialized_end=2326
+  _globals['_SPANSANSWER']._serialized_start=2328
+  _globals['_SPANSANSWER']._serialized_end=2373
+  _globals['_TRANSCRIPTIONANSWER']._serialized_start=2375
+  _globals['_TRANSCRIPTIONANSWER']._serialized_end=2410
+  _globals['_PAIRWISEANSWER']._serialized_start=2412
+  _globals['_PAIRWISEANSWER']._serialized_end=2460
+  _globals['_ANSWER']._serialized_start=2463
+  _globals['_ANSWER']._serialized_end=2914
+  _globals['_MINUTECOUNT']._serialized_start=2916
+  _globals['_MINUTECOUNT']._serialized_end=2960
 # @@protoc_insertion_point(module_scope)

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from quorum.v1 import common_pb2 as quorum_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17quorum/v1/tasking.proto\x12\tquorum.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16quorum/v1/common.proto\"(\n\x13StartSessionRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\"`\n\x07Session\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12.\n\nstarted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"8\n\x12GetNextTaskRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\"K\n\x0bTaskContent\x12\x14\n\x0c\x63ontent_type\x18\x01 \x01(\t\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12\x0e\n\x04\x64\x61ta\x18\x03 \x01(\x0cH\x00\x42\x06\n\x04\x62ody\"\xbd\x02\n\nWorkerTask\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\x14\n\x0cinstructions\x18\x04 \x01(\t\x12?\n\x14image_classification\x18\n \x01(\x0b\x32\x1f.quorum.v1.ClassificationConfigH\x00\x12>\n\x13text_classification\x18\x0b \x01(\x0b\x32\x1f.quorum.v1.ClassificationConfigH\x00\x12\'\n\x07\x63ontent\x18\x05 \x01(\x0b\x32\x16.quorum.v1.TaskContent\x12\x34\n\x10lease_expires_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x06\n\x04task\"R\n\x13GetNextTaskResponse\x12#\n\x04task\x18\x01 \x01(\x0b\x32\x15.quorum.v1.WorkerTask\x12\x16\n\x0eretry_after_ms\x18\x02 \x01(\x05\"^\n\x13SubmitAnswerRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12!\n\x06\x61nswer\x18\x03 \x01(\x0b\x32\x11.quorum.v1.Answer\")\n\x14SubmitAnswerResponse\x12\x11\n\tanswer_id\x18\x01 \x01(\t\"8\n\x10HeartbeatRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\"I\n\x11HeartbeatResponse\x12\x34\n\x10lease_expires_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"G\n\x0fSkipTaskRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x12\n\x10SkipTaskResponse\"(\n\x16GetTaskingStatsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\xe4\x01\n\x0cTaskingStats\x12\r\n\x05tasks\x18\x01 \x01(\x03\x12\x12\n\ngold_tasks\x18\x02 \x01(\x03\x12\x0f\n\x07\x62\x61\x63klog\x18\x03 \x01(\x03\x12\x0f\n\x07\x61nswers\x18\x04 \x01(\x03\x12\x15\n\ractive_leases\x18\x05 \x01(\x03\x12\x0f\n\x07workers\x18\x06 \x01(\x03\x12\x32\n\x12\x63reated_per_minute\x18\x07 \x03(\x0b\x32\x16.quorum.v1.MinuteCount\x12\x33\n\x13\x61nswered_per_minute\x18\x08 \x03(\x0b\x32\x16.quorum.v1.MinuteCount2\xcf\x03\n\x0eTaskingService\x12\x42\n\x0cStartSession\x12\x1e.quorum.v1.StartSessionRequest\x1a\x12.quorum.v1.Session\x12L\n\x0bGetNextTask\x12\x1d.quorum.v1.GetNextTaskRequest\x1a\x1e.quorum.v1.GetNextTaskResponse\x12O\n\x0cSubmitAnswer\x12\x1e.quorum.v1.SubmitAnswerRequest\x1a\x1f.quorum.v1.SubmitAnswerResponse\x12\x46\n\tHeartbeat\x12\x1b.quorum.v1.HeartbeatRequest\x1a\x1c.quorum.v1.HeartbeatResponse\x12\x43\n\x08SkipTask\x12\x1a.quorum.v1.SkipTaskRequest\x1a\x1b.quorum.v1.SkipTaskResponse\x12M\n\x0fGetTaskingStats\x12!.quorum.v1.GetTaskingStatsRequest\x1a\x17.quorum.v1.TaskingStatsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17quorum/v1/tasking.proto\x12\tquorum.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16quorum/v1/common.proto\"(\n\x13StartSessionRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\"`\n\x07Session\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12.\n\nstarted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"8\n\x12GetNextTaskRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\"K\n\x0bTaskContent\x12\x14\n\x0c\x63ontent_type\x18\x01 \x01(\t\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12\x0e\n\x04\x64\x61ta\x18\x03 \x01(\x0cH\x00\x42\x06\n\x04\x62ody\"\xc0\x05\n\nWorkerTask\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\x14\n\x0cinstructions\x18\x04 \x01(\t\x12?\n\x14image_classification\x18\n \x01(\x0b\x32\x1f.quorum.v1.ClassificationConfigH\x00\x12>\n\x13text_classification\x18\x0b \x01(\x0b\x32\x1f.quorum.v1.ClassificationConfigH\x00\x12\x41\n\x1amulti_label_classification\x18\x1e \x01(\x0b\x32\x1b.quorum.v1.MultiLabelConfigH\x00\x12\x36\n\x0e\x62ounding_boxes\x18\x1f \x01(\x0b\x32\x1c.quorum.v1.BoundingBoxConfigH\x00\x12/\n\tkeypoints\x18  \x01(\x0b\x32\x1a.quorum.v1.KeypointsConfigH\x00\x12\x35\n\x0csegmentation\x18! \x01(\x0b\x32\x1d.quorum.v1.SegmentationConfigH\x00\x12+\n\tner_spans\x18\" \x01(\x0b\x32\x16.quorum.v1.SpansConfigH\x00\x12\x37\n\rtranscription\x18# \x01(\x0b\x32\x1e.quorum.v1.TranscriptionConfigH\x00\x12\x38\n\x13pairwise_comparison\x18$ \x01(\x0b\x32\x19.quorum.v1.PairwiseConfigH\x00\x12\'\n\x07\x63ontent\x18\x05 \x01(\x0b\x32\x16.quorum.v1.TaskContent\x12\x34\n\x10lease_expires_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x06\n\x04task\"R\n\x13GetNextTaskResponse\x12#\n\x04task\x18\x01 \x01(\x0b\x32\x15.quorum.v1.WorkerTask\x12\x16\n\x0eretry_after_ms\x18\x02 \x01(\x05\"^\n\x13SubmitAnswerRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12!\n\x06\x61nswer\x18\x03 \x01(\x0b\x32\x11.quorum.v1.Answer\")\n\x14SubmitAnswerResponse\x12\x11\n\tanswer_id\x18\x01 \x01(\t\"8\n\x10HeartbeatRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\"I\n\x11HeartbeatResponse\x12\x34\n\x10lease_expires_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"G\n\x0fSkipTaskRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x12\n\x10SkipTaskResponse\"(\n\x16GetTaskingStatsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\xe4\x01\n\x0cTaskingStats\x12\r\n\x05tasks\x18\x01 \x01(\x03\x12\x12\n\ngold_tasks\x18\x02 \x01(\x03\x12\x0f\n\x07\x62\x61\x63klog\x18\x03 \x01(\x03\x12\x0f\n\x07\x61nswers\x18\x04 \x01(\x03\x12\x15\n\ractive_leases\x18\x05 \x01(\x03\x12\x0f\n\x07workers\x18\x06 \x01(\x03\x12\x32\n\x12\x63reated_per_minute\x18\x07 \x03(\x0b\x32\x16.quorum.v1.MinuteCount\x12\x33\n\x13\x61nswered_per_minute\x18\x08 \x03(\x0b\x32\x16.quorum.v1.MinuteCount2\xcf\x03\n\x0eTaskingService\x12\x42\n\x0cStartSession\x12\x1e.quorum.v1.StartSessionRequest\x1a\x12.quorum.v1.Session\x12L\n\x0bGetNextTask\x12\x1d.quorum.v1.GetNextTaskRequest\x1a\x1e.quorum.v1.GetNextTaskResponse\x12O\n\x0cSubmitAnswer\x12\x1e.quorum.v1.SubmitAnswerRequest\x1a\x1f.quorum.v1.SubmitAnswerResponse\x12\x46\n\tHeartbeat\x12\x1b.quorum.v1.HeartbeatRequest\x1a\x1c.quorum.v1.HeartbeatResponse\x12\x43\n\x08SkipTask\x12\x1a.quorum.v1.SkipTaskRequest\x1a\x1b.quorum.v1.SkipTaskResponse\x12M\n\x0fGetTaskingStats\x12!.quorum.v1.GetTaskingStatsRequest\x1a\x17.quorum.v1.TaskingStatsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,25 +42,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TASKCONTENT']._serialized_start=293
   _globals['_TASKCONTENT']._serialized_end=368
   _globals['_WORKERTASK']._serialized_start=371
-  _globals['_WORKERTASK']._serialized_end=688
-  _globals['_GETNEXTTASKRESPONSE']._serialized_start=690
-  _globals['_GETNEXTTASKRESPONSE']._serialized_end=772
-  _globals['_SUBMITANSWERREQUEST']._serialized_start=774
-  _globals['_SUBMITANSWERREQUEST']._serialized_end=868
-  _globals['_SUBMITANSWERRESPONSE']._serialized_start=870
-  _globals['_SUBMITANSWERRESPONSE']._serialized_end=911
-  _globals['_HEARTBEATREQUEST']._serialized_start=913
-  _globals['_HEARTBEATREQUEST']._serialized_end=969
-  _globals['_HEARTBEATRESPONSE']._serialized_start=971
-  _globals['_HEARTBEATRESPONSE']._serialized_end=1044
-  _globals['_SKIPTASKREQUEST']._serialized_start=1046
-  _globals['_SKIPTASKREQUEST']._serialized_end=1117
-  _globals['_SKIPTASKRESPONSE']._serialized_start=1119
-  _globals['_SKIPTASKRESPONSE']._serialized_end=1137
-  _globals['_GETTASKINGSTATSREQUEST']._serialized_start=1139
-  _globals['_GETTASKINGSTATSREQUEST']._serialized_end=1179
-  _globals['_TASKINGSTATS']._serialized_start=1182
-  _globals['_TASKINGSTATS']._serialized_end=1410
-  _globals['_TASKINGSERVICE']._serialized_start=1413
-  _globals['_TASKINGSERVICE']._serialized_end=1876
+  _globals['_WORKERTASK']._serialized_end=1075
+  _globals['_GETNEXTTASKRESPONSE']._serialized_start=1077
+  _globals['_GETNEXTTASKRESPONSE']._serialized_end=1159
+  _globals['_SUBMITANSWERREQUEST']._serialized_start=1161
+  _globals['_SUBMITANSWERREQUEST']._serialized_end=1255
+  _globals['_SUBMITANSWERRESPONSE']._serialized_start=1257
+  _globals['_SUBMITANSWERRESPONSE']._serialized_end=1298
+  _globals['_HEARTBEATREQUEST']._serialized_start=1300
+  _globals['_HEARTBEATREQUEST']._serialized_end=1356
+  _globals['_HEARTBEATRESPONSE']._serialized_start=1358
+  _globals['_HEARTBEATRESPONSE']._serialized_end=1431
+  _globals['_SKIPTASKREQUEST']._serialized_start=1433
+  _globals['_SKIPTASKREQUEST']._serialized_end=1504
+  _globals['_SKIPTASKRESPONSE']._serialized_start=1506
+  _globals['_SKIPTASKRESPONSE']._serialized_end=1524
+  _globals['_GETTASKINGSTATSREQUEST']._serialized_start=1526
+  _globals['_GETTASKINGSTATSREQUEST']._serialized_end=1566
+  _globals['_TASKINGSTATS']._serialized_start=1569
+  _globals['_TASKINGSTATS']._serialized_end=1797
+  _globals['_TASKINGSERVICE']._serialized_start=1800
+  _globals['_TASKINGSERVICE']._serialized_end=2263
 # @@protoc_insertion_point(module_scope)

@@ -45,13 +45,20 @@ class TaskContent(_message.Message):
     def __init__(self, content_type: _Optional[str] = ..., text: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class WorkerTask(_message.Message):
-    __slots__ = ("task_id", "lease_id", "job_id", "instructions", "image_classification", "text_classification", "content", "lease_expires_at")
+    __slots__ = ("task_id", "lease_id", "job_id", "instructions", "image_classification", "text_classification", "multi_label_classification", "bounding_boxes", "keypoints", "segmentation", "ner_spans", "transcription", "pairwise_comparison", "content", "lease_expires_at")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     INSTRUCTIONS_FIELD_NUMBER: _ClassVar[int]
     IMAGE_CLASSIFICATION_FIELD_NUMBER: _ClassVar[int]
     TEXT_CLASSIFICATION_FIELD_NUMBER: _ClassVar[int]
+    MULTI_LABEL_CLASSIFICATION_FIELD_NUMBER: _ClassVar[int]
+    BOUNDING_BOXES_FIELD_NUMBER: _ClassVar[int]
+    KEYPOINTS_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTATION_FIELD_NUMBER: _ClassVar[int]
+    NER_SPANS_FIELD_NUMBER: _ClassVar[int]
+    TRANSCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    PAIRWISE_COMPARISON_FIELD_NUMBER: _ClassVar[int]
     CONTENT_FIELD_NUMBER: _ClassVar[int]
     LEASE_EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     task_id: str
@@ -60,9 +67,16 @@ class WorkerTask(_message.Message):
     instructions: str
     image_classification: _common_pb2.ClassificationConfig
     text_classification: _common_pb2.ClassificationConfig
+    multi_label_classification: _common_pb2.MultiLabelConfig
+    bounding_boxes: _common_pb2.BoundingBoxConfig
+    keypoints: _common_pb2.KeypointsConfig
+    segmentation: _common_pb2.SegmentationConfig
+    ner_spans: _common_pb2.SpansConfig
+    transcription: _common_pb2.TranscriptionConfig
+    pairwise_comparison: _common_pb2.PairwiseConfig
     content: TaskContent
     lease_expires_at: _timestamp_pb2.Timestamp
-    def __init__(self, task_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., job_id: _Optional[str] = ..., instructions: _Optional[str] = ..., image_classification: _Optional[_Union[_common_pb2.ClassificationConfig, _Mapping]] = ..., text_classification: _Optional[_Union[_common_pb2.ClassificationConfig, _Mapping]] = ..., content: _Optional[_Union[TaskContent, _Mapping]] = ..., lease_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    def __init__(self, task_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., job_id: _Optional[str] = ..., instructions: _Optional[str] = ..., image_classification: _Optional[_Union[_common_pb2.ClassificationConfig, _Mapping]] = ..., text_classification: _Optional[_Union[_common_pb2.ClassificationConfig, _Mapping]] = ..., multi_label_classification: _Optional[_Union[_common_pb2.MultiLabelConfig, _Mapping]] = ..., bounding_boxes: _Optional[_Union[_common_pb2.BoundingBoxConfig, _Mapping]] = ..., keypoints: _Optional[_Union[_common_pb2.KeypointsConfig, _Mapping]] = ..., segmentation: _Optional[_Union[_common_pb2.SegmentationConfig, _Mapping]] = ..., ner_spans: _Optional[_Union[_common_pb2.SpansConfig, _Mapping]] = ..., transcription: _Optional[_Union[_common_pb2.TranscriptionConfig, _Mapping]] = ..., pairwise_comparison: _Optional[_Union[_common_pb2.PairwiseConfig, _Mapping]] = ..., content: _Optional[_Union[TaskContent, _Mapping]] = ..., lease_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class GetNextTaskResponse(_message.Message):
     __slots__ = ("task", "retry_after_ms")

@@ -83,8 +83,9 @@ class TaskingServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SubmitAnswer(self, request, context):
-        """FAILED_PRECONDITION without a live lease; INVALID_ARGUMENT for a label
-        outside the job's schema.
+        """FAILED_PRECONDITION without a live lease; INVALID_ARGUMENT, naming the
+        field, for an answer of another task type or outside the job's schema
+        (an unknown label, a box outside the image, a span outside the text, ...).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

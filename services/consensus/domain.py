@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from services.consensus import structured
 from services.consensus.aggregation import MAX_RELIABILITY, MIN_RELIABILITY, BetaReliability, one_coin_posterior
 
 RELIABILITY = BetaReliability()
@@ -40,6 +41,8 @@ class JobSpec:
     expert_review: bool = False
     # The organisation the job belongs to (JobSpec.client_id).
     org_id: str = ""
+    # The Answer member its workers set: "classification", "boxes", "spans", ...
+    answer_kind: str = "classification"
     _index: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -55,6 +58,7 @@ class JobSpec:
         target_confidence: float,
         expert_review: bool = False,
         org_id: str = "",
+        answer_kind: str = "classification",
     ) -> JobSpec:
         """Labels deduplicated in order, min at least 1, max at least min, target in [0, 1]."""
         lo = max(1, int(overlap_min))
@@ -66,6 +70,7 @@ class JobSpec:
             target_confidence=min(1.0, max(0.0, float(target_confidence))),
             expert_review=bool(expert_review),
             org_id=org_id,
+            answer_kind=answer_kind or "classification",
         )
 
     def index_of(self, label: str) -> int:
@@ -138,6 +143,12 @@ class Evaluation:
     confidence: float
     majority_label: str
     weights: tuple[float, ...]
+    # Per vote, whether it agrees with ``label``; None: it agrees when it equals ``label``.
+    agreed: tuple[bool, ...] | None = None
+
+    def agrees(self, index: int, vote: Vote) -> bool:
+        """Whether vote ``index`` (``vote``) agrees with the label."""
+        return self.agreed[index] if self.agreed is not None else vote.label == self.label
 
 
 def evaluate(labels: Sequence[str], votes: Sequence[Vote], reliability_of: ReliabilityOf) -> Evaluation:
@@ -164,6 +175,25 @@ def evaluate(labels: Sequence[str], votes: Sequence[Vote], reliability_of: Relia
         confidence=float(posterior[winner]),
         majority_label=classes[majority],
         weights=weights,
+    )
+
+
+def evaluate_structured(job: JobSpec, votes: Sequence[Vote], reliability_of: ReliabilityOf) -> Evaluation:
+    """The fused label of a task of a structured answer kind (see
+    :mod:`services.consensus.structured`), its confidence and which votes agree with it; the
+    majority label is the unweighted fusion. Raises ValueError with no votes."""
+    answers = [(v.worker_id, v.label) for v in votes]
+    weights = tuple(structured.clipped(reliability_of(v.worker_id)) for v in votes)
+    label, confidence, agreed = structured.fuse(job.answer_kind, job.labels, answers, weights)
+    majority = structured.fuse(job.answer_kind, job.labels, answers, [structured.NEUTRAL] * len(votes))[0]
+    return Evaluation(
+        labels=job.labels,
+        distribution=(),
+        label=label,
+        confidence=confidence,
+        majority_label=majority,
+        weights=weights,
+        agreed=agreed,
     )
 
 
@@ -246,7 +276,10 @@ class TaskProgress:
         if self.state is TaskState.REVIEW:
             # A lease that was out when the task went to review: the reviewer sees this answer too.
             return Step()
-        evaluation = evaluate(job.labels, self.votes, reliability_of)
+        if job.answer_kind == "classification":
+            evaluation = evaluate(job.labels, self.votes, reliability_of)
+        else:
+            evaluation = evaluate_structured(job, self.votes, reliability_of)
         decision = decide(
             len(self.votes),
             evaluation.confidence,
@@ -263,7 +296,7 @@ class TaskProgress:
             return Step(decision=decision, evaluation=evaluation)
         self.state = TaskState.RESOLVED
         self.label = evaluation.label
-        compared = tuple((v.worker_id, v.label == evaluation.label) for v in self.votes)
+        compared = tuple((v.worker_id, evaluation.agrees(i, v)) for i, v in enumerate(self.votes))
         self.agree = sum(agreed for _, agreed in compared)
         return Step(compared=compared, decision=decision, evaluation=evaluation)
 

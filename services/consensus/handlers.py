@@ -377,6 +377,7 @@ class _Batch:
                     "target_confidence": job.target_confidence,
                     "expert_review": job.expert_review,
                     "org_id": job.org_id,
+                    "answer_kind": job.answer_kind,
                     "received_at": self.now,
                 }
                 for job in self.new_jobs.values()
@@ -559,6 +560,7 @@ def _job_spec(row: Any) -> JobSpec:
         target_confidence=row.target_confidence,
         expert_review=bool(row.expert_review),
         org_id=row.org_id,
+        answer_kind=row.answer_kind or "classification",
     )
 
 

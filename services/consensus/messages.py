@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from quorum import taskmessages
+from quorum.tasktypes import TASK_TYPES
 from quorum.v1 import common_pb2, consensus_pb2, events_pb2
 from services.consensus.aggregation.spam import SPAM_THRESHOLD
 from services.consensus.domain import JobQuality, JobSpec, TaskResult, WeightedAnswer, WorkerQuality
@@ -16,13 +18,15 @@ if TYPE_CHECKING:
 
 
 def label_of(answer: common_pb2.Answer) -> str:
-    """The label of a classification answer; "" for an empty answer or another task type."""
-    return answer.classification.label if answer.WhichOneof("value") == "classification" else ""
+    """The stored form of an answer: the label of a classification answer, JSON of any other
+    (see :func:`quorum.taskmessages.answer_text`); "" for an empty answer."""
+    return taskmessages.answer_text(answer)
 
 
 def answer_message(label: str) -> common_pb2.Answer:
-    """A classification answer carrying ``label``."""
-    return common_pb2.Answer(classification=common_pb2.ClassificationAnswer(label=label))
+    """The answer whose stored form is ``label``: a classification answer, or the structured
+    answer its JSON spells."""
+    return taskmessages.answer_from_text(label)
 
 
 def datetime_of(ts: Timestamp) -> dt.datetime | None:
@@ -44,7 +48,8 @@ def job_spec_of(event: events_pb2.JobCreated) -> JobSpec:
     and the organisation."""
     spec = event.spec
     kind = spec.WhichOneof("task")
-    labels = list(getattr(spec, kind).labels) if kind else []
+    labels = list(taskmessages.schema_labels(spec, kind)) if kind else []
+    task_type = TASK_TYPES.get(kind or "")
     return JobSpec.normalised(
         event.job_id,
         labels,
@@ -53,6 +58,7 @@ def job_spec_of(event: events_pb2.JobCreated) -> JobSpec:
         spec.target_confidence,
         spec.expert_review,
         org_id=spec.client_id,
+        answer_kind=task_type.answer_kind if task_type else "classification",
     )
 
 

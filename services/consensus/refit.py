@@ -75,10 +75,14 @@ class Refit:
             gold = dict(
                 conn.execute(sa.select(tk.c.task_id, tk.c.gold_label).where(tk.c.job_id == job_id, tk.c.gold)).all()
             )
-            labels_row = conn.execute(sa.select(t.jobs.c.labels).where(t.jobs.c.job_id == job_id)).scalar()
-        if not answers or labels_row is None:
+            job = conn.execute(
+                sa.select(t.jobs.c.labels, t.jobs.c.answer_kind).where(t.jobs.c.job_id == job_id)
+            ).first()
+        # Structured answers (boxes, spans, ...) are fused per task when they resolve; the
+        # categorical models here have nothing to say about them.
+        if not answers or job is None or job.answer_kind not in ("", "classification"):
             return 0
-        labels = json.loads(labels_row)
+        labels = json.loads(job.labels)
         aggregator = METHODS[self._method]()
         # The job's label order, so a label nobody used still has a column.
         aggregator.labels = tuple(labels)

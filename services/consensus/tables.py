@@ -11,7 +11,8 @@ import sqlalchemy as sa
 from quorum.db import UtcDateTime, add_messaging_tables
 
 ID = sa.String(200)
-LABEL = sa.String(500)
+# Structured answers (boxes, spans, transcriptions) are JSON of any length.
+LABEL = sa.Text
 
 
 metadata = sa.MetaData()
@@ -29,6 +30,8 @@ jobs = sa.Table(
     sa.Column("overlap_max", sa.Integer, nullable=False),
     sa.Column("target_confidence", sa.Float, nullable=False),
     sa.Column("expert_review", sa.Boolean, nullable=False, server_default=sa.false()),
+    # The Answer member its workers set (quorum.tasktypes); "" on rows older than the column.
+    sa.Column("answer_kind", sa.String(32), nullable=False, server_default=""),
     sa.Column("received_at", UtcDateTime, nullable=False),
 )
 tasks = sa.Table(

@@ -6,6 +6,7 @@ import datetime as dt
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from quorum import taskmessages
 from quorum.errors import InvalidArgument
 from quorum.v1 import common_pb2, events_pb2, ingest_pb2
 from services.ingest import domain
@@ -47,7 +48,8 @@ def spec_from_proto(spec: common_pb2.JobSpec) -> domain.JobSpec:
         task_type = domain.TaskType(task) if task else None
     except ValueError:  # a oneof member this build does not handle yet
         task_type = None
-    labels: tuple[str, ...] = tuple(getattr(spec, task).labels) if task_type else ()
+    labels = taskmessages.schema_labels(spec, task) if task_type else ()
+    options = tuple(sorted(taskmessages.config_options(spec, task).items())) if task_type else ()
     return domain.JobSpec(
         name=spec.name,
         client_id=spec.client_id,
@@ -74,6 +76,8 @@ def spec_from_proto(spec: common_pb2.JobSpec) -> domain.JobSpec:
         gold_bonus_cents=spec.gold_bonus_cents,
         gold_bonus_threshold=spec.gold_bonus_threshold,
         gold_bonus_min_answers=spec.gold_bonus_min_answers,
+        task_options=options,
+        price_per_annotation_cents=spec.price_per_annotation_cents,
     )
 
 
@@ -114,9 +118,11 @@ def spec_to_proto(spec: domain.JobSpec) -> common_pb2.JobSpec:
         gold_bonus_cents=spec.gold_bonus_cents,
         gold_bonus_threshold=spec.gold_bonus_threshold,
         gold_bonus_min_answers=spec.gold_bonus_min_answers,
+        price_per_annotation_cents=spec.price_per_annotation_cents,
     )
     if spec.task_type is not None:
-        getattr(message, spec.task_type.value).labels.extend(spec.labels)
+        config = taskmessages.config_message(spec.task_type.value, spec.labels, dict(spec.task_options))
+        getattr(message, spec.task_type.value).CopyFrom(config)
     if spec.sla_deadline is not None:
         message.sla_deadline.CopyFrom(timestamp(spec.sla_deadline))
     return message

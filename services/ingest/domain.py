@@ -22,6 +22,7 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
+from quorum import tasktypes
 from quorum.errors import InvalidArgument
 
 # Spec limits and defaults (see JobSpec in protos/quorum/v1/common.proto).
@@ -53,6 +54,28 @@ class TaskType(StrEnum):
 
     IMAGE_CLASSIFICATION = "image_classification"
     TEXT_CLASSIFICATION = "text_classification"
+    MULTI_LABEL_CLASSIFICATION = "multi_label_classification"
+    BOUNDING_BOXES = "bounding_boxes"
+    KEYPOINTS = "keypoints"
+    SEGMENTATION = "segmentation"
+    NER_SPANS = "ner_spans"
+    TRANSCRIPTION = "transcription"
+    PAIRWISE_COMPARISON = "pairwise_comparison"
+
+    @property
+    def media(self) -> str:
+        """What objects it labels: "image", "text" or "any" (either, told apart by content)."""
+        return tasktypes.TASK_TYPES[self.value].media
+
+    @property
+    def has_labels(self) -> bool:
+        """Whether its config carries a label schema (classes, entity types, point names)."""
+        return tasktypes.TASK_TYPES[self.value].has_labels
+
+    @property
+    def categorical(self) -> bool:
+        """Single-label classification: the only types whose gold answer is one label."""
+        return tasktypes.TASK_TYPES[self.value].categorical
 
 
 class JobState(StrEnum):
@@ -115,6 +138,10 @@ class JobSpec:
     gold_bonus_cents: int = 0
     gold_bonus_threshold: float = 0.0
     gold_bonus_min_answers: int = 0
+    # The task config's fields other than labels: transcription's max_chars, pairwise's
+    # question and allow_tie.
+    task_options: tuple[tuple[str, Any], ...] = ()
+    price_per_annotation_cents: int = 0
 
     @property
     def labels_field(self) -> str:
@@ -143,10 +170,14 @@ def normalise_spec(spec: JobSpec) -> JobSpec:
             "spec.instructions", f"at most {MAX_INSTRUCTIONS_CHARS} characters (got {len(spec.instructions)})"
         )
     if spec.task_type is None:
-        raise InvalidArgument(
-            "spec.task", "missing or unknown task type: set image_classification or text_classification"
-        )
-    labels = _normalise_labels(spec.labels, spec.labels_field)
+        raise InvalidArgument("spec.task", f"missing or unknown task type: set one of {', '.join(TaskType)}")
+    if spec.task_type.has_labels:
+        labels = _normalise_labels(spec.labels, spec.labels_field)
+    elif spec.labels:
+        raise InvalidArgument(spec.labels_field, f"a {spec.task_type} job has no labels")
+    else:
+        labels = ()
+    _check_task_options(spec.task_type, dict(spec.task_options))
     overlap_min, overlap_max = _normalise_overlap(spec.overlap_min, spec.overlap_max)
 
     target = spec.target_confidence
@@ -160,6 +191,14 @@ def normalise_spec(spec: JobSpec) -> JobSpec:
         raise InvalidArgument("spec.price_per_object_cents", f"must be >= 0 (got {spec.price_per_object_cents})")
     if spec.pay_per_answer_cents < 0:
         raise InvalidArgument("spec.pay_per_answer_cents", f"must be >= 0 (got {spec.pay_per_answer_cents})")
+    if spec.price_per_annotation_cents < 0:
+        raise InvalidArgument(
+            "spec.price_per_annotation_cents", f"must be >= 0 (got {spec.price_per_annotation_cents})"
+        )
+    if spec.price_per_annotation_cents and spec.task_type.categorical:
+        raise InvalidArgument(
+            "spec.price_per_annotation_cents", f"a {spec.task_type} object holds no annotations to price"
+        )
 
     currency = spec.currency or DEFAULT_CURRENCY
     if not _CURRENCY.fullmatch(currency):
@@ -211,6 +250,26 @@ def _normalise_gold_bonus(spec: JobSpec) -> tuple[float, int]:
     return threshold or DEFAULT_GOLD_BONUS_THRESHOLD, spec.gold_bonus_min_answers or DEFAULT_GOLD_BONUS_MIN_ANSWERS
 
 
+MAX_TRANSCRIPTION_CHARS = 100_000
+MAX_QUESTION_CHARS = 1000
+
+
+def _check_task_options(task_type: TaskType, options: dict[str, Any]) -> None:
+    """Raises InvalidArgument naming the config field that is out of range."""
+    if task_type is TaskType.TRANSCRIPTION:
+        max_chars = int(options.get("max_chars", 0))
+        if not 0 <= max_chars <= MAX_TRANSCRIPTION_CHARS:
+            raise InvalidArgument(
+                "spec.transcription.max_chars", f"must be in [0, {MAX_TRANSCRIPTION_CHARS}] (got {max_chars})"
+            )
+    if task_type is TaskType.PAIRWISE_COMPARISON:
+        question = str(options.get("question", ""))
+        if len(question) > MAX_QUESTION_CHARS:
+            raise InvalidArgument(
+                "spec.pairwise_comparison.question", f"at most {MAX_QUESTION_CHARS} characters (got {len(question)})"
+            )
+
+
 PRICE_MODES = ("per_object", "per_hour")
 PAY_MODES = ("per_answer", "per_hour")
 
@@ -244,6 +303,9 @@ def _normalise_labels(labels: Iterable[str], field_path: str) -> tuple[str, ...]
     for index, label in enumerate(stripped):
         if not label:
             raise InvalidArgument(field_path, f"label {index} is blank")
+        if label.startswith("{"):
+            # Stored answers starting with "{" are structured answers (quorum.taskmessages).
+            raise InvalidArgument(field_path, f"label {index} starts with '{{'")
         if len(label) > MAX_LABEL_CHARS:
             raise InvalidArgument(field_path, f"label {index} has {len(label)} characters; at most {MAX_LABEL_CHARS}")
         if label in seen:
@@ -355,16 +417,44 @@ def check_content(
         return Rejection("empty file")
     if size > limits.max_file_bytes:
         return Rejection(f"file too large: {size} bytes > limit {limits.max_file_bytes} (max_file_bytes)")
+    if spec.task_type is None:
+        return Rejection("the job has no task type")
+    if gold_label and not spec.task_type.categorical:
+        return Rejection(f"gold_label: gold objects are supported in classification jobs only, not {spec.task_type}")
     if gold_label and gold_label not in spec.labels:
         return Rejection(f"gold_label {gold_label!r} is not in the job's labels")
-    if spec.task_type is TaskType.IMAGE_CLASSIFICATION:
-        return check_image(data, limits.max_image_pixels)
-    if spec.task_type is TaskType.TEXT_CLASSIFICATION:
-        return check_text(data, limits.max_text_bytes)
-    return Rejection(f"unsupported task type {spec.task_type}")
+    media = spec.task_type.media
+    if media == "any":
+        media = "image" if _looks_like_image(data) else "text"
+    if media == "image":
+        return check_image(data, limits.max_image_pixels, spec.task_type)
+    checked = check_text(data, limits.max_text_bytes, spec.task_type)
+    if spec.task_type is TaskType.PAIRWISE_COMPARISON and isinstance(checked, Content):
+        return check_pair(checked)
+    return checked
 
 
-def check_image(data: bytes, max_pixels: int) -> Content | Rejection:
+def _looks_like_image(data: bytes) -> bool:
+    return data.startswith(_IMAGE_MAGIC) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP") or data[:2] == b"BM"
+
+
+def check_pair(content: Content) -> Content | Rejection:
+    """A pairwise object: a JSON object with the two items as non-empty strings "a" and "b"."""
+    try:
+        pair = json.loads(content.text)
+    except json.JSONDecodeError as exc:
+        return Rejection(f'a pairwise_comparison object is JSON {{"a": ..., "b": ...}}: {exc}')
+    if not isinstance(pair, dict) or set(pair) != {"a", "b"}:
+        return Rejection('a pairwise_comparison object is a JSON object with exactly the keys "a" and "b"')
+    for key in ("a", "b"):
+        if not isinstance(pair[key], str) or not pair[key].strip():
+            return Rejection(f'item "{key}" of the pair must be a non-empty string')
+    return content
+
+
+def check_image(
+    data: bytes, max_pixels: int, task_type: TaskType = TaskType.IMAGE_CLASSIFICATION
+) -> Content | Rejection:
     """Decodes an image completely (header, checksums, every pixel). Returns its
     content type or a rejection: not an image, truncated, too many pixels, or a
     format browsers cannot show."""
@@ -383,7 +473,7 @@ def check_image(data: bytes, max_pixels: int) -> Content | Rejection:
         return Rejection(f"image too large: {exc}")
     except UnidentifiedImageError:
         if _looks_like_text(data):
-            return Rejection(f"unsupported file: expected an image for an {TaskType.IMAGE_CLASSIFICATION} job")
+            return Rejection(f"unsupported file: expected an image for {article(task_type)} job")
         return Rejection("not a decodable image: cannot identify the image format")
     except Exception as exc:
         # Decoders of untrusted bytes raise many kinds (OSError, SyntaxError, struct.error, ...).
@@ -398,10 +488,12 @@ def check_image(data: bytes, max_pixels: int) -> Content | Rejection:
     return Content(data=data, content_type=content_type)
 
 
-def check_text(data: bytes, max_text_bytes: int) -> Content | Rejection:
+def check_text(
+    data: bytes, max_text_bytes: int, task_type: TaskType = TaskType.TEXT_CLASSIFICATION
+) -> Content | Rejection:
     """Checks a text object and returns it stripped, as UTF-8 without a byte-order mark."""
     if data.startswith(_IMAGE_MAGIC) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP"):
-        return Rejection(f"unsupported file: expected text for a {TaskType.TEXT_CLASSIFICATION} job")
+        return Rejection(f"unsupported file: expected text for {article(task_type)} job")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -667,14 +759,12 @@ class TaskDraft:
 def shard(obj: AcceptedObject, task_type: TaskType) -> list[TaskDraft]:
     """Cuts an accepted object into micro-tasks.
 
-    Image and text classification label the whole object: exactly one task.
-    This is where image tiling, text chunking, audio segments and video frame
-    spans go when those task types arrive. Raises ValueError for a task type
-    without a rule.
+    Every task type labels the whole object: exactly one task (span offsets and
+    box coordinates then refer to the whole text or image). This is where image
+    tiling, text chunking, audio segments and video frame spans go when they
+    arrive.
     """
-    if task_type in (TaskType.IMAGE_CLASSIFICATION, TaskType.TEXT_CLASSIFICATION):
-        return [TaskDraft(new_id("task"), obj.item_id, WHOLE_OBJECT, obj.text)]
-    raise ValueError(f"no sharding rule for task type {task_type}")
+    return [TaskDraft(new_id("task"), obj.item_id, WHOLE_OBJECT, obj.text)]
 
 
 # --------------------------------------------------------------------------- outcomes
@@ -697,3 +787,8 @@ class UploadSummary:
 
     def count(self, status: ItemStatus) -> int:
         return sum(1 for item in self.items if item.status is status)
+
+
+def article(task_type: TaskType) -> str:
+    """``task_type`` with its indefinite article, for messages."""
+    return f"an {task_type}" if task_type[0] in "aeiou" else f"a {task_type}"

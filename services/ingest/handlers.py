@@ -597,8 +597,9 @@ class _Batch:
             )
             return
         if entry.text is not None:
-            if self.job.spec.task_type is domain.TaskType.IMAGE_CLASSIFICATION:
-                self._reject(entry.name, f"{prefix}inline text in an image_classification job: give a 'path'")
+            task_type = self.job.spec.task_type
+            if task_type is not None and task_type.media == "image":
+                self._reject(entry.name, f"{prefix}inline text in {domain.article(task_type)} job: give a 'path'")
                 return
             data = entry.text.encode()
             read: tuple[bytes, int] | domain.Rejection = (data, len(data))

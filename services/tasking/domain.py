@@ -8,11 +8,15 @@ translates to and from those.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
+import math
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from quorum.errors import InvalidArgument
+from quorum.tasktypes import DEFAULT_TRANSCRIPTION_CHARS, PAIRWISE_WINNERS, TASK_TYPES
 
 WORKER_ID = re.compile(r"[A-Za-z0-9._@-]{1,128}")
 # Ids from other services (job, task) and our own (session, lease) fit this.
@@ -25,10 +29,13 @@ ACTIVE_WINDOW = dt.timedelta(minutes=10)
 SERIES_MINUTES = 60
 
 # The answer member (Answer.value oneof) each task type (JobSpec.task oneof) takes.
-ANSWER_KIND_FOR_TASK_TYPE: Mapping[str, str] = {
-    "image_classification": "classification",
-    "text_classification": "classification",
-}
+ANSWER_KIND_FOR_TASK_TYPE: Mapping[str, str] = {name: kind.answer_kind for name, kind in TASK_TYPES.items()}
+# Objects one answer may hold (boxes, points, polygons, spans): more is a client bug or abuse.
+MAX_ANSWER_OBJECTS = 1000
+MAX_POLYGON_POINTS = 1000
+# Relative coordinates are compared with this much slack so that a box drawn to the edge
+# through float rounding (x + w = 1.0000000001) is still inside the image.
+EDGE_SLACK = 1e-6
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,18 @@ class JobRules:
     overlap_max: int
     gold_share: float
     lease_seconds: int
+    # The task config's fields other than labels (transcription's max_chars, ...).
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def option(self, name: str, default: Any = None) -> Any:
+        """The config field ``name``, or ``default`` when the spec left it unset."""
+        return dict(self.options).get(name, default)
+
+    @property
+    def media(self) -> str:
+        """What the job's objects are: "image", "text" or "any" (told apart by content type)."""
+        kind = TASK_TYPES.get(self.task_type)
+        return kind.media if kind else "image"
 
     @property
     def supported(self) -> bool:
@@ -100,17 +119,31 @@ def optional_id(field: str, value: str) -> str | None:
 
 @dataclass(frozen=True)
 class SubmittedAnswer:
-    """A worker's answer as received: ``kind`` is the Answer oneof member set (None when unset)."""
+    """A worker's answer as received: ``kind`` is the Answer oneof member set (None when unset),
+    ``label`` the label of a classification answer, ``body`` any other member as plain values
+    (the protobuf JSON mapping with proto field names; fields at their zero value may be
+    absent) and ``text`` its stored form (see :func:`quorum.taskmessages.answer_text`)."""
 
     kind: str | None
     label: str = ""
+    body: Mapping[str, Any] = field(default_factory=dict)
+    text: str = ""
+
+    @property
+    def stored(self) -> str:
+        """What the answers table keeps: the label of a classification answer, else ``text``."""
+        return self.label if self.kind == "classification" else self.text
 
 
-def validate_answer(job: JobRules, answer: SubmittedAnswer) -> None:
-    """Checks an answer against its job's task type and labels.
+def validate_answer(job: JobRules, answer: SubmittedAnswer, text_length: int | None = None) -> None:
+    """Checks an answer against its job's task type and schema. ``text_length`` is the length
+    of the task's text in code points, which spans must stay within (None: not checked).
 
     Raises InvalidArgument("answer") when no answer or the wrong kind is set, and
-    InvalidArgument("answer.classification.label") for a label outside the job's labels.
+    InvalidArgument naming the offending field otherwise, e.g.
+    "answer.classification.label" for a label outside the job's labels,
+    "answer.boxes.boxes[2].w" for a box of no width, "answer.spans.spans[0].end" for a span
+    past the end of the text. Costs O(objects in the answer), polygons O(their points).
     """
     if answer.kind is None:
         raise InvalidArgument("answer", "is required: set one answer member (e.g. classification)")
@@ -119,11 +152,124 @@ def validate_answer(job: JobRules, answer: SubmittedAnswer) -> None:
         raise InvalidArgument("answer", f"job {job.job_id!r} has a task type tasking does not support")
     if answer.kind != wanted:
         raise InvalidArgument("answer", f"a {job.task_type} task takes answer.{wanted}, not answer.{answer.kind}")
-    if answer.label not in job.labels:
-        allowed = ", ".join(repr(label) for label in job.labels)
-        raise InvalidArgument(
-            "answer.classification.label", f"{answer.label!r} is not one of the job's labels ({allowed})"
-        )
+    if wanted == "classification":
+        _check_label(job, "answer.classification.label", answer.label)
+        return
+    _CHECKS[wanted](job, answer.body, text_length)
+
+
+def _check_label(job: JobRules, path: str, label: Any) -> None:
+    if label not in job.labels:
+        allowed = ", ".join(repr(known) for known in job.labels)
+        raise InvalidArgument(path, f"{label!r} is not one of the job's labels ({allowed})")
+
+
+def _objects(body: Mapping[str, Any], name: str, path: str) -> Sequence[Mapping[str, Any]]:
+    objects: Sequence[Mapping[str, Any]] = body.get(name, [])
+    if len(objects) > MAX_ANSWER_OBJECTS:
+        raise InvalidArgument(path, f"at most {MAX_ANSWER_OBJECTS} per answer (got {len(objects)})")
+    return objects
+
+
+def _coordinate(path: str, value: Any) -> float:
+    """A relative coordinate: finite and within [0, 1]."""
+    number = float(value)
+    if not math.isfinite(number) or not -EDGE_SLACK <= number <= 1 + EDGE_SLACK:
+        raise InvalidArgument(path, f"must be within the image, in [0, 1] relative to its size (got {value})")
+    return number
+
+
+def _check_multi_label(job: JobRules, body: Mapping[str, Any], _: int | None) -> None:
+    labels = body.get("labels", [])
+    for index, label in enumerate(labels):
+        _check_label(job, f"answer.multi_label.labels[{index}]", label)
+    if len(set(labels)) != len(labels):
+        raise InvalidArgument("answer.multi_label.labels", "a label appears twice")
+
+
+def _check_boxes(job: JobRules, body: Mapping[str, Any], _: int | None) -> None:
+    for index, box in enumerate(_objects(body, "boxes", "answer.boxes.boxes")):
+        path = f"answer.boxes.boxes[{index}]"
+        _check_label(job, f"{path}.label", box.get("label", ""))
+        x, y = _coordinate(f"{path}.x", box.get("x", 0.0)), _coordinate(f"{path}.y", box.get("y", 0.0))
+        for name, start in (("w", x), ("h", y)):
+            size = float(box.get(name, 0.0))
+            if not math.isfinite(size) or size <= 0:
+                raise InvalidArgument(f"{path}.{name}", f"must be > 0 (got {size})")
+            if start + size > 1 + EDGE_SLACK:
+                edge = "right" if name == "w" else "bottom"
+                raise InvalidArgument(
+                    f"{path}.{name}", f"the box reaches past the image's {edge} edge ({start + size})"
+                )
+
+
+def _check_keypoints(job: JobRules, body: Mapping[str, Any], _: int | None) -> None:
+    seen: set[str] = set()
+    for index, point in enumerate(_objects(body, "points", "answer.keypoints.points")):
+        path = f"answer.keypoints.points[{index}]"
+        label = point.get("label", "")
+        _check_label(job, f"{path}.label", label)
+        if label in seen:
+            raise InvalidArgument(f"{path}.label", f"point {label!r} is placed twice")
+        seen.add(label)
+        _coordinate(f"{path}.x", point.get("x", 0.0))
+        _coordinate(f"{path}.y", point.get("y", 0.0))
+
+
+def _check_polygons(job: JobRules, body: Mapping[str, Any], _: int | None) -> None:
+    for index, polygon in enumerate(_objects(body, "polygons", "answer.polygons.polygons")):
+        path = f"answer.polygons.polygons[{index}]"
+        _check_label(job, f"{path}.label", polygon.get("label", ""))
+        points = polygon.get("points", [])
+        if not 3 <= len(points) <= MAX_POLYGON_POINTS:
+            raise InvalidArgument(f"{path}.points", f"needs 3 to {MAX_POLYGON_POINTS} vertices (got {len(points)})")
+        for k, point in enumerate(points):
+            _coordinate(f"{path}.points[{k}].x", point.get("x", 0.0))
+            _coordinate(f"{path}.points[{k}].y", point.get("y", 0.0))
+
+
+def _check_spans(job: JobRules, body: Mapping[str, Any], text_length: int | None) -> None:
+    taken: list[tuple[int, int, int]] = []
+    for index, span in enumerate(_objects(body, "spans", "answer.spans.spans")):
+        path = f"answer.spans.spans[{index}]"
+        _check_label(job, f"{path}.label", span.get("label", ""))
+        start, end = int(span.get("start", 0)), int(span.get("end", 0))
+        if start < 0:
+            raise InvalidArgument(f"{path}.start", f"must be >= 0 (got {start})")
+        if end <= start:
+            raise InvalidArgument(f"{path}.end", f"must be > start {start} (got {end})")
+        if text_length is not None and end > text_length:
+            raise InvalidArgument(f"{path}.end", f"past the end of the text ({text_length} characters; got {end})")
+        taken.append((start, end, index))
+    taken.sort()
+    for (_, end, _), (start, _, index) in itertools.pairwise(taken):
+        if start < end:
+            raise InvalidArgument(f"answer.spans.spans[{index}]", "overlaps another span")
+
+
+def _check_transcription(job: JobRules, body: Mapping[str, Any], _: int | None) -> None:
+    limit = int(job.option("max_chars", 0)) or DEFAULT_TRANSCRIPTION_CHARS
+    length = len(body.get("text", ""))
+    if length > limit:
+        raise InvalidArgument("answer.transcription.text", f"at most {limit} characters (got {length})")
+
+
+def _check_pairwise(job: JobRules, body: Mapping[str, Any], _: int | None) -> None:
+    winner = body.get("winner", "")
+    allowed = PAIRWISE_WINNERS if job.option("allow_tie") else PAIRWISE_WINNERS[:2]
+    if winner not in allowed:
+        raise InvalidArgument("answer.pairwise.winner", f"must be one of {', '.join(allowed)} (got {winner!r})")
+
+
+_CHECKS = {
+    "multi_label": _check_multi_label,
+    "boxes": _check_boxes,
+    "keypoints": _check_keypoints,
+    "polygons": _check_polygons,
+    "spans": _check_spans,
+    "transcription": _check_transcription,
+    "pairwise": _check_pairwise,
+}
 
 
 def wants_gold(gold_share: float, draw: float) -> bool:

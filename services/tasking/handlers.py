@@ -33,6 +33,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import IntegrityError
 
+from quorum import taskmessages
 from quorum.db import (
     UtcDateTime,
     claim_events,
@@ -46,7 +47,7 @@ from quorum.errors import FailedPrecondition, NotFound, PermissionDenied
 from quorum.messaging import Topics, outgoing
 from quorum.objectstore import ObjectMissing, ObjectStore
 from quorum.owners import OwnerCache
-from quorum.v1 import common_pb2, events_pb2
+from quorum.v1 import events_pb2
 from services.tasking import tables
 from services.tasking.domain import (
     ACTIVE_WINDOW,
@@ -368,6 +369,7 @@ class TaskingService:
             overlap_max=row.overlap_max,
             gold_share=row.gold_share,
             lease_seconds=row.lease_seconds,
+            options=tuple(sorted((row.task_options or {}).items())),
         )
         self._jobs[job_id] = rules
         return rules
@@ -505,7 +507,7 @@ class TaskingService:
             raise RuntimeError(f"job {lease.job_id!r} of leased task {lease.task_id!r} is unknown")
         text: str | None = None
         data: bytes | None = None
-        if rules.task_type == "text_classification":
+        if _is_text(rules, row.content_type):
             if row.text is not None or not row.object_key:
                 text = row.text or ""
             else:
@@ -558,7 +560,8 @@ class TaskingService:
         rules = self.job(lease.job_id)
         if rules is None:  # pragma: no cover - a lease is only granted on a ready job
             raise RuntimeError(f"job {lease.job_id!r} of leased task {lease.task_id!r} is unknown")
-        validate_answer(rules, answer)
+        text_length = self._text_length(lease.task_id, rules) if answer.kind == "spans" else None
+        validate_answer(rules, answer, text_length)
         status = self._leases.take(lease, worker, count_answer=True)
         if status is not LeaseStatus.OK:
             raise self._lease_lost(lease_id, status)
@@ -567,7 +570,7 @@ class TaskingService:
         # The lease was read before the take, so it holds the time counted up to the last
         # heartbeat; the submit is the last activity point.
         active_ms = lease.active_ms_at(int(submitted_at.timestamp() * 1000))
-        answer_pb = common_pb2.Answer(classification=common_pb2.ClassificationAnswer(label=answer.label))
+        answer_pb = taskmessages.answer_from_text(answer.stored)
         event = events_pb2.Event(
             answer_accepted=events_pb2.AnswerAccepted(
                 answer_id=answer_id,
@@ -592,7 +595,7 @@ class TaskingService:
                         "job_id": lease.job_id,
                         "worker_id": worker,
                         "gold": lease.gold,
-                        "label": answer.label,
+                        "label": answer.stored,
                         "answer": answer_pb.SerializeToString(),
                         "leased_at": lease.leased_at(),
                         "submitted_at": submitted_at,
@@ -616,6 +619,20 @@ class TaskingService:
             raise
         self._outbox_written()
         return answer_id
+
+    def _text_length(self, task_id: str, rules: JobRules) -> int | None:
+        """The length in code points of a text task's body, which spans must stay within;
+        None when the task holds no text."""
+        t = tables.tasks
+        with reading(self._engine) as conn:
+            row = conn.execute(
+                sa.select(t.c.text, t.c.object_key, t.c.content_type).where(t.c.task_id == task_id)
+            ).first()
+        if row is None or not _is_text(rules, row.content_type):
+            return None
+        if row.text is not None or not row.object_key:
+            return len(row.text or "")
+        return len(self._content.get(row.object_key).decode("utf-8", "replace"))
 
     def heartbeat(self, session_id: str, lease_id: str) -> dt.datetime:
         """Restarts a live lease's term (the job's lease_seconds) from now; returns the new
@@ -836,7 +853,7 @@ class TaskingService:
     def _rules_of(created: events_pb2.JobCreated, event: events_pb2.Event) -> tuple[JobRules, dt.datetime]:
         spec = created.spec
         task_type = spec.WhichOneof("task") or ""
-        labels: Sequence[str] = getattr(spec, task_type).labels if task_type else ()
+        labels: Sequence[str] = taskmessages.schema_labels(spec, task_type) if task_type else ()
         rules = JobRules(
             job_id=created.job_id,
             task_type=task_type,
@@ -846,6 +863,7 @@ class TaskingService:
             overlap_max=max(spec.overlap.max, initial_answers_wanted(spec.overlap.min)),
             gold_share=clamp_gold_share(spec.gold_share),
             lease_seconds=lease_seconds_or_default(spec.lease_seconds),
+            options=tuple(sorted(taskmessages.config_options(spec, task_type).items())),
         )
         return rules, _event_time(created.created_at, event)
 
@@ -867,6 +885,7 @@ class TaskingService:
                 "known": True,
                 "task_type": rules.task_type,
                 "labels": list(rules.labels),
+                "task_options": dict(rules.options),
                 "instructions": rules.instructions,
                 "overlap_min": rules.overlap_min,
                 "overlap_max": rules.overlap_max,
@@ -1036,3 +1055,8 @@ class TaskingService:
             "resolved": sa.or_(u.c.resolved, insert.excluded.resolved),
         }
         conn.execute(insert.on_conflict_do_update(index_elements=[u.c.task_id], set_=merged), rows)
+
+
+def _is_text(rules: JobRules, content_type: str) -> bool:
+    """Whether a task's object goes to the worker as text (else as bytes)."""
+    return rules.media == "text" or (rules.media == "any" and content_type.startswith("text/"))

@@ -8,8 +8,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from quorum import taskmessages
 from quorum.v1 import common_pb2, tasking_pb2, tasking_pb2_grpc
 from services.tasking.domain import RETRY_AFTER_MS, HandedOutTask, SubmittedAnswer
 from services.tasking.handlers import TaskingService
@@ -25,9 +27,12 @@ def _timestamp(moment: dt.datetime) -> Timestamp:
 
 def _submitted(answer: common_pb2.Answer) -> SubmittedAnswer:
     kind = answer.WhichOneof("value")
+    if kind is None:
+        return SubmittedAnswer(kind=None)
     if kind == "classification":
         return SubmittedAnswer(kind=kind, label=answer.classification.label)
-    return SubmittedAnswer(kind=kind)
+    body = json_format.MessageToDict(getattr(answer, kind), preserving_proto_field_name=True)
+    return SubmittedAnswer(kind=kind, body=body, text=taskmessages.answer_text(answer))
 
 
 def worker_task(task: HandedOutTask) -> tasking_pb2.WorkerTask:
@@ -39,7 +44,8 @@ def worker_task(task: HandedOutTask) -> tasking_pb2.WorkerTask:
         instructions=task.job.instructions,
         lease_expires_at=_timestamp(task.lease_expires_at),
     )
-    getattr(message, task.job.task_type).CopyFrom(common_pb2.ClassificationConfig(labels=task.job.labels))
+    config = taskmessages.config_message(task.job.task_type, task.job.labels, dict(task.job.options))
+    getattr(message, task.job.task_type).CopyFrom(config)
     message.content.content_type = task.content_type
     if task.text is not None:
         message.content.text = task.text

@@ -31,6 +31,8 @@ jobs = sa.Table(
     sa.Column("deleted", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("task_type", sa.String(64), nullable=False, default=""),
     sa.Column("labels", sa.JSON, nullable=False, default=list),
+    # The task config's fields other than labels (quorum.taskmessages.config_options).
+    sa.Column("task_options", sa.JSON, nullable=True),
     sa.Column("instructions", sa.Text, nullable=False, default=""),
     sa.Column("overlap_min", sa.Integer, nullable=False, default=1),
     sa.Column("overlap_max", sa.Integer, nullable=False, default=1),
