@@ -64,6 +64,11 @@ class TaskingServicer(tasking_pb2_grpc.TaskingServiceServicer):
 
     def GetNextTask(self, request: tasking_pb2.GetNextTaskRequest, context: Any) -> tasking_pb2.GetNextTaskResponse:
         task = self._service.next_task(request.session_id, request.job_id)
+        if task is not None and not context.is_active():
+            # Cancelled while the task was being leased: the reply would go nowhere, and the
+            # lease would hold the task's slot until it expired.
+            self._service.release_undelivered(request.session_id, task.lease_id)
+            task = None
         if task is None:
             return tasking_pb2.GetNextTaskResponse(retry_after_ms=RETRY_AFTER_MS)
         return tasking_pb2.GetNextTaskResponse(task=worker_task(task))
