@@ -501,7 +501,14 @@ class EventConsumer:
                         self._dead_letter_publisher.close()
                         self._dead_letter_publisher = None
                     consumer = self._consumer()
-                polled = consumer.poll(timeout_ms=200, max_records=self._max_batch)
+                try:
+                    polled = consumer.poll(timeout_ms=200, max_records=self._max_batch)
+                except KafkaError as exc:
+                    # The broker is down or restarting; nothing reached the handler. Dying here
+                    # would make the service exit (its watchdog), so wait for the broker instead.
+                    log.warning("consumer %s: polling failed, retrying: %s", self._group_id, exc)
+                    self._stop.wait(1.0)
+                    continue
                 records = [r for batch in polled.values() for r in batch]
                 if not records:
                     continue
@@ -511,6 +518,10 @@ class EventConsumer:
                 except CommitFailedError:
                     # A rebalance took the partitions away; their new owner replays the batch.
                     log.warning("consumer %s: commit failed after a rebalance", self._group_id)
+                except KafkaError as exc:
+                    # The batch is applied but its offsets are not committed: it is read again
+                    # later, and the handler drops what it already applied by event id.
+                    log.warning("consumer %s: commit failed, the batch will be replayed: %s", self._group_id, exc)
         except BaseException as exc:
             self.error = exc
             log.exception("consumer %s stopped", self._group_id)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent import futures
 from dataclasses import dataclass
@@ -145,6 +146,8 @@ class RunningServer:
     # The plaintext listener that serves only grpc.health.v1 (start_server's health_address).
     health_server: grpc.Server | None = None
     health_port: int | None = None
+    # The threads that run the handlers; stop() waits for them.
+    handlers: futures.ThreadPoolExecutor | None = None
 
     def set_serving(self, serving: bool) -> None:
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
@@ -152,9 +155,17 @@ class RunningServer:
             self.health.set(name, status)
 
     def stop(self, grace: float = 2.0) -> None:
-        """Reports NOT_SERVING, gives in-flight calls ``grace`` seconds, then stops."""
+        """Reports NOT_SERVING, gives in-flight calls ``grace`` seconds, then stops. gRPC
+        cancels the calls still running then, but their handlers run on to the end (and
+        may clean up after themselves, e.g. give back a lease the caller never got): this
+        waits up to ``grace`` seconds more for them, so they finish before the service
+        closes its connections."""
         self.set_serving(False)
         self.server.stop(grace).wait()
+        if self.handlers is not None:
+            finishing = threading.Thread(target=self.handlers.shutdown, name="grpc-handlers-finish", daemon=True)
+            finishing.start()
+            finishing.join(grace)
         if self.health_server is not None:
             self.health_server.stop(0).wait()
 
@@ -228,8 +239,9 @@ def start_server(
     RuntimeError when a port cannot be bound.
     """
     check_transport(address, tls, allow_plaintext_off_loopback)
+    handlers = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc")
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
+        handlers,
         interceptors=[DomainErrorInterceptor(), *interceptors],
         # Calls beyond this wait nowhere: gRPC answers RESOURCE_EXHAUSTED at once instead of
         # queueing them without bound behind busy threads.
@@ -275,7 +287,7 @@ def start_server(
             "whatever sits in front must encrypt the traffic",
             bound,
         )
-    running = RunningServer(server, health_servicer, port, tuple(names), health_server, health_port)
+    running = RunningServer(server, health_servicer, port, tuple(names), health_server, health_port, handlers)
     running.set_serving(True)
     return running
 

@@ -175,10 +175,13 @@ class RunningService:
 
     def stop(self, drain_delay_s: float = 0.0, grace_s: float = 5.0) -> None:
         """Drains and stops: health turns NOT_SERVING, ``drain_delay_s`` later new calls are
-        refused and in-flight ones get ``grace_s`` to finish; then the consumers finish their
-        batch and commit its offsets, background loops end, and the outbox relay publishes
-        what is committed. Leases live in Redis and outlive the process: a worker's lease
-        stays valid on the other replicas until it expires."""
+        refused and in-flight ones get ``grace_s`` to finish (the handlers of calls cut off
+        then get up to ``grace_s`` more: a task leased for a call that can no longer be
+        answered is released at once, see TaskingServicer.GetNextTask); then the consumers
+        finish their batch and commit its offsets, background loops end, and the outbox
+        relay publishes what is committed. Leases that reached their workers live in Redis
+        and are kept on purpose: the worker is still at work, and its answer is accepted
+        by the other replicas, or by this one restarted, until the lease expires."""
         self.server.set_serving(False)
         if drain_delay_s:
             time.sleep(drain_delay_s)

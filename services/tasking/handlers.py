@@ -660,6 +660,25 @@ class TaskingService:
             )
             conn.execute(_MARK_FULL, {"b_task": lease.task_id, "b_until": None})
 
+    def release_undelivered(self, session_id: str, lease_id: str) -> bool:
+        """Ends a lease whose handout never reached its worker (the call was cancelled: the
+        caller gave up, or a draining server's grace ran out) and forgets the handout, so
+        the task is back in play at once, for this worker too, instead of when the lease
+        expires. Returns whether the lease was still live. Two Redis round trips and one
+        transaction."""
+        worker = self.worker_for(session_id)
+        lease = self._leases.get(lease_id)
+        if lease is None or lease.worker_id != worker:
+            return False
+        if self._leases.take(lease, worker, count_answer=False) is not LeaseStatus.OK:
+            return False
+        a = tables.assignments
+        with self._engine.begin() as conn:
+            conn.execute(sa.delete(a).where(a.c.lease_id == lease_id, a.c.state == "leased"))
+            conn.execute(_MARK_FULL, {"b_task": lease.task_id, "b_until": None})
+        log.info("lease %s of task %s released: its handout was not delivered", lease_id, lease.task_id)
+        return True
+
     def sweep_expired(self) -> int:
         """Removes expired leases from Redis's indexes and marks their assignments expired.
         Returns how many. Safe to run in every replica: each lease is swept once."""

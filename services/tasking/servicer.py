@@ -54,6 +54,13 @@ def worker_task(task: HandedOutTask) -> tasking_pb2.WorkerTask:
     return message
 
 
+def _reply_cannot_arrive(context: Any) -> bool:
+    """Whether the call is over: cancelled (the caller gave up, or a draining server's
+    grace ran out) or past its deadline, which gRPC may notice only after the handler."""
+    remaining = context.time_remaining()
+    return not context.is_active() or (remaining is not None and remaining <= 0)
+
+
 class TaskingServicer(tasking_pb2_grpc.TaskingServiceServicer):
     """Thin gRPC adapter over :class:`TaskingService`."""
 
@@ -70,6 +77,11 @@ class TaskingServicer(tasking_pb2_grpc.TaskingServiceServicer):
 
     def GetNextTask(self, request: tasking_pb2.GetNextTaskRequest, context: Any) -> tasking_pb2.GetNextTaskResponse:
         task = self._service.next_task(request.session_id, request.job_id)
+        if task is not None and _reply_cannot_arrive(context):
+            # Cancelled while the task was being leased: the reply would go nowhere, and the
+            # lease would hold the task's slot until it expired.
+            self._service.release_undelivered(request.session_id, task.lease_id)
+            task = None
         if task is None:
             return tasking_pb2.GetNextTaskResponse(retry_after_ms=RETRY_AFTER_MS)
         return tasking_pb2.GetNextTaskResponse(task=worker_task(task))
