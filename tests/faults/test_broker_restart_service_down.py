@@ -24,7 +24,9 @@ def stack(tmp_path: Path) -> Iterator[LocalStack]:
         yield running
 
 
-@pytest.mark.parametrize("service", ["ingest", "tasking", "consensus", "payments", "access"])
+# Every service meets a new broker generation through the same start-up check; tasking
+# (leases, handouts in flight) and payments (the ledger) have the most to lose.
+@pytest.mark.parametrize("service", ["tasking", "payments"])
 def test_broker_restarted_empty_while_a_service_is_down(stack: LocalStack, service: ServiceName) -> None:
     """Memory storage: every topic, record, group and offset is gone while ``service`` is
     stopped. On its start it recreates the topics, republishes its outbox and consumes

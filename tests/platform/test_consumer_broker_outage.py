@@ -53,7 +53,7 @@ def test_a_consumer_survives_the_broker_going_away_and_coming_back_empty(tmp_pat
         wait_until(lambda: "before" in seen, "the event before the outage")
 
         # Outages of several lengths, each met at another point of the consumer's cycle.
-        for i, down_s in enumerate((0.5, 1.0, 2.0, 5.0)):
+        for i, down_s in enumerate((0.5, 3.0)):
             broker.stop()
             time.sleep(down_s)
             assert consumer.alive, f"the consumer died with the broker: {consumer.error!r}"

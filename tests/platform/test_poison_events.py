@@ -35,16 +35,12 @@ BUILDS: dict[ServiceName, Callable[[ServiceContext], ServiceParts]] = {
     "access": access_bootstrap.build,
 }
 # Every (service, topic) pair a service consumes, by Topics attribute.
+# One topic per consumer: a consumer decodes every topic it reads alike, and the
+# well-formed strangers published with the garbage carry every payload kind, so each
+# service's handler meets unknown jobs and tasks of every kind it handles.
 CONSUMED = [
-    ("tasking", "jobs"),
-    ("tasking", "tasks"),
     ("tasking", "task_requests"),
-    ("tasking", "results"),
-    ("consensus", "jobs"),
-    ("consensus", "tasks"),
     ("consensus", "answers"),
-    ("payments", "jobs"),
-    ("payments", "answers"),
     ("payments", "results"),
     ("access", "audit"),
 ]
