@@ -1111,8 +1111,8 @@ class LedgerAuditor:
             return
         if p.amount_cents <= 0 or p.amount_cents % price:
             self._problem(
-                f"{where}: amount {p.amount_cents} is not a positive multiple of job {p.job_id!r}'s "
-                f"price of {price} per annotation"
+                f"{where}: amount {p.amount_cents} is not a positive multiple of the per-annotation "
+                f"price {price} of job {p.job_id!r}"
             )
             return
         tally.annotations += p.amount_cents // price

@@ -29,8 +29,10 @@ def job_created(
     gold_bonus: int = 0,
     gold_bonus_threshold: float = 0.0,
     gold_bonus_min_answers: int = 0,
+    price_per_annotation: int = 0,
 ) -> events_pb2.Event:
     spec = common_pb2.JobSpec(
+        price_per_annotation_cents=price_per_annotation,
         gold_share=0.2 if gold_bonus else 0.0,
         gold_bonus_cents=gold_bonus,
         gold_bonus_threshold=gold_bonus_threshold,
@@ -65,12 +67,19 @@ def task_resolved(
     event_id: str | None = None,
     weights: dict[str, float] | None = None,
     low_confidence: bool = False,
+    boxes: int | None = None,
 ) -> events_pb2.Event:
-    """A resolution with label "cat"; ``weights`` lists the workers consensus saw (weight 0: spammer)."""
+    """A resolution with label "cat", or ``boxes`` fused "cat" boxes; ``weights`` lists the
+    workers consensus saw (weight 0: spammer)."""
     resolved = events_pb2.TaskResolved(
         task_id=task_id, job_id=job_id, version=version, confidence=0.9, low_confidence=low_confidence
     )
-    resolved.label.classification.label = "cat"
+    if boxes is None:
+        resolved.label.classification.label = "cat"
+    else:
+        resolved.label.boxes.SetInParent()
+        for i in range(boxes):
+            resolved.label.boxes.boxes.add(label="cat", x=0.1 * (i % 5), y=0.1, w=0.05, h=0.05, confidence=0.9)
     for worker, weight in sorted((weights or {}).items()):
         seen = resolved.answers.add(worker_id=worker, weight=weight)
         seen.answer.classification.label = "cat"
