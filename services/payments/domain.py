@@ -11,7 +11,8 @@ Accounts:
 ``client:<client_id>:receivable``
     What a client owes. Debited once per labeled object it pays for.
 ``platform:revenue``
-    The platform's revenue. Credited once per labeled object, whoever pays.
+    The platform's revenue. Credited once per labeled object (and once for its
+    annotations), whoever pays.
 ``platform:pilot_subsidy``
     What the platform gives away: debited instead of the client's receivable
     for the free objects of a pilot job, so the cost of pilots stays visible.
@@ -42,9 +43,16 @@ least ``gold_bonus_min_answers`` graded gold answers, of which at least the shar
 paid answers on the job (gold ones included). Answers settled after the decision
 earn no bonus: by then the job is labeled and only the last live leases come in.
 
+Per-annotation price (JobSpec.price_per_annotation_cents): a labeled object of a
+per-object job is also charged its resolved label's annotations (boxes, spans,
+keypoints, polygons, masks, chosen labels) x the price, in one ``annotations``
+posting next to its bill, paid by whoever pays the object (the pilot subsidy for
+an object within the allowance). Only the first resolution counts.
+
 Postings are append-only; a correction would be a new posting, never an edit.
 Each posting has a key that makes it unique: ``bill:<task_id>`` (at most one
 per labeled object, whatever the number of resolutions of the task),
+``annotations:<task_id>`` (at most one per labeled object),
 ``pay:<answer_id>`` (one per accepted answer) and ``bonus:<job_id>:<worker_id>``
 (at most one quality bonus per worker and job).
 
@@ -84,7 +92,8 @@ TIME = "time"
 PAY = "pay"
 PAYOUT = "payout"
 BONUS = "bonus"
-POSTING_KINDS = frozenset({BILL, TIME, PAY, PAYOUT, BONUS})
+ANNOTATIONS = "annotations"
+POSTING_KINDS = frozenset({BILL, TIME, PAY, PAYOUT, BONUS, ANNOTATIONS})
 
 PER_OBJECT = "per_object"
 PER_HOUR = "per_hour"
@@ -152,6 +161,8 @@ class JobTerms:
     gold_bonus_cents: int = 0
     gold_bonus_threshold: float = 0.0
     gold_bonus_min_answers: int = 0
+    # Charged per annotation of a labeled object's resolved label, on top of its price.
+    price_per_annotation_cents: int = 0
 
     @property
     def bills_time(self) -> bool:
@@ -179,6 +190,7 @@ class JobTerms:
         gold_bonus_cents: int = 0,
         gold_bonus_threshold: float = 0.0,
         gold_bonus_min_answers: int = 0,
+        price_per_annotation_cents: int = 0,
     ) -> JobTerms:
         """Applies the JobSpec defaults: currency USD when empty, allowance 100 when not positive,
         bonus threshold 0.9 and minimum 5 gold answers when not set (outside [0, 1]: 0.9).
@@ -209,6 +221,7 @@ class JobTerms:
             gold_bonus_min_answers=gold_bonus_min_answers
             if gold_bonus_min_answers > 0
             else DEFAULT_GOLD_BONUS_MIN_ANSWERS,
+            price_per_annotation_cents=max(0, price_per_annotation_cents),
         )
 
     @property
@@ -272,6 +285,36 @@ def bill_object(terms: JobTerms, task_id: str, event_id: str, ordinal: int) -> B
         memo=memo,
     )
     return BillDecision(pilot, posting)
+
+
+def bill_annotations(terms: JobTerms, task_id: str, event_id: str, annotations: int, pilot: bool) -> Posting | None:
+    """Charges the ``annotations`` of a labeled object's resolved label at the job's
+    per-annotation price; None when either is 0 or the job is billed per hour.
+
+    ``pilot`` is the object's own :class:`BillDecision` pilot flag: the annotations of
+    a free object are paid by the pilot subsidy like the object itself.
+    """
+    price = terms.price_per_annotation_cents
+    if terms.bills_time or price <= 0 or annotations <= 0:
+        return None
+    if pilot:
+        debit = PLATFORM_PILOT_SUBSIDY
+        memo = f"Pilot allowance: {annotations} annotations x {price} on labeled object {task_id}"
+    else:
+        debit = client_receivable(terms.client_id)
+        memo = f"{annotations} annotations x {price} on labeled object {task_id} ({terms.task_label})"
+    return Posting(
+        posting_key=posting_key(ANNOTATIONS, task_id),
+        kind=ANNOTATIONS,
+        ref_id=task_id,
+        event_id=event_id,
+        job_id=terms.job_id,
+        debit_account=debit,
+        credit_account=PLATFORM_REVENUE,
+        amount_cents=annotations * price,
+        currency=terms.currency,
+        memo=memo,
+    )
 
 
 def hourly(active_ms: int, rate_cents: int) -> int:
@@ -563,6 +606,20 @@ class JobCounters:
     # Quality bonuses: cents owed to workers and how many workers got one.
     bonus_cents: int = 0
     bonuses_paid: int = 0
+    # Annotations charged (pilot ones included) and those the pilot subsidy paid.
+    annotations_billed: int = 0
+    pilot_annotations: int = 0
+
+    def count_annotations(self, terms: JobTerms, posting: Posting | None) -> None:
+        if posting is None:
+            return
+        annotations = posting.amount_cents // terms.price_per_annotation_cents
+        self.annotations_billed += annotations
+        if posting.debit_account == PLATFORM_PILOT_SUBSIDY:
+            self.pilot_annotations += annotations
+            self.pilot_subsidy_cents += posting.amount_cents
+        else:
+            self.billed_cents += posting.amount_cents
 
     def count_bonus(self, decision: BonusDecision) -> None:
         if decision.posting is not None:
@@ -624,7 +681,8 @@ class Invoice:
 
 
 def invoice_lines(terms: JobTerms, counters: JobCounters) -> list[InvoiceLine]:
-    """One line for the labeled objects and, for pilots, a negative "Pilot allowance" line.
+    """One line for the labeled objects, one for their annotations when any were charged and,
+    for pilots, negative "Pilot allowance" lines for the free objects and their annotations.
 
     The lines add up to what the ledger charged the client when the ledger is sound.
     Per-hour jobs get one "Annotation time" line (quantity in seconds) and, for pilots,
@@ -660,6 +718,16 @@ def invoice_lines(terms: JobTerms, counters: JobCounters) -> list[InvoiceLine]:
             amount_cents=counters.objects_billed * price,
         )
     ]
+    annotation_price = terms.price_per_annotation_cents
+    if counters.annotations_billed:
+        lines.append(
+            InvoiceLine(
+                description="Annotations",
+                quantity=counters.annotations_billed,
+                unit_price_cents=annotation_price,
+                amount_cents=counters.annotations_billed * annotation_price,
+            )
+        )
     if terms.pilot:
         lines.append(
             InvoiceLine(
@@ -667,6 +735,15 @@ def invoice_lines(terms: JobTerms, counters: JobCounters) -> list[InvoiceLine]:
                 quantity=counters.pilot_objects,
                 unit_price_cents=-price,
                 amount_cents=-counters.pilot_objects * price,
+            )
+        )
+    if counters.pilot_annotations:
+        lines.append(
+            InvoiceLine(
+                description="Pilot allowance (annotations of the free objects)",
+                quantity=counters.pilot_annotations,
+                unit_price_cents=-annotation_price,
+                amount_cents=-counters.pilot_annotations * annotation_price,
             )
         )
     return lines
@@ -919,6 +996,11 @@ class _JobTally:
     pays: int = 0
     bonus_cents: int = 0
     bonuses: int = 0
+    # Annotation postings, the annotations they charge, and those of pilot objects.
+    annotation_bills: int = 0
+    pilot_annotation_bills: int = 0
+    annotations: int = 0
+    pilot_annotations: int = 0
 
 
 @dataclass
@@ -928,8 +1010,9 @@ class LedgerAuditor:
     Checks: per currency, total debits equal total credits and the signed
     account balances sum to zero; every amount is positive; debit and credit
     accounts differ and are well formed; each key is ``<kind>:<ref>`` of a
-    known kind; at most one bill per task, one pay per answer and one quality
-    bonus per worker and job; every posting matches its job's terms (currency,
+    known kind; at most one bill and one annotations posting per task, one pay
+    per answer and one quality bonus per worker and job; annotations postings
+    only on jobs with a per-annotation price, each a multiple of it; every posting matches its job's terms (currency,
     amount, accounts; a bonus is a multiple of the job's bonus); each pilot
     job's subsidised objects stay within its allowance; each job's counters
     agree with its postings and with its settled tasks and answers.
@@ -982,6 +1065,9 @@ class LedgerAuditor:
             tally.bonus_cents += p.amount_cents
             self._check_bonus(where, p)
             return
+        if p.kind == ANNOTATIONS:
+            self._add_annotations(where, p, tally)
+            return
         if p.kind == TIME:
             tally.time_bills += 1
             tally.time_cents += p.amount_cents
@@ -1000,6 +1086,38 @@ class LedgerAuditor:
             tally.pays += 1
             tally.paid_cents += p.amount_cents
         self._check_terms(where, p)
+
+    def _add_annotations(self, where: str, p: Posting, tally: _JobTally) -> None:
+        subsidised = p.debit_account == PLATFORM_PILOT_SUBSIDY
+        tally.annotation_bills += 1
+        if subsidised:
+            tally.pilot_annotation_bills += 1
+            tally.subsidy_cents += p.amount_cents
+        else:
+            tally.receivable_cents += p.amount_cents
+        record = self.jobs.get(p.job_id)
+        if record is None or record.terms is None:
+            self._problem(f"{where}: job {p.job_id!r} has no terms")
+            return
+        terms = record.terms
+        if p.currency != terms.currency:
+            self._problem(f"{where}: currency {p.currency} but job {p.job_id!r} is in {terms.currency}")
+        debits = {client_receivable(terms.client_id), PLATFORM_PILOT_SUBSIDY}
+        if p.debit_account not in debits or p.credit_account != PLATFORM_REVENUE:
+            self._problem(f"{where}: a bill must move money from {sorted(debits)} to {PLATFORM_REVENUE}")
+        price = terms.price_per_annotation_cents
+        if terms.bills_time or price <= 0:
+            self._problem(f"{where}: an annotations posting on job {p.job_id!r}, which has no per-annotation price")
+            return
+        if p.amount_cents <= 0 or p.amount_cents % price:
+            self._problem(
+                f"{where}: amount {p.amount_cents} is not a positive multiple of the per-annotation "
+                f"price {price} of job {p.job_id!r}"
+            )
+            return
+        tally.annotations += p.amount_cents // price
+        if subsidised:
+            tally.pilot_annotations += p.amount_cents // price
 
     def _check_bonus(self, where: str, p: Posting) -> None:
         if p.debit_account != PLATFORM_QUALITY_BONUS or account_kind(p.credit_account) != "worker":
@@ -1070,7 +1188,9 @@ class LedgerAuditor:
                 self._problem(f"{currency}: account balances sum to {signed}, not 0")
         for (kind, ref), count in sorted(self._refs.items()):
             if count > 1:
-                what = {BILL: "task", BONUS: "job and worker", PAYOUT: "batch and worker"}.get(kind, "answer")
+                what = {BILL: "task", ANNOTATIONS: "task", BONUS: "job and worker", PAYOUT: "batch and worker"}.get(
+                    kind, "answer"
+                )
                 self._problem(f"{what} {ref!r} has {count} {kind} postings")
         for job_id, record in sorted(self.jobs.items()):
             self._check_job(job_id, record, settled_objects.get(job_id, 0), settled_answers.get(job_id, 0))
@@ -1136,6 +1256,17 @@ class LedgerAuditor:
             self._problem(f"job {job_id!r}: {c.pilot_objects} pilot objects of {c.objects_billed} billed")
         if tally.bills > c.objects_billed or tally.pays > c.answers_paid:
             self._problem(f"job {job_id!r}: more postings than billed objects or paid answers")
+        # At most one annotations posting per billed object, paid by whoever paid the object.
+        if tally.annotation_bills > c.objects_billed or tally.pilot_annotation_bills > c.pilot_objects:
+            self._problem(
+                f"job {job_id!r}: {tally.annotation_bills} annotations postings ({tally.pilot_annotation_bills} "
+                f"subsidised) for {c.objects_billed} billed objects ({c.pilot_objects} pilot)"
+            )
+        if (c.annotations_billed, c.pilot_annotations) != (tally.annotations, tally.pilot_annotations):
+            self._problem(
+                f"job {job_id!r}: counters of annotations billed are {c.annotations_billed} "
+                f"({c.pilot_annotations} pilot), the ledger says {tally.annotations} ({tally.pilot_annotations} pilot)"
+            )
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,8 @@ _COUNTER_COLUMNS = (
     "time_bills",
     "bonus_cents",
     "bonuses_paid",
+    "annotations_billed",
+    "pilot_annotations",
 )
 _TERM_COLUMNS = (
     "client_id",
@@ -108,6 +110,7 @@ _TERM_COLUMNS = (
     "gold_bonus_cents",
     "gold_bonus_threshold",
     "gold_bonus_min_answers",
+    "price_per_annotation_cents",
 )
 _PRICE_MODES = {common_pb2.PRICE_MODE_PER_HOUR: domain.PER_HOUR}
 _PAY_MODES = {common_pb2.PAY_MODE_PER_HOUR: domain.PER_HOUR}
@@ -161,6 +164,7 @@ class _Batch:
                 gold_bonus_cents=spec.gold_bonus_cents,
                 gold_bonus_threshold=spec.gold_bonus_threshold,
                 gold_bonus_min_answers=spec.gold_bonus_min_answers,
+                price_per_annotation_cents=spec.price_per_annotation_cents,
             )
             self.job_ids.add(terms.job_id)
             self.terms.setdefault(
@@ -182,6 +186,7 @@ class _Batch:
                     "gold_bonus_cents": terms.gold_bonus_cents,
                     "gold_bonus_threshold": terms.gold_bonus_threshold,
                     "gold_bonus_min_answers": terms.gold_bonus_min_answers,
+                    "price_per_annotation_cents": terms.price_per_annotation_cents,
                 },
             )
         elif kind == "job_sealed":
@@ -214,6 +219,7 @@ class _Batch:
                     "label": _label(resolved.label)[:500],
                     "low_confidence": resolved.low_confidence,
                     "verdicts": {a.worker_id: [_label(a.answer), a.weight] for a in resolved.answers},
+                    "annotations": annotation_count(resolved.label),
                     "billed_at": None,
                 },
             )
@@ -311,11 +317,31 @@ def _terms_of(row: Any) -> JobTerms:
         gold_bonus_cents=int(row.gold_bonus_cents or 0),
         gold_bonus_threshold=float(row.gold_bonus_threshold or 0),
         gold_bonus_min_answers=int(row.gold_bonus_min_answers or 0),
+        price_per_annotation_cents=int(row.price_per_annotation_cents or 0),
     )
 
 
 def _label(answer: common_pb2.Answer) -> str:
     return answer.classification.label if answer.WhichOneof("value") == "classification" else ""
+
+
+def annotation_count(label: common_pb2.Answer) -> int:
+    """The annotations a resolved label holds: its boxes, spans, keypoints, polygons, masks or
+    chosen labels; 0 for classification, transcription and pairwise labels."""
+    kind = label.WhichOneof("value")
+    if kind == "boxes":
+        return len(label.boxes.boxes)
+    if kind == "spans":
+        return len(label.spans.spans)
+    if kind == "keypoints":
+        return len(label.keypoints.points)
+    if kind == "polygons":
+        return len(label.polygons.polygons)
+    if kind == "masks":
+        return len(label.masks.masks)
+    if kind == "multi_label":
+        return len(label.multi_label.labels)
+    return 0
 
 
 def _counters_of(row: Any) -> JobCounters:
@@ -591,7 +617,7 @@ class Ledger:
             row
             for ids in _chunks(ready)
             for row in conn.execute(
-                sa.select(t.c.task_id, t.c.job_id, t.c.event_id)
+                sa.select(t.c.task_id, t.c.job_id, t.c.event_id, t.c.annotations)
                 .where(t.c.job_id.in_(ids), t.c.billed_at.is_(None))
                 .order_by(t.c.job_id, t.c.resolved_at, t.c.task_id)
             )
@@ -631,11 +657,17 @@ class Ledger:
             return False
         postings: list[Posting] = []
         for task in tasks:
-            job = counters[task.job_id]
-            decision = domain.bill_object(terms[task.job_id], task.task_id, task.event_id, job.objects_billed + 1)
+            job, job_terms = counters[task.job_id], terms[task.job_id]
+            decision = domain.bill_object(job_terms, task.task_id, task.event_id, job.objects_billed + 1)
             job.count_object(decision)
             if decision.posting is not None:
                 postings.append(decision.posting)
+            charge = domain.bill_annotations(
+                job_terms, task.task_id, task.event_id, int(task.annotations), decision.pilot
+            )
+            job.count_annotations(job_terms, charge)
+            if charge is not None:
+                postings.append(charge)
         earned: defaultdict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
         settled: list[dict[str, Any]] = []
         for left in abandoned:
@@ -797,29 +829,33 @@ class Ledger:
         self, client_id: str, start: dt.datetime, end: dt.datetime, currency: str = ""
     ) -> domain.PeriodInvoice:
         """Everything posted to the client's receivable in ``[start, end)``, one line per job
-        (its charges in the period and their sum), oldest job first.
+        (its charges in the period and their sum), oldest job first, each followed by an
+        "Annotations (job ...)" line (annotations x the job's price) when any were charged.
 
         Raises InvalidArgument("period_end") unless start < end, FailedPrecondition when the
         period mixes currencies and ``currency`` is empty. Costs one grouped, indexed scan of
         the client's postings."""
         if not start < end:
             raise InvalidArgument("period_end", "must be after period_start")
-        p = tables.postings
+        p, j = tables.postings, tables.jobs
         with snapshot(self._engine) as conn:
             rows = conn.execute(
                 sa.select(
                     p.c.job_id,
                     p.c.currency,
+                    p.c.kind,
+                    sa.func.max(j.c.price_per_annotation_cents).label("annotation_price"),
                     sa.func.count().label("charges"),
                     sa.func.sum(p.c.amount_cents).label("amount"),
                     sa.func.min(p.c.posted_at).label("first"),
                 )
+                .select_from(p.outerjoin(j, j.c.job_id == p.c.job_id))
                 .where(
                     p.c.debit_account == domain.client_receivable(client_id),
                     p.c.posted_at >= start,
                     p.c.posted_at < end,
                 )
-                .group_by(p.c.job_id, p.c.currency)
+                .group_by(p.c.job_id, p.c.currency, p.c.kind)
             ).all()
         currencies = sorted({row.currency for row in rows})
         if not currency:
@@ -828,16 +864,17 @@ class Ledger:
                     f"client {client_id} was charged in {', '.join(currencies)} in this period: name one currency"
                 )
             currency = currencies[0] if currencies else "USD"
-        chosen = sorted((row for row in rows if row.currency == currency), key=lambda row: (row.first, row.job_id))
-        lines = [
-            domain.InvoiceLine(
-                description=f"Job {row.job_id}",
-                quantity=int(row.charges),
-                unit_price_cents=0,
-                amount_cents=int(row.amount),
-            )
-            for row in chosen
-        ]
+        # Per job, oldest first: its charges, then its annotations at the job's price.
+        charges: dict[tuple[str, bool], _PeriodCharges] = {}
+        for row in rows:
+            if row.currency == currency:
+                key = (row.job_id, row.kind == domain.ANNOTATIONS)
+                charges.setdefault(key, _PeriodCharges(row.job_id, key[1], int(row.annotation_price or 0))).add(row)
+        job_first: dict[str, dt.datetime] = {}
+        for sums in charges.values():
+            job_first[sums.job_id] = min(job_first.get(sums.job_id, sums.first), sums.first)
+        ordered = sorted(charges.values(), key=lambda c: (job_first[c.job_id], c.job_id, c.annotations))
+        lines = [sums.line() for sums in ordered]
         return domain.PeriodInvoice(
             client_id=client_id,
             currency=currency,
@@ -1101,6 +1138,37 @@ def verify_ledger(engine: Engine) -> Verification:
         for row in result:
             auditor.add(int(row.entry_id), _posting_of(row))
     return auditor.finish(settled_objects, settled_answers, unpaid_answers, billable_ms, decided_bonus_cents)
+
+
+_END_OF_TIME = dt.datetime.max.replace(tzinfo=dt.UTC)
+
+
+@dataclass
+class _PeriodCharges:
+    """A job's charges of one period: its annotations, or everything else."""
+
+    job_id: str
+    annotations: bool
+    annotation_price: int
+    charges: int = 0
+    amount_cents: int = 0
+    first: dt.datetime = _END_OF_TIME
+
+    def add(self, row: Any) -> None:
+        self.charges += int(row.charges)
+        self.amount_cents += int(row.amount)
+        self.first = min(self.first, row.first)
+
+    def line(self) -> domain.InvoiceLine:
+        if not self.annotations:
+            return domain.InvoiceLine(f"Job {self.job_id}", self.charges, 0, self.amount_cents)
+        price = self.annotation_price
+        return domain.InvoiceLine(
+            description=f"Annotations (job {self.job_id})",
+            quantity=self.amount_cents // price if price > 0 else 0,
+            unit_price_cents=price,
+            amount_cents=self.amount_cents,
+        )
 
 
 def _balance_of(row: Any) -> WorkerBalance:

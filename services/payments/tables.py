@@ -41,6 +41,8 @@ jobs = sa.Table(
     sa.Column("gold_bonus_cents", Cents, nullable=True),
     sa.Column("gold_bonus_threshold", sa.Float, nullable=True),
     sa.Column("gold_bonus_min_answers", sa.Integer, nullable=True),
+    # JobSpec.price_per_annotation_cents; 0 for jobs stored before it (NULL while no terms).
+    sa.Column("price_per_annotation_cents", Cents, nullable=True, server_default="0"),
     # Objects the client wants labeled, from JobSealed; NULL until the job is sealed.
     sa.Column("objects_expected", sa.BigInteger, nullable=True),
     # When the quality bonuses of the finished job were decided: they are decided once.
@@ -64,6 +66,8 @@ jobs = sa.Table(
     sa.Column("time_bills", sa.BigInteger, nullable=False),
     sa.Column("bonus_cents", Cents, nullable=False, server_default="0"),
     sa.Column("bonuses_paid", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("annotations_billed", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("pilot_annotations", sa.BigInteger, nullable=False, server_default="0"),
     sa.Index("ix_jobs_currency", "has_terms", "currency"),
 )
 
@@ -79,6 +83,8 @@ resolved_tasks = sa.Table(
     sa.Column("label", sa.String(500), nullable=False, default=""),
     sa.Column("low_confidence", sa.Boolean, nullable=False, default=False),
     sa.Column("verdicts", sa.JSON, nullable=False, default=dict),
+    # Annotations in the resolved label (boxes, spans, ...; 0 for single-answer tasks).
+    sa.Column("annotations", sa.Integer, nullable=False, server_default="0"),
     sa.Column("billed_at", UtcDateTime),
     sa.Index("ix_resolved_tasks_pending", "job_id", "billed_at"),
 )

@@ -29,8 +29,10 @@ def job_created(
     gold_bonus: int = 0,
     gold_bonus_threshold: float = 0.0,
     gold_bonus_min_answers: int = 0,
+    price_per_annotation: int = 0,
 ) -> events_pb2.Event:
     spec = common_pb2.JobSpec(
+        price_per_annotation_cents=price_per_annotation,
         gold_share=0.2 if gold_bonus else 0.0,
         gold_bonus_cents=gold_bonus,
         gold_bonus_threshold=gold_bonus_threshold,
@@ -65,12 +67,19 @@ def task_resolved(
     event_id: str | None = None,
     weights: dict[str, float] | None = None,
     low_confidence: bool = False,
+    boxes: int | None = None,
 ) -> events_pb2.Event:
-    """A resolution with label "cat"; ``weights`` lists the workers consensus saw (weight 0: spammer)."""
+    """A resolution with label "cat", or ``boxes`` fused "cat" boxes; ``weights`` lists the
+    workers consensus saw (weight 0: spammer)."""
     resolved = events_pb2.TaskResolved(
         task_id=task_id, job_id=job_id, version=version, confidence=0.9, low_confidence=low_confidence
     )
-    resolved.label.classification.label = "cat"
+    if boxes is None:
+        resolved.label.classification.label = "cat"
+    else:
+        resolved.label.boxes.SetInParent()
+        for i in range(boxes):
+            resolved.label.boxes.boxes.add(label="cat", x=0.1 * (i % 5), y=0.1, w=0.05, h=0.05, confidence=0.9)
     for worker, weight in sorted((weights or {}).items()):
         seen = resolved.answers.add(worker_id=worker, weight=weight)
         seen.answer.classification.label = "cat"
@@ -119,6 +128,10 @@ class JobPlan:
     # Per-hour price and pay (0: per object, per answer).
     price_per_hour: int = 0
     pay_per_hour: int = 0
+    # A bounding-box job's price per box (0: a classification job), and the boxes of each
+    # task's resolutions (all of them alike, so that the first one's count is known).
+    price_per_annotation: int = 0
+    boxes: dict[str, int] = field(default_factory=dict)
     resolved_tasks: set[str] = field(default_factory=set)
     # answer id -> worker id
     answers: dict[str, str] = field(default_factory=dict)
@@ -187,21 +200,46 @@ class JobPlan:
         return shortest * self.price_per_hour // 3_600_000, longest * self.price_per_hour // 3_600_000
 
     @property
+    def annotations(self) -> int:
+        """Boxes billed: those of every resolved task of a per-object job with a box price."""
+        if not self.price_per_annotation or self.price_per_hour:
+            return 0
+        return sum(self.boxes[t] for t in self.resolved_tasks)
+
+    @property
+    def annotation_split_known(self) -> bool:
+        """Whether the boxes' cents split between client and subsidy whatever the order: the
+        allowance covers every resolved object or none."""
+        return not self.annotations or self.pilot_objects in (0, self.resolved)
+
+    @property
     def charged_cents(self) -> int:
-        """What the client is charged; for a per-hour pilot only when order cannot matter."""
+        """What the client is charged; for a per-hour pilot, or a pilot's boxes, only when
+        order cannot matter."""
         if self.hourly_pilot:
             if self.free_answers < len(self.paid_answers):
                 raise ValueError("a per-hour pilot's charge depends on order: use subsidy_bounds")
             return 0
         if self.price_per_hour:
             return self.time_cents
-        return max(0, self.resolved - self.effective_allowance) * self.price
+        if not self.annotation_split_known:
+            raise ValueError("a pilot's charge for boxes depends on order: check the total")
+        boxes = self.annotations * self.price_per_annotation if self.pilot_objects == 0 else 0
+        return max(0, self.resolved - self.effective_allowance) * self.price + boxes
 
     @property
     def subsidy_cents(self) -> int:
         if self.hourly_pilot:
             return self.time_cents - self.charged_cents
-        return 0 if self.price_per_hour else self.pilot_objects * self.price
+        if self.price_per_hour:
+            return 0
+        boxes = self.annotations * self.price_per_annotation if self.pilot_objects else 0
+        return self.pilot_objects * self.price + boxes
+
+    @property
+    def object_cents(self) -> int:
+        """A per-object job's whole price, client and subsidy together."""
+        return self.resolved * self.price + self.annotations * self.price_per_annotation
 
     @property
     def paid_cents(self) -> int:
@@ -229,4 +267,6 @@ class JobPlan:
             event_id=event_id,
             price_per_hour=self.price_per_hour,
             pay_per_hour=self.pay_per_hour,
+            task="bounding_boxes" if self.price_per_annotation else "text_classification",
+            price_per_annotation=self.price_per_annotation,
         )

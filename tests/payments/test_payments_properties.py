@@ -42,6 +42,7 @@ def plans(draw: st.DrawFn) -> tuple[list[JobPlan], list[events_pb2.Event]]:
             allowance=draw(st.integers(0, 4)),
             price_per_hour=draw(st.sampled_from([1, 999, 3000])) if per_hour else 0,
             pay_per_hour=draw(st.sampled_from([0, 700, 1200])),
+            price_per_annotation=draw(st.sampled_from([0, 0, 3])),
         )
         plan.spammers = set(draw(st.lists(st.sampled_from(workers), max_size=1)))
         jobs.append(plan)
@@ -51,7 +52,8 @@ def plans(draw: st.DrawFn) -> tuple[list[JobPlan], list[events_pb2.Event]]:
             task_workers = draw(st.lists(st.sampled_from(workers), max_size=3, unique=True))
             for a, worker in enumerate(task_workers):
                 answer = f"{task}-a{a}"
-                label = draw(st.sampled_from(["cat", "cat", "dog"]))
+                # A box resolution has no class label to reject an answer by.
+                label = draw(st.sampled_from(["cat"] if plan.price_per_annotation else ["cat", "cat", "dog"]))
                 active_ms = draw(st.integers(0, 400_000))
                 plan.answers[answer] = worker
                 plan.details[answer] = (task, label, active_ms)
@@ -60,7 +62,12 @@ def plans(draw: st.DrawFn) -> tuple[list[JobPlan], list[events_pb2.Event]]:
             resolutions = draw(st.integers(0, 2))
             if resolutions:
                 plan.resolved_tasks.add(task)
-            events += [task_resolved(task, plan.job_id, version=v, weights=weights) for v in range(1, resolutions + 1)]
+            boxes = draw(st.integers(0, 4)) if plan.price_per_annotation else None
+            plan.boxes[task] = boxes or 0
+            events += [
+                task_resolved(task, plan.job_id, version=v, weights=weights, boxes=boxes)
+                for v in range(1, resolutions + 1)
+            ]
     return jobs, events
 
 
@@ -97,6 +104,10 @@ def check_ledger(engine: Engine, jobs: list[JobPlan]) -> None:
         assert summary.objects_billed == job.resolved
         if job.hourly_pilot and job.free_answers < len(job.paid_answers):
             check_hourly_pilot(ledger, job)
+        elif not job.annotation_split_known:
+            # Which objects' boxes the allowance covers depends on the order they were billed.
+            assert summary.billed_cents + summary.pilot_subsidy_cents == job.object_cents
+            assert summary.pilot_subsidy_cents >= job.pilot_objects * job.price
         else:
             assert summary.billed_cents == job.charged_cents
             assert summary.pilot_subsidy_cents == job.subsidy_cents
@@ -114,6 +125,11 @@ def check_ledger(engine: Engine, jobs: list[JobPlan]) -> None:
         job_rows = [row for row in rows if row.job_id == job.job_id]
         per_object_bills = job.resolved if job.price and not job.price_per_hour else 0
         assert sum(row.kind == "bill" for row in job_rows) == per_object_bills
+        assert sum(row.kind == "annotations" for row in job_rows) == sum(
+            1 for t in job.resolved_tasks if job.boxes.get(t) and job.annotations
+        )
+        annotation_lines = [line for line in invoice.lines if line.description == "Annotations"]
+        assert [line.quantity for line in annotation_lines] == ([job.annotations] if job.annotations else [])
         assert sorted(row.posting_key for row in job_rows if row.kind == "pay") == sorted(
             f"pay:{a}" for a in job.paid_answers if job.pay_of(a)
         )

@@ -404,3 +404,25 @@ def test_quality_bonus_and_concurrent_payouts_over_grpc(
     assert paid == [("dull", 8 * 9), ("sharp", 8 * 9 + 16)]
     verification = stub.VerifyLedger(payments_pb2.VerifyLedgerRequest(), timeout=10)
     assert verification.balanced, list(verification.problems)
+
+
+def test_a_boxed_objects_annotations_reach_the_invoice_over_grpc(
+    running: RunningService,
+    stub: payments_pb2_grpc.PaymentsServiceStub,
+    kafka_bootstrap: str,
+    topic_prefix: str,
+) -> None:
+    job = job_created("boxes", price=50, pay=10, task="bounding_boxes", price_per_annotation=7)
+    publish(kafka_bootstrap, topic_prefix, [job, task_resolved("t1", "boxes", boxes=3)])
+
+    invoice = eventually(
+        lambda: stub.GetInvoice(payments_pb2.GetInvoiceRequest(job_id="boxes"), timeout=5),
+        lambda i: i.objects_labeled == 1,
+    )
+    assert [(line.description, line.quantity, line.unit_price_cents, line.amount_cents) for line in invoice.lines] == [
+        ("Labeled objects (bounding boxes)", 1, 50, 50),
+        ("Annotations", 3, 7, 21),
+    ]
+    assert invoice.total_cents == 71
+    summary = stub.GetMoneySummary(payments_pb2.GetMoneySummaryRequest(job_id="boxes"), timeout=5)
+    assert (summary.billed_cents, summary.objects_billed) == (71, 1)
