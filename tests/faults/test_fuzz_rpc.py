@@ -9,6 +9,7 @@ UNKNOWN or INTERNAL, and every service must still be SERVING afterwards.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -62,7 +63,8 @@ POLICIES: dict[ServiceName, ServicePolicy] = {
     "access": ACCESS_POLICY,
 }
 FUZZ_WORKER = "fuzzer"
-EXAMPLES = 60
+# Examples per method; QUORUM_FUZZ_EXAMPLES=500 for a longer hunt.
+EXAMPLES = int(os.environ.get("QUORUM_FUZZ_EXAMPLES", "40"))
 OVERSIZED = 1_000_000
 
 # Ids of real things, filled in by the fixture, so that fuzzed requests reach past "not found".
