@@ -7,7 +7,7 @@ refuses UPDATE and DELETE on the table as well; the chain catches what bypasses 
 that ``quorum audit verify`` prints somewhere else to detect a rewrite of the whole tail.
 
 Entries come from two places: this service's own actions (keys, roles, sign-ins),
-appended in the calling transaction, and ``AuditRecorded`` events that the other
+appended right after the change they record, and ``AuditRecorded`` events that the other
 services write to their outboxes in the same transaction as the action itself, so no
 audited action is lost when a process dies.
 """

@@ -41,7 +41,6 @@ def build(context: ServiceContext) -> ServiceParts:
                     queries,
                     ExpertReview(engine, topics, context.outbox_written),
                     AuditRecorder(engine, tables.outbox, topics.audit, "consensus", context.outbox_written),
-                    queries.owner_of,
                 ),
                 SERVICE_NAME,
             )

@@ -11,7 +11,6 @@ import grpc
 
 from quorum.errors import InvalidArgument
 from quorum.security.audit import AuditRecorder
-from quorum.security.policy import OwnerLookup, no_owner
 from quorum.v1 import consensus_pb2, consensus_pb2_grpc
 from services.consensus import messages
 from services.consensus.handlers import ConsensusQueries
@@ -43,12 +42,10 @@ class ConsensusServicer(consensus_pb2_grpc.ConsensusServiceServicer):
         queries: ConsensusQueries,
         review: ExpertReview,
         audit: AuditRecorder,
-        owner_of: OwnerLookup = no_owner,
     ) -> None:
         self._queries = queries
         self._review = review
         self._audit = audit
-        self._owner_of = owner_of
 
     def GetResult(
         self, request: consensus_pb2.GetResultRequest, context: grpc.ServicerContext
@@ -63,7 +60,7 @@ class ConsensusServicer(consensus_pb2_grpc.ConsensusServiceServicer):
         """Streams every resolved task of the job; NOT_FOUND for a job this service never saw."""
         job_id = _required_id(request.job_id, "job_id")
         results = self._queries.export_results(job_id)
-        self._audit.record("results.exported", f"job/{job_id}", org_id=self._owner_of("job", job_id) or "")
+        self._audit.record("results.exported", f"job/{job_id}", org_id=self._queries.owner_of("job", job_id) or "")
         for result in results:
             yield messages.result_message(result)
 
