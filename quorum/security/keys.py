@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Protocol
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from quorum.db import UtcDateTime, reading, utcnow
 from quorum.errors import InvalidArgument, NotFound, Unauthenticated
@@ -139,6 +139,20 @@ def _record(row: sa.Row[tuple[object, ...]] | sa.RowMapping) -> KeyRecord:
     )
 
 
+# Called inside the transaction that changed a key, with the key as it now stands.
+Recorder = Callable[[Connection, KeyRecord], None]
+
+
+def _fetch(conn: Connection, key_id: str, recorded: Recorder | None = None) -> KeyRecord:
+    row = conn.execute(sa.select(api_keys).where(api_keys.c.key_id == key_id)).first()
+    if row is None:
+        raise NotFound("API key", key_id)
+    record = _record(row)
+    if recorded is not None:
+        recorded(conn, record)
+    return record
+
+
 class KeyStore:
     """Issues, lists, changes and revokes keys in the access database."""
 
@@ -155,8 +169,10 @@ class KeyStore:
         name: str = "",
         created_by: str = "",
         totp_secret: str | None = None,
+        recorded: Recorder | None = None,
     ) -> tuple[KeyRecord, str]:
-        """Returns the record and the whole key, which exists nowhere else afterwards."""
+        """Returns the record and the whole key, which exists nowhere else afterwards.
+        ``recorded`` runs in the same transaction (the audit trail of the change)."""
         key_id = secrets.token_hex(8)
         subject = subject or f"{role.value}-{key_id}"
         _validate_identity(role, org_id, subject)
@@ -182,14 +198,12 @@ class KeyStore:
                     totp_secret=sealed,
                 )
             )
-        return self.get(key_id), f"{PREFIX}_{key_id}_{secret}"
+            record = _fetch(conn, key_id, recorded)
+        return record, f"{PREFIX}_{key_id}_{secret}"
 
     def get(self, key_id: str) -> KeyRecord:
         with reading(self._engine) as conn:
-            row = conn.execute(sa.select(api_keys).where(api_keys.c.key_id == key_id)).first()
-        if row is None:
-            raise NotFound("API key", key_id)
-        return _record(row)
+            return _fetch(conn, key_id)
 
     def list(self, *, org_id: str | None = None, include_revoked: bool = False) -> list[KeyRecord]:
         query = sa.select(api_keys).order_by(api_keys.c.created_at, api_keys.c.key_id)
@@ -200,7 +214,7 @@ class KeyStore:
         with reading(self._engine) as conn:
             return [_record(row) for row in conn.execute(query)]
 
-    def revoke(self, key_id: str) -> KeyRecord:
+    def revoke(self, key_id: str, recorded: Recorder | None = None) -> KeyRecord:
         """Revoking twice keeps the first revocation time."""
         now = utcnow()
         with self._engine.begin() as conn:
@@ -209,9 +223,9 @@ class KeyStore:
                 .where(api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None))
                 .values(revoked_at=now, changed_at=now)
             )
-        return self.get(key_id)
+            return _fetch(conn, key_id, recorded)
 
-    def set_role(self, key_id: str, role: Role, org_id: str) -> KeyRecord:
+    def set_role(self, key_id: str, role: Role, org_id: str, recorded: Recorder | None = None) -> KeyRecord:
         record = self.get(key_id)
         _validate_identity(role, org_id, record.subject)
         with self._engine.begin() as conn:
@@ -220,7 +234,7 @@ class KeyStore:
                 .where(api_keys.c.key_id == key_id)
                 .values(role=role.value, org_id=org_id, changed_at=utcnow())
             )
-        return self.get(key_id)
+            return _fetch(conn, key_id, recorded)
 
     def totp_secret(self, key_id: str) -> str | None:
         with reading(self._engine) as conn:

@@ -7,7 +7,7 @@ refuses UPDATE and DELETE on the table as well; the chain catches what bypasses 
 that ``quorum audit verify`` prints somewhere else to detect a rewrite of the whole tail.
 
 Entries come from two places: this service's own actions (keys, roles, sign-ins),
-appended right after the change they record, and ``AuditRecorded`` events that the other
+appended in the transaction of the change they record, and ``AuditRecorded`` events that the other
 services write to their outboxes in the same transaction as the action itself, so no
 audited action is lost when a process dies.
 """
@@ -190,7 +190,18 @@ class AuditTrail:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
-    def record(self, actor: Principal, action: str, resource: str, *, org_id: str, details: Mapping[str, Any]) -> None:
+    def record(
+        self,
+        actor: Principal,
+        action: str,
+        resource: str,
+        *,
+        org_id: str,
+        details: Mapping[str, Any],
+        conn: Connection | None = None,
+    ) -> None:
+        """Appends an entry: within ``conn``'s transaction when given (that of the change
+        it records), else in a transaction of its own."""
         entry = AuditEntry(
             event_id=new_event_id(),
             at=utcnow(),
@@ -201,8 +212,11 @@ class AuditTrail:
             org_id=org_id,
             details_json=encode_details(details),
         )
-        with self._engine.begin() as conn:
+        if conn is not None:
             append(conn, [entry])
+            return
+        with self._engine.begin() as own:
+            append(own, [entry])
 
     def handle_events(self, events: list[events_pb2.Event]) -> None:
         """Consumer of the audit topic: idempotent, as appends skip known event ids."""

@@ -38,14 +38,20 @@ class AccessHandlers:
     ) -> CreatedKey:
         totp_secret = pyotp.random_base32() if enroll_totp else None
         record, secret = self._keys.create(
-            role, org_id=org_id, subject=subject, name=name, created_by=actor.label, totp_secret=totp_secret
-        )
-        self._audit.record(
-            actor,
-            "key.created",
-            f"key/{record.key_id}",
-            org_id=record.org_id,
-            details={"role": record.role.value, "subject": record.subject, "totp": enroll_totp},
+            role,
+            org_id=org_id,
+            subject=subject,
+            name=name,
+            created_by=actor.label,
+            totp_secret=totp_secret,
+            recorded=lambda conn, key: self._audit.record(
+                actor,
+                "key.created",
+                f"key/{key.key_id}",
+                org_id=key.org_id,
+                details={"role": key.role.value, "subject": key.subject, "totp": enroll_totp},
+                conn=conn,
+            ),
         )
         uri = ""
         if totp_secret is not None:
@@ -56,21 +62,28 @@ class AccessHandlers:
         return self._keys.list(org_id=org_id or None, include_revoked=include_revoked)
 
     def revoke_key(self, actor: Principal, key_id: str) -> KeyRecord:
-        record = self._keys.revoke(key_id)
-        self._audit.record(actor, "key.revoked", f"key/{key_id}", org_id=record.org_id, details={})
-        return record
+        return self._keys.revoke(
+            key_id,
+            recorded=lambda conn, key: self._audit.record(
+                actor, "key.revoked", f"key/{key_id}", org_id=key.org_id, details={}, conn=conn
+            ),
+        )
 
     def set_role(self, actor: Principal, key_id: str, role: Role, org_id: str) -> KeyRecord:
         before = self._keys.get(key_id)
-        record = self._keys.set_role(key_id, role, org_id)
-        self._audit.record(
-            actor,
-            "role.changed",
-            f"key/{key_id}",
-            org_id=record.org_id,
-            details={"from": before.role.value, "to": record.role.value, "org_from": before.org_id},
+        return self._keys.set_role(
+            key_id,
+            role,
+            org_id,
+            recorded=lambda conn, key: self._audit.record(
+                actor,
+                "role.changed",
+                f"key/{key_id}",
+                org_id=key.org_id,
+                details={"from": before.role.value, "to": key.role.value, "org_from": before.org_id},
+                conn=conn,
+            ),
         )
-        return record
 
     def sign_in(self, caller: Principal, totp_code: str) -> tuple[KeyRecord, bool]:
         """The caller's key; when it has TOTP enrolled, the code must match (one step of
