@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import redis
 import sqlalchemy as sa
 from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -408,6 +409,40 @@ class TooManyDeadLetters(RuntimeError):
     """More poison messages than a healthy deployment produces: stop rather than drain the topic."""
 
 
+class _Stopped(Exception):
+    """The consumer was stopped while it waited out a transient failure."""
+
+
+# A database or Redis that is down, busy or restarting: the event is not at fault.
+_TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    sa.exc.OperationalError,
+    sa.exc.InterfaceError,
+    sa.exc.TimeoutError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    KafkaError,
+    ConnectionError,
+    TimeoutError,
+)
+# PostgreSQL's serialization failure and deadlock: the transaction may simply be run again.
+_RETRY_SQLSTATES = frozenset({"40001", "40P01"})
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether ``error`` says the infrastructure failed (retry later) rather than the event
+    (dead-letter it). Follows the ``__cause__`` chain, since handlers may wrap errors."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, _TRANSIENT_ERRORS):
+            return True
+        if isinstance(seen, sa.exc.DBAPIError) and (
+            seen.connection_invalidated or getattr(seen.orig, "sqlstate", None) in _RETRY_SQLSTATES
+        ):
+            return True
+        seen = seen.__cause__
+    return False
+
+
 class EventConsumer:
     """Consumes topics in a consumer group and hands decoded events to ``handler`` in batches.
 
@@ -415,7 +450,10 @@ class EventConsumer:
     (the handler must be idempotent). When a batch fails, its events are retried one
     by one; an event that still fails after ``attempts`` tries goes to the topic's
     dead-letter topic, up to ``max_dead_letters`` per process, after which the
-    consumer stops with :class:`TooManyDeadLetters`.
+    consumer stops with :class:`TooManyDeadLetters`. A transient failure
+    (:func:`is_transient`: the database or Redis down or busy) is no fault of the
+    events: the call is retried, backing off up to ``max_backoff_s``, for as long as
+    it takes, and nothing is dead-lettered or committed meanwhile.
     """
 
     def __init__(
@@ -428,8 +466,10 @@ class EventConsumer:
         max_batch: int = 500,
         attempts: int = 3,
         max_dead_letters: int = 100,
+        max_backoff_s: float = 5.0,
     ) -> None:
         self._bootstrap = bootstrap
+        self._max_backoff_s = max_backoff_s
         self._group_id = group_id
         self._topics = list(topics)
         self._handler = handler
@@ -512,7 +552,10 @@ class EventConsumer:
                 records = [r for batch in polled.values() for r in batch]
                 if not records:
                     continue
-                self._process(records)
+                try:
+                    self._process(records)
+                except _Stopped:
+                    break  # uncommitted: the batch is read again after a restart
                 try:
                     consumer.commit()
                 except CommitFailedError:
@@ -546,22 +589,42 @@ class EventConsumer:
         if not events:
             return
         try:
-            self._handler([e for _, e in events])
+            self._handle([e for _, e in events])
             self.processed += len(events)
             return
+        except _Stopped:
+            raise
         except Exception:
             log.exception("consumer %s: batch of %d failed; retrying one by one", self._group_id, len(events))
         for record, event in events:
             for attempt in range(1, self._attempts + 1):
                 try:
-                    self._handler([event])
+                    self._handle([event])
                     self.processed += 1
                     break
+                except _Stopped:
+                    raise
                 except Exception as exc:
                     if attempt == self._attempts:
                         self._dead_letter(record, f"handler failed {attempt} times: {exc!r}")
                     else:
                         time.sleep(0.1 * attempt)
+
+    def _handle(self, events: list[events_pb2.Event]) -> None:
+        """Calls the handler, waiting out transient failures; raises :class:`_Stopped` when the
+        consumer is stopped meanwhile, and any other failure as it is."""
+        delay = 0.2
+        while True:
+            try:
+                self._handler(events)
+                return
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                log.warning("consumer %s: transient failure, retrying in %.1f s: %r", self._group_id, delay, exc)
+                if self._stop.wait(delay):
+                    raise _Stopped from exc
+                delay = min(delay * 2, self._max_backoff_s)
 
     def _dead_letter(self, record: object, reason: str) -> None:
         self.dead_letters += 1

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -94,3 +94,19 @@ def s3_settings(s3_endpoint: str) -> dict[str, Any]:
         # An S3 store refuses to start without a configured master key.
         "master_key": base64.b64encode(os.urandom(32)).decode(),
     }
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed test that ran services under its tmp_path gets the end of each service's log in
+    its report: on CI that is the only trace of what a service process did."""
+    report = yield
+    tmp_path = getattr(item, "funcargs", {}).get("tmp_path")
+    if not report.failed or not isinstance(tmp_path, Path):
+        return report
+    for log in sorted(tmp_path.glob("**/logs/*.log")):
+        lines = log.read_text(errors="replace").splitlines()[-60:]
+        report.sections.append((f"log {log.relative_to(tmp_path)}", "\n".join(lines)))
+    return report

@@ -30,11 +30,22 @@ PRICE, PAY = 10, 2
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Polls ``condition``; NOT_FOUND counts as not yet, since a service learns of a job one
+    Kafka hop after ingest does."""
     deadline = time.monotonic() + timeout
-    while not condition():
+    while not holds(condition):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.25)
+
+
+def holds(condition: Callable[[], bool]) -> bool:
+    try:
+        return condition()
+    except grpc.RpcError as error:
+        if error.code() == grpc.StatusCode.NOT_FOUND:
+            return False
+        raise
 
 
 def image_spec(labels: tuple[str, ...], client_id: str) -> common_pb2.JobSpec:

@@ -3,6 +3,7 @@ against SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 import uuid
@@ -14,7 +15,7 @@ import sqlalchemy as sa
 from kafka import KafkaConsumer
 
 from quorum.db import add_messaging_tables, claim_events, enqueue, make_engine
-from quorum.messaging import EventConsumer, OutboxRelay, Publisher, Topics, ensure_topics, outgoing
+from quorum.messaging import EventConsumer, OutboxRelay, Publisher, Topics, ensure_topics, is_transient, outgoing
 from quorum.v1 import events_pb2
 
 
@@ -102,6 +103,58 @@ def test_consumer_redelivers_what_the_handler_did_not_finish(kafka_bootstrap: st
         consumer.stop()
         publisher.close()
     assert again == ["x"]
+
+
+def test_a_locked_database_holds_events_back_and_never_dead_letters_them(
+    kafka_bootstrap: str, topics: Topics, tmp_path: Path
+) -> None:
+    """A database that refuses writes for a while is no fault of the events: the consumer waits
+    it out and applies every event once, instead of giving up and dead-lettering them."""
+    path = tmp_path / "locked.sqlite"
+    engine = sa.create_engine(f"sqlite:///{path}", connect_args={"timeout": 0.01})
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE seen (task_id TEXT PRIMARY KEY)")
+    calls: list[int] = []
+
+    def record(events: list[events_pb2.Event]) -> None:
+        calls.append(len(events))
+        with engine.begin() as conn:
+            for event in events:
+                conn.exec_driver_sql("INSERT INTO seen VALUES (?)", (event.task_created.task_id,))
+
+    locker = sqlite3.connect(path, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    publisher = Publisher(kafka_bootstrap)
+    publisher.send_all([outgoing(topics.tasks, f"t{i}", task_event(f"t{i}")) for i in range(5)])
+    consumer = EventConsumer(
+        kafka_bootstrap, f"g-{uuid.uuid4().hex}", [topics.tasks], record, name="locked", max_backoff_s=0.1
+    )
+    consumer.start()
+    try:
+        # Far more failed calls than the attempts a poison event gets before it is dead-lettered.
+        wait_until(lambda: len(calls) >= 10)
+        locker.execute("ROLLBACK")
+        with engine.connect() as conn:
+            wait_until(lambda: conn.exec_driver_sql("SELECT count(*) FROM seen").scalar_one() == 5)
+    finally:
+        consumer.stop()
+        publisher.close()
+        locker.close()
+        engine.dispose()
+    assert consumer.dead_letters == 0
+    assert consumer.processed == 5
+
+
+def test_only_infrastructure_failures_count_as_transient() -> None:
+    locked = sa.exc.OperationalError("INSERT", {}, sqlite3.OperationalError("database is locked"))
+    duplicate = sa.exc.IntegrityError("INSERT", {}, sqlite3.IntegrityError("UNIQUE constraint failed"))
+    assert is_transient(locked)
+    assert not is_transient(duplicate)
+    assert not is_transient(ValueError("bad payload"))
+    try:
+        raise RuntimeError("settling failed") from locked
+    except RuntimeError as wrapped:
+        assert is_transient(wrapped)
 
 
 @pytest.mark.slow
