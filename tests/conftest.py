@@ -110,3 +110,20 @@ def pytest_runtest_makereport(
         lines = log.read_text(errors="replace").splitlines()[-60:]
         report.sections.append((f"log {log.relative_to(tmp_path)}", "\n".join(lines)))
     return report
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Starts mypy as soon as its test is known to run, so it checks the tree beside the suite."""
+    from test_code_quality import MYPY_RUN, start_mypy
+
+    if any(item.name == "test_mypy_is_clean" for item in session.items):
+        session.config.stash[MYPY_RUN] = start_mypy()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    from test_code_quality import MYPY_RUN
+
+    mypy = session.config.stash.get(MYPY_RUN, None)
+    if mypy is not None and mypy.poll() is None:
+        mypy.kill()  # the run stopped before its test
+        mypy.wait()
