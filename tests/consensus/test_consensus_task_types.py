@@ -1,22 +1,28 @@
 """Structured task types through the consensus event handler and queries on real databases:
-boxes, multi-label and spans resolve to fused labels with confidences, ask for more answers
-while unsure, and come back from GetResult and ExportResults as Answer messages."""
+boxes, multi-label, spans, keypoints, polygons, transcriptions and pairwise comparisons resolve
+to fused labels with confidences, weigh workers by reliability, ask for more answers while
+unsure, go to expert review, and come back from GetResult and ExportResults as Answer
+messages."""
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pytest
 import sqlalchemy as sa
-from consensus_helpers import outbox_events, task_created
+from consensus_helpers import answer_accepted, job_created, outbox_events, task_created
 
 from quorum.db import make_engine
 from quorum.messaging import Topics
+from quorum.taskmessages import answer_text
 from quorum.v1 import common_pb2, events_pb2
 from services.consensus import messages, tables
+from services.consensus.aggregation.masks import polygon_mask
 from services.consensus.handlers import ConsensusEvents, ConsensusQueries
 
 TOPICS = Topics("test")
@@ -170,3 +176,230 @@ def test_exactly_alike_transcriptions_resolve(handler: ConsensusEvents, engine: 
     )
     (resolved,) = emitted(engine, "task_resolved")
     assert resolved.label.transcription.text == "hello world"
+
+
+# Keypoints, polygons, transcription and pairwise share one set of scenarios; each case gives
+# four answers close to one another (but, where the type allows, not equal), an outlier, four
+# answers far apart, and a check that a fused label is what the close answers describe.
+
+
+def keypoints(nose: tuple[float, float], tail: tuple[float, float]) -> dict[str, Any]:
+    return {
+        "keypoints": common_pb2.KeypointsAnswer(
+            points=[
+                common_pb2.Keypoint(label="nose", x=nose[0], y=nose[1]),
+                common_pb2.Keypoint(label="tail", x=tail[0], y=tail[1]),
+            ]
+        )
+    }
+
+
+def square(x0: float, y0: float, x1: float, y1: float) -> dict[str, Any]:
+    corners = [common_pb2.Point(x=x, y=y) for x, y in ((x0, y0), (x1, y0), (x1, y1), (x0, y1))]
+    return {"polygons": common_pb2.PolygonsAnswer(polygons=[common_pb2.Polygon(label="car", points=corners)])}
+
+
+def said(text: str) -> dict[str, Any]:
+    return {"transcription": common_pb2.TranscriptionAnswer(text=text)}
+
+
+def picked(winner: str) -> dict[str, Any]:
+    return {"pairwise": common_pb2.PairwiseAnswer(winner=winner)}
+
+
+def decoded(mask: common_pb2.Mask) -> np.ndarray:
+    """The boolean grid of a run-length encoded Mask (runs alternate, background first)."""
+    values = np.repeat(np.arange(len(mask.counts)) % 2 == 1, list(mask.counts))
+    assert values.size == mask.width * mask.height
+    return values.reshape(mask.height, mask.width)
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+CAR_SQUARE = polygon_mask([51.2, 153.6, 153.6, 51.2], [51.2, 51.2, 153.6, 153.6], (256, 256))  # (0.2, 0.6) squared
+
+
+def near_keypoints(label: common_pb2.Answer) -> bool:
+    points = {p.label: (p.x, p.y) for p in label.keypoints.points}
+    return set(points) == {"nose", "tail"} and (
+        np.abs(np.subtract(points["nose"], (0.301, 0.401))).max() < 0.002
+        and np.abs(np.subtract(points["tail"], (0.601, 0.700))).max() < 0.002
+    )
+
+
+def car_mask(label: common_pb2.Answer) -> bool:
+    (mask,) = label.masks.masks
+    return mask.label == "car" and 0.5 < mask.confidence <= 1 and iou(decoded(mask), CAR_SQUARE) > 0.95
+
+
+@dataclass(frozen=True)
+class Case:
+    spec: dict[str, Any]
+    close: tuple[dict[str, Any], ...]
+    outlier: dict[str, Any]
+    far: tuple[dict[str, Any], ...]
+    # Whether a fused label is what the close answers describe.
+    fused_ok: Callable[[common_pb2.Answer], bool]
+    # Two conflicting answers: the reliable worker's and a new worker's.
+    reliable: dict[str, Any]
+    unsure: dict[str, Any]
+    reliable_won: Callable[[common_pb2.Answer], bool]
+
+
+CASES = {
+    "keypoints": Case(
+        spec={"keypoints": common_pb2.KeypointsConfig(labels=["nose", "tail"])},
+        close=(
+            keypoints((0.300, 0.400), (0.600, 0.700)),
+            keypoints((0.302, 0.401), (0.603, 0.698)),
+            keypoints((0.301, 0.403), (0.601, 0.701)),
+            keypoints((0.301, 0.401), (0.600, 0.700)),
+        ),
+        outlier=keypoints((0.9, 0.1), (0.1, 0.9)),
+        far=(
+            keypoints((0.1, 0.1), (0.2, 0.2)),
+            keypoints((0.5, 0.5), (0.6, 0.6)),
+            keypoints((0.9, 0.9), (0.8, 0.8)),
+            keypoints((0.1, 0.9), (0.2, 0.8)),
+        ),
+        fused_ok=near_keypoints,
+        reliable=keypoints((0.301, 0.401), (0.601, 0.700)),
+        unsure=keypoints((0.7, 0.2), (0.9, 0.3)),
+        reliable_won=near_keypoints,
+    ),
+    "polygons": Case(
+        spec={"segmentation": common_pb2.SegmentationConfig(labels=["car"])},
+        close=(
+            square(0.200, 0.200, 0.600, 0.600),
+            square(0.205, 0.200, 0.600, 0.605),
+            square(0.200, 0.195, 0.595, 0.600),
+            square(0.200, 0.200, 0.605, 0.600),
+        ),
+        outlier=square(0.70, 0.70, 0.95, 0.95),
+        far=(
+            square(0.0, 0.0, 0.2, 0.2),
+            square(0.3, 0.3, 0.5, 0.5),
+            square(0.6, 0.6, 0.8, 0.8),
+            square(0.0, 0.6, 0.2, 0.8),
+        ),
+        fused_ok=car_mask,
+        reliable=square(0.2, 0.2, 0.6, 0.6),
+        unsure=square(0.4, 0.4, 0.9, 0.9),
+        reliable_won=car_mask,
+    ),
+    "transcription": Case(
+        spec={"transcription": common_pb2.TranscriptionConfig()},
+        close=(
+            said("the quick brown fox jumps"),
+            said("the quick brown fx jumps"),
+            said("teh quick brown fox jumps"),
+            said("the quick  brown fox jumps"),
+        ),
+        outlier=said("buy cheap watches now"),
+        far=(said("red car"), said("blue boat parked"), said("green tree"), said("a yellow kite")),
+        fused_ok=lambda label: label.transcription.text == "the quick brown fox jumps",
+        reliable=said("the cat sat down"),
+        unsure=said("a cat sat"),
+        reliable_won=lambda label: label.transcription.text == "the cat sat down",
+    ),
+    "pairwise": Case(
+        spec={"pairwise_comparison": common_pb2.PairwiseConfig(question="Which is more faithful?")},
+        close=(picked("a"), picked("a"), picked("a"), picked("a")),
+        outlier=picked("b"),
+        far=(picked("a"), picked("b"), picked("a"), picked("b")),
+        fused_ok=lambda label: label.pairwise.winner == "a" and label.pairwise.a_wins > 0.9,
+        reliable=picked("b"),
+        unsure=picked("a"),
+        reliable_won=lambda label: label.pairwise.winner == "b" and label.pairwise.a_wins < 0.5,
+    ),
+}
+KINDS = sorted(CASES)
+
+
+def graded(worker: str, right: int) -> list[events_pb2.Event]:
+    """Gold classification answers that make ``worker`` reliable (all ``right`` of them right)."""
+    job_id = f"gold-{worker}"
+    events = [job_created(job_id, labels=("cat", "dog"))]
+    for k in range(right):
+        events += [
+            task_created(f"{job_id}-{k}", job_id, gold_label="cat"),
+            answer_accepted(f"{job_id}-{k}", job_id, worker, "cat", gold=True),
+        ]
+    return events
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_close_answers_resolve_at_the_target(kind: str, handler: ConsensusEvents, engine: sa.Engine) -> None:
+    case = CASES[kind]
+    handler.handle([job("j", overlap=(3, 5), **case.spec), task_created("t1", "j")])
+    handler.handle([answered("t1", "j", f"w{i}", **answer) for i, answer in enumerate(case.close[:3])])
+
+    (resolved,) = emitted(engine, "task_resolved")
+    assert resolved.confidence >= 0.9 and not resolved.low_confidence
+    assert case.fused_ok(resolved.label), resolved.label
+    assert not emitted(engine, "more_answers_requested")
+    result = ConsensusQueries(engine, clock=lambda: NOW).get_result("t1")
+    assert messages.result_message(result).label == resolved.label
+    assert answer_text(resolved.label) == result.label
+
+
+def test_keypoints_fuse_to_the_per_point_median(handler: ConsensusEvents, engine: sa.Engine) -> None:
+    close = CASES["keypoints"].close[:3]
+    handler.handle([job("j", **CASES["keypoints"].spec), task_created("t1", "j")])
+    handler.handle([answered("t1", "j", f"w{i}", **answer) for i, answer in enumerate(close)])
+    (resolved,) = emitted(engine, "task_resolved")
+    fused = {p.label: (p.x, p.y, p.confidence) for p in resolved.label.keypoints.points}
+    # Equal weights: the median of each coordinate over the three answers.
+    for name in ("nose", "tail"):
+        placed = [(p.x, p.y) for a in close for p in a["keypoints"].points if p.label == name]
+        assert fused[name][:2] == pytest.approx(tuple(np.median(placed, axis=0)))
+        assert fused[name][2] > 0.9
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_an_outlier_is_outvoted(kind: str, handler: ConsensusEvents, engine: sa.Engine) -> None:
+    case = CASES[kind]
+    handler.handle([job("j", overlap=(3, 5), **case.spec), task_created("t1", "j")])
+    order = [case.close[0], case.outlier, *case.close[1:]]
+    handler.handle([answered("t1", "j", f"w{i}", **answer) for i, answer in enumerate(order)])
+
+    (resolved,) = emitted(engine, "task_resolved")
+    assert case.fused_ok(resolved.label), resolved.label
+    assert resolved.confidence >= 0.9 and not resolved.low_confidence
+    # The outlier's worker is the one who disagreed with the consensus.
+    agreement = {w.worker_id: w.agreement for w in ConsensusQueries(engine, clock=lambda: NOW).list_workers("j")}
+    assert agreement == {"w0": 1.0, "w1": 0.0, "w2": 1.0, "w3": 1.0, "w4": 1.0}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_reliable_worker_outweighs_a_new_one(kind: str, handler: ConsensusEvents, engine: sa.Engine) -> None:
+    case = CASES[kind]
+    handler.handle(graded("expert", right=8))
+    assert handler.reliability("expert") > handler.reliability("newcomer") + 0.1
+    handler.handle([job("j", overlap=(2, 2), **case.spec), task_created("t1", "j")])
+    handler.handle([answered("t1", "j", "newcomer", **case.unsure), answered("t1", "j", "expert", **case.reliable)])
+
+    (resolved,) = emitted(engine, "task_resolved")
+    assert case.reliable_won(resolved.label), resolved.label
+    # Weighted equally, the two would not have given the reliable worker's answer.
+    result = messages.result_message(ConsensusQueries(engine, clock=lambda: NOW).get_result("t1"))
+    assert result.label == resolved.label
+    assert not case.reliable_won(result.majority_label), result.majority_label
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_disagreement_asks_for_more_then_resolves_low_confidence(
+    kind: str, handler: ConsensusEvents, engine: sa.Engine
+) -> None:
+    case = CASES[kind]
+    handler.handle([job("j", overlap=(3, 4), **case.spec), task_created("t1", "j")])
+    handler.handle([answered("t1", "j", f"w{i}", **answer) for i, answer in enumerate(case.far[:3])])
+    (request,) = emitted(engine, "more_answers_requested")
+    assert (request.task_id, request.answers_wanted) == ("t1", 4)
+    assert not emitted(engine, "task_resolved")
+
+    handler.handle([answered("t1", "j", "w3", **case.far[3])])
+    (resolved,) = emitted(engine, "task_resolved")
+    assert resolved.low_confidence and resolved.confidence < 0.9
