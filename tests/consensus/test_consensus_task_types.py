@@ -18,12 +18,14 @@ import sqlalchemy as sa
 from consensus_helpers import answer_accepted, job_created, outbox_events, task_created
 
 from quorum.db import make_engine
+from quorum.errors import InvalidArgument
 from quorum.messaging import Topics
 from quorum.taskmessages import answer_text
 from quorum.v1 import common_pb2, events_pb2
 from services.consensus import messages, tables
 from services.consensus.aggregation.masks import polygon_mask
 from services.consensus.handlers import ConsensusEvents, ConsensusQueries
+from services.consensus.review import ExpertReview
 
 TOPICS = Topics("test")
 NOW = dt.datetime(2030, 5, 1, 12, 0, 30, tzinfo=dt.UTC)
@@ -47,12 +49,13 @@ def handler(engine: sa.Engine) -> ConsensusEvents:
     return events
 
 
-def job(job_id: str, overlap: tuple[int, int] = (3, 5), **task: Any) -> events_pb2.Event:
+def job(job_id: str, overlap: tuple[int, int] = (3, 5), expert_review: bool = False, **task: Any) -> events_pb2.Event:
     spec = common_pb2.JobSpec(
         name=job_id,
         client_id="client-1",
         overlap=common_pb2.Overlap(min=overlap[0], max=overlap[1]),
         target_confidence=0.9,
+        expert_review=expert_review,
         **task,
     )
     return events_pb2.Event(event_id=uuid.uuid4().hex, job_created=events_pb2.JobCreated(job_id=job_id, spec=spec))
@@ -403,3 +406,46 @@ def test_disagreement_asks_for_more_then_resolves_low_confidence(
     handler.handle([answered("t1", "j", "w3", **case.far[3])])
     (resolved,) = emitted(engine, "task_resolved")
     assert resolved.low_confidence and resolved.confidence < 0.9
+
+
+def test_structured_job_quality(handler: ConsensusEvents, engine: sa.Engine) -> None:
+    # Two tasks of close (unequal) keypoints, one of which has an outlier.
+    case = CASES["keypoints"]
+    handler.handle([job("j", overlap=(3, 4), **case.spec), task_created("t1", "j"), task_created("t2", "j")])
+    handler.handle([answered("t1", "j", f"w{i}", **answer) for i, answer in enumerate(case.close[:3])])
+    order = [case.close[0], case.outlier, case.close[1], case.close[2]]
+    handler.handle([answered("t2", "j", f"w{i}", **answer) for i, answer in enumerate(order)])
+
+    quality = ConsensusQueries(engine, clock=lambda: NOW).job_quality("j")
+    assert (quality.tasks, quality.resolved, quality.answers) == (2, 2, 7)
+    assert quality.agreement == pytest.approx((3 / 3 + 3 / 4) / 2)
+    # Answers that agree with the fused label count as one category of their task, so close
+    # but unequal answers agree; the outlier is a category of its own. Counts per task: [3]
+    # and [3, 1]. Fleiss: observed (1 + 6/12) / 2 = 0.75, chance (9 + 9 + 1) / 49.
+    assert quality.fleiss_kappa == pytest.approx((0.75 - 19 / 49) / (1 - 19 / 49))
+    # Krippendorff: 7 values, disagreement (16 - 10) / 3 = 2, expected 49 - 19 = 30.
+    assert quality.krippendorff_alpha == pytest.approx(1 - 6 * 2 / 30)
+
+
+def test_expert_review_of_a_structured_task(handler: ConsensusEvents, engine: sa.Engine) -> None:
+    case = CASES["keypoints"]
+    handler.handle([job("j", overlap=(3, 3), expert_review=True, **case.spec), task_created("t1", "j")])
+    handler.handle([answered("t1", "j", f"w{i}", **answer) for i, answer in enumerate(case.far[:3])])
+    assert not emitted(engine, "task_resolved")
+
+    review = ExpertReview(engine, TOPICS, lambda: None, clock=lambda: NOW)
+    (pending,) = review.pending("j")
+    assert pending.task_id == "t1" and pending.confidence < 0.9
+    assert messages.answer_message(pending.suggested_label).WhichOneof("value") == "keypoints"
+    assert messages.review_tasks_message([pending]).tasks[0].suggested_label.keypoints.points
+
+    with pytest.raises(InvalidArgument, match="label"):
+        review.submit("t1", "expert-1", "cat")
+    with pytest.raises(InvalidArgument, match=r"label\.keypoints"):
+        review.submit("t1", "expert-1", answer_text(common_pb2.Answer(**said("nose"))))
+    final = common_pb2.Answer(**case.reliable)
+    result = review.submit("t1", "expert-1", answer_text(final))
+    assert (result.confidence, result.low_confidence) == (1.0, False)
+    (resolved,) = emitted(engine, "task_resolved")
+    assert resolved.label == final
+    assert messages.result_message(ConsensusQueries(engine, clock=lambda: NOW).get_result("t1")).label == final
