@@ -39,6 +39,9 @@ per-object confidences inside it. Pure: json, numpy and Pillow (to rasterise pol
   allowed winners (``a``, ``b`` and, when allowed, ``tie``), with ``a_wins`` its posterior for
   ``a``; Bradley-Terry scores across comparisons are the offline path
   (:mod:`~services.consensus.aggregation.pairwise`).
+
+A gold answer, or an answer that arrives after its task resolved, is compared with the gold or
+resolved label by :func:`agrees`: the same closeness test, spans by strict entity match.
 """
 
 from __future__ import annotations
@@ -104,6 +107,30 @@ def fuse(
     if fuser is None:
         raise ValueError(f"no fusion for answer kind {kind!r}")
     return fuser(kind, schema, answers, [clipped(w) for w in weights])
+
+
+def agrees(kind: str, schema: Sequence[str], answer: str, reference: str) -> bool:
+    """Whether ``answer`` (stored text) is close enough to ``reference`` (a gold answer, or a
+    label resolved before the answer came) to count as agreeing with it: the test :func:`fuse`
+    applies to each answer, with the reference taking all the weight. Costs one fusion of the
+    two."""
+    if answer == reference:
+        return True
+    if kind == "spans":
+        # Strict entity match, as NER is scored (span boundaries are voted with SpanVote's own
+        # weights, which would not let the reference decide them).
+        return _span_set(answer, kind) == _span_set(reference, kind)
+    # The answer at chance (0.5) carries no evidence on a yes/no question and no weight in a
+    # median or vote, so the fused label is the reference's.
+    _, _, agreed = fuse(kind, schema, [("reference", reference), ("answer", answer)], [MAX_RELIABILITY, 0.5])
+    return agreed[1]
+
+
+def _span_set(text: str, kind: str) -> set[tuple[int, int, str]]:
+    return {
+        (int(s.get("start", 0)), int(s.get("end", 0)), str(s.get("label", "")))
+        for s in _member(text, kind).get("spans", [])
+    }
 
 
 def _fuse_multi_label(
@@ -274,7 +301,7 @@ def _fuse_keypoints(
 def _fuse_polygons(
     kind: str, schema: Sequence[str], answers: Sequence[tuple[str, str]], weights: list[float]
 ) -> tuple[str, float, tuple[bool, ...]]:
-    drawn = [_class_masks(_member(text, kind).get("polygons", [])) for _, text in answers]
+    drawn = [_class_masks(text, kind) for _, text in answers]
     labels = [label for label in (list(schema) or sorted(set().union(*drawn))) if any(label in d for d in drawn)]
     workers = [worker for worker, _ in answers]
     vote = MaskVote(weights=dict(zip(workers, _vote_weights(weights).tolist(), strict=True)))
@@ -300,10 +327,17 @@ def _fuse_polygons(
     return _dump({"masks": {"masks": masks} if masks else {}}), _agreement(agreed, weights), tuple(agreed)
 
 
-def _class_masks(polygons: Sequence[dict[str, Any]]) -> dict[str, BoolArray]:
-    """Per class, the union of the polygons of that class rasterised on the mask grid."""
+def _class_masks(text: str, kind: str) -> dict[str, BoolArray]:
+    """Per class, the union of an answer's polygons rasterised on the mask grid; or the masks
+    of a fused label (a label resolved earlier, which later answers are compared with)."""
     out: dict[str, BoolArray] = {}
-    for polygon in polygons:
+    for mask in _member(text, "masks").get("masks", []):
+        if (mask.get("width"), mask.get("height")) == (MASK_GRID, MASK_GRID):
+            runs = [int(c) for c in mask.get("counts", [])]
+            cells = np.repeat(np.arange(len(runs)) % 2 == 1, runs)
+            if cells.size == MASK_GRID * MASK_GRID:
+                out[str(mask.get("label", ""))] = cells.reshape(MASK_GRID, MASK_GRID)
+    for polygon in _member(text, kind).get("polygons", []):
         vertices = polygon.get("points", [])
         xs = [float(p.get("x", 0.0)) * MASK_GRID for p in vertices]
         ys = [float(p.get("y", 0.0)) * MASK_GRID for p in vertices]

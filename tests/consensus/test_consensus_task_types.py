@@ -22,7 +22,7 @@ from quorum.errors import InvalidArgument
 from quorum.messaging import Topics
 from quorum.taskmessages import answer_text
 from quorum.v1 import common_pb2, events_pb2
-from services.consensus import messages, tables
+from services.consensus import messages, structured, tables
 from services.consensus.aggregation.masks import polygon_mask
 from services.consensus.handlers import ConsensusEvents, ConsensusQueries
 from services.consensus.review import ExpertReview
@@ -449,3 +449,38 @@ def test_expert_review_of_a_structured_task(handler: ConsensusEvents, engine: sa
     (resolved,) = emitted(engine, "task_resolved")
     assert resolved.label == final
     assert messages.result_message(ConsensusQueries(engine, clock=lambda: NOW).get_result("t1")).label == final
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_gold_and_late_answers_agree_when_close(kind: str, handler: ConsensusEvents, engine: sa.Engine) -> None:
+    case = CASES[kind]
+    gold = task_created("g", "j")
+    gold.task_created.gold = True
+    gold.task_created.gold_answer.CopyFrom(common_pb2.Answer(**case.close[0]))
+    handler.handle([job("j", overlap=(3, 5), **case.spec), gold, task_created("t1", "j")])
+    handler.handle([answered("g", "j", "close", **case.close[1]), answered("g", "j", "off", **case.outlier)])
+    handler.handle([answered("t1", "j", f"w{i}", **answer) for i, answer in enumerate(case.close[:3])])
+    assert emitted(engine, "task_resolved")
+    # An answer after the task resolved is compared with the fused label (masks, for polygons).
+    handler.handle([answered("t1", "j", "late", **case.close[3]), answered("t1", "j", "late-off", **case.outlier)])
+
+    workers = {w.worker_id: w for w in ConsensusQueries(engine, clock=lambda: NOW).list_workers("j")}
+    assert (workers["close"].gold_answers, workers["close"].gold_correct) == (1, 1)
+    assert (workers["off"].gold_answers, workers["off"].gold_correct) == (1, 0)
+    assert (workers["late"].agreement, workers["late-off"].agreement) == (1.0, 0.0)
+
+
+def test_boxes_and_spans_agree_with_a_reference_by_their_own_tests() -> None:
+    def text(**answer: Any) -> str:
+        return answer_text(common_pb2.Answer(**answer))
+
+    def spans(*triples: tuple[int, int, str]) -> common_pb2.SpansAnswer:
+        return common_pb2.SpansAnswer(spans=[common_pb2.Span(start=s, end=e, label=t) for s, e, t in triples])
+
+    gold_box = text(boxes=boxes(CAR))
+    assert structured.agrees("boxes", ("car",), text(boxes=boxes(NEAR_CAR)), gold_box)
+    assert not structured.agrees("boxes", ("car",), text(boxes=boxes(STRAY)), gold_box)
+    assert not structured.agrees("boxes", ("car",), text(boxes=boxes()), gold_box)
+    gold_spans = text(spans=spans((0, 12, "PER")))
+    assert structured.agrees("spans", ("PER",), text(spans=spans((0, 12, "PER"))), gold_spans)
+    assert not structured.agrees("spans", ("PER",), text(spans=spans((0, 11, "PER"))), gold_spans)
