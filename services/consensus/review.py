@@ -194,6 +194,9 @@ def _check_review_label(pending: ReviewTask, label: str) -> None:
     allowed = {pending.answer_kind} | {
         kind.fused_kind for kind in TASK_TYPES.values() if kind.answer_kind == pending.answer_kind
     }
-    given = messages.answer_message(label).WhichOneof("value") if label.startswith("{") else "classification"
+    try:
+        given = messages.answer_message(label).WhichOneof("value")
+    except ValueError:
+        given = None
     if given not in allowed:
         raise InvalidArgument("label", f"this job's review takes label.{' or label.'.join(sorted(allowed))}")
