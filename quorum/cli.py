@@ -788,7 +788,9 @@ def parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
 
-    results = sub.add_parser("results", help="download a job's labels as JSONL")
+    results = sub.add_parser(
+        "results", help="download a job's labels as JSONL (a structured label, e.g. boxes, as a JSON object)"
+    )
     results.add_argument("job")
     results.add_argument("--out", required=True)
     results.set_defaults(func=cmd_results)

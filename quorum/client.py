@@ -10,6 +10,7 @@ from pathlib import Path
 
 import grpc
 
+from quorum import taskmessages
 from quorum.rpc import channel
 from quorum.settings import SERVICES, ServiceName
 from quorum.tls import ClientTls
@@ -137,22 +138,32 @@ class QuorumClient:
 
 
 def label_of(answer: common_pb2.Answer) -> str:
-    """The label of a classification answer ('' for other answer types)."""
-    return answer.classification.label if answer.WhichOneof("value") == "classification" else ""
+    """The label of a classification answer; for another answer type, the whole answer as
+    JSON (e.g. ``{"boxes":{"boxes":[...]}}``, see :func:`quorum.taskmessages.answer_text`)."""
+    return taskmessages.answer_text(answer)
+
+
+def label_value(answer: common_pb2.Answer) -> object:
+    """An answer as a JSON value: the label string of a classification answer, the answer
+    as an object otherwise (e.g. ``{"boxes": {"boxes": [...]}}``)."""
+    text = taskmessages.answer_text(answer)
+    return json.loads(text) if text.startswith(taskmessages.ANSWER_JSON_START) else text
 
 
 def result_record(result: consensus_pb2.TaskResult) -> dict[str, object]:
-    """One line of `quorum results`: object, label, confidence, answers."""
+    """One line of `quorum results`: object, label, confidence, answers. Labels of structured
+    task types are JSON objects (see :func:`label_value`)."""
     return {
         "object": result.object_name,
         "item_id": result.item_id,
         "task_id": result.task_id,
-        "label": label_of(result.label),
+        "label": label_value(result.label),
         "confidence": round(result.confidence, 6),
         "low_confidence": result.low_confidence,
-        "majority_label": label_of(result.majority_label),
+        "majority_label": label_value(result.majority_label),
         "answers": [
-            {"worker": a.worker_id, "label": label_of(a.answer), "weight": round(a.weight, 6)} for a in result.answers
+            {"worker": a.worker_id, "label": label_value(a.answer), "weight": round(a.weight, 6)}
+            for a in result.answers
         ],
     }
 

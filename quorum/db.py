@@ -156,6 +156,36 @@ def add_missing_columns(engine: Engine, metadata: sa.MetaData) -> list[str]:
     return added
 
 
+def widen_text_columns(engine: Engine, metadata: sa.MetaData) -> list[str]:
+    """Retypes to TEXT every column of an existing table that ``metadata`` declares Text but
+    the database holds as a bounded VARCHAR(n) (created by an older version): call it next to
+    :func:`add_missing_columns`.
+
+    Only widens, so no value can be lost; a second run changes nothing. Returns the widened
+    columns as ``table.column``. A no-op on SQLite, whose VARCHAR(n) is not bounded. Costs one
+    catalogue read per table, runs in one transaction; on PostgreSQL each ALTER rewrites
+    nothing (VARCHAR to TEXT is binary-compatible) but takes a brief exclusive lock."""
+    if engine.dialect.name != "postgresql":
+        return []
+    widened: list[str] = []
+    with engine.begin() as conn:
+        inspector = sa.inspect(conn)
+        preparer = conn.dialect.identifier_preparer
+        for table in metadata.sorted_tables:
+            if not inspector.has_table(table.name, schema=table.schema):
+                continue
+            held = {column["name"]: column["type"] for column in inspector.get_columns(table.name, schema=table.schema)}
+            for column in table.columns:
+                now = held.get(column.name)
+                bounded = isinstance(now, sa.String) and not isinstance(now, sa.Text) and now.length is not None
+                if isinstance(column.type, sa.Text) and bounded:
+                    conn.exec_driver_sql(
+                        f"ALTER TABLE {preparer.format_table(table)} ALTER COLUMN {preparer.format_column(column)} TYPE TEXT"
+                    )
+                    widened.append(f"{table.name}.{column.name}")
+    return widened
+
+
 def _check_addable(table: sa.Table, column: sa.Column[Any]) -> None:
     where = f"{table.name}.{column.name}"
     if column.primary_key:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from quorum.db import add_missing_columns, make_engine
+from quorum.db import add_missing_columns, make_engine, widen_text_columns
 from quorum.security.audit import AuditRecorder
 from quorum.service import ConsumerSpec, ServiceContext, ServiceParts, run_periodically
 from quorum.v1 import consensus_pb2_grpc
@@ -25,6 +25,7 @@ def build(context: ServiceContext) -> ServiceParts:
     engine = make_engine(context.settings.database_url_for("consensus"))
     tables.metadata.create_all(engine)
     add_missing_columns(engine, tables.metadata)
+    widen_text_columns(engine, tables.metadata)
     events = ConsensusEvents(engine, context.topics, context.outbox_written)
     events.load()
     topics = context.topics

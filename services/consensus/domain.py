@@ -254,7 +254,8 @@ class TaskProgress:
         """Applies one answer and returns what it did. An open task needs its ``job``.
 
         Raises ValueError for a task still waiting for its job (store the answer instead) or
-        an open task without ``job``. Costs one :func:`evaluate` for an open task, O(1) else.
+        an open task without ``job``. Costs one :func:`evaluate` for an open task, one fusion
+        of two answers for a structured answer to a gold or resolved task, O(1) else.
         """
         if self.state is TaskState.WAITING:
             raise ValueError(f"task {self.task_id} waits for job {self.job_id}: store the answer instead")
@@ -262,12 +263,12 @@ class TaskProgress:
         if self.state is TaskState.GOLD:
             if not self.gold_label:
                 return Step()
-            correct = vote.label == self.gold_label
+            correct = _matches(job, vote.label, self.gold_label)
             self.agree += correct
             return Step(gold_correct=correct)
         if self.state is TaskState.RESOLVED:
             # Counted, but the label stays: re-resolving is the job of a refit (see handlers).
-            agreed = vote.label == self.label
+            agreed = _matches(job, vote.label, self.label)
             self.agree += agreed
             return Step(compared=((vote.worker_id, agreed),))
         if job is None:
@@ -307,6 +308,14 @@ class TaskProgress:
             return None
         self.requested = self.pending_request
         return self.requested
+
+
+def _matches(job: JobSpec | None, label: str, reference: str) -> bool:
+    """Whether an answer agrees with a gold or resolved label: equal for classification,
+    close enough for a structured answer (see :func:`structured.agrees`)."""
+    if job is None or job.answer_kind == "classification":
+        return label == reference
+    return structured.agrees(job.answer_kind, job.labels, label, reference)
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
@@ -551,7 +552,8 @@ def _task_state(progress: TaskProgress) -> dict[str, Any]:
     }
 
 
-def _job_spec(row: Any) -> JobSpec:
+def job_spec_of_row(row: Any) -> JobSpec:
+    """The JobSpec a ``consensus_jobs`` row holds."""
     return JobSpec(
         job_id=row.job_id,
         labels=tuple(json.loads(row.labels)),
@@ -630,7 +632,7 @@ class ConsensusEvents:
         jobs and worker-stats tables."""
         ws = t.worker_stats
         with reading(self._engine) as conn:
-            jobs = {row.job_id: _job_spec(row) for row in conn.execute(sa.select(t.jobs))}
+            jobs = {row.job_id: job_spec_of_row(row) for row in conn.execute(sa.select(t.jobs))}
             workers = {
                 row.worker_id: WorkerEvidence(
                     int(row.gold_answers), int(row.gold_correct), int(row.compared), int(row.agreed)
@@ -841,22 +843,45 @@ class ConsensusQueries:
         )
 
     @staticmethod
-    def _label_counts(conn: Connection, job_id: str | None) -> np.ndarray:
-        """counts[task, label] over the answers to non-gold tasks, for the agreement coefficients."""
-        a, tk = t.answers, t.tasks
+    def _label_counts(conn: Connection, job_id: str | None) -> sp.csr_array:
+        """counts[task, category] over the answers to non-gold tasks, for the agreement
+        coefficients. In a classification job a category is a label. Structured answers are
+        rarely exactly alike, so in a structured job a resolved task's answers that agreed with
+        its fused label form one category and each other answer one of its own, all of that
+        task only (answers of unresolved structured tasks are left out)."""
+        a, tk, jb = t.answers, t.tasks, t.jobs
+        job_filter = [tk.c.job_id == job_id] if job_id else []
+        structured_jobs = sa.select(jb.c.job_id).where(jb.c.answer_kind.notin_(("", "classification")))
         rows = conn.execute(
             sa.select(a.c.task_id, a.c.label, sa.func.count())
             .join(tk, tk.c.task_id == a.c.task_id)
-            .where(sa.not_(tk.c.gold), *([tk.c.job_id == job_id] if job_id else []))
+            .where(sa.not_(tk.c.gold), tk.c.job_id.notin_(structured_jobs), *job_filter)
             .group_by(a.c.task_id, a.c.label)
         ).all()
-        if not rows:
-            return np.zeros((0, 0))
-        _, task_codes = np.unique([r[0] for r in rows], return_inverse=True)
-        _, label_codes = np.unique([r[1] for r in rows], return_inverse=True)
-        counts = np.zeros((int(task_codes.max()) + 1, int(label_codes.max()) + 1))
-        counts[task_codes, label_codes] = [r[2] for r in rows]
-        return counts
+        groups = conn.execute(
+            sa.select(tk.c.agree, tk.c.answers).where(
+                sa.not_(tk.c.gold),
+                tk.c.state == TaskState.RESOLVED.value,
+                tk.c.job_id.in_(structured_jobs),
+                *job_filter,
+            )
+        ).all()
+        task_codes = np.unique([r[0] for r in rows], return_inverse=True)[1].ravel() if rows else np.zeros(0, np.intp)
+        label_codes = np.unique([r[1] for r in rows], return_inverse=True)[1].ravel() if rows else np.zeros(0, np.intp)
+        row_of, column_of, value = [task_codes], [label_codes], [np.array([r[2] for r in rows], dtype=np.float64)]
+        next_row = int(task_codes.max()) + 1 if rows else 0
+        next_column = int(label_codes.max()) + 1 if rows else 0
+        for agree, answers in groups:
+            sizes = np.array(([agree] if agree else []) + [1] * (answers - agree), dtype=np.float64)
+            row_of.append(np.full(len(sizes), next_row))
+            column_of.append(next_column + np.arange(len(sizes)))
+            value.append(sizes)
+            next_row += 1
+            next_column += len(sizes)
+        return sp.csr_array(
+            (np.concatenate(value), (np.concatenate(row_of), np.concatenate(column_of))),
+            shape=(next_row, next_column),
+        )
 
     def _spam(self, conn: Connection, job_id: str | None, reliability: dict[str, float]) -> dict[str, _Spam]:
         """Each worker's confusion matrix and spam score, per job, against gold and resolved labels.

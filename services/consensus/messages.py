@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from quorum import taskmessages
-from quorum.tasktypes import TASK_TYPES
+from quorum.tasktypes import PAIRWISE_WINNERS, TASK_TYPES
 from quorum.v1 import common_pb2, consensus_pb2, events_pb2
 from services.consensus.aggregation.spam import SPAM_THRESHOLD
 from services.consensus.domain import JobQuality, JobSpec, TaskResult, WeightedAnswer, WorkerQuality
@@ -44,11 +44,13 @@ def timestamp_of(moment: dt.datetime) -> Timestamp:
 
 
 def job_spec_of(event: events_pb2.JobCreated) -> JobSpec:
-    """The consensus view of a job: labels of whichever task type the spec has, overlap, target,
-    and the organisation."""
+    """The consensus view of a job: labels of whichever task type the spec has (for a pairwise
+    comparison its allowed winners), overlap, target, and the organisation."""
     spec = event.spec
     kind = spec.WhichOneof("task")
     labels = list(taskmessages.schema_labels(spec, kind)) if kind else []
+    if kind == "pairwise_comparison":
+        labels = list(PAIRWISE_WINNERS if spec.pairwise_comparison.allow_tie else PAIRWISE_WINNERS[:2])
     task_type = TASK_TYPES.get(kind or "")
     return JobSpec.normalised(
         event.job_id,

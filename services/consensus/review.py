@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection, Engine
 from quorum.db import enqueue, reading, utcnow
 from quorum.errors import FailedPrecondition, InvalidArgument, NotFound
 from quorum.messaging import Topics, outgoing
+from quorum.tasktypes import TASK_TYPES
 from services.consensus import messages
 from services.consensus import tables as t
 from services.consensus.domain import (
@@ -25,8 +26,10 @@ from services.consensus.domain import (
     Vote,
     WeightedAnswer,
     evaluate,
+    evaluate_structured,
     minute_of,
 )
+from services.consensus.handlers import job_spec_of_row
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,8 @@ class ReviewTask:
     suggested_label: str
     confidence: float
     majority_label: str
+    # The Answer member the job's workers set ("classification", "boxes", ...).
+    answer_kind: str = "classification"
 
 
 class ExpertReview:
@@ -70,10 +75,12 @@ class ExpertReview:
             return [self._review_task(conn, row) for row in rows]
 
     def submit(self, task_id: str, reviewer_id: str, label: str) -> TaskResult:
-        """Resolves a task under review with the reviewer's label.
+        """Resolves a task under review with the reviewer's label, in stored form
+        (:func:`services.consensus.messages.label_of`).
 
         Raises NotFound for an unknown task, FailedPrecondition unless it awaits review and
-        InvalidArgument for a label outside the job's labels."""
+        InvalidArgument for a classification label outside the job's labels or a structured
+        answer of another kind than the job's."""
         tk = t.tasks
         now = self._clock()
         with self._engine.begin() as conn:
@@ -83,8 +90,7 @@ class ExpertReview:
             if row.state != TaskState.REVIEW.value:
                 raise FailedPrecondition(f"task {task_id} is not awaiting review (it is {row.state})")
             pending = self._review_task(conn, row)
-            if label not in pending.labels:
-                raise InvalidArgument("label.classification.label", f"{label!r} is not one of the job's labels")
+            _check_review_label(pending, label)
             result = TaskResult(
                 task_id=row.task_id,
                 job_id=row.job_id,
@@ -129,9 +135,7 @@ class ExpertReview:
 
     def _review_task(self, conn: Connection, row: Any) -> ReviewTask:
         a, ws = t.answers, t.worker_stats
-        labels = tuple(
-            json.loads(conn.execute(sa.select(t.jobs.c.labels).where(t.jobs.c.job_id == row.job_id)).scalar_one())
-        )
+        job = job_spec_of_row(conn.execute(sa.select(t.jobs).where(t.jobs.c.job_id == row.job_id)).one())
         votes = [
             Vote(worker, label)
             for worker, label in conn.execute(
@@ -159,17 +163,40 @@ class ExpertReview:
                 return float(RELIABILITY.prior_mean)
             return float(RELIABILITY.estimate(int(e.gold_answers), int(e.gold_correct), int(e.compared), int(e.agreed)))
 
-        evaluation: Evaluation = evaluate(labels, votes, reliability)
+        evaluation: Evaluation = (
+            evaluate(job.labels, votes, reliability)
+            if job.answer_kind == "classification"
+            else evaluate_structured(job, votes, reliability)
+        )
         return ReviewTask(
             task_id=row.task_id,
             job_id=row.job_id,
             item_id=row.item_id,
             object_name=row.object_name,
-            labels=labels,
+            labels=job.labels,
             answers=tuple(
                 WeightedAnswer(v.worker_id, v.label, w) for v, w in zip(votes, evaluation.weights, strict=True)
             ),
             suggested_label=evaluation.label,
             confidence=evaluation.confidence,
             majority_label=evaluation.majority_label,
+            answer_kind=job.answer_kind,
         )
+
+
+def _check_review_label(pending: ReviewTask, label: str) -> None:
+    """A reviewer's classification label is one of the job's labels; a structured answer is of
+    the kind the job's workers give or the kind it fuses into (masks for polygons)."""
+    if pending.answer_kind == "classification":
+        if label not in pending.labels:
+            raise InvalidArgument("label.classification.label", f"{label!r} is not one of the job's labels")
+        return
+    allowed = {pending.answer_kind} | {
+        kind.fused_kind for kind in TASK_TYPES.values() if kind.answer_kind == pending.answer_kind
+    }
+    try:
+        given = messages.answer_message(label).WhichOneof("value")
+    except ValueError:
+        given = None
+    if given not in allowed:
+        raise InvalidArgument("label", f"this job's review takes label.{' or label.'.join(sorted(allowed))}")

@@ -93,6 +93,6 @@ class ConsensusServicer(consensus_pb2_grpc.ConsensusServiceServicer):
         """The reviewer's label resolves the task with confidence 1 and is published."""
         task_id = _required_id(request.task_id, "task_id")
         reviewer_id = _required_id(request.reviewer_id, "reviewer_id")
-        if request.label.WhichOneof("value") != "classification":
-            raise InvalidArgument("label", "a classification answer is required")
-        return messages.result_message(self._review.submit(task_id, reviewer_id, request.label.classification.label))
+        if request.label.WhichOneof("value") is None:
+            raise InvalidArgument("label", "an answer is required (classification, or the job's structured kind)")
+        return messages.result_message(self._review.submit(task_id, reviewer_id, messages.label_of(request.label)))

@@ -3,7 +3,7 @@ a label with a confidence, for the streaming decision after each answer.
 
 An answer arrives as its stored text (:func:`quorum.taskmessages.answer_text`: the whole Answer
 as JSON, e.g. ``{"boxes":{"boxes":[...]}}``); the fused label goes back in the same form, with
-per-object confidences inside it. Pure: json and numpy, no protobuf.
+per-object confidences inside it. Pure: json, numpy and Pillow (to rasterise polygons), no protobuf.
 
 - multi-label: each label is its own binary question, decided by the one-coin posterior over
   the answers with the workers' reliabilities (as single-label classification is); the task's
@@ -16,10 +16,32 @@ per-object confidences inside it. Pure: json and numpy, no protobuf.
 - spans: :class:`~services.consensus.aggregation.spans.SpanVote` clusters overlapping spans
   and votes their boundaries and type; existence is decided as for boxes; the confidence is
   that of the least certain existence decision;
-- any other type (keypoints, polygons, transcription, pairwise): the answers that are exactly
-  alike vote as one label under the one-coin posterior; close but unequal answers do not
-  pool, so such tasks reach the target only when workers agree exactly, else they resolve at
-  ``overlap.max`` flagged low-confidence.
+- keypoints, segmentation, transcription: the library's weighted median, per-pixel vote and
+  ROVER, each worker weighted by the one-coin log-odds of its reliability (see
+  :func:`_vote_weights`); an answer *agrees* with the result when it is close enough to it
+  (object keypoint similarity or mask IoU at least 0.75, character error rate at most 0.1), and
+  the task's confidence is the one-coin posterior that the result is right, the agreeing
+  answers voting for it and the others against it. So close but unequal answers pool, an
+  outlier is out-voted, and a reliable worker counts for more than a new one:
+
+  - keypoints: each point is present by the one-coin posterior (placing it votes for it), at
+    the per-coordinate weighted median of the placed points, with that posterior as its
+    confidence; OKS as in :mod:`~services.consensus.aggregation.keypoints`, relative
+    coordinates, a point placed where the crowd sees none being a disagreement;
+  - polygons: per class, each worker's polygons are rasterised on a 256 x 256 grid over the
+    image and fused by :class:`~services.consensus.aggregation.masks.MaskVote` with fixed
+    weights; the label is a masks answer (run-length encoded), each mask with its expected
+    Jaccard index as confidence;
+  - transcription: :class:`~services.consensus.aggregation.text.ROVER` with fixed weights
+    (word alignment, weighted vote per slot);
+
+- pairwise: one task is one comparison, so the winner is the one-coin vote over the job's
+  allowed winners (``a``, ``b`` and, when allowed, ``tie``), with ``a_wins`` its posterior for
+  ``a``; Bradley-Terry scores across comparisons are the offline path
+  (:mod:`~services.consensus.aggregation.pairwise`).
+
+A gold answer, or an answer that arrives after its task resolved, is compared with the gold or
+resolved label by :func:`agrees`: the same closeness test, spans by strict entity match.
 """
 
 from __future__ import annotations
@@ -28,9 +50,21 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from services.consensus.aggregation import MAX_RELIABILITY, MIN_RELIABILITY, one_coin_posterior
+import numpy as np
+
+from quorum.tasktypes import PAIRWISE_WINNERS
+from services.consensus.aggregation import (
+    MAX_RELIABILITY,
+    MIN_RELIABILITY,
+    one_coin_log_posterior,
+    one_coin_posterior,
+)
+from services.consensus.aggregation._geometry import BoolArray, keypoint_similarity
+from services.consensus.aggregation._robust import FloatArray, group_weighted_median
 from services.consensus.aggregation.boxes import BoxFusion, FusedBox
+from services.consensus.aggregation.masks import MaskVote, polygon_mask
 from services.consensus.aggregation.spans import SpanVote
+from services.consensus.aggregation.text import ROVER, levenshtein_batch
 
 
 def _dump(answer: dict[str, Any]) -> str:
@@ -63,12 +97,40 @@ def fuse(
 
     Returns the fused answer's stored text, the task's confidence in [0, 1] and, per answer,
     whether it agrees with the fused label (for the workers' consensus evidence). Raises
-    ValueError with no answers. Costs one library fit over the task's answers.
+    ValueError with no answers or for the classification kind (see ``domain.evaluate``).
+    Costs one library fit over the task's answers; a polygon task a few milliseconds per
+    class for the rasterising.
     """
     if not answers:
         raise ValueError("fusing needs at least one answer")
-    fuser = _FUSERS.get(kind, _fuse_exact)
+    fuser = _FUSERS.get(kind)
+    if fuser is None:
+        raise ValueError(f"no fusion for answer kind {kind!r}")
     return fuser(kind, schema, answers, [clipped(w) for w in weights])
+
+
+def agrees(kind: str, schema: Sequence[str], answer: str, reference: str) -> bool:
+    """Whether ``answer`` (stored text) is close enough to ``reference`` (a gold answer, or a
+    label resolved before the answer came) to count as agreeing with it: the test :func:`fuse`
+    applies to each answer, with the reference taking all the weight. Costs one fusion of the
+    two."""
+    if answer == reference:
+        return True
+    if kind == "spans":
+        # Strict entity match, as NER is scored (span boundaries are voted with SpanVote's own
+        # weights, which would not let the reference decide them).
+        return _span_set(answer, kind) == _span_set(reference, kind)
+    # The answer at chance (0.5) carries no evidence on a yes/no question and no weight in a
+    # median or vote, so the fused label is the reference's.
+    _, _, agreed = fuse(kind, schema, [("reference", reference), ("answer", answer)], [MAX_RELIABILITY, 0.5])
+    return agreed[1]
+
+
+def _span_set(text: str, kind: str) -> set[tuple[int, int, str]]:
+    return {
+        (int(s.get("start", 0)), int(s.get("end", 0)), str(s.get("label", "")))
+        for s in _member(text, kind).get("spans", [])
+    }
 
 
 def _fuse_multi_label(
@@ -159,19 +221,175 @@ def _fuse_spans(
     return _dump({kind: {"spans": fused} if fused else {}}), float(certainty), agreed
 
 
-def _fuse_exact(
+def _vote_weights(weights: Sequence[float]) -> FloatArray:
+    """Each reliability's one-coin log-odds for a yes/no question, floored at 0.
+
+    A per-pixel vote with these weights is the one-coin posterior's decision for every pixel;
+    a weighted median with them is that decision for every question "is the true value at most
+    t?", which is why medians, medoids and votes all use them. A worker at or below chance
+    counts for nothing (rather than being read in reverse, which one answer cannot justify)."""
+    r = np.asarray(weights, dtype=np.float64)
+    return np.asarray(np.maximum(np.log(r / (1.0 - r)), 0.0), dtype=np.float64)
+
+
+def _agreement(agreed: Sequence[bool], weights: Sequence[float]) -> float:
+    """The one-coin posterior that the fused label is right when the answers in ``agreed``
+    vote for it and the others against it: the same reading of reliabilities as a
+    classification vote, on the question "is the fused answer right?"."""
+    return float(one_coin_posterior([1 if a else 0 for a in agreed], list(weights), 2)[1])
+
+
+# An answer agrees with the fused one above these similarities: COCO's strict (AP75) threshold
+# for OKS and for mask IoU, and a character error rate a careful typist stays within.
+OKS_AGREES = 0.75
+IOU_AGREES = 0.75
+CER_AGREES = 0.1
+# Keypoint falloff (KeypointMedian's default; COCO's sigmas are for person keypoints only) and
+# the smallest object scale, in the relative coordinates answers use: a tenth of the image.
+KEYPOINT_SIGMA = 0.05
+MIN_OBJECT_SCALE = 0.1
+# Polygons are rasterised on a MASK_GRID x MASK_GRID grid over the image.
+MASK_GRID = 256
+
+
+def _fuse_keypoints(
     kind: str, schema: Sequence[str], answers: Sequence[tuple[str, str]], weights: list[float]
 ) -> tuple[str, float, tuple[bool, ...]]:
-    texts = sorted({text for _, text in answers})
-    index = {text: k for k, text in enumerate(texts)}
-    votes = [index[text] for _, text in answers]
-    posterior = one_coin_posterior(votes, weights, max(2, len(texts)))[: len(texts)]
-    winner = int(posterior.argmax())
-    return texts[winner], float(posterior[winner]), tuple(text == texts[winner] for _, text in answers)
+    placed = [
+        {
+            str(p.get("label", "")): (float(p.get("x", 0.0)), float(p.get("y", 0.0)))
+            for p in _member(text, kind).get("points", [])
+        }
+        for _, text in answers
+    ]
+    names = list(schema) or sorted(set().union(*placed))
+    n, k = len(answers), len(names)
+    points = np.full((n, k, 2), np.nan)
+    for i, given in enumerate(placed):
+        for j, name in enumerate(names):
+            if name in given:
+                points[i, j] = given[name]
+    has = np.isfinite(points).all(axis=2)  # (n, k)
+    point_of = np.tile(np.arange(k), n)
+    # Presence of each point by the one-coin posterior (placing it votes for it); its location
+    # by the per-coordinate weighted median of the placed points.
+    present_p = np.exp(one_coin_log_posterior(point_of, has.ravel().astype(np.intp), np.repeat(weights, k), k, 2)[:, 1])
+    flat = has.ravel()
+    w = np.repeat(_vote_weights(weights), k)[flat]
+    located = np.stack(
+        [group_weighted_median(points[:, :, c].ravel()[flat], w, point_of[flat], k) for c in (0, 1)], axis=1
+    )
+    present = present_p > 0.5
+    fused = np.where(present[:, None], located, np.nan)
+    # OKS of each answer with the fused points, a fused point the answer lacks counting 0.
+    span = np.nanmax(fused, axis=0) - np.nanmin(fused, axis=0) if present.any() else np.zeros(2)
+    scale = max(float(np.sqrt(span[0] * span[1])), MIN_OBJECT_SCALE)
+    similarity = keypoint_similarity(points, fused[None], np.full(n, scale), np.full(k, KEYPOINT_SIGMA))
+    oks = np.where(present, np.nan_to_num(similarity, nan=0.0), 0.0).sum(axis=1) / max(int(present.sum()), 1)
+    oks = np.where(present.any(), oks, 1.0)
+    # Placing a point the crowd judged absent is a disagreement OKS does not see.
+    agreed = tuple(bool(o >= OKS_AGREES) and not (row & ~present).any() for o, row in zip(oks, has, strict=True))
+    fused_points = [
+        {"label": name, "x": float(fused[j, 0]), "y": float(fused[j, 1]), "confidence": float(present_p[j])}
+        for j, name in enumerate(names)
+        if present[j]
+    ]
+    label = {"points": fused_points} if fused_points else {}
+    return _dump({kind: label}), _agreement(agreed, weights), agreed
+
+
+def _fuse_polygons(
+    kind: str, schema: Sequence[str], answers: Sequence[tuple[str, str]], weights: list[float]
+) -> tuple[str, float, tuple[bool, ...]]:
+    drawn = [_class_masks(text, kind) for _, text in answers]
+    labels = [label for label in (list(schema) or sorted(set().union(*drawn))) if any(label in d for d in drawn)]
+    workers = [worker for worker, _ in answers]
+    vote = MaskVote(weights=dict(zip(workers, _vote_weights(weights).tolist(), strict=True)))
+    empty = np.zeros((MASK_GRID, MASK_GRID), dtype=bool)
+    agreed = [True] * len(answers)
+    masks = []
+    for label in labels:
+        # One fit per class: a worker's skill is then its IoU with this class's fused mask.
+        vote.fit([(label, worker, d.get(label, empty)) for worker, d in zip(workers, drawn, strict=True)])
+        agreed = [a and vote.skills_[worker] >= IOU_AGREES for a, worker in zip(agreed, workers, strict=True)]
+        mask = vote.masks_[label]
+        if mask.any():
+            masks.append(
+                {
+                    "label": label,
+                    "width": MASK_GRID,
+                    "height": MASK_GRID,
+                    "counts": _run_lengths(mask),
+                    "confidence": vote.confidences_[label],
+                }
+            )
+    # Segmentation fuses into masks (quorum.tasktypes: the fused kind of polygons).
+    return _dump({"masks": {"masks": masks} if masks else {}}), _agreement(agreed, weights), tuple(agreed)
+
+
+def _class_masks(text: str, kind: str) -> dict[str, BoolArray]:
+    """Per class, the union of an answer's polygons rasterised on the mask grid; or the masks
+    of a fused label (a label resolved earlier, which later answers are compared with)."""
+    out: dict[str, BoolArray] = {}
+    for mask in _member(text, "masks").get("masks", []):
+        if (mask.get("width"), mask.get("height")) == (MASK_GRID, MASK_GRID):
+            runs = [int(c) for c in mask.get("counts", [])]
+            cells = np.repeat(np.arange(len(runs)) % 2 == 1, runs)
+            if cells.size == MASK_GRID * MASK_GRID:
+                out[str(mask.get("label", ""))] = cells.reshape(MASK_GRID, MASK_GRID)
+    for polygon in _member(text, kind).get("polygons", []):
+        vertices = polygon.get("points", [])
+        xs = [float(p.get("x", 0.0)) * MASK_GRID for p in vertices]
+        ys = [float(p.get("y", 0.0)) * MASK_GRID for p in vertices]
+        label = str(polygon.get("label", ""))
+        drawn = polygon_mask(xs, ys, (MASK_GRID, MASK_GRID))
+        out[label] = out[label] | drawn if label in out else drawn
+    return out
+
+
+def _run_lengths(mask: BoolArray) -> list[int]:
+    """Row-major run lengths alternating background and foreground, background first (the
+    Mask message's encoding)."""
+    flat = mask.ravel()
+    bounds = np.concatenate(([0], np.flatnonzero(flat[1:] != flat[:-1]) + 1, [flat.size]))
+    runs = np.diff(bounds).tolist()
+    return [0, *runs] if flat[0] else runs
+
+
+def _fuse_transcription(
+    kind: str, schema: Sequence[str], answers: Sequence[tuple[str, str]], weights: list[float]
+) -> tuple[str, float, tuple[bool, ...]]:
+    texts = [" ".join(str(_member(text, kind).get("text", "")).split()) for _, text in answers]
+    workers = [worker for worker, _ in answers]
+    rover = ROVER(weights=dict(zip(workers, _vote_weights(weights).tolist(), strict=True)))
+    fused = rover.fit([("t", worker, text) for worker, text in zip(workers, texts, strict=True)]).texts_["t"]
+    # Agreement by character error rate against the result, so a typo still agrees.
+    codes = [np.array([ord(c) for c in text], dtype=np.int64) for text in texts]
+    errors = levenshtein_batch(codes, [np.array([ord(c) for c in fused], dtype=np.int64)] * len(codes))
+    agreed = tuple(bool(e <= CER_AGREES * max(len(fused), 1)) for e in errors)
+    return _dump({kind: {"text": fused} if fused else {}}), _agreement(agreed, weights), agreed
+
+
+def _fuse_pairwise(
+    kind: str, schema: Sequence[str], answers: Sequence[tuple[str, str]], weights: list[float]
+) -> tuple[str, float, tuple[bool, ...]]:
+    # One task is one comparison: the one-coin vote over the allowed winners. (Bradley-Terry
+    # scores need many comparisons of the same items: the offline path.)
+    choices = list(schema) or list(PAIRWISE_WINNERS)
+    winners = [str(_member(text, kind).get("winner", "")) for _, text in answers]
+    index = {choice: k for k, choice in enumerate(choices)}
+    posterior = one_coin_posterior([index.get(w, -1) for w in winners], weights, len(choices))
+    best = int(posterior.argmax())
+    fused = {"winner": choices[best], "a_wins": float(posterior[index["a"]]) if "a" in index else 0.0}
+    return _dump({kind: fused}), float(posterior[best]), tuple(w == choices[best] for w in winners)
 
 
 _FUSERS: dict[str, Callable[..., tuple[str, float, tuple[bool, ...]]]] = {
     "multi_label": _fuse_multi_label,
     "boxes": _fuse_boxes,
     "spans": _fuse_spans,
+    "keypoints": _fuse_keypoints,
+    "polygons": _fuse_polygons,
+    "transcription": _fuse_transcription,
+    "pairwise": _fuse_pairwise,
 }

@@ -1,23 +1,31 @@
 """Structured task types through the consensus event handler and queries on real databases:
-boxes, multi-label and spans resolve to fused labels with confidences, ask for more answers
-while unsure, and come back from GetResult and ExportResults as Answer messages."""
+boxes, multi-label, spans, keypoints, polygons, transcriptions and pairwise comparisons resolve
+to fused labels with confidences, weigh workers by reliability, ask for more answers while
+unsure, go to expert review, and come back from GetResult and ExportResults as Answer
+messages."""
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pytest
 import sqlalchemy as sa
-from consensus_helpers import outbox_events, task_created
+from consensus_helpers import answer_accepted, job_created, outbox_events, task_created
 
 from quorum.db import make_engine
+from quorum.errors import InvalidArgument
 from quorum.messaging import Topics
+from quorum.taskmessages import answer_text
 from quorum.v1 import common_pb2, events_pb2
-from services.consensus import messages, tables
+from services.consensus import messages, structured, tables
+from services.consensus.aggregation.masks import polygon_mask
 from services.consensus.handlers import ConsensusEvents, ConsensusQueries
+from services.consensus.review import ExpertReview
 
 TOPICS = Topics("test")
 NOW = dt.datetime(2030, 5, 1, 12, 0, 30, tzinfo=dt.UTC)
@@ -41,12 +49,13 @@ def handler(engine: sa.Engine) -> ConsensusEvents:
     return events
 
 
-def job(job_id: str, overlap: tuple[int, int] = (3, 5), **task: Any) -> events_pb2.Event:
+def job(job_id: str, overlap: tuple[int, int] = (3, 5), expert_review: bool = False, **task: Any) -> events_pb2.Event:
     spec = common_pb2.JobSpec(
         name=job_id,
         client_id="client-1",
         overlap=common_pb2.Overlap(min=overlap[0], max=overlap[1]),
         target_confidence=0.9,
+        expert_review=expert_review,
         **task,
     )
     return events_pb2.Event(event_id=uuid.uuid4().hex, job_created=events_pb2.JobCreated(job_id=job_id, spec=spec))
@@ -170,3 +179,308 @@ def test_exactly_alike_transcriptions_resolve(handler: ConsensusEvents, engine: 
     )
     (resolved,) = emitted(engine, "task_resolved")
     assert resolved.label.transcription.text == "hello world"
+
+
+# Keypoints, polygons, transcription and pairwise share one set of scenarios; each case gives
+# four answers close to one another (but, where the type allows, not equal), an outlier, four
+# answers far apart, and a check that a fused label is what the close answers describe.
+
+
+def keypoints(nose: tuple[float, float], tail: tuple[float, float]) -> dict[str, Any]:
+    return {
+        "keypoints": common_pb2.KeypointsAnswer(
+            points=[
+                common_pb2.Keypoint(label="nose", x=nose[0], y=nose[1]),
+                common_pb2.Keypoint(label="tail", x=tail[0], y=tail[1]),
+            ]
+        )
+    }
+
+
+def square(x0: float, y0: float, x1: float, y1: float) -> dict[str, Any]:
+    corners = [common_pb2.Point(x=x, y=y) for x, y in ((x0, y0), (x1, y0), (x1, y1), (x0, y1))]
+    return {"polygons": common_pb2.PolygonsAnswer(polygons=[common_pb2.Polygon(label="car", points=corners)])}
+
+
+def said(text: str) -> dict[str, Any]:
+    return {"transcription": common_pb2.TranscriptionAnswer(text=text)}
+
+
+def picked(winner: str) -> dict[str, Any]:
+    return {"pairwise": common_pb2.PairwiseAnswer(winner=winner)}
+
+
+def decoded(mask: common_pb2.Mask) -> np.ndarray:
+    """The boolean grid of a run-length encoded Mask (runs alternate, background first)."""
+    values = np.repeat(np.arange(len(mask.counts)) % 2 == 1, list(mask.counts))
+    assert values.size == mask.width * mask.height
+    return values.reshape(mask.height, mask.width)
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+CAR_SQUARE = polygon_mask([51.2, 153.6, 153.6, 51.2], [51.2, 51.2, 153.6, 153.6], (256, 256))  # (0.2, 0.6) squared
+
+
+def near_keypoints(label: common_pb2.Answer) -> bool:
+    points = {p.label: (p.x, p.y) for p in label.keypoints.points}
+    return set(points) == {"nose", "tail"} and (
+        np.abs(np.subtract(points["nose"], (0.301, 0.401))).max() < 0.002
+        and np.abs(np.subtract(points["tail"], (0.601, 0.700))).max() < 0.002
+    )
+
+
+def car_mask(label: common_pb2.Answer) -> bool:
+    (mask,) = label.masks.masks
+    return mask.label == "car" and 0.5 < mask.confidence <= 1 and iou(decoded(mask), CAR_SQUARE) > 0.95
+
+
+@dataclass(frozen=True)
+class Case:
+    spec: dict[str, Any]
+    close: tuple[dict[str, Any], ...]
+    outlier: dict[str, Any]
+    far: tuple[dict[str, Any], ...]
+    # Whether a fused label is what the close answers describe.
+    fused_ok: Callable[[common_pb2.Answer], bool]
+    # Two conflicting answers: the reliable worker's and a new worker's.
+    reliable: dict[str, Any]
+    unsure: dict[str, Any]
+    reliable_won: Callable[[common_pb2.Answer], bool]
+
+
+CASES = {
+    "keypoints": Case(
+        spec={"keypoints": common_pb2.KeypointsConfig(labels=["nose", "tail"])},
+        close=(
+            keypoints((0.300, 0.400), (0.600, 0.700)),
+            keypoints((0.302, 0.401), (0.603, 0.698)),
+            keypoints((0.301, 0.403), (0.601, 0.701)),
+            keypoints((0.301, 0.401), (0.600, 0.700)),
+        ),
+        outlier=keypoints((0.9, 0.1), (0.1, 0.9)),
+        far=(
+            keypoints((0.1, 0.1), (0.2, 0.2)),
+            keypoints((0.5, 0.5), (0.6, 0.6)),
+            keypoints((0.9, 0.9), (0.8, 0.8)),
+            keypoints((0.1, 0.9), (0.2, 0.8)),
+        ),
+        fused_ok=near_keypoints,
+        reliable=keypoints((0.301, 0.401), (0.601, 0.700)),
+        unsure=keypoints((0.7, 0.2), (0.9, 0.3)),
+        reliable_won=near_keypoints,
+    ),
+    "polygons": Case(
+        spec={"segmentation": common_pb2.SegmentationConfig(labels=["car"])},
+        close=(
+            square(0.200, 0.200, 0.600, 0.600),
+            square(0.205, 0.200, 0.600, 0.605),
+            square(0.200, 0.195, 0.595, 0.600),
+            square(0.200, 0.200, 0.605, 0.600),
+        ),
+        outlier=square(0.70, 0.70, 0.95, 0.95),
+        far=(
+            square(0.0, 0.0, 0.2, 0.2),
+            square(0.3, 0.3, 0.5, 0.5),
+            square(0.6, 0.6, 0.8, 0.8),
+            square(0.0, 0.6, 0.2, 0.8),
+        ),
+        fused_ok=car_mask,
+        reliable=square(0.2, 0.2, 0.6, 0.6),
+        unsure=square(0.4, 0.4, 0.9, 0.9),
+        reliable_won=car_mask,
+    ),
+    "transcription": Case(
+        spec={"transcription": common_pb2.TranscriptionConfig()},
+        close=(
+            said("the quick brown fox jumps"),
+            said("the quick brown fx jumps"),
+            said("teh quick brown fox jumps"),
+            said("the quick  brown fox jumps"),
+        ),
+        outlier=said("buy cheap watches now"),
+        far=(said("red car"), said("blue boat parked"), said("green tree"), said("a yellow kite")),
+        fused_ok=lambda label: label.transcription.text == "the quick brown fox jumps",
+        reliable=said("the cat sat down"),
+        unsure=said("a cat sat"),
+        reliable_won=lambda label: label.transcription.text == "the cat sat down",
+    ),
+    "pairwise": Case(
+        spec={"pairwise_comparison": common_pb2.PairwiseConfig(question="Which is more faithful?")},
+        close=(picked("a"), picked("a"), picked("a"), picked("a")),
+        outlier=picked("b"),
+        far=(picked("a"), picked("b"), picked("a"), picked("b")),
+        fused_ok=lambda label: label.pairwise.winner == "a" and label.pairwise.a_wins > 0.9,
+        reliable=picked("b"),
+        unsure=picked("a"),
+        reliable_won=lambda label: label.pairwise.winner == "b" and label.pairwise.a_wins < 0.5,
+    ),
+}
+KINDS = sorted(CASES)
+
+
+def graded(worker: str, right: int) -> list[events_pb2.Event]:
+    """Gold classification answers that make ``worker`` reliable (all ``right`` of them right)."""
+    job_id = f"gold-{worker}"
+    events = [job_created(job_id, labels=("cat", "dog"))]
+    for k in range(right):
+        events += [
+            task_created(f"{job_id}-{k}", job_id, gold_label="cat"),
+            answer_accepted(f"{job_id}-{k}", job_id, worker, "cat", gold=True),
+        ]
+    return events
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_close_answers_resolve_at_the_target(kind: str, handler: ConsensusEvents, engine: sa.Engine) -> None:
+    case = CASES[kind]
+    handler.handle([job("j", overlap=(3, 5), **case.spec), task_created("t1", "j")])
+    handler.handle([answered("t1", "j", f"w{i}", **answer) for i, answer in enumerate(case.close[:3])])
+
+    (resolved,) = emitted(engine, "task_resolved")
+    assert resolved.confidence >= 0.9 and not resolved.low_confidence
+    assert case.fused_ok(resolved.label), resolved.label
+    assert not emitted(engine, "more_answers_requested")
+    result = ConsensusQueries(engine, clock=lambda: NOW).get_result("t1")
+    assert messages.result_message(result).label == resolved.label
+    assert answer_text(resolved.label) == result.label
+
+
+def test_keypoints_fuse_to_the_per_point_median(handler: ConsensusEvents, engine: sa.Engine) -> None:
+    close = CASES["keypoints"].close[:3]
+    handler.handle([job("j", **CASES["keypoints"].spec), task_created("t1", "j")])
+    handler.handle([answered("t1", "j", f"w{i}", **answer) for i, answer in enumerate(close)])
+    (resolved,) = emitted(engine, "task_resolved")
+    fused = {p.label: (p.x, p.y, p.confidence) for p in resolved.label.keypoints.points}
+    # Equal weights: the median of each coordinate over the three answers.
+    for name in ("nose", "tail"):
+        placed = [(p.x, p.y) for a in close for p in a["keypoints"].points if p.label == name]
+        assert fused[name][:2] == pytest.approx(tuple(np.median(placed, axis=0)))
+        assert fused[name][2] > 0.9
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_an_outlier_is_outvoted(kind: str, handler: ConsensusEvents, engine: sa.Engine) -> None:
+    case = CASES[kind]
+    handler.handle([job("j", overlap=(3, 5), **case.spec), task_created("t1", "j")])
+    order = [case.close[0], case.outlier, *case.close[1:]]
+    handler.handle([answered("t1", "j", f"w{i}", **answer) for i, answer in enumerate(order)])
+
+    (resolved,) = emitted(engine, "task_resolved")
+    assert case.fused_ok(resolved.label), resolved.label
+    assert resolved.confidence >= 0.9 and not resolved.low_confidence
+    # The outlier's worker is the one who disagreed with the consensus.
+    agreement = {w.worker_id: w.agreement for w in ConsensusQueries(engine, clock=lambda: NOW).list_workers("j")}
+    assert agreement == {"w0": 1.0, "w1": 0.0, "w2": 1.0, "w3": 1.0, "w4": 1.0}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_reliable_worker_outweighs_a_new_one(kind: str, handler: ConsensusEvents, engine: sa.Engine) -> None:
+    case = CASES[kind]
+    handler.handle(graded("expert", right=8))
+    assert handler.reliability("expert") > handler.reliability("newcomer") + 0.1
+    handler.handle([job("j", overlap=(2, 2), **case.spec), task_created("t1", "j")])
+    handler.handle([answered("t1", "j", "newcomer", **case.unsure), answered("t1", "j", "expert", **case.reliable)])
+
+    (resolved,) = emitted(engine, "task_resolved")
+    assert case.reliable_won(resolved.label), resolved.label
+    # Weighted equally, the two would not have given the reliable worker's answer.
+    result = messages.result_message(ConsensusQueries(engine, clock=lambda: NOW).get_result("t1"))
+    assert result.label == resolved.label
+    assert not case.reliable_won(result.majority_label), result.majority_label
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_disagreement_asks_for_more_then_resolves_low_confidence(
+    kind: str, handler: ConsensusEvents, engine: sa.Engine
+) -> None:
+    case = CASES[kind]
+    handler.handle([job("j", overlap=(3, 4), **case.spec), task_created("t1", "j")])
+    handler.handle([answered("t1", "j", f"w{i}", **answer) for i, answer in enumerate(case.far[:3])])
+    (request,) = emitted(engine, "more_answers_requested")
+    assert (request.task_id, request.answers_wanted) == ("t1", 4)
+    assert not emitted(engine, "task_resolved")
+
+    handler.handle([answered("t1", "j", "w3", **case.far[3])])
+    (resolved,) = emitted(engine, "task_resolved")
+    assert resolved.low_confidence and resolved.confidence < 0.9
+
+
+def test_structured_job_quality(handler: ConsensusEvents, engine: sa.Engine) -> None:
+    # Two tasks of close (unequal) keypoints, one of which has an outlier.
+    case = CASES["keypoints"]
+    handler.handle([job("j", overlap=(3, 4), **case.spec), task_created("t1", "j"), task_created("t2", "j")])
+    handler.handle([answered("t1", "j", f"w{i}", **answer) for i, answer in enumerate(case.close[:3])])
+    order = [case.close[0], case.outlier, case.close[1], case.close[2]]
+    handler.handle([answered("t2", "j", f"w{i}", **answer) for i, answer in enumerate(order)])
+
+    quality = ConsensusQueries(engine, clock=lambda: NOW).job_quality("j")
+    assert (quality.tasks, quality.resolved, quality.answers) == (2, 2, 7)
+    assert quality.agreement == pytest.approx((3 / 3 + 3 / 4) / 2)
+    # Answers that agree with the fused label count as one category of their task, so close
+    # but unequal answers agree; the outlier is a category of its own. Counts per task: [3]
+    # and [3, 1]. Fleiss: observed (1 + 6/12) / 2 = 0.75, chance (9 + 9 + 1) / 49.
+    assert quality.fleiss_kappa == pytest.approx((0.75 - 19 / 49) / (1 - 19 / 49))
+    # Krippendorff: 7 values, disagreement (16 - 10) / 3 = 2, expected 49 - 19 = 30.
+    assert quality.krippendorff_alpha == pytest.approx(1 - 6 * 2 / 30)
+
+
+def test_expert_review_of_a_structured_task(handler: ConsensusEvents, engine: sa.Engine) -> None:
+    case = CASES["keypoints"]
+    handler.handle([job("j", overlap=(3, 3), expert_review=True, **case.spec), task_created("t1", "j")])
+    handler.handle([answered("t1", "j", f"w{i}", **answer) for i, answer in enumerate(case.far[:3])])
+    assert not emitted(engine, "task_resolved")
+
+    review = ExpertReview(engine, TOPICS, lambda: None, clock=lambda: NOW)
+    (pending,) = review.pending("j")
+    assert pending.task_id == "t1" and pending.confidence < 0.9
+    assert messages.answer_message(pending.suggested_label).WhichOneof("value") == "keypoints"
+    assert messages.review_tasks_message([pending]).tasks[0].suggested_label.keypoints.points
+
+    with pytest.raises(InvalidArgument, match="label"):
+        review.submit("t1", "expert-1", "cat")
+    with pytest.raises(InvalidArgument, match=r"label\.keypoints"):
+        review.submit("t1", "expert-1", answer_text(common_pb2.Answer(**said("nose"))))
+    final = common_pb2.Answer(**case.reliable)
+    result = review.submit("t1", "expert-1", answer_text(final))
+    assert (result.confidence, result.low_confidence) == (1.0, False)
+    (resolved,) = emitted(engine, "task_resolved")
+    assert resolved.label == final
+    assert messages.result_message(ConsensusQueries(engine, clock=lambda: NOW).get_result("t1")).label == final
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_gold_and_late_answers_agree_when_close(kind: str, handler: ConsensusEvents, engine: sa.Engine) -> None:
+    case = CASES[kind]
+    gold = task_created("g", "j")
+    gold.task_created.gold = True
+    gold.task_created.gold_answer.CopyFrom(common_pb2.Answer(**case.close[0]))
+    handler.handle([job("j", overlap=(3, 5), **case.spec), gold, task_created("t1", "j")])
+    handler.handle([answered("g", "j", "close", **case.close[1]), answered("g", "j", "off", **case.outlier)])
+    handler.handle([answered("t1", "j", f"w{i}", **answer) for i, answer in enumerate(case.close[:3])])
+    assert emitted(engine, "task_resolved")
+    # An answer after the task resolved is compared with the fused label (masks, for polygons).
+    handler.handle([answered("t1", "j", "late", **case.close[3]), answered("t1", "j", "late-off", **case.outlier)])
+
+    workers = {w.worker_id: w for w in ConsensusQueries(engine, clock=lambda: NOW).list_workers("j")}
+    assert (workers["close"].gold_answers, workers["close"].gold_correct) == (1, 1)
+    assert (workers["off"].gold_answers, workers["off"].gold_correct) == (1, 0)
+    assert (workers["late"].agreement, workers["late-off"].agreement) == (1.0, 0.0)
+
+
+def test_boxes_and_spans_agree_with_a_reference_by_their_own_tests() -> None:
+    def text(**answer: Any) -> str:
+        return answer_text(common_pb2.Answer(**answer))
+
+    def spans(*triples: tuple[int, int, str]) -> common_pb2.SpansAnswer:
+        return common_pb2.SpansAnswer(spans=[common_pb2.Span(start=s, end=e, label=t) for s, e, t in triples])
+
+    gold_box = text(boxes=boxes(CAR))
+    assert structured.agrees("boxes", ("car",), text(boxes=boxes(NEAR_CAR)), gold_box)
+    assert not structured.agrees("boxes", ("car",), text(boxes=boxes(STRAY)), gold_box)
+    assert not structured.agrees("boxes", ("car",), text(boxes=boxes()), gold_box)
+    gold_spans = text(spans=spans((0, 12, "PER")))
+    assert structured.agrees("spans", ("PER",), text(spans=spans((0, 12, "PER"))), gold_spans)
+    assert not structured.agrees("spans", ("PER",), text(spans=spans((0, 11, "PER"))), gold_spans)

@@ -246,7 +246,7 @@ def test_bad_requests_get_clear_errors(stub: consensus_pb2_grpc.ConsensusService
             stub.SubmitReview,
             consensus_pb2.SubmitReviewRequest(task_id="t", reviewer_id="r"),
             grpc.StatusCode.INVALID_ARGUMENT,
-            "label: a classification answer is required",
+            "label: an answer is required",
         ),
         (
             stub.SubmitReview,

@@ -76,6 +76,19 @@ def test_weighted_vote_lets_two_precise_workers_outvote_three_sloppy_ones() -> N
     assert score >= np.mean([jaccard(plain.masks_[t], truths[t]) for t in truths])
 
 
+def test_fixed_weights_are_used_as_given() -> None:
+    shape = (20, 20)
+    small, large = square(shape, 2, 2, 6), square(shape, 2, 2, 14)
+    rows = [(0, "sure", small), (0, "new1", large), (0, "new2", large)]
+    # One worker outweighing the other two together keeps its mask; learnt weights would not.
+    model = MaskVote(weights={"sure": 3.0, "new1": 1.0, "new2": 1.0}).fit(rows)
+    assert np.array_equal(model.masks_[0], small)
+    assert model.weights_ == {"sure": 3.0, "new1": 1.0, "new2": 1.0}
+    assert np.array_equal(MaskVote().fit(rows).masks_[0], large)
+    with pytest.raises(ValueError, match="new2"):
+        MaskVote(weights={"sure": 3.0, "new1": 1.0}).fit(rows)
+
+
 def test_staple_learns_sensitivity_and_specificity() -> None:
     shape = (20, 20)
     truth = square(shape, 2, 2, 10)

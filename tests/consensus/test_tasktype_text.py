@@ -88,6 +88,19 @@ def test_a_reliable_worker_outweighs_two_who_agree_on_errors(cls: type) -> None:
 
 
 @pytest.mark.parametrize("cls", AGGREGATORS)
+def test_fixed_weights_are_used_as_given(cls: type) -> None:
+    rows = [("t", "sure", "alpha beta gamma"), ("t", "n1", "alpha better gamma"), ("t", "n2", "alpha better gamma")]
+    model = cls(weights={"sure": 3.0, "n1": 1.0, "n2": 1.0}).fit(rows)
+    assert model.texts_["t"] == "alpha beta gamma"
+    assert model.weights_ == {"sure": 3.0, "n1": 1.0, "n2": 1.0}
+    assert cls().fit(rows).texts_["t"] == "alpha better gamma"
+    with pytest.raises(ValueError, match="n2"):
+        cls(weights={"sure": 3.0, "n1": 1.0}).fit(rows)
+    with pytest.raises(ValueError, match="sure"):
+        cls(weights={"sure": -1.0, "n1": 1.0, "n2": 1.0}).fit(rows)
+
+
+@pytest.mark.parametrize("cls", AGGREGATORS)
 def test_known_texts_are_returned_and_measure_workers(cls: type) -> None:
     rows = [("t", "a", "hello world"), ("t", "b", "hello word"), ("t", "c", "hello word")]
     model = cls().fit(rows, known={"t": "hello world"})

@@ -1,5 +1,6 @@
-"""add_missing_columns against SQLite and PostgreSQL: a database created from an
-older table definition gains the new columns and indexes and keeps its rows."""
+"""add_missing_columns and widen_text_columns against SQLite and PostgreSQL: a database
+created from an older table definition gains the new columns and indexes, its bounded label
+columns become TEXT, and it keeps its rows."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from quorum.db import SchemaMismatch, add_missing_columns, make_engine
+from quorum.db import SchemaMismatch, add_missing_columns, make_engine, widen_text_columns
+from services.consensus import tables as consensus_tables
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -113,3 +115,53 @@ def test_not_null_column_without_server_default_is_refused_by_name(engine: sa.En
         add_missing_columns(engine, metadata)
     # All or nothing: the column that could be added was rolled back with the rest.
     assert [c["name"] for c in sa.inspect(engine).get_columns("items")] == ["item_id", "name"]
+
+
+# The consensus columns older versions created as VARCHAR(200) and that now are Text.
+OLD_VARCHAR_LABELS = (
+    ("consensus_tasks", "label"),
+    ("consensus_tasks", "gold_label"),
+    ("consensus_answers", "label"),
+    ("consensus_results", "label"),
+    ("consensus_results", "majority_label"),
+)
+
+
+def test_bounded_label_columns_become_text_on_postgres(postgres_url: str) -> None:
+    engine = make_engine(postgres_url)
+    try:
+        consensus_tables.metadata.create_all(engine)
+        with engine.begin() as conn:
+            for table, column in OLD_VARCHAR_LABELS:
+                conn.exec_driver_sql(f"ALTER TABLE {table} ALTER COLUMN {column} TYPE VARCHAR(200)")
+            conn.exec_driver_sql(
+                "INSERT INTO consensus_answers (answer_id, task_id, job_id, worker_id, label)"
+                " VALUES ('a1', 't1', 'j1', 'w1', 'cat')"
+            )
+        answers = consensus_tables.answers
+        long_label = '{"masks":{"masks":[{"counts":[' + ",".join(["12"] * 2000) + "]}]}}"
+        with pytest.raises(sa.exc.DBAPIError), engine.begin() as conn:
+            conn.execute(
+                sa.insert(answers).values(answer_id="a2", task_id="t2", job_id="j1", worker_id="w1", label=long_label)
+            )
+
+        assert sorted(widen_text_columns(engine, consensus_tables.metadata)) == sorted(
+            f"{table}.{column}" for table, column in OLD_VARCHAR_LABELS
+        )
+        with engine.begin() as conn:
+            conn.execute(
+                sa.insert(answers).values(answer_id="a2", task_id="t2", job_id="j1", worker_id="w1", label=long_label)
+            )
+            labels = dict(conn.execute(sa.select(answers.c.answer_id, answers.c.label)).all())
+        assert labels == {"a1": "cat", "a2": long_label}
+        assert widen_text_columns(engine, consensus_tables.metadata) == []
+    finally:
+        engine.dispose()
+
+
+def test_widening_leaves_sqlite_and_fresh_tables_alone(engine: sa.Engine) -> None:
+    # SQLite does not bound VARCHAR(n); a fresh PostgreSQL database already has TEXT.
+    old_items().create_all(engine)
+    consensus_tables.metadata.create_all(engine)
+    assert widen_text_columns(engine, consensus_tables.metadata) == []
+    assert widen_text_columns(engine, new_items()) == []

@@ -6,7 +6,7 @@ task, every coordinate) is one numpy call instead of a Python loop per task.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Mapping
 
 import numpy as np
 import numpy.typing as npt
@@ -99,3 +99,17 @@ def factorize(values: Iterable[Hashable]) -> tuple[npt.NDArray[np.object_], IntA
     except TypeError as exc:
         raise ValueError(f"ids of one kind must be comparable (all str or all int): {exc}") from exc
     return uniques, inverse.astype(np.intp, copy=False)
+
+
+def fixed_weights(weights: Mapping[Hashable, float], workers: npt.NDArray[np.object_]) -> FloatArray:
+    """The given per-worker ``weights`` in the order of ``workers``, for an aggregator told to
+    use weights it does not learn. Raises ValueError naming a worker that has none, or whose
+    weight is negative or not finite. O(workers)."""
+    missing = [w for w in workers.tolist() if w not in weights]
+    if missing:
+        raise ValueError(f"no weight given for workers {missing[:5]!r}")
+    out = np.array([float(weights[w]) for w in workers.tolist()], dtype=np.float64)
+    bad = ~np.isfinite(out) | (out < 0)
+    if bad.any():
+        raise ValueError(f"weights must be finite and >= 0; not so for {workers[bad].tolist()[:5]!r}")
+    return out

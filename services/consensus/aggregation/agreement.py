@@ -1,53 +1,60 @@
 """Inter-annotator agreement of a job: Fleiss' kappa and Krippendorff's alpha (nominal), and
 per-worker confusion matrices against the labels consensus settled on.
 
-Both coefficients read a count matrix ``counts[task, label]`` (how many workers gave each label
-to each task) and cost O(T K + K^2) once it is built. Tasks with fewer than two answers carry
-no agreement information and are left out. Both are 0 when nothing is pairable.
+Both coefficients read a count matrix ``counts[task, category]`` (how many workers gave each
+label to each task), dense or sparse, and cost O(its non-zero entries) once it is built. Tasks
+with fewer than two answers carry no agreement information and are left out. Both are 0 when
+nothing is pairable.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 
 from services.consensus.aggregation._encoding import FloatArray
 
 
-def fleiss_kappa(counts: FloatArray) -> float:
+def _pairable(counts: FloatArray | sp.sparray | sp.spmatrix) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Per task with two answers or more: its answer count ``m`` and sum of squared category
+    counts; per category: its count over those tasks."""
+    table = sp.csr_array(counts if sp.issparse(counts) else np.asarray(counts, dtype=np.float64), dtype=np.float64)
+    m = np.asarray(table.sum(axis=1), dtype=np.float64).ravel()
+    keep = np.flatnonzero(m >= 2)
+    table = table[keep]
+    squares = np.asarray(table.multiply(table).sum(axis=1), dtype=np.float64).ravel()
+    totals = np.asarray(table.sum(axis=0), dtype=np.float64).ravel()
+    return m[keep], squares, totals
+
+
+def fleiss_kappa(counts: FloatArray | sp.sparray | sp.spmatrix) -> float:
     """Fleiss' kappa (Fleiss 1971, "Measuring nominal scale agreement among many raters"),
     allowing a different number of answers per task: each task's observed agreement is the
     share of agreeing ordered pairs among its own answers. 1 is perfect agreement, 0 what
-    chance gives, below 0 systematic disagreement."""
-    counts = np.asarray(counts, dtype=np.float64)
-    n = counts.sum(axis=1)
-    rated = n >= 2
-    if not rated.any():
+    chance gives, below 0 systematic disagreement. ``counts`` may be a scipy sparse matrix."""
+    n, squares, totals = _pairable(counts)
+    if not len(n):
         return 0.0
-    counts, n = counts[rated], n[rated]
-    observed = float((((counts**2).sum(axis=1) - n) / (n * (n - 1))).mean())
-    shares = counts.sum(axis=0) / n.sum()
+    observed = float(((squares - n) / (n * (n - 1))).mean())
+    shares = totals / n.sum()
     expected = float((shares**2).sum())
     if expected >= 1.0:
         return 1.0 if observed >= 1.0 else 0.0
     return (observed - expected) / (1.0 - expected)
 
 
-def krippendorff_alpha(counts: FloatArray) -> float:
+def krippendorff_alpha(counts: FloatArray | sp.sparray | sp.spmatrix) -> float:
     """Krippendorff's alpha for nominal data (Krippendorff 2011, "Computing Krippendorff's
-    alpha-reliability"): 1 - observed / expected disagreement, from the coincidence matrix
-    of pairable values. Handles any number of answers per task."""
-    counts = np.asarray(counts, dtype=np.float64)
-    m = counts.sum(axis=1)
-    pairable = m >= 2
-    if not pairable.any():
+    alpha-reliability"): 1 - observed / expected disagreement, from the coincidences of
+    pairable values (a value never pairs with itself). Handles any number of answers per task;
+    ``counts`` may be a scipy sparse matrix. The coincidence matrix is never formed: category
+    ``c``'s row sums to its count, and task ``u`` adds ``(m_u^2 - sum_c n_uc^2) / (m_u - 1)``
+    off the diagonal."""
+    m, squares, totals = _pairable(counts)
+    if not len(m):
         return 0.0
-    counts, m = counts[pairable], m[pairable]
-    weighted = counts / (m - 1.0)[:, None]
-    # o_ck = sum_u (n_uc n_uk - [c == k] n_uc) / (m_u - 1): a value never pairs with itself.
-    coincidences = weighted.T @ counts - np.diag(weighted.sum(axis=0))
-    totals = coincidences.sum(axis=1)
-    n = totals.sum()
-    disagreement = coincidences.sum() - np.trace(coincidences)
+    n = float(totals.sum())
+    disagreement = float(((m * m - squares) / (m - 1.0)).sum())
     expected = n * n - float((totals**2).sum())
     if expected <= 0.0:
         return 1.0 if disagreement == 0.0 else 0.0

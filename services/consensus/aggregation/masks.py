@@ -37,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from services.consensus.aggregation._geometry import BoolArray, rasterize_polygon
-from services.consensus.aggregation._robust import FloatArray, factorize, shrunk_rate
+from services.consensus.aggregation._robust import FloatArray, factorize, fixed_weights, shrunk_rate
 
 
 def polygon_mask(
@@ -111,14 +111,14 @@ class _MaskAggregator:
                 region = region | truth
             encoded.append(_Task(stack.shape[1:], worker_idx[members], stack[:, region], region))
             clamps.append(None if truth is None else truth[region].astype(np.float64))
-        posts, extra = self._estimate(encoded, clamps, len(workers))
+        posts, extra = self._estimate(encoded, clamps, workers)
         self._store(tasks, workers, encoded, posts)
         for name, value in extra.items():
             setattr(self, name, dict(zip(workers.tolist(), value.tolist(), strict=True)))
         return self
 
     def _estimate(
-        self, tasks: list[_Task], clamps: list[FloatArray | None], n_workers: int
+        self, tasks: list[_Task], clamps: list[FloatArray | None], workers: npt.NDArray[np.object_]
     ) -> tuple[list[FloatArray], dict[str, FloatArray]]:
         raise NotImplementedError
 
@@ -153,25 +153,35 @@ class MaskVote(_MaskAggregator):
     pseudo-masks and floored at ``min_distance``: precision weighting, as in the box and text
     aggregators. (Pixel-accuracy log-odds weigh workers by how much background surrounds
     their object; the Jaccard distance measures the object.) ``n_iter`` bounds the
-    alternation of vote and weights; the first vote is unweighted. Extra fitted attributes:
-    ``distances_`` and ``weights_`` (worker -> value). Costs O(total marked-region pixels x
-    answers) per iteration.
+    alternation of vote and weights; the first vote is unweighted. ``weights`` (worker ->
+    weight >= 0) fixes the weights instead, e.g. reliabilities known from elsewhere: one vote,
+    nothing re-estimated, and ``fit`` raises ValueError for a worker without one. Extra fitted
+    attributes: ``distances_`` and ``weights_`` (worker -> value). Costs O(total marked-region
+    pixels x answers) per iteration.
     """
 
     def __init__(
-        self, n_iter: int = 10, tol: float = 1e-5, prior_strength: float = 4.0, min_distance: float = 0.02
+        self,
+        n_iter: int = 10,
+        tol: float = 1e-5,
+        prior_strength: float = 4.0,
+        min_distance: float = 0.02,
+        weights: Mapping[Hashable, float] | None = None,
     ) -> None:
         super().__init__(n_iter, tol, prior_strength)
         if not 0.0 < min_distance < 1.0:
             raise ValueError(f"min_distance must be in (0, 1), got {min_distance}")
         self.min_distance = min_distance
+        self.weights = weights
         self.distances_: dict[Hashable, float] = {}
         self.weights_: dict[Hashable, float] = {}
 
     def _estimate(
-        self, tasks: list[_Task], clamps: list[FloatArray | None], n_workers: int
+        self, tasks: list[_Task], clamps: list[FloatArray | None], workers: npt.NDArray[np.object_]
     ) -> tuple[list[FloatArray], dict[str, FloatArray]]:
-        weights = np.ones(n_workers)
+        n_workers = len(workers)
+        fixed = None if self.weights is None else fixed_weights(self.weights, workers)
+        weights = np.ones(n_workers) if fixed is None else fixed
         distance = np.zeros(n_workers)
         posts: list[FloatArray] = []
         previous: list[BoolArray] | None = None
@@ -192,8 +202,10 @@ class MaskVote(_MaskAggregator):
                 np.add.at(dist_n, enc.rows, 1.0)
             crowd = float(dist_sum.sum() / dist_n.sum()) if dist_n.sum() else 0.5
             distance = shrunk_rate(dist_sum, dist_n, crowd, self.prior_strength)
-            weights = 1.0 / np.maximum(distance, self.min_distance)
             self.n_iter_ = iteration
+            if fixed is not None:
+                break
+            weights = 1.0 / np.maximum(distance, self.min_distance)
             if previous is not None and all(np.array_equal(x, y) for x, y in zip(previous, labels, strict=True)):
                 break
             previous = labels
@@ -237,8 +249,9 @@ class MaskEM(_MaskAggregator):
         self.specificity_: dict[Hashable, float] = {}
 
     def _estimate(
-        self, tasks: list[_Task], clamps: list[FloatArray | None], n_workers: int
+        self, tasks: list[_Task], clamps: list[FloatArray | None], workers: npt.NDArray[np.object_]
     ) -> tuple[list[FloatArray], dict[str, FloatArray]]:
+        n_workers = len(workers)
         posts = [enc.marks.mean(axis=0) if clamp is None else clamp for enc, clamp in zip(tasks, clamps, strict=True)]
         sens = np.full(n_workers, self.prior_sensitivity)
         spec = np.full(n_workers, self.prior_specificity)

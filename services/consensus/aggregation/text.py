@@ -32,7 +32,7 @@ from typing import Any, Self
 import numpy as np
 import numpy.typing as npt
 
-from services.consensus.aggregation._robust import FloatArray, IntArray, factorize, shrunk_rate
+from services.consensus.aggregation._robust import FloatArray, IntArray, factorize, fixed_weights, shrunk_rate
 
 Tokenizer = Callable[[str], Sequence[str]]
 
@@ -115,6 +115,7 @@ class _TextAggregator:
         n_iter: int = 5,
         prior_error: float = 0.2,
         prior_strength: float = 30.0,
+        weights: Mapping[Hashable, float] | None = None,
     ) -> None:
         if n_iter < 1:
             raise ValueError(f"n_iter must be >= 1, got {n_iter}")
@@ -126,6 +127,7 @@ class _TextAggregator:
         self.n_iter = n_iter
         self.prior_error = prior_error
         self.prior_strength = prior_strength
+        self.weights = weights
         self.texts_: dict[Hashable, str] = {}
         self.confidences_: dict[Hashable, float] = {}
         self.skills_: dict[Hashable, float] = {}
@@ -174,12 +176,16 @@ class _TextAggregator:
         self._prepare(tokens, task_idx, order, bounds)
 
         errors = np.full(n_workers, self.prior_error)
+        fixed = None if self.weights is None else fixed_weights(self.weights, workers)
         consensus: list[IntArray] = []
         confidence = np.zeros(n_tasks)
         previous: list[IntArray] | None = None
         iteration = 0
         for iteration in range(1, self.n_iter + 1):
-            weights = _weights_from_errors(errors) if iteration > 1 else np.ones(n_workers)
+            if fixed is not None:
+                weights = fixed
+            else:
+                weights = _weights_from_errors(errors) if iteration > 1 else np.ones(n_workers)
             consensus, confidence = self._combine(tokens, order, bounds, weights[worker_idx])
             for t, truth in known_tokens.items():
                 consensus[t] = truth
@@ -189,6 +195,8 @@ class _TextAggregator:
             edits = np.bincount(worker_idx, weights=np.minimum(dist, ref_len), minlength=n_workers)
             compared = np.bincount(worker_idx, weights=ref_len, minlength=n_workers)
             errors = shrunk_rate(edits, compared, self.prior_error, self.prior_strength)
+            if fixed is not None:
+                break
             if previous is not None and all(np.array_equal(x, y) for x, y in zip(previous, consensus, strict=True)):
                 break
             previous = consensus
@@ -197,7 +205,8 @@ class _TextAggregator:
         self.confidences_ = dict(zip(tasks.tolist(), np.clip(confidence, 0.0, 1.0).tolist(), strict=True))
         self.errors_ = dict(zip(workers.tolist(), errors.tolist(), strict=True))
         self.skills_ = dict(zip(workers.tolist(), (1.0 - errors).tolist(), strict=True))
-        self.weights_ = dict(zip(workers.tolist(), _weights_from_errors(errors).tolist(), strict=True))
+        final = _weights_from_errors(errors) if fixed is None else fixed
+        self.weights_ = dict(zip(workers.tolist(), final.tolist(), strict=True))
         return self
 
     def _prepare(self, tokens: list[IntArray], task_idx: IntArray, order: IntArray, bounds: IntArray) -> None:
@@ -260,8 +269,10 @@ class TextMedoid(_TextAggregator):
     ``tokenizer`` splits texts into words (``str.split`` by default; lowercase and strip
     punctuation first if the comparison should ignore them). ``n_iter`` bounds the
     reliability/consensus alternation; ``prior_error`` and ``prior_strength`` (in words) are the
-    Beta prior on a worker's word error rate. Confidence is 1 minus the weighted mean normalised
-    distance of the answers to the chosen one.
+    Beta prior on a worker's word error rate. ``weights`` (worker -> weight >= 0) fixes the
+    voting weights instead of estimating them, e.g. reliabilities known from elsewhere: one
+    round, and ``fit`` raises ValueError for a worker without one. Confidence is 1 minus the
+    weighted mean normalised distance of the answers to the chosen one.
 
     Fitted: ``texts_`` and ``confidences_`` (task -> value), ``skills_`` (worker -> estimated
     word accuracy), ``errors_`` (worker -> word error rate), ``weights_`` (worker -> voting
