@@ -478,6 +478,10 @@ class EventConsumer:
             session_timeout_ms=6000,
             heartbeat_interval_ms=1000,
             max_poll_records=self._max_batch,
+            # A consumer far behind holds at most one fetch response in memory (the client
+            # fetches a partition again only once its records were handed out): cap it well
+            # below the client's 50 MB default. One partition still gets up to 1 MB.
+            fetch_max_bytes=8 * 1024 * 1024,
             max_poll_interval_ms=300_000,
             fetch_max_wait_ms=100,
             reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
