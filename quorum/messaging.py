@@ -428,8 +428,12 @@ class EventConsumer:
         max_batch: int = 500,
         attempts: int = 3,
         max_dead_letters: int = 100,
+        commit_timeout_ms: int = 10_000,
     ) -> None:
         self._bootstrap = bootstrap
+        # A commit waits this long for a broker that went away, then gives up (the batch is
+        # replayed): the consumer keeps polling, and a stop is not held up by an outage.
+        self._commit_timeout_ms = commit_timeout_ms
         self._group_id = group_id
         self._topics = list(topics)
         self._handler = handler
@@ -442,6 +446,8 @@ class EventConsumer:
         self._dead_letter_publisher: Publisher | None = None
         self.dead_letters = 0
         self.processed = 0
+        # Batches applied whose offsets could not be committed (they are read again).
+        self.commit_failures = 0
         self.error: BaseException | None = None
         self.ready = threading.Event()
         self._regroup_to: str | None = None
@@ -518,11 +524,13 @@ class EventConsumer:
                     continue
                 self._process(records)
                 try:
-                    consumer.commit()
+                    consumer.commit(timeout_ms=self._commit_timeout_ms)
                 except CommitFailedError:
                     # A rebalance took the partitions away; their new owner replays the batch.
+                    self.commit_failures += 1
                     log.warning("consumer %s: commit failed after a rebalance", self._group_id)
                 except KafkaError as exc:
+                    self.commit_failures += 1
                     # The batch is applied but its offsets are not committed: it is read again
                     # later, and the handler drops what it already applied by event id.
                     log.warning("consumer %s: commit failed, the batch will be replayed: %s", self._group_id, exc)
