@@ -48,7 +48,7 @@ def retry_after_ms(excess: int, drained_per_s: float | None, interval_s: float) 
     one reading interval (nothing changes before) and at most :data:`MAX_RETRY_AFTER_MS`.
     Without a draining rate (a first reading, or lag that grew) one interval."""
     floor_ms = max(1, round(interval_s * 1000))
-    if not drained_per_s or drained_per_s <= 0:
+    if drained_per_s is None or drained_per_s <= 0:
         return min(floor_ms, MAX_RETRY_AFTER_MS)
     return min(max(floor_ms, round(excess / drained_per_s * 1000)), MAX_RETRY_AFTER_MS)
 
@@ -63,7 +63,8 @@ class ConsumerLagReader:
     group's committed offset; lag may then be underestimated by the records of one
     producer batch per partition (at most 16 KB of events with the default producer).
 
-    Costs one ListOffsets and one OffsetFetch per group per call; not thread-safe.
+    Costs a Metadata request, two ListOffsets and one OffsetFetch per group per call, on
+    one admin connection kept open between calls; not thread-safe.
     """
 
     def __init__(self, bootstrap: str, request_timeout_ms: int = 3000) -> None:

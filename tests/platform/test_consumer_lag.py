@@ -21,7 +21,7 @@ from quorum_testing import admin_key, worker_key
 from quorum.lag import ConsumerLagReader, LagMonitor, partition_lag, retry_after_ms
 from quorum.messaging import EventConsumer, Publisher, Topics, ensure_topics, outgoing
 from quorum.rpc import channel
-from quorum.service import RunningService, start_service
+from quorum.service import OutboxSignal, RunningService, ServiceContext, start_service
 from quorum.settings import Settings
 from quorum.v1 import common_pb2, events_pb2, ingest_pb2, ingest_pb2_grpc, tasking_pb2, tasking_pb2_grpc
 from services.ingest.bootstrap import build as build_ingest
@@ -185,6 +185,29 @@ def test_reading_lag_from_a_broker_that_is_down_raises() -> None:
 
 
 # ------------------------------------------------------------- the services holding back work
+
+
+def test_every_downstream_consumer_is_one_a_service_runs(make_settings: Callable[..., Settings]) -> None:
+    """A misspelt group would never commit: its lag would grow until the intake closed."""
+    from services.access.bootstrap import build as build_access
+    from services.consensus.bootstrap import build as build_consensus
+    from services.payments.bootstrap import build as build_payments
+
+    settings = make_settings()
+    context = ServiceContext(settings, Topics(settings.topic_prefix), OutboxSignal())
+    built = [build(context) for build in (build_ingest, build_tasking, build_consensus, build_payments, build_access)]
+    try:
+        consumed = {f"{parts.name}.{spec.name}": set(spec.topics) for parts in built for spec in parts.consumers}
+        watched = [(parts.name, d) for parts in built for d in parts.downstream]
+        assert {name for name, _ in watched} == {"ingest", "tasking"}
+        for name, d in watched:
+            assert d.consumer in consumed, f"{name} watches {d.consumer}, which no service runs"
+            assert set(d.topics) <= consumed[d.consumer], f"{d.consumer} does not read all of {d.topics}"
+    finally:
+        for parts in built:
+            for close in parts.closers:
+                close()
+            parts.engine.dispose()
 
 
 def answer_event(answer_id: str) -> events_pb2.Event:
