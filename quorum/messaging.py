@@ -467,9 +467,13 @@ class EventConsumer:
         attempts: int = 3,
         max_dead_letters: int = 100,
         max_backoff_s: float = 5.0,
+        commit_timeout_ms: int = 10_000,
     ) -> None:
         self._bootstrap = bootstrap
         self._max_backoff_s = max_backoff_s
+        # A commit waits this long for a broker that went away, then gives up (the batch is
+        # replayed): the consumer keeps polling, and a stop is not held up by an outage.
+        self._commit_timeout_ms = commit_timeout_ms
         self._group_id = group_id
         self._topics = list(topics)
         self._handler = handler
@@ -482,6 +486,8 @@ class EventConsumer:
         self._dead_letter_publisher: Publisher | None = None
         self.dead_letters = 0
         self.processed = 0
+        # Batches applied whose offsets could not be committed (they are read again).
+        self.commit_failures = 0
         self.error: BaseException | None = None
         self.ready = threading.Event()
         self._regroup_to: str | None = None
@@ -518,6 +524,10 @@ class EventConsumer:
             session_timeout_ms=6000,
             heartbeat_interval_ms=1000,
             max_poll_records=self._max_batch,
+            # A consumer far behind holds at most one fetch response in memory (the client
+            # fetches a partition again only once its records were handed out): cap it well
+            # below the client's 50 MB default. One partition still gets up to 1 MB.
+            fetch_max_bytes=8 * 1024 * 1024,
             max_poll_interval_ms=300_000,
             fetch_max_wait_ms=100,
             reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
@@ -557,11 +567,13 @@ class EventConsumer:
                 except _Stopped:
                     break  # uncommitted: the batch is read again after a restart
                 try:
-                    consumer.commit()
+                    consumer.commit(timeout_ms=self._commit_timeout_ms)
                 except CommitFailedError:
                     # A rebalance took the partitions away; their new owner replays the batch.
+                    self.commit_failures += 1
                     log.warning("consumer %s: commit failed after a rebalance", self._group_id)
                 except KafkaError as exc:
+                    self.commit_failures += 1
                     # The batch is applied but its offsets are not committed: it is read again
                     # later, and the handler drops what it already applied by event id.
                     log.warning("consumer %s: commit failed, the batch will be replayed: %s", self._group_id, exc)

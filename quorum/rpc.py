@@ -7,7 +7,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent import futures
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -77,14 +77,29 @@ READ_PREFIXES = ("Get", "List", "Export", "Verify", "Quote", "Check", "Watch", "
 
 
 class BackpressureInterceptor(grpc.ServerInterceptor):
-    """Refuses calls that write (every method not named like a read) with
-    RESOURCE_EXHAUSTED and a ``retry-after-ms`` hint while ``overloaded()`` returns a
-    hint in milliseconds (None: accept). Cheap: ``overloaded`` must not do I/O.
-    Install it inside :class:`DomainErrorInterceptor`, which turns the error into the
-    status and sets the trailing metadata."""
+    """Refuses calls with RESOURCE_EXHAUSTED and a ``retry-after-ms`` hint while
+    ``overloaded()`` returns a hint in milliseconds (None: accept), saying ``reason``.
+    Guards the methods named in ``methods`` (short names, e.g. ``"GetNextTask"``), or
+    without them every method that writes (every method not named like a read).
+    Cheap: ``overloaded`` must not do I/O. Install it inside
+    :class:`DomainErrorInterceptor`, which turns the error into the status and sets the
+    trailing metadata."""
 
-    def __init__(self, overloaded: Callable[[], int | None]) -> None:
+    def __init__(
+        self,
+        overloaded: Callable[[], int | None],
+        reason: str = "this service is behind on publishing its events",
+        methods: Collection[str] | None = None,
+    ) -> None:
         self._overloaded = overloaded
+        self._reason = reason
+        self._methods = None if methods is None else frozenset(methods)
+
+    def _guards(self, method: str) -> bool:
+        name = method.rsplit("/", 1)[-1]
+        if self._methods is not None:
+            return name in self._methods
+        return not method.startswith("/grpc.") and not name.startswith(READ_PREFIXES)
 
     def intercept_service(
         self,
@@ -92,18 +107,15 @@ class BackpressureInterceptor(grpc.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Any:
         handler = continuation(handler_call_details)
-        method = str(handler_call_details.method)
-        if handler is None or method.startswith("/grpc.") or method.rsplit("/", 1)[-1].startswith(READ_PREFIXES):
+        if handler is None or not self._guards(str(handler_call_details.method)):
             return handler
-        overloaded = self._overloaded
+        overloaded, reason = self._overloaded, self._reason
 
         def guard(behavior: Callable[..., Any]) -> Callable[..., Any]:
             def guarded(request: Any, context: grpc.ServicerContext) -> Any:
                 retry_ms = overloaded()
                 if retry_ms is not None:
-                    raise errors.ResourceExhausted(
-                        "this service is behind on publishing its events; retry later", retry_after_ms=retry_ms
-                    )
+                    raise errors.ResourceExhausted(f"{reason}; retry later", retry_after_ms=retry_ms)
                 return behavior(request, context)
 
             return guarded

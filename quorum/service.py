@@ -15,11 +15,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import grpc
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from quorum.cache import connect_redis
 from quorum.db import make_engine
+from quorum.lag import ConsumerLagReader, Downstream, LagMonitor
 from quorum.messaging import (
     BrokerGeneration,
     EventConsumer,
@@ -88,6 +90,11 @@ class ServiceParts:
     policies: list[ServicePolicy] = field(default_factory=list)
     # Who owns a job, task or session, for the policies' scopes.
     owner_of: OwnerLookup = no_owner
+    # Consumers of other services that read what this one produces, and the RPCs that bring
+    # in the work they read: those RPCs are refused while a consumer is more than
+    # QUORUM_MAX_CONSUMER_LAG records behind (quorum.lag).
+    downstream: list[Downstream] = field(default_factory=list)
+    intake_methods: frozenset[str] = frozenset()
 
 
 def run_periodically(stop: threading.Event, interval_s: float, name: str, *rounds: Callable[[], object]) -> None:
@@ -165,6 +172,7 @@ class RunningService:
     stop_event: threading.Event
     threads: list[threading.Thread]
     watch: BrokerWatch | None = None
+    lag: LagMonitor | None = None
 
     @property
     def port(self) -> int:
@@ -272,8 +280,9 @@ def start_service(
         [(c, name) for c, (_, name) in zip(consumers, named, strict=True)],
     )
 
+    lag = lag_monitor(settings, parts, topics, watch)
     stop_event = threading.Event()
-    loops = [*parts.background, watch.loop]
+    loops = [*parts.background, watch.loop, *([lag.loop] if lag else [])]
     threads = [
         threading.Thread(target=loop, args=(stop_event,), name=f"{parts.name}-bg{i}", daemon=True)
         for i, loop in enumerate(loops)
@@ -286,15 +295,40 @@ def start_service(
             return 1000
         return None
 
+    interceptors: list[grpc.ServerInterceptor] = [
+        auth_interceptor(settings, parts),
+        BackpressureInterceptor(overloaded),
+    ]
+    if lag is not None:
+        interceptors.append(
+            BackpressureInterceptor(
+                lag.overloaded, "the services downstream are behind on this work", methods=parts.intake_methods
+            )
+        )
     port = settings.service_port(parts.name)
     listen = address or f"{settings.bind_host}:{port}"
     server = start_server(
         parts.registrations,
         listen,
         max_workers=settings.grpc_workers,
-        interceptors=[auth_interceptor(settings, parts), BackpressureInterceptor(overloaded)],
+        interceptors=interceptors,
         tls=tls,
         allow_plaintext_off_loopback=settings.allow_plaintext_off_loopback,
         health_address=f"{listen.rsplit(':', 1)[0]}:{settings.health_port}" if settings.health_port else None,
     )
-    return RunningService(parts, server, relay, publisher, consumers, stop_event, threads, watch)
+    return RunningService(parts, server, relay, publisher, consumers, stop_event, threads, watch, lag)
+
+
+def lag_monitor(settings: Settings, parts: ServiceParts, topics: Topics, watch: BrokerWatch) -> LagMonitor | None:
+    """Watches the lag of ``parts.downstream`` (their groups of the broker generation
+    ``watch`` follows), or None when the service has no intake to hold back or
+    QUORUM_MAX_CONSUMER_LAG is 0. Closes its admin client with the service."""
+    if not parts.downstream or not parts.intake_methods or settings.max_consumer_lag == 0:
+        return None
+    reader = ConsumerLagReader(settings.require_kafka())
+    parts.closers.append(reader.close)
+
+    def groups() -> dict[str, tuple[str, ...]]:
+        return {topics.group(d.consumer, watch.generation): d.topics for d in parts.downstream}
+
+    return LagMonitor(reader.read, groups, settings.max_consumer_lag, settings.consumer_lag_poll_s)

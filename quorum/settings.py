@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     # Writes are refused (RESOURCE_EXHAUSTED, retry-after-ms) while more events than this
     # wait in the service's outbox: the broker is down or slower than the callers.
     max_outbox_backlog: int = Field(default=50_000, ge=1)
+    # New work (tasking's GetNextTask, ingest's UploadFiles and ImportManifest) is refused
+    # (RESOURCE_EXHAUSTED, retry-after-ms) while a consumer group of another service is more
+    # than this many records behind on the topics that work feeds; 0: never refused.
+    max_consumer_lag: int = Field(default=10_000, ge=0)
+    # How often each service reads that lag from the broker (quorum.lag.LagMonitor).
+    consumer_lag_poll_s: float = Field(default=2.0, gt=0)
     # On SIGTERM: seconds between turning health NOT_SERVING and refusing calls, so load
     # balancers stop sending first; then in-flight calls get drain_grace_s to finish.
     drain_delay_s: float = Field(default=0.5, ge=0)

@@ -4,6 +4,7 @@ and object store."""
 from __future__ import annotations
 
 from quorum.db import add_missing_columns, make_engine
+from quorum.lag import Downstream
 from quorum.objectstore import open_object_store
 from quorum.service import ServiceContext, ServiceParts
 from quorum.v1 import ingest_pb2_grpc
@@ -43,4 +44,11 @@ def build(context: ServiceContext) -> ServiceParts:
         closers=[handlers.close],
         policies=[POLICY],
         owner_of=handlers.owner_of,
+        # Tasking and consensus read every task: while either is too far behind, no new
+        # objects come in.
+        downstream=[
+            Downstream("tasking.events", (context.topics.tasks,)),
+            Downstream("consensus.events", (context.topics.tasks,)),
+        ],
+        intake_methods=frozenset({"UploadFiles", "ImportManifest"}),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from quorum.cache import connect_redis
 from quorum.db import add_missing_columns, make_engine
+from quorum.lag import Downstream
 from quorum.objectstore import open_object_store
 from quorum.service import ConsumerSpec, ServiceContext, ServiceParts
 from quorum.v1 import tasking_pb2_grpc
@@ -51,4 +52,13 @@ def build(context: ServiceContext) -> ServiceParts:
         closers=[redis_client.close],
         policies=[POLICY],
         owner_of=service.owner_of,
+        # Consensus and payments read every accepted answer: while either is too far behind,
+        # no new task is handed out. Answers to tasks already handed out are still taken:
+        # the work is done, it is bounded by the live leases, and a refusal could outlast
+        # the lease and lose it.
+        downstream=[
+            Downstream("consensus.events", (topics.answers,)),
+            Downstream("payments.ledger", (topics.answers,)),
+        ],
+        intake_methods=frozenset({"GetNextTask"}),
     )

@@ -3,6 +3,7 @@ exits the process when a consumer dies, so an outage must not kill it."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -65,5 +66,41 @@ def test_a_consumer_survives_the_broker_going_away_and_coming_back_empty(tmp_pat
             wait_until(lambda: after in seen, f"the event after outage {i}", timeout=60)  # noqa: B023 - waited for here
         assert consumer.alive and consumer.error is None
     finally:
+        consumer.stop()
+        broker.stop()
+
+
+def test_a_consumer_survives_a_commit_that_fails_because_the_broker_went_away(tmp_path: Path) -> None:
+    """The broker stops while the handler holds the first batch, so the commit that follows
+    meets no broker and gives up: the consumer must carry on and read what comes next."""
+    broker = EmbeddedBroker(log_path=tmp_path / "broker.log").start()
+    topics = Topics("commit")
+    ensure_topics(broker.bootstrap, [topics.tasks], partitions=3)
+    holding, release = threading.Event(), threading.Event()
+    seen: list[str] = []
+
+    def handler(events: list[events_pb2.Event]) -> None:
+        if not seen:
+            holding.set()
+            release.wait(30)
+        seen.extend(e.task_created.task_id for e in events)
+
+    consumer = EventConsumer(broker.bootstrap, "commit.test", [topics.tasks], handler, "commit", commit_timeout_ms=500)
+    consumer.start()
+    try:
+        publish(broker.bootstrap, topics.tasks, "before")
+        assert holding.wait(30), "the first batch never reached the handler"
+        broker.stop()
+        release.set()
+        wait_until(lambda: consumer.commit_failures >= 1 or not consumer.alive, "the commit to fail")
+        assert consumer.alive, f"the consumer died on the failed commit: {consumer.error!r}"
+
+        broker = EmbeddedBroker(port=broker.port, log_path=tmp_path / "broker.log").start()
+        ensure_topics(broker.bootstrap, [topics.tasks], partitions=3)
+        publish(broker.bootstrap, topics.tasks, "after")
+        wait_until(lambda: "after" in seen, "the event after the failed commit", timeout=60)
+        assert seen[0] == "before" and consumer.alive and consumer.error is None
+    finally:
+        release.set()
         consumer.stop()
         broker.stop()
