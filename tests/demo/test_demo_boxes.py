@@ -1,12 +1,17 @@
-"""Generated images with known boxes."""
+"""Generated images with known boxes, and the simulated crowd drawing boxes on them."""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
+import json
+import random
+import statistics
 
 import numpy as np
 import pytest
+from demo_fake_tasking import FakeTasking
 from PIL import Image
 
 from quorum.demo.boxes import (
@@ -18,6 +23,9 @@ from quorum.demo.boxes import (
     generate_boxes,
     match_boxes,
 )
+from quorum.demo.crowd import SimulatedCrowd, Truth, WorkerProfile, draw_boxes
+from quorum.demo.dataset import content_key, generate
+from services.tasking.domain import JobRules, SubmittedAnswer, validate_answer
 
 # ----------------------------------------------------------------------------- the images
 
@@ -94,3 +102,97 @@ def test_boxes_match_needs_every_object_and_nothing_else() -> None:
     assert not boxes_match([CAT], [CAT, DOG])
     assert not boxes_match([CAT, DOG, dataclasses.replace(CAT, y=0.55)], [CAT, DOG])
     assert not boxes_match([dataclasses.replace(CAT, w=0.15)], [CAT])
+
+
+# ----------------------------------------------------------------------------- drawing
+
+LABELS = ["cat", "dog", "bird"]
+TRUTH = (CAT, DOG)
+RULES = JobRules("j", "bounding_boxes", tuple(LABELS), "", 3, 5, 0.0, 30)
+
+
+def _draws(profile: WorkerProfile, n: int, truth: tuple[TrueBox, ...] | None = TRUTH) -> list[list[TrueBox]]:
+    rng = random.Random(1)
+    return [draw_boxes(profile, LABELS, truth, rng) for _ in range(n)]
+
+
+def test_a_perfect_worker_draws_the_truth() -> None:
+    perfect = WorkerProfile("w", accuracy=1.0, spammer=False)
+    for drawn in _draws(perfect, 50):
+        assert [b.label for b in drawn] == [t.label for t in TRUTH]
+        assert [box_iou(b, t) for b, t in zip(drawn, TRUTH, strict=True)] == [pytest.approx(1.0)] * len(TRUTH)
+
+
+def test_honest_workers_miss_mislabel_and_misplace_by_their_skill() -> None:
+    figures = {}
+    for accuracy in (0.6, 0.9):
+        draws = _draws(WorkerProfile("w", accuracy=accuracy, spammer=False), 4000)
+        error = 1 - accuracy
+        drawn = [b for boxes in draws for b in boxes]
+        assert len(drawn) / (2 * len(draws)) == pytest.approx(1 - error / 2, abs=0.02)
+        # The two objects are far apart: the true box a drawn one stands for is the nearest.
+        nearest = [max(TRUTH, key=functools.partial(box_iou, b)) for b in drawn]
+        wrong = sum(b.label != t.label for b, t in zip(drawn, nearest, strict=True))
+        assert wrong / len(drawn) == pytest.approx(error / 3, abs=0.02)
+        figures[accuracy] = statistics.median(box_iou(b, t) for b, t in zip(drawn, nearest, strict=True))
+    # Each edge off by 0.3 * error of the side: median IoU about 0.70 at accuracy 0.6, 0.91 at 0.9.
+    assert 0.65 < figures[0.6] < 0.75 < 0.88 < figures[0.9] < 0.94
+
+
+def test_spammers_and_unknown_images_get_no_or_random_boxes() -> None:
+    constant = WorkerProfile("c", accuracy=0.0, spammer=True, spam_strategy="constant")
+    assert all(drawn == [] for drawn in _draws(constant, 100))
+    uniform = WorkerProfile("u", accuracy=0.0, spammer=True, spam_strategy="uniform")
+    honest = WorkerProfile("h", accuracy=1.0, spammer=False)
+    for draws in (_draws(uniform, 3000), _draws(honest, 3000, truth=None)):
+        assert {len(boxes) for boxes in draws} == {0, 1, 2}
+        # Random boxes: hardly ever what is in the image.
+        assert sum(boxes_match(boxes, TRUTH) for boxes in draws) < 10
+    with pytest.raises(ValueError):
+        draw_boxes(honest, [], TRUTH, random.Random(0))
+
+
+def test_drawn_boxes_always_pass_tasking_answer_validation() -> None:
+    # Boxes at the image's edges, where jitter and clamping are most likely to go wrong.
+    edges = (TrueBox("cat", 0.0, 0.0, 0.02, 0.5), TrueBox("bird", 0.97, 0.98, 0.03, 0.02))
+    profiles = [
+        WorkerProfile("bad", accuracy=0.0, spammer=False),
+        WorkerProfile("ok", accuracy=0.8, spammer=False),
+        WorkerProfile("u", accuracy=0.0, spammer=True, spam_strategy="uniform"),
+    ]
+    for profile in profiles:
+        for drawn in _draws(profile, 1000, truth=edges) + _draws(profile, 1000):
+            body = {"boxes": [dataclasses.asdict(b) for b in drawn]}
+            validate_answer(RULES, SubmittedAnswer("boxes", body=body))
+
+
+# ----------------------------------------------------------------------------- against gRPC
+
+
+def test_the_crowd_answers_box_and_classification_tasks_side_by_side(serve) -> None:
+    boxes = generate_boxes(20, seed=6)
+    shapes = generate(20, seed=6, kind="image", min_gold=0, gold_share=0.0)
+    fake = FakeTasking(
+        shapes.images, image_labels=shapes.image_labels, box_images=boxes.images, box_labels=boxes.labels, overlap=3
+    )
+    truth: dict[str, Truth] = {**shapes.truth_by_key(), **boxes.truth_by_key()}
+    crowd = SimulatedCrowd(serve(fake), truth, n_workers=6, seed=3, skip_rate=0.0, spammer_share=0.0)
+    report = crowd.run(fake.all_done, deadline_s=10)
+
+    assert report.stopped_by == "stop"
+    assert report.errors == {} and report.unknown_content == 0
+    assert report.answers == len(fake.answers) == 40 * 3
+    by_key = boxes.truth_by_key()
+    box_truth = {t.task_id: by_key[content_key(t.content.data)] for t in fake.tasks if t.kind == "boxes"}
+    box_answers = [a for a in fake.answers if a.task_id in box_truth]
+    assert len(box_answers) == 20 * 3
+    right = 0
+    for answer in box_answers:
+        fields = ("label", "x", "y", "w", "h")
+        stored = json.loads(answer.label)["boxes"].get("boxes", [])
+        drawn = [TrueBox(*(b.get(f, 0.0) for f in fields)) for b in stored]
+        right += boxes_match(drawn, box_truth[answer.task_id])
+    # Honest workers only (accuracy 0.55 to 0.98): most answers find every object.
+    assert right / len(box_answers) > 0.5
+    labels_right = sum(a.label == a.truth for a in fake.answers if a.task_id not in box_truth)
+    assert sum(s.correct for s in report.per_worker.values()) == right + labels_right
