@@ -14,12 +14,15 @@ from quorum_testing import wait_until
 from quorum.client import QuorumClient, UploadFile
 from quorum.demo.boxes import TrueBox, generate_boxes, match_boxes
 from quorum.demo.crowd import SimulatedCrowd
+from quorum.demo.run import BOX_ANNOTATION_CENTS as PER_BOX
+from quorum.demo.run import BOX_PAY_CENTS as PAY
+from quorum.demo.run import BOX_PRICE_CENTS as PRICE
+from quorum.demo.run import box_job_spec
 from quorum.stack import LocalStack
 from quorum.v1 import common_pb2, ingest_pb2
 
 pytestmark = pytest.mark.slow
 
-PRICE, PAY, PER_BOX = 10, 2, 3
 IMAGES, WORKERS = 15, 8
 # What the crowd's noise model (quorum.demo.crowd.draw_boxes) gives once fused, measured
 # offline by fusing its answers with consensus's own box fusion the way the service asks for
@@ -30,21 +33,6 @@ IMAGES, WORKERS = 15, 8
 # many of an object's workers missed it or were spammers. So: every object found fits at IoU
 # 0.7, and at least 80% are found, which a 4% miss rate fails about once in a thousand runs.
 MIN_IOU, MIN_FOUND = 0.7, 0.8
-
-
-def boxes_spec(labels: tuple[str, ...]) -> common_pb2.JobSpec:
-    return common_pb2.JobSpec(
-        name="boxes e2e",
-        client_id="acme",
-        instructions="Draw a box around every coloured rectangle and name its colour.",
-        bounding_boxes=common_pb2.BoundingBoxConfig(labels=list(labels)),
-        overlap=common_pb2.Overlap(min=3, max=5),
-        target_confidence=0.9,
-        price_per_object_cents=PRICE,
-        pay_per_answer_cents=PAY,
-        price_per_annotation_cents=PER_BOX,
-        lease_seconds=30,
-    )
 
 
 def fused(label: common_pb2.Answer) -> list[TrueBox]:
@@ -58,7 +46,10 @@ def test_a_boxes_job_is_fused_close_to_the_truth_billed_per_box_and_exported(tmp
     stack.start()
     client = QuorumClient(stack.addresses, api_key=stack.api_key)
     try:
-        job = client.ingest.CreateJob(ingest_pb2.CreateJobRequest(spec=boxes_spec(dataset.labels))).job_id
+        spec = box_job_spec(dataset.labels)
+        spec.pilot = False  # billed from the first object
+        spec.lease_seconds = 30
+        job = client.ingest.CreateJob(ingest_pb2.CreateJobRequest(spec=spec)).job_id
         upload = client.upload(job, [UploadFile(image.name, image.data) for image in dataset.images])
         assert upload.accepted == IMAGES, [item.reason for item in upload.items]
         client.ingest.SealJob(ingest_pb2.SealJobRequest(job_id=job))
