@@ -137,6 +137,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         json_output=args.json,
         timeout_s=args.timeout,
         tls=client_tls(_load_settings()),
+        task=args.task,
     )
     return run_demo(options)
 
@@ -741,7 +742,15 @@ def parser() -> argparse.ArgumentParser:
     dash.set_defaults(func=cmd_dashboard)
 
     demo = sub.add_parser("demo", help="a pilot job end to end with a simulated crowd")
-    demo.add_argument("--objects", type=int, default=400, help="objects to label (half images, half texts)")
+    demo.add_argument(
+        "--objects", type=int, default=400, help="objects to label (half images, half texts; images with --task boxes)"
+    )
+    demo.add_argument(
+        "--task",
+        choices=("classification", "boxes"),
+        default="classification",
+        help="classification: an image job and a text job; boxes: a bounding-box job scored by IoU",
+    )
     demo.add_argument("--workers", type=int, default=60, help="simulated workers")
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--json", action="store_true", help="print one JSON object as the last line")

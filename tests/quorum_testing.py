@@ -1,13 +1,15 @@
 """Helpers shared by the fixtures: reaching the machine's PostgreSQL and Redis,
-making throwaway schemas, and API keys for services started by the tests."""
+making throwaway schemas, API keys for services started by the tests, and waiting for
+something to happen."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import socket
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from urllib.parse import urlparse
 
 import pytest
@@ -94,3 +96,13 @@ def worker_key(settings: Settings, worker_id: str) -> str:
         return key
     finally:
         engine.dispose()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Polls ``condition`` every 0.25 s; raises AssertionError naming ``what`` after ``timeout``
+    seconds without it holding."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.25)

@@ -11,6 +11,10 @@ uniformly at random, or always the same label), the others answer correctly with
 between 0.55 and 0.98 and, when wrong, tend to confuse a label with its neighbour in the job's
 label list. Profiles are deterministic for a seed; which worker gets which task is not.
 
+The crowd answers single-label classification (:func:`choose_label`) and bounding boxes
+(:func:`draw_boxes`: the same profile sets how precisely a worker draws, how often it misses an
+object or names the wrong class); it gives back tasks of any other type with ``SkipTask``.
+
 All workers are coroutines on one asyncio event loop over ``grpc.aio`` channels: a worker
 waiting for an answer or for ``retry_after_ms`` costs no thread, and on a 2-core machine an aio
 client reaches about 10k unary calls/s where four blocking threads reach about 5k. Against an
@@ -30,7 +34,9 @@ from typing import Literal
 
 import grpc
 
+from quorum.demo.boxes import TrueBox, boxes_match
 from quorum.demo.dataset import content_key
+from quorum.tasktypes import TASK_TYPES
 from quorum.tls import ClientTls
 from quorum.v1 import common_pb2, tasking_pb2, tasking_pb2_grpc
 
@@ -38,9 +44,11 @@ __all__ = [
     "CrowdReport",
     "SimulatedCrowd",
     "SpamStrategy",
+    "Truth",
     "WorkerProfile",
     "WorkerStats",
     "choose_label",
+    "draw_boxes",
     "make_profiles",
     "task_labels",
     "task_truth_key",
@@ -48,6 +56,17 @@ __all__ = [
 
 SpamStrategy = Literal["uniform", "constant"]
 StopReason = Literal["stop", "deadline"]
+# What the crowd knows of an object: its label (classification) or its boxes.
+Truth = str | tuple[TrueBox, ...]
+
+# The answer kinds the crowd gives; it skips tasks of the other types.
+_ANSWERED_KINDS = frozenset({"classification", "boxes"})
+# How far an honest worker misplaces a box edge: a normal error whose standard deviation is
+# this times the worker's error rate (1 - accuracy) times the box's side. The mean worker
+# (accuracy 0.86) is off by about 4% of the side per edge, the worst (0.55) by about 13%.
+_EDGE_JITTER = 0.3
+# Smallest side of a drawn box, relative to the image: tasking refuses an empty box.
+_MIN_BOX_SIDE = 0.01
 
 # A GetNextTask error means the server is unhappy; waiting keeps a crowd of 200 from hammering
 # it. Starts here, doubles per consecutive error, capped at max_retry_ms.
@@ -85,7 +104,9 @@ class WorkerProfile:
 
 @dataclass
 class WorkerStats:
-    """Counters for one worker over one run. ``correct`` counts answers equal to the truth."""
+    """Counters for one worker over one run. ``correct`` counts answers equal to the truth (for
+    boxes: every object drawn with its class at IoU >= 0.5 and nothing else, see
+    :func:`~quorum.demo.boxes.boxes_match`)."""
 
     answers: int = 0
     correct: int = 0
@@ -213,12 +234,63 @@ def choose_label(profile: WorkerProfile, labels: Sequence[str], truth: str | Non
     return rng.choice([label for label in labels if label != truth])
 
 
-def task_labels(task: tasking_pb2.WorkerTask) -> list[str]:
-    """The label set of a classification task; empty for a task type the crowd cannot answer."""
-    which = task.WhichOneof("task")
-    if which is None:
+def draw_boxes(
+    profile: WorkerProfile, labels: Sequence[str], truth: Sequence[TrueBox] | None, rng: random.Random
+) -> list[TrueBox]:
+    """The boxes ``profile`` draws on an image whose objects are ``truth``, for a job asking
+    for the classes ``labels``.
+
+    An honest worker with error rate ``e = 1 - accuracy`` misses each object with probability
+    ``e / 2``, names another class with probability ``e / 3`` and misplaces each edge by a
+    normal error of ``0.3 * e`` times the box's side; boxes stay within the image. Objects of
+    a class outside ``labels`` are not drawn. A ``"constant"`` spammer never draws anything; a
+    ``"uniform"`` one draws 0 to 2 random boxes, as does anyone when ``truth`` is None (an
+    image it cannot tell). Raises ValueError when ``labels`` is empty.
+    """
+    if not labels:
+        raise ValueError("a task needs at least one label")
+    if profile.spammer and profile.spam_strategy == "constant":
         return []
-    config: common_pb2.ClassificationConfig = getattr(task, which)
+    if profile.spammer or truth is None:
+        return [_random_box(labels, rng) for _ in range(rng.randint(0, 2))]
+    error = 1.0 - profile.accuracy
+    drawn: list[TrueBox] = []
+    for box in truth:
+        if box.label not in labels or rng.random() < error / 2:
+            continue
+        label = box.label
+        if len(labels) > 1 and rng.random() < error / 3:
+            label = rng.choice([other for other in labels if other != box.label])
+        sigma_x, sigma_y = _EDGE_JITTER * error * box.w, _EDGE_JITTER * error * box.h
+        x0, x1 = _edges(box.x + rng.gauss(0, sigma_x), box.x + box.w + rng.gauss(0, sigma_x))
+        y0, y1 = _edges(box.y + rng.gauss(0, sigma_y), box.y + box.h + rng.gauss(0, sigma_y))
+        drawn.append(TrueBox(label, x0, y0, x1 - x0, y1 - y0))
+    return drawn
+
+
+def _edges(low: float, high: float) -> tuple[float, float]:
+    """Two edges of a box in order, within [0, 1] and at least ``_MIN_BOX_SIDE`` apart."""
+    low, high = sorted((min(1.0, max(0.0, low)), min(1.0, max(0.0, high))))
+    if high - low < _MIN_BOX_SIDE:
+        low = min(low, 1.0 - _MIN_BOX_SIDE)
+        high = low + _MIN_BOX_SIDE
+    return low, high
+
+
+def _random_box(labels: Sequence[str], rng: random.Random) -> TrueBox:
+    x0, x1 = _edges(rng.random(), rng.random())
+    y0, y1 = _edges(rng.random(), rng.random())
+    return TrueBox(rng.choice(labels), x0, y0, x1 - x0, y1 - y0)
+
+
+def task_labels(task: tasking_pb2.WorkerTask) -> list[str]:
+    """The label set of a classification or bounding-box task; empty for a task type the
+    crowd cannot answer."""
+    which = task.WhichOneof("task")
+    kind = TASK_TYPES.get(which) if which is not None else None
+    if kind is None or kind.answer_kind not in _ANSWERED_KINDS:
+        return []
+    config: common_pb2.ClassificationConfig | common_pb2.BoundingBoxConfig = getattr(task, which)
     return list(config.labels)
 
 
@@ -243,10 +315,34 @@ class _WorkerState:
     metadata: tuple[tuple[str, str], ...] = ()
 
 
+def _classification_answer(
+    w: _WorkerState, labels: list[str], truth: Truth | None
+) -> tuple[common_pb2.Answer, bool, bool]:
+    """A classification answer, whether its truth is known, and whether it is right."""
+    label_truth = truth if isinstance(truth, str) else None
+    label = choose_label(w.profile, labels, label_truth, w.rng)
+    answer = common_pb2.Answer(classification=common_pb2.ClassificationAnswer(label=label))
+    known = label_truth is not None and label_truth in labels
+    return answer, known, known and label == label_truth
+
+
+def _boxes_answer(w: _WorkerState, labels: list[str], truth: Truth | None) -> tuple[common_pb2.Answer, bool, bool]:
+    """A boxes answer, whether its truth is known, and whether it is right (every object
+    found with IoU >= 0.5 and the right class, nothing else drawn)."""
+    box_truth = truth if isinstance(truth, tuple) else None
+    drawn = draw_boxes(w.profile, labels, box_truth, w.rng)
+    boxes = [common_pb2.Box(label=b.label, x=b.x, y=b.y, w=b.w, h=b.h) for b in drawn]
+    answer = common_pb2.Answer(boxes=common_pb2.BoxesAnswer(boxes=boxes))
+    if box_truth is None:
+        return answer, False, False
+    return answer, True, boxes_match(drawn, box_truth)
+
+
 class SimulatedCrowd:
     """Simulated workers driving a TaskingService at ``tasking_addr`` (``"host:port"``).
 
-    ``truth`` maps content fingerprints to true labels (:meth:`DemoDataset.truth_by_key`).
+    ``truth`` maps content fingerprints to true labels (:meth:`DemoDataset.truth_by_key`) or,
+    for bounding-box tasks, to true boxes (:meth:`~quorum.demo.boxes.BoxDataset.truth_by_key`).
     ``think_time_ms`` is a (low, high) range: each worker waits a uniform time in it before
     answering, holding the lease meanwhile. ``job_id`` restricts workers to one job.
     ``channels`` spreads workers over that many HTTP/2 connections, over TLS with ``tls``
@@ -262,7 +358,7 @@ class SimulatedCrowd:
     def __init__(
         self,
         tasking_addr: str,
-        truth: dict[str, str],
+        truth: Mapping[str, Truth],
         n_workers: int,
         seed: int,
         spammer_share: float = 0.15,
@@ -509,8 +605,10 @@ class SimulatedCrowd:
             return
         key = task_truth_key(task)
         truth = self._truth.get(key) if key is not None else None
-        label = choose_label(w.profile, labels, truth, w.rng)
-        answer = common_pb2.Answer(classification=common_pb2.ClassificationAnswer(label=label))
+        if TASK_TYPES[task.WhichOneof("task") or ""].answer_kind == "boxes":
+            answer, known, correct = _boxes_answer(w, labels, truth)
+        else:
+            answer, known, correct = _classification_answer(w, labels, truth)
         try:
             await stub.SubmitAnswer(
                 tasking_pb2.SubmitAnswerRequest(session_id=w.session_id, lease_id=task.lease_id, answer=answer),
@@ -525,9 +623,9 @@ class SimulatedCrowd:
             return
         self._answers += 1
         w.stats.answers += 1
-        if truth is None or truth not in labels:
+        if not known:
             w.stats.unknown_content += 1
-        elif label == truth:
+        elif correct:
             w.stats.correct += 1
 
     async def _skip(

@@ -4,6 +4,8 @@ Generates a dataset with known answers, starts the stack, submits an image
 job and a text job through the public gRPC API, lets a simulated crowd label
 them, then checks the labels against the truth, the bill, the pay and the
 ledger, and prints a report (one JSON object as the last line with --json).
+With ``task="boxes"`` it runs one bounding-box job on images of coloured
+rectangles instead and reports how closely the fused boxes fit the true ones.
 """
 
 from __future__ import annotations
@@ -11,19 +13,22 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import statistics
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import grpc
 from tqdm import tqdm
 
 from quorum.client import QuorumClient, UploadFile, jsonl, label_of
-from quorum.demo.crowd import CrowdReport, SimulatedCrowd, WorkerProfile
+from quorum.demo.boxes import BoxDataset, TrueBox, generate_boxes, match_boxes
+from quorum.demo.crowd import CrowdReport, SimulatedCrowd, Truth, WorkerProfile
 from quorum.demo.dataset import DemoDataset, DemoObject, generate
 from quorum.stack import LocalStack
 from quorum.tls import ClientTls
@@ -32,7 +37,10 @@ from quorum.v1 import common_pb2, consensus_pb2, ingest_pb2
 # Prices of the demo's pilot jobs, in cents.
 IMAGE_PRICE_CENTS, IMAGE_PAY_CENTS = 10, 2
 TEXT_PRICE_CENTS, TEXT_PAY_CENTS = 6, 1
+BOX_PRICE_CENTS, BOX_ANNOTATION_CENTS, BOX_PAY_CENTS = 8, 2, 2
 PILOT_ALLOWANCE = 100
+
+DemoTask = Literal["classification", "boxes"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,8 @@ class DemoOptions:
     home: Path | None = None
     # How to reach the services when QUORUM_TLS_* in the environment make them serve TLS.
     tls: ClientTls | None = None
+    # "classification": an image job and a text job; "boxes": one bounding-box job.
+    task: DemoTask = "classification"
 
 
 def _job_spec(name: str, labels: tuple[str, ...], images: bool) -> common_pb2.JobSpec:
@@ -147,7 +157,11 @@ def run_demo(options: DemoOptions) -> int:
     """Runs the demo; returns the process exit code (0 when every check passed)."""
     progress = not options.json_output or sys.stderr.isatty()
     say = (lambda *a: print(*a, file=sys.stderr)) if options.json_output else print
-    dataset = generate(options.objects, options.seed)
+    dataset = (
+        generate_boxes(options.objects, options.seed)
+        if options.task == "boxes"
+        else generate(options.objects, options.seed)
+    )
     home = options.home or Path(tempfile.mkdtemp(prefix="quorum-demo-"))
     stack = LocalStack(home=home, dashboard=options.dashboard, tls=options.tls)
     say(f"starting the embedded stack in {home} ...")
@@ -160,6 +174,8 @@ def run_demo(options: DemoOptions) -> int:
         if stack.dashboard_url:
             say(f"dashboard: {stack.dashboard_url}")
         with QuorumClient(stack.addresses, api_key=stack.api_key, tls=options.tls) as client:
+            if isinstance(dataset, BoxDataset):
+                return _run_boxes(options, dataset, stack, client, progress, say)
             return _run(options, dataset, stack, client, progress, say)
     finally:
         stack.stop()
@@ -180,10 +196,28 @@ def _run(
     started = time.monotonic()
     jobs = _submit(client, dataset, progress)
     objects = sum(len(v) for v in jobs.values())
+    crowd, crowd_report, labeled_at = _label(options, stack, client, dataset.truth_by_key(), jobs, progress)
+    report = _report(options, dataset, client, jobs, crowd_report, crowd.profiles, labeled_at - started)
+    return _finish(options, report, objects, say)
+
+
+def _label(
+    options: DemoOptions,
+    stack: LocalStack,
+    client: QuorumClient,
+    truth: Mapping[str, Truth],
+    jobs: Mapping[str, Sequence[object]],
+    progress: bool,
+) -> tuple[SimulatedCrowd, CrowdReport, float]:
+    """Runs the simulated crowd until every object of ``jobs`` (objects by job id) is resolved,
+    then waits until each is billed. Returns the crowd, its report and the monotonic time at
+    which the last object was resolved. Raises RuntimeError when a service dies, or when the
+    objects are not resolved in time or not billed within 60 s."""
+    objects = sum(len(v) for v in jobs.values())
     tracker = _Progress(client, list(jobs), objects)
     crowd = SimulatedCrowd(
         stack.address("tasking"),
-        dataset.truth_by_key(),
+        truth,
         options.workers,
         options.seed,
         channels=4,
@@ -210,12 +244,21 @@ def _run(
     labeled_at = time.monotonic()
     # Billing trails resolution by one Kafka hop.
     _wait(lambda: tracker.billed() >= objects, 60, "payments to bill every object")
-    report = _report(options, dataset, client, jobs, outcome[0], crowd.profiles, labeled_at - started)
+    return crowd, outcome[0], labeled_at
+
+
+def _finish(
+    options: DemoOptions,
+    report: dict[str, Any],
+    objects: int,
+    say: Any,
+    show: Callable[[dict[str, Any], Any], None] | None = None,
+) -> int:
+    """Prints the report with ``show`` (:func:`_print_human` by default); the exit code is 0
+    when the ledger balances and every object was labeled."""
+    (show or _print_human)(report, say)
     if options.json_output:
-        _print_human(report, say)
         print(json.dumps(report["summary"]))
-    else:
-        _print_human(report, say)
     checks_ok = report["summary"]["ledger_balanced"] and report["summary"]["objects"] == objects
     return 0 if checks_ok else 1
 
@@ -238,18 +281,9 @@ def _report(
             low_confidence += result.low_confidence
             correct_consensus += label_of(result.label) == truth[result.object_name]
             correct_majority += label_of(result.majority_label) == truth[result.object_name]
-    money = [client.money(job_id) for job_id in jobs]
-    invoices = [client.invoice(job_id) for job_id in jobs]
-    ledger = client.verify_ledger()
-    billed = sum(m.billed_cents for m in money)
-    paid = sum(m.paid_cents for m in money)
     workers = client.consensus.ListWorkers(consensus_pb2.ListWorkersRequest(), timeout=10).workers
     summary = {
-        "objects": labeled,
-        "seconds": round(seconds, 2),
-        "objects_per_second": round(labeled / seconds, 2) if seconds else 0.0,
-        "answers": answers,
-        "answers_per_object": round(answers / labeled, 3) if labeled else 0.0,
+        **_pace(labeled, answers, seconds),
         "accuracy": {
             "majority_vote": round(correct_majority / labeled, 4) if labeled else 0.0,
             "consensus": round(correct_consensus / labeled, 4) if labeled else 0.0,
@@ -257,6 +291,30 @@ def _report(
         "low_confidence": low_confidence,
         "workers": options.workers,
         "crowd_answers": crowd.answers,
+        **_money(client, list(jobs)),
+    }
+    return {"summary": summary, "workers": workers, "profiles": {p.worker_id: p for p in profiles}}
+
+
+def _pace(labeled: int, answers: int, seconds: float) -> dict[str, Any]:
+    """Objects labeled, in how long, and the answers they took, for a report's summary."""
+    return {
+        "objects": labeled,
+        "seconds": round(seconds, 2),
+        "objects_per_second": round(labeled / seconds, 2) if seconds else 0.0,
+        "answers": answers,
+        "answers_per_object": round(answers / labeled, 3) if labeled else 0.0,
+    }
+
+
+def _money(client: QuorumClient, job_ids: list[str]) -> dict[str, Any]:
+    """The bill, the pay and the ledger check of ``job_ids``, for a report's summary."""
+    money = [client.money(job_id) for job_id in job_ids]
+    invoices = [client.invoice(job_id) for job_id in job_ids]
+    ledger = client.verify_ledger()
+    billed = sum(m.billed_cents for m in money)
+    paid = sum(m.paid_cents for m in money)
+    return {
         "billed_cents": billed,
         "paid_cents": paid,
         "margin_cents": billed - paid,
@@ -264,7 +322,6 @@ def _report(
         "invoice_total_cents": sum(i.total_cents for i in invoices),
         "ledger_balanced": bool(ledger.balanced and not ledger.problems),
     }
-    return {"summary": summary, "workers": workers, "profiles": {p.worker_id: p for p in profiles}}
 
 
 def _print_human(report: dict[str, Any], say: Any) -> None:
@@ -278,12 +335,7 @@ def _print_human(report: dict[str, Any], say: Any) -> None:
     say(
         f"  accuracy vs truth    consensus {s['accuracy']['consensus']:.2%}, majority vote {s['accuracy']['majority_vote']:.2%}"
     )
-    say(f"  low confidence       {s['low_confidence']}")
-    say(
-        f"  billed               ${s['billed_cents'] / 100:,.2f} (pilot subsidy ${s['pilot_subsidy_cents'] / 100:,.2f})"
-    )
-    say(f"  paid to workers      ${s['paid_cents'] / 100:,.2f}; margin ${s['margin_cents'] / 100:,.2f}")
-    say(f"  ledger               {'balanced' if s['ledger_balanced'] else 'NOT BALANCED'}")
+    _print_confidence_and_money(s, say)
     profiles = report["profiles"]
     workers = sorted(report["workers"], key=lambda w: w.reliability)
     if workers:
@@ -292,3 +344,101 @@ def _print_human(report: dict[str, Any], say: Any) -> None:
             p = profiles.get(w.worker_id)
             kind = "spammer" if p and p.spammer else f"{p.accuracy:.2f}" if p else "?"
             say(f"    {w.worker_id:<16} {w.reliability:.2f} / {kind}  ({w.answers} answers)")
+
+
+def _print_confidence_and_money(s: dict[str, Any], say: Any) -> None:
+    say(f"  low confidence       {s['low_confidence']}")
+    say(
+        f"  billed               ${s['billed_cents'] / 100:,.2f} (pilot subsidy ${s['pilot_subsidy_cents'] / 100:,.2f})"
+    )
+    say(f"  paid to workers      ${s['paid_cents'] / 100:,.2f}; margin ${s['margin_cents'] / 100:,.2f}")
+    say(f"  ledger               {'balanced' if s['ledger_balanced'] else 'NOT BALANCED'}")
+
+
+# --------------------------------------------------------------------------- boxes
+
+
+def box_job_spec(labels: tuple[str, ...]) -> common_pb2.JobSpec:
+    """The demo's bounding-box job: a pilot, priced per object and per fused box."""
+    return common_pb2.JobSpec(
+        name="demo boxes",
+        client_id="demo-client",
+        instructions="Draw a box around every coloured rectangle and name its colour.",
+        bounding_boxes=common_pb2.BoundingBoxConfig(labels=list(labels)),
+        overlap=common_pb2.Overlap(min=3, max=5),
+        target_confidence=0.9,
+        price_per_object_cents=BOX_PRICE_CENTS,
+        price_per_annotation_cents=BOX_ANNOTATION_CENTS,
+        pay_per_answer_cents=BOX_PAY_CENTS,
+        currency="USD",
+        pilot=True,
+        pilot_allowance=PILOT_ALLOWANCE,
+        lease_seconds=60,
+    )
+
+
+def _run_boxes(
+    options: DemoOptions, dataset: BoxDataset, stack: LocalStack, client: QuorumClient, progress: bool, say: Any
+) -> int:
+    started = time.monotonic()
+    job = client.ingest.CreateJob(ingest_pb2.CreateJobRequest(spec=box_job_spec(dataset.labels)), timeout=30).job_id
+    files = [UploadFile(image.name, image.data) for image in dataset.images]
+    with tqdm(total=len(files), desc="upload", unit="obj", file=sys.stderr, disable=not progress) as bar:
+        summary = client.upload(job, files, on_file=lambda: bar.update(1))
+    _check_summary(summary, len(files))
+    client.ingest.SealJob(ingest_pb2.SealJobRequest(job_id=job), timeout=30)
+    _, crowd, labeled_at = _label(options, stack, client, dataset.truth_by_key(), {job: dataset.images}, progress)
+    report = _boxes_report(options, dataset, client, job, crowd, labeled_at - started)
+    return _finish(options, report, len(dataset.images), say, _print_boxes)
+
+
+def _boxes_report(
+    options: DemoOptions, dataset: BoxDataset, client: QuorumClient, job: str, crowd: CrowdReport, seconds: float
+) -> dict[str, Any]:
+    """How the fused boxes fit the true ones: each true box paired with a fused box of its
+    class (:func:`~quorum.demo.boxes.match_boxes`), IoU 0 when none; fused boxes left
+    unpaired are spurious."""
+    truth = {image.name: image.boxes for image in dataset.images}
+    ious: list[float] = []
+    labeled = answers = low_confidence = spurious = 0
+    for result in client.results(job):
+        labeled += 1
+        answers += len(result.answers)
+        low_confidence += result.low_confidence
+        found = [TrueBox(b.label, b.x, b.y, b.w, b.h) for b in result.label.boxes.boxes]
+        matched = match_boxes(found, truth[result.object_name])
+        ious += matched
+        spurious += len(found) - sum(iou > 0 for iou in matched)
+    found_ious = [iou for iou in ious if iou > 0]
+    summary = {
+        "task": "boxes",
+        **_pace(labeled, answers, seconds),
+        "boxes": {
+            "true": len(ious),
+            "found": len(found_ious),
+            "found_iou_0_7": sum(iou >= 0.7 for iou in found_ious),
+            "mean_iou": round(statistics.fmean(found_ious), 4) if found_ious else 0.0,
+            "median_iou": round(statistics.median(found_ious), 4) if found_ious else 0.0,
+            "spurious": spurious,
+        },
+        "low_confidence": low_confidence,
+        "workers": options.workers,
+        "crowd_answers": crowd.answers,
+        **_money(client, [job]),
+    }
+    return {"summary": summary}
+
+
+def _print_boxes(report: dict[str, Any], say: Any) -> None:
+    s = report["summary"]
+    b = s["boxes"]
+    say("")
+    say("Quorum bounding-box demo")
+    say(f"  images labeled       {s['objects']} in {s['seconds']} s ({s['objects_per_second']} images/s)")
+    say(f"  answers              {s['answers']} ({s['answers_per_object']} per image)")
+    share = b["found"] / b["true"] if b["true"] else 0.0
+    say(f"  boxes vs truth       {b['found']} of {b['true']} objects found ({share:.1%}), {b['spurious']} spurious")
+    say(
+        f"  IoU of found boxes   mean {b['mean_iou']:.3f}, median {b['median_iou']:.3f}; {b['found_iou_0_7']} at IoU >= 0.7"
+    )
+    _print_confidence_and_money(s, say)

@@ -16,7 +16,9 @@ from typing import NoReturn
 
 import grpc
 
+from quorum.demo.boxes import BoxImage
 from quorum.demo.dataset import DemoObject
+from quorum.taskmessages import answer_text
 from quorum.v1 import common_pb2, tasking_pb2, tasking_pb2_grpc
 
 
@@ -57,7 +59,9 @@ class FakeTasking(tasking_pb2_grpc.TaskingServiceServicer):
     """Hands out tasks from memory: each task to at most ``overlap`` distinct workers.
 
     A lease lives ``lease_s`` seconds. With ``endless`` set, a fresh text task (unknown to any
-    truth map) is made whenever nothing else is available.
+    truth map) is made whenever nothing else is available. ``box_images`` become
+    bounding-box tasks with the classes ``box_labels``; their answers are recorded with the
+    stored answer text (:func:`quorum.taskmessages.answer_text`) as the label.
     """
 
     def __init__(
@@ -70,6 +74,8 @@ class FakeTasking(tasking_pb2_grpc.TaskingServiceServicer):
         lease_s: float = 30.0,
         retry_after_ms: int = 20,
         endless: bool = False,
+        box_images: Sequence[BoxImage] = (),
+        box_labels: tuple[str, ...] = (),
     ) -> None:
         self.lock = threading.Lock()
         self.overlap = overlap
@@ -93,6 +99,9 @@ class FakeTasking(tasking_pb2_grpc.TaskingServiceServicer):
                 content = tasking_pb2.TaskContent(content_type="text/plain", text=obj.text)
                 labels = list(text_labels)
             self.tasks.append(FakeTask(f"task-{len(self.tasks)}", obj.kind, labels, obj.label, content))
+        for image in box_images:
+            content = tasking_pb2.TaskContent(content_type="image/png", data=image.data)
+            self.tasks.append(FakeTask(f"task-{len(self.tasks)}", "boxes", list(box_labels), None, content))
 
     # ---------------------------------------------------------------- helpers for tests
 
@@ -149,6 +158,8 @@ class FakeTasking(tasking_pb2_grpc.TaskingServiceServicer):
             )
             if task.kind == "image":
                 worker_task.image_classification.CopyFrom(config)
+            elif task.kind == "boxes":
+                worker_task.bounding_boxes.labels.extend(task.labels)
             else:
                 worker_task.text_classification.CopyFrom(config)
             return tasking_pb2.GetNextTaskResponse(task=worker_task)
@@ -157,8 +168,10 @@ class FakeTasking(tasking_pb2_grpc.TaskingServiceServicer):
         with self.lock:
             self.calls["SubmitAnswer"] += 1
             task, worker = self._take_lease(request.session_id, request.lease_id, context)
-            label = request.answer.classification.label
-            if label not in task.labels:
+            label = answer_text(request.answer)
+            if (request.answer.WhichOneof("value") == "boxes") != (task.kind == "boxes"):
+                _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "answer: wrong kind for the task")
+            if task.kind != "boxes" and label not in task.labels:
                 _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"answer.classification.label: {label!r}")
             task.answered_by.add(worker)
             self.answers.append(RecordedAnswer(worker, task.task_id, label, task.truth, tuple(task.labels)))

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -117,16 +118,21 @@ def test_submit_a_folder_and_a_manifest_then_read_the_results(tmp_path: Path) ->
         assert "INVALID_ARGUMENT" in bad.stderr and "labels" in bad.stderr
 
 
-def test_demo_prints_one_json_object_last(tmp_path: Path) -> None:
+def demo(tmp_path: Path, *args: str) -> tuple[dict[str, Any], str]:
+    """Runs `quorum demo --json` with ``args``; returns the JSON object it printed last and its stderr."""
     result = subprocess.run(
-        [sys.executable, "-m", "quorum.cli", "demo", "--objects", "40", "--workers", "50", "--seed", "3", "--json"],
+        [sys.executable, "-m", "quorum.cli", "demo", *args, "--json"],
         env={**quorum_env(tmp_path, {}), "TMPDIR": str(tmp_path)},
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    return json.loads(result.stdout.strip().splitlines()[-1]), result.stderr
+
+
+def test_demo_prints_one_json_object_last(tmp_path: Path) -> None:
+    report, _ = demo(tmp_path, "--objects", "40", "--workers", "50", "--seed", "3")
     expected = {"objects", "seconds", "objects_per_second", "answers", "answers_per_object", "accuracy"}
     assert expected | {"billed_cents", "paid_cents", "ledger_balanced"} <= set(report)
     assert report["objects"] == 40
@@ -137,3 +143,14 @@ def test_demo_prints_one_json_object_last(tmp_path: Path) -> None:
     # The pilot allowance (100) covers all 40 objects: nothing billed, the workers still paid.
     assert report["billed_cents"] == 0
     assert report["paid_cents"] > 0
+
+
+def test_demo_of_a_boxes_job_reports_how_the_fused_boxes_fit_the_truth(tmp_path: Path) -> None:
+    report, stderr = demo(tmp_path, "--task", "boxes", "--objects", "12", "--workers", "8")
+    assert (report["task"], report["objects"], report["ledger_balanced"]) == ("boxes", 12, True)
+    boxes = report["boxes"]
+    # As in test_boxes_job: the crowd's noise model leaves every found object above IoU 0.7.
+    assert boxes["true"] >= 12 and boxes["found"] >= 0.8 * boxes["true"]
+    assert boxes["found_iou_0_7"] == boxes["found"]
+    assert 0.7 <= boxes["median_iou"] <= 1.0
+    assert "boxes vs truth" in stderr

@@ -14,9 +14,8 @@ import os
 import subprocess
 import sys
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from typing import Any
 import grpc
 import pytest
 from PIL import Image
-from quorum_testing import REDIS_URL, postgres_schema, redis_database
+from quorum_testing import REDIS_URL, postgres_schema, redis_database, wait_until
 
 from quorum.broker import free_port
 from quorum.client import QuorumClient, UploadFile, jsonl, label_of
@@ -50,14 +49,6 @@ class PilotRun:
     upload: ingest_pb2.UploadSummary
     crowd_answers: int
     worker_keys: dict[str, str]
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.25)
 
 
 def spec(labels: tuple[str, ...], images: bool) -> common_pb2.JobSpec:
