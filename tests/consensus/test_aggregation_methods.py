@@ -61,6 +61,28 @@ def test_the_default_shrinks_a_sparse_worker_toward_their_own_simple_model() -> 
     assert 0.0 < fitted.attention_[new] < 1.0
 
 
+def test_the_default_pools_its_strengths_by_a_normalised_geometric_mean() -> None:
+    answers, _, _ = simulated_crowd(4, n_tasks=80)
+    singles = [ShrunkDawidSkene(strengths=(s,)).fit(answers).probas_ for s in (1.0, 4.0)]
+    pooled = np.sqrt(singles[0] * singles[1])
+    pooled /= pooled.sum(axis=1, keepdims=True)
+    both = ShrunkDawidSkene(strengths=(1.0, 4.0)).fit(answers)
+    np.testing.assert_allclose(both.probas_, pooled, atol=1e-9)
+    # The strengths differ enough to disagree somewhere, so the pool is not one of them.
+    assert not np.allclose(singles[0], singles[1], atol=1e-3)
+
+
+def test_the_default_with_known_answers_scores_a_seeded_crowd_at_least_as_well() -> None:
+    # Known answers refine the unsupervised fit; on a readable crowd they must not hurt it.
+    for seed in (6, 7):
+        answers, truth, _ = simulated_crowd(seed, n_tasks=300, per_task=3, spam=0.3)
+        gold = sorted(truth)[::20]
+        rest = [t for t in truth if t not in set(gold)]
+        without = accuracy(ShrunkDawidSkene().fit_predict(answers), truth, rest)
+        with_known = accuracy(ShrunkDawidSkene().fit_predict(answers, known={t: truth[t] for t in gold}), truth, rest)
+        assert with_known >= without, seed
+
+
 @pytest.mark.parametrize("name", ["ds", "default", "onecoin", "glad", "mace", "wawa", "wmv"])
 def test_learnt_methods_beat_or_match_majority_vote_on_a_simulated_crowd(name: str) -> None:
     for seed in (1, 2):
@@ -188,5 +210,7 @@ def test_bad_input_is_refused() -> None:
         DawidSkene().fit(pd.DataFrame({"task": ["t", 1], "worker": ["w", "w"], "label": ["a", "a"]}))
     with pytest.raises(ValueError, match="is not one of"):
         DawidSkene(labels=["a"]).fit(pd.DataFrame({"task": ["t"], "worker": ["w"], "label": ["b"]}))
-    with pytest.raises(ValueError, match="strength"):
-        ShrunkDawidSkene(strength=0)
+    with pytest.raises(ValueError, match="strengths"):
+        ShrunkDawidSkene(strengths=(1.0, 0.0))
+    with pytest.raises(ValueError, match="strengths"):
+        ShrunkDawidSkene(strengths=())
