@@ -58,8 +58,15 @@ def test_renaming_workers_and_tasks_changes_nothing(
         np.testing.assert_allclose(list(dist.values()), list(other.values()), atol=1e-6)
 
 
+# Plain Dawid-Skene is left out: it is crowd-kit's unregularised maximum-likelihood EM, and on a
+# handful of tasks a confusion-matrix cell estimated at (almost) zero lets one more worker move
+# EM to a worse optimum (about 1 crowd in 100 of these; the test at the end pins one).
+# Every method that smooths its estimates, the default included, keeps the property.
+NEVER_LOWERED_BY_A_PERFECT_WORKER = sorted(set(LEARNING) - {"ds"})
+
+
 @PROPERTY_SETTINGS
-@given(crowd=crowds(), name=st.sampled_from(sorted(LEARNING)))
+@given(crowd=crowds(), name=st.sampled_from(NEVER_LOWERED_BY_A_PERFECT_WORKER))
 def test_a_perfect_worker_never_lowers_accuracy(
     crowd: tuple[list[tuple[str, str, str]], dict[str, str]], name: str
 ) -> None:
@@ -75,3 +82,22 @@ def test_a_perfect_worker_never_lowers_accuracy(
     hits_before = sum(before[t] == truth[t] for t in truth)
     hits_after = sum(after[t] == truth[t] for t in truth)
     assert hits_after >= hits_before
+
+
+def test_plain_dawid_skene_can_be_misled_by_a_perfect_worker_where_the_default_is_not() -> None:
+    """The crowd hypothesis found against plain Dawid-Skene (see above): a perfect worker costs
+    it a task, while the default, whose confusion matrices are shrunk, loses none."""
+    answers = [
+        ("t0", "w3", "a"), ("t0", "w0", "c"), ("t1", "w2", "a"), ("t1", "w1", "a"), ("t1", "w3", "b"),
+        ("t1", "w0", "c"), ("t2", "w1", "c"), ("t3", "w3", "a"), ("t3", "w0", "a"), ("t3", "w1", "c"),
+        ("t4", "w2", "b"), ("t4", "w0", "b"), ("t4", "w1", "a"), ("t4", "w3", "a"),
+    ]  # fmt: skip
+    truth = {"t0": "c", "t1": "a", "t2": "a", "t3": "a", "t4": "c"}
+    perfect = [(t, "perfect", label) for t, label in truth.items()]
+
+    def hits(name: str, crowd: list[tuple[str, str, str]]) -> int:
+        labels = EVERY[name](LABELS).fit_predict(crowd)
+        return sum(labels[t] == truth[t] for t in truth)
+
+    assert hits("ds", answers + perfect) < hits("ds", answers)
+    assert hits("default", answers + perfect) >= hits("default", answers)
