@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,7 +169,12 @@ def _check_addable(table: sa.Table, column: sa.Column[Any]) -> None:
 
 
 def _insert_ignoring(conn: Connection, table: sa.Table) -> Any:
-    dialect = conn.dialect.name
+    return _insert_ignoring_for(conn.dialect.name, table)
+
+
+@functools.lru_cache(maxsize=256)
+def _insert_ignoring_for(dialect: str, table: sa.Table) -> Any:
+    # Built once per table: building the construct costs more than a one-row insert on SQLite.
     if dialect == "sqlite":
         return sqlite.insert(table).on_conflict_do_nothing()
     if dialect == "postgresql":
