@@ -13,7 +13,7 @@ import datetime as dt
 import functools
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,23 +97,20 @@ def _connection_class(turn: _WriterTurn) -> type[sqlite3.Connection]:
                 self.holds_turn = False
                 turn.give_back()
 
-        def commit(self) -> None:
+        def _ending(self, end: Callable[[], None]) -> None:
             try:
-                super().commit()
+                end()
             finally:
                 self.end_turn()
+
+        def commit(self) -> None:
+            self._ending(super().commit)
 
         def rollback(self) -> None:
-            try:
-                super().rollback()
-            finally:
-                self.end_turn()
+            self._ending(super().rollback)
 
         def close(self) -> None:
-            try:
-                super().close()
-            finally:
-                self.end_turn()
+            self._ending(super().close)
 
     return TurnTakingConnection
 
