@@ -76,6 +76,23 @@ def test_revocation_reaches_a_process_that_cached_the_key(engine: sa.Engine) -> 
     assert store.revoke(record.key_id).revoked_at == store.get(record.key_id).revoked_at
 
 
+def test_a_key_made_moments_ago_stays_cached_while_it_does_not_change(engine: sa.Engine) -> None:
+    # The poll looks back over the last seconds; a key it finds unchanged since it was
+    # verified is not verified again. Proof: a stored hash no longer matching (swapped
+    # without touching changed_at, which no real change does) goes unnoticed.
+    store = KeyStore(engine)
+    record, key = store.create(Role.WORKER, subject="w-1")
+    clock = Clock()
+    cached = Authenticator(engine, poll_seconds=2.0, clock=clock)
+    assert cached.authenticate(key).subject == "w-1"
+    with engine.begin() as conn:
+        conn.execute(sa.update(api_keys).where(api_keys.c.key_id == record.key_id).values(secret_hash="scrypt$x"))
+    clock.now += 2.5
+    assert cached.authenticate(key).subject == "w-1"
+    with pytest.raises(Unauthenticated):
+        Authenticator(engine).authenticate(key)
+
+
 def test_a_role_change_reaches_a_process_that_cached_the_key(engine: sa.Engine) -> None:
     store = KeyStore(engine)
     record, key = store.create(Role.CLIENT, org_id="acme")
