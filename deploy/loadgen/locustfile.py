@@ -252,8 +252,20 @@ def _think() -> tuple[float, float]:
     return low / 1000.0, high / 1000.0
 
 
+def _answer_for(leased: tasking_pb2.WorkerTask) -> str:
+    """What a careful worker answers: the label the text names (see _manifest), nine
+    times in ten, else any label. Workers answering at random would be what they look
+    like to consensus, spammers, and be suspended partway through the run."""
+    labels = list(leased.text_classification.labels) or LABELS
+    named = [label for label in labels if f" {label} " in leased.content.text]
+    if named and random.random() < 0.9:
+        return named[0]
+    return random.choice(labels)
+
+
 class WorkerUser(GrpcUser):
-    """A crowd worker: lease the next task, think, answer (or now and then skip)."""
+    """A crowd worker: lease the next task, think, answer (or now and then skip), right
+    nine times in ten."""
 
     weight = 100
     wait_time = between(0.0, 0.0)
@@ -285,8 +297,8 @@ class WorkerUser(GrpcUser):
             skip = tasking_pb2.SkipTaskRequest(session_id=self.session_id, lease_id=leased.lease_id, reason="load")
             self.call("SkipTask", lambda: self.stub.SkipTask(skip, timeout=10, metadata=self.auth))
             return
-        labels = list(leased.text_classification.labels) or LABELS
-        answer = common_pb2.Answer(classification=common_pb2.ClassificationAnswer(label=random.choice(labels)))
+        label = _answer_for(leased)
+        answer = common_pb2.Answer(classification=common_pb2.ClassificationAnswer(label=label))
         submit = tasking_pb2.SubmitAnswerRequest(session_id=self.session_id, lease_id=leased.lease_id, answer=answer)
         self.call("SubmitAnswer", lambda: self.stub.SubmitAnswer(submit, timeout=10, metadata=self.auth))
 
