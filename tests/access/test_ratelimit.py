@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -33,8 +34,9 @@ def client(request: pytest.FixtureRequest) -> Iterator[redis.Redis | None]:
 def test_each_key_gets_its_own_count_per_second(client: redis.Redis | None) -> None:
     clock = Clock(1_900_000_000.25)
     limiter = FixedWindowLimiter(client, "tasking", per_second=3, clock=clock)
-    alice = Principal(key_id="k-alice", role=Role.WORKER, org_id="", subject="alice")
-    bob = Principal(key_id="k-bob", role=Role.WORKER, org_id="", subject="bob")
+    # Key ids of their own: the machine's Redis database is shared with other test runs.
+    alice = Principal(key_id=uuid.uuid4().hex, role=Role.WORKER, org_id="", subject="alice")
+    bob = Principal(key_id=uuid.uuid4().hex, role=Role.WORKER, org_id="", subject="bob")
     for _ in range(3):
         limiter.check(alice)
     with pytest.raises(ResourceExhausted) as refused:
