@@ -1,5 +1,7 @@
 """Redis connections: a real server when ``QUORUM_REDIS_URL`` is set, else an
-in-process Redis (fakeredis, with Lua) for the single-machine default."""
+in-process Redis (fakeredis, with Lua). The services themselves open one only with a
+URL: without it they keep leases and rate-limit counts in memory, which costs a
+fraction of fakeredis's command and script emulation."""
 
 from __future__ import annotations
 

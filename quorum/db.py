@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import Iterable, Iterator, Sequence
+import functools
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,14 +58,78 @@ def reading(engine: Engine) -> Iterator[Connection]:
         yield conn
 
 
+class _WriterTurn:
+    """Whose turn it is to write to one SQLite database, among this process's threads.
+
+    SQLite's busy handler waits for the write lock by sleeping and polling (up to 100
+    ms between tries), so with dozens of threads a writer could wait far longer than
+    the transactions ahead of it took. Taking turns on a lock here wakes the next
+    writer the moment the previous one commits or rolls back; SQLite's busy timeout
+    still covers other processes. A thread that opens a second write transaction
+    inside its first gets no turn (it would wait for itself) and is left to SQLite,
+    as before."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._owner: int | None = None
+
+    def take(self) -> bool:
+        me = threading.get_ident()
+        if self._owner == me:
+            return False
+        self._lock.acquire()
+        self._owner = me
+        return True
+
+    def give_back(self) -> None:
+        self._owner = None
+        self._lock.release()
+
+
+def _connection_class(turn: _WriterTurn) -> type[sqlite3.Connection]:
+    """sqlite3 connections that give ``turn`` back once their transaction has ended."""
+
+    class TurnTakingConnection(sqlite3.Connection):
+        holds_turn = False
+
+        def end_turn(self) -> None:
+            if self.holds_turn:
+                self.holds_turn = False
+                turn.give_back()
+
+        def _ending(self, end: Callable[[], None]) -> None:
+            try:
+                end()
+            finally:
+                self.end_turn()
+
+        def commit(self) -> None:
+            self._ending(super().commit)
+
+        def rollback(self) -> None:
+            self._ending(super().rollback)
+
+        def close(self) -> None:
+            self._ending(super().close)
+
+    return TurnTakingConnection
+
+
 def make_engine(url: str) -> Engine:
     """Creates an engine; for SQLite, creates the folder and turns on WAL so readers
-    never block the writer. Costs nothing until the first connection."""
+    never block the writer, and the process's writers take turns (see _WriterTurn).
+    Costs nothing until the first connection."""
     if url.startswith("sqlite"):
         path = sa.engine.make_url(url).database
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        turn = _WriterTurn()
+        engine = sa.create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30, "factory": _connection_class(turn)},
+            # A connection per gRPC handler thread and background loop, so none waits for one.
+            **({"pool_size": 40, "max_overflow": 20} if path and path != ":memory:" else {}),
+        )
 
         @sa_event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -77,10 +144,19 @@ def make_engine(url: str) -> Engine:
 
         @sa_event.listens_for(engine, "begin")
         def _begin(conn: Connection) -> None:
+            if conn.get_execution_options().get(READ_ONLY, False):
+                conn.exec_driver_sql("BEGIN")
+                return
             # Writers take the lock up front: a deferred transaction that reads then writes
             # fails with "database is locked" instead of waiting its turn.
-            read_only = conn.get_execution_options().get(READ_ONLY, False)
-            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+            dbapi_conn = conn.connection.dbapi_connection
+            if turn.take():
+                dbapi_conn.holds_turn = True  # type: ignore[union-attr]
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            except BaseException:
+                dbapi_conn.end_turn()  # type: ignore[union-attr]
+                raise
 
         return engine
     return sa.create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
@@ -198,7 +274,12 @@ def _check_addable(table: sa.Table, column: sa.Column[Any]) -> None:
 
 
 def _insert_ignoring(conn: Connection, table: sa.Table) -> Any:
-    dialect = conn.dialect.name
+    return _insert_ignoring_for(conn.dialect.name, table)
+
+
+@functools.lru_cache(maxsize=256)
+def _insert_ignoring_for(dialect: str, table: sa.Table) -> Any:
+    # Built once per table: building the construct costs more than a one-row insert on SQLite.
     if dialect == "sqlite":
         return sqlite.insert(table).on_conflict_do_nothing()
     if dialect == "postgresql":

@@ -219,7 +219,8 @@ def auth_interceptor(settings: Settings, parts: ServiceParts) -> AuthInterceptor
     parts.closers.append(access_engine.dispose)
     limiter = None
     if settings.rate_limit_per_second:
-        limiter = FixedWindowLimiter(connect_redis(settings.redis_url), parts.name, settings.rate_limit_per_second)
+        client = connect_redis(settings.redis_url) if settings.redis_url else None
+        limiter = FixedWindowLimiter(client, parts.name, settings.rate_limit_per_second)
     return AuthInterceptor(
         parts.policies,
         keys.Authenticator(access_engine, poll_seconds=settings.auth_poll_seconds),

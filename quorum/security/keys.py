@@ -249,9 +249,12 @@ class KeyStore:
 class Authenticator:
     """Turns a presented key into a :class:`Principal`, or raises Unauthenticated.
 
-    Thread-safe. A verified key is cached by a digest of the whole key; keys changed
-    in the database (revoked, re-roled) are evicted by a poll at most every
-    ``poll_seconds``, so revocation takes effect within that time in every process.
+    Thread-safe. A verified key is cached by a digest of the whole key, with the
+    ``changed_at`` it had then; keys changed in the database since (revoked, re-roled)
+    are evicted by a poll at most every ``poll_seconds``, so revocation takes effect
+    within that time in every process. A key the poll sees that has not changed since
+    it was cached stays: the poll looks back CLOCK_SLACK, and evicting every key made
+    in the last seconds would put each of them through scrypt again on every poll.
     """
 
     def __init__(self, engine: Engine, poll_seconds: float = 2.0, clock: Callable[[], float] = time.monotonic) -> None:
@@ -259,16 +262,17 @@ class Authenticator:
         self._poll_seconds = poll_seconds
         self._clock = clock
         self._lock = threading.Lock()
-        self._cache: dict[bytes, Principal] = {}
+        # digest -> (principal, the key's changed_at when it was verified)
+        self._cache: dict[bytes, tuple[Principal, dt.datetime]] = {}
         self._next_poll = 0.0
         self._since = utcnow()
 
     def authenticate(self, token: str) -> Principal:
         self._evict_changed()
         digest = hashlib.sha256(token.encode()).digest()
-        principal = self._cache.get(digest)
-        if principal is not None:
-            return principal
+        cached = self._cache.get(digest)
+        if cached is not None:
+            return cached[0]
         key_id, secret = parse_key(token)
         with reading(self._engine) as conn:
             row = conn.execute(sa.select(api_keys).where(api_keys.c.key_id == key_id)).first()
@@ -277,7 +281,7 @@ class Authenticator:
             raise Unauthenticated("unknown or revoked API key")
         principal = _record(row).principal()
         with self._lock:
-            self._cache[digest] = principal
+            self._cache[digest] = (principal, row.changed_at)
         return principal
 
     def _evict_changed(self) -> None:
@@ -290,13 +294,15 @@ class Authenticator:
             self._next_poll = now + self._poll_seconds
             since, self._since = self._since, utcnow()
             with reading(self._engine) as conn:
-                changed = set(
-                    conn.execute(
-                        sa.select(api_keys.c.key_id).where(api_keys.c.changed_at >= since - CLOCK_SLACK)
-                    ).scalars()
-                )
+                query = sa.select(api_keys.c.key_id, api_keys.c.changed_at)
+                rows = conn.execute(query.where(api_keys.c.changed_at >= since - CLOCK_SLACK))
+                changed = {key_id: changed_at for key_id, changed_at in rows}
             if changed:
-                self._cache = {d: p for d, p in self._cache.items() if p.key_id not in changed}
+                self._cache = {
+                    digest: (principal, seen)
+                    for digest, (principal, seen) in self._cache.items()
+                    if changed.get(principal.key_id, seen) == seen
+                }
 
 
 def credentials_path(home: Path) -> Path:

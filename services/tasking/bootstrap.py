@@ -11,7 +11,7 @@ from quorum.service import ConsumerSpec, ServiceContext, ServiceParts
 from quorum.v1 import tasking_pb2_grpc
 from services.tasking import tables
 from services.tasking.handlers import TaskingService
-from services.tasking.leases import LeaseStore
+from services.tasking.leases import Leases, LeaseStore, MemoryLeaseStore
 from services.tasking.policy import POLICY
 from services.tasking.servicer import SERVICE_NAME, TaskingServicer
 
@@ -21,16 +21,25 @@ EVENTS_CONSUMER = "events"
 
 def build(context: ServiceContext) -> ServiceParts:
     """Opens tasking's database (creating its tables), Redis and object store and wires
-    the gRPC servicer, the event consumer and the lease sweeper. Raises
-    redis.ConnectionError when QUORUM_REDIS_URL names a server that is down."""
+    the gRPC servicer, the event consumer and the lease sweeper. Leases live in Redis
+    when QUORUM_REDIS_URL is set (required for more than one replica), else in this
+    process's memory. Raises redis.ConnectionError when QUORUM_REDIS_URL names a server
+    that is down."""
     settings = context.settings
     engine = make_engine(settings.database_url_for("tasking"))
     tables.metadata.create_all(engine)
     add_missing_columns(engine, tables.metadata)
-    redis_client = connect_redis(settings.redis_url)
+    closers = []
+    leases: Leases
+    if settings.redis_url:
+        redis_client = connect_redis(settings.redis_url)
+        leases = LeaseStore(redis_client, prefix=f"{settings.topic_prefix}:tasking")
+        closers.append(redis_client.close)
+    else:
+        leases = MemoryLeaseStore()
     service = TaskingService(
         engine=engine,
-        leases=LeaseStore(redis_client, prefix=f"{settings.topic_prefix}:tasking"),
+        leases=leases,
         objects=open_object_store(settings),
         topics=context.topics,
         outbox_written=context.outbox_written,
@@ -49,7 +58,7 @@ def build(context: ServiceContext) -> ServiceParts:
             )
         ],
         background=[service.sweep_loop],
-        closers=[redis_client.close],
+        closers=closers,
         policies=[POLICY],
         owner_of=service.owner_of,
         # Consensus and payments read every accepted answer: while either is too far behind,

@@ -70,7 +70,7 @@ from services.tasking.domain import (
     validate_worker_id,
     wants_gold,
 )
-from services.tasking.leases import Claim, LeaseStatus, LeaseStore
+from services.tasking.leases import Claim, Leases, LeaseStatus
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,9 @@ _SET_ASSIGNMENT_STATE = (
     .values(state=sa.bindparam("b_state"), skip_reason=sa.bindparam("b_reason"))
 )
 _ANSWERED_BY = sa.select(tables.answers.c.worker_id).where(tables.answers.c.lease_id == sa.bindparam("b_lease"))
+_SUSPENSION = sa.select(tables.suspended_workers.c.reason).where(
+    tables.suspended_workers.c.worker_id == sa.bindparam("b_worker")
+)
 _SESSION_WORKER = sa.select(tables.sessions.c.worker_id).where(
     tables.sessions.c.session_id == sa.bindparam("b_session")
 )
@@ -274,7 +277,7 @@ class TaskingService:
     def __init__(
         self,
         engine: Engine,
-        leases: LeaseStore,
+        leases: Leases,
         objects: ObjectStore,
         topics: Topics,
         outbox_written: Callable[[], None] = lambda: None,
@@ -394,7 +397,6 @@ class TaskingService:
         """
         worker = self.worker_for(session_id)
         job_filter = optional_id("job_id", job_id)
-        self._refuse_suspended(worker)
         excluded: set[str] = set()
         for _ in range(8):
             found = self._claim(worker, job_filter, excluded)
@@ -437,10 +439,9 @@ class TaskingService:
             excluded.add(lease.task_id)
         return None
 
-    def _refuse_suspended(self, worker: str) -> None:
-        s = tables.suspended_workers
-        with reading(self._engine) as conn:
-            reason = conn.execute(sa.select(s.c.reason).where(s.c.worker_id == worker)).scalar()
+    @staticmethod
+    def _refuse_suspended(conn: Connection, worker: str) -> None:
+        reason = conn.execute(_SUSPENSION, {"b_worker": worker}).scalar()
         if reason is not None:
             raise PermissionDenied(f"worker {worker} is suspended: {reason}")
 
@@ -456,6 +457,8 @@ class TaskingService:
         # PostgreSQL each query sees newer commits, and an offset would skip tasks.
         tried: list[str] = params["b_excluded"]
         with reading(self._engine) as conn:
+            # Asked on the candidates' connection: a connection of its own costs more than the query.
+            self._refuse_suspended(conn, worker)
             for page, limit in enumerate(CANDIDATE_PAGES):
                 rows = conn.execute(_candidates(job_filter is not None, bool(tried), limit), params).all()
                 if not rows:

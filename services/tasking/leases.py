@@ -16,14 +16,21 @@ Keys, all under ``<prefix>:`` (the topic prefix plus ``:tasking``):
   lease and committing the answer cannot free a slot twice.
 
 Time is Redis's own clock (``TIME``), so replicas with skewed clocks agree.
+
+:class:`MemoryLeaseStore` keeps the same leases in this process's memory, under one
+lock: the embedded default (a single tasking process, no ``QUORUM_REDIS_URL``), where
+an in-process Redis would interpret the scripts above at several times the cost.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import redis
 
@@ -160,6 +167,31 @@ class LeaseStatus(enum.Enum):
     MISSING = "missing"
     # Granted to another worker.
     OTHER_WORKER = "other"
+
+
+class Leases(Protocol):
+    """Where live leases are kept: :class:`LeaseStore` (Redis, shared by replicas) or
+    :class:`MemoryLeaseStore` (one process). Both behave alike; see LeaseStore."""
+
+    def claim(self, lease_id: str, worker_id: str, candidates: Sequence[Candidate]) -> Claim | None: ...
+
+    def get(self, lease_id: str) -> Lease | None: ...
+
+    def take(self, lease: Lease, worker_id: str, count_answer: bool) -> LeaseStatus: ...
+
+    def restore(self, lease: Lease, counted_answer: bool) -> None: ...
+
+    def extend(self, lease: Lease, worker_id: str) -> tuple[LeaseStatus, int]: ...
+
+    def sweep(self, limit: int = 500) -> list[tuple[str, str, str]]: ...
+
+    def drop_job(self, job_id: str) -> int: ...
+
+    def active(self, job_id: str | None = None) -> int: ...
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 class LeaseStore:
@@ -303,3 +335,137 @@ class LeaseStore:
             return int(self._redis.zcount(self._all, since, "+inf"))
         members: list[str] = self._redis.zrangebyscore(self._all, since, "+inf")  # type: ignore[assignment]
         return sum(1 for member in members if member.split(SEP, 2)[2] == job_id)
+
+
+class MemoryLeaseStore:
+    """The leases of a single tasking process, in its memory: what :class:`LeaseStore`
+    does with Redis scripts, done under one lock, so every check and its write are as
+    atomic across the process's threads as a script is across replicas. Nothing is
+    shared with another process and nothing survives a restart (a restarted service
+    refuses answers to the leases it forgot, and hands their tasks out again).
+    Each call is O(candidates) or O(live leases of a task), except sweep, drop_job
+    and active, which are O(live leases)."""
+
+    def __init__(self, clock: Callable[[], int] = _now_ms) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._leases: dict[str, Lease] = {}
+        # task id -> {lease id: expiry ms}; entries past their expiry are dead.
+        self._by_task: dict[str, dict[str, int]] = {}
+        # lease id -> (task id, job id, expiry ms): the sweeper's index.
+        self._all: dict[str, tuple[str, str, int]] = {}
+        # task id -> (answers in flight, forgotten after this ms).
+        self._done: dict[str, tuple[int, int]] = {}
+
+    def _live(self, lease_id: str, now: int) -> Lease | None:
+        lease = self._leases.get(lease_id)
+        return lease if lease is not None and lease.expires_at_ms > now else None
+
+    def _index(self, lease: Lease) -> None:
+        self._leases[lease.lease_id] = lease
+        self._by_task.setdefault(lease.task_id, {})[lease.lease_id] = lease.expires_at_ms
+        self._all[lease.lease_id] = (lease.task_id, lease.job_id, lease.expires_at_ms)
+
+    def _unindex(self, lease_id: str, task_id: str) -> None:
+        self._leases.pop(lease_id, None)
+        self._all.pop(lease_id, None)
+        holders = self._by_task.get(task_id)
+        if holders is not None:
+            holders.pop(lease_id, None)
+            if not holders:
+                del self._by_task[task_id]
+
+    def _in_flight(self, task_id: str, now: int) -> int:
+        count, until = self._done.get(task_id, (0, 0))
+        return count if until > now else 0
+
+    def claim(self, lease_id: str, worker_id: str, candidates: Sequence[Candidate]) -> Claim | None:
+        """See :meth:`LeaseStore.claim`."""
+        with self._lock:
+            now = self._clock()
+            for c in candidates:
+                taken = 0
+                if not c.gold:
+                    received = max(c.answers_received, self._in_flight(c.task_id, now))
+                    holders = self._by_task.get(c.task_id, {})
+                    taken = received + sum(1 for expires in holders.values() if expires > now)
+                    if taken >= c.answers_wanted:
+                        continue
+                ttl = c.lease_seconds * 1000
+                lease = Lease(lease_id, c.task_id, c.job_id, worker_id, c.gold, now, now + ttl, ttl, 0, now)
+                self._index(lease)
+                return Claim(lease=lease, filled=not c.gold and taken + 1 >= c.answers_wanted)
+        return None
+
+    def get(self, lease_id: str) -> Lease | None:
+        """See :meth:`LeaseStore.get`."""
+        with self._lock:
+            return self._live(lease_id, self._clock())
+
+    def take(self, lease: Lease, worker_id: str, count_answer: bool) -> LeaseStatus:
+        """See :meth:`LeaseStore.take`."""
+        with self._lock:
+            now = self._clock()
+            held = self._live(lease.lease_id, now)
+            if held is None:
+                return LeaseStatus.MISSING
+            if held.worker_id != worker_id:
+                return LeaseStatus.OTHER_WORKER
+            self._unindex(held.lease_id, held.task_id)
+            if count_answer:
+                self._done[held.task_id] = (self._in_flight(held.task_id, now) + 1, now + DONE_TTL_S * 1000)
+            return LeaseStatus.OK
+
+    def restore(self, lease: Lease, counted_answer: bool) -> None:
+        """See :meth:`LeaseStore.restore`."""
+        with self._lock:
+            now = self._clock()
+            in_flight = self._in_flight(lease.task_id, now)
+            if counted_answer and in_flight > 0:
+                self._done[lease.task_id] = (in_flight - 1, self._done[lease.task_id][1])
+            if lease.expires_at_ms > now:
+                self._index(lease)
+
+    def extend(self, lease: Lease, worker_id: str) -> tuple[LeaseStatus, int]:
+        """See :meth:`LeaseStore.extend`."""
+        with self._lock:
+            now = self._clock()
+            held = self._live(lease.lease_id, now)
+            if held is None:
+                return LeaseStatus.MISSING, 0
+            if held.worker_id != worker_id:
+                return LeaseStatus.OTHER_WORKER, 0
+            gap = min(max(now - (held.last_active_ms or held.leased_at_ms), 0), min(held.term_ms, IDLE_CAP_MS))
+            extended = dataclasses.replace(
+                held, expires_at_ms=now + held.term_ms, active_ms=held.active_ms + gap, last_active_ms=now
+            )
+            self._index(extended)
+            return LeaseStatus.OK, extended.expires_at_ms
+
+    def sweep(self, limit: int = 500) -> list[tuple[str, str, str]]:
+        """See :meth:`LeaseStore.sweep`; also forgets answers in flight past their minute."""
+        with self._lock:
+            now = self._clock()
+            gone = sorted((expires, lease_id) for lease_id, (_, _, expires) in self._all.items() if expires <= now)
+            expired = []
+            for _, lease_id in gone[:limit]:
+                task_id, job_id, _ = self._all[lease_id]
+                self._unindex(lease_id, task_id)
+                expired.append((lease_id, task_id, job_id))
+            for task_id in [task_id for task_id, (_, until) in self._done.items() if until <= now]:
+                del self._done[task_id]
+            return expired
+
+    def drop_job(self, job_id: str) -> int:
+        """See :meth:`LeaseStore.drop_job`."""
+        with self._lock:
+            dropped = [(lease_id, task_id) for lease_id, (task_id, job, _) in self._all.items() if job == job_id]
+            for lease_id, task_id in dropped:
+                self._unindex(lease_id, task_id)
+            return len(dropped)
+
+    def active(self, job_id: str | None = None) -> int:
+        """See :meth:`LeaseStore.active`."""
+        with self._lock:
+            now = self._clock()
+            return sum(1 for _, job, expires in self._all.values() if expires > now and job_id in (None, job))

@@ -108,7 +108,7 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=4, help="gRPC channels shared by the worker threads")
     parser.add_argument("--kafka", help="bootstrap of a running broker (default: start an embedded one)")
     parser.add_argument("--database-url", help="default: SQLite in a temporary folder")
-    parser.add_argument("--redis-url", help="default: in-process fakeredis")
+    parser.add_argument("--redis-url", help="default: leases in the service process's memory")
     parser.add_argument("--grpc-workers", type=int, default=Settings().grpc_workers, help="server threads")
     parser.add_argument("--think-ms", type=float, default=0.0, help="mean pause before each answer")
     args = parser.parse_args()

@@ -1,5 +1,5 @@
-"""Fixtures of the tasking tests: the service layer on SQLite or PostgreSQL, with
-fakeredis or the machine's Redis."""
+"""Fixtures of the tasking tests: the service layer on SQLite or PostgreSQL, with its
+leases in memory (the embedded default), in fakeredis or in the machine's Redis."""
 
 from __future__ import annotations
 
@@ -48,6 +48,15 @@ def fake_redis(request: pytest.FixtureRequest) -> Iterator[redis.Redis]:
     yield from _redis_client(request, "fakeredis")
 
 
+@pytest.fixture(params=["memory", "fakeredis", pytest.param("redis", marks=pytest.mark.redis)])
+def lease_backend(request: pytest.FixtureRequest) -> Iterator[redis.Redis | None]:
+    """Where leases live: None for this process's memory, else a Redis client."""
+    if request.param == "memory":
+        yield None
+    else:
+        yield from _redis_client(request, request.param)
+
+
 @pytest.fixture
 def build(tmp_path: Path) -> Iterator[Callable[..., Built]]:
     """Builds TaskingService instances (replicas when called twice with the same
@@ -55,7 +64,7 @@ def build(tmp_path: Path) -> Iterator[Callable[..., Built]]:
     built: list[Built] = []
     prefix = f"t{uuid.uuid4().hex[:10]}"
 
-    def make(database_url: str, client: redis.Redis, seed: int = 7) -> Built:
+    def make(database_url: str, client: redis.Redis | None, seed: int = 7) -> Built:
         b = Built(database_url, client, tmp_path, prefix, seed=seed)
         built.append(b)
         return b
@@ -66,9 +75,9 @@ def build(tmp_path: Path) -> Iterator[Callable[..., Built]]:
 
 
 @pytest.fixture
-def tasking(build: Callable[..., Built], database_url: str, redis_client: redis.Redis) -> Built:
-    """The service layer on every database x Redis pairing."""
-    return build(database_url, redis_client)
+def tasking(build: Callable[..., Built], database_url: str, lease_backend: redis.Redis | None) -> Built:
+    """The service layer on every database x lease store pairing."""
+    return build(database_url, lease_backend)
 
 
 @pytest.fixture
@@ -78,13 +87,14 @@ def tasking_db(build: Callable[..., Built], database_url: str, fake_redis: redis
 
 
 @pytest.fixture
-def tasking_redis(build: Callable[..., Built], sqlite_url: str, redis_client: redis.Redis) -> Built:
-    """The service layer on SQLite, with each Redis."""
-    return build(sqlite_url, redis_client)
+def tasking_redis(build: Callable[..., Built], sqlite_url: str, lease_backend: redis.Redis | None) -> Built:
+    """The service layer on SQLite, with each lease store."""
+    return build(sqlite_url, lease_backend)
 
 
 @pytest.fixture(
     params=[
+        pytest.param(("sqlite", "memory"), id="sqlite-memory"),
         pytest.param(("sqlite", "fakeredis"), id="sqlite-fakeredis"),
         pytest.param(("postgres", "redis"), id="postgres-redis", marks=[pytest.mark.postgres, pytest.mark.redis]),
     ]
@@ -95,5 +105,8 @@ def tasking_paired(request: pytest.FixtureRequest, build: Callable[..., Built], 
     url = (
         f"sqlite:///{tmp_path / 'tasking.db'}" if database == "sqlite" else str(request.getfixturevalue("postgres_url"))
     )
+    if kind == "memory":
+        yield build(url, None)
+        return
     for client in _redis_client(request, kind):
         yield build(url, client)

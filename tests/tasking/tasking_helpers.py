@@ -16,7 +16,7 @@ from quorum.v1 import common_pb2, events_pb2
 from services.tasking import tables
 from services.tasking.domain import SubmittedAnswer
 from services.tasking.handlers import TaskingService
-from services.tasking.leases import LeaseStore
+from services.tasking.leases import Leases, LeaseStore, MemoryLeaseStore
 
 LABELS = ("cat", "dog", "bird")
 
@@ -96,15 +96,16 @@ def label(value: str) -> SubmittedAnswer:
 
 
 class Built:
-    """A TaskingService with the pieces a test inspects."""
+    """A TaskingService with the pieces a test inspects; leases in ``client``, or in
+    memory (the embedded default) when it is None."""
 
-    def __init__(self, database_url: str, client: redis.Redis, home: Path, prefix: str, seed: int = 7) -> None:
+    def __init__(self, database_url: str, client: redis.Redis | None, home: Path, prefix: str, seed: int = 7) -> None:
         import random
 
         self.engine = make_engine(database_url)
         tables.metadata.create_all(self.engine)
         self.redis = client
-        self.leases = LeaseStore(client, prefix=f"{prefix}:tasking")
+        self.leases: Leases = MemoryLeaseStore() if client is None else LeaseStore(client, prefix=f"{prefix}:tasking")
         self.objects: ObjectStore = LocalDiskStore(home / "objects")
         self.topics = Topics(prefix)
         self.wakeups = 0
