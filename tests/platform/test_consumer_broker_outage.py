@@ -14,7 +14,7 @@ from quorum.broker import EmbeddedBroker
 from quorum.messaging import EventConsumer, Publisher, Topics, ensure_topics, outgoing
 from quorum.v1 import events_pb2
 
-pytestmark = [pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 
 def task_event(task_id: str) -> events_pb2.Event:

@@ -245,9 +245,12 @@ def _load_embedded_key(home: str, start: Barrier, results: Any) -> None:
 
 def test_processes_starting_together_agree_on_one_embedded_key(tmp_path: Path) -> None:
     context = multiprocessing.get_context("spawn")
-    start = context.Barrier(6)
+    racers = 3  # each spawned process imports the whole package: a few seconds apiece
+    start = context.Barrier(racers)
     results = context.Queue()
-    processes = [context.Process(target=_load_embedded_key, args=(str(tmp_path), start, results)) for _ in range(6)]
+    processes = [
+        context.Process(target=_load_embedded_key, args=(str(tmp_path), start, results)) for _ in range(racers)
+    ]
     for process in processes:
         process.start()
     ids = [results.get(timeout=120) for _ in processes]
