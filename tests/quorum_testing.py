@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from urllib.parse import urlparse
 
+import grpc
 import pytest
 import sqlalchemy as sa
 
@@ -100,9 +101,20 @@ def worker_key(settings: Settings, worker_id: str) -> str:
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
     """Polls ``condition`` every 0.25 s; raises AssertionError naming ``what`` after ``timeout``
-    seconds without it holding."""
+    seconds without it holding. NOT_FOUND counts as "not yet": a service hears of a job one
+    Kafka hop after ingest, and only once its consumer group has formed."""
     deadline = time.monotonic() + timeout
-    while not condition():
+    while not holds(condition):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.25)
+
+
+def holds(condition: Callable[[], bool]) -> bool:
+    """``condition()``, False where it fails with NOT_FOUND."""
+    try:
+        return condition()
+    except grpc.RpcError as error:
+        if error.code() == grpc.StatusCode.NOT_FOUND:
+            return False
+        raise

@@ -71,6 +71,8 @@ _MIN_BOX_SIDE = 0.01
 # A GetNextTask error means the server is unhappy; waiting keeps a crowd of 200 from hammering
 # it. Starts here, doubles per consecutive error, capped at max_retry_ms.
 _ERROR_BACKOFF_S = 0.05
+# Failures after which a submit is worth sending again: the answer may not have arrived.
+_SUBMIT_AGAIN = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 # Codes after which the session is assumed gone, so the worker starts a new one.
 _SESSION_LOST = frozenset({grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAUTHENTICATED})
 
@@ -609,18 +611,24 @@ class SimulatedCrowd:
             answer, known, correct = _boxes_answer(w, labels, truth)
         else:
             answer, known, correct = _classification_answer(w, labels, truth)
-        try:
-            await stub.SubmitAnswer(
-                tasking_pb2.SubmitAnswerRequest(session_id=w.session_id, lease_id=task.lease_id, answer=answer),
-                timeout=self._rpc_timeout_s,
-                metadata=w.metadata,
-            )
-        except grpc.aio.AioRpcError as exc:
-            # FAILED_PRECONDITION (lease expired) and INVALID_ARGUMENT are part of the game:
-            # the task goes back in play and the worker moves on. A lost session shows up on
-            # the next GetNextTask, which starts a new one.
-            self._count_error(w, "SubmitAnswer", exc)
-            return
+        request = tasking_pb2.SubmitAnswerRequest(session_id=w.session_id, lease_id=task.lease_id, answer=answer)
+        lease_ends = task.lease_expires_at.ToMilliseconds() / 1000.0
+        while True:
+            try:
+                await stub.SubmitAnswer(request, timeout=self._rpc_timeout_s, metadata=w.metadata)
+                break
+            except grpc.aio.AioRpcError as exc:
+                # FAILED_PRECONDITION (lease expired) and INVALID_ARGUMENT are part of the game:
+                # the task goes back in play and the worker moves on. A lost session shows up on
+                # the next GetNextTask, which starts a new one. A service that is restarting or
+                # slow gets the answer again while the lease lasts, as a worker's client would
+                # send it: otherwise the task waits for the lease to expire, and this worker,
+                # having held it, is never offered it again.
+                self._count_error(w, "SubmitAnswer", exc)
+                if exc.code() not in _SUBMIT_AGAIN or time.time() >= lease_ends:
+                    return
+                if await self._pause(stopping, self._error_backoff(w)):
+                    return
         self._answers += 1
         w.stats.answers += 1
         if not known:

@@ -8,13 +8,13 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from quorum_testing import wait_until
 
 from quorum.client import QuorumClient, UploadFile
 from quorum.demo.crowd import SimulatedCrowd
@@ -27,25 +27,6 @@ from quorum.v1 import common_pb2, consensus_pb2, ingest_pb2
 pytestmark = pytest.mark.slow
 
 PRICE, PAY = 10, 2
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Polls ``condition``; NOT_FOUND counts as not yet, since a service learns of a job one
-    Kafka hop after ingest does."""
-    deadline = time.monotonic() + timeout
-    while not holds(condition):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.25)
-
-
-def holds(condition: Callable[[], bool]) -> bool:
-    try:
-        return condition()
-    except grpc.RpcError as error:
-        if error.code() == grpc.StatusCode.NOT_FOUND:
-            return False
-        raise
 
 
 def image_spec(labels: tuple[str, ...], client_id: str) -> common_pb2.JobSpec:
