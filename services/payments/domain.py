@@ -245,6 +245,24 @@ class Posting:
     currency: str
     memo: str
 
+    @classmethod
+    def for_job(
+        cls, terms: JobTerms, kind: str, ref_id: str, event_id: str, debit: str, credit: str, amount: int, memo: str
+    ) -> Posting:
+        """A posting of the job ``terms`` describe, in its currency, keyed by ``kind`` and ``ref_id``."""
+        return cls(
+            posting_key=posting_key(kind, ref_id),
+            kind=kind,
+            ref_id=ref_id,
+            event_id=event_id,
+            job_id=terms.job_id,
+            debit_account=debit,
+            credit_account=credit,
+            amount_cents=amount,
+            currency=terms.currency,
+            memo=memo,
+        )
+
 
 @dataclass(frozen=True)
 class BillDecision:
@@ -272,16 +290,14 @@ def bill_object(terms: JobTerms, task_id: str, event_id: str, ordinal: int) -> B
     else:
         debit = client_receivable(terms.client_id)
         memo = f"Labeled object {task_id} ({terms.task_label})"
-    posting = Posting(
-        posting_key=posting_key(BILL, task_id),
-        kind=BILL,
-        ref_id=task_id,
-        event_id=event_id,
-        job_id=terms.job_id,
-        debit_account=debit,
-        credit_account=PLATFORM_REVENUE,
-        amount_cents=terms.price_per_object_cents,
-        currency=terms.currency,
+    posting = Posting.for_job(
+        terms,
+        BILL,
+        task_id,
+        event_id,
+        debit=debit,
+        credit=PLATFORM_REVENUE,
+        amount=terms.price_per_object_cents,
         memo=memo,
     )
     return BillDecision(pilot, posting)
@@ -303,16 +319,14 @@ def bill_annotations(terms: JobTerms, task_id: str, event_id: str, annotations: 
     else:
         debit = client_receivable(terms.client_id)
         memo = f"{annotations} annotations x {price} on labeled object {task_id} ({terms.task_label})"
-    return Posting(
-        posting_key=posting_key(ANNOTATIONS, task_id),
-        kind=ANNOTATIONS,
-        ref_id=task_id,
-        event_id=event_id,
-        job_id=terms.job_id,
-        debit_account=debit,
-        credit_account=PLATFORM_REVENUE,
-        amount_cents=annotations * price,
-        currency=terms.currency,
+    return Posting.for_job(
+        terms,
+        ANNOTATIONS,
+        task_id,
+        event_id,
+        debit=debit,
+        credit=PLATFORM_REVENUE,
+        amount=annotations * price,
         memo=memo,
     )
 
@@ -340,16 +354,14 @@ def pay_answer(
     amount = pay_amount(terms, active_ms)
     if amount <= 0:
         return None
-    return Posting(
-        posting_key=posting_key(PAY, answer_id),
-        kind=PAY,
-        ref_id=answer_id,
-        event_id=event_id,
-        job_id=terms.job_id,
-        debit_account=PLATFORM_WORKER_COST,
-        credit_account=worker_payable(worker_id),
-        amount_cents=amount,
-        currency=terms.currency,
+    return Posting.for_job(
+        terms,
+        PAY,
+        answer_id,
+        event_id,
+        debit=PLATFORM_WORKER_COST,
+        credit=worker_payable(worker_id),
+        amount=amount,
         memo=f"Accepted answer {answer_id} on task {task_id}",
     )
 
@@ -372,16 +384,14 @@ def bill_time(
     prefix = "Pilot allowance: annotation time" if pilot else "Annotation time"
     return BillDecision(
         pilot,
-        Posting(
-            posting_key=posting_key(TIME, answer_id),
-            kind=TIME,
-            ref_id=answer_id,
-            event_id=event_id,
-            job_id=terms.job_id,
-            debit_account=debit,
-            credit_account=PLATFORM_REVENUE,
-            amount_cents=amount,
-            currency=terms.currency,
+        Posting.for_job(
+            terms,
+            TIME,
+            answer_id,
+            event_id,
+            debit=debit,
+            credit=PLATFORM_REVENUE,
+            amount=amount,
             memo=f"{prefix} of answer {answer_id}: {active_ms} ms",
         ),
     )
@@ -471,16 +481,14 @@ def quality_bonus(terms: JobTerms, record: GoldRecord, event_id: str) -> BonusDe
         return BonusDecision(record, 0, "no paid answers on this job", None)
     amount = terms.gold_bonus_cents * record.paid_answers
     ref = bonus_ref(terms.job_id, record.worker_id)
-    posting = Posting(
-        posting_key=posting_key(BONUS, ref),
-        kind=BONUS,
-        ref_id=ref,
-        event_id=event_id,
-        job_id=terms.job_id,
-        debit_account=PLATFORM_QUALITY_BONUS,
-        credit_account=worker_payable(record.worker_id),
-        amount_cents=amount,
-        currency=terms.currency,
+    posting = Posting.for_job(
+        terms,
+        BONUS,
+        ref,
+        event_id,
+        debit=PLATFORM_QUALITY_BONUS,
+        credit=worker_payable(record.worker_id),
+        amount=amount,
         memo=(
             f"Quality bonus on job {terms.job_id}: {record.paid_answers} paid answers x {terms.gold_bonus_cents}, "
             f"{record.gold_correct} of {record.gold_answers} quality-check answers right"
