@@ -29,7 +29,7 @@ import datetime as dt
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -299,6 +299,32 @@ class _Statements:
         )
         return cls(lock_jobs, write_counters, add_worker_totals)
 
+    def write_counters_of(self, conn: Connection, counters: Mapping[str, JobCounters], job_ids: Iterable[str]) -> None:
+        """Writes the counters of ``job_ids`` to their jobs rows."""
+        conn.execute(
+            self.write_counters,
+            [
+                {"b_job_id": job_id, **{f"b_{name}": getattr(counters[job_id], name) for name in _COUNTER_COLUMNS}}
+                for job_id in job_ids
+            ],
+        )
+
+    def add_earnings(self, conn: Connection, earnings: Iterable[tuple[str, str, int, int, int]]) -> None:
+        """Adds (worker, currency, cents, answers paid, answers unpaid) to the workers' totals."""
+        rows = [
+            {
+                "worker_id": worker,
+                "currency": currency,
+                "earned_cents": cents,
+                "answers_paid": paid,
+                "answers_unpaid": unpaid,
+                "paid_out_cents": 0,
+            }
+            for worker, currency, cents, paid, unpaid in earnings
+        ]
+        if rows:
+            conn.execute(self.add_worker_totals, rows)
+
 
 def _terms_of(row: Any) -> JobTerms:
     return JobTerms(
@@ -553,29 +579,11 @@ class Ledger:
             conn.execute(sa.insert(tables.postings), [_posting_row(p, now, orgs[p.job_id]) for p in postings])
         if decisions:
             conn.execute(sa.insert(qb), decisions)
-        conn.execute(
-            statements.write_counters,
-            [
-                {"b_job_id": job_id, **{f"b_{name}": getattr(job, name) for name in _COUNTER_COLUMNS}}
-                for job_id, job in sorted(counters.items())
-            ],
-        )
+        statements.write_counters_of(conn, counters, sorted(counters))
         conn.execute(sa.update(j).where(j.c.job_id.in_([row.job_id for row in due])).values(bonuses_decided_at=now))
-        if earned:
-            conn.execute(
-                statements.add_worker_totals,
-                [
-                    {
-                        "worker_id": worker,
-                        "currency": currency,
-                        "earned_cents": cents,
-                        "answers_paid": 0,
-                        "answers_unpaid": 0,
-                        "paid_out_cents": 0,
-                    }
-                    for (worker, currency), cents in sorted(earned.items())
-                ],
-            )
+        statements.add_earnings(
+            conn, ((worker, currency, cents, 0, 0) for (worker, currency), cents in sorted(earned.items()))
+        )
 
     @staticmethod
     def _scrub_deleted(conn: Connection, job_ids: list[str]) -> None:
@@ -727,28 +735,14 @@ class Ledger:
         touched = sorted(
             {task.job_id for task in tasks} | {answer.job_id for answer in answers} | {a.job_id for a in abandoned}
         )
-        conn.execute(
-            statements.write_counters,
-            [
-                {"b_job_id": job_id, **{f"b_{name}": getattr(counters[job_id], name) for name in _COUNTER_COLUMNS}}
-                for job_id in touched
-            ],
+        statements.write_counters_of(conn, counters, touched)
+        statements.add_earnings(
+            conn,
+            (
+                (worker, currency, cents, count, unpaid)
+                for (worker, currency), (cents, count, unpaid) in sorted(earned.items())
+            ),
         )
-        if earned:
-            conn.execute(
-                statements.add_worker_totals,
-                [
-                    {
-                        "worker_id": worker,
-                        "currency": currency,
-                        "earned_cents": cents,
-                        "answers_paid": count,
-                        "answers_unpaid": unpaid,
-                        "paid_out_cents": 0,
-                    }
-                    for (worker, currency), (cents, count, unpaid) in sorted(earned.items())
-                ],
-            )
         paused_any = False
         for job_id in touched:
             if job_id in deleted:
