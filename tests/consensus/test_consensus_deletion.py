@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
 from consensus_helpers import answer_accepted, job_created, outbox_events, task_created
 
-from quorum.db import make_engine
 from quorum.errors import NotFound
 from quorum.messaging import Topics
 from quorum.v1 import events_pb2
@@ -20,17 +18,6 @@ from services.consensus.handlers import ConsensusEvents, ConsensusQueries
 
 TOPICS = Topics("test")
 NOW = dt.datetime(2030, 5, 1, 12, 0, 30, tzinfo=dt.UTC)
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def engine(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[sa.Engine]:
-    url = f"sqlite:///{tmp_path}/consensus.db" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
-    engine = make_engine(url)
-    tables.metadata.create_all(engine)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
 
 
 @pytest.fixture

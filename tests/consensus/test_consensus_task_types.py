@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,29 +17,17 @@ import pytest
 import sqlalchemy as sa
 from consensus_helpers import answer_accepted, job_created, outbox_events, task_created
 
-from quorum.db import make_engine
 from quorum.errors import InvalidArgument
 from quorum.messaging import Topics
 from quorum.taskmessages import answer_text
 from quorum.v1 import common_pb2, events_pb2
-from services.consensus import messages, structured, tables
+from services.consensus import messages, structured
 from services.consensus.aggregation.masks import polygon_mask
 from services.consensus.handlers import ConsensusEvents, ConsensusQueries
 from services.consensus.review import ExpertReview
 
 TOPICS = Topics("test")
 NOW = dt.datetime(2030, 5, 1, 12, 0, 30, tzinfo=dt.UTC)
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def engine(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[sa.Engine]:
-    url = f"sqlite:///{tmp_path}/consensus.db" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
-    engine = make_engine(url)
-    tables.metadata.create_all(engine)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
 
 
 @pytest.fixture
