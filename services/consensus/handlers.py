@@ -519,11 +519,13 @@ class _Batch:
 def _confusion_and_spam(counts: np.ndarray, accuracy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Confusion matrices ``errors[w, true, answered]`` and spam scores from answer counts.
 
-    Rows with little evidence are shrunk toward the worker's one-coin matrix (``accuracy`` on
-    the diagonal), so they look like what we already believe of the worker. The spam score
-    (Raykar & Yu) compares rows pairwise; an empirical row of n answers is off by
-    (1 - sum p^2) / n in squared distance on average, so that sampling noise is subtracted
-    before the distances are summed, else every worker with few answers would look informative.
+    Each row of ``n`` answers gets ``_SHRINK`` pseudo-answers from the worker's one-coin matrix
+    (``accuracy`` on the diagonal), so a row with little evidence looks like what we already
+    believe of the worker. The spam score (Raykar & Yu) compares these shrunk rows pairwise,
+    less their sampling noise: a shrunk row is off by ``n (1 - sum p^2) / (n + _SHRINK)^2`` in
+    squared distance on average, which is subtracted, else a spammer with many answers would
+    look informative. Comparing raw rows instead let a row of one or two answers erase the
+    evidence of the others: a worker right 8 times in 10 could score 1.0, a certain spammer.
     """
     n_workers, k = counts.shape[0], counts.shape[1]
     one_coin = np.repeat(((1.0 - accuracy) / max(k - 1, 1))[:, None, None], k, axis=1).repeat(k, axis=2)
@@ -532,10 +534,16 @@ def _confusion_and_spam(counts: np.ndarray, accuracy: np.ndarray) -> tuple[np.nd
     errors = (counts + _SHRINK * one_coin) / (rows + _SHRINK)
     if k < 2:
         return errors, np.zeros(n_workers)
-    empirical = np.where(rows > 0, counts / np.maximum(rows, 1.0), one_coin)
     n = rows[:, :, 0]
-    noise = np.where(n >= 2, (1.0 - (empirical**2).sum(axis=2)) / np.maximum(n - 1.0, 1.0), 0.0)
-    diff = empirical[:, :, None, :] - empirical[:, None, :, :]
+    empirical = counts / np.maximum(rows, 1.0)
+    # 1 - sum p^2 of each row, unbiased from two answers up; from the one-coin row below that.
+    impurity = np.where(
+        n >= 2,
+        (1.0 - (empirical**2).sum(axis=2)) * n / np.maximum(n - 1.0, 1.0),
+        1.0 - (one_coin**2).sum(axis=2),
+    )
+    noise = n * impurity / (n + _SHRINK) ** 2
+    diff = errors[:, :, None, :] - errors[:, None, :, :]
     distance = (diff**2).sum(axis=3) - noise[:, :, None] - noise[:, None, :]
     off_diagonal = ~np.eye(k, dtype=bool)
     spread = np.clip(distance[:, off_diagonal].sum(axis=1) / (2.0 * k * (k - 1)), 0.0, 1.0)

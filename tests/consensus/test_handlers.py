@@ -357,6 +357,25 @@ def test_spammers_are_flagged_and_agreement_is_chance_corrected(
     assert queries.job_quality(None).fleiss_kappa == pytest.approx(quality.fleiss_kappa)
 
 
+def test_a_good_worker_with_few_answers_on_rare_labels_is_not_called_a_spammer(
+    handler: ConsensusEvents, queries: ConsensusQueries
+) -> None:
+    # Right 8 times in 10, the two misses on the rare labels: each rare row holds two answers
+    # that disagree. Comparing raw rows, those two rows cancelled the evidence of the other
+    # eight answers and the worker scored 1.0, a certain spammer, and lost their pay.
+    truth = ["cat"] * 6 + ["dog", "dog", "bird", "bird"]
+    given = ["cat"] * 6 + ["dog", "cat", "bird", "cat"]
+    events: list[events_pb2.Event] = [job_created("j", labels=("cat", "dog", "bird"), overlap=(1, 1), target=0.5)]
+    events += [task_created(f"g{i}", "j", gold_label=label) for i, label in enumerate(truth)]
+    events += [answer_accepted(f"g{i}", "j", "careful", label, gold=True) for i, label in enumerate(given)]
+    handler.handle(events)
+
+    careful = next(w for w in queries.list_workers("j") if w.worker_id == "careful")
+    assert careful.gold_answers == 10
+    assert not careful.spammer
+    assert careful.spam_score < 0.5
+
+
 def test_a_refit_relabels_with_a_new_version_and_never_hurts(
     handler: ConsensusEvents, queries: ConsensusQueries, engine: sa.Engine, signal: Signal
 ) -> None:
