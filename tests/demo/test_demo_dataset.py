@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 from collections import Counter
 
 import pytest
@@ -90,13 +89,10 @@ def test_repeated_texts_get_a_distinguishing_detail(monkeypatch: pytest.MonkeyPa
     assert sum("(order #" in t for t in texts) == len(texts) - 3  # type: ignore[operator]
 
 
-def test_generating_2000_objects_is_fast() -> None:
-    started = time.perf_counter()
+def test_generating_2000_objects_gives_2000_distinct_objects() -> None:
     ds = generate(2000, seed=9)
-    elapsed = time.perf_counter() - started
     assert len(ds.images) + len(ds.texts) == 2000
-    # About 0.8 s on a 2-core machine; the bound leaves room for a loaded CI runner.
-    assert elapsed < 5.0
+    assert len({o.key for o in [*ds.images, *ds.texts]}) == 2000
 
 
 @pytest.mark.parametrize(
