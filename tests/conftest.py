@@ -63,7 +63,7 @@ def postgres_url() -> Iterator[str]:
 
 @pytest.fixture
 def redis_url() -> Iterator[str]:
-    """The machine's Redis, database 15, emptied before and after the test."""
+    """A database of the machine's Redis for this test (15 unless another run holds it), emptied."""
     with redis_database() as url:
         yield url
 

@@ -5,6 +5,7 @@ something to happen."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import socket
 import time
@@ -63,19 +64,38 @@ def postgres_schema() -> Iterator[str]:
         admin.dispose()
 
 
+# Redis databases the tests may empty, tried from the named one downwards.
+_SPARE_REDIS_DATABASES = 8
+
+
 @contextlib.contextmanager
 def redis_database(url: str = REDIS_URL) -> Iterator[str]:
-    """The machine's Redis database named by ``url``, emptied before and after."""
+    """A database of the machine's Redis for this test alone, emptied before and after: the
+    one ``url`` names or, while another test run on this machine holds that one, the next free
+    one below it (a lock file per database), so two runs at once do not empty each other's."""
     require("Redis", url, 6379)
     import redis
 
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    try:
-        yield url
-    finally:
+    base, _, named = url.rpartition("/")
+    first = int(named or 0)
+    with contextlib.ExitStack() as held:
+        for db in range(first, max(first - _SPARE_REDIS_DATABASES, -1), -1):
+            lock = held.enter_context(open(f"/tmp/quorum-test-redis-{urlparse(url).port or 6379}-{db}.lock", "w"))
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            chosen = f"{base}/{db}"
+            break
+        else:
+            raise RuntimeError(f"every Redis database from {first} down is in use by another test run")
+        client = redis.Redis.from_url(chosen)
         client.flushdb()
-        client.close()
+        try:
+            yield chosen
+        finally:
+            client.flushdb()
+            client.close()
 
 
 def admin_key(settings: Settings) -> str:

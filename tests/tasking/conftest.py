@@ -39,7 +39,7 @@ def _redis_client(request: pytest.FixtureRequest, kind: str) -> Iterator[redis.R
 
 @pytest.fixture(params=["fakeredis", pytest.param("redis", marks=pytest.mark.redis)])
 def redis_client(request: pytest.FixtureRequest) -> Iterator[redis.Redis]:
-    """An in-process fakeredis, or the machine's Redis (database 15, flushed)."""
+    """An in-process fakeredis, or a flushed database of the machine's Redis (see redis_url)."""
     yield from _redis_client(request, request.param)
 
 
