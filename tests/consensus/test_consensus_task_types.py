@@ -6,8 +6,6 @@ messages."""
 
 from __future__ import annotations
 
-import datetime as dt
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -15,64 +13,28 @@ from typing import Any
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from consensus_helpers import answer_accepted, job_created, outbox_events, task_created
+from consensus_helpers import (
+    CAR,
+    NEAR_CAR,
+    NOW,
+    STRAY,
+    TOPICS,
+    answer_accepted,
+    answered,
+    boxes,
+    job_created,
+    task_created,
+)
+from consensus_helpers import emitted_payloads as emitted
+from consensus_helpers import structured_job_created as job
 
 from quorum.errors import InvalidArgument
-from quorum.messaging import Topics
 from quorum.taskmessages import answer_text
 from quorum.v1 import common_pb2, events_pb2
 from services.consensus import messages, structured
 from services.consensus.aggregation.masks import polygon_mask
 from services.consensus.handlers import ConsensusEvents, ConsensusQueries
 from services.consensus.review import ExpertReview
-
-TOPICS = Topics("test")
-NOW = dt.datetime(2030, 5, 1, 12, 0, 30, tzinfo=dt.UTC)
-
-
-@pytest.fixture
-def handler(engine: sa.Engine) -> ConsensusEvents:
-    events = ConsensusEvents(engine, TOPICS, lambda: None, clock=lambda: NOW)
-    events.load()
-    return events
-
-
-def job(job_id: str, overlap: tuple[int, int] = (3, 5), expert_review: bool = False, **task: Any) -> events_pb2.Event:
-    spec = common_pb2.JobSpec(
-        name=job_id,
-        client_id="client-1",
-        overlap=common_pb2.Overlap(min=overlap[0], max=overlap[1]),
-        target_confidence=0.9,
-        expert_review=expert_review,
-        **task,
-    )
-    return events_pb2.Event(event_id=uuid.uuid4().hex, job_created=events_pb2.JobCreated(job_id=job_id, spec=spec))
-
-
-def answered(task_id: str, job_id: str, worker_id: str, **answer: Any) -> events_pb2.Event:
-    return events_pb2.Event(
-        event_id=uuid.uuid4().hex,
-        answer_accepted=events_pb2.AnswerAccepted(
-            answer_id=uuid.uuid4().hex,
-            task_id=task_id,
-            job_id=job_id,
-            worker_id=worker_id,
-            answer=common_pb2.Answer(**answer),
-        ),
-    )
-
-
-def boxes(*coords: tuple[float, float, float, float]) -> common_pb2.BoxesAnswer:
-    return common_pb2.BoxesAnswer(boxes=[common_pb2.Box(label="car", x=x, y=y, w=w, h=h) for x, y, w, h in coords])
-
-
-def emitted(engine: sa.Engine, kind: str) -> list[Any]:
-    return [getattr(e, kind) for _, _, e in outbox_events(engine) if e.HasField(kind)]
-
-
-CAR = (0.10, 0.20, 0.30, 0.20)
-NEAR_CAR = (0.11, 0.21, 0.29, 0.20)
-STRAY = (0.70, 0.70, 0.10, 0.10)
 
 
 def test_boxes_fuse_per_object_with_confidences(handler: ConsensusEvents, engine: sa.Engine) -> None:
