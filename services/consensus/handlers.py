@@ -552,6 +552,26 @@ def _task_state(progress: TaskProgress) -> dict[str, Any]:
     }
 
 
+def worker_evidence(conn: Connection, *where: sa.ColumnElement[bool]) -> dict[str, WorkerEvidence]:
+    """Each worker's evidence summed over its jobs' ``consensus_worker_stats`` rows (those
+    matching ``where``): the evidence consensus weighs a worker's answers with. One grouped scan."""
+    ws = t.worker_stats
+    return {
+        row.worker_id: WorkerEvidence(int(row.gold_answers), int(row.gold_correct), int(row.compared), int(row.agreed))
+        for row in conn.execute(
+            sa.select(
+                ws.c.worker_id,
+                sa.func.sum(ws.c.gold_answers).label("gold_answers"),
+                sa.func.sum(ws.c.gold_correct).label("gold_correct"),
+                sa.func.sum(ws.c.compared).label("compared"),
+                sa.func.sum(ws.c.agreed).label("agreed"),
+            )
+            .where(*where)
+            .group_by(ws.c.worker_id)
+        )
+    }
+
+
 def job_spec_of_row(row: Any) -> JobSpec:
     """The JobSpec a ``consensus_jobs`` row holds."""
     return JobSpec(
@@ -630,23 +650,9 @@ class ConsensusEvents:
     def load(self) -> None:
         """Rebuilds the caches (job specs, worker evidence) from the database. One scan of the
         jobs and worker-stats tables."""
-        ws = t.worker_stats
         with reading(self._engine) as conn:
             jobs = {row.job_id: job_spec_of_row(row) for row in conn.execute(sa.select(t.jobs))}
-            workers = {
-                row.worker_id: WorkerEvidence(
-                    int(row.gold_answers), int(row.gold_correct), int(row.compared), int(row.agreed)
-                )
-                for row in conn.execute(
-                    sa.select(
-                        ws.c.worker_id,
-                        sa.func.sum(ws.c.gold_answers).label("gold_answers"),
-                        sa.func.sum(ws.c.gold_correct).label("gold_correct"),
-                        sa.func.sum(ws.c.compared).label("compared"),
-                        sa.func.sum(ws.c.agreed).label("agreed"),
-                    ).group_by(ws.c.worker_id)
-                )
-            }
+            workers = worker_evidence(conn)
         self._jobs = jobs
         self._workers = workers
 
@@ -744,7 +750,7 @@ class ConsensusQueries:
             row = conn.execute(sa.select(t.results).where(t.results.c.task_id == task_id)).first()
         if row is None:
             raise NotFound("result of task", task_id)
-        return _result(row)
+        return result_of_row(row)
 
     def export_results(self, job_id: str, page_size: int = 500) -> Iterator[TaskResult]:
         """Every resolved task of a job, ordered by task id, read page by page so no read
@@ -768,7 +774,7 @@ class ConsensusQueries:
                     sa.select(r).where(r.c.job_id == job_id, r.c.task_id > after).order_by(r.c.task_id).limit(page_size)
                 ).all()
             for row in rows:
-                yield _result(row)
+                yield result_of_row(row)
             if len(rows) < page_size:
                 return
             after = rows[-1].task_id
@@ -999,7 +1005,8 @@ class ConsensusQueries:
         return workers
 
 
-def _result(row: Any) -> TaskResult:
+def result_of_row(row: Any) -> TaskResult:
+    """The TaskResult a ``consensus_results`` row holds."""
     return TaskResult(
         task_id=row.task_id,
         job_id=row.job_id,
