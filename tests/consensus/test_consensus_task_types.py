@@ -27,6 +27,8 @@ from consensus_helpers import (
 )
 from consensus_helpers import emitted_payloads as emitted
 from consensus_helpers import structured_job_created as job
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from quorum.errors import InvalidArgument
 from quorum.taskmessages import answer_text
@@ -434,3 +436,37 @@ def test_boxes_and_spans_agree_with_a_reference_by_their_own_tests() -> None:
     gold_spans = text(spans=spans((0, 12, "PER")))
     assert structured.agrees("spans", ("PER",), text(spans=spans((0, 12, "PER"))), gold_spans)
     assert not structured.agrees("spans", ("PER",), text(spans=spans((0, 11, "PER"))), gold_spans)
+
+
+box_sets = st.lists(
+    st.tuples(
+        st.sampled_from([0.1, 0.12, 0.5, 0.52]), st.sampled_from([0.2, 0.22, 0.6]), st.sampled_from(["car", "bus"])
+    ),
+    max_size=3,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(box_sets, box_sets), min_size=1, max_size=6))
+def test_box_agreements_at_once_are_agrees_pair_by_pair(pairs: list[tuple[list[Any], list[Any]]]) -> None:
+    def text(drawn: list[Any]) -> str:
+        shown = [common_pb2.Box(label=label, x=x, y=y, w=0.2, h=0.15) for x, y, label in drawn]
+        return answer_text(common_pb2.Answer(boxes=common_pb2.BoxesAnswer(boxes=shown)))
+
+    texts = [(text(answer), text(reference)) for answer, reference in pairs]
+    assert structured.agreements("boxes", ("car", "bus"), texts) == [
+        structured.agrees("boxes", ("car", "bus"), answer, reference) for answer, reference in texts
+    ]
+
+
+def test_same_label_ignores_posteriors_and_float_noise_only() -> None:
+    def box(x: float, confidence: float) -> str:
+        return structured._dump({"boxes": {"boxes": [{"label": "car", "x": x, "y": 0.2, "confidence": confidence}]}})
+
+    assert structured.same_label(box(0.1, 0.9), box(0.1, 0.6))
+    assert structured.same_label(box(0.1, 0.9), box(0.1 + 1e-15, 0.9))
+    assert not structured.same_label(box(0.1, 0.9), box(0.1001, 0.9))
+    assert structured.same_label('{"pairwise":{"a_wins":0.9,"winner":"a"}}', '{"pairwise":{"a_wins":0.7,"winner":"a"}}')
+    assert not structured.same_label('{"pairwise":{"winner":"a"}}', '{"pairwise":{"winner":"b"}}')
+    assert not structured.same_label('{"boxes":{}}', box(0.1, 0.9))
+    assert not structured.same_label("cat", "dog")
