@@ -6,7 +6,8 @@ worker estimates it has at that moment. Later answers (and gold) sharpen those e
 refit fits the job's whole answer matrix with the library's ``default`` method, gold answers
 clamped as known, and for each resolved task whose most probable label is now different
 writes the new label with ``version + 1`` and publishes a new TaskResolved through the
-outbox. Billing is per task, so a re-resolution never bills twice.
+outbox. Billing is per task, so a re-resolution never bills twice. A task an expert reviewer
+resolved is final: no refit relabels it.
 """
 
 from __future__ import annotations
@@ -95,7 +96,8 @@ class Refit:
         now = self._clock()
         changed: list[TaskResult] = []
         with self._engine.begin() as conn:
-            rows = conn.execute(sa.select(r).where(r.c.job_id == job_id)).all()
+            # A reviewer's label is final.
+            rows = conn.execute(sa.select(r).where(r.c.job_id == job_id, sa.not_(r.c.reviewed))).all()
             for row in rows:
                 posterior = probas.get(row.task_id)
                 if not posterior:

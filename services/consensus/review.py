@@ -119,6 +119,7 @@ class ExpertReview:
                     ttr_seconds=max(0.0, (now - row.created_at).total_seconds()),
                     resolved_minute=minute_of(now),
                     version=result.version,
+                    reviewed=True,
                 )
             )
             reviewed = conn.execute(
