@@ -20,12 +20,11 @@ the commit, so a failed batch leaves the cache as the database is. The handler a
 the only writer (one consumer per service instance; several instances would each keep a
 slightly stale view of the other's worker evidence, which only shifts weights).
 
-Refit seam. A label resolved here is final for version 1: later evidence (more gold, late
-answers) moves worker reliabilities but not the labels already published. A periodic refit
-plugs in as a background loop (``ServiceParts.background``) that reads a job's answers, fits
-an aggregator from :mod:`services.consensus.aggregation` (one-coin with current reliabilities,
-later Dawid-Skene or GLAD), and, for each task whose label changes, updates its result with
-``version + 1`` and enqueues a new TaskResolved with that version in the same transaction.
+Refit. A label resolved here is version 1: later evidence (more gold, late answers) moves
+worker reliabilities but not the labels already published. The periodic refit
+(:mod:`services.consensus.refit`, a background loop) re-estimates the workers of a job from all
+its answers, classification and structured alike, and re-resolves the tasks whose label
+changes with ``version + 1`` and a new TaskResolved in the same transaction.
 """
 
 from __future__ import annotations

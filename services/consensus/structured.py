@@ -41,9 +41,9 @@ per-object confidences inside it. Pure: json, numpy and Pillow (to rasterise pol
   (:mod:`~services.consensus.aggregation.pairwise`).
 
 A gold answer, or an answer that arrives after its task resolved, is compared with the gold or
-resolved label by :func:`agrees`: the same closeness test, spans by strict entity match;
-:func:`agreements` checks many answers at once, and :func:`same_label` says whether two fused
-labels say the same thing.
+resolved label by :func:`agrees`: the same closeness test, spans by strict entity match. A
+refit (:func:`services.consensus.domain.refit_structured`) checks a whole job's answers at once
+with :func:`agreements` and asks :func:`same_label` whether a re-fused label says something new.
 """
 
 from __future__ import annotations
