@@ -16,7 +16,9 @@ the outbox in the same transaction. Billing is per task, so a re-resolution neve
   its fused label says something else (:func:`~services.consensus.structured.same_label`); a
   new confidence alone is not republished.
 
-A task an expert reviewer resolved is final: no refit relabels it.
+A task an expert reviewer resolved is final: no refit relabels it. A structured job still
+being answered is refitted when its answers grew by a quarter, or once they pause (see
+:meth:`Refit.run_once`).
 """
 
 from __future__ import annotations
@@ -50,6 +52,10 @@ from services.consensus.offline import METHODS
 
 log = logging.getLogger(__name__)
 
+STRUCTURED_GROWTH = 1.25
+"""A structured job still receiving answers is refitted when it has this many times the
+answers of its last refit (see :meth:`Refit.run_once`)."""
+
 
 @dataclasses.dataclass(frozen=True)
 class _NewLabel:
@@ -81,20 +87,37 @@ class Refit:
         self._method = method
         self._clock = clock
         self._prior = prior
-        # job -> highest answer row id seen by its last refit.
+        # job -> highest answer row id seen by its last refit, and its answer count then.
         self._seen: dict[str, int] = {}
+        self._counted: dict[str, int] = {}
+        # job -> highest answer row id seen by the previous round.
+        self._previous: dict[str, int] = {}
 
     def run_once(self) -> int:
-        """Refits every job with new answers; returns how many tasks changed label."""
-        a = t.answers
+        """Refits every job with new answers; returns how many tasks changed label.
+
+        A structured job is refitted only once its answers grew by a quarter since its last
+        refit, or when they stopped coming (none since the previous round): its refit re-fuses
+        every resolved task, so refitting it every round while it is being labelled would
+        cost its whole size each time. With geometric steps all its refits add up to about
+        five times the cost of the largest."""
+        a, jb = t.answers, t.jobs
         with reading(self._engine) as conn:
-            latest = dict(conn.execute(sa.select(a.c.job_id, sa.func.max(a.c.id)).group_by(a.c.job_id)).all())
+            latest = conn.execute(
+                sa.select(a.c.job_id, sa.func.max(a.c.id), sa.func.count(), jb.c.answer_kind)
+                .join(jb, jb.c.job_id == a.c.job_id)
+                .group_by(a.c.job_id, jb.c.answer_kind)
+            ).all()
         changed = 0
-        for job_id, last_id in latest.items():
+        for job_id, last_id, count, kind in latest:
+            previous, self._previous[job_id] = self._previous.get(job_id), last_id
             if self._seen.get(job_id) == last_id:
                 continue
+            categorical = kind in ("", "classification")
+            if not categorical and previous != last_id and count < STRUCTURED_GROWTH * self._counted.get(job_id, 0):
+                continue
             changed += self.refit_job(job_id)
-            self._seen[job_id] = last_id
+            self._seen[job_id], self._counted[job_id] = last_id, count
         return changed
 
     def refit_job(self, job_id: str) -> int:

@@ -200,3 +200,22 @@ def test_evidence_from_other_jobs_counts() -> None:
     assert informed.reliability["b"] < alone.reliability["b"]
     # A final (reviewed) task is a reference, never re-fused.
     assert refit_structured(spec, votes, {}, resolved, final={"y"}, elsewhere=known).labels == {}
+
+
+def test_a_structured_job_still_being_answered_waits_for_a_quarter_more_answers_or_a_pause(
+    handler: ConsensusEvents, engine: sa.Engine, refit: Refit
+) -> None:
+    handler.handle([structured_job_created("j", overlap=(3, 3), **BOXES)])
+    all_draw_the_car(handler, "c", 5, ("w1", "w2", "w3"))
+    handler.handle([task_created("x", "j"), drew("x", "j", "w1", CAR, STRAY), drew("x", "j", "w2", CAR, STRAY)])
+    handler.handle([drew("x", "j", "w3", CAR)])
+    assert len(emitted(engine, "task_resolved")[-1].label.boxes.boxes) == 2
+    assert refit.run_once() == 0  # the first round refits every job; nothing to change yet
+    # Three late answers without the stray box (21 answers, not a quarter more than 18).
+    handler.handle([drew("x", "j", w, CAR) for w in ("w4", "w5", "w6")])
+
+    assert refit.run_once() == 0  # answers came since the previous round: later
+    assert results(engine)["x"].version == 1
+    assert refit.run_once() == 1  # none since: the job is refitted
+    (again,) = [e for e in emitted(engine, "task_resolved") if e.version == 2]
+    assert again.task_id == "x" and len(again.label.boxes.boxes) == 1
