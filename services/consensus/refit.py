@@ -69,8 +69,8 @@ class Refit:
     """Refits jobs that received answers since their last refit. Cost per job: for a
     classification job one fit over its answers (the default method fits 100k answers in well
     under a second); for a structured job one fusion per resolved task and round, 1-10 ms each
-    (``benchmarks/structured_fusion_bench.py``); then one transaction for the changed labels.
-    The fits run outside any transaction."""
+    (``benchmarks/refit_bench.py``); then one transaction for the changed labels. The fits
+    run outside any transaction."""
 
     def __init__(
         self,
