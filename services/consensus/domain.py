@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -197,6 +197,89 @@ def evaluate_structured(job: JobSpec, votes: Sequence[Vote], reliability_of: Rel
     )
 
 
+@dataclass(frozen=True)
+class StructuredRefit:
+    """What :func:`refit_structured` found: per re-fused task its fused label (stored text) and
+    confidence; per worker the (clipped) reliability the last round fused with; and how many
+    rounds ran."""
+
+    labels: dict[str, str]
+    confidences: dict[str, float]
+    reliability: dict[str, float]
+    rounds: int
+
+
+def refit_structured(
+    job: JobSpec,
+    votes: Mapping[str, Sequence[Vote]],
+    gold: Mapping[str, str],
+    resolved: Mapping[str, str],
+    final: Collection[str] = frozenset(),
+    elsewhere: Mapping[str, WorkerEvidence] | None = None,
+    prior: BetaReliability = RELIABILITY,
+    max_rounds: int = 3,
+) -> StructuredRefit:
+    """Re-estimates every worker of a structured job from all its answers at once and re-fuses
+    its resolved tasks: an EM over the fused labels.
+
+    ``votes`` are each task's answers (arrival order), ``gold`` the gold tasks' answers,
+    ``resolved`` the resolved tasks' current labels; those in ``final`` (reviewed) keep theirs.
+    ``elsewhere`` is each worker's evidence from other jobs. A round counts, per worker, its
+    gold answers right (:func:`structured.agrees` with the gold answer: fixed, so gold pins
+    reliability) and its answers to resolved tasks that agree with their current label,
+    weighs them with ``prior`` as the streaming handler does (the same posterior mean and
+    clamps), then re-fuses every resolved task but the final ones with those reliabilities.
+    Rounds repeat, agreement now read off the fusion, until no label changes
+    (:func:`structured.same_label`) or after ``max_rounds``.
+
+    Raises ValueError for the classification kind (see ``offline.METHODS``). Costs one
+    :func:`structured.agreements` over the answers to gold and resolved tasks, then one fusion
+    per re-fused task and round (1-10 ms each, see ``benchmarks/structured_fusion_bench.py``).
+    """
+    kind, schema = job.answer_kind, job.labels
+    if kind == "classification":
+        raise ValueError("refit_structured is for structured answer kinds; classification is fitted by offline")
+    # Every answer to a gold or resolved task, with the answer it is checked against.
+    checked = [
+        (task, vote, gold[task] if task in gold else resolved[task])
+        for task in (*gold, *resolved)
+        for vote in votes.get(task, ())
+    ]
+    others = elsewhere or {}
+    base = {vote.worker_id: others.get(vote.worker_id, WorkerEvidence()).copy() for _, vote, _ in checked}
+    right = structured.agreements(kind, schema, [(vote.label, reference) for _, vote, reference in checked])
+    agreed: dict[str, tuple[bool, ...]] = {}
+    for (task, vote, _), ok in zip(checked, right, strict=True):
+        if task in gold:
+            base[vote.worker_id].gold_answers += 1
+            base[vote.worker_id].gold_correct += ok
+        else:
+            agreed[task] = (*agreed.get(task, ()), ok)
+    labels = dict(resolved)
+    refitted = [task for task in resolved if task not in final and votes.get(task)]
+    confidences: dict[str, float] = {}
+    reliability: dict[str, float] = {}
+    rounds = 0
+    while rounds < max_rounds:
+        rounds += 1
+        evidence = {worker: e.copy() for worker, e in base.items()}
+        for task, flags in agreed.items():
+            for vote, agrees in zip(votes.get(task, ()), flags, strict=True):
+                evidence[vote.worker_id].compared += 1
+                evidence[vote.worker_id].agreed += agrees
+        reliability = {worker: structured.clipped(e.reliability(prior)) for worker, e in evidence.items()}
+        changed = False
+        for task in refitted:
+            answers = [(v.worker_id, v.label) for v in votes[task]]
+            weights = [reliability[v.worker_id] for v in votes[task]]
+            label, confidences[task], agreed[task] = structured.fuse(kind, schema, answers, weights)
+            changed = changed or not structured.same_label(label, labels[task])
+            labels[task] = label
+        if not changed:
+            break
+    return StructuredRefit({task: labels[task] for task in refitted}, confidences, reliability, rounds)
+
+
 class TaskState(enum.StrEnum):
     WAITING = "waiting"
     """A non-gold task whose job has not arrived: its answers are stored, not counted yet."""
@@ -267,7 +350,7 @@ class TaskProgress:
             self.agree += correct
             return Step(gold_correct=correct)
         if self.state is TaskState.RESOLVED:
-            # Counted, but the label stays: re-resolving is the job of a refit (see handlers).
+            # Counted, but the label stays: re-resolving is the job of a refit (see refit).
             agreed = _matches(job, vote.label, self.label)
             self.agree += agreed
             return Step(compared=((vote.worker_id, agreed),))

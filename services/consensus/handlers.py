@@ -20,12 +20,11 @@ the commit, so a failed batch leaves the cache as the database is. The handler a
 the only writer (one consumer per service instance; several instances would each keep a
 slightly stale view of the other's worker evidence, which only shifts weights).
 
-Refit seam. A label resolved here is final for version 1: later evidence (more gold, late
-answers) moves worker reliabilities but not the labels already published. A periodic refit
-plugs in as a background loop (``ServiceParts.background``) that reads a job's answers, fits
-an aggregator from :mod:`services.consensus.aggregation` (one-coin with current reliabilities,
-later Dawid-Skene or GLAD), and, for each task whose label changes, updates its result with
-``version + 1`` and enqueues a new TaskResolved with that version in the same transaction.
+Refit. A label resolved here is version 1: later evidence (more gold, late answers) moves
+worker reliabilities but not the labels already published. The periodic refit
+(:mod:`services.consensus.refit`, a background loop) re-estimates the workers of a job from all
+its answers, classification and structured alike, and re-resolves the tasks whose label
+changes with ``version + 1`` and a new TaskResolved in the same transaction.
 """
 
 from __future__ import annotations
@@ -560,6 +559,26 @@ def _task_state(progress: TaskProgress) -> dict[str, Any]:
     }
 
 
+def worker_evidence(conn: Connection, *where: sa.ColumnElement[bool]) -> dict[str, WorkerEvidence]:
+    """Each worker's evidence summed over its jobs' ``consensus_worker_stats`` rows (those
+    matching ``where``): the evidence consensus weighs a worker's answers with. One grouped scan."""
+    ws = t.worker_stats
+    return {
+        row.worker_id: WorkerEvidence(int(row.gold_answers), int(row.gold_correct), int(row.compared), int(row.agreed))
+        for row in conn.execute(
+            sa.select(
+                ws.c.worker_id,
+                sa.func.sum(ws.c.gold_answers).label("gold_answers"),
+                sa.func.sum(ws.c.gold_correct).label("gold_correct"),
+                sa.func.sum(ws.c.compared).label("compared"),
+                sa.func.sum(ws.c.agreed).label("agreed"),
+            )
+            .where(*where)
+            .group_by(ws.c.worker_id)
+        )
+    }
+
+
 def job_spec_of_row(row: Any) -> JobSpec:
     """The JobSpec a ``consensus_jobs`` row holds."""
     return JobSpec(
@@ -638,23 +657,9 @@ class ConsensusEvents:
     def load(self) -> None:
         """Rebuilds the caches (job specs, worker evidence) from the database. One scan of the
         jobs and worker-stats tables."""
-        ws = t.worker_stats
         with reading(self._engine) as conn:
             jobs = {row.job_id: job_spec_of_row(row) for row in conn.execute(sa.select(t.jobs))}
-            workers = {
-                row.worker_id: WorkerEvidence(
-                    int(row.gold_answers), int(row.gold_correct), int(row.compared), int(row.agreed)
-                )
-                for row in conn.execute(
-                    sa.select(
-                        ws.c.worker_id,
-                        sa.func.sum(ws.c.gold_answers).label("gold_answers"),
-                        sa.func.sum(ws.c.gold_correct).label("gold_correct"),
-                        sa.func.sum(ws.c.compared).label("compared"),
-                        sa.func.sum(ws.c.agreed).label("agreed"),
-                    ).group_by(ws.c.worker_id)
-                )
-            }
+            workers = worker_evidence(conn)
         self._jobs = jobs
         self._workers = workers
 
@@ -752,7 +757,7 @@ class ConsensusQueries:
             row = conn.execute(sa.select(t.results).where(t.results.c.task_id == task_id)).first()
         if row is None:
             raise NotFound("result of task", task_id)
-        return _result(row)
+        return result_of_row(row)
 
     def export_results(self, job_id: str, page_size: int = 500) -> Iterator[TaskResult]:
         """Every resolved task of a job, ordered by task id, read page by page so no read
@@ -776,7 +781,7 @@ class ConsensusQueries:
                     sa.select(r).where(r.c.job_id == job_id, r.c.task_id > after).order_by(r.c.task_id).limit(page_size)
                 ).all()
             for row in rows:
-                yield _result(row)
+                yield result_of_row(row)
             if len(rows) < page_size:
                 return
             after = rows[-1].task_id
@@ -1007,7 +1012,8 @@ class ConsensusQueries:
         return workers
 
 
-def _result(row: Any) -> TaskResult:
+def result_of_row(row: Any) -> TaskResult:
+    """The TaskResult a ``consensus_results`` row holds."""
     return TaskResult(
         task_id=row.task_id,
         job_id=row.job_id,

@@ -29,7 +29,7 @@ from services.consensus.domain import (
     evaluate_structured,
     minute_of,
 )
-from services.consensus.handlers import job_spec_of_row
+from services.consensus.handlers import job_spec_of_row, worker_evidence
 
 
 @dataclass(frozen=True)
@@ -119,6 +119,7 @@ class ExpertReview:
                     ttr_seconds=max(0.0, (now - row.created_at).total_seconds()),
                     resolved_minute=minute_of(now),
                     version=result.version,
+                    reviewed=True,
                 )
             )
             reviewed = conn.execute(
@@ -134,7 +135,7 @@ class ExpertReview:
         return result
 
     def _review_task(self, conn: Connection, row: Any) -> ReviewTask:
-        a, ws = t.answers, t.worker_stats
+        a = t.answers
         job = job_spec_of_row(conn.execute(sa.select(t.jobs).where(t.jobs.c.job_id == row.job_id)).one())
         votes = [
             Vote(worker, label)
@@ -142,26 +143,11 @@ class ExpertReview:
                 sa.select(a.c.worker_id, a.c.label).where(a.c.task_id == row.task_id).order_by(a.c.id)
             )
         ]
-        evidence = {
-            r.worker_id: r
-            for r in conn.execute(
-                sa.select(
-                    ws.c.worker_id,
-                    sa.func.sum(ws.c.gold_answers).label("gold_answers"),
-                    sa.func.sum(ws.c.gold_correct).label("gold_correct"),
-                    sa.func.sum(ws.c.compared).label("compared"),
-                    sa.func.sum(ws.c.agreed).label("agreed"),
-                )
-                .where(ws.c.worker_id.in_([v.worker_id for v in votes]))
-                .group_by(ws.c.worker_id)
-            )
-        }
+        evidence = worker_evidence(conn, t.worker_stats.c.worker_id.in_([v.worker_id for v in votes]))
 
         def reliability(worker_id: str) -> float:
-            e = evidence.get(worker_id)
-            if e is None:
-                return float(RELIABILITY.prior_mean)
-            return float(RELIABILITY.estimate(int(e.gold_answers), int(e.gold_correct), int(e.compared), int(e.agreed)))
+            known = evidence.get(worker_id)
+            return known.reliability(RELIABILITY) if known else RELIABILITY.prior_mean
 
         evaluation: Evaluation = (
             evaluate(job.labels, votes, reliability)

@@ -41,13 +41,16 @@ per-object confidences inside it. Pure: json, numpy and Pillow (to rasterise pol
   (:mod:`~services.consensus.aggregation.pairwise`).
 
 A gold answer, or an answer that arrives after its task resolved, is compared with the gold or
-resolved label by :func:`agrees`: the same closeness test, spans by strict entity match.
+resolved label by :func:`agrees`: the same closeness test, spans by strict entity match. A
+refit (:func:`services.consensus.domain.refit_structured`) checks a whole job's answers at once
+with :func:`agreements` and asks :func:`same_label` whether a re-fused label says something new.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import numpy as np
@@ -126,6 +129,57 @@ def agrees(kind: str, schema: Sequence[str], answer: str, reference: str) -> boo
     return agreed[1]
 
 
+def agreements(kind: str, schema: Sequence[str], pairs: Sequence[tuple[str, str]]) -> list[bool]:
+    """:func:`agrees` of every ``(answer, reference)`` pair, the same answers at a lower cost.
+
+    Boxes: in :func:`agrees` the reference alone decides which clusters exist, so an answer
+    agrees when every cluster of the two holds a box of each; the clusters come from one
+    library fit over all pairs (clustering never crosses tasks, and only clusters are read, not
+    the fused corners the fit's worker weights move): 2,500 pairs take about a tenth of the
+    time of a fit per pair. Other kinds: :func:`agrees` pair by pair."""
+    if kind != "boxes":
+        return [agrees(kind, schema, answer, reference) for answer, reference in pairs]
+    rows = [
+        row
+        for i, (answer, reference) in enumerate(pairs)
+        for worker, text in (("reference", reference), ("answer", answer))
+        for row in _box_rows(i, worker, text, kind)
+    ]
+    clusters = BoxFusion().fit(rows).clusters_ if rows else {}
+    return [
+        answer == reference or all(len(set(c.workers)) == 2 for c in clusters.get(i, ()))
+        for i, (answer, reference) in enumerate(pairs)
+    ]
+
+
+# Members of a fused label that are posteriors, not the label itself.
+_POSTERIORS = frozenset({"confidence", "confidences", "a_wins"})
+
+
+def same_label(first: str, second: str) -> bool:
+    """Whether two fused labels (stored text) say the same thing: equal JSON once the
+    posteriors inside them (per-object confidences, ``a_wins``) are left out, numbers equal up
+    to floating-point noise (relative 1e-9). Texts that are not JSON compare as text. Costs
+    one parse of each."""
+    if first == second:
+        return True
+    try:
+        return _same(json.loads(first), json.loads(second))
+    except json.JSONDecodeError:
+        return False
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = a.keys() - _POSTERIORS
+        return keys == b.keys() - _POSTERIORS and all(_same(a[k], b[k]) for k in keys)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+    return bool(a == b)
+
+
 def _span_set(text: str, kind: str) -> set[tuple[int, int, str]]:
     return {
         (int(s.get("start", 0)), int(s.get("end", 0)), str(s.get("label", "")))
@@ -156,11 +210,7 @@ def _fuse_multi_label(
 def _fuse_boxes(
     kind: str, schema: Sequence[str], answers: Sequence[tuple[str, str]], weights: list[float]
 ) -> tuple[str, float, tuple[bool, ...]]:
-    rows = []
-    for worker, text in answers:
-        for box in _member(text, kind).get("boxes", []):
-            corner = (box.get("x", 0.0), box.get("y", 0.0), box.get("w", 0.0), box.get("h", 0.0))
-            rows.append(("t", worker, *corner, box.get("label", "")))
+    rows = [row for worker, text in answers for row in _box_rows("t", worker, text, kind)]
     seen = [("t", worker) for worker, _ in answers]
     if not rows:
         return _dump({kind: {}}), 1.0, tuple(True for _ in answers)
@@ -188,6 +238,14 @@ def _fuse_boxes(
     # A worker agrees when it drew exactly the objects the crowd kept.
     agreed = tuple(drew[worker] == kept_ids for worker, _ in answers)
     return _dump({kind: {"boxes": fused} if fused else {}}), certainty, agreed
+
+
+def _box_rows(task: Hashable, worker: str, text: str, kind: str) -> list[tuple[Any, ...]]:
+    """BoxFusion rows (task, worker, x, y, w, h, label) of one answer's boxes."""
+    return [
+        (task, worker, box.get("x", 0.0), box.get("y", 0.0), box.get("w", 0.0), box.get("h", 0.0), box.get("label", ""))
+        for box in _member(text, kind).get("boxes", [])
+    ]
 
 
 def _fuse_spans(

@@ -88,6 +88,8 @@ results = sa.Table(
     sa.Column("ttr_seconds", sa.Float, nullable=False),
     sa.Column("resolved_minute", sa.BigInteger, nullable=False, index=True),
     sa.Column("version", sa.Integer, nullable=False),
+    # Resolved by an expert reviewer: final, a refit never relabels it.
+    sa.Column("reviewed", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 worker_stats = sa.Table(
     "consensus_worker_stats",

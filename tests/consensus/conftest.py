@@ -6,9 +6,11 @@ from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
+from consensus_helpers import NOW, TOPICS
 
 from quorum.db import make_engine
 from services.consensus import tables
+from services.consensus.handlers import ConsensusEvents
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -21,3 +23,11 @@ def engine(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[sa.Engi
         yield engine
     finally:
         engine.dispose()
+
+
+@pytest.fixture
+def handler(engine: sa.Engine) -> ConsensusEvents:
+    """The consensus event handler on ``engine``, its clock at NOW."""
+    events = ConsensusEvents(engine, TOPICS, lambda: None, clock=lambda: NOW)
+    events.load()
+    return events

@@ -7,14 +7,19 @@ import random
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from quorum.messaging import Topics
 from quorum.v1 import common_pb2, events_pb2
 from services.consensus import tables
 
 LABELS = ("cat", "dog", "bird")
+TOPICS = Topics("test")
+NOW = dt.datetime(2030, 5, 1, 12, 0, 30, tzinfo=dt.UTC)
+"""The time the handler and queries of the tests see."""
 
 
 def _ts(moment: dt.datetime) -> Timestamp:
@@ -62,6 +67,27 @@ def task_created(
 
 
 def answer_accepted(task_id: str, job_id: str, worker_id: str, label: str, gold: bool = False) -> events_pb2.Event:
+    return answered(task_id, job_id, worker_id, gold, classification=common_pb2.ClassificationAnswer(label=label))
+
+
+def structured_job_created(
+    job_id: str, overlap: tuple[int, int] = (3, 5), expert_review: bool = False, target: float = 0.9, **task: Any
+) -> events_pb2.Event:
+    """A JobCreated whose task type is given as a JobSpec member, e.g.
+    ``bounding_boxes=common_pb2.BoundingBoxConfig(labels=["car"])``."""
+    spec = common_pb2.JobSpec(
+        name=job_id,
+        client_id="client-1",
+        overlap=common_pb2.Overlap(min=overlap[0], max=overlap[1]),
+        target_confidence=target,
+        expert_review=expert_review,
+        **task,
+    )
+    return events_pb2.Event(event_id=uuid.uuid4().hex, job_created=events_pb2.JobCreated(job_id=job_id, spec=spec))
+
+
+def answered(task_id: str, job_id: str, worker_id: str, gold: bool = False, **answer: Any) -> events_pb2.Event:
+    """An AnswerAccepted whose answer is given as Answer members, e.g. ``boxes=boxes(CAR)``."""
     return events_pb2.Event(
         event_id=uuid.uuid4().hex,
         answer_accepted=events_pb2.AnswerAccepted(
@@ -69,11 +95,21 @@ def answer_accepted(task_id: str, job_id: str, worker_id: str, label: str, gold:
             task_id=task_id,
             job_id=job_id,
             worker_id=worker_id,
-            answer=_answer(label),
+            answer=common_pb2.Answer(**answer),
             gold=gold,
             submitted_at=_ts(dt.datetime.now(dt.UTC)),
         ),
     )
+
+
+def boxes(*coords: tuple[float, float, float, float]) -> common_pb2.BoxesAnswer:
+    """A boxes answer of "car" boxes at the given (x, y, w, h)."""
+    return common_pb2.BoxesAnswer(boxes=[common_pb2.Box(label="car", x=x, y=y, w=w, h=h) for x, y, w, h in coords])
+
+
+CAR = (0.10, 0.20, 0.30, 0.20)
+NEAR_CAR = (0.11, 0.21, 0.29, 0.20)
+STRAY = (0.70, 0.70, 0.10, 0.10)
 
 
 def outbox_events(engine: sa.Engine) -> list[tuple[str, str, events_pb2.Event]]:
@@ -82,6 +118,11 @@ def outbox_events(engine: sa.Engine) -> list[tuple[str, str, events_pb2.Event]]:
     with engine.connect() as conn:
         rows = conn.execute(sa.select(o.c.topic, o.c.key, o.c.payload).order_by(o.c.id)).all()
     return [(r.topic, r.key, events_pb2.Event.FromString(r.payload)) for r in rows]
+
+
+def emitted_payloads(engine: sa.Engine, kind: str) -> list[Any]:
+    """The ``kind`` payloads (e.g. "task_resolved") of the outbox's events, in order."""
+    return [getattr(e, kind) for _, _, e in outbox_events(engine) if e.HasField(kind)]
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,6 @@ messages."""
 
 from __future__ import annotations
 
-import datetime as dt
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -15,64 +13,30 @@ from typing import Any
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from consensus_helpers import answer_accepted, job_created, outbox_events, task_created
+from consensus_helpers import (
+    CAR,
+    NEAR_CAR,
+    NOW,
+    STRAY,
+    TOPICS,
+    answer_accepted,
+    answered,
+    boxes,
+    job_created,
+    task_created,
+)
+from consensus_helpers import emitted_payloads as emitted
+from consensus_helpers import structured_job_created as job
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from quorum.errors import InvalidArgument
-from quorum.messaging import Topics
 from quorum.taskmessages import answer_text
 from quorum.v1 import common_pb2, events_pb2
 from services.consensus import messages, structured
 from services.consensus.aggregation.masks import polygon_mask
 from services.consensus.handlers import ConsensusEvents, ConsensusQueries
 from services.consensus.review import ExpertReview
-
-TOPICS = Topics("test")
-NOW = dt.datetime(2030, 5, 1, 12, 0, 30, tzinfo=dt.UTC)
-
-
-@pytest.fixture
-def handler(engine: sa.Engine) -> ConsensusEvents:
-    events = ConsensusEvents(engine, TOPICS, lambda: None, clock=lambda: NOW)
-    events.load()
-    return events
-
-
-def job(job_id: str, overlap: tuple[int, int] = (3, 5), expert_review: bool = False, **task: Any) -> events_pb2.Event:
-    spec = common_pb2.JobSpec(
-        name=job_id,
-        client_id="client-1",
-        overlap=common_pb2.Overlap(min=overlap[0], max=overlap[1]),
-        target_confidence=0.9,
-        expert_review=expert_review,
-        **task,
-    )
-    return events_pb2.Event(event_id=uuid.uuid4().hex, job_created=events_pb2.JobCreated(job_id=job_id, spec=spec))
-
-
-def answered(task_id: str, job_id: str, worker_id: str, **answer: Any) -> events_pb2.Event:
-    return events_pb2.Event(
-        event_id=uuid.uuid4().hex,
-        answer_accepted=events_pb2.AnswerAccepted(
-            answer_id=uuid.uuid4().hex,
-            task_id=task_id,
-            job_id=job_id,
-            worker_id=worker_id,
-            answer=common_pb2.Answer(**answer),
-        ),
-    )
-
-
-def boxes(*coords: tuple[float, float, float, float]) -> common_pb2.BoxesAnswer:
-    return common_pb2.BoxesAnswer(boxes=[common_pb2.Box(label="car", x=x, y=y, w=w, h=h) for x, y, w, h in coords])
-
-
-def emitted(engine: sa.Engine, kind: str) -> list[Any]:
-    return [getattr(e, kind) for _, _, e in outbox_events(engine) if e.HasField(kind)]
-
-
-CAR = (0.10, 0.20, 0.30, 0.20)
-NEAR_CAR = (0.11, 0.21, 0.29, 0.20)
-STRAY = (0.70, 0.70, 0.10, 0.10)
 
 
 def test_boxes_fuse_per_object_with_confidences(handler: ConsensusEvents, engine: sa.Engine) -> None:
@@ -472,3 +436,37 @@ def test_boxes_and_spans_agree_with_a_reference_by_their_own_tests() -> None:
     gold_spans = text(spans=spans((0, 12, "PER")))
     assert structured.agrees("spans", ("PER",), text(spans=spans((0, 12, "PER"))), gold_spans)
     assert not structured.agrees("spans", ("PER",), text(spans=spans((0, 11, "PER"))), gold_spans)
+
+
+box_sets = st.lists(
+    st.tuples(
+        st.sampled_from([0.1, 0.12, 0.5, 0.52]), st.sampled_from([0.2, 0.22, 0.6]), st.sampled_from(["car", "bus"])
+    ),
+    max_size=3,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(box_sets, box_sets), min_size=1, max_size=6))
+def test_box_agreements_at_once_are_agrees_pair_by_pair(pairs: list[tuple[list[Any], list[Any]]]) -> None:
+    def text(drawn: list[Any]) -> str:
+        shown = [common_pb2.Box(label=label, x=x, y=y, w=0.2, h=0.15) for x, y, label in drawn]
+        return answer_text(common_pb2.Answer(boxes=common_pb2.BoxesAnswer(boxes=shown)))
+
+    texts = [(text(answer), text(reference)) for answer, reference in pairs]
+    assert structured.agreements("boxes", ("car", "bus"), texts) == [
+        structured.agrees("boxes", ("car", "bus"), answer, reference) for answer, reference in texts
+    ]
+
+
+def test_same_label_ignores_posteriors_and_float_noise_only() -> None:
+    def box(x: float, confidence: float) -> str:
+        return structured._dump({"boxes": {"boxes": [{"label": "car", "x": x, "y": 0.2, "confidence": confidence}]}})
+
+    assert structured.same_label(box(0.1, 0.9), box(0.1, 0.6))
+    assert structured.same_label(box(0.1, 0.9), box(0.1 + 1e-15, 0.9))
+    assert not structured.same_label(box(0.1, 0.9), box(0.1001, 0.9))
+    assert structured.same_label('{"pairwise":{"a_wins":0.9,"winner":"a"}}', '{"pairwise":{"a_wins":0.7,"winner":"a"}}')
+    assert not structured.same_label('{"pairwise":{"winner":"a"}}', '{"pairwise":{"winner":"b"}}')
+    assert not structured.same_label('{"boxes":{}}', box(0.1, 0.9))
+    assert not structured.same_label("cat", "dog")

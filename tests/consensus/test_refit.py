@@ -1,0 +1,220 @@
+"""The periodic refit of structured jobs through the real handler, on SQLite and PostgreSQL:
+worker reliabilities re-estimated over the whole job re-resolve the tasks whose fused label
+changes (version 2, a TaskResolved in the outbox); a job whose labels stand writes nothing;
+a reviewed task stays as the reviewer left it; gold answers pin reliability."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from consensus_helpers import (
+    CAR,
+    NOW,
+    STRAY,
+    TOPICS,
+    answer_accepted,
+    answered,
+    boxes,
+    job_created,
+    outbox_events,
+    structured_job_created,
+    task_created,
+)
+from consensus_helpers import emitted_payloads as emitted
+
+from quorum.taskmessages import answer_text
+from quorum.v1 import common_pb2, events_pb2
+from services.consensus import structured
+from services.consensus import tables as t
+from services.consensus.domain import JobSpec, Vote, WorkerEvidence, refit_structured
+from services.consensus.handlers import ConsensusEvents
+from services.consensus.refit import Refit
+from services.consensus.review import ExpertReview
+
+BOXES: dict[str, Any] = {"bounding_boxes": common_pb2.BoundingBoxConfig(labels=["car"])}
+
+
+@pytest.fixture
+def refit(engine: sa.Engine) -> Refit:
+    return Refit(engine, TOPICS, lambda: None, clock=lambda: NOW)
+
+
+def drew(task: str, job: str, worker: str, *coords: tuple[float, float, float, float]) -> events_pb2.Event:
+    return answered(task, job, worker, boxes=boxes(*coords))
+
+
+def all_draw_the_car(handler: ConsensusEvents, prefix: str, n: int, workers: tuple[str, ...]) -> None:
+    """``n`` tasks of job "j" (``prefix`` 0, 1, ...) on which ``workers`` all draw CAR."""
+    for k in range(n):
+        handler.handle([task_created(f"{prefix}{k}", "j"), *(drew(f"{prefix}{k}", "j", w, CAR) for w in workers)])
+
+
+def results(engine: sa.Engine) -> dict[str, Any]:
+    with engine.connect() as conn:
+        return {row.task_id: row for row in conn.execute(sa.select(t.results))}
+
+
+def weights(resolved: Any) -> dict[str, float]:
+    return {a.worker_id: a.weight for a in resolved.answers}
+
+
+def test_a_worker_who_turns_out_to_disagree_loses_the_task_it_swung(
+    handler: ConsensusEvents, engine: sa.Engine, refit: Refit
+) -> None:
+    handler.handle([structured_job_created("j", overlap=(3, 3), **BOXES)])
+    # Early on, "swing" agrees with two colleagues on every task: it looks reliable.
+    all_draw_the_car(handler, "e", 20, ("swing", "w3", "w4"))
+    # Then it outweighs two newcomers and keeps a box only it drew.
+    handler.handle(
+        [
+            task_created("x", "j"),
+            drew("x", "j", "swing", CAR, STRAY),
+            drew("x", "j", "n1", CAR),
+            drew("x", "j", "n2", CAR),
+        ]
+    )
+    (first,) = [e for e in emitted(engine, "task_resolved") if e.task_id == "x"]
+    assert len(first.label.boxes.boxes) == 2 and first.version == 1
+    # Over the rest of the job it draws that box where nobody else does.
+    for k in range(30):
+        handler.handle([task_created(f"d{k}", "j"), *(drew(f"d{k}", "j", w, CAR) for w in ("w3", "w4"))])
+        handler.handle([drew(f"d{k}", "j", "swing", CAR, STRAY)])
+    published = len(emitted(engine, "task_resolved"))
+    assert published == 51
+
+    assert refit.run_once() == 1
+    (again,) = emitted(engine, "task_resolved")[published:]
+    assert again.task_id == "x" and again.version == 2
+    (kept,) = again.label.boxes.boxes
+    assert (kept.x, kept.y, kept.w, kept.h) == pytest.approx(CAR)
+    assert weights(again)["swing"] < weights(first)["swing"]
+    assert weights(again)["n1"] > weights(again)["swing"]
+    stored = results(engine)
+    assert stored["x"].version == 2 and stored["x"].label == answer_text(again.label)
+    assert {task for task, row in stored.items() if row.version != 1} == {"x"}
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(t.tasks.c.label).where(t.tasks.c.task_id == "x")).scalar() == stored["x"].label
+    # Nothing new since: the next round refits nothing.
+    assert refit.run_once() == 0
+    assert len(emitted(engine, "task_resolved")) == published + 1
+
+
+def test_a_job_whose_labels_stand_writes_nothing(handler: ConsensusEvents, engine: sa.Engine, refit: Refit) -> None:
+    handler.handle([structured_job_created("j", overlap=(3, 3), **BOXES)])
+    near = [(0.10, 0.20, 0.30, 0.20), (0.11, 0.20, 0.30, 0.21), (0.10, 0.21, 0.29, 0.20)]
+    for k in range(6):
+        handler.handle([task_created(f"t{k}", "j"), *(drew(f"t{k}", "j", f"w{i}", c) for i, c in enumerate(near))])
+    before_rows, before_outbox = results(engine), outbox_events(engine)
+    assert len(before_rows) == 6
+
+    assert refit.run_once() == 0
+    assert results(engine) == before_rows
+    assert outbox_events(engine) == before_outbox
+    # The refit did find other confidences (the workers proved reliable): those alone are not
+    # republished.
+    votes = {"t0": [Vote(f"w{i}", answer_text(common_pb2.Answer(boxes=boxes(c)))) for i, c in enumerate(near)]}
+    spec = JobSpec.normalised("j", ["car"], 3, 3, 0.9, answer_kind="boxes")
+    fitted = refit_structured(spec, votes, {}, {"t0": before_rows["t0"].label})
+    assert fitted.labels["t0"] != before_rows["t0"].label
+    assert structured.same_label(fitted.labels["t0"], before_rows["t0"].label)
+
+
+def test_a_reviewed_structured_task_keeps_the_reviewers_label(
+    handler: ConsensusEvents, engine: sa.Engine, refit: Refit
+) -> None:
+    handler.handle([structured_job_created("j", overlap=(3, 3), expert_review=True, **BOXES), task_created("r", "j")])
+    handler.handle([drew("r", "j", "w1", CAR), drew("r", "j", "w2", CAR), drew("r", "j", "w3", STRAY)])
+    assert not emitted(engine, "task_resolved")
+    # The reviewer keeps the box only one worker drew, against what any fusion would say.
+    final = answer_text(common_pb2.Answer(boxes=boxes(STRAY)))
+    ExpertReview(engine, TOPICS, lambda: None, clock=lambda: NOW).submit("r", "expert", final)
+    published = len(outbox_events(engine))
+
+    assert refit.run_once() == 0
+    row = results(engine)["r"]
+    assert (row.label, row.version, row.reviewed) == (final, 1, True)
+    assert len(outbox_events(engine)) == published
+
+
+def test_a_reviewed_classification_task_keeps_the_reviewers_label(
+    handler: ConsensusEvents, engine: sa.Engine, refit: Refit
+) -> None:
+    handler.handle([job_created("j", overlap=(3, 3), target=0.95, expert_review=True), task_created("r", "j")])
+    handler.handle([answer_accepted("r", "j", w, label) for w, label in (("w1", "cat"), ("w2", "dog"), ("w3", "dog"))])
+    for k in range(5):
+        handler.handle(
+            [task_created(f"c{k}", "j"), *(answer_accepted(f"c{k}", "j", w, "cat") for w in ("w1", "w2", "w3"))]
+        )
+    # Nobody answered "bird": every fit of the answers prefers another label.
+    ExpertReview(engine, TOPICS, lambda: None, clock=lambda: NOW).submit("r", "expert", "bird")
+    published = len(outbox_events(engine))
+
+    refit.run_once()
+    row = results(engine)["r"]
+    assert (row.label, row.version) == ("bird", 1)
+    assert not [e for _, _, e in outbox_events(engine)[published:] if e.task_resolved.task_id == "r"]
+
+
+def test_gold_answers_pin_reliability_against_the_majority(
+    handler: ConsensusEvents, engine: sa.Engine, refit: Refit
+) -> None:
+    handler.handle([structured_job_created("j", overlap=(3, 3), **BOXES), task_created("y", "j")])
+    # Two newcomers keep a stray box against a third.
+    handler.handle([drew("y", "j", "m1", CAR, STRAY), drew("y", "j", "m2", CAR, STRAY), drew("y", "j", "good", CAR)])
+    (first,) = emitted(engine, "task_resolved")
+    assert len(first.label.boxes.boxes) == 2
+    # Gold shows the stray box is their habit, not an object: they are the majority on every
+    # gold task too, but gold is not voted on.
+    for k in range(3):
+        task = task_created(f"g{k}", "j")
+        task.task_created.gold = True
+        task.task_created.gold_answer.CopyFrom(common_pb2.Answer(boxes=boxes(CAR)))
+        handler.handle(
+            [task, *(drew(f"g{k}", "j", w, CAR, STRAY) for w in ("m1", "m2")), drew(f"g{k}", "j", "good", CAR)]
+        )
+
+    assert refit.run_once() == 1
+    (again,) = emitted(engine, "task_resolved")[1:]
+    assert again.task_id == "y" and again.version == 2 and len(again.label.boxes.boxes) == 1
+    assert weights(again)["good"] > 0.75 and weights(again)["m1"] < 0.5
+
+
+def test_evidence_from_other_jobs_counts() -> None:
+    spec = JobSpec.normalised("j", ["car"], 3, 3, 0.9, answer_kind="boxes")
+
+    def text(*coords: tuple[float, float, float, float]) -> str:
+        return answer_text(common_pb2.Answer(boxes=boxes(*coords)))
+
+    votes = {"y": [Vote("a", text(CAR, STRAY)), Vote("b", text(CAR))]}
+    resolved = {"y": text(CAR)}
+    alone = refit_structured(spec, votes, {}, resolved)
+    # "a" was right on 20 gold answers elsewhere, "b" on none of 20.
+    known = {"a": WorkerEvidence(20, 20, 0, 0), "b": WorkerEvidence(20, 0, 0, 0)}
+    informed = refit_structured(spec, votes, {}, resolved, elsewhere=known)
+    assert structured.same_label(alone.labels["y"], resolved["y"])
+    assert not structured.same_label(informed.labels["y"], resolved["y"])
+    assert informed.reliability["a"] > alone.reliability["a"]
+    assert informed.reliability["b"] < alone.reliability["b"]
+    # A final (reviewed) task is a reference, never re-fused.
+    assert refit_structured(spec, votes, {}, resolved, final={"y"}, elsewhere=known).labels == {}
+
+
+def test_a_structured_job_still_being_answered_waits_for_a_quarter_more_answers_or_a_pause(
+    handler: ConsensusEvents, engine: sa.Engine, refit: Refit
+) -> None:
+    handler.handle([structured_job_created("j", overlap=(3, 3), **BOXES)])
+    all_draw_the_car(handler, "c", 5, ("w1", "w2", "w3"))
+    handler.handle([task_created("x", "j"), drew("x", "j", "w1", CAR, STRAY), drew("x", "j", "w2", CAR, STRAY)])
+    handler.handle([drew("x", "j", "w3", CAR)])
+    assert len(emitted(engine, "task_resolved")[-1].label.boxes.boxes) == 2
+    assert refit.run_once() == 0  # the first round refits every job; nothing to change yet
+    # Three late answers without the stray box (21 answers, not a quarter more than 18).
+    handler.handle([drew("x", "j", w, CAR) for w in ("w4", "w5", "w6")])
+
+    assert refit.run_once() == 0  # answers came since the previous round: later
+    assert results(engine)["x"].version == 1
+    assert refit.run_once() == 1  # none since: the job is refitted
+    (again,) = [e for e in emitted(engine, "task_resolved") if e.version == 2]
+    assert again.task_id == "x" and len(again.label.boxes.boxes) == 1
