@@ -346,7 +346,9 @@ class BoxFusion:
             self.clusters_[task_list[cluster_task[c]]].append(box)
             self._cluster_box.append(box)
         for found in self.clusters_.values():
-            found.sort(key=lambda b: (-b.confidence, b.x, b.y, b.w, b.h))
+            # Rounded: equal confidences that differ in the last bits (summation order) must
+            # not reorder the boxes.
+            found.sort(key=lambda b: (-round(b.confidence, 9), b.x, b.y, b.w, b.h))
         self.boxes_ = {
             task: [b for b in found if b.confidence >= self.threshold] for task, found in self.clusters_.items()
         }
