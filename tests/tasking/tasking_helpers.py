@@ -91,6 +91,15 @@ def sealed(job_id: str, objects: int, gold_objects: int = 0) -> events_pb2.Event
     return event(job_sealed=events_pb2.JobSealed(job_id=job_id, objects=objects, gold_objects=gold_objects))
 
 
+def load(built: Built, job_id: str, tasks: int, gold: int = 0, **job: object) -> list[str]:
+    """Sends a job and its tasks (ids <job>-t000.., gold <job>-g000..); returns the regular ids."""
+    ids = [f"{job_id}-t{i:03d}" for i in range(tasks)]
+    events = [task_created(task_id, job_id) for task_id in ids]
+    events += [task_created(f"{job_id}-g{i:03d}", job_id, gold=True, gold_label="cat") for i in range(gold)]
+    built.service.handle_events([job_created(job_id, **job), *events])  # type: ignore[arg-type]
+    return ids
+
+
 def label(value: str) -> SubmittedAnswer:
     return SubmittedAnswer(kind="classification", label=value)
 
