@@ -81,6 +81,9 @@ CONSUMER = "tasking.events"
 CANDIDATE_PAGES = (8, 32, 128, 512, 2048)
 GOLD_CANDIDATES = 8
 SWEEP_BATCH = 500
+# A handout's row is written just after its lease is granted; the sweeper leaves younger
+# "leased" rows alone when it looks for leases the lease store lost.
+ORPHAN_GRACE = dt.timedelta(seconds=10)
 
 t = tables.tasks
 _assigned = tables.assignments
@@ -313,7 +316,8 @@ class TaskingService:
     share one instance.
 
     ``rng`` draws the gold mix (inject a seeded one in tests); ``outbox_written`` wakes
-    the outbox relay after a commit that enqueued events.
+    the outbox relay after a commit that enqueued events; ``orphan_grace``: see
+    :meth:`sweep_expired`.
     """
 
     def __init__(
@@ -324,6 +328,7 @@ class TaskingService:
         topics: Topics,
         outbox_written: Callable[[], None] = lambda: None,
         rng: random.Random | None = None,
+        orphan_grace: dt.timedelta = ORPHAN_GRACE,
     ) -> None:
         self._engine = engine
         self._leases = leases
@@ -331,6 +336,9 @@ class TaskingService:
         self._topics = topics
         self._outbox_written = outbox_written
         self._rng = rng or random.Random()  # noqa: S311 - spreads workers over candidates; not a secret
+        self._orphan_grace = orphan_grace
+        # (leased_at, lease_id) of the last "leased" row the sweeper checked, None to start over.
+        self._orphan_cursor: tuple[dt.datetime, str] | None = None
         # Sessions and job specs never change once written, so caching them is safe
         # even with several replicas.
         self._sessions: dict[str, str] = {}
@@ -726,23 +734,51 @@ class TaskingService:
         return True
 
     def sweep_expired(self) -> int:
-        """Removes expired leases from Redis's indexes and marks their assignments expired,
-        which puts their tasks back in play, for their workers too. Returns how many. Safe
-        to run in every replica: each lease is swept once."""
-        expired = self._leases.sweep(SWEEP_BATCH)
-        if expired:
+        """Marks expired the assignments whose lease ended unanswered, which puts their tasks
+        back in play, for their workers too: up to SWEEP_BATCH leases the lease store swept
+        as expired, and up to SWEEP_BATCH rows still "leased" whose lease it no longer knows
+        (Redis was flushed, the in-memory store restarted with the service). Returns how
+        many. Safe to run in every replica: each expired lease is swept once, and marking
+        an orphan twice changes nothing. Costs up to three Redis round trips, one indexed
+        query and one transaction."""
+        ended = [(lease_id, task_id) for lease_id, task_id, _ in self._leases.sweep(SWEEP_BATCH)]
+        ended += self._orphans()
+        if ended:
             a = tables.assignments
             with self._engine.begin() as conn:
-                conn.execute(
-                    sa.update(a)
-                    .where(a.c.lease_id.in_([lease_id for lease_id, _, _ in expired]), a.c.state == "leased")
-                    .values(state="expired")
-                )
-                tasks = sorted({task_id for _, task_id, _ in expired})
-                conn.execute(
-                    sa.update(t).where(t.c.task_id.in_(tasks), t.c.full_until.is_not(None)).values(full_until=None)
-                )
-        return len(expired)
+                for chunk in _chunks(ended):
+                    conn.execute(
+                        sa.update(a)
+                        .where(a.c.lease_id.in_([lease_id for lease_id, _ in chunk]), a.c.state == "leased")
+                        .values(state="expired")
+                    )
+                    tasks = sorted({task_id for _, task_id in chunk})
+                    conn.execute(
+                        sa.update(t).where(t.c.task_id.in_(tasks), t.c.full_until.is_not(None)).values(full_until=None)
+                    )
+        return len(ended)
+
+    def _orphans(self) -> list[tuple[str, str]]:
+        """(lease_id, task_id) of the assignments, among up to SWEEP_BATCH still "leased"
+        and older than the grace, whose lease the lease store does not know. Each call goes
+        on from where the last one stopped, so that live leases at the front do not hide the
+        rest; after the last row it starts over."""
+        a = tables.assignments
+        query = (
+            sa.select(a.c.lease_id, a.c.task_id, a.c.leased_at)
+            .where(a.c.state == "leased", a.c.leased_at < utcnow() - self._orphan_grace)
+            .order_by(a.c.leased_at, a.c.lease_id)
+            .limit(SWEEP_BATCH)
+        )
+        if self._orphan_cursor is not None:
+            query = query.where(sa.tuple_(a.c.leased_at, a.c.lease_id) > self._orphan_cursor)
+        with reading(self._engine) as conn:
+            rows = conn.execute(query).all()
+        self._orphan_cursor = (rows[-1].leased_at, rows[-1].lease_id) if len(rows) == SWEEP_BATCH else None
+        if not rows:
+            return []
+        live = self._leases.live([row.lease_id for row in rows])
+        return [(row.lease_id, row.task_id) for row in rows if row.lease_id not in live]
 
     def sweep_loop(self, stop: threading.Event, interval_s: float = 1.0) -> None:
         """Sweeps expired leases every ``interval_s`` until ``stop`` is set."""

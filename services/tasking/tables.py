@@ -152,6 +152,8 @@ assignments = sa.Table(
     sa.UniqueConstraint("task_id", "worker_id", name="uq_assignments_task_worker"),
     sa.Index("ix_assignments_leased", "leased_at"),
     sa.Index("ix_assignments_job_leased", "job_id", "leased_at"),
+    # The sweeper walks the leased rows in this order, looking for leases the lease store lost.
+    sa.Index("ix_assignments_state_leased", "state", "leased_at", "lease_id"),
 )
 
 answers = sa.Table(

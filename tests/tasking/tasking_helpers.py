@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from quorum.objectstore import LocalDiskStore, ObjectStore
 from quorum.v1 import common_pb2, events_pb2
 from services.tasking import tables
 from services.tasking.domain import SubmittedAnswer
-from services.tasking.handlers import TaskingService
+from services.tasking.handlers import ORPHAN_GRACE, TaskingService
 from services.tasking.leases import Leases, LeaseStore, MemoryLeaseStore
 
 LABELS = ("cat", "dog", "bird")
@@ -108,7 +109,15 @@ class Built:
     """A TaskingService with the pieces a test inspects; leases in ``client``, or in
     memory (the embedded default) when it is None."""
 
-    def __init__(self, database_url: str, client: redis.Redis | None, home: Path, prefix: str, seed: int = 7) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        client: redis.Redis | None,
+        home: Path,
+        prefix: str,
+        seed: int = 7,
+        orphan_grace: dt.timedelta = ORPHAN_GRACE,
+    ) -> None:
         import random
 
         self.engine = make_engine(database_url)
@@ -125,6 +134,7 @@ class Built:
             topics=self.topics,
             outbox_written=self._woken,
             rng=random.Random(seed),
+            orphan_grace=orphan_grace,
         )
 
     def _woken(self) -> None:
