@@ -7,7 +7,8 @@ How a handout stays correct under concurrency (threads and replicas):
 - a Redis Lua script atomically leases the first candidate that still has room
   (answers received plus live leases below answers wanted);
 - an assignment row, unique per (task, worker), is written before the task is
-  returned; a clash (the same worker asking twice at once) gives the lease back.
+  returned (or, after an unanswered expiry, reused); a clash (the same worker asking
+  twice at once) gives the lease back.
 
 An answer first takes its lease in Redis (atomically: a lease is used once, and
 only while live), then stores the answer, bumps the task's counter and enqueues
@@ -80,19 +81,41 @@ CONSUMER = "tasking.events"
 CANDIDATE_PAGES = (8, 32, 128, 512, 2048)
 GOLD_CANDIDATES = 8
 SWEEP_BATCH = 500
+# A handout's row is written just after its lease is granted; the sweeper leaves younger
+# "leased" rows alone when it looks for leases the lease store lost.
+ORPHAN_GRACE = dt.timedelta(seconds=10)
 
 t = tables.tasks
 _assigned = tables.assignments
 
 # Hot-path statements are built once with bind parameters: building SQLAlchemy
 # constructs per call costs more than running them on SQLite.
-_SEEN = sa.exists().where(_assigned.c.task_id == t.c.task_id, _assigned.c.worker_id == sa.bindparam("b_worker"))
-_INSERT_ASSIGNMENT = sa.insert(_assigned)
+# The worker's handout of a task, if any (one at most), joined to the candidates on the
+# unique (task_id, worker_id) index: the probe that eligibility needs anyway also tells
+# which candidates the worker let expire (``again``).
+_WITH_HANDOUT = t.outerjoin(
+    _assigned, sa.and_(_assigned.c.task_id == t.c.task_id, _assigned.c.worker_id == sa.bindparam("b_worker"))
+)
+# Eligible: never handed to the worker, or only under a lease that expired unanswered.
+# Written as "none of the other states" on a coalesce, which PostgreSQL estimates as barely
+# selective (as it does the anti join this replaced) and so walks the candidate index; it
+# takes "= 'expired'" for very selective and plans a parallel scan instead (15x slower
+# with 400k candidates).
+_ELIGIBLE = sa.and_(
+    *(sa.func.coalesce(_assigned.c.state, "expired") != state for state in ("leased", "answered", "skipped"))
+)
+_AGAIN = _assigned.c.state.is_not(None).label("again")
 _MARK_FULL = sa.update(t).where(t.c.task_id == sa.bindparam("b_task")).values(full_until=sa.bindparam("b_until"))
 # What a handout needs besides the counts: selected with the candidates, so that the
 # winner needs no second query.
 _CANDIDATE_COLUMNS = (t.c.task_id, t.c.job_id, t.c.content_type, t.c.object_key, t.c.text)
 _INSERT_ANSWER = sa.insert(tables.answers)
+# By (task, worker) rather than by lease: the row may have been handed out again meanwhile.
+_MARK_ANSWERED = (
+    sa.update(_assigned)
+    .where(_assigned.c.task_id == sa.bindparam("b_task"), _assigned.c.worker_id == sa.bindparam("b_worker"))
+    .values(state="answered", skip_reason=None)
+)
 _SET_ASSIGNMENT_STATE = (
     sa.update(_assigned)
     .where(_assigned.c.lease_id == sa.bindparam("b_lease"))
@@ -107,17 +130,32 @@ _SESSION_WORKER = sa.select(tables.sessions.c.worker_id).where(
 )
 
 
+@functools.lru_cache(maxsize=4)
+def _insert_assignment(dialect: str) -> Any:
+    """Writes a handout's row, or reuses the worker's row of the task if its lease expired
+    unanswered; returns the lease id written, no row when the worker has another row of
+    the task."""
+    insert: Any = sqlite.insert(_assigned) if dialect == "sqlite" else postgresql.insert(_assigned)
+    return insert.on_conflict_do_update(
+        index_elements=[_assigned.c.task_id, _assigned.c.worker_id],
+        set_={name: insert.excluded[name] for name in ("lease_id", "leased_at", "state", "skip_reason")},
+        where=_assigned.c.state == "expired",
+    ).returning(_assigned.c.lease_id)
+
+
 @functools.lru_cache(maxsize=64)
 def _candidates(with_job: bool, with_excluded: bool, limit: int) -> sa.Select[Any]:
-    """Available non-gold tasks the worker was never handed, not known to be full, in
-    priority order: most answers first (closest to done), then the oldest job, then the
-    oldest task. Parameters: b_worker, b_now, b_job, b_excluded."""
+    """Available non-gold tasks the worker may be handed (see _ELIGIBLE), not known to be
+    full, in priority order: most answers first (closest to done), then the oldest job,
+    then the oldest task; ``again`` says the worker's lease of it expired. Parameters:
+    b_worker, b_now, b_job, b_excluded."""
     query = (
-        sa.select(*_CANDIDATE_COLUMNS, t.c.answers_wanted, t.c.answers_received)
+        sa.select(*_CANDIDATE_COLUMNS, t.c.answers_wanted, t.c.answers_received, _AGAIN)
+        .select_from(_WITH_HANDOUT)
         .where(
             t.c.available,
             sa.or_(t.c.full_until.is_(None), t.c.full_until <= sa.bindparam("b_now", type_=UtcDateTime)),
-            sa.not_(_SEEN),
+            _ELIGIBLE,
         )
         .order_by(t.c.answers_received.desc(), t.c.job_created_at, t.c.created_at, t.c.task_id)
         .limit(limit)
@@ -131,10 +169,11 @@ def _candidates(with_job: bool, with_excluded: bool, limit: int) -> sa.Select[An
 
 @functools.lru_cache(maxsize=4)
 def _gold_candidates(with_excluded: bool) -> sa.Select[Any]:
-    """Up to GOLD_CANDIDATES gold tasks of job b_job that worker b_worker was never handed."""
+    """Up to GOLD_CANDIDATES gold tasks of job b_job that worker b_worker may be handed."""
     query = (
-        sa.select(*_CANDIDATE_COLUMNS)
-        .where(t.c.job_id == sa.bindparam("b_job"), t.c.gold, t.c.job_ready, sa.not_(_SEEN))
+        sa.select(*_CANDIDATE_COLUMNS, _AGAIN)
+        .select_from(_WITH_HANDOUT)
+        .where(t.c.job_id == sa.bindparam("b_job"), t.c.gold, t.c.job_ready, _ELIGIBLE)
         # Random order, so that workers do not all meet the gold tasks in one sequence.
         .order_by(sa.func.random())
         .limit(GOLD_CANDIDATES)
@@ -142,6 +181,12 @@ def _gold_candidates(with_excluded: bool) -> sa.Select[Any]:
     if with_excluded:
         query = query.where(t.c.task_id.not_in(sa.bindparam("b_excluded", expanding=True)))
     return query
+
+
+def _fresh_first(rows: Sequence[Row[Any]]) -> list[Row[Any]]:
+    """Candidates in their order, except that tasks the worker let expire come last: they
+    go to other workers first where the page allows, at no extra query."""
+    return sorted(rows, key=lambda row: row.again)
 
 
 def _available(wanted: sa.ColumnElement[Any], received: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
@@ -271,7 +316,8 @@ class TaskingService:
     share one instance.
 
     ``rng`` draws the gold mix (inject a seeded one in tests); ``outbox_written`` wakes
-    the outbox relay after a commit that enqueued events.
+    the outbox relay after a commit that enqueued events; ``orphan_grace``: see
+    :meth:`sweep_expired`.
     """
 
     def __init__(
@@ -282,6 +328,7 @@ class TaskingService:
         topics: Topics,
         outbox_written: Callable[[], None] = lambda: None,
         rng: random.Random | None = None,
+        orphan_grace: dt.timedelta = ORPHAN_GRACE,
     ) -> None:
         self._engine = engine
         self._leases = leases
@@ -289,6 +336,9 @@ class TaskingService:
         self._topics = topics
         self._outbox_written = outbox_written
         self._rng = rng or random.Random()  # noqa: S311 - spreads workers over candidates; not a secret
+        self._orphan_grace = orphan_grace
+        # (leased_at, lease_id) of the last "leased" row the sweeper checked, None to start over.
+        self._orphan_cursor: tuple[dt.datetime, str] | None = None
         # Sessions and job specs never change once written, so caching them is safe
         # even with several replicas.
         self._sessions: dict[str, str] = {}
@@ -388,12 +438,13 @@ class TaskingService:
         an unseen gold task of the job instead. Gold is only mixed into real work: with no
         regular task for this worker, no gold task is handed out either. Gold tasks are
         not limited by answers wanted or TaskResolved: each worker may answer each once.
-        A worker never gets a task it was handed before, whatever became of that lease.
+        A worker never gets a task it answered, skipped or holds; one whose lease of it
+        expired unanswered may get it again, after the page's tasks it was never handed.
         A task whose content is missing from the object store is skipped (and logged).
         Raises InvalidArgument / NotFound for the session, InvalidArgument("job_id"),
         PermissionDenied for a worker consensus flagged as a spammer.
         Costs one indexed query per candidate page (usually one), one Redis script, one
-        insert and, for images, an object-store read unless cached.
+        upsert and, for images, an object-store read unless cached.
         """
         worker = self.worker_for(session_id)
         job_filter = optional_id("job_id", job_id)
@@ -412,8 +463,8 @@ class TaskingService:
                 task = None
             try:
                 with self._engine.begin() as conn:
-                    conn.execute(
-                        _INSERT_ASSIGNMENT,
+                    written = conn.execute(
+                        _insert_assignment(conn.dialect.name),
                         {
                             "lease_id": lease.lease_id,
                             "task_id": lease.task_id,
@@ -424,12 +475,12 @@ class TaskingService:
                             "state": "leased" if task else "skipped",
                             "skip_reason": None if task else "content missing from the object store",
                         },
-                    )
-                    if claimed.filled and task is not None:
+                    ).first()
+                    if written is None:
+                        # The same worker got this task through a concurrent request.
+                        task = None
+                    elif claimed.filled and task is not None:
                         conn.execute(_MARK_FULL, {"b_task": lease.task_id, "b_until": lease.expires_at()})
-            except IntegrityError:
-                # The same worker got this task through a concurrent request.
-                task = None
             except BaseException:
                 self._leases.take(lease, worker, count_answer=False)
                 raise
@@ -468,7 +519,7 @@ class TaskingService:
                     if gold is not None:
                         return gold
                 candidates = []
-                for row in rows:
+                for row in _fresh_first(rows):
                     rules = self.job(row.job_id, conn)
                     if rules is None:  # pragma: no cover - job_ready implies a known job
                         continue
@@ -498,7 +549,7 @@ class TaskingService:
             return None
         params = {"b_job": job_id, "b_worker": worker, "b_excluded": list(excluded)}
         rows = conn.execute(_gold_candidates(bool(excluded)), params).all()
-        gold = [Candidate(row.task_id, job_id, -1, 0, rules.lease_seconds, gold=True) for row in rows]
+        gold = [Candidate(row.task_id, job_id, -1, 0, rules.lease_seconds, gold=True) for row in _fresh_first(rows)]
         claimed = self._leases.claim(lease_id, worker, gold)
         if claimed is None:
             return None
@@ -609,7 +660,7 @@ class TaskingService:
                 if lease.gold:
                     gold_label = conn.execute(_GOLD_LABEL, {"b_task": lease.task_id}).scalar()
                     event.answer_accepted.gold_grade = _gold_grade(answer.label, gold_label)
-                conn.execute(_SET_ASSIGNMENT_STATE, {"b_lease": lease_id, "b_state": "answered", "b_reason": None})
+                conn.execute(_MARK_ANSWERED, {"b_task": lease.task_id, "b_worker": worker})
                 enqueue(conn, tables.outbox, [outgoing(self._topics.answers, lease.task_id, event)])
         except _TaskGone:
             # The lease was taken; with its task gone there is nothing to give it back to.
@@ -683,22 +734,51 @@ class TaskingService:
         return True
 
     def sweep_expired(self) -> int:
-        """Removes expired leases from Redis's indexes and marks their assignments expired.
-        Returns how many. Safe to run in every replica: each lease is swept once."""
-        expired = self._leases.sweep(SWEEP_BATCH)
-        if expired:
+        """Marks expired the assignments whose lease ended unanswered, which puts their tasks
+        back in play, for their workers too: up to SWEEP_BATCH leases the lease store swept
+        as expired, and up to SWEEP_BATCH rows still "leased" whose lease it no longer knows
+        (Redis was flushed, the in-memory store restarted with the service). Returns how
+        many. Safe to run in every replica: each expired lease is swept once, and marking
+        an orphan twice changes nothing. Costs up to three Redis round trips, one indexed
+        query and one transaction."""
+        ended = [(lease_id, task_id) for lease_id, task_id, _ in self._leases.sweep(SWEEP_BATCH)]
+        ended += self._orphans()
+        if ended:
             a = tables.assignments
             with self._engine.begin() as conn:
-                conn.execute(
-                    sa.update(a)
-                    .where(a.c.lease_id.in_([lease_id for lease_id, _, _ in expired]), a.c.state == "leased")
-                    .values(state="expired")
-                )
-                tasks = sorted({task_id for _, task_id, _ in expired})
-                conn.execute(
-                    sa.update(t).where(t.c.task_id.in_(tasks), t.c.full_until.is_not(None)).values(full_until=None)
-                )
-        return len(expired)
+                for chunk in _chunks(ended):
+                    conn.execute(
+                        sa.update(a)
+                        .where(a.c.lease_id.in_([lease_id for lease_id, _ in chunk]), a.c.state == "leased")
+                        .values(state="expired")
+                    )
+                    tasks = sorted({task_id for _, task_id in chunk})
+                    conn.execute(
+                        sa.update(t).where(t.c.task_id.in_(tasks), t.c.full_until.is_not(None)).values(full_until=None)
+                    )
+        return len(ended)
+
+    def _orphans(self) -> list[tuple[str, str]]:
+        """(lease_id, task_id) of the assignments, among up to SWEEP_BATCH still "leased"
+        and older than the grace, whose lease the lease store does not know. Each call goes
+        on from where the last one stopped, so that live leases at the front do not hide the
+        rest; after the last row it starts over."""
+        a = tables.assignments
+        query = (
+            sa.select(a.c.lease_id, a.c.task_id, a.c.leased_at)
+            .where(a.c.state == "leased", a.c.leased_at < utcnow() - self._orphan_grace)
+            .order_by(a.c.leased_at, a.c.lease_id)
+            .limit(SWEEP_BATCH)
+        )
+        if self._orphan_cursor is not None:
+            query = query.where(sa.tuple_(a.c.leased_at, a.c.lease_id) > self._orphan_cursor)
+        with reading(self._engine) as conn:
+            rows = conn.execute(query).all()
+        self._orphan_cursor = (rows[-1].leased_at, rows[-1].lease_id) if len(rows) == SWEEP_BATCH else None
+        if not rows:
+            return []
+        live = self._leases.live([row.lease_id for row in rows])
+        return [(row.lease_id, row.task_id) for row in rows if row.lease_id not in live]
 
     def sweep_loop(self, stop: threading.Event, interval_s: float = 1.0) -> None:
         """Sweeps expired leases every ``interval_s`` until ``stop`` is set."""

@@ -177,6 +177,8 @@ class Leases(Protocol):
 
     def get(self, lease_id: str) -> Lease | None: ...
 
+    def live(self, lease_ids: Sequence[str]) -> set[str]: ...
+
     def take(self, lease: Lease, worker_id: str, count_answer: bool) -> LeaseStatus: ...
 
     def restore(self, lease: Lease, counted_answer: bool) -> None: ...
@@ -266,6 +268,13 @@ class LeaseStore:
             active_ms=int(fields.get("active", 0)),
             last_active_ms=int(fields.get("last") or fields["leased"]),
         )
+
+    def live(self, lease_ids: Sequence[str]) -> set[str]:
+        """Which of ``lease_ids`` are live leases. One round trip."""
+        pipe = self._redis.pipeline(transaction=False)
+        for lease_id in lease_ids:
+            pipe.exists(f"{self._prefix}:lease:{lease_id}")
+        return {lease_id for lease_id, found in zip(lease_ids, pipe.execute(), strict=True) if found}
 
     def take(self, lease: Lease, worker_id: str, count_answer: bool) -> LeaseStatus:
         """Ends ``lease`` if it is still live and ``worker_id``'s; ``count_answer`` records an
@@ -401,6 +410,12 @@ class MemoryLeaseStore:
         """See :meth:`LeaseStore.get`."""
         with self._lock:
             return self._live(lease_id, self._clock())
+
+    def live(self, lease_ids: Sequence[str]) -> set[str]:
+        """See :meth:`LeaseStore.live`."""
+        with self._lock:
+            now = self._clock()
+            return {lease_id for lease_id in lease_ids if self._live(lease_id, now) is not None}
 
     def take(self, lease: Lease, worker_id: str, count_answer: bool) -> LeaseStatus:
         """See :meth:`LeaseStore.take`."""

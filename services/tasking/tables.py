@@ -132,9 +132,11 @@ sessions = sa.Table(
     sa.Index("ix_sessions_started", "started_at"),
 )
 
-# The durable record of every handout, written when the lease is granted. The unique
-# (task_id, worker_id) key is what guarantees a worker never gets a task twice, whatever
-# became of the lease (answered, skipped, expired).
+# The durable record of every handout, written when the lease is granted: one row per
+# (task, worker). A worker is never handed again a task it answered, skipped or holds;
+# one whose lease expired unanswered may be, and the handout then reuses the row (new
+# lease_id and leased_at). That no worker answers a task twice is the answers table's
+# unique key.
 assignments = sa.Table(
     "assignments",
     metadata,
@@ -150,6 +152,8 @@ assignments = sa.Table(
     sa.UniqueConstraint("task_id", "worker_id", name="uq_assignments_task_worker"),
     sa.Index("ix_assignments_leased", "leased_at"),
     sa.Index("ix_assignments_job_leased", "job_id", "leased_at"),
+    # The sweeper walks the leased rows in this order, looking for leases the lease store lost.
+    sa.Index("ix_assignments_state_leased", "state", "leased_at", "lease_id"),
 )
 
 answers = sa.Table(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import fakeredis
 import pytest
@@ -64,8 +65,8 @@ def build(tmp_path: Path) -> Iterator[Callable[..., Built]]:
     built: list[Built] = []
     prefix = f"t{uuid.uuid4().hex[:10]}"
 
-    def make(database_url: str, client: redis.Redis | None, seed: int = 7) -> Built:
-        b = Built(database_url, client, tmp_path, prefix, seed=seed)
+    def make(database_url: str, client: redis.Redis | None, seed: int = 7, **options: Any) -> Built:
+        b = Built(database_url, client, tmp_path, prefix, seed=seed, **options)
         built.append(b)
         return b
 
@@ -99,14 +100,21 @@ def tasking_redis(build: Callable[..., Built], sqlite_url: str, lease_backend: r
         pytest.param(("postgres", "redis"), id="postgres-redis", marks=[pytest.mark.postgres, pytest.mark.redis]),
     ]
 )
-def tasking_paired(request: pytest.FixtureRequest, build: Callable[..., Built], tmp_path: Path) -> Iterator[Built]:
-    """For tests that wait for leases to expire: each database and each Redis once, paired."""
+def paired_stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, redis.Redis | None]]:
+    """A database URL and a Redis client (None: leases in memory): each database and each
+    Redis once, paired."""
     database, kind = request.param
     url = (
         f"sqlite:///{tmp_path / 'tasking.db'}" if database == "sqlite" else str(request.getfixturevalue("postgres_url"))
     )
     if kind == "memory":
-        yield build(url, None)
+        yield url, None
         return
     for client in _redis_client(request, kind):
-        yield build(url, client)
+        yield url, client
+
+
+@pytest.fixture
+def tasking_paired(build: Callable[..., Built], paired_stores: tuple[str, redis.Redis | None]) -> Built:
+    """For tests that wait for leases to expire: each database and each Redis once, paired."""
+    return build(*paired_stores)

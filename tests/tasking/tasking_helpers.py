@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from quorum.objectstore import LocalDiskStore, ObjectStore
 from quorum.v1 import common_pb2, events_pb2
 from services.tasking import tables
 from services.tasking.domain import SubmittedAnswer
-from services.tasking.handlers import TaskingService
+from services.tasking.handlers import ORPHAN_GRACE, TaskingService
 from services.tasking.leases import Leases, LeaseStore, MemoryLeaseStore
 
 LABELS = ("cat", "dog", "bird")
@@ -91,6 +92,15 @@ def sealed(job_id: str, objects: int, gold_objects: int = 0) -> events_pb2.Event
     return event(job_sealed=events_pb2.JobSealed(job_id=job_id, objects=objects, gold_objects=gold_objects))
 
 
+def load(built: Built, job_id: str, tasks: int, gold: int = 0, **job: object) -> list[str]:
+    """Sends a job and its tasks (ids <job>-t000.., gold <job>-g000..); returns the regular ids."""
+    ids = [f"{job_id}-t{i:03d}" for i in range(tasks)]
+    events = [task_created(task_id, job_id) for task_id in ids]
+    events += [task_created(f"{job_id}-g{i:03d}", job_id, gold=True, gold_label="cat") for i in range(gold)]
+    built.service.handle_events([job_created(job_id, **job), *events])  # type: ignore[arg-type]
+    return ids
+
+
 def label(value: str) -> SubmittedAnswer:
     return SubmittedAnswer(kind="classification", label=value)
 
@@ -99,7 +109,15 @@ class Built:
     """A TaskingService with the pieces a test inspects; leases in ``client``, or in
     memory (the embedded default) when it is None."""
 
-    def __init__(self, database_url: str, client: redis.Redis | None, home: Path, prefix: str, seed: int = 7) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        client: redis.Redis | None,
+        home: Path,
+        prefix: str,
+        seed: int = 7,
+        orphan_grace: dt.timedelta = ORPHAN_GRACE,
+    ) -> None:
         import random
 
         self.engine = make_engine(database_url)
@@ -116,6 +134,7 @@ class Built:
             topics=self.topics,
             outbox_written=self._woken,
             rng=random.Random(seed),
+            orphan_grace=orphan_grace,
         )
 
     def _woken(self) -> None:

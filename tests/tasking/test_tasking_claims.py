@@ -1,5 +1,6 @@
 """Handing out, leases and answers through the service layer, on every database and
-Redis pairing: never twice to a worker, exactly the wanted redundancy, expiry, gold."""
+Redis pairing: never answered twice by a worker, exactly the wanted redundancy, expiry,
+gold. Handing a task out again after an unanswered expiry: test_tasking_reoffer.py."""
 
 from __future__ import annotations
 
@@ -10,20 +11,12 @@ from collections.abc import Callable
 
 import pytest
 import redis
-from tasking_helpers import Built, job_created, label, more_answers, resolved, task_created
+from tasking_helpers import Built, job_created, label, load, more_answers, resolved, task_created
 
 from quorum.errors import FailedPrecondition, InvalidArgument, NotFound
 from quorum.v1 import events_pb2
 from services.tasking import tables
 from services.tasking.domain import HandedOutTask
-
-
-def load(built: Built, job_id: str, tasks: int, gold: int = 0, **job: object) -> list[str]:
-    ids = [f"{job_id}-t{i:03d}" for i in range(tasks)]
-    events = [task_created(task_id, job_id) for task_id in ids]
-    events += [task_created(f"{job_id}-g{i:03d}", job_id, gold=True, gold_label="cat") for i in range(gold)]
-    built.service.handle_events([job_created(job_id, **job), *events])  # type: ignore[arg-type]
-    return ids
 
 
 def drain(built: Built, session: str, answer: str = "cat") -> list[str]:
@@ -82,7 +75,7 @@ def test_skip_gives_the_task_to_someone_else_only(tasking: Built) -> None:
 
 
 def test_expired_lease_goes_to_another_worker_and_the_late_submit_fails(tasking_paired: Built) -> None:
-    load(tasking_paired, "j1", 1, overlap=(1, 1), lease_seconds=1)
+    (task_id,) = load(tasking_paired, "j1", 1, overlap=(1, 1), lease_seconds=1)
     a, b = tasking_paired.session("alice"), tasking_paired.session("bob")
     first = tasking_paired.service.next_task(a)
     assert first is not None
@@ -94,9 +87,15 @@ def test_expired_lease_goes_to_another_worker_and_the_late_submit_fails(tasking_
         tasking_paired.service.submit_answer(a, first.lease_id, label("cat"))
     with pytest.raises(FailedPrecondition):
         tasking_paired.service.heartbeat(a, first.lease_id)
-    assert tasking_paired.service.next_task(a) is None  # an expired lease does not make it eligible again
+    assert tasking_paired.service.next_task(a) is None  # bob holds the task's only slot
     tasking_paired.service.submit_answer(b, second.lease_id, label("cat"))
     assert tasking_paired.task_row(first.task_id).answers_received == 1
+    # Once swept, alice's unanswered expiry makes her eligible again; bob, who answered, is not.
+    tasking_paired.service.sweep_expired()
+    tasking_paired.service.handle_events([more_answers(task_id, "j1", 2)])
+    assert tasking_paired.service.next_task(b) is None
+    third = tasking_paired.service.next_task(a)
+    assert third is not None and third.task_id == task_id and third.lease_id != first.lease_id
 
 
 def test_sweeper_clears_expired_leases(tasking_paired: Built) -> None:
