@@ -10,7 +10,8 @@ plainly visible. About one image in ten holds no object, which a worker answers 
 Like :mod:`quorum.demo.dataset`, nothing is downloaded and :func:`generate_boxes` is
 deterministic for a seed in a given environment; the content fingerprint
 (:func:`~quorum.demo.dataset.content_key`) of an image identifies it, so the simulated crowd
-looks up its true boxes with :meth:`BoxDataset.truth_by_key`.
+looks up its true boxes with :meth:`BoxDataset.truth_by_key`, and draws its own with
+:func:`draw_boxes`.
 
 Gold is not generated: ingest accepts gold objects in single-label classification jobs only.
 """

@@ -368,18 +368,13 @@ def box_job_spec(labels: tuple[str, ...]) -> common_pb2.JobSpec:
 
 
 def submit_kind(
-    client: QuorumClient,
-    kind: DemoKind,
-    dataset: ItemSet[Any],
-    spec: common_pb2.JobSpec | None = None,
-    on_file: Callable[[], None] | None = None,
+    client: QuorumClient, kind: DemoKind, dataset: ItemSet[Any], on_file: Callable[[], None] | None = None
 ) -> str:
-    """Creates the job of ``kind`` (``spec``, or :func:`~quorum.demo.kinds.job_spec`), uploads
-    every object of ``dataset`` as a file (calling ``on_file`` after each) and seals the job.
-    Returns the job id. Raises RuntimeError when ingest refuses an object."""
-    job = client.ingest.CreateJob(
-        ingest_pb2.CreateJobRequest(spec=spec or job_spec(kind, dataset.labels)), timeout=30
-    ).job_id
+    """Creates the job of ``kind`` (:func:`~quorum.demo.kinds.job_spec`), uploads every object
+    of ``dataset`` as a file (calling ``on_file`` after each) and seals the job. Returns the job
+    id. Raises RuntimeError when ingest refuses an object."""
+    spec = job_spec(kind, dataset.labels)
+    job = client.ingest.CreateJob(ingest_pb2.CreateJobRequest(spec=spec), timeout=30).job_id
     summary = client.upload(job, [UploadFile(item.name, item.data) for item in dataset.items], on_file=on_file)
     _check_summary(summary, len(dataset.items))
     client.ingest.SealJob(ingest_pb2.SealJobRequest(job_id=job), timeout=30)

@@ -1,5 +1,7 @@
-"""Who the simulated workers are: their profiles, drawn from a seed, and how a profile picks one
-answer out of a few (a label, a pairwise winner).
+"""Who the simulated workers are: their profiles, drawn from a seed, and the choices several
+kinds of answer share: one answer out of a few (a label, a pairwise winner:
+:func:`choose_label`) and the class a worker gives an object, if it sees it at all
+(:func:`noticed_label`).
 
 A profile's ``accuracy`` drives the quality of every kind of answer: each task kind's answer
 generator (next to its dataset: :func:`quorum.demo.boxes.draw_boxes`,
