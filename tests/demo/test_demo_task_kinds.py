@@ -64,7 +64,6 @@ GOOD = WorkerProfile("good", accuracy=0.9, spammer=False)
 POOR = WorkerProfile("poor", accuracy=0.6, spammer=False)
 CONSTANT = WorkerProfile("constant", accuracy=0.0, spammer=True, spam_strategy="constant", constant_choice=5)
 UNIFORM = WorkerProfile("uniform", accuracy=0.0, spammer=True, spam_strategy="uniform")
-STRUCTURED = [name for name in KINDS if name != "boxes"]
 LIMITS = ingest.Limits(max_file_bytes=1_000_000, max_text_bytes=10_000, max_image_pixels=1_000_000)
 
 

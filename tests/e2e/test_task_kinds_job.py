@@ -90,9 +90,8 @@ def test_a_job_of_every_kind_is_resolved_billed_and_fused_close_to_the_truth(tmp
 
         money = [client.money(job) for job in jobs.values()]
         assert sum(m.answers_paid + m.answers_unpaid for m in money) == report.answers
-        verification = client.verify_ledger()
-        assert verification.balanced, list(verification.problems)
-        assert not verification.problems
+        ledger = client.verify_ledger()
+        assert ledger.balanced and not ledger.problems, list(ledger.problems)
     finally:
         client.close()
         stack.stop()
