@@ -574,6 +574,18 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
 
 
 ROLES = ("client", "worker", "reviewer", "operator", "admin")
+# `quorum demo --task`: classification and the structured kinds of quorum.demo.kinds.KINDS,
+# named here so that parsing arguments does not import the demo (numpy, Pillow).
+DEMO_TASKS = (
+    "classification",
+    "boxes",
+    "multi_label",
+    "keypoints",
+    "segmentation",
+    "spans",
+    "transcription",
+    "pairwise",
+)
 
 
 def _key_line(key: Any) -> str:
@@ -743,13 +755,18 @@ def parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="a pilot job end to end with a simulated crowd")
     demo.add_argument(
-        "--objects", type=int, default=400, help="objects to label (half images, half texts; images with --task boxes)"
+        "--objects",
+        type=int,
+        default=400,
+        help="objects to label (with --task classification, half images and half texts)",
     )
     demo.add_argument(
         "--task",
-        choices=("classification", "boxes"),
+        choices=DEMO_TASKS,
         default="classification",
-        help="classification: an image job and a text job; boxes: a bounding-box job scored by IoU",
+        help="classification: an image job and a text job; any other: one job of that kind on generated "
+        "data with known truth, its fused labels scored against it (boxes: IoU; multi_label, spans: F1; "
+        "keypoints: OKS; segmentation: mask IoU; transcription: word error rate; pairwise: accuracy)",
     )
     demo.add_argument("--workers", type=int, default=60, help="simulated workers")
     demo.add_argument("--seed", type=int, default=7)

@@ -1,6 +1,6 @@
 """Helpers shared by the fixtures: reaching the machine's PostgreSQL and Redis,
-making throwaway schemas, API keys for services started by the tests, and waiting for
-something to happen."""
+making throwaway schemas, API keys for services started by the tests, waiting for
+something to happen, and running a simulated crowd until it has."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import contextlib
 import fcntl
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 import grpc
@@ -22,6 +24,9 @@ from quorum.security import keys
 from quorum.security.keys import KeyStore, ensure_local_key
 from quorum.security.principal import Role
 from quorum.settings import Settings
+
+if TYPE_CHECKING:
+    from quorum.demo.crowd import CrowdReport, SimulatedCrowd
 
 POSTGRES_URL = os.environ.get("QUORUM_TEST_POSTGRES_URL", "postgresql+psycopg://root@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("QUORUM_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -138,3 +143,19 @@ def holds(condition: Callable[[], bool]) -> bool:
         if error.code() == grpc.StatusCode.NOT_FOUND:
             return False
         raise
+
+
+def crowd_until(crowd: SimulatedCrowd, condition: Callable[[], bool], timeout: float, what: str) -> CrowdReport:
+    """Runs ``crowd`` in a thread until ``condition`` holds (polled as :func:`wait_until`
+    does), then stops it and returns its report. Raises AssertionError naming ``what`` when
+    ``condition`` does not hold within ``timeout`` seconds (the crowd is stopped first)."""
+    done = threading.Event()
+    outcome: list[CrowdReport] = []
+    worker = threading.Thread(target=lambda: outcome.append(crowd.run(done.is_set, timeout)))
+    worker.start()
+    try:
+        wait_until(condition, timeout, what)
+    finally:
+        done.set()
+        worker.join()
+    return outcome[0]

@@ -10,14 +10,14 @@ plainly visible. About one image in ten holds no object, which a worker answers 
 Like :mod:`quorum.demo.dataset`, nothing is downloaded and :func:`generate_boxes` is
 deterministic for a seed in a given environment; the content fingerprint
 (:func:`~quorum.demo.dataset.content_key`) of an image identifies it, so the simulated crowd
-looks up its true boxes with :meth:`BoxDataset.truth_by_key`.
+looks up its true boxes with :meth:`BoxDataset.truth_by_key`, and draws its own with
+:func:`draw_boxes`.
 
 Gold is not generated: ingest accepts gold objects in single-label classification jobs only.
 """
 
 from __future__ import annotations
 
-import io
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,27 +26,32 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from quorum.demo.dataset import content_key
+from quorum.demo.items import noisy_png
+from quorum.demo.workers import WorkerProfile, noticed_label
 
 __all__ = [
     "BOX_IMAGE_SIZE",
     "BOX_LABELS",
+    "PALETTE",
     "BoxDataset",
     "BoxImage",
     "TrueBox",
     "box_iou",
     "boxes_match",
+    "draw_boxes",
     "generate_boxes",
     "match_boxes",
+    "place_rectangles",
 ]
 
 # Colour names and the RGB each is drawn in: far apart in hue, so the class is unambiguous.
-_PALETTE: dict[str, tuple[int, int, int]] = {
+PALETTE: dict[str, tuple[int, int, int]] = {
     "red": (214, 40, 40),
     "green": (40, 170, 60),
     "blue": (40, 80, 220),
     "yellow": (235, 200, 30),
 }
-BOX_LABELS: tuple[str, ...] = tuple(_PALETTE)
+BOX_LABELS: tuple[str, ...] = tuple(PALETTE)
 BOX_IMAGE_SIZE = 96
 
 # Side of a rectangle in pixels, and the free pixels kept between two rectangles.
@@ -54,6 +59,12 @@ _MIN_SIDE, _MAX_SIDE = 18, 48
 _GAP = 4
 _NOISE_SIGMA = 8.0
 _EMPTY_SHARE = 0.1
+# How far an honest worker misplaces a box edge: a normal error whose standard deviation is
+# this times the worker's error rate (1 - accuracy) times the box's side. The mean worker
+# (accuracy 0.86) is off by about 4% of the side per edge, the worst (0.55) by about 13%.
+_EDGE_JITTER = 0.3
+# Smallest side of a drawn box, relative to the image: tasking refuses an empty box.
+_MIN_BOX_SIDE = 0.01
 
 
 @dataclass(frozen=True)
@@ -150,7 +161,7 @@ def generate_boxes(n_images: int, seed: int, *, max_objects: int = 3) -> BoxData
     images: list[BoxImage] = []
     while len(images) < n_images:
         wanted = 0 if rng.random() < _EMPTY_SHARE else rng.randint(1, max_objects)
-        rects = _place(wanted, rng)
+        rects = place_rectangles(wanted, rng)
         data = _render(rects, rng, noise_rng)
         key = content_key(data)
         # The background noise makes a repeat practically impossible; this only guarantees it.
@@ -166,12 +177,60 @@ def generate_boxes(n_images: int, seed: int, *, max_objects: int = 3) -> BoxData
     return BoxDataset(seed=seed, labels=BOX_LABELS, images=images)
 
 
+def draw_boxes(
+    profile: WorkerProfile, labels: Sequence[str], truth: Sequence[TrueBox] | None, rng: random.Random
+) -> list[TrueBox]:
+    """The boxes ``profile`` draws on an image whose objects are ``truth``, for a job asking
+    for the classes ``labels``.
+
+    An honest worker with error rate ``e = 1 - accuracy`` misses each object with probability
+    ``e / 2``, names another class with probability ``e / 3`` and misplaces each edge by a
+    normal error of ``0.3 * e`` times the box's side; boxes stay within the image. Objects of
+    a class outside ``labels`` are not drawn. A ``"constant"`` spammer never draws anything; a
+    ``"uniform"`` one draws 0 to 2 random boxes, as does anyone when ``truth`` is None (an
+    image it cannot tell). Raises ValueError when ``labels`` is empty.
+    """
+    if not labels:
+        raise ValueError("a task needs at least one label")
+    if profile.constant_spammer:
+        return []
+    if profile.spammer or truth is None:
+        return [_random_box(labels, rng) for _ in range(rng.randint(0, 2))]
+    error = profile.error_rate
+    drawn: list[TrueBox] = []
+    for box in truth:
+        label = noticed_label(profile, labels, box.label, rng)
+        if label is None:
+            continue
+        sigma_x, sigma_y = _EDGE_JITTER * error * box.w, _EDGE_JITTER * error * box.h
+        x0, x1 = _edges(box.x + rng.gauss(0, sigma_x), box.x + box.w + rng.gauss(0, sigma_x))
+        y0, y1 = _edges(box.y + rng.gauss(0, sigma_y), box.y + box.h + rng.gauss(0, sigma_y))
+        drawn.append(TrueBox(label, x0, y0, x1 - x0, y1 - y0))
+    return drawn
+
+
+def _edges(low: float, high: float) -> tuple[float, float]:
+    """Two edges of a box in order, within [0, 1] and at least ``_MIN_BOX_SIDE`` apart."""
+    low, high = sorted((min(1.0, max(0.0, low)), min(1.0, max(0.0, high))))
+    if high - low < _MIN_BOX_SIDE:
+        low = min(low, 1.0 - _MIN_BOX_SIDE)
+        high = low + _MIN_BOX_SIDE
+    return low, high
+
+
+def _random_box(labels: Sequence[str], rng: random.Random) -> TrueBox:
+    x0, x1 = _edges(rng.random(), rng.random())
+    y0, y1 = _edges(rng.random(), rng.random())
+    return TrueBox(rng.choice(labels), x0, y0, x1 - x0, y1 - y0)
+
+
 _Rect = tuple[str, tuple[int, int, int, int]]
 
 
-def _place(wanted: int, rng: random.Random) -> list[_Rect]:
-    """Up to ``wanted`` rectangles ``(label, (x0, y0, x1, y1))`` in pixels, end-exclusive,
-    apart by at least ``_GAP`` pixels; a rectangle that finds no room in 50 tries is left out."""
+def place_rectangles(wanted: int, rng: random.Random) -> list[_Rect]:
+    """Up to ``wanted`` rectangles ``(label, (x0, y0, x1, y1))`` of a random colour of
+    ``PALETTE``, in pixels of a ``BOX_IMAGE_SIZE`` image, end-exclusive, apart by at least a few
+    pixels; a rectangle that finds no room in 50 tries is left out."""
     placed: list[_Rect] = []
     for _ in range(wanted):
         for _ in range(50):
@@ -194,10 +253,5 @@ def _render(rects: list[_Rect], rng: random.Random, noise_rng: np.random.Generat
     draw = ImageDraw.Draw(canvas)
     for label, (x0, y0, x1, y1) in rects:
         # Pillow's rectangle includes its end coordinates; the boxes are end-exclusive.
-        draw.rectangle((x0, y0, x1 - 1, y1 - 1), fill=_PALETTE[label])
-    pixels = np.asarray(canvas, dtype=np.float32)
-    noise = noise_rng.normal(0.0, _NOISE_SIGMA, size=pixels.shape).astype(np.float32)
-    noisy = np.clip(pixels + noise, 0, 255).astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(noisy, "RGB").save(buf, format="PNG", compress_level=6)
-    return buf.getvalue()
+        draw.rectangle((x0, y0, x1 - 1, y1 - 1), fill=PALETTE[label])
+    return noisy_png(canvas, noise_rng, _NOISE_SIGMA)

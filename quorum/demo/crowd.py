@@ -6,14 +6,31 @@ only by fingerprinting the content it is shown (:func:`quorum.demo.dataset.conte
 looking it up in the truth map, so it sees exactly what a real worker sees: gold tasks are not
 special.
 
-Profiles are drawn from the seed: about ``spammer_share`` of the workers are spammers (answer
-uniformly at random, or always the same label), the others answer correctly with an accuracy
-between 0.55 and 0.98 and, when wrong, tend to confuse a label with its neighbour in the job's
-label list. Profiles are deterministic for a seed; which worker gets which task is not.
+Profiles are drawn from the seed (:func:`~quorum.demo.workers.make_profiles`): about
+``spammer_share`` of the workers are spammers (answer at random, or always the same), the
+others answer correctly with an accuracy between 0.55 and 0.98 and, when wrong, tend to confuse
+a label with its neighbour in the job's label list. Profiles are deterministic for a seed;
+which worker gets which task is not.
 
-The crowd answers single-label classification (:func:`choose_label`) and bounding boxes
-(:func:`draw_boxes`: the same profile sets how precisely a worker draws, how often it misses an
-object or names the wrong class); it gives back tasks of any other type with ``SkipTask``.
+The crowd answers every task type (:mod:`quorum.tasktypes`), each kind of answer made by the
+generator next to its generated dataset, driven by the same profile: an honest worker errs in
+proportion to its error rate (1 - accuracy), a spammer answers without looking.
+
+- single-label classification, pairwise comparison: :func:`~quorum.demo.workers.choose_label`
+  (a wrong label, a flipped choice);
+- multi-label: :func:`~quorum.demo.multilabel.pick_labels` (a label dropped or added);
+- bounding boxes: :func:`~quorum.demo.boxes.draw_boxes` (an object missed or named wrongly,
+  edges misplaced);
+- keypoints: :func:`~quorum.demo.keypoints.place_keypoints` (a point missed, misplaced,
+  swapped left for right, or placed where it is hidden);
+- segmentation: :func:`~quorum.demo.polygons.draw_polygons` (a region missed or named wrongly,
+  vertices misplaced);
+- named-entity spans: :func:`~quorum.demo.spans.mark_spans` (an entity missed, given the wrong
+  type or the wrong boundary);
+- transcription: :func:`~quorum.demo.transcription.transcribe` (a word dropped or misspelt).
+
+A task of a type the crowd does not know, or one without labels to answer with, is given back
+with ``SkipTask``.
 
 All workers are coroutines on one asyncio event loop over ``grpc.aio`` channels: a worker
 waiting for an answer or for ``retry_after_ms`` costs no thread, and on a 2-core machine an aio
@@ -25,18 +42,26 @@ answer), bounded by the server.
 from __future__ import annotations
 
 import asyncio
+import operator
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Literal
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, TypeVar, cast
 
 import grpc
 
-from quorum.demo.boxes import TrueBox, boxes_match
+from quorum.demo.boxes import TrueBox, boxes_match, draw_boxes
 from quorum.demo.dataset import content_key
-from quorum.tasktypes import TASK_TYPES
+from quorum.demo.keypoints import Figure, keypoints_match, place_keypoints
+from quorum.demo.multilabel import pick_labels
+from quorum.demo.polygons import TruePolygon, draw_polygons, polygons_match
+from quorum.demo.spans import TrueSpan, mark_spans
+from quorum.demo.transcription import transcribe
+from quorum.demo.workers import SpamStrategy, WorkerProfile, choose_label, make_profiles
+from quorum.taskmessages import schema_labels
+from quorum.tasktypes import DEFAULT_TRANSCRIPTION_CHARS, PAIRWISE_WINNERS, TASK_TYPES
 from quorum.tls import ClientTls
 from quorum.v1 import common_pb2, tasking_pb2, tasking_pb2_grpc
 
@@ -48,25 +73,16 @@ __all__ = [
     "WorkerProfile",
     "WorkerStats",
     "choose_label",
-    "draw_boxes",
     "make_profiles",
     "task_labels",
     "task_truth_key",
 ]
 
-SpamStrategy = Literal["uniform", "constant"]
 StopReason = Literal["stop", "deadline"]
-# What the crowd knows of an object: its label (classification) or its boxes.
-Truth = str | tuple[TrueBox, ...]
-
-# The answer kinds the crowd gives; it skips tasks of the other types.
-_ANSWERED_KINDS = frozenset({"classification", "boxes"})
-# How far an honest worker misplaces a box edge: a normal error whose standard deviation is
-# this times the worker's error rate (1 - accuracy) times the box's side. The mean worker
-# (accuracy 0.86) is off by about 4% of the side per edge, the worst (0.55) by about 13%.
-_EDGE_JITTER = 0.3
-# Smallest side of a drawn box, relative to the image: tasking refuses an empty box.
-_MIN_BOX_SIDE = 0.01
+# What the crowd knows of an object, by the kind of task it is in: its label (classification),
+# its winner ("a" or "b", pairwise) or its sentence (transcription); its set of labels
+# (multi-label); its figure (keypoints); or its objects: boxes, spans or regions (segmentation).
+Truth = str | frozenset[str] | Figure | tuple[TrueBox, ...] | tuple[TrueSpan, ...] | tuple[TruePolygon, ...]
 
 # A GetNextTask error means the server is unhappy; waiting keeps a crowd of 200 from hammering
 # it. Starts here, doubles per consecutive error, capped at max_retry_ms.
@@ -77,38 +93,14 @@ _SUBMIT_AGAIN = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE
 _SESSION_LOST = frozenset({grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAUTHENTICATED})
 
 
-@dataclass(frozen=True)
-class WorkerProfile:
-    """How one simulated worker answers.
-
-    ``accuracy`` is the probability that an honest worker picks the true label. Spammers never
-    look at the content, so their ``accuracy`` is 0.0 and :meth:`expected_accuracy` gives what
-    they score by chance. ``constant_choice`` picks the label (by position, modulo the label
-    count) a ``"constant"`` spammer always gives. ``confusion_bias`` is the share of an honest
-    worker's mistakes that go to the label after the true one in the job's list; the rest are
-    spread uniformly over the other wrong labels. ``skip_rate`` is the chance of skipping a task.
-    """
-
-    worker_id: str
-    accuracy: float
-    spammer: bool
-    spam_strategy: SpamStrategy | None = None
-    constant_choice: int = 0
-    confusion_bias: float = 0.0
-    skip_rate: float = 0.0
-
-    def expected_accuracy(self, n_labels: int) -> float:
-        """Expected share of correct answers on tasks with ``n_labels`` balanced labels."""
-        if self.spammer:
-            return 1.0 / n_labels
-        return self.accuracy
-
-
 @dataclass
 class WorkerStats:
-    """Counters for one worker over one run. ``correct`` counts answers equal to the truth (for
-    boxes: every object drawn with its class at IoU >= 0.5 and nothing else, see
-    :func:`~quorum.demo.boxes.boxes_match`)."""
+    """Counters for one worker over one run. ``correct`` counts answers equal to the truth:
+    the same label, set of labels, entity spans or sentence; for geometry, close enough to it
+    (boxes: every object drawn with its class at IoU >= 0.5 and nothing else, see
+    :func:`~quorum.demo.boxes.boxes_match`; keypoints and regions: as consensus tells agreement,
+    see :func:`~quorum.demo.keypoints.keypoints_match` and
+    :func:`~quorum.demo.polygons.polygons_match`)."""
 
     answers: int = 0
     correct: int = 0
@@ -151,149 +143,13 @@ class CrowdReport:
         return self.correct / known if known > 0 else 0.0
 
 
-def make_profiles(
-    n_workers: int,
-    seed: int,
-    *,
-    spammer_share: float = 0.15,
-    accuracy_range: tuple[float, float] = (0.55, 0.98),
-    skip_rate: float = 0.02,
-    worker_id_prefix: str = "sim-worker",
-) -> list[WorkerProfile]:
-    """Draws ``n_workers`` profiles, deterministic for ``seed``.
-
-    Exactly ``round(spammer_share * n_workers)`` workers are spammers, at seeded positions;
-    about 60% of them answer uniformly at random and the rest always give one label. Honest
-    accuracies follow Beta(4, 1.5) stretched over ``accuracy_range`` (mean about 0.86 with the
-    default range), so most workers are good and a few are barely better than a coin.
-    Worker ids are ``f"{worker_id_prefix}-{i:03d}"``.
-
-    Raises ValueError for a negative ``n_workers``, a ``spammer_share`` or ``skip_rate``
-    outside [0, 1], or an ``accuracy_range`` that is not ``0 <= low <= high <= 1``.
-    """
-    if n_workers < 0:
-        raise ValueError(f"n_workers must be >= 0, got {n_workers}")
-    if not 0.0 <= spammer_share <= 1.0:
-        raise ValueError(f"spammer_share must be in [0, 1], got {spammer_share}")
-    if not 0.0 <= skip_rate <= 1.0:
-        raise ValueError(f"skip_rate must be in [0, 1], got {skip_rate}")
-    low, high = accuracy_range
-    if not 0.0 <= low <= high <= 1.0:
-        raise ValueError(f"accuracy_range must satisfy 0 <= low <= high <= 1, got {accuracy_range}")
-
-    rng = random.Random(f"quorum-crowd:{seed}")
-    n_spammers = round(spammer_share * n_workers)
-    spammers = set(rng.sample(range(n_workers), n_spammers))
-    profiles: list[WorkerProfile] = []
-    for i in range(n_workers):
-        worker_id = f"{worker_id_prefix}-{i:03d}"
-        if i in spammers:
-            strategy: SpamStrategy = "uniform" if rng.random() < 0.6 else "constant"
-            profiles.append(
-                WorkerProfile(
-                    worker_id=worker_id,
-                    accuracy=0.0,
-                    spammer=True,
-                    spam_strategy=strategy,
-                    constant_choice=rng.randrange(1 << 16),
-                    skip_rate=skip_rate,
-                )
-            )
-        else:
-            accuracy = low + (high - low) * rng.betavariate(4.0, 1.5)
-            profiles.append(
-                WorkerProfile(
-                    worker_id=worker_id,
-                    accuracy=round(accuracy, 4),
-                    spammer=False,
-                    confusion_bias=round(rng.uniform(0.0, 0.6), 4),
-                    skip_rate=skip_rate,
-                )
-            )
-    return profiles
-
-
-def choose_label(profile: WorkerProfile, labels: Sequence[str], truth: str | None, rng: random.Random) -> str:
-    """The label ``profile`` gives to a task whose true label is ``truth``.
-
-    A ``truth`` of None (or one outside ``labels``) means the worker cannot tell, and it answers
-    uniformly at random. Raises ValueError when ``labels`` is empty.
-    """
-    if not labels:
-        raise ValueError("a task needs at least one label")
-    if profile.spammer:
-        if profile.spam_strategy == "constant":
-            return labels[profile.constant_choice % len(labels)]
-        return rng.choice(labels)
-    if truth is None or truth not in labels:
-        return rng.choice(labels)
-    if len(labels) == 1 or rng.random() < profile.accuracy:
-        return truth
-    index = labels.index(truth)
-    neighbour = labels[(index + 1) % len(labels)]
-    if rng.random() < profile.confusion_bias:
-        return neighbour
-    return rng.choice([label for label in labels if label != truth])
-
-
-def draw_boxes(
-    profile: WorkerProfile, labels: Sequence[str], truth: Sequence[TrueBox] | None, rng: random.Random
-) -> list[TrueBox]:
-    """The boxes ``profile`` draws on an image whose objects are ``truth``, for a job asking
-    for the classes ``labels``.
-
-    An honest worker with error rate ``e = 1 - accuracy`` misses each object with probability
-    ``e / 2``, names another class with probability ``e / 3`` and misplaces each edge by a
-    normal error of ``0.3 * e`` times the box's side; boxes stay within the image. Objects of
-    a class outside ``labels`` are not drawn. A ``"constant"`` spammer never draws anything; a
-    ``"uniform"`` one draws 0 to 2 random boxes, as does anyone when ``truth`` is None (an
-    image it cannot tell). Raises ValueError when ``labels`` is empty.
-    """
-    if not labels:
-        raise ValueError("a task needs at least one label")
-    if profile.spammer and profile.spam_strategy == "constant":
-        return []
-    if profile.spammer or truth is None:
-        return [_random_box(labels, rng) for _ in range(rng.randint(0, 2))]
-    error = 1.0 - profile.accuracy
-    drawn: list[TrueBox] = []
-    for box in truth:
-        if box.label not in labels or rng.random() < error / 2:
-            continue
-        label = box.label
-        if len(labels) > 1 and rng.random() < error / 3:
-            label = rng.choice([other for other in labels if other != box.label])
-        sigma_x, sigma_y = _EDGE_JITTER * error * box.w, _EDGE_JITTER * error * box.h
-        x0, x1 = _edges(box.x + rng.gauss(0, sigma_x), box.x + box.w + rng.gauss(0, sigma_x))
-        y0, y1 = _edges(box.y + rng.gauss(0, sigma_y), box.y + box.h + rng.gauss(0, sigma_y))
-        drawn.append(TrueBox(label, x0, y0, x1 - x0, y1 - y0))
-    return drawn
-
-
-def _edges(low: float, high: float) -> tuple[float, float]:
-    """Two edges of a box in order, within [0, 1] and at least ``_MIN_BOX_SIDE`` apart."""
-    low, high = sorted((min(1.0, max(0.0, low)), min(1.0, max(0.0, high))))
-    if high - low < _MIN_BOX_SIDE:
-        low = min(low, 1.0 - _MIN_BOX_SIDE)
-        high = low + _MIN_BOX_SIDE
-    return low, high
-
-
-def _random_box(labels: Sequence[str], rng: random.Random) -> TrueBox:
-    x0, x1 = _edges(rng.random(), rng.random())
-    y0, y1 = _edges(rng.random(), rng.random())
-    return TrueBox(rng.choice(labels), x0, y0, x1 - x0, y1 - y0)
-
-
 def task_labels(task: tasking_pb2.WorkerTask) -> list[str]:
-    """The label set of a classification or bounding-box task; empty for a task type the
-    crowd cannot answer."""
+    """The schema of a task: its labels (classes, entity types, keypoint names), or the winners
+    a pairwise task allows; empty for a transcription task or an unknown task type."""
     which = task.WhichOneof("task")
-    kind = TASK_TYPES.get(which) if which is not None else None
-    if kind is None or kind.answer_kind not in _ANSWERED_KINDS:
-        return []
-    config: common_pb2.ClassificationConfig | common_pb2.BoundingBoxConfig = getattr(task, which)
-    return list(config.labels)
+    if which == "pairwise_comparison":
+        return list(PAIRWISE_WINNERS if task.pairwise_comparison.allow_tie else PAIRWISE_WINNERS[:2])
+    return list(schema_labels(task, which)) if which is not None else []
 
 
 def task_truth_key(task: tasking_pb2.WorkerTask) -> str | None:
@@ -317,34 +173,127 @@ class _WorkerState:
     metadata: tuple[tuple[str, str], ...] = ()
 
 
-def _classification_answer(
-    w: _WorkerState, labels: list[str], truth: Truth | None
-) -> tuple[common_pb2.Answer, bool, bool]:
-    """A classification answer, whether its truth is known, and whether it is right."""
-    label_truth = truth if isinstance(truth, str) else None
-    label = choose_label(w.profile, labels, label_truth, w.rng)
-    answer = common_pb2.Answer(classification=common_pb2.ClassificationAnswer(label=label))
-    known = label_truth is not None and label_truth in labels
-    return answer, known, known and label == label_truth
+_T = TypeVar("_T")
 
 
-def _boxes_answer(w: _WorkerState, labels: list[str], truth: Truth | None) -> tuple[common_pb2.Answer, bool, bool]:
-    """A boxes answer, whether its truth is known, and whether it is right (every object
-    found with IoU >= 0.5 and the right class, nothing else drawn)."""
-    box_truth = truth if isinstance(truth, tuple) else None
-    drawn = draw_boxes(w.profile, labels, box_truth, w.rng)
-    boxes = [common_pb2.Box(label=b.label, x=b.x, y=b.y, w=b.w, h=b.h) for b in drawn]
-    answer = common_pb2.Answer(boxes=common_pb2.BoxesAnswer(boxes=boxes))
-    if box_truth is None:
-        return answer, False, False
-    return answer, True, boxes_match(drawn, box_truth)
+def _tuple_of(item: type[_T]) -> Callable[[Truth | None, list[str]], tuple[_T, ...] | None]:
+    """Narrows a truth to a tuple of ``item`` (objects: boxes, spans, regions)."""
+
+    def narrow(truth: Truth | None, labels: list[str]) -> tuple[_T, ...] | None:
+        if isinstance(truth, tuple) and all(isinstance(t, item) for t in truth):
+            return cast(tuple[_T, ...], truth)
+        return None
+
+    return narrow
+
+
+def _label_truth(truth: Truth | None, labels: list[str]) -> str | None:
+    return truth if isinstance(truth, str) and truth in labels else None
+
+
+@dataclass(frozen=True)
+class _AnswerKind:
+    """How the crowd answers one answer kind. ``truth(truth, labels)`` is the truth map's value
+    when it is one of this kind (None: the worker cannot tell); ``give(profile, labels, truth,
+    task, rng)`` is the worker's answer, ``message(answer)`` that answer as an Answer, and
+    ``right(answer, truth)`` whether it counts as correct. ``labelled`` kinds need labels."""
+
+    truth: Callable[[Truth | None, list[str]], Any]
+    give: Callable[[WorkerProfile, list[str], Any, tasking_pb2.WorkerTask, random.Random], Any]
+    message: Callable[[Any], common_pb2.Answer]
+    right: Callable[[Any, Any], bool] = operator.eq
+    labelled: bool = True
+
+    def answer(
+        self, profile: WorkerProfile, task: tasking_pb2.WorkerTask, truth: Truth | None, rng: random.Random
+    ) -> tuple[common_pb2.Answer, bool, bool] | None:
+        """The answer, whether the truth of its task was known, and whether the answer is
+        right; None when the task has no labels to answer with."""
+        labels = task_labels(task)
+        if self.labelled and not labels:
+            return None
+        known = self.truth(truth, labels)
+        given = self.give(profile, labels, known, task, rng)
+        return self.message(given), known is not None, known is not None and self.right(given, known)
+
+
+def _pick(
+    p: WorkerProfile, labels: list[str], truth: str | None, task: tasking_pb2.WorkerTask, rng: random.Random
+) -> str:
+    return choose_label(p, labels, truth, rng)
+
+
+def _typed(
+    p: WorkerProfile, labels: list[str], truth: str | None, task: tasking_pb2.WorkerTask, rng: random.Random
+) -> str:
+    return transcribe(p, truth, rng)[: task.transcription.max_chars or DEFAULT_TRANSCRIPTION_CHARS]
+
+
+def _polygon(drawn: TruePolygon) -> common_pb2.Polygon:
+    return common_pb2.Polygon(label=drawn.label, points=[common_pb2.Point(x=x, y=y) for x, y in drawn.points])
+
+
+# The crowd's answer to each answer kind (quorum.tasktypes); see the module docstring.
+_ANSWER_KINDS: dict[str, _AnswerKind] = {
+    "classification": _AnswerKind(
+        _label_truth,
+        _pick,
+        lambda label: common_pb2.Answer(classification=common_pb2.ClassificationAnswer(label=label)),
+    ),
+    "pairwise": _AnswerKind(
+        _label_truth, _pick, lambda winner: common_pb2.Answer(pairwise=common_pb2.PairwiseAnswer(winner=winner))
+    ),
+    "multi_label": _AnswerKind(
+        lambda truth, _: truth if isinstance(truth, frozenset) else None,
+        lambda p, labels, truth, _, rng: pick_labels(p, labels, truth, rng),
+        lambda picked: common_pb2.Answer(multi_label=common_pb2.MultiLabelAnswer(labels=sorted(picked))),
+    ),
+    "boxes": _AnswerKind(
+        _tuple_of(TrueBox),
+        lambda p, labels, truth, _, rng: draw_boxes(p, labels, truth, rng),
+        lambda drawn: common_pb2.Answer(
+            boxes=common_pb2.BoxesAnswer(boxes=[common_pb2.Box(**asdict(b)) for b in drawn])
+        ),
+        boxes_match,
+    ),
+    "keypoints": _AnswerKind(
+        lambda truth, _: truth if isinstance(truth, Figure) else None,
+        lambda p, labels, truth, _, rng: place_keypoints(p, labels, truth, rng),
+        lambda placed: common_pb2.Answer(
+            keypoints=common_pb2.KeypointsAnswer(points=[common_pb2.Keypoint(**asdict(k)) for k in placed])
+        ),
+        keypoints_match,
+    ),
+    "polygons": _AnswerKind(
+        _tuple_of(TruePolygon),
+        lambda p, labels, truth, _, rng: draw_polygons(p, labels, truth, rng),
+        lambda drawn: common_pb2.Answer(polygons=common_pb2.PolygonsAnswer(polygons=[_polygon(d) for d in drawn])),
+        polygons_match,
+    ),
+    "spans": _AnswerKind(
+        _tuple_of(TrueSpan),
+        lambda p, labels, truth, task, rng: mark_spans(p, labels, truth, task.content.text, rng),
+        lambda marked: common_pb2.Answer(
+            spans=common_pb2.SpansAnswer(spans=[common_pb2.Span(**asdict(s)) for s in marked])
+        ),
+        lambda marked, truth: set(marked) == set(truth),
+    ),
+    "transcription": _AnswerKind(
+        lambda truth, _: truth if isinstance(truth, str) else None,
+        _typed,
+        lambda text: common_pb2.Answer(transcription=common_pb2.TranscriptionAnswer(text=text)),
+        labelled=False,
+    ),
+}
 
 
 class SimulatedCrowd:
     """Simulated workers driving a TaskingService at ``tasking_addr`` (``"host:port"``).
 
-    ``truth`` maps content fingerprints to true labels (:meth:`DemoDataset.truth_by_key`) or,
-    for bounding-box tasks, to true boxes (:meth:`~quorum.demo.boxes.BoxDataset.truth_by_key`).
+    ``truth`` maps content fingerprints to the truth of each object (:data:`Truth`): true labels
+    (:meth:`DemoDataset.truth_by_key`), true boxes
+    (:meth:`~quorum.demo.boxes.BoxDataset.truth_by_key`) or the truth of any other kind
+    (:meth:`~quorum.demo.items.ItemSet.truth_by_key`); one map may hold several kinds.
     ``think_time_ms`` is a (low, high) range: each worker waits a uniform time in it before
     answering, holding the lease meanwhile. ``job_id`` restricts workers to one job.
     ``channels`` spreads workers over that many HTTP/2 connections, over TLS with ``tls``
@@ -594,8 +543,10 @@ class SimulatedCrowd:
         task: tasking_pb2.WorkerTask,
         stopping: asyncio.Event,
     ) -> None:
-        labels = task_labels(task)
-        if not labels:
+        which = task.WhichOneof("task")
+        task_type = TASK_TYPES.get(which) if which is not None else None
+        answer_kind = _ANSWER_KINDS.get(task_type.answer_kind) if task_type is not None else None
+        if answer_kind is None:
             await self._skip(w, stub, task, "task type not supported by the simulated crowd")
             return
         low, high = self._think_s
@@ -606,11 +557,11 @@ class SimulatedCrowd:
             await self._skip(w, stub, task, "simulated skip")
             return
         key = task_truth_key(task)
-        truth = self._truth.get(key) if key is not None else None
-        if TASK_TYPES[task.WhichOneof("task") or ""].answer_kind == "boxes":
-            answer, known, correct = _boxes_answer(w, labels, truth)
-        else:
-            answer, known, correct = _classification_answer(w, labels, truth)
+        answered = answer_kind.answer(w.profile, task, self._truth.get(key) if key is not None else None, w.rng)
+        if answered is None:
+            await self._skip(w, stub, task, "the task has no labels to answer with")
+            return
+        answer, known, correct = answered
         request = tasking_pb2.SubmitAnswerRequest(session_id=w.session_id, lease_id=task.lease_id, answer=answer)
         lease_ends = task.lease_expires_at.ToMilliseconds() / 1000.0
         while True:

@@ -40,6 +40,7 @@ __all__ = [
     "ObjectKind",
     "content_key",
     "generate",
+    "sentiment_text",
     "write_image_folder",
     "write_text_jsonl",
 ]
@@ -464,11 +465,17 @@ def _fill(template: str, rng: random.Random) -> str:
     )
 
 
+def sentiment_text(label: str, rng: random.Random) -> str:
+    """A short review whose sentiment is ``label`` (one of ``TEXT_LABELS``), drawn from
+    ``rng``. Raises KeyError for another label."""
+    return _fill(rng.choice(_TEMPLATES[label]), rng)
+
+
 def _make_texts(labels: list[str], rng: random.Random) -> list[DemoObject]:
     seen: set[str] = set()
     out: list[DemoObject] = []
     for label in labels:
-        base = text = _fill(rng.choice(_TEMPLATES[label]), rng)
+        base = text = sentiment_text(label, rng)
         # The templates give tens of thousands of combinations per label, so repeats are rare
         # for pilot sizes; a sentiment-free order number keeps large sets distinct.
         while text in seen:

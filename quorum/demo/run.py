@@ -4,8 +4,10 @@ Generates a dataset with known answers, starts the stack, submits an image
 job and a text job through the public gRPC API, lets a simulated crowd label
 them, then checks the labels against the truth, the bill, the pay and the
 ledger, and prints a report (one JSON object as the last line with --json).
-With ``task="boxes"`` it runs one bounding-box job on images of coloured
-rectangles instead and reports how closely the fused boxes fit the true ones.
+With ``task`` one of the structured kinds of :data:`quorum.demo.kinds.KINDS`
+(``boxes``, ``multi_label``, ``keypoints``, ``segmentation``, ``spans``,
+``transcription``, ``pairwise``) it runs one job of that kind on its generated
+dataset instead and reports how close the fused labels are to the truth.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import statistics
 import sys
 import tempfile
 import threading
@@ -27,9 +28,10 @@ import grpc
 from tqdm import tqdm
 
 from quorum.client import QuorumClient, UploadFile, jsonl, label_of
-from quorum.demo.boxes import BoxDataset, TrueBox, generate_boxes, match_boxes
 from quorum.demo.crowd import CrowdReport, SimulatedCrowd, Truth, WorkerProfile
 from quorum.demo.dataset import DemoDataset, DemoObject, generate
+from quorum.demo.items import ItemSet
+from quorum.demo.kinds import ANNOTATION_CENTS, KINDS, PAY_CENTS, PILOT_ALLOWANCE, PRICE_CENTS, DemoKind, job_spec
 from quorum.stack import LocalStack
 from quorum.tls import ClientTls
 from quorum.v1 import common_pb2, consensus_pb2, ingest_pb2
@@ -37,10 +39,12 @@ from quorum.v1 import common_pb2, consensus_pb2, ingest_pb2
 # Prices of the demo's pilot jobs, in cents.
 IMAGE_PRICE_CENTS, IMAGE_PAY_CENTS = 10, 2
 TEXT_PRICE_CENTS, TEXT_PAY_CENTS = 6, 1
-BOX_PRICE_CENTS, BOX_ANNOTATION_CENTS, BOX_PAY_CENTS = 8, 2, 2
-PILOT_ALLOWANCE = 100
+# A bounding-box job's, as every structured kind's (quorum.demo.kinds).
+BOX_PRICE_CENTS, BOX_ANNOTATION_CENTS, BOX_PAY_CENTS = PRICE_CENTS, ANNOTATION_CENTS, PAY_CENTS
 
-DemoTask = Literal["classification", "boxes"]
+DemoTask = Literal[
+    "classification", "boxes", "multi_label", "keypoints", "segmentation", "spans", "transcription", "pairwise"
+]
 
 
 @dataclass(frozen=True)
@@ -55,7 +59,8 @@ class DemoOptions:
     home: Path | None = None
     # How to reach the services when QUORUM_TLS_* in the environment make them serve TLS.
     tls: ClientTls | None = None
-    # "classification": an image job and a text job; "boxes": one bounding-box job.
+    # "classification": an image job and a text job; any other: one job of that kind
+    # (quorum.demo.kinds.KINDS).
     task: DemoTask = "classification"
 
 
@@ -157,11 +162,10 @@ def run_demo(options: DemoOptions) -> int:
     """Runs the demo; returns the process exit code (0 when every check passed)."""
     progress = not options.json_output or sys.stderr.isatty()
     say = (lambda *a: print(*a, file=sys.stderr)) if options.json_output else print
-    dataset = (
-        generate_boxes(options.objects, options.seed)
-        if options.task == "boxes"
-        else generate(options.objects, options.seed)
-    )
+    kind = KINDS.get(options.task)
+    if kind is None and options.task != "classification":
+        raise ValueError(f"task must be 'classification' or one of {', '.join(KINDS)}, got {options.task!r}")
+    dataset = kind.generate(options.objects, options.seed) if kind else generate(options.objects, options.seed)
     home = options.home or Path(tempfile.mkdtemp(prefix="quorum-demo-"))
     stack = LocalStack(home=home, dashboard=options.dashboard, tls=options.tls)
     say(f"starting the embedded stack in {home} ...")
@@ -174,9 +178,9 @@ def run_demo(options: DemoOptions) -> int:
         if stack.dashboard_url:
             say(f"dashboard: {stack.dashboard_url}")
         with QuorumClient(stack.addresses, api_key=stack.api_key, tls=options.tls) as client:
-            if isinstance(dataset, BoxDataset):
-                return _run_boxes(options, dataset, stack, client, progress, say)
-            return _run(options, dataset, stack, client, progress, say)
+            if isinstance(dataset, DemoDataset):
+                return _run(options, dataset, stack, client, progress, say)
+            return _run_kind(options, KINDS[options.task], dataset, stack, client, progress, say)
     finally:
         stack.stop()
         if not options.keep and options.home is None:
@@ -355,90 +359,70 @@ def _print_confidence_and_money(s: dict[str, Any], say: Any) -> None:
     say(f"  ledger               {'balanced' if s['ledger_balanced'] else 'NOT BALANCED'}")
 
 
-# --------------------------------------------------------------------------- boxes
+# --------------------------------------------------------------------------- structured kinds
 
 
 def box_job_spec(labels: tuple[str, ...]) -> common_pb2.JobSpec:
     """The demo's bounding-box job: a pilot, priced per object and per fused box."""
-    return common_pb2.JobSpec(
-        name="demo boxes",
-        client_id="demo-client",
-        instructions="Draw a box around every coloured rectangle and name its colour.",
-        bounding_boxes=common_pb2.BoundingBoxConfig(labels=list(labels)),
-        overlap=common_pb2.Overlap(min=3, max=5),
-        target_confidence=0.9,
-        price_per_object_cents=BOX_PRICE_CENTS,
-        price_per_annotation_cents=BOX_ANNOTATION_CENTS,
-        pay_per_answer_cents=BOX_PAY_CENTS,
-        currency="USD",
-        pilot=True,
-        pilot_allowance=PILOT_ALLOWANCE,
-        lease_seconds=60,
-    )
+    return job_spec(KINDS["boxes"], labels)
 
 
-def _run_boxes(
-    options: DemoOptions, dataset: BoxDataset, stack: LocalStack, client: QuorumClient, progress: bool, say: Any
+def submit_kind(
+    client: QuorumClient, kind: DemoKind, dataset: ItemSet[Any], on_file: Callable[[], None] | None = None
+) -> str:
+    """Creates the job of ``kind`` (:func:`~quorum.demo.kinds.job_spec`), uploads every object
+    of ``dataset`` as a file (calling ``on_file`` after each) and seals the job. Returns the job
+    id. Raises RuntimeError when ingest refuses an object."""
+    spec = job_spec(kind, dataset.labels)
+    job = client.ingest.CreateJob(ingest_pb2.CreateJobRequest(spec=spec), timeout=30).job_id
+    summary = client.upload(job, [UploadFile(item.name, item.data) for item in dataset.items], on_file=on_file)
+    _check_summary(summary, len(dataset.items))
+    client.ingest.SealJob(ingest_pb2.SealJobRequest(job_id=job), timeout=30)
+    return job
+
+
+def score_results(kind: DemoKind, dataset: ItemSet[Any], results: Sequence[Any]) -> dict[str, Any]:
+    """The quality figures of ``kind`` (:attr:`~quorum.demo.kinds.DemoKind.score`) for exported
+    ``results`` (``TaskResult`` messages of the job) against the truth of ``dataset``."""
+    truth = dataset.truth_by_name()
+    return kind.score([(result.label, truth[result.object_name]) for result in results])
+
+
+def _run_kind(
+    options: DemoOptions,
+    kind: DemoKind,
+    dataset: ItemSet[Any],
+    stack: LocalStack,
+    client: QuorumClient,
+    progress: bool,
+    say: Any,
 ) -> int:
     started = time.monotonic()
-    job = client.ingest.CreateJob(ingest_pb2.CreateJobRequest(spec=box_job_spec(dataset.labels)), timeout=30).job_id
-    files = [UploadFile(image.name, image.data) for image in dataset.images]
-    with tqdm(total=len(files), desc="upload", unit="obj", file=sys.stderr, disable=not progress) as bar:
-        summary = client.upload(job, files, on_file=lambda: bar.update(1))
-    _check_summary(summary, len(files))
-    client.ingest.SealJob(ingest_pb2.SealJobRequest(job_id=job), timeout=30)
-    _, crowd, labeled_at = _label(options, stack, client, dataset.truth_by_key(), {job: dataset.images}, progress)
-    report = _boxes_report(options, dataset, client, job, crowd, labeled_at - started)
-    return _finish(options, report, len(dataset.images), say, _print_boxes)
-
-
-def _boxes_report(
-    options: DemoOptions, dataset: BoxDataset, client: QuorumClient, job: str, crowd: CrowdReport, seconds: float
-) -> dict[str, Any]:
-    """How the fused boxes fit the true ones: each true box paired with a fused box of its
-    class (:func:`~quorum.demo.boxes.match_boxes`), IoU 0 when none; fused boxes left
-    unpaired are spurious."""
-    truth = {image.name: image.boxes for image in dataset.images}
-    ious: list[float] = []
-    labeled = answers = low_confidence = spurious = 0
-    for result in client.results(job):
-        labeled += 1
-        answers += len(result.answers)
-        low_confidence += result.low_confidence
-        found = [TrueBox(b.label, b.x, b.y, b.w, b.h) for b in result.label.boxes.boxes]
-        matched = match_boxes(found, truth[result.object_name])
-        ious += matched
-        spurious += len(found) - sum(iou > 0 for iou in matched)
-    found_ious = [iou for iou in ious if iou > 0]
+    with tqdm(total=len(dataset.items), desc="upload", unit="obj", file=sys.stderr, disable=not progress) as bar:
+        job = submit_kind(client, kind, dataset, on_file=lambda: bar.update(1))
+    _, crowd, labeled_at = _label(options, stack, client, dataset.truth_by_key(), {job: dataset.items}, progress)
+    results = list(client.results(job))
     summary = {
-        "task": "boxes",
-        **_pace(labeled, answers, seconds),
-        "boxes": {
-            "true": len(ious),
-            "found": len(found_ious),
-            "found_iou_0_7": sum(iou >= 0.7 for iou in found_ious),
-            "mean_iou": round(statistics.fmean(found_ious), 4) if found_ious else 0.0,
-            "median_iou": round(statistics.median(found_ious), 4) if found_ious else 0.0,
-            "spurious": spurious,
-        },
-        "low_confidence": low_confidence,
+        "task": kind.name,
+        "seed": options.seed,
+        **_pace(len(results), sum(len(r.answers) for r in results), labeled_at - started),
+        "quality": score_results(kind, dataset, results),
+        "low_confidence": sum(r.low_confidence for r in results),
         "workers": options.workers,
         "crowd_answers": crowd.answers,
         **_money(client, [job]),
     }
-    return {"summary": summary}
 
+    def show(report: dict[str, Any], say: Any) -> None:
+        s = report["summary"]
+        say("")
+        say(f"Quorum {kind.title} demo")
+        say(
+            f"  {kind.noun + ' labeled':<21}{s['objects']} in {s['seconds']} s ({s['objects_per_second']} {kind.noun}/s)"
+        )
+        say(f"  answers              {s['answers']} ({s['answers_per_object']} per object), seed {s['seed']}")
+        for line in kind.describe(s["quality"]):
+            say(f"  {line}")
+        _print_confidence_and_money(s, say)
 
-def _print_boxes(report: dict[str, Any], say: Any) -> None:
-    s = report["summary"]
-    b = s["boxes"]
-    say("")
-    say("Quorum bounding-box demo")
-    say(f"  images labeled       {s['objects']} in {s['seconds']} s ({s['objects_per_second']} images/s)")
-    say(f"  answers              {s['answers']} ({s['answers_per_object']} per image)")
-    share = b["found"] / b["true"] if b["true"] else 0.0
-    say(f"  boxes vs truth       {b['found']} of {b['true']} objects found ({share:.1%}), {b['spurious']} spurious")
-    say(
-        f"  IoU of found boxes   mean {b['mean_iou']:.3f}, median {b['median_iou']:.3f}; {b['found_iou_0_7']} at IoU >= 0.7"
-    )
-    _print_confidence_and_money(s, say)
+    return _finish(options, {"summary": summary}, len(dataset.items), say, show)

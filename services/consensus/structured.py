@@ -337,7 +337,9 @@ def _fuse_keypoints(
     located = np.stack(
         [group_weighted_median(points[:, :, c].ravel()[flat], w, point_of[flat], k) for c in (0, 1)], axis=1
     )
-    present = present_p > 0.5
+    # A point nobody placed has no location, even when the vote finds it present (workers below
+    # chance, each omission read as a vote for it): it stays out of the label.
+    present = (present_p > 0.5) & has.any(axis=0)
     fused = np.where(present[:, None], located, np.nan)
     # OKS of each answer with the fused points, a fused point the answer lacks counting 0.
     span = np.nanmax(fused, axis=0) - np.nanmin(fused, axis=0) if present.any() else np.zeros(2)

@@ -31,7 +31,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from quorum.errors import InvalidArgument
-from quorum.taskmessages import answer_text
+from quorum.taskmessages import answer_from_text, answer_text
 from quorum.v1 import common_pb2, events_pb2
 from services.consensus import messages, structured
 from services.consensus.aggregation.masks import polygon_mask
@@ -311,6 +311,16 @@ def test_keypoints_fuse_to_the_per_point_median(handler: ConsensusEvents, engine
         placed = [(p.x, p.y) for a in close for p in a["keypoints"].points if p.label == name]
         assert fused[name][:2] == pytest.approx(tuple(np.median(placed, axis=0)))
         assert fused[name][2] > 0.9
+
+
+def test_a_point_nobody_placed_stays_out_of_the_fused_keypoints() -> None:
+    # Three workers below chance place the nose alike: the one-coin vote reads each omission of
+    # the tail as a vote for it, but there is no tail to place.
+    point = common_pb2.Keypoint(label="nose", x=0.3, y=0.4)
+    nose = answer_text(common_pb2.Answer(keypoints=common_pb2.KeypointsAnswer(points=[point])))
+    fused, _, _ = structured.fuse("keypoints", ("nose", "tail"), [(w, nose) for w in "abc"], [0.4, 0.3, 0.3])
+    # The fused label is an answer again (a NaN coordinate is not), without the tail.
+    assert "tail" not in [p.label for p in answer_from_text(fused).keypoints.points]
 
 
 @pytest.mark.parametrize("kind", KINDS)

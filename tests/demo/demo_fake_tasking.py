@@ -15,11 +15,17 @@ from dataclasses import dataclass, field
 from typing import NoReturn
 
 import grpc
+from google.protobuf import json_format
+from google.protobuf.message import Message
 
 from quorum.demo.boxes import BoxImage
 from quorum.demo.dataset import DemoObject
-from quorum.taskmessages import answer_text
+from quorum.demo.items import Item
+from quorum.errors import InvalidArgument
+from quorum.taskmessages import answer_text, config_options, schema_labels
+from quorum.tasktypes import TASK_TYPES
 from quorum.v1 import common_pb2, tasking_pb2, tasking_pb2_grpc
+from services.tasking.domain import JobRules, SubmittedAnswer, validate_answer
 
 
 def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
@@ -34,6 +40,9 @@ class FakeTask:
     labels: list[str]
     truth: str | None
     content: tasking_pb2.TaskContent
+    # The task config of a structured task (kind: its task type), and the rules its answers meet.
+    config: Message | None = None
+    rules: JobRules | None = None
     answered_by: set[str] = field(default_factory=set)
     skipped_by: set[str] = field(default_factory=set)
     leased_by: set[str] = field(default_factory=set)
@@ -61,7 +70,10 @@ class FakeTasking(tasking_pb2_grpc.TaskingServiceServicer):
     A lease lives ``lease_s`` seconds. With ``endless`` set, a fresh text task (unknown to any
     truth map) is made whenever nothing else is available. ``box_images`` become
     bounding-box tasks with the classes ``box_labels``; their answers are recorded with the
-    stored answer text (:func:`quorum.taskmessages.answer_text`) as the label.
+    stored answer text (:func:`quorum.taskmessages.answer_text`) as the label. ``structured``
+    holds job specs of any task type with their objects: each object becomes a task with the
+    spec's config, whose answers must pass tasking's own answer validation (INVALID_ARGUMENT
+    otherwise) and are recorded as box answers are.
     """
 
     def __init__(
@@ -76,6 +88,7 @@ class FakeTasking(tasking_pb2_grpc.TaskingServiceServicer):
         endless: bool = False,
         box_images: Sequence[BoxImage] = (),
         box_labels: tuple[str, ...] = (),
+        structured: Sequence[tuple[common_pb2.JobSpec, Sequence[Item[object]]]] = (),
     ) -> None:
         self.lock = threading.Lock()
         self.overlap = overlap
@@ -102,6 +115,20 @@ class FakeTasking(tasking_pb2_grpc.TaskingServiceServicer):
         for image in box_images:
             content = tasking_pb2.TaskContent(content_type="image/png", data=image.data)
             self.tasks.append(FakeTask(f"task-{len(self.tasks)}", "boxes", list(box_labels), None, content))
+        for spec, items in structured:
+            member = spec.WhichOneof("task") or ""
+            schema = schema_labels(spec, member)
+            options = tuple(sorted(config_options(spec, member).items()))
+            rules = JobRules("job-1", member, schema, "", 3, 5, 0.0, 30, options)
+            for item in items:
+                if isinstance(item.content, str):
+                    content = tasking_pb2.TaskContent(content_type="text/plain", text=item.content)
+                else:
+                    content = tasking_pb2.TaskContent(content_type="image/png", data=item.content)
+                task = FakeTask(
+                    f"task-{len(self.tasks)}", member, list(schema), None, content, getattr(spec, member), rules
+                )
+                self.tasks.append(task)
 
     # ---------------------------------------------------------------- helpers for tests
 
@@ -156,7 +183,9 @@ class FakeTasking(tasking_pb2_grpc.TaskingServiceServicer):
             worker_task = tasking_pb2.WorkerTask(
                 task_id=task.task_id, lease_id=lease_id, job_id="job-1", content=task.content
             )
-            if task.kind == "image":
+            if task.config is not None:
+                getattr(worker_task, task.kind).CopyFrom(task.config)
+            elif task.kind == "image":
                 worker_task.image_classification.CopyFrom(config)
             elif task.kind == "boxes":
                 worker_task.bounding_boxes.labels.extend(task.labels)
@@ -169,9 +198,11 @@ class FakeTasking(tasking_pb2_grpc.TaskingServiceServicer):
             self.calls["SubmitAnswer"] += 1
             task, worker = self._take_lease(request.session_id, request.lease_id, context)
             label = answer_text(request.answer)
-            if (request.answer.WhichOneof("value") == "boxes") != (task.kind == "boxes"):
+            if task.rules is not None:
+                self._validate(task, request.answer, context)
+            elif (request.answer.WhichOneof("value") == "boxes") != (task.kind == "boxes"):
                 _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "answer: wrong kind for the task")
-            if task.kind != "boxes" and label not in task.labels:
+            elif task.kind != "boxes" and label not in task.labels:
                 _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"answer.classification.label: {label!r}")
             task.answered_by.add(worker)
             self.answers.append(RecordedAnswer(worker, task.task_id, label, task.truth, tuple(task.labels)))
@@ -186,6 +217,19 @@ class FakeTasking(tasking_pb2_grpc.TaskingServiceServicer):
             return tasking_pb2.SkipTaskResponse()
 
     # ---------------------------------------------------------------- internals (lock held)
+
+    @staticmethod
+    def _validate(task: FakeTask, answer: common_pb2.Answer, context: grpc.ServicerContext) -> None:
+        """Tasking's answer validation, on the answer as tasking's servicer reads it."""
+        kind = answer.WhichOneof("value")
+        if kind != TASK_TYPES[task.kind].answer_kind or task.rules is None:
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"answer: {kind} for a {task.kind} task")
+        body = json_format.MessageToDict(getattr(answer, kind), preserving_proto_field_name=True)
+        text_length = len(task.content.text) if task.content.WhichOneof("body") == "text" else None
+        try:
+            validate_answer(task.rules, SubmittedAnswer(kind, body=body), text_length)
+        except InvalidArgument as exc:
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
 
     def _offerable(self, task: FakeTask, worker: str) -> bool:
         if worker in task.answered_by or worker in task.skipped_by or worker in task.leased_by:

@@ -21,10 +21,11 @@ from quorum.demo.boxes import (
     TrueBox,
     box_iou,
     boxes_match,
+    draw_boxes,
     generate_boxes,
     match_boxes,
 )
-from quorum.demo.crowd import SimulatedCrowd, Truth, WorkerProfile, draw_boxes
+from quorum.demo.crowd import SimulatedCrowd, Truth, WorkerProfile
 from quorum.demo.dataset import content_key, generate
 from services.tasking.domain import JobRules, SubmittedAnswer, validate_answer
 

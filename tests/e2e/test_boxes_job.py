@@ -4,12 +4,10 @@ per fused box, and exported with the fused boxes."""
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
-from typing import Any
 
 import pytest
-from quorum_testing import wait_until
+from quorum_testing import crowd_until, wait_until
 
 from quorum.client import QuorumClient, UploadFile
 from quorum.demo.boxes import TrueBox, generate_boxes, match_boxes
@@ -58,16 +56,7 @@ def test_a_boxes_job_is_fused_close_to_the_truth_billed_per_box_and_exported(tmp
             stack.address("tasking"), dataset.truth_by_key(), WORKERS, seed=2, think_time_ms=(5, 30), max_retry_ms=200
         )
         crowd.authorize(client.issue_worker_keys(p.worker_id for p in crowd.profiles))
-        done = threading.Event()
-        outcome: list[Any] = []
-        worker = threading.Thread(target=lambda: outcome.append(crowd.run(done.is_set, 240)))
-        worker.start()
-        try:
-            wait_until(lambda: client.quality(job).resolved >= IMAGES, 240, "every image to resolve")
-        finally:
-            done.set()
-            worker.join()
-        report = outcome[0]
+        report = crowd_until(crowd, lambda: client.quality(job).resolved >= IMAGES, 240, "every image to resolve")
         assert report.unknown_content == 0
         assert not report.errors_by_call.get("SubmitAnswer:INVALID_ARGUMENT"), report.errors_by_call
         wait_until(lambda: client.money(job).objects_billed >= IMAGES, 60, "billing")
