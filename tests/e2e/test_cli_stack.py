@@ -148,7 +148,7 @@ def test_demo_prints_one_json_object_last(tmp_path: Path) -> None:
 def test_demo_of_a_boxes_job_reports_how_the_fused_boxes_fit_the_truth(tmp_path: Path) -> None:
     report, stderr = demo(tmp_path, "--task", "boxes", "--objects", "12", "--workers", "8")
     assert (report["task"], report["objects"], report["ledger_balanced"]) == ("boxes", 12, True)
-    boxes = report["boxes"]
+    boxes = report["quality"]
     # As in test_boxes_job: the crowd's noise model leaves every found object above IoU 0.7.
     assert boxes["true"] >= 12 and boxes["found"] >= 0.8 * boxes["true"]
     assert boxes["found_iou_0_7"] == boxes["found"]
