@@ -579,6 +579,19 @@ def worker_evidence(conn: Connection, *where: sa.ColumnElement[bool]) -> dict[st
     }
 
 
+def votes_of(conn: Connection, task_ids: Sequence[str]) -> dict[str, list[Vote]]:
+    """Each task's stored answers, in arrival order. One query per 5,000 tasks."""
+    a = t.answers
+    votes: dict[str, list[Vote]] = {}
+    for chunk in _chunks(task_ids):
+        rows = conn.execute(
+            sa.select(a.c.task_id, a.c.worker_id, a.c.label).where(a.c.task_id.in_(chunk)).order_by(a.c.id)
+        )
+        for row in rows:
+            votes.setdefault(row.task_id, []).append(Vote(row.worker_id, row.label))
+    return votes
+
+
 def job_spec_of_row(row: Any) -> JobSpec:
     """The JobSpec a ``consensus_jobs`` row holds."""
     return JobSpec(
