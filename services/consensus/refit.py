@@ -8,7 +8,7 @@ different, writes the new label with ``version + 1`` and publishes a new TaskRes
 the outbox in the same transaction. Billing is per task, so a re-resolution never bills twice.
 The same transaction grades the task's answers again against the new label: the task's
 ``agree`` and each worker's ``agreed`` count in ``consensus_worker_stats`` (the evidence its
-reliability is estimated from).
+reliability is estimated from); the streaming handler is told which workers changed.
 
 - Classification jobs are fitted with the library's ``default`` method, gold answers clamped
   as known; a task changes when another label is now more probable.
@@ -30,7 +30,7 @@ import dataclasses
 import datetime as dt
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -85,8 +85,11 @@ class Refit:
         method: str = "default",
         clock: Callable[[], dt.datetime] = utcnow,
         prior: BetaReliability = RELIABILITY,
+        evidence_changed: Callable[[Collection[str]], None] = lambda workers: None,
     ) -> None:
         self._engine = engine
+        # Told, after the commit, which workers' agreed counts a relabel changed.
+        self._evidence_changed = evidence_changed
         self._topics = topics
         self._outbox_written = outbox_written
         self._method = method
@@ -245,12 +248,14 @@ class Refit:
                     continue  # changed since it was read: not the row this label was fitted for
                 changed.append(result)
                 relabels[row.task_id] = (row.label, result.label)
-            _write_regrade(conn, job, relabels)
+            grades = _write_regrade(conn, job, relabels)
             enqueue(
                 conn,
                 t.outbox,
                 [outgoing(self._topics.results, c.task_id, messages.task_resolved_event(c)) for c in changed],
             )
+        if grades.agreed:
+            self._evidence_changed(sorted(grades.agreed))
         if changed:
             self._outbox_written()
             log.info("refit of %s changed %d labels", job.job_id, len(changed))

@@ -1,8 +1,9 @@
 """The periodic refit of structured jobs through the real handler, on SQLite and PostgreSQL:
 worker reliabilities re-estimated over the whole job re-resolve the tasks whose fused label
 changes (version 2, a TaskResolved in the outbox) and grade their answers again (the task's
-agree, its workers' agreed counts); a job whose labels stand writes nothing; a reviewed task
-stays as the reviewer left it; gold answers pin reliability."""
+agree, its workers' agreed counts, which the running handler then weighs them with); a job
+whose labels stand writes nothing; a reviewed task stays as the reviewer left it; gold answers
+pin reliability."""
 
 from __future__ import annotations
 
@@ -38,8 +39,9 @@ BOXES: dict[str, Any] = {"bounding_boxes": common_pb2.BoundingBoxConfig(labels=[
 
 
 @pytest.fixture
-def refit(engine: sa.Engine) -> Refit:
-    return Refit(engine, TOPICS, lambda: None, clock=lambda: NOW)
+def refit(engine: sa.Engine, handler: ConsensusEvents) -> Refit:
+    """The refit, wired to the handler as the service wires them."""
+    return Refit(engine, TOPICS, lambda: None, clock=lambda: NOW, evidence_changed=handler.evidence_changed)
 
 
 def drew(task: str, job: str, worker: str, *coords: tuple[float, float, float, float]) -> events_pb2.Event:
@@ -247,7 +249,7 @@ def test_a_structured_job_still_being_answered_waits_for_a_quarter_more_answers_
     assert again.task_id == "x" and len(again.label.boxes.boxes) == 1
 
 
-def test_a_classification_relabel_grades_the_answers_again(
+def test_a_classification_relabel_grades_the_answers_again_and_the_handler_weighs_with_that(
     handler: ConsensusEvents, engine: sa.Engine, refit: Refit
 ) -> None:
     handler.handle([job_created("j", overlap=(3, 3), target=0.5)])
@@ -286,3 +288,10 @@ def test_a_classification_relabel_grades_the_answers_again(
         "n2": 1,
         "late_dog": 1,
     }
+    # The running handler weighs these workers with the evidence as graded again, as a
+    # restarted one would, from its next batch on.
+    handler.handle([task_created("after", "j")])
+    restarted = ConsensusEvents(engine, TOPICS, lambda: None, clock=lambda: NOW)
+    restarted.load()
+    for worker in ("swing", "late_cat", "n1", "n2", "late_dog"):
+        assert handler.reliability(worker) == restarted.reliability(worker)
