@@ -30,7 +30,7 @@ def build(context: ServiceContext) -> ServiceParts:
     events.load()
     topics = context.topics
     queries = ConsensusQueries(engine)
-    refit = Refit(engine, topics, context.outbox_written)
+    refit = Refit(engine, topics, context.outbox_written, evidence_changed=events.evidence_changed)
     spam_watch = SpamWatch(engine, topics, context.outbox_written, queries)
     interval = context.settings.consensus_refit_seconds
     return ServiceParts(

@@ -394,11 +394,46 @@ class TaskProgress:
 
 
 def _matches(job: JobSpec | None, label: str, reference: str) -> bool:
-    """Whether an answer agrees with a gold or resolved label: equal for classification,
-    close enough for a structured answer (see :func:`structured.agrees`)."""
+    """Whether an answer agrees with a gold or resolved label (see :func:`_matching`)."""
+    return _matching(job, [(label, reference)])[0]
+
+
+def _matching(job: JobSpec | None, pairs: Sequence[tuple[str, str]]) -> list[bool]:
+    """Whether each ``(answer, reference)`` pair agrees: equal for classification, close
+    enough for a structured answer (:func:`structured.agreements`, one box-clustering fit for
+    all the pairs of a boxes job)."""
     if job is None or job.answer_kind == "classification":
-        return label == reference
-    return structured.agrees(job.answer_kind, job.labels, label, reference)
+        return [label == reference for label, reference in pairs]
+    return structured.agreements(job.answer_kind, job.labels, pairs)
+
+
+@dataclass(frozen=True)
+class Regrade:
+    """What relabelling tasks does to their consensus evidence: per task, how many of its
+    answers agree with the new label (its ``agree``); per worker, how its ``agreed`` count
+    changes (workers whose count stands are left out)."""
+
+    agree: dict[str, int]
+    agreed: dict[str, int]
+
+
+def regrade(job: JobSpec, relabels: Mapping[str, tuple[str, str]], compared: Mapping[str, Sequence[Vote]]) -> Regrade:
+    """Grades again the answers of relabelled tasks. ``relabels`` maps a task to its (old,
+    new) label, ``compared`` to the answers that were compared with the old label (what
+    :attr:`Step.compared` recorded: every vote when the task resolved, then each late answer).
+    An answer that agreed with the old label and not the new one takes one from its worker's
+    ``agreed``, the other way round adds one; ``compared`` counts stay. One
+    :func:`_matching` over two pairs per answer."""
+    graded = [(task, vote) for task in relabels for vote in compared.get(task, ())]
+    pairs = [(vote.label, label) for task, vote in graded for label in relabels[task]]
+    flags = _matching(job, pairs)
+    agree = dict.fromkeys(relabels, 0)
+    agreed: dict[str, int] = {}
+    for (task, vote), before, after in zip(graded, flags[0::2], flags[1::2], strict=True):
+        agree[task] += after
+        if after != before:
+            agreed[vote.worker_id] = agreed.get(vote.worker_id, 0) + after - before
+    return Regrade(agree, {worker: shift for worker, shift in agreed.items() if shift})
 
 
 @dataclass(frozen=True)

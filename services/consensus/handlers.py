@@ -16,9 +16,11 @@ processes each batch in one transaction:
 
 Job specs and worker evidence are cached in memory and rebuilt from the database on start
 (:meth:`ConsensusEvents.load`); the batch works on a copy and the cache takes it only after
-the commit, so a failed batch leaves the cache as the database is. The handler assumes it is
-the only writer (one consumer per service instance; several instances would each keep a
-slightly stale view of the other's worker evidence, which only shifts weights).
+the commit, so a failed batch leaves the cache as the database is. The next batch reads afresh
+the evidence of workers whose answers a refit graded again
+(:meth:`ConsensusEvents.evidence_changed`). The handler assumes it is the only writer of the
+rest (one consumer per service instance; several instances would each keep a slightly stale
+view of the other's worker evidence, which only shifts weights).
 
 Refit. A label resolved here is version 1: later evidence (more gold, late answers) moves
 worker reliabilities but not the labels already published. The periodic refit
@@ -32,7 +34,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from collections.abc import Callable, Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -579,6 +582,19 @@ def worker_evidence(conn: Connection, *where: sa.ColumnElement[bool]) -> dict[st
     }
 
 
+def votes_of(conn: Connection, task_ids: Sequence[str]) -> dict[str, list[Vote]]:
+    """Each task's stored answers, in arrival order. One query per 5,000 tasks."""
+    a = t.answers
+    votes: dict[str, list[Vote]] = {}
+    for chunk in _chunks(task_ids):
+        rows = conn.execute(
+            sa.select(a.c.task_id, a.c.worker_id, a.c.label).where(a.c.task_id.in_(chunk)).order_by(a.c.id)
+        )
+        for row in rows:
+            votes.setdefault(row.task_id, []).append(Vote(row.worker_id, row.label))
+    return votes
+
+
 def job_spec_of_row(row: Any) -> JobSpec:
     """The JobSpec a ``consensus_jobs`` row holds."""
     return JobSpec(
@@ -653,6 +669,9 @@ class ConsensusEvents:
         self._clock = clock
         self._jobs: dict[str, JobSpec] = {}
         self._workers: dict[str, WorkerEvidence] = {}
+        # Workers whose stored evidence another writer (the refit's thread) changed.
+        self._changed_workers: set[str] = set()
+        self._changed_lock = threading.Lock()
 
     def load(self) -> None:
         """Rebuilds the caches (job specs, worker evidence) from the database. One scan of the
@@ -663,8 +682,23 @@ class ConsensusEvents:
         self._jobs = jobs
         self._workers = workers
 
+    def evidence_changed(self, worker_ids: Iterable[str]) -> None:
+        """Tells the handler that these workers' stored evidence changed under it (a refit
+        graded their answers again): the next batch reads it afresh instead of the cached
+        copy. Call it after the change is committed; safe from any thread."""
+        with self._changed_lock:
+            self._changed_workers.update(worker_ids)
+
+    def _reload_changed_evidence(self, conn: Connection) -> None:
+        # Taken before the read: a change reported meanwhile is read again by the next batch.
+        with self._changed_lock:
+            changed, self._changed_workers = self._changed_workers, set()
+        for chunk in _chunks(sorted(changed)):
+            self._workers.update(worker_evidence(conn, t.worker_stats.c.worker_id.in_(chunk)))
+
     def reliability(self, worker_id: str) -> float:
-        """The reliability the next evaluation gives ``worker_id`` (the prior mean if unknown)."""
+        """The reliability the next evaluation gives ``worker_id`` (the prior mean if unknown),
+        as of the last batch."""
         evidence = self._workers.get(worker_id)
         return evidence.reliability(self._prior) if evidence else self._prior.prior_mean
 
@@ -686,6 +720,7 @@ class ConsensusEvents:
             fresh = claim_events(conn, t.inbox, CONSUMER, [e.event_id for e in wanted])
             if not fresh:
                 return
+            self._reload_changed_evidence(conn)
             deletions: dict[str, str] = {}
             others: list[events_pb2.Event] = []
             for event in wanted:

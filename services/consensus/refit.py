@@ -6,6 +6,9 @@ worker estimates it has at that moment. Later answers (and gold) sharpen those e
 refit reads the job's whole answer matrix and, for each resolved task whose label is now
 different, writes the new label with ``version + 1`` and publishes a new TaskResolved through
 the outbox in the same transaction. Billing is per task, so a re-resolution never bills twice.
+The same transaction grades the task's answers again against the new label: the task's
+``agree`` and each worker's ``agreed`` count in ``consensus_worker_stats`` (the evidence its
+reliability is estimated from); the streaming handler is told which workers changed.
 
 - Classification jobs are fitted with the library's ``default`` method, gold answers clamped
   as known; a task changes when another label is now more probable.
@@ -27,11 +30,11 @@ import dataclasses
 import datetime as dt
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from quorum.db import enqueue, reading, utcnow
 from quorum.messaging import Topics, outgoing
@@ -41,13 +44,15 @@ from services.consensus.aggregation import BetaReliability
 from services.consensus.domain import (
     RELIABILITY,
     JobSpec,
+    Regrade,
     TaskResult,
     TaskState,
     Vote,
     WeightedAnswer,
     refit_structured,
+    regrade,
 )
-from services.consensus.handlers import job_spec_of_row, result_of_row, worker_evidence
+from services.consensus.handlers import job_spec_of_row, result_of_row, votes_of, worker_evidence
 from services.consensus.offline import METHODS
 
 log = logging.getLogger(__name__)
@@ -80,8 +85,11 @@ class Refit:
         method: str = "default",
         clock: Callable[[], dt.datetime] = utcnow,
         prior: BetaReliability = RELIABILITY,
+        evidence_changed: Callable[[Collection[str]], None] = lambda workers: None,
     ) -> None:
         self._engine = engine
+        # Told, after the commit, which workers' agreed counts a relabel changed.
+        self._evidence_changed = evidence_changed
         self._topics = topics
         self._outbox_written = outbox_written
         self._method = method
@@ -157,7 +165,7 @@ class Refit:
                 return None
             return _NewLabel(str(best), float(posterior[best]))
 
-        return self._relabel(job.job_id, relabel)
+        return self._relabel(job, relabel)
 
     def _refit_structured(self, job: JobSpec, answers: Sequence[Any], gold: Mapping[str, str]) -> int:
         a, r = t.answers, t.results
@@ -199,17 +207,20 @@ class Refit:
             )
             return _NewLabel(label, fitted.confidences[row.task_id], weighted)
 
-        return self._relabel(job.job_id, relabel)
+        return self._relabel(job, relabel)
 
-    def _relabel(self, job_id: str, relabel: Callable[[Any], _NewLabel | None]) -> int:
+    def _relabel(self, job: JobSpec, relabel: Callable[[Any], _NewLabel | None]) -> int:
         """Writes, in one transaction, the new label ``relabel`` gives a result row of the job
         (None: it stays): the result with ``version + 1``, the task's label, and a TaskResolved
-        in the outbox. Reviewed results are final and never offered."""
-        r, tk = t.results, t.tasks
+        in the outbox; and grades the task's answers again against the new label, in its
+        ``agree`` and its workers' ``agreed`` counts. Reviewed results are final and never
+        offered."""
+        r = t.results
         now = self._clock()
         changed: list[TaskResult] = []
+        relabels: dict[str, tuple[str, str]] = {}
         with self._engine.begin() as conn:
-            rows = conn.execute(sa.select(r).where(r.c.job_id == job_id, sa.not_(r.c.reviewed))).all()
+            rows = conn.execute(sa.select(r).where(r.c.job_id == job.job_id, sa.not_(r.c.reviewed))).all()
             for row in rows:
                 new = relabel(row)
                 if new is None:
@@ -223,7 +234,7 @@ class Refit:
                     resolved_at=now,
                     version=row.version + 1,
                 )
-                conn.execute(
+                written = conn.execute(
                     sa.update(r)
                     .where(r.c.task_id == row.task_id, r.c.version == row.version)
                     .values(
@@ -233,18 +244,49 @@ class Refit:
                         version=result.version,
                     )
                 )
-                conn.execute(
-                    sa.update(tk)
-                    .where(tk.c.task_id == row.task_id, tk.c.state == TaskState.RESOLVED.value)
-                    .values(label=result.label)
-                )
+                if not written.rowcount:
+                    continue  # changed since it was read: not the row this label was fitted for
                 changed.append(result)
+                relabels[row.task_id] = (row.label, result.label)
+            grades = _write_regrade(conn, job, relabels)
             enqueue(
                 conn,
                 t.outbox,
                 [outgoing(self._topics.results, c.task_id, messages.task_resolved_event(c)) for c in changed],
             )
+        if grades.agreed:
+            self._evidence_changed(sorted(grades.agreed))
         if changed:
             self._outbox_written()
-            log.info("refit of %s changed %d labels", job_id, len(changed))
+            log.info("refit of %s changed %d labels", job.job_id, len(changed))
         return len(changed)
+
+
+def _write_regrade(conn: Connection, job: JobSpec, relabels: Mapping[str, tuple[str, str]]) -> Regrade:
+    """Writes the new labels of ``relabels`` (task -> (old, new) label) to their tasks and
+    grades the tasks' answers again against them: each task's ``agree``, each worker's
+    ``agreed`` in the job. Returns what it graded."""
+    tk, ws = t.tasks, t.worker_stats
+    # A task a reviewer did not decide had each of its answers compared with its label once:
+    # all of them when it resolved, every later one on arrival.
+    grades = regrade(job, relabels, votes_of(conn, list(relabels)))
+    # Rows in key order, the order the handler writes its own in: on PostgreSQL the two
+    # never wait for each other's row locks in a cycle.
+    if relabels:
+        conn.execute(
+            sa.update(tk)
+            .where(tk.c.task_id == sa.bindparam("b_task_id"), tk.c.state == TaskState.RESOLVED.value)
+            .values(label=sa.bindparam("b_label"), agree=sa.bindparam("b_agree")),
+            [
+                {"b_task_id": task, "b_label": new, "b_agree": grades.agree[task]}
+                for task, (_, new) in sorted(relabels.items())
+            ],
+        )
+    if grades.agreed:
+        conn.execute(
+            sa.update(ws)
+            .where(ws.c.worker_id == sa.bindparam("b_worker_id"), ws.c.job_id == job.job_id)
+            .values(agreed=ws.c.agreed + sa.bindparam("b_shift")),
+            [{"b_worker_id": worker, "b_shift": shift} for worker, shift in sorted(grades.agreed.items())],
+        )
+    return grades

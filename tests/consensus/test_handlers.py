@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -49,6 +50,32 @@ def emitted(engine: sa.Engine, kind: str) -> list[events_pb2.Event]:
 
 def answers(task: str, job: str, *pairs: tuple[str, str]) -> list[events_pb2.Event]:
     return [answer_accepted(task, job, worker, label) for worker, label in pairs]
+
+
+def graded_and_recounted(engine: sa.Engine) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The stored agreement counts of a classification job's resolved tasks and workers (each
+    task's agree, each worker's compared and agreed) and those that comparing every answer
+    with its task's current label gives."""
+    tk, a, ws = tables.tasks, tables.answers, tables.worker_stats
+    with engine.connect() as conn:
+        resolved = {
+            row.task_id: row for row in conn.execute(sa.select(tk).where(tk.c.state == "resolved", sa.not_(tk.c.gold)))
+        }
+        answered = conn.execute(sa.select(a.c.task_id, a.c.worker_id, a.c.label)).all()
+        stats = conn.execute(sa.select(ws.c.worker_id, ws.c.compared, ws.c.agreed)).all()
+    stored = {
+        "agree": {task: row.agree for task, row in resolved.items()},
+        "workers": {row.worker_id: (row.compared, row.agreed) for row in stats if row.compared},
+    }
+    agree = dict.fromkeys(resolved, 0)
+    workers: dict[str, tuple[int, int]] = {}
+    for task, worker, label in answered:
+        if task in resolved:
+            right = label == resolved[task].label
+            agree[task] += right
+            compared, agreed = workers.get(worker, (0, 0))
+            workers[worker] = (compared + 1, agreed + right)
+    return stored, {"agree": agree, "workers": workers}
 
 
 def table_counts(engine: sa.Engine) -> dict[str, int]:
@@ -400,6 +427,8 @@ def test_a_refit_relabels_with_a_new_version_and_never_hurts(
 
     before = accuracy()
     resolved_events = len(emitted(engine, "task_resolved"))
+    stored, recounted = graded_and_recounted(engine)
+    assert stored == recounted
     refit = Refit(engine, TOPICS, signal, clock=lambda: NOW)
     changed = refit.run_once()
     assert changed > 0
@@ -409,6 +438,9 @@ def test_a_refit_relabels_with_a_new_version_and_never_hurts(
     republished = emitted(engine, "task_resolved")
     assert len(republished) == resolved_events + changed
     assert {e.task_resolved.version for e in republished[resolved_events:]} == {2}
+    # The relabelled tasks' answers are graded again against their new labels.
+    stored, recounted = graded_and_recounted(engine)
+    assert stored == recounted
     # Nothing new since: the next round refits nothing and publishes nothing.
     assert refit.run_once() == 0
     assert len(emitted(engine, "task_resolved")) == resolved_events + changed

@@ -1,7 +1,9 @@
 """The periodic refit of structured jobs through the real handler, on SQLite and PostgreSQL:
 worker reliabilities re-estimated over the whole job re-resolve the tasks whose fused label
-changes (version 2, a TaskResolved in the outbox); a job whose labels stand writes nothing;
-a reviewed task stays as the reviewer left it; gold answers pin reliability."""
+changes (version 2, a TaskResolved in the outbox) and grade their answers again (the task's
+agree, its workers' agreed counts, which the running handler then weighs them with); a job
+whose labels stand writes nothing; a reviewed task stays as the reviewer left it; gold answers
+pin reliability."""
 
 from __future__ import annotations
 
@@ -37,8 +39,9 @@ BOXES: dict[str, Any] = {"bounding_boxes": common_pb2.BoundingBoxConfig(labels=[
 
 
 @pytest.fixture
-def refit(engine: sa.Engine) -> Refit:
-    return Refit(engine, TOPICS, lambda: None, clock=lambda: NOW)
+def refit(engine: sa.Engine, handler: ConsensusEvents) -> Refit:
+    """The refit, wired to the handler as the service wires them."""
+    return Refit(engine, TOPICS, lambda: None, clock=lambda: NOW, evidence_changed=handler.evidence_changed)
 
 
 def drew(task: str, job: str, worker: str, *coords: tuple[float, float, float, float]) -> events_pb2.Event:
@@ -58,6 +61,25 @@ def results(engine: sa.Engine) -> dict[str, Any]:
 
 def weights(resolved: Any) -> dict[str, float]:
     return {a.worker_id: a.weight for a in resolved.answers}
+
+
+def agree_of(engine: sa.Engine, task: str) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(sa.select(t.tasks.c.agree).where(t.tasks.c.task_id == task)).scalar_one())
+
+
+def compared_and_agreed(engine: sa.Engine, job: str) -> dict[str, tuple[int, int]]:
+    """Each worker's (compared, agreed) counts in ``job``."""
+    ws = t.worker_stats
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(ws.c.worker_id, ws.c.compared, ws.c.agreed).where(ws.c.job_id == job))
+        return {row.worker_id: (row.compared, row.agreed) for row in rows}
+
+
+def shifted(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]) -> dict[str, int]:
+    """Per worker whose counts changed, how its agreed count moved; fails if compared moved."""
+    assert {w: c for w, (c, _) in after.items()} == {w: c for w, (c, _) in before.items()}
+    return {w: after[w][1] - before[w][1] for w in after if after[w] != before[w]}
 
 
 def test_a_worker_who_turns_out_to_disagree_loses_the_task_it_swung(
@@ -83,6 +105,10 @@ def test_a_worker_who_turns_out_to_disagree_loses_the_task_it_swung(
         handler.handle([drew(f"d{k}", "j", "swing", CAR, STRAY)])
     published = len(emitted(engine, "task_resolved"))
     assert published == 51
+    # A late answer is compared with the label of its time, two boxes: it disagreed.
+    handler.handle([drew("x", "j", "late", CAR)])
+    assert agree_of(engine, "x") == 1  # "swing" only
+    counts = compared_and_agreed(engine, "j")
 
     assert refit.run_once() == 1
     (again,) = emitted(engine, "task_resolved")[published:]
@@ -96,6 +122,9 @@ def test_a_worker_who_turns_out_to_disagree_loses_the_task_it_swung(
     assert {task for task, row in stored.items() if row.version != 1} == {"x"}
     with engine.connect() as conn:
         assert conn.execute(sa.select(t.tasks.c.label).where(t.tasks.c.task_id == "x")).scalar() == stored["x"].label
+    # Graded again against the one box: the three who drew only the car now agree, "swing" not.
+    assert agree_of(engine, "x") == 3
+    assert shifted(counts, compared_and_agreed(engine, "j")) == {"swing": -1, "n1": 1, "n2": 1, "late": 1}
     # Nothing new since: the next round refits nothing.
     assert refit.run_once() == 0
     assert len(emitted(engine, "task_resolved")) == published + 1
@@ -218,3 +247,51 @@ def test_a_structured_job_still_being_answered_waits_for_a_quarter_more_answers_
     assert refit.run_once() == 1  # none since: the job is refitted
     (again,) = [e for e in emitted(engine, "task_resolved") if e.version == 2]
     assert again.task_id == "x" and len(again.label.boxes.boxes) == 1
+
+
+def test_a_classification_relabel_grades_the_answers_again_and_the_handler_weighs_with_that(
+    handler: ConsensusEvents, engine: sa.Engine, refit: Refit
+) -> None:
+    handler.handle([job_created("j", overlap=(3, 3), target=0.5)])
+    # "swing" is right on 20 gold tasks: it outweighs two newcomers on "x".
+    handler.handle([task_created(f"g{k}", "j", gold_label="cat") for k in range(60)])
+    handler.handle([answer_accepted(f"g{k}", "j", "swing", "cat") for k in range(20)])
+    handler.handle(
+        [
+            task_created("x", "j"),
+            answer_accepted("x", "j", "swing", "cat"),
+            answer_accepted("x", "j", "n1", "dog"),
+            answer_accepted("x", "j", "n2", "dog"),
+        ]
+    )
+    assert [(e.task_id, e.label.classification.label) for e in emitted(engine, "task_resolved")] == [("x", "cat")]
+    # Late answers, each compared with "cat" alone.
+    handler.handle([answer_accepted("x", "j", "late_dog", "dog"), answer_accepted("x", "j", "late_cat", "cat")])
+    # Then gold shows "swing" wrong and the newcomers right.
+    handler.handle(
+        [
+            answer_accepted(f"g{k}", "j", w, "bird" if w == "swing" else "cat")
+            for k in range(20, 60)
+            for w in ("swing", "n1", "n2")
+        ]
+    )
+    assert agree_of(engine, "x") == 2
+    counts = compared_and_agreed(engine, "j")
+
+    assert refit.run_once() == 1
+    assert results(engine)["x"].label == "dog"
+    assert agree_of(engine, "x") == 3
+    assert shifted(counts, compared_and_agreed(engine, "j")) == {
+        "swing": -1,
+        "late_cat": -1,
+        "n1": 1,
+        "n2": 1,
+        "late_dog": 1,
+    }
+    # The running handler weighs these workers with the evidence as graded again, as a
+    # restarted one would, from its next batch on.
+    handler.handle([task_created("after", "j")])
+    restarted = ConsensusEvents(engine, TOPICS, lambda: None, clock=lambda: NOW)
+    restarted.load()
+    for worker in ("swing", "late_cat", "n1", "n2", "late_dog"):
+        assert handler.reliability(worker) == restarted.reliability(worker)
