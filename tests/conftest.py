@@ -112,10 +112,20 @@ def pytest_runtest_makereport(
     return report
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """Workers for ``-n auto``: one per core, at most four. Each worker starts its own broker
+    and S3 server and holds one of the few spare Redis databases at a time (quorum_testing)."""
+    return max(1, min(os.cpu_count() or 1, 4))
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Starts mypy as soon as its test is known to run, so it checks the tree beside the suite."""
+    """Starts mypy as soon as its test is known to run, so it checks the tree beside the suite.
+    Not in a parallel worker: every worker collects every test but runs only some, and the
+    one that gets the test starts mypy then."""
     from test_code_quality import MYPY_RUN, start_mypy
 
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return
     if any(item.name == "test_mypy_is_clean" for item in session.items):
         session.config.stash[MYPY_RUN] = start_mypy()
 

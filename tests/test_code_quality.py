@@ -39,7 +39,7 @@ def test_ruff_format_is_clean() -> None:
 @pytest.mark.slow
 def test_mypy_is_clean(request: pytest.FixtureRequest) -> None:
     # Started beside the suite when this test was collected (conftest), since it takes a
-    # minute of one core while the end-to-end tests mostly wait.
+    # minute of one core while the end-to-end tests mostly wait; in a parallel worker, here.
     mypy = request.config.stash.get(MYPY_RUN, None) or start_mypy()
     output, _ = mypy.communicate(timeout=600)
     assert mypy.returncode == 0, output
