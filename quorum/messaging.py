@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import math
 import threading
 import time
 import uuid
@@ -240,7 +241,10 @@ class OutboxRelay:
 
     Runs in its own thread. A row is marked only after the broker acknowledged it,
     so a crash in between publishes it again; consumers drop the duplicate by id.
-    ``notify()`` wakes the relay right after a transaction wrote to the outbox.
+    ``notify()`` wakes the relay right after a transaction wrote to the outbox. While
+    events keep coming, batches go out at most every ``min_interval_s``: each batch costs
+    a read, a produce round trip and a write transaction whatever its size, and a service
+    taking many small transactions would otherwise pay all three for every one of them.
     """
 
     def __init__(
@@ -250,6 +254,7 @@ class OutboxRelay:
         publisher: Publisher,
         batch_size: int = 500,
         idle_poll_s: float = 0.2,
+        min_interval_s: float = 0.05,
         keep_published_s: float = 24 * 3600.0,
         reconnect: Callable[[], Publisher] | None = None,
     ) -> None:
@@ -264,6 +269,7 @@ class OutboxRelay:
         self.backlog = 0
         self._batch_size = batch_size
         self._idle_poll_s = idle_poll_s
+        self._min_interval_s = min_interval_s
         self._keep_published_s = keep_published_s
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -371,6 +377,7 @@ class OutboxRelay:
 
     def _run(self) -> None:
         last_purge = last_count = time.monotonic()
+        last_sent = -math.inf
         while not self._stop.is_set():
             if time.monotonic() - last_count > 0.5:
                 self._count_backlog()
@@ -382,7 +389,13 @@ class OutboxRelay:
                         self._fresh_publisher()
                     if self._replay_for == generation:
                         self._replay_for = None
-                if self.publish_pending() >= self._batch_size:
+                # Woken soon after the last batch: let this one gather what commits meanwhile.
+                self._stop.wait(last_sent + self._min_interval_s - time.monotonic())
+                published = self.publish_pending()
+                if published:
+                    last_sent = time.monotonic()
+                if published >= self._batch_size:
+                    last_sent = -math.inf  # a backlog: the next batch is already waiting
                     continue
                 if time.monotonic() - last_purge > 60:
                     self._purge_old()

@@ -7,15 +7,23 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from kafka import KafkaConsumer
 
-from quorum.db import add_messaging_tables, claim_events, enqueue, make_engine
-from quorum.messaging import EventConsumer, OutboxRelay, Publisher, Topics, ensure_topics, is_transient, outgoing
+from quorum.db import OutgoingEvent, add_messaging_tables, claim_events, enqueue, make_engine
+from quorum.messaging import (
+    EventConsumer,
+    OutboxRelay,
+    Publisher,
+    Topics,
+    ensure_topics,
+    is_transient,
+    outgoing,
+)
 from quorum.v1 import events_pb2
 
 
@@ -234,6 +242,43 @@ def test_outbox_relay_publishes_committed_rows_once(engine: sa.Engine, kafka_boo
         received.append((record.key.decode(), event.task_created.task_id))
     consumer.close()
     assert sorted(received) == sorted((f"t{i}", f"t{i}") for i in range(30))
+
+
+class _CountingPublisher(Publisher):
+    """A real publisher that records the size of every batch it is given."""
+
+    def __init__(self, bootstrap: str) -> None:
+        super().__init__(bootstrap)
+        self.batches: list[int] = []
+
+    def send_all(self, records: Sequence[OutgoingEvent], timeout_s: float = 30.0) -> None:
+        self.batches.append(len(records))
+        super().send_all(records, timeout_s)
+
+
+def test_the_relay_gathers_a_stream_of_small_commits_into_few_batches(
+    engine: sa.Engine, kafka_bootstrap: str, topics: Topics
+) -> None:
+    metadata = sa.MetaData()
+    tables = add_messaging_tables(metadata)
+    metadata.create_all(engine)
+    publisher = _CountingPublisher(kafka_bootstrap)
+    relay = OutboxRelay(engine, tables.outbox, publisher, min_interval_s=0.5)
+    relay.start()
+    try:
+        # 40 commits over about a second, each waking the relay, as a busy service's do.
+        for i in range(40):
+            with engine.begin() as conn:
+                enqueue(conn, tables.outbox, [outgoing(topics.results, f"t{i}", task_event(f"t{i}"))])
+            relay.notify()
+            time.sleep(0.02)
+        wait_until(lambda: relay.pending() == 0)
+    finally:
+        relay.stop()
+        publisher.close()
+    assert sum(publisher.batches) == 40
+    # One batch per commit would be 40; at most one per half second is a handful.
+    assert len(publisher.batches) < 10, publisher.batches
 
 
 def test_two_replicas_never_both_claim_an_event(postgres_url: str) -> None:
