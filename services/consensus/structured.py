@@ -6,13 +6,13 @@ as JSON, e.g. ``{"boxes":{"boxes":[...]}}``); the fused label goes back in the s
 per-object confidences inside it. Pure: json, numpy and Pillow (to rasterise polygons), no protobuf.
 
 - multi-label: each label is its own binary question, decided by the one-coin posterior over
-  the answers with the workers' reliabilities (as single-label classification is); the task's
-  confidence is that of its least certain label;
+  the answers with the workers' reliabilities floored at chance (:func:`_presence_weights`);
+  the task's confidence is that of its least certain label;
 - boxes: :class:`~services.consensus.aggregation.boxes.BoxFusion` clusters the boxes by IoU
   and fuses each cluster's corners (weighted medians); whether a cluster's object exists is
-  the one-coin posterior of the workers' reliabilities (a box votes for it, an annotator
-  without one against); the confidence is that of the least certain existence decision,
-  kept or dropped;
+  the one-coin posterior of the workers' reliabilities floored at chance (a box votes for it,
+  an annotator without one against); the confidence is that of the least certain existence
+  decision, kept or dropped;
 - spans: :class:`~services.consensus.aggregation.spans.SpanVote` clusters overlapping spans
   and votes their boundaries and type; existence is decided as for boxes; the confidence is
   that of the least certain existence decision;
@@ -90,6 +90,21 @@ NEUTRAL = 0.7
 
 def clipped(weight: float) -> float:
     return min(MAX_RELIABILITY, max(MIN_RELIABILITY, weight))
+
+
+# Chance on a yes/no question: a vote at this reliability carries no evidence either way.
+CHANCE = 0.5
+
+
+def _presence_weights(weights: Sequence[float]) -> list[float]:
+    """The reliabilities for the yes/no votes on whether a label, box, span or point is there:
+    each floored at chance.
+
+    A reliability is how often a worker's whole answer agreed with gold or consensus, so one
+    well below chance says the worker is often wrong somewhere, not that each of its marks is
+    reliably wrong. Read in reverse, a careless worker's box on a real object would push the
+    object out and its omission would pull one in; floored, it counts for nothing."""
+    return [max(weight, CHANCE) for weight in weights]
 
 
 def fuse(
@@ -195,9 +210,10 @@ def _fuse_multi_label(
     present: list[str] = []
     confidences: list[float] = []
     certainty = 1.0
+    presence = _presence_weights(weights)
     for label in labels:
         votes = [1 if label in picked else 0 for picked in chosen]
-        p_present = float(one_coin_posterior(votes, weights, 2)[1])
+        p_present = float(one_coin_posterior(votes, presence, 2)[1])
         certainty = min(certainty, max(p_present, 1.0 - p_present))
         if p_present > 0.5:
             present.append(label)
@@ -215,7 +231,7 @@ def _fuse_boxes(
     if not rows:
         return _dump({kind: {}}), 1.0, tuple(True for _ in answers)
     fusion = BoxFusion().fit(rows, seen)
-    reliability = {worker: weight for (worker, _), weight in zip(answers, weights, strict=True)}
+    reliability = {worker: weight for (worker, _), weight in zip(answers, _presence_weights(weights), strict=True)}
     kept: list[tuple[FusedBox, float]] = []
     certainty = 1.0
     drew: dict[str, set[int]] = {worker: set() for worker, _ in answers}
@@ -262,10 +278,11 @@ def _fuse_spans(
     vote = SpanVote().fit(rows)
     found: list[tuple[tuple[int, int, Any], float]] = []
     certainty = 1.0
+    presence = _presence_weights(weights)
     for cluster in vote.clusters_:
         # As for boxes: existence by the one-coin posterior with the service's reliabilities.
         votes = [1 if worker in cluster["workers"] else 0 for worker, _ in answers]
-        exists = float(one_coin_posterior(votes, weights, 2)[1])
+        exists = float(one_coin_posterior(votes, presence, 2)[1])
         certainty = min(certainty, max(exists, 1.0 - exists))
         if exists > 0.5:
             found.append(((cluster["start"], cluster["end"], cluster["type"]), exists * cluster["type_share"]))
@@ -331,14 +348,14 @@ def _fuse_keypoints(
     point_of = np.tile(np.arange(k), n)
     # Presence of each point by the one-coin posterior (placing it votes for it); its location
     # by the per-coordinate weighted median of the placed points.
-    present_p = np.exp(one_coin_log_posterior(point_of, has.ravel().astype(np.intp), np.repeat(weights, k), k, 2)[:, 1])
+    presence = np.repeat(_presence_weights(weights), k)
+    present_p = np.exp(one_coin_log_posterior(point_of, has.ravel().astype(np.intp), presence, k, 2)[:, 1])
     flat = has.ravel()
     w = np.repeat(_vote_weights(weights), k)[flat]
     located = np.stack(
         [group_weighted_median(points[:, :, c].ravel()[flat], w, point_of[flat], k) for c in (0, 1)], axis=1
     )
-    # A point nobody placed has no location, even when the vote finds it present (workers below
-    # chance, each omission read as a vote for it): it stays out of the label.
+    # A point nobody placed has no location: it stays out of the label whatever the vote says.
     present = (present_p > 0.5) & has.any(axis=0)
     fused = np.where(present[:, None], located, np.nan)
     # OKS of each answer with the fused points, a fused point the answer lacks counting 0.

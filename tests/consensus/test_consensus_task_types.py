@@ -314,13 +314,68 @@ def test_keypoints_fuse_to_the_per_point_median(handler: ConsensusEvents, engine
 
 
 def test_a_point_nobody_placed_stays_out_of_the_fused_keypoints() -> None:
-    # Three workers below chance place the nose alike: the one-coin vote reads each omission of
-    # the tail as a vote for it, but there is no tail to place.
+    # Three workers below chance place the nose alike and omit the tail: there is no tail to place.
     point = common_pb2.Keypoint(label="nose", x=0.3, y=0.4)
     nose = answer_text(common_pb2.Answer(keypoints=common_pb2.KeypointsAnswer(points=[point])))
     fused, _, _ = structured.fuse("keypoints", ("nose", "tail"), [(w, nose) for w in "abc"], [0.4, 0.3, 0.3])
     # The fused label is an answer again (a NaN coordinate is not), without the tail.
     assert "tail" not in [p.label for p in answer_from_text(fused).keypoints.points]
+
+
+def _text(**answer: Any) -> str:
+    return answer_text(common_pb2.Answer(**answer))
+
+
+# Per presence kind: the job's schema, an answer marking one thing (a label, box, span or point),
+# an answer marking nothing, and the fused confidence of that thing (None when it is left out).
+PRESENCE: dict[str, tuple[tuple[str, ...], str, str, Callable[[common_pb2.Answer], float | None]]] = {
+    "multi_label": (
+        ("cat",),
+        _text(multi_label=common_pb2.MultiLabelAnswer(labels=["cat"])),
+        _text(multi_label=common_pb2.MultiLabelAnswer()),
+        lambda label: next(iter(label.multi_label.confidences), None),
+    ),
+    "boxes": (
+        ("car",),
+        _text(boxes=boxes(CAR)),
+        _text(boxes=boxes()),
+        lambda label: next((b.confidence for b in label.boxes.boxes), None),
+    ),
+    "spans": (
+        ("PER",),
+        _text(spans=common_pb2.SpansAnswer(spans=[common_pb2.Span(start=0, end=12, label="PER")])),
+        _text(spans=common_pb2.SpansAnswer()),
+        lambda label: next((s.confidence for s in label.spans.spans), None),
+    ),
+    "keypoints": (
+        ("nose",),
+        _text(keypoints=common_pb2.KeypointsAnswer(points=[common_pb2.Keypoint(label="nose", x=0.3, y=0.4)])),
+        _text(keypoints=common_pb2.KeypointsAnswer()),
+        lambda label: next((p.confidence for p in label.keypoints.points), None),
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(PRESENCE))
+def test_a_worker_below_chance_is_no_evidence_on_presence(kind: str) -> None:
+    schema, marked, blank, confidence = PRESENCE[kind]
+
+    def fused(*answers: tuple[str, float]) -> float | None:
+        label, _, _ = structured.fuse(
+            kind, schema, [(f"w{i}", text) for i, (text, _) in enumerate(answers)], [w for _, w in answers]
+        )
+        return confidence(answer_from_text(label))
+
+    # A reliable worker marks it and a middling one does not: kept. Read in reverse, the same
+    # mark from a worker whose answers mostly disagree (0.2) would cancel the reliable one's and
+    # the middling omission would drop it.
+    alone = fused((marked, 0.8), (blank, 0.6))
+    assert alone is not None and alone > 0.5
+    with_careless = fused((marked, 0.8), (marked, 0.2), (blank, 0.6))
+    assert with_careless is not None and with_careless >= alone - 1e-12
+    # Nor does its omission pull in what the reliable worker left out.
+    assert fused((blank, 0.8), (marked, 0.6)) is None
+    assert fused((blank, 0.8), (marked, 0.6), (blank, 0.2)) is None
 
 
 @pytest.mark.parametrize("kind", KINDS)
