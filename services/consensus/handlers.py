@@ -397,8 +397,12 @@ class _Batch:
     def _load_tasks(self, task_ids: list[str]) -> tuple[dict[str, TaskProgress], dict[str, _TaskMeta]]:
         progress: dict[str, TaskProgress] = {}
         meta: dict[str, _TaskMeta] = {}
+        # Locked (on PostgreSQL; SQLite writers take turns anyway) in key order, as the refit
+        # locks the tasks it relabels: a batch that read a task the refit is relabelling would
+        # otherwise write the old label back and grade late answers against it.
         for chunk in _chunks(task_ids):
-            for row in self.conn.execute(sa.select(t.tasks).where(t.tasks.c.task_id.in_(chunk))):
+            query = sa.select(t.tasks).where(t.tasks.c.task_id.in_(chunk)).order_by(t.tasks.c.task_id)
+            for row in self.conn.execute(query.with_for_update()):
                 progress[row.task_id] = TaskProgress(
                     task_id=row.task_id,
                     job_id=row.job_id,
@@ -580,6 +584,18 @@ def worker_evidence(conn: Connection, *where: sa.ColumnElement[bool]) -> dict[st
             .group_by(ws.c.worker_id)
         )
     }
+
+
+def lock_tasks(conn: Connection, task_ids: Sequence[str]) -> None:
+    """Locks the tasks' rows until the transaction ends, in key order (``task_ids`` sorted), as
+    the handler's batches lock theirs; a no-op on SQLite, whose writers take turns."""
+    for chunk in _chunks(task_ids):
+        conn.execute(
+            sa.select(t.tasks.c.task_id)
+            .where(t.tasks.c.task_id.in_(chunk))
+            .order_by(t.tasks.c.task_id)
+            .with_for_update()
+        )
 
 
 def votes_of(conn: Connection, task_ids: Sequence[str]) -> dict[str, list[Vote]]:

@@ -52,7 +52,7 @@ from services.consensus.domain import (
     refit_structured,
     regrade,
 )
-from services.consensus.handlers import job_spec_of_row, result_of_row, votes_of, worker_evidence
+from services.consensus.handlers import job_spec_of_row, lock_tasks, result_of_row, votes_of, worker_evidence
 from services.consensus.offline import METHODS
 
 log = logging.getLogger(__name__)
@@ -267,9 +267,13 @@ def _write_regrade(conn: Connection, job: JobSpec, relabels: Mapping[str, tuple[
     grades the tasks' answers again against them: each task's ``agree``, each worker's
     ``agreed`` in the job. Returns what it graded."""
     tk, ws = t.tasks, t.worker_stats
+    tasks = sorted(relabels)
+    # Locked before their answers are read, in key order as the handler locks them: a late
+    # answer is then graded either here, or by the handler against the new label.
+    lock_tasks(conn, tasks)
     # A task a reviewer did not decide had each of its answers compared with its label once:
     # all of them when it resolved, every later one on arrival.
-    grades = regrade(job, relabels, votes_of(conn, list(relabels)))
+    grades = regrade(job, relabels, votes_of(conn, tasks))
     # Rows in key order, the order the handler writes its own in: on PostgreSQL the two
     # never wait for each other's row locks in a cycle.
     if relabels:

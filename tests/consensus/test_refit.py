@@ -7,6 +7,7 @@ pin reliability."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -28,7 +29,7 @@ from consensus_helpers import emitted_payloads as emitted
 
 from quorum.taskmessages import answer_text
 from quorum.v1 import common_pb2, events_pb2
-from services.consensus import structured
+from services.consensus import handlers, structured
 from services.consensus import tables as t
 from services.consensus.domain import JobSpec, Vote, WorkerEvidence, refit_structured
 from services.consensus.handlers import ConsensusEvents
@@ -249,11 +250,9 @@ def test_a_structured_job_still_being_answered_waits_for_a_quarter_more_answers_
     assert again.task_id == "x" and len(again.label.boxes.boxes) == 1
 
 
-def test_a_classification_relabel_grades_the_answers_again_and_the_handler_weighs_with_that(
-    handler: ConsensusEvents, engine: sa.Engine, refit: Refit
-) -> None:
+def swing_labels_x_cat(handler: ConsensusEvents) -> None:
+    """Job "j": "swing" is right on 20 gold tasks, so it outweighs two newcomers on task "x"."""
     handler.handle([job_created("j", overlap=(3, 3), target=0.5)])
-    # "swing" is right on 20 gold tasks: it outweighs two newcomers on "x".
     handler.handle([task_created(f"g{k}", "j", gold_label="cat") for k in range(60)])
     handler.handle([answer_accepted(f"g{k}", "j", "swing", "cat") for k in range(20)])
     handler.handle(
@@ -264,10 +263,10 @@ def test_a_classification_relabel_grades_the_answers_again_and_the_handler_weigh
             answer_accepted("x", "j", "n2", "dog"),
         ]
     )
-    assert [(e.task_id, e.label.classification.label) for e in emitted(engine, "task_resolved")] == [("x", "cat")]
-    # Late answers, each compared with "cat" alone.
-    handler.handle([answer_accepted("x", "j", "late_dog", "dog"), answer_accepted("x", "j", "late_cat", "cat")])
-    # Then gold shows "swing" wrong and the newcomers right.
+
+
+def gold_shows_swing_wrong(handler: ConsensusEvents) -> None:
+    """40 more gold tasks on which "swing" is wrong and the newcomers right."""
     handler.handle(
         [
             answer_accepted(f"g{k}", "j", w, "bird" if w == "swing" else "cat")
@@ -275,6 +274,16 @@ def test_a_classification_relabel_grades_the_answers_again_and_the_handler_weigh
             for w in ("swing", "n1", "n2")
         ]
     )
+
+
+def test_a_classification_relabel_grades_the_answers_again_and_the_handler_weighs_with_that(
+    handler: ConsensusEvents, engine: sa.Engine, refit: Refit
+) -> None:
+    swing_labels_x_cat(handler)
+    assert [(e.task_id, e.label.classification.label) for e in emitted(engine, "task_resolved")] == [("x", "cat")]
+    # Late answers, each compared with "cat" alone.
+    handler.handle([answer_accepted("x", "j", "late_dog", "dog"), answer_accepted("x", "j", "late_cat", "cat")])
+    gold_shows_swing_wrong(handler)
     assert agree_of(engine, "x") == 2
     counts = compared_and_agreed(engine, "j")
 
@@ -295,3 +304,58 @@ def test_a_classification_relabel_grades_the_answers_again_and_the_handler_weigh
     restarted.load()
     for worker in ("swing", "late_cat", "n1", "n2", "late_dog"):
         assert handler.reliability(worker) == restarted.reliability(worker)
+
+
+# SQLite's writers take turns, so a batch and a refit never overlap there.
+@pytest.mark.parametrize("engine", ["postgres"], indirect=True)
+def test_a_batch_and_a_refit_on_the_same_task_leave_it_as_one_of_them_after_the_other(
+    handler: ConsensusEvents, engine: sa.Engine, refit: Refit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL a handler batch and the refit run at once. A batch that read a task just
+    before the refit relabelled it must not write the old label back, nor grade its late
+    answer against it: here the batch is held right after reading its tasks while the refit
+    runs, and the task must end as if one had run after the other."""
+    swing_labels_x_cat(handler)
+    gold_shows_swing_wrong(handler)
+    assert results(engine)["x"].label == "cat"
+
+    batch_read = threading.Event()
+    go_on = threading.Event()
+    load_tasks = handlers._Batch._load_tasks
+
+    def held_after_reading(batch: Any, task_ids: list[str]) -> Any:
+        loaded = load_tasks(batch, task_ids)
+        if "x" in task_ids:
+            batch_read.set()
+            go_on.wait(60)
+        return loaded
+
+    monkeypatch.setattr(handlers._Batch, "_load_tasks", held_after_reading)
+    late = threading.Thread(target=handler.handle, args=([answer_accepted("x", "j", "late", "dog")],))
+    late.start()
+    assert batch_read.wait(60)
+    relabelled: list[int] = []
+    refitting = threading.Thread(target=lambda: relabelled.append(refit.run_once()))
+    refitting.start()
+    # Let the batch go once the refit has finished, or is waiting for the batch's row lock.
+    with engine.connect() as conn:
+        for _ in range(600):
+            waiting = conn.execute(
+                # Another test's lock wait only lets the batch go early, which it may.
+                sa.text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+            ).scalar_one()
+            if waiting or not refitting.is_alive():
+                break
+            refitting.join(0.1)
+    go_on.set()
+    late.join(60)
+    refitting.join(60)
+
+    assert relabelled == [1]
+    assert results(engine)["x"].label == "dog"
+    with engine.connect() as conn:
+        task = conn.execute(sa.select(t.tasks).where(t.tasks.c.task_id == "x")).one()
+    assert task.label == "dog"
+    # n1, n2 and "late" said dog: graded against the new label whichever way they met.
+    assert (task.answers, task.agree) == (4, 3)
+    assert compared_and_agreed(engine, "j")["late"] == (1, 1)
