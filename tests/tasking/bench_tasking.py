@@ -191,7 +191,7 @@ def main() -> None:
                     mine_empty.append(took_ms)
                     with lock:
                         empty += 1
-                    time.sleep(0.05)
+                    time.sleep(response.retry_after_ms / 1000)
                     continue
                 mine_next.append(took_ms)
                 if args.think_ms:
