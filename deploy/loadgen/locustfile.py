@@ -16,7 +16,9 @@ It dials over TLS when the ``QUORUM_TLS_*`` variables say so (:func:`quorum.tls.
 ``init``, so outside the ``-t`` time) the keys are issued and one big text job
 (``QUORUM_LOAD_OBJECTS`` objects, default 5000) is created and sealed so workers have
 work from the first second; ``WorkerUser`` think time is
-``QUORUM_LOAD_THINK_MS`` (``low,high``, default ``200,800``). At the end the number of
+``QUORUM_LOAD_THINK_MS`` (``low,high`` in ms, default ``2000,8000``: a person reading a
+short text and picking a label, so 500 workers want about 100 tasks a second; ``200,800``
+makes each user ten people, to find where the stack saturates). At the end the number of
 objects labeled during the run is printed as objects/s. Each request is reported under
 its method name; a gRPC error counts as a failure, except an empty GetNextTask, which is
 a normal answer.
@@ -174,6 +176,22 @@ def _create_job(ingest: ingest_pb2_grpc.IngestServiceStub, objects: int, name: s
     return job_id
 
 
+def _wait_until_payments_knows(job_id: str, timeout_s: float = 120.0) -> None:
+    """Payments learns of a job from its JobCreated event and answers NOT_FOUND until then;
+    the operators' first look must not count that as a failure of the load."""
+    payments = payments_pb2_grpc.PaymentsServiceStub(_channel("payments"))
+    request = payments_pb2.GetMoneySummaryRequest(job_id=job_id)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            payments.GetMoneySummary(request, timeout=10, metadata=_auth["operator"])
+            return
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.NOT_FOUND or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def _resolved() -> int:
     """Objects resolved across every job, as the operator sees them."""
     stub = consensus_pb2_grpc.ConsensusServiceStub(_channel("consensus"))
@@ -205,6 +223,7 @@ def _seed(environment: Environment, runner: Any = None, **_: Any) -> None:
     objects = int(os.environ.get("QUORUM_LOAD_OBJECTS", "5000"))
     ingest = ingest_pb2_grpc.IngestServiceStub(_channel("ingest"))
     _run["job_id"] = _create_job(ingest, objects, f"load-{uuid.uuid4().hex[:6]}")
+    _wait_until_payments_knows(_run["job_id"])
 
 
 @events.test_start.add_listener
@@ -248,7 +267,7 @@ class GrpcUser(User):
 
 
 def _think() -> tuple[float, float]:
-    low, high = (int(v) for v in os.environ.get("QUORUM_LOAD_THINK_MS", "200,800").split(","))
+    low, high = (int(v) for v in os.environ.get("QUORUM_LOAD_THINK_MS", "2000,8000").split(","))
     return low / 1000.0, high / 1000.0
 
 
