@@ -535,9 +535,9 @@ def cmd_storage_rewrap(args: argparse.Namespace) -> int:
 
 
 def cmd_storage_new_master_key(args: argparse.Namespace) -> int:
-    from quorum.crypto import new_master_key_text
+    from quorum.crypto import new_key_text
 
-    print(new_master_key_text())
+    print(new_key_text())
     print(
         "Set it as QUORUM_MASTER_KEY and move the old key into QUORUM_PREVIOUS_MASTER_KEYS on every "
         "process, then run `quorum storage rewrap` (docs/security.md).",

@@ -27,7 +27,7 @@ from quorum_testing import REDIS_URL, postgres_schema, redis_database, wait_unti
 
 from quorum.broker import free_port
 from quorum.client import QuorumClient, UploadFile, jsonl, label_of
-from quorum.crypto import new_master_key_text
+from quorum.crypto import new_key_text
 from quorum.demo.crowd import SimulatedCrowd
 from quorum.demo.dataset import DemoDataset, generate
 from quorum.settings import SERVICES
@@ -102,7 +102,7 @@ def distributed_configuration(resources: contextlib.ExitStack) -> tuple[dict[str
         "QUORUM_S3_ENDPOINT": f"127.0.0.1:{port}",
         "QUORUM_S3_ACCESS_KEY": "testing",
         "QUORUM_S3_SECRET_KEY": "testing",
-        "QUORUM_MASTER_KEY": new_master_key_text(),
+        "QUORUM_MASTER_KEY": new_key_text(),
     }
     return env, database_urls
 
