@@ -251,12 +251,22 @@ def test_the_keys_commands_issue_list_and_revoke(
 
 
 def test_the_first_admin_key_is_written_straight_into_the_database(
-    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+    tmp_path: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from quorum.db import make_engine
+    from quorum.security.keyhash import load_key_hasher
     from quorum.security.keys import Authenticator
 
+    monkeypatch.setenv("QUORUM_HOME", str(tmp_path))
+    monkeypatch.delenv("QUORUM_API_KEY_HASH_KEY", raising=False)
     url = f"sqlite:///{tmp_path / 'access.db'}"
     assert cli_main(["keys", "create", "--role", "admin", "--database-url", url]) == 0
     key = capsys.readouterr().out.strip()
-    assert Authenticator(make_engine(url)).authenticate(key).subject.startswith("admin-")
+    # Hashed under the embedded hashing key, which the services of this home load too.
+    hasher = load_key_hasher(Settings(home=tmp_path, access_database_url=url))
+    assert Authenticator(make_engine(url), hasher).authenticate(key).subject.startswith("admin-")
+    # A shared database needs the deployment's hashing key, or the key would match no service.
+    shared = "postgresql+psycopg://quorum@127.0.0.1:1/quorum_access"
+    assert cli_main(["keys", "create", "--role", "admin", "--database-url", shared]) == 2
+    err = capsys.readouterr().err
+    assert "QUORUM_API_KEY_HASH_KEY is not set" in err and "quorum keys new-hash-key" in err
