@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from quorum.settings import SERVICES
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from quorum.security.keys import KeyStore
     from quorum.service import ServiceContext, ServiceParts
     from quorum.settings import Settings
 
@@ -535,9 +539,9 @@ def cmd_storage_rewrap(args: argparse.Namespace) -> int:
 
 
 def cmd_storage_new_master_key(args: argparse.Namespace) -> int:
-    from quorum.crypto import new_master_key_text
+    from quorum.crypto import new_key_text
 
-    print(new_master_key_text())
+    print(new_key_text())
     print(
         "Set it as QUORUM_MASTER_KEY and move the old key into QUORUM_PREVIOUS_MASTER_KEYS on every "
         "process, then run `quorum storage rewrap` (docs/security.md).",
@@ -608,23 +612,26 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     settings = _load_settings()
     if args.database_url:
         # Offline: how the first admin key of a new deployment is made.
-        from quorum.db import make_engine
-        from quorum.security.keys import KeyStore
+        from quorum.crypto import KeyConfigError
+        from quorum.security.keys import metadata
         from quorum.security.principal import Role
 
         if args.totp:
             print("quorum keys create: --totp needs the running access service", file=sys.stderr)
             return 2
-        engine = make_engine(args.database_url)
         try:
-            from quorum.security.keys import metadata
-
-            metadata.create_all(engine)
-            record, secret = KeyStore(engine).create(
-                Role(args.role), org_id=args.org, subject=args.subject, name=args.name, created_by="quorum keys create"
-            )
-        finally:
-            engine.dispose()
+            with _offline_keys(settings, args.database_url) as (engine, store):
+                metadata.create_all(engine)
+                record, secret = store.create(
+                    Role(args.role),
+                    org_id=args.org,
+                    subject=args.subject,
+                    name=args.name,
+                    created_by="quorum keys create",
+                )
+        except KeyConfigError as exc:
+            print(f"quorum keys create: {exc}", file=sys.stderr)
+            return 2
         print(
             f"created {record.key_id} ({record.role.value} {record.subject}); the key is shown once:", file=sys.stderr
         )
@@ -645,6 +652,61 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     if created.totp_uri:
         print(f"TOTP: add this to an authenticator app: {created.totp_uri}", file=sys.stderr)
     print(created.secret)
+    return 0
+
+
+def cmd_keys_new_hash_key(args: argparse.Namespace) -> int:
+    from quorum.crypto import new_key_text
+
+    print(new_key_text())
+    print(
+        "Set it as QUORUM_API_KEY_HASH_KEY on every service and move the old key into "
+        "QUORUM_PREVIOUS_API_KEY_HASH_KEYS; keys in use are re-hashed as they are next checked, "
+        "and `quorum keys hash-status` counts those still under the old key (docs/security.md).",
+        file=sys.stderr,
+    )
+    return 0
+
+
+@contextlib.contextmanager
+def _offline_keys(settings: Settings, database_url: str) -> Iterator[tuple[Engine, KeyStore]]:
+    """The access database at ``database_url`` and its keys, hashed with the hashing key the
+    settings give for that database. Raises quorum.crypto.KeyConfigError before connecting."""
+    from quorum.db import make_engine
+    from quorum.security.keyhash import load_key_hasher
+    from quorum.security.keys import KeyStore
+
+    hasher = load_key_hasher(settings.model_copy(update={"access_database_url": database_url}))
+    engine = make_engine(database_url)
+    try:
+        yield engine, KeyStore(engine, hasher)
+    finally:
+        engine.dispose()
+
+
+def cmd_keys_hash_status(args: argparse.Namespace) -> int:
+    from quorum.crypto import KeyConfigError
+    from quorum.security.keyhash import SCRYPT_SCHEME
+
+    try:
+        with _offline_keys(_load_settings(), args.database_url) as (_, store):
+            counts = store.hashes_by_hashing_key()
+    except KeyConfigError as exc:
+        print(f"quorum keys hash-status: {exc}", file=sys.stderr)
+        return 2
+    hasher = store.hasher
+    for under in sorted(counts, key=lambda name: (name != hasher.current_id, name)):
+        if under == hasher.current_id:
+            what = "the current hashing key"
+        elif under in hasher.key_ids:
+            what = "a previous hashing key: re-hashed when next checked"
+        elif under == SCRYPT_SCHEME:
+            what = "scrypt, from before the keyed hash: re-hashed when next checked"
+        else:
+            what = "a hashing key not configured here: these keys are refused until re-issued"
+        print(f"{counts[under]:>8}  {under} ({what})")
+    stale = sum(n for under, n in counts.items() if under != hasher.current_id)
+    print(f"{stale} keys not revoked are not under the current hashing key {hasher.current_id}")
     return 0
 
 
@@ -899,6 +961,13 @@ def parser() -> argparse.ArgumentParser:
     ks.add_argument("--role", choices=ROLES, required=True)
     ks.add_argument("--org", default="")
     ks.set_defaults(func=cmd_keys_set_role)
+    kn = keys_sub.add_parser("new-hash-key", help="print a fresh random API key hashing key (base64)")
+    kn.set_defaults(func=cmd_keys_new_hash_key)
+    kh = keys_sub.add_parser(
+        "hash-status", help="count the keys under each hashing key (before dropping a previous one)"
+    )
+    kh.add_argument("--database-url", required=True, help="the access database (read only)")
+    kh.set_defaults(func=cmd_keys_hash_status)
 
     audit = sub.add_parser("audit", help="the audit trail (operator and admin keys)")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)

@@ -23,12 +23,14 @@ import os
 import struct
 import tempfile
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from pydantic import SecretStr
 
 from quorum.settings import Settings
 
@@ -68,14 +70,23 @@ class UnknownMasterKey(CryptoError):
         self.key_id = key_id
 
 
-class MasterKeyError(RuntimeError):
-    """The master key configuration is unusable. The message names the variable or file,
-    never the key. A RuntimeError, so ``quorum serve`` reports it as a start-up failure."""
-
-
 def key_id_of(key: bytes) -> str:
     """The public name of a key: 16 hex digits of its SHA-256."""
     return hashlib.sha256(key).hexdigest()[: 2 * KEY_ID_BYTES]
+
+
+def keys_by_id(current: bytes, previous: Iterable[bytes], what: str) -> dict[str, bytes]:
+    """The keys by key id, the current one first, each once. Raises ValueError, naming the
+    key by position, when one is not 32 bytes."""
+    keys = [current, *previous]
+    for position, key in enumerate(keys):
+        if len(key) != MASTER_KEY_BYTES:
+            which = f"current {what}" if position == 0 else f"previous {what} #{position}"
+            raise ValueError(f"{which}: must be {MASTER_KEY_BYTES} bytes, got {len(key)}")
+    by_id: dict[str, bytes] = {}
+    for key in keys:
+        by_id.setdefault(key_id_of(key), key)
+    return by_id
 
 
 class MasterKeyring:
@@ -85,15 +96,8 @@ class MasterKeyring:
     """
 
     def __init__(self, current: bytes, previous: Iterable[bytes] = ()) -> None:
-        keys = [current, *previous]
-        for position, key in enumerate(keys):
-            if len(key) != MASTER_KEY_BYTES:
-                which = "current master key" if position == 0 else f"previous master key #{position}"
-                raise ValueError(f"{which}: must be {MASTER_KEY_BYTES} bytes, got {len(key)}")
+        self._keys = keys_by_id(current, previous, "master key")
         self._current_id = key_id_of(current)
-        self._keys: dict[str, bytes] = {}
-        for key in keys:
-            self._keys.setdefault(key_id_of(key), key)
         self._ciphers = {kid: AESGCM(key) for kid, key in self._keys.items()}
 
     def __repr__(self) -> str:
@@ -226,30 +230,93 @@ def _hkdf(master_key: bytes, purpose: str) -> bytes:
 
 # ---------------------------------------------------------------------- configuration
 
-EMBEDDED_KEY_PATH = Path("secrets") / "master.key"
+
+class KeyConfigError(RuntimeError):
+    """A configured 32-byte key is unusable. The message names the variable or file, never
+    the key. A RuntimeError, so ``quorum serve`` reports it as a start-up failure."""
 
 
-def new_master_key_text() -> str:
-    """A fresh random master key, base64, as QUORUM_MASTER_KEY expects it."""
+class MasterKeyError(KeyConfigError):
+    """The master key configuration is unusable."""
+
+
+@dataclass(frozen=True)
+class ConfiguredKey:
+    """How one kind of 32-byte secret is configured: a variable for the current key, one for
+    older keys kept while rotating, and the embedded default's file under ``<home>/secrets``."""
+
+    what: str
+    variable: str
+    previous_variable: str
+    file_name: str
+    # The command that prints a fresh key, named in the error messages.
+    command: str
+    error: type[KeyConfigError] = KeyConfigError
+
+
+MASTER_KEY = ConfiguredKey(
+    what="master key",
+    variable="QUORUM_MASTER_KEY",
+    previous_variable="QUORUM_PREVIOUS_MASTER_KEYS",
+    file_name="master.key",
+    command="quorum storage new-master-key",
+    error=MasterKeyError,
+)
+
+
+def new_key_text() -> str:
+    """A fresh random 32-byte key, base64, as QUORUM_MASTER_KEY and QUORUM_API_KEY_HASH_KEY expect it."""
     return base64.b64encode(os.urandom(MASTER_KEY_BYTES)).decode("ascii")
 
 
-def decode_master_key(text: str, source: str) -> bytes:
-    """The 32 bytes of a base64 key. Raises MasterKeyError naming ``source`` (a variable or a
+def decode_key(text: str, source: str, kind: ConfiguredKey = MASTER_KEY) -> bytes:
+    """The 32 bytes of a base64 key. Raises ``kind.error`` naming ``source`` (a variable or a
     file), never echoing ``text``."""
     try:
         key = base64.b64decode(text.strip(), validate=True)
     except (binascii.Error, ValueError):
-        raise MasterKeyError(
+        raise kind.error(
             f"{source}: not valid base64 (expected base64 of {MASTER_KEY_BYTES} random bytes; "
-            "`quorum storage new-master-key` prints one)"
+            f"`{kind.command}` prints one)"
         ) from None
     if len(key) != MASTER_KEY_BYTES:
-        raise MasterKeyError(
-            f"{source}: decodes to {len(key)} bytes, a master key is {MASTER_KEY_BYTES} "
-            "(`quorum storage new-master-key` prints one)"
+        raise kind.error(
+            f"{source}: decodes to {len(key)} bytes; the {kind.what} must be {MASTER_KEY_BYTES} "
+            f"(`{kind.command}` prints one)"
         )
     return key
+
+
+def load_configured_keys(
+    kind: ConfiguredKey,
+    current: SecretStr | None,
+    previous: SecretStr | None,
+    home: Path,
+    *,
+    required_because: str | None = None,
+) -> tuple[bytes, list[bytes]]:
+    """The current key and the previous ones, from the values of ``kind``'s two variables.
+
+    A blank current value means unset: then the embedded default's file
+    ``<home>/secrets/<kind.file_name>`` is used, created on first use, unless
+    ``required_because`` says why every process must be given the same key (a file per host
+    would leave each host unable to read what the others wrote).
+    Raises ``kind.error`` naming the variable or file; costs a file read at most.
+    """
+    older: list[bytes] = []
+    if previous is not None:
+        entries = [e for e in previous.get_secret_value().split(",") if e.strip()]
+        for position, entry in enumerate(entries, start=1):
+            older.append(decode_key(entry, f"{kind.previous_variable} (entry {position})", kind))
+    configured = current.get_secret_value() if current is not None else ""
+    if configured.strip():
+        return decode_key(configured, kind.variable, kind), older
+    if required_because:
+        raise kind.error(
+            f"{kind.variable} is not set, and {required_because}: give every process the same key "
+            f"(`{kind.command}` prints one)"
+        )
+    return embedded_key(home, kind), older
 
 
 def load_master_keyring(settings: Settings, *, required_because: str | None = None) -> MasterKeyring:
@@ -257,45 +324,36 @@ def load_master_keyring(settings: Settings, *, required_because: str | None = No
 
     Without QUORUM_MASTER_KEY the embedded default's key file ``<home>/secrets/master.key`` is
     used, created on first use. A caller whose data other hosts read (an S3 bucket, a shared
-    database) passes ``required_because``: then a missing QUORUM_MASTER_KEY is an error, since
-    a key file per host would leave each host unable to read the others' data.
+    database) passes ``required_because``: then a missing QUORUM_MASTER_KEY is an error.
     Raises MasterKeyError naming the variable or file; costs a file read at most.
     """
-    previous: list[bytes] = []
-    if settings.previous_master_keys is not None:
-        entries = [e for e in settings.previous_master_keys.get_secret_value().split(",") if e.strip()]
-        for position, entry in enumerate(entries, start=1):
-            previous.append(decode_master_key(entry, f"QUORUM_PREVIOUS_MASTER_KEYS (entry {position})"))
-    configured = settings.master_key.get_secret_value() if settings.master_key is not None else ""
-    if configured.strip():
-        current = decode_master_key(configured, "QUORUM_MASTER_KEY")
-    elif required_because:
-        raise MasterKeyError(
-            f"QUORUM_MASTER_KEY is not set, and {required_because}: give every process the same key "
-            "(`quorum storage new-master-key` prints one)"
-        )
-    else:
-        current = embedded_master_key(settings.home)
+    current, previous = load_configured_keys(
+        MASTER_KEY,
+        settings.master_key,
+        settings.previous_master_keys,
+        settings.home,
+        required_because=required_because,
+    )
     return MasterKeyring(current, previous)
 
 
-def embedded_master_key(home: Path) -> bytes:
-    """The key in ``<home>/secrets/master.key``, created on first use (folder 0700, file 0600).
+def embedded_key(home: Path, kind: ConfiguredKey = MASTER_KEY) -> bytes:
+    """The key in ``<home>/secrets/<kind.file_name>``, created on first use (folder 0700, file 0600).
 
     Processes starting together agree on one key: each writes a complete candidate to a
     temporary file created with O_EXCL, then publishes it with link(2), which fails when the
     name exists; the losers read the winner's file. (Opening the final name with O_EXCL and
     writing afterwards would let a loser read it while still empty.)
-    Raises MasterKeyError when the file is unreadable, malformed or open to other users.
+    Raises ``kind.error`` when the file is unreadable, malformed or open to other users.
     """
-    path = home / EMBEDDED_KEY_PATH
+    path = home / "secrets" / kind.file_name
     if path.exists():
-        return _read_key_file(path)
+        return _read_key_file(path, kind)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, candidate = tempfile.mkstemp(dir=path.parent, prefix=".master.key-")  # O_EXCL, mode 0600
+    fd, candidate = tempfile.mkstemp(dir=path.parent, prefix=f".{kind.file_name}-")  # O_EXCL, mode 0600
     try:
         with os.fdopen(fd, "w", encoding="ascii") as handle:
-            handle.write(new_master_key_text() + "\n")
+            handle.write(new_key_text() + "\n")
             handle.flush()
             os.fsync(handle.fileno())
         # When another process won, its file is complete: it was linked only after writing.
@@ -304,18 +362,18 @@ def embedded_master_key(home: Path) -> bytes:
     finally:
         os.unlink(candidate)
     _fsync_directory(path.parent)
-    return _read_key_file(path)
+    return _read_key_file(path, kind)
 
 
-def _read_key_file(path: Path) -> bytes:
+def _read_key_file(path: Path, kind: ConfiguredKey) -> bytes:
     try:
         mode = path.stat().st_mode
         text = path.read_text(encoding="ascii")
     except (OSError, UnicodeDecodeError) as exc:
-        raise MasterKeyError(f"{path}: cannot read the master key ({type(exc).__name__})") from None
+        raise kind.error(f"{path}: cannot read the {kind.what} ({type(exc).__name__})") from None
     if os.name == "posix" and mode & 0o077:
-        raise MasterKeyError(f"{path}: other users may access the master key; run chmod 600 {path}")
-    return decode_master_key(text, str(path))
+        raise kind.error(f"{path}: other users may access the {kind.what}; run chmod 600 {path}")
+    return decode_key(text, str(path), kind)
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -33,6 +33,7 @@ from quorum.messaging import (
 )
 from quorum.rpc import BackpressureInterceptor, RunningServer, check_transport, start_server
 from quorum.security import keys
+from quorum.security.keyhash import KeyHasher, load_key_hasher
 from quorum.security.policy import AuthInterceptor, OwnerLookup, ServicePolicy, no_owner
 from quorum.security.ratelimit import FixedWindowLimiter
 from quorum.settings import ServiceName, Settings
@@ -61,6 +62,8 @@ class ServiceContext:
     settings: Settings
     topics: Topics
     outbox_written: OutboxSignal
+    # Hashes and checks API key secrets (QUORUM_API_KEY_HASH_KEY); every service checks keys.
+    key_hasher: KeyHasher
 
 
 @dataclass(frozen=True)
@@ -212,7 +215,7 @@ class RunningService:
         self.parts.engine.dispose()
 
 
-def auth_interceptor(settings: Settings, parts: ServiceParts) -> AuthInterceptor:
+def auth_interceptor(settings: Settings, parts: ServiceParts, hasher: KeyHasher) -> AuthInterceptor:
     """Checks every call against the access database's keys and the service's policies."""
     access_engine = make_engine(settings.access_database())
     keys.metadata.create_all(access_engine)
@@ -223,7 +226,7 @@ def auth_interceptor(settings: Settings, parts: ServiceParts) -> AuthInterceptor
         limiter = FixedWindowLimiter(client, parts.name, settings.rate_limit_per_second)
     return AuthInterceptor(
         parts.policies,
-        keys.Authenticator(access_engine, poll_seconds=settings.auth_poll_seconds),
+        keys.Authenticator(access_engine, hasher, poll_seconds=settings.auth_poll_seconds),
         parts.owner_of,
         limiter,
     )
@@ -237,18 +240,20 @@ def start_service(
     """Builds a service and starts everything it needs. ``address`` overrides the
     configured ``host:port`` (``127.0.0.1:0`` picks a free port). The server speaks TLS
     when ``settings`` name a certificate (:func:`quorum.tls.server_tls`). Raises
-    RuntimeError when the broker is unreachable or the port is taken, and
-    :class:`quorum.rpc.PlaintextRefused` (before connecting to anything) for plaintext
-    on an address other machines can reach."""
+    RuntimeError when the broker is unreachable or the port is taken, and, before
+    connecting to anything, :class:`quorum.rpc.PlaintextRefused` for plaintext on an
+    address other machines can reach and quorum.crypto.KeyConfigError (a RuntimeError)
+    when the API key hashing key is missing or malformed."""
     tls = server_tls(settings)
     # Only the host decides whether plaintext is allowed; the port comes from build() below.
     check_transport(address or f"{settings.bind_host}:0", tls, settings.allow_plaintext_off_loopback)
+    key_hasher = load_key_hasher(settings)
     bootstrap_servers = settings.require_kafka()
     topics = Topics(settings.topic_prefix)
     ensure_topics(bootstrap_servers, topics.all(), settings.kafka_partitions)
     generation = BrokerGeneration(bootstrap_servers, topics.generation).current()
     signal = OutboxSignal()
-    parts = build(ServiceContext(settings=settings, topics=topics, outbox_written=signal))
+    parts = build(ServiceContext(settings=settings, topics=topics, outbox_written=signal, key_hasher=key_hasher))
 
     publisher = relay = None
     if parts.outbox is not None:
@@ -297,7 +302,7 @@ def start_service(
         return None
 
     interceptors: list[grpc.ServerInterceptor] = [
-        auth_interceptor(settings, parts),
+        auth_interceptor(settings, parts, key_hasher),
         BackpressureInterceptor(overloaded),
     ]
     if lag is not None:

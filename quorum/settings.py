@@ -48,6 +48,14 @@ class Settings(BaseSettings):
     # Comma-separated base64 keys that only unwrap, kept while `quorum storage rewrap` moves
     # everything to master_key after a rotation.
     previous_master_keys: SecretStr | None = None
+    # Base64 of 32 random bytes: API key secrets are stored as HMAC-SHA256 under it
+    # (quorum.security.keyhash), so every service needs it to check keys. Unset:
+    # <home>/secrets/api-key-hash.key, created on first use; required when the access
+    # database is shared. Checked where it is loaded, like master_key.
+    api_key_hash_key: SecretStr | None = None
+    # Comma-separated older hashing keys: keys hashed under them still verify, and are
+    # re-hashed under api_key_hash_key on their next successful check.
+    previous_api_key_hash_keys: SecretStr | None = None
 
     bind_host: str = "127.0.0.1"
     ingest_addr: str = "127.0.0.1:50051"
@@ -187,6 +195,11 @@ class Settings(BaseSettings):
 
     def access_database(self) -> str:
         return self.access_database_url or self.database_url_for("access")
+
+    def access_database_is_shared(self) -> bool:
+        """Whether processes on other hosts may use the access database (anything but SQLite):
+        then they must all be given the same secrets instead of each making its own."""
+        return not self.access_database().startswith("sqlite")
 
     def client_api_key(self) -> str | None:
         """The key clients of this process send: QUORUM_API_KEY, else the local user's."""

@@ -16,11 +16,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from quorum.broker import EmbeddedBroker, free_port, wait_for_port
 from quorum.db import make_engine
 from quorum.rpc import wait_healthy
+from quorum.security.keyhash import KeyHasher, load_key_hasher
 from quorum.security.keys import ensure_local_key
-from quorum.settings import SERVICES, ServiceName
+from quorum.settings import SERVICES, ServiceName, Settings
 from quorum.tls import ClientTls
 
 
@@ -93,6 +96,20 @@ class LocalStack:
     def access_database_url(self) -> str:
         return self.database_urls.get("access") or f"sqlite:///{self.home / 'access.db'}"
 
+    def key_hasher(self) -> KeyHasher:
+        """The API key hasher the children will load: the hashing keys they inherit from this
+        process's environment and ``extra_env``, else the key file under ``home``, made here
+        before they start. Raises quorum.crypto.KeyConfigError like they would."""
+        env = {**os.environ, **self.extra_env}
+        current, previous = (env.get(f"QUORUM_{name}") for name in ("API_KEY_HASH_KEY", "PREVIOUS_API_KEY_HASH_KEYS"))
+        settings = Settings(
+            home=self.home,
+            access_database_url=self.access_database_url(),
+            api_key_hash_key=SecretStr(current) if current is not None else None,
+            previous_api_key_hash_keys=SecretStr(previous) if previous is not None else None,
+        )
+        return load_key_hasher(settings)
+
     def start(self, timeout: float = 60.0) -> LocalStack:
         """Starts everything and waits until every service reports SERVING.
 
@@ -110,7 +127,7 @@ class LocalStack:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         engine = make_engine(self.access_database_url())
         try:
-            self.api_key = ensure_local_key(engine, self.home)
+            self.api_key = ensure_local_key(engine, self.home, self.key_hasher())
         finally:
             engine.dispose()
         self.broker = EmbeddedBroker(log_path=self.log_dir / "broker.log").start()

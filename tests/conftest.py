@@ -62,6 +62,13 @@ def postgres_url() -> Iterator[str]:
 
 
 @pytest.fixture
+def postgres_settings(postgres_url: str) -> dict[str, Any]:
+    """Settings fields for services on PostgreSQL: its URL (the access database too, so shared),
+    and the API key hashing key that a shared access database refuses to start without."""
+    return {"database_url": postgres_url, "api_key_hash_key": base64.b64encode(os.urandom(32)).decode()}
+
+
+@pytest.fixture
 def redis_url() -> Iterator[str]:
     """A database of the machine's Redis for this test (15 unless another run holds it), emptied."""
     with redis_database() as url:

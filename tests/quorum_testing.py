@@ -19,8 +19,9 @@ import grpc
 import pytest
 import sqlalchemy as sa
 
-from quorum.db import make_engine
+from quorum.db import make_engine, utcnow
 from quorum.security import keys
+from quorum.security.keyhash import load_key_hasher
 from quorum.security.keys import KeyStore, ensure_local_key
 from quorum.security.principal import Role
 from quorum.settings import Settings
@@ -108,7 +109,7 @@ def admin_key(settings: Settings) -> str:
     created in their access database on first use)."""
     engine = make_engine(settings.access_database())
     try:
-        return ensure_local_key(engine, settings.home)
+        return ensure_local_key(engine, settings.home, load_key_hasher(settings))
     finally:
         engine.dispose()
 
@@ -118,10 +119,31 @@ def worker_key(settings: Settings, worker_id: str) -> str:
     engine = make_engine(settings.access_database())
     try:
         keys.metadata.create_all(engine)
-        _, key = KeyStore(engine).create(Role.WORKER, subject=worker_id, name="test worker")
+        store = KeyStore(engine, load_key_hasher(settings))
+        _, key = store.create(Role.WORKER, subject=worker_id, name="test worker")
         return key
     finally:
         engine.dispose()
+
+
+def insert_key_row(engine: sa.Engine, key_id: str, secret_hash: str, role: Role = Role.WORKER) -> None:
+    """A key row written straight into an access database, as an older version (or a
+    process with another hashing key) left it."""
+    now = utcnow()
+    with engine.begin() as conn:
+        conn.execute(
+            keys.api_keys.insert().values(
+                key_id=key_id,
+                secret_hash=secret_hash,
+                role=role.value,
+                org_id="",
+                subject=f"{role.value}-{key_id}",
+                name="",
+                created_by="",
+                created_at=now,
+                changed_at=now,
+            )
+        )
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:

@@ -1,18 +1,19 @@
-"""API keys: issued at random, shown once, stored only as a salted scrypt hash, revocable.
+"""API keys: issued at random, shown once, stored only as a keyed hash, revocable.
 
 A key reads ``qk_<key id>_<secret>``. The key id is public (it names the key in
 listings, logs and the audit trail); the secret never leaves the caller after
-creation. Every service checks keys against the access database: the slow hash
-runs once per key and process, then a cache answers, and a cheap poll of keys
-changed since the last look evicts revoked keys and changed roles within seconds.
+creation, and the access database keeps only its HMAC under the hashing key
+(:mod:`quorum.security.keyhash`). Every service checks keys against the access
+database: the hash runs once per key and process, then a cache answers, and a cheap
+poll of keys changed since the last look evicts revoked keys and changed roles within
+seconds.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import hashlib
-import hmac
+import logging
 import os
 import secrets
 import threading
@@ -27,12 +28,12 @@ from sqlalchemy.engine import Connection, Engine
 
 from quorum.db import UtcDateTime, reading, utcnow
 from quorum.errors import InvalidArgument, NotFound, Unauthenticated
+from quorum.security.keyhash import HashCheck, KeyHasher, hashed_under
 from quorum.security.principal import Principal, Role
 
+log = logging.getLogger(__name__)
+
 PREFIX = "qk"
-# scrypt at 4 MiB and a few milliseconds per check: keys carry 256 random bits, so the hash
-# only has to make a leaked table useless; a cache makes the check once per key and process.
-SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**12, 8, 1
 # Evictions use the writer's clock; this much slack covers skew between machines.
 CLOCK_SLACK = dt.timedelta(seconds=10)
 
@@ -80,30 +81,6 @@ class KeyRecord:
 
     def principal(self) -> Principal:
         return Principal(key_id=self.key_id, role=self.role, org_id=self.org_id, subject=self.subject)
-
-
-def _hash_secret(secret: str, salt: bytes) -> bytes:
-    return hashlib.scrypt(secret.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=32)
-
-
-def _encode_hash(secret: str) -> str:
-    salt = os.urandom(16)
-    digest = _hash_secret(secret, salt)
-    b64 = base64.urlsafe_b64encode
-    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${b64(salt).decode()}${b64(digest).decode()}"
-
-
-def _secret_matches(secret: str, stored: str) -> bool:
-    try:
-        scheme, n, r, p, salt, digest = stored.split("$")
-        if scheme != "scrypt":
-            return False
-        actual = hashlib.scrypt(
-            secret.encode(), salt=base64.urlsafe_b64decode(salt), n=int(n), r=int(r), p=int(p), dklen=32
-        )
-    except ValueError:
-        return False
-    return hmac.compare_digest(actual, base64.urlsafe_b64decode(digest))
 
 
 def parse_key(token: str) -> tuple[str, str]:
@@ -156,9 +133,14 @@ def _fetch(conn: Connection, key_id: str, recorded: Recorder | None = None) -> K
 class KeyStore:
     """Issues, lists, changes and revokes keys in the access database."""
 
-    def __init__(self, engine: Engine, box: SecretBox | None = None) -> None:
+    def __init__(self, engine: Engine, hasher: KeyHasher, box: SecretBox | None = None) -> None:
         self._engine = engine
+        self._hasher = hasher
         self._box = box
+
+    @property
+    def hasher(self) -> KeyHasher:
+        return self._hasher
 
     def create(
         self,
@@ -187,7 +169,7 @@ class KeyStore:
             conn.execute(
                 api_keys.insert().values(
                     key_id=key_id,
-                    secret_hash=_encode_hash(secret),
+                    secret_hash=self._hasher.hash(key_id, secret),
                     role=role.value,
                     org_id=org_id,
                     subject=subject,
@@ -236,6 +218,18 @@ class KeyStore:
             )
             return _fetch(conn, key_id, recorded)
 
+    def hashes_by_hashing_key(self) -> dict[str, int]:
+        """How many keys not revoked are stored under each hashing key id (``scrypt``: the
+        format from before the keyed hash): before a previous hashing key is dropped, the
+        keys still under it are the ones that will stop working."""
+        counts: dict[str, int] = {}
+        query = sa.select(api_keys.c.secret_hash).where(api_keys.c.revoked_at.is_(None))
+        with reading(self._engine) as conn:
+            for stored in conn.execute(query).scalars():
+                under = hashed_under(stored)
+                counts[under] = counts.get(under, 0) + 1
+        return counts
+
     def totp_secret(self, key_id: str) -> str | None:
         with reading(self._engine) as conn:
             sealed = conn.execute(sa.select(api_keys.c.totp_secret).where(api_keys.c.key_id == key_id)).scalar()
@@ -254,11 +248,23 @@ class Authenticator:
     are evicted by a poll at most every ``poll_seconds``, so revocation takes effect
     within that time in every process. A key the poll sees that has not changed since
     it was cached stays: the poll looks back CLOCK_SLACK, and evicting every key made
-    in the last seconds would put each of them through scrypt again on every poll.
+    in the last seconds would put each of them through the hash again on every poll.
+
+    A key stored under a previous hashing key, or as scrypt, is re-hashed under the
+    current one when it verifies: the access database's row is rewritten (not its
+    ``changed_at``, since nothing a cache holds changes), so the previous hashing key can
+    be dropped once every key in use has been seen.
     """
 
-    def __init__(self, engine: Engine, poll_seconds: float = 2.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        hasher: KeyHasher,
+        poll_seconds: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._engine = engine
+        self._hasher = hasher
         self._poll_seconds = poll_seconds
         self._clock = clock
         self._lock = threading.Lock()
@@ -266,6 +272,8 @@ class Authenticator:
         self._cache: dict[bytes, tuple[Principal, dt.datetime]] = {}
         self._next_poll = 0.0
         self._since = utcnow()
+        # Keys already reported as hashed under a hashing key this process lacks.
+        self._reported_unknown: set[str] = set()
 
     def authenticate(self, token: str) -> Principal:
         self._evict_changed()
@@ -276,13 +284,51 @@ class Authenticator:
         key_id, secret = parse_key(token)
         with reading(self._engine) as conn:
             row = conn.execute(sa.select(api_keys).where(api_keys.c.key_id == key_id)).first()
+        check = HashCheck.MISMATCH
+        if row is not None and row.revoked_at is None:
+            check = self._hasher.check(key_id, secret, row.secret_hash)
+            if check is HashCheck.UNKNOWN_HASHING_KEY:
+                self._report_unknown_hashing_key(key_id, row.secret_hash)
         # The same answer whether the key is unknown, revoked or wrong: nothing to probe.
-        if row is None or row.revoked_at is not None or not _secret_matches(secret, row.secret_hash):
+        if row is None or not check.verified:
             raise Unauthenticated("unknown or revoked API key")
+        if check is HashCheck.OUTDATED:
+            self._rehash(key_id, secret, row.secret_hash)
         principal = _record(row).principal()
         with self._lock:
             self._cache[digest] = (principal, row.changed_at)
         return principal
+
+    def _rehash(self, key_id: str, secret: str, stored: str) -> None:
+        """Stores the key under the current hashing key, unless its row changed meanwhile (the
+        same hash from another process, or a new key). A failure is logged and left for the
+        key's next first check: the key itself was verified."""
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(
+                    api_keys.update()
+                    .where(api_keys.c.key_id == key_id, api_keys.c.secret_hash == stored)
+                    .values(secret_hash=self._hasher.hash(key_id, secret))
+                )
+        except sa.exc.SQLAlchemyError as exc:
+            log.warning(
+                "API key %s: could not re-hash it under hashing key %s (%s); tried again on its next first check",
+                key_id,
+                self._hasher.current_id,
+                type(exc).__name__,
+            )
+
+    def _report_unknown_hashing_key(self, key_id: str, stored: str) -> None:
+        if key_id in self._reported_unknown:
+            return
+        self._reported_unknown.add(key_id)
+        log.warning(
+            "API key %s is stored under hashing key %s, which this process does not hold (it holds %s): "
+            "add that key to QUORUM_PREVIOUS_API_KEY_HASH_KEYS, or re-issue the API key",
+            key_id,
+            hashed_under(stored),
+            ", ".join(self._hasher.key_ids),
+        )
 
     def _evict_changed(self) -> None:
         now = self._clock()
@@ -317,7 +363,7 @@ def read_local_key(home: Path) -> str | None:
         return None
 
 
-def ensure_local_key(engine: Engine, home: Path) -> str:
+def ensure_local_key(engine: Engine, home: Path, hasher: KeyHasher) -> str:
     """Gives the local user of the embedded stack an admin key, once: the CLI, the demo
     and the dashboard read it from ``<home>/credentials`` (mode 0600), so nothing has to
     be set up by hand. Safe to call from several processes at once."""
@@ -330,11 +376,13 @@ def ensure_local_key(engine: Engine, home: Path) -> str:
         existing = read_local_key(home)
         if existing is not None:
             try:
-                Authenticator(engine).authenticate(existing)
+                Authenticator(engine, hasher).authenticate(existing)
                 return existing
             except Unauthenticated:
                 pass  # revoked or from another database: issue a new one
-        _, key = KeyStore(engine).create(Role.ADMIN, subject="local-admin", name="local user", created_by="quorum up")
+        _, key = KeyStore(engine, hasher).create(
+            Role.ADMIN, subject="local-admin", name="local user", created_by="quorum up"
+        )
         path = credentials_path(home)
         tmp = path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

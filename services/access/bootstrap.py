@@ -23,11 +23,11 @@ def build(context: ServiceContext) -> ServiceParts:
     audit.metadata.create_all(engine)
     trail = audit.AuditTrail(engine)
     # TOTP secrets are sealed under the master key; replicas sharing a database must share it.
-    shared = not settings.access_database().startswith("sqlite")
+    shared = settings.access_database_is_shared()
     keyring = load_master_keyring(
         settings, required_because="the access database is shared and holds sealed TOTP secrets" if shared else None
     )
-    handlers = AccessHandlers(keys.KeyStore(engine, box=keyring), trail)
+    handlers = AccessHandlers(keys.KeyStore(engine, context.key_hasher, box=keyring), trail)
     return ServiceParts(
         name="access",
         registrations=[

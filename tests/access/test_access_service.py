@@ -3,7 +3,9 @@ hash-chained audit trail, on the session's broker and a SQLite access database."
 
 from __future__ import annotations
 
+import base64
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -12,11 +14,16 @@ from typing import Any
 import grpc
 import pyotp
 import pytest
-from quorum_testing import admin_key
+from quorum_testing import admin_key, insert_key_row
 
 from quorum.cli import main as cli_main
+from quorum.crypto import key_id_of
+from quorum.db import make_engine
 from quorum.messaging import Publisher, Topics, outgoing
 from quorum.rpc import channel
+from quorum.security.keyhash import KeyHasher, legacy_scrypt_hash, load_key_hasher
+from quorum.security.keys import Authenticator, KeyStore, metadata
+from quorum.security.principal import Role
 from quorum.service import RunningService, start_service
 from quorum.settings import Settings
 from quorum.v1 import access_pb2, access_pb2_grpc, events_pb2
@@ -251,12 +258,47 @@ def test_the_keys_commands_issue_list_and_revoke(
 
 
 def test_the_first_admin_key_is_written_straight_into_the_database(
-    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+    tmp_path: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from quorum.db import make_engine
-    from quorum.security.keys import Authenticator
-
+    monkeypatch.setenv("QUORUM_HOME", str(tmp_path))
+    monkeypatch.delenv("QUORUM_API_KEY_HASH_KEY", raising=False)
     url = f"sqlite:///{tmp_path / 'access.db'}"
     assert cli_main(["keys", "create", "--role", "admin", "--database-url", url]) == 0
     key = capsys.readouterr().out.strip()
-    assert Authenticator(make_engine(url)).authenticate(key).subject.startswith("admin-")
+    # Hashed under the embedded hashing key, which the services of this home load too.
+    hasher = load_key_hasher(Settings(home=tmp_path, access_database_url=url))
+    assert Authenticator(make_engine(url), hasher).authenticate(key).subject.startswith("admin-")
+    # A shared database needs the deployment's hashing key, or the key would match no service.
+    shared = "postgresql+psycopg://quorum@127.0.0.1:1/quorum_access"
+    assert cli_main(["keys", "create", "--role", "admin", "--database-url", shared]) == 2
+    err = capsys.readouterr().err
+    assert "QUORUM_API_KEY_HASH_KEY is not set" in err and "quorum keys new-hash-key" in err
+
+
+def test_the_hashing_key_commands_make_a_key_and_count_the_keys_under_each(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert cli_main(["keys", "new-hash-key"]) == 0
+    out = capsys.readouterr()
+    new_key = base64.b64decode(out.out.strip(), validate=True)
+    assert len(new_key) == 32 and "QUORUM_PREVIOUS_API_KEY_HASH_KEYS" in out.err
+    old_key = bytes(range(32))
+    url = f"sqlite:///{tmp_path / 'access.db'}"
+    engine = make_engine(url)
+    metadata.create_all(engine)
+    KeyStore(engine, KeyHasher(old_key)).create(Role.WORKER)
+    KeyStore(engine, KeyHasher(new_key)).create(Role.WORKER)
+    KeyStore(engine, KeyHasher(os.urandom(32))).create(Role.WORKER)
+    insert_key_row(engine, "0123456789abcdef", legacy_scrypt_hash("s" * 43))
+    engine.dispose()
+    monkeypatch.setenv("QUORUM_HOME", str(tmp_path))
+    monkeypatch.setenv("QUORUM_API_KEY_HASH_KEY", base64.b64encode(new_key).decode())
+    monkeypatch.setenv("QUORUM_PREVIOUS_API_KEY_HASH_KEYS", base64.b64encode(old_key).decode())
+    assert cli_main(["keys", "hash-status", "--database-url", url]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:2] == ["1", key_id_of(new_key)] and "current" in lines[0]
+    by_what = {line.split()[1]: line for line in lines[1:-1]}
+    assert "previous hashing key" in by_what[key_id_of(old_key)]
+    assert "scrypt, from before" in by_what["scrypt"]
+    assert [line for line in lines[1:-1] if "refused until re-issued" in line]
+    assert lines[-1] == f"3 keys not revoked are not under the current hashing key {key_id_of(new_key)}"

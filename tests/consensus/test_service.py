@@ -25,7 +25,7 @@ from services.consensus.bootstrap import build
 @pytest.fixture(params=["sqlite", "postgres"])
 def settings(request: pytest.FixtureRequest, make_settings: Callable[..., Settings]) -> Settings:
     if request.param == "postgres":
-        return make_settings(database_url=request.getfixturevalue("postgres_url"))
+        return make_settings(**request.getfixturevalue("postgres_settings"))
     return make_settings()
 
 

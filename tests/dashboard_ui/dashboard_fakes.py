@@ -30,6 +30,7 @@ from dashboard.data import ServiceAddrs
 from quorum.db import make_engine
 from quorum.rpc import RunningServer, start_server
 from quorum.security import keys
+from quorum.security.keyhash import KeyHasher
 from quorum.security.policy import AuthInterceptor
 from quorum.security.principal import Role, current_principal
 from quorum.v1 import (
@@ -340,7 +341,8 @@ def start_fake_quorum(access_db: Path) -> tuple[RunningServer, FakeQuorum]:
     engine = make_engine(f"sqlite:///{access_db}")
     keys.metadata.create_all(engine)
     access_audit.metadata.create_all(engine)
-    store = keys.KeyStore(engine, TestSecretBox())
+    hasher = KeyHasher(os.urandom(32))
+    store = keys.KeyStore(engine, hasher, TestSecretBox())
     trail = access_audit.AuditTrail(engine)
     calls = Calls()
     registrations = [
@@ -356,7 +358,7 @@ def start_fake_quorum(access_db: Path) -> tuple[RunningServer, FakeQuorum]:
     ]
     auth = AuthInterceptor(
         [INGEST_POLICY, TASKING_POLICY, CONSENSUS_POLICY, PAYMENTS_POLICY, ACCESS_POLICY],
-        keys.Authenticator(engine, poll_seconds=0.0),
+        keys.Authenticator(engine, hasher, poll_seconds=0.0),
         _owner_of,
     )
     server = start_server(registrations, "127.0.0.1:0", max_workers=8, interceptors=[auth])

@@ -55,6 +55,8 @@ CREDENTIALS = {
     "QUORUM_S3_SECRET_KEY",
     "QUORUM_MASTER_KEY",
     "QUORUM_PREVIOUS_MASTER_KEYS",
+    "QUORUM_API_KEY_HASH_KEY",
+    "QUORUM_PREVIOUS_API_KEY_HASH_KEYS",
 }
 NEEDS_S3 = {"ingest", "tasking"}
 # The object store wraps data keys with it; access seals TOTP secrets with it.
@@ -390,8 +392,9 @@ def test_quorum_containers_set_only_settings_variables(objects: list[dict[str, A
 def test_credentials_come_from_the_secret(objects: list[dict[str, Any]], service: str) -> None:
     [(label, container, _)] = list(containers_of(find(objects, "Deployment", service)))
     env = {e["name"]: e for e in container.get("env", [])}
-    # Rate limits per API key are shared through Redis by every service.
-    expected = {"QUORUM_DATABASE_URL", "QUORUM_ACCESS_DATABASE_URL", "QUORUM_REDIS_URL"}
+    # Rate limits per API key are shared through Redis by every service, and every service
+    # checks API keys, which needs the hashing key.
+    expected = {"QUORUM_DATABASE_URL", "QUORUM_ACCESS_DATABASE_URL", "QUORUM_REDIS_URL", "QUORUM_API_KEY_HASH_KEY"}
     expected |= {"QUORUM_S3_ACCESS_KEY", "QUORUM_S3_SECRET_KEY"} if service in NEEDS_S3 else set()
     expected |= {"QUORUM_MASTER_KEY"} if service in NEEDS_MASTER_KEY else set()
     assert expected <= env.keys(), f"{label}: missing {sorted(expected - env.keys())}"
@@ -405,6 +408,10 @@ def test_credentials_come_from_the_secret(objects: list[dict[str, Any]], service
     # Unset, the keys would be looked up in the service's own database, where there are none.
     assert secret_key["QUORUM_ACCESS_DATABASE_URL"] == "access-database-url", f"{label}: API keys"
     assert secret_key["QUORUM_REDIS_URL"] == "redis-url", f"{label}: rate limits"
+    # A key hashed by access must verify on every service: one hashing key for all of them.
+    assert secret_key["QUORUM_API_KEY_HASH_KEY"] == "api-key-hash-key", f"{label}: a hashing key of its own"
+    assert secret_key["QUORUM_PREVIOUS_API_KEY_HASH_KEYS"] == "previous-api-key-hash-keys", f"{label}: rotation"
+    assert env["QUORUM_PREVIOUS_API_KEY_HASH_KEYS"]["valueFrom"]["secretKeyRef"].get("optional") is True
     if "QUORUM_MASTER_KEY" in env:
         # TOTP secrets and stored objects must all open with the one key of the deployment.
         assert secret_key["QUORUM_MASTER_KEY"] == "master-key", f"{label}: a master key of its own"
@@ -427,7 +434,7 @@ def test_dev_secret_holds_every_credential_the_pods_read() -> None:
     objects = rendered("dev")
     [secret] = [o for o in objects if o["kind"] == "Secret" and o["metadata"]["name"].startswith("quorum-credentials")]
     needed = required_secret_keys(objects)
-    assert {"access-database-url", "redis-url", "master-key"} <= needed
+    assert {"access-database-url", "redis-url", "master-key", "api-key-hash-key"} <= needed
     assert needed <= secret["data"].keys(), f"dev quorum-credentials lacks {sorted(needed - secret['data'].keys())}"
 
 
@@ -544,6 +551,8 @@ def test_compose_services(service: str) -> None:
     assert env["QUORUM_REDIS_URL"] == "redis://redis:6379/0"
     assert ("QUORUM_S3_ACCESS_KEY" in env) == (service in NEEDS_S3)
     assert ("QUORUM_MASTER_KEY" in env) == (service in NEEDS_MASTER_KEY)
+    assert env["QUORUM_API_KEY_HASH_KEY"] == compose()["services"]["access"]["environment"]["QUORUM_API_KEY_HASH_KEY"]
+    assert "QUORUM_PREVIOUS_API_KEY_HASH_KEYS" in env
     healthcheck = " ".join(spec["healthcheck"]["test"])
     assert f"'127.0.0.1:{port}'" in healthcheck
     assert "tls=client_tls(Settings())" in healthcheck, f"{service}: the healthcheck does not dial TLS"

@@ -27,7 +27,7 @@ from quorum_testing import REDIS_URL, postgres_schema, redis_database, wait_unti
 
 from quorum.broker import free_port
 from quorum.client import QuorumClient, UploadFile, jsonl, label_of
-from quorum.crypto import new_master_key_text
+from quorum.crypto import new_key_text
 from quorum.demo.crowd import SimulatedCrowd
 from quorum.demo.dataset import DemoDataset, generate
 from quorum.settings import SERVICES
@@ -87,7 +87,8 @@ def pilot(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
 
 
 def distributed_configuration(resources: contextlib.ExitStack) -> tuple[dict[str, str], dict[Any, str]]:
-    """PostgreSQL (a schema per service), the machine's Redis, an S3 endpoint and a master key."""
+    """PostgreSQL (a schema per service), the machine's Redis, an S3 endpoint, a master key and
+    the API key hashing key that every service checking keys in a shared database needs."""
     from moto.server import ThreadedMotoServer
 
     database_urls = {name: resources.enter_context(postgres_schema()) for name in SERVICES}
@@ -102,7 +103,8 @@ def distributed_configuration(resources: contextlib.ExitStack) -> tuple[dict[str
         "QUORUM_S3_ENDPOINT": f"127.0.0.1:{port}",
         "QUORUM_S3_ACCESS_KEY": "testing",
         "QUORUM_S3_SECRET_KEY": "testing",
-        "QUORUM_MASTER_KEY": new_master_key_text(),
+        "QUORUM_MASTER_KEY": new_key_text(),
+        "QUORUM_API_KEY_HASH_KEY": new_key_text(),
     }
     return env, database_urls
 
@@ -166,8 +168,8 @@ def run_pilot(stack: LocalStack) -> Iterator[PilotRun]:
 
 
 def test_no_secret_reaches_a_log(pilot: PilotRun) -> None:
-    """Every process's log after a whole job, wrong keys included: no API key secret and
-    no master key appears in it."""
+    """Every process's log after a whole job, wrong keys included: no API key secret, no
+    master key and no API key hashing key appears in it."""
     from quorum.v1 import access_pb2
 
     stack = pilot.stack
@@ -179,10 +181,13 @@ def test_no_secret_reaches_a_log(pilot: PilotRun) -> None:
     secrets = [key.split("_", 2)[2] for key in (stack.api_key, forged, *pilot.worker_keys.values())]
     key_file = stack.home / "secrets" / "master.key"
     master = stack.extra_env["QUORUM_MASTER_KEY"].encode() if not key_file.exists() else key_file.read_bytes()
+    hash_file = stack.home / "secrets" / "api-key-hash.key"
+    hashing = stack.extra_env.get("QUORUM_API_KEY_HASH_KEY", "").encode() or hash_file.read_bytes()
     logs = {path.name: path.read_bytes() for path in stack.log_dir.glob("*.log")}
     assert {"ingest.log", "tasking.log", "consensus.log", "payments.log", "access.log"} <= logs.keys()
     for name, text in logs.items():
         assert master.strip() not in text, name
+        assert hashing.strip() not in text, name
         for secret in secrets:
             assert secret.encode() not in text, name
 

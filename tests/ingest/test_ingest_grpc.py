@@ -391,9 +391,9 @@ def test_objects_go_to_s3(make_settings: Callable[..., Settings], s3_settings: d
 
 
 def test_the_service_on_postgresql(
-    make_settings: Callable[..., Settings], postgres_url: str, kafka_bootstrap: str
+    make_settings: Callable[..., Settings], postgres_settings: dict[str, Any], kafka_bootstrap: str
 ) -> None:
-    settings = make_settings(database_url=postgres_url)
+    settings = make_settings(**postgres_settings)
     with running(settings) as svc:
         stub = svc.stub
         job = create(stub)

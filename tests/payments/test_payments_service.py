@@ -29,7 +29,7 @@ def service_settings(make_settings: Callable[..., Settings], request: pytest.Fix
     backend = getattr(request, "param", "sqlite")
     overrides: dict[str, Any] = {}
     if backend == "postgres":
-        overrides["database_url"] = request.getfixturevalue("postgres_url")
+        overrides.update(request.getfixturevalue("postgres_settings"))
     return make_settings(**overrides)
 
 

@@ -24,6 +24,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from quorum.db import make_engine
 from quorum.rpc import channel
+from quorum.security.keyhash import load_key_hasher
 from quorum.security.keys import KeyStore, metadata
 from quorum.security.policy import ServicePolicy
 from quorum.security.principal import Role
@@ -195,7 +196,7 @@ def scenario(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> 
     )
     engine = make_engine(settings.access_database())
     metadata.create_all(engine)
-    store = KeyStore(engine)
+    store = KeyStore(engine, load_key_hasher(settings))
     keys = {
         Role.ADMIN: store.create(Role.ADMIN)[1],
         Role.OPERATOR: store.create(Role.OPERATOR)[1],

@@ -21,6 +21,7 @@ from quorum_testing import admin_key, worker_key
 from quorum.lag import ConsumerLagReader, LagMonitor, partition_lag, retry_after_ms
 from quorum.messaging import EventConsumer, Publisher, Topics, ensure_topics, outgoing
 from quorum.rpc import channel
+from quorum.security.keyhash import load_key_hasher
 from quorum.service import OutboxSignal, RunningService, ServiceContext, start_service
 from quorum.settings import Settings
 from quorum.v1 import common_pb2, events_pb2, ingest_pb2, ingest_pb2_grpc, tasking_pb2, tasking_pb2_grpc
@@ -194,7 +195,7 @@ def test_every_downstream_consumer_is_one_a_service_runs(make_settings: Callable
     from services.payments.bootstrap import build as build_payments
 
     settings = make_settings()
-    context = ServiceContext(settings, Topics(settings.topic_prefix), OutboxSignal())
+    context = ServiceContext(settings, Topics(settings.topic_prefix), OutboxSignal(), load_key_hasher(settings))
     built = [build(context) for build in (build_ingest, build_tasking, build_consensus, build_payments, build_access)]
     try:
         consumed = {f"{parts.name}.{spec.name}": set(spec.topics) for parts in built for spec in parts.consumers}

@@ -39,6 +39,7 @@ from quorum.db import make_engine
 from quorum.messaging import Publisher, Topics, outgoing
 from quorum.rpc import channel
 from quorum.security import keys
+from quorum.security.keyhash import load_key_hasher
 from quorum.security.principal import Role
 from quorum.service import start_service
 from quorum.settings import Settings
@@ -81,7 +82,7 @@ def issue_keys(settings: Settings, workers: int) -> tuple[str, list[str]]:
     engine = make_engine(settings.access_database())
     try:
         keys.metadata.create_all(engine)
-        store = keys.KeyStore(engine)
+        store = keys.KeyStore(engine, load_key_hasher(settings))
         _, operator = store.create(Role.OPERATOR, name="bench operator")
         workers_keys = [store.create(Role.WORKER, subject=f"bench-w{i:03d}")[1] for i in range(workers)]
     finally:

@@ -288,9 +288,9 @@ def test_leases_expire_and_consensus_events_steer_handouts(start: Callable[..., 
 @pytest.mark.postgres
 @pytest.mark.redis
 def test_images_and_gold_on_postgres_redis_and_s3(
-    start: Callable[..., Harness], postgres_url: str, redis_url: str, s3_settings: dict[str, Any]
+    start: Callable[..., Harness], postgres_settings: dict[str, Any], redis_url: str, s3_settings: dict[str, Any]
 ) -> None:
-    h = start(database_url=postgres_url, redis_url=redis_url, **s3_settings)
+    h = start(redis_url=redis_url, **postgres_settings, **s3_settings)
     store = open_object_store(h.settings)
     gold_png = PNG + b"gold"
     plain_pngs = [PNG + bytes([i]) for i in range(4)]
