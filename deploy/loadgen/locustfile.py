@@ -176,20 +176,34 @@ def _create_job(ingest: ingest_pb2_grpc.IngestServiceStub, objects: int, name: s
     return job_id
 
 
-def _wait_until_payments_knows(job_id: str, timeout_s: float = 120.0) -> None:
-    """Payments learns of a job from its JobCreated event and answers NOT_FOUND until then;
-    the operators' first look must not count that as a failure of the load."""
+def _wait_until_taken_in(job_id: str, objects: int, timeout_s: float = 300.0) -> None:
+    """Waits until tasking and consensus hold every task of the job and payments knows it.
+    Each learns of the job from events: until then payments answers NOT_FOUND, which the
+    operators' first looks would count as failures, and the services would still be
+    taking in thousands of TaskCreated events while the first workers are timed."""
+    auth = _auth["operator"]
+    tasking = tasking_pb2_grpc.TaskingServiceStub(_channel("tasking"))
+    consensus = consensus_pb2_grpc.ConsensusServiceStub(_channel("consensus"))
     payments = payments_pb2_grpc.PaymentsServiceStub(_channel("payments"))
-    request = payments_pb2.GetMoneySummaryRequest(job_id=job_id)
-    deadline = time.monotonic() + timeout_s
-    while True:
+
+    def taken_in() -> bool:
+        stats = tasking.GetTaskingStats(tasking_pb2.GetTaskingStatsRequest(job_id=job_id), timeout=10, metadata=auth)
+        quality = consensus.GetJobQuality(consensus_pb2.GetJobQualityRequest(job_id=job_id), timeout=10, metadata=auth)
+        if stats.tasks < objects or quality.tasks < objects:
+            return False
         try:
-            payments.GetMoneySummary(request, timeout=10, metadata=_auth["operator"])
-            return
+            payments.GetMoneySummary(payments_pb2.GetMoneySummaryRequest(job_id=job_id), timeout=10, metadata=auth)
         except grpc.RpcError as exc:
-            if exc.code() != grpc.StatusCode.NOT_FOUND or time.monotonic() > deadline:
+            if exc.code() != grpc.StatusCode.NOT_FOUND:
                 raise
-            time.sleep(0.2)
+            return False
+        return True
+
+    deadline = time.monotonic() + timeout_s
+    while not taken_in():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"job {job_id}: not taken in by tasking, consensus and payments in {timeout_s:.0f} s")
+        time.sleep(0.5)
 
 
 def _resolved() -> int:
@@ -223,7 +237,7 @@ def _seed(environment: Environment, runner: Any = None, **_: Any) -> None:
     objects = int(os.environ.get("QUORUM_LOAD_OBJECTS", "5000"))
     ingest = ingest_pb2_grpc.IngestServiceStub(_channel("ingest"))
     _run["job_id"] = _create_job(ingest, objects, f"load-{uuid.uuid4().hex[:6]}")
-    _wait_until_payments_knows(_run["job_id"])
+    _wait_until_taken_in(_run["job_id"], objects)
 
 
 @events.test_start.add_listener
