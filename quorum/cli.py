@@ -60,6 +60,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from quorum.service import start_service
 
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {args.service} %(levelname)s %(name)s: %(message)s")
+    # kafka-python logs every connection it opens and closes at INFO; the broker-generation
+    # check alone opens one every 2 s, which buried the service's own lines (99% of a log).
+    logging.getLogger("kafka").setLevel(logging.WARNING)
     settings = _load_settings()
     try:
         running = start_service(builder(args.service), settings)
