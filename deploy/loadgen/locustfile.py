@@ -65,6 +65,9 @@ from quorum.v1 import (  # noqa: E402
 )
 
 LABELS = ["positive", "negative", "neutral"]
+# Locust's dispatcher starts a batch of users once a second; each worker's arrival is
+# spread over that second.
+ARRIVAL_SPREAD_S = 1.0
 # The organisation the client users act for; every job of the load belongs to it.
 ORG = "loadgen"
 T = TypeVar("T")
@@ -307,6 +310,10 @@ class WorkerUser(GrpcUser):
         self.stub = tasking_pb2_grpc.TaskingServiceStub(_channel("tasking"))
         self.worker_id, self.auth = _take_worker()
         self.think = _think()
+        # Locust starts users in batches, a spawn rate's worth at the same instant once a
+        # second: without this, -r 100 had 100 workers sign in at the same millisecond.
+        # People arrive spread out.
+        time.sleep(random.uniform(0.0, ARRIVAL_SPREAD_S))
         self.start_session()
 
     def start_session(self) -> None:
