@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import importlib
 import json
 import logging
@@ -69,6 +70,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except RuntimeError as exc:
         print(f"quorum serve {args.service}: {exc}", file=sys.stderr)
         return 1
+    # What start-up built (modules, compiled statements, clients) lives as long as the
+    # process; frozen, the collector's full passes no longer walk it. They did under load,
+    # for 50-110 ms each with the GIL held, and every call in flight waited.
+    gc.collect()
+    gc.freeze()
     logging.getLogger("quorum").info(
         "%s serving on %s:%d (gRPC, health, reflection)", args.service, settings.bind_host, running.port
     )
