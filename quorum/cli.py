@@ -72,7 +72,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 1
     # What start-up built (modules, compiled statements, clients) lives as long as the
     # process; frozen, the collector's full passes no longer walk it. They did under load,
-    # for 50-110 ms each with the GIL held, and every call in flight waited.
+    # for 50-180 ms each with the GIL held, and every call in flight waited.
     gc.collect()
     gc.freeze()
     logging.getLogger("quorum").info(

@@ -65,8 +65,7 @@ from quorum.v1 import (  # noqa: E402
 )
 
 LABELS = ["positive", "negative", "neutral"]
-# Locust's dispatcher starts a batch of users once a second; each worker's arrival is
-# spread over that second.
+# How long after its batch starts a worker may arrive (see WorkerUser.on_start).
 ARRIVAL_SPREAD_S = 1.0
 # The organisation the client users act for; every job of the load belongs to it.
 ORG = "loadgen"
