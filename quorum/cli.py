@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gc
 import importlib
 import json
 import logging
@@ -58,7 +57,7 @@ def _wait_for_signal() -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from quorum.service import start_service
+    from quorum.service import keep_start_up_out_of_collections, start_service
 
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {args.service} %(levelname)s %(name)s: %(message)s")
     # kafka-python logs every connection it opens and closes at INFO; the broker-generation
@@ -70,11 +69,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except RuntimeError as exc:
         print(f"quorum serve {args.service}: {exc}", file=sys.stderr)
         return 1
-    # What start-up built (modules, compiled statements, clients) lives as long as the
-    # process; frozen, the collector's full passes no longer walk it. They did under load,
-    # for 50-180 ms each with the GIL held, and every call in flight waited.
-    gc.collect()
-    gc.freeze()
+    keep_start_up_out_of_collections()
     logging.getLogger("quorum").info(
         "%s serving on %s:%d (gRPC, health, reflection)", args.service, settings.bind_host, running.port
     )

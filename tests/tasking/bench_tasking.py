@@ -41,7 +41,7 @@ from quorum.rpc import channel
 from quorum.security import keys
 from quorum.security.keyhash import load_key_hasher
 from quorum.security.principal import Role
-from quorum.service import start_service
+from quorum.service import keep_start_up_out_of_collections, start_service
 from quorum.settings import Settings
 from quorum.v1 import common_pb2, events_pb2, tasking_pb2, tasking_pb2_grpc
 from services.tasking.bootstrap import build
@@ -97,6 +97,7 @@ def bearer(key: str) -> tuple[tuple[str, str]]:
 def serve(settings: Settings, ports: multiprocessing.Queue, stop: multiprocessing.Event) -> None:  # type: ignore[type-arg]
     """Runs the service in a child process until ``stop`` is set."""
     running = start_service(build, settings, address="127.0.0.1:0")
+    keep_start_up_out_of_collections()  # as quorum serve does
     ports.put(running.port)
     try:
         stop.wait()
