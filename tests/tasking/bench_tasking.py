@@ -5,7 +5,7 @@ a process of its own (as deployed: the client threads must not share its GIL),
 loads N tasks through Kafka (the consumer path), then drives K worker threads, each
 with its own session, through GetNextTask and SubmitAnswer until every task has its
 answers. Every worker signs in (StartSession) before the work starts, and the sign-in
-is timed apart: it holds each API key's first check, a slow hash. Prints throughput and
+is timed apart: it holds each API key's first check in the process. Prints throughput and
 latency percentiles per RPC; GetNextTask calls that found nothing (mostly at the end,
 when the last tasks are leased to others) are counted apart from those that handed out
 a task.
@@ -157,8 +157,8 @@ def main() -> None:
         empty_ms: list[float] = []
         submit_ms: list[float] = []
         session_ms: list[float] = []
-        # Everyone signs in first, so that the first check of each API key (a slow hash,
-        # once per key and process) is timed apart from the work.
+        # Everyone signs in first, so that the first check of each API key (a database read
+        # and a hash, once per key and process) is timed apart from the work.
         signed_in = threading.Barrier(args.workers + 1)
         empty = 0
         errors: dict[str, int] = {}
