@@ -12,7 +12,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import grpc
@@ -102,6 +103,23 @@ def redis_database(url: str = REDIS_URL) -> Iterator[str]:
         finally:
             client.flushdb()
             client.close()
+
+
+def deployment_settings(home: Path, kafka_bootstrap: str, **overrides: Any) -> Settings:
+    """Settings for a test's in-process deployment of several services: topics of its own,
+    one partition, 8 handler threads, no periodic refit and no rate limit, so that only
+    what the test does happens; keyword arguments override fields."""
+    values: dict[str, Any] = {
+        "home": home,
+        "kafka_bootstrap": kafka_bootstrap,
+        "topic_prefix": f"t{uuid.uuid4().hex[:12]}",
+        "kafka_partitions": 1,
+        "grpc_workers": 8,
+        "consensus_refit_seconds": 0,
+        "rate_limit_per_second": 0,
+    }
+    values.update(overrides)
+    return Settings(**values)
 
 
 def admin_key(settings: Settings) -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import os
 import secrets
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 import grpc
 import pytest
 import sqlalchemy as sa
-from quorum_testing import admin_key, insert_key_row, postgres_schema
+from quorum_testing import admin_key, deployment_settings, insert_key_row, postgres_schema
 
 from quorum.cli import main as cli_main
 from quorum.client import QuorumClient
@@ -73,14 +72,9 @@ class Deployment:
 @pytest.fixture(scope="module")
 def deployment(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     with postgres_schema() as access_url:
-        settings = Settings(
-            home=tmp_path_factory.mktemp("keyhash"),
-            kafka_bootstrap=kafka_bootstrap,
-            topic_prefix=f"t{uuid.uuid4().hex[:12]}",
-            kafka_partitions=1,
-            grpc_workers=8,
-            consensus_refit_seconds=0,
-            rate_limit_per_second=0,
+        settings = deployment_settings(
+            tmp_path_factory.mktemp("keyhash"),
+            kafka_bootstrap,
             access_database_url=access_url,
             api_key_hash_key=b64(HASH_KEY),
             previous_api_key_hash_keys=b64(PREVIOUS_HASH_KEY),

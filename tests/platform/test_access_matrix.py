@@ -21,6 +21,7 @@ import grpc
 import pytest
 from google.protobuf import descriptor as d
 from google.protobuf.timestamp_pb2 import Timestamp
+from quorum_testing import deployment_settings
 
 from quorum.db import make_engine
 from quorum.rpc import channel
@@ -185,15 +186,7 @@ class Scenario:
 
 @pytest.fixture(scope="module")
 def scenario(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
-    settings = Settings(
-        home=tmp_path_factory.mktemp("matrix"),
-        kafka_bootstrap=kafka_bootstrap,
-        topic_prefix=f"t{uuid.uuid4().hex[:12]}",
-        kafka_partitions=1,
-        grpc_workers=8,
-        consensus_refit_seconds=0,
-        rate_limit_per_second=0,
-    )
+    settings = deployment_settings(tmp_path_factory.mktemp("matrix"), kafka_bootstrap)
     engine = make_engine(settings.access_database())
     metadata.create_all(engine)
     store = KeyStore(engine, load_key_hasher(settings))
