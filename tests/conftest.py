@@ -7,7 +7,6 @@ under CI=true, where a missing service fails the run.
 
 from __future__ import annotations
 
-import base64
 import os
 import uuid
 from collections.abc import Callable, Generator, Iterator
@@ -15,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from quorum_testing import postgres_schema, redis_database
+from quorum_testing import b64, postgres_schema, redis_database
 
 from quorum.broker import EmbeddedBroker, free_port
 from quorum.settings import Settings
@@ -65,7 +64,7 @@ def postgres_url() -> Iterator[str]:
 def postgres_settings(postgres_url: str) -> dict[str, Any]:
     """Settings fields for services on PostgreSQL: its URL (the access database too, so shared),
     and the API key hashing key that a shared access database refuses to start without."""
-    return {"database_url": postgres_url, "api_key_hash_key": base64.b64encode(os.urandom(32)).decode()}
+    return {"database_url": postgres_url, "api_key_hash_key": b64(os.urandom(32))}
 
 
 @pytest.fixture
@@ -99,7 +98,7 @@ def s3_settings(s3_endpoint: str) -> dict[str, Any]:
         "s3_secret_key": "testing",
         "s3_secure": False,
         # An S3 store refuses to start without a configured master key.
-        "master_key": base64.b64encode(os.urandom(32)).decode(),
+        "master_key": b64(os.urandom(32)),
     }
 
 

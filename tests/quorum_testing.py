@@ -4,6 +4,7 @@ something to happen, and running a simulated crowd until it has."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import os
@@ -103,6 +104,11 @@ def redis_database(url: str = REDIS_URL) -> Iterator[str]:
         finally:
             client.flushdb()
             client.close()
+
+
+def b64(key: bytes) -> str:
+    """A key as the settings take it: base64 text."""
+    return base64.b64encode(key).decode()
 
 
 def deployment_settings(home: Path, kafka_bootstrap: str, **overrides: Any) -> Settings:

@@ -4,7 +4,6 @@ shared PostgreSQL access database, as a distributed deployment does."""
 
 from __future__ import annotations
 
-import base64
 import os
 import secrets
 from collections.abc import Callable, Iterator
@@ -15,7 +14,7 @@ from typing import Any
 import grpc
 import pytest
 import sqlalchemy as sa
-from quorum_testing import admin_key, deployment_settings, insert_key_row, postgres_schema
+from quorum_testing import admin_key, b64, deployment_settings, insert_key_row, postgres_schema
 
 from quorum.cli import main as cli_main
 from quorum.client import QuorumClient
@@ -31,10 +30,6 @@ from quorum.v1 import access_pb2, consensus_pb2, ingest_pb2, payments_pb2, taski
 HASH_KEY = os.urandom(32)
 PREVIOUS_HASH_KEY = os.urandom(32)
 SHARED_ACCESS_DATABASE = "postgresql+psycopg://quorum@127.0.0.1:1/quorum_access"
-
-
-def b64(key: bytes) -> str:
-    return base64.b64encode(key).decode()
 
 
 def build_of(service: ServiceName) -> Callable[..., Any]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from quorum_testing import insert_key_row
+from quorum_testing import b64, insert_key_row
 
 from quorum.crypto import KeyConfigError, key_id_of
 from quorum.db import make_engine
@@ -43,10 +43,6 @@ def engine(tmp_path: Path) -> sa.Engine:
 @pytest.fixture
 def hasher() -> KeyHasher:
     return KeyHasher(HASH_KEY_A)
-
-
-def b64(key: bytes) -> str:
-    return base64.b64encode(key).decode()
 
 
 def stored_hash(engine: sa.Engine, key_id: str) -> str:

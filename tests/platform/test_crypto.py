@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from quorum_testing import b64
 
 from quorum.cli import main
 from quorum.crypto import (
@@ -27,10 +28,6 @@ from quorum.settings import Settings
 KEY_A = bytes(range(32))
 KEY_B = bytes(range(100, 132))
 AAD = b"sha256/ab/cd/object"
-
-
-def b64(key: bytes) -> str:
-    return base64.b64encode(key).decode()
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,6 @@ S3 server, and master key rotation with rewrap_all and `quorum storage rewrap`."
 
 from __future__ import annotations
 
-import base64
 import os
 import threading
 from collections.abc import Callable
@@ -11,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from quorum_testing import b64
 
 from quorum.cli import main
 from quorum.crypto import MasterKeyError, MasterKeyring, UnknownMasterKey, key_id_of
@@ -30,10 +30,6 @@ from quorum.settings import Settings
 KEY_A = os.urandom(32)
 KEY_B = os.urandom(32)
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8
-
-
-def b64(key: bytes) -> str:
-    return base64.b64encode(key).decode()
 
 
 @pytest.fixture(autouse=True)
