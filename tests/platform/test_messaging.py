@@ -142,8 +142,13 @@ def test_a_locked_database_holds_events_back_and_never_dead_letters_them(
         # Far more failed calls than the attempts a poison event gets before it is dead-lettered.
         wait_until(lambda: len(calls) >= 10)
         locker.execute("ROLLBACK")
-        with engine.connect() as conn:
-            wait_until(lambda: conn.exec_driver_sql("SELECT count(*) FROM seen").scalar_one() == 5)
+        # Read on a connection of its own that waits for the consumer's commits: the engine's
+        # 10 ms timeout, there so that writes fail fast while locked, made this read fail too.
+        checker = sqlite3.connect(path, timeout=5)
+        try:
+            wait_until(lambda: checker.execute("SELECT count(*) FROM seen").fetchone()[0] == 5)
+        finally:
+            checker.close()
     finally:
         consumer.stop()
         publisher.close()
