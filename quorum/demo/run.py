@@ -147,7 +147,16 @@ class _Progress:
         return self.resolved
 
     def billed(self) -> int:
-        return sum(self.client.money(job_id).objects_billed for job_id in self.job_ids)
+        total = 0
+        for job_id in self.job_ids:
+            try:
+                total += self.client.money(job_id).objects_billed
+            except grpc.RpcError as exc:
+                # Payments learns of a job from its JobCreated event and answers NOT_FOUND
+                # until then: it has billed nothing for it yet.
+                if exc.code() != grpc.StatusCode.NOT_FOUND:
+                    raise
+        return total
 
 
 def _wait(condition: Any, timeout: float, what: str) -> None:

@@ -202,6 +202,19 @@ def test_service_logs_hold_the_services_own_lines(pilot: PilotRun) -> None:
         assert not re.search(r" INFO kafka\.", text), name
 
 
+def test_the_demo_counts_a_job_payments_has_not_heard_of_as_unbilled(pilot: PilotRun) -> None:
+    """Payments answers NOT_FOUND for a job until its JobCreated arrives; the demo's wait for
+    billing must keep waiting then, not fail (it did, when labelling finished first)."""
+    from quorum.demo.run import _Progress
+
+    client = pilot.client
+    with pytest.raises(grpc.RpcError) as unknown:
+        client.money("job_not_heard_of")
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+    progress = _Progress(client, [pilot.text_job, "job_not_heard_of"], objects=1)
+    assert progress.billed() == client.money(pilot.text_job).objects_billed > 0
+
+
 def test_bad_files_are_rejected_one_by_one(pilot: PilotRun) -> None:
     by_name = {item.name: item for item in pilot.upload.items}
     assert pilot.upload.accepted == len(pilot.dataset.images) + len(pilot.dataset.gold_images)
