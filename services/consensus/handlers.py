@@ -68,6 +68,7 @@ from services.consensus.domain import (
     RELIABILITY,
     Decision,
     Evaluation,
+    Graded,
     JobQuality,
     JobSpec,
     MinuteCount,
@@ -618,17 +619,20 @@ def lock_tasks(conn: Connection, task_ids: Sequence[str]) -> None:
         )
 
 
-def votes_of(conn: Connection, task_ids: Sequence[str]) -> dict[str, list[Vote]]:
-    """Each task's stored answers, in arrival order. One query per 5,000 tasks."""
+def graded_answers(conn: Connection, task_ids: Sequence[str]) -> dict[str, list[tuple[int, Graded]]]:
+    """Each task's stored answers, in arrival order, with their row id and whether they agreed
+    with the task's label when compared with it. One query per 5,000 tasks."""
     a = t.answers
-    votes: dict[str, list[Vote]] = {}
+    answers: dict[str, list[tuple[int, Graded]]] = {}
     for chunk in _chunks(task_ids):
         rows = conn.execute(
-            sa.select(a.c.task_id, a.c.worker_id, a.c.label).where(a.c.task_id.in_(chunk)).order_by(a.c.id)
+            sa.select(a.c.id, a.c.task_id, a.c.worker_id, a.c.label, a.c.agreed)
+            .where(a.c.task_id.in_(chunk))
+            .order_by(a.c.id)
         )
         for row in rows:
-            votes.setdefault(row.task_id, []).append(Vote(row.worker_id, row.label))
-    return votes
+            answers.setdefault(row.task_id, []).append((row.id, Graded(Vote(row.worker_id, row.label), row.agreed)))
+    return answers
 
 
 def job_spec_of_row(row: Any) -> JobSpec:
