@@ -199,14 +199,16 @@ def evaluate_structured(job: JobSpec, votes: Sequence[Vote], reliability_of: Rel
 
 @dataclass(frozen=True)
 class StructuredRefit:
-    """What :func:`refit_structured` found: per re-fused task its fused label (stored text) and
-    confidence; per worker the (clipped) reliability the last round fused with; and how many
-    rounds ran."""
+    """What :func:`refit_structured` found: per re-fused task its fused label (stored text),
+    confidence and, per answer (in the order of its votes), whether the fusion found it agrees
+    with that label; per worker the (clipped) reliability the last round fused with; and how
+    many rounds ran."""
 
     labels: dict[str, str]
     confidences: dict[str, float]
     reliability: dict[str, float]
     rounds: int
+    agreed: dict[str, tuple[bool, ...]] = field(default_factory=dict)
 
 
 def refit_structured(
@@ -277,7 +279,13 @@ def refit_structured(
             labels[task] = label
         if not changed:
             break
-    return StructuredRefit({task: labels[task] for task in refitted}, confidences, reliability, rounds)
+    return StructuredRefit(
+        {task: labels[task] for task in refitted},
+        confidences,
+        reliability,
+        rounds,
+        {task: agreed[task] for task in refitted},
+    )
 
 
 class TaskState(enum.StrEnum):
@@ -408,32 +416,70 @@ def _matching(job: JobSpec | None, pairs: Sequence[tuple[str, str]]) -> list[boo
 
 
 @dataclass(frozen=True)
+class Graded:
+    """An answer that was compared with its task's label, and whether it agreed as recorded
+    then; None for an answer compared before the outcome was stored with it."""
+
+    vote: Vote
+    agreed: bool | None = None
+
+
+@dataclass(frozen=True)
 class Regrade:
     """What relabelling tasks does to their consensus evidence: per task, how many of its
-    answers agree with the new label (its ``agree``); per worker, how its ``agreed`` count
-    changes (workers whose count stands are left out)."""
+    answers agree with the new label (its ``agree``) and whether each does (in the order of
+    the answers graded); per worker, how its ``agreed`` count changes (workers whose count
+    stands are left out)."""
 
     agree: dict[str, int]
     agreed: dict[str, int]
+    flags: dict[str, tuple[bool, ...]]
 
 
-def regrade(job: JobSpec, relabels: Mapping[str, tuple[str, str]], compared: Mapping[str, Sequence[Vote]]) -> Regrade:
+def regrade(
+    job: JobSpec,
+    relabels: Mapping[str, tuple[str, str]],
+    compared: Mapping[str, Sequence[Graded]],
+    fused: Mapping[str, Mapping[str, bool]] | None = None,
+) -> Regrade:
     """Grades again the answers of relabelled tasks. ``relabels`` maps a task to its (old,
     new) label, ``compared`` to the answers that were compared with the old label (what
-    :attr:`Step.compared` recorded: every vote when the task resolved, then each late answer).
+    :attr:`Step.compared` recorded: every vote when the task resolved, then each late answer),
+    each with the outcome recorded then. ``fused`` maps a task to, per worker, whether its
+    answer agrees with the new label, as found by the fusion that produced the label.
+
     An answer that agreed with the old label and not the new one takes one from its worker's
-    ``agreed``, the other way round adds one; ``compared`` counts stay. One
-    :func:`_matching` over two pairs per answer."""
-    graded = [(task, vote) for task in relabels for vote in compared.get(task, ())]
-    pairs = [(vote.label, label) for task, vote in graded for label in relabels[task]]
-    flags = _matching(job, pairs)
+    ``agreed``, the other way round adds one; ``compared`` counts stay. "Agreed with the old
+    label" is the recorded outcome: at resolution a structured answer was graded by the fusion
+    of all the task's answers, which a comparison with the label alone can contradict (a box
+    clustered apart from the crowd's can still overlap the fused one enough), and the counts
+    hold what was recorded. Only an answer without a recorded outcome is compared with the
+    old label. "Agrees with the new label" is the fusion's verdict where ``fused`` has one, so
+    that relabelling back restores the outcomes of the resolution; otherwise a comparison with
+    the new label. One :func:`_matching` over the comparisons needed."""
+    fused = fused or {}
+    graded = [(task, answer) for task in relabels for answer in compared.get(task, ())]
+    pairs: list[tuple[str, str]] = []
+    for task, answer in graded:
+        old, new = relabels[task]
+        if answer.agreed is None:
+            pairs.append((answer.vote.label, old))
+        if answer.vote.worker_id not in fused.get(task, {}):
+            pairs.append((answer.vote.label, new))
+    matched = iter(_matching(job, pairs))
     agree = dict.fromkeys(relabels, 0)
     agreed: dict[str, int] = {}
-    for (task, vote), before, after in zip(graded, flags[0::2], flags[1::2], strict=True):
+    flags: dict[str, tuple[bool, ...]] = {task: () for task in relabels}
+    for task, answer in graded:
+        worker = answer.vote.worker_id
+        before = bool(next(matched) if answer.agreed is None else answer.agreed)
+        verdict = fused.get(task, {}).get(worker)
+        after = bool(next(matched) if verdict is None else verdict)
         agree[task] += after
+        flags[task] += (after,)
         if after != before:
-            agreed[vote.worker_id] = agreed.get(vote.worker_id, 0) + after - before
-    return Regrade(agree, {worker: shift for worker, shift in agreed.items() if shift})
+            agreed[worker] = agreed.get(worker, 0) + after - before
+    return Regrade(agree, {worker: shift for worker, shift in agreed.items() if shift}, flags)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ processes each batch in one transaction:
    one-coin posterior is recomputed and :func:`~services.consensus.domain.decide` says wait,
    ask for one more, or resolve; gold answers grade their worker; answers after resolution are
    counted and compared with the label;
-3. write the task states, results, worker evidence and the outbox events (TaskResolved,
+3. write the task states, results, worker evidence (with, on each answer compared with a
+   resolved label, whether it agreed) and the outbox events (TaskResolved,
    MoreAnswersRequested) in the same transaction.
 
 Job specs and worker evidence are cached in memory and rebuilt from the database on start
@@ -67,6 +68,7 @@ from services.consensus.domain import (
     RELIABILITY,
     Decision,
     Evaluation,
+    Graded,
     JobQuality,
     JobSpec,
     MinuteCount,
@@ -172,6 +174,8 @@ class _Batch:
     meta: dict[str, _TaskMeta] = field(default_factory=dict)
     # Tasks whose row must be rewritten.
     dirty: set[str] = field(default_factory=set)
+    # (task, worker) -> whether that answer agreed with the task's label when compared.
+    compared: dict[tuple[str, str], bool] = field(default_factory=dict)
 
     def add(self, event: events_pb2.Event) -> None:
         kind = event.WhichOneof("payload")
@@ -240,6 +244,7 @@ class _Batch:
         new_ids = {task.task_id for task in new_tasks}
         self._write_tasks(new_tasks, [self.progress[i] for i in sorted(self.dirty - new_ids)])
         self._write_answers(new_answers)
+        self._write_answer_grades({(a.task_id, a.vote.worker_id) for a in new_answers})
         self._write_results(results)
         self._write_worker_stats(deltas)
         if events:
@@ -326,6 +331,7 @@ class _Batch:
                 delta.gold_answers += 1
                 delta.gold_correct += step.gold_correct
             for worker_id, agreed in step.compared:
+                self.compared[(task_id, worker_id)] = bool(agreed)
                 evidence = self._evidence_of(worker_id)
                 evidence.compared += 1
                 evidence.agreed += agreed
@@ -474,9 +480,24 @@ class _Batch:
                     "worker_id": a.vote.worker_id,
                     "label": a.vote.label,
                     "submitted_at": a.submitted_at,
+                    "agreed": self.compared.get((a.task_id, a.vote.worker_id)),
                 }
                 for a in answers
             ],
+        )
+
+    def _write_answer_grades(self, inserted: set[tuple[str, str]]) -> None:
+        """Records on the answers stored before this batch whether they agreed with their
+        task's label (the inserted ones carry it already): what a refit's re-grade starts from."""
+        earlier = sorted((key, agreed) for key, agreed in self.compared.items() if key not in inserted)
+        if not earlier:
+            return
+        a = t.answers
+        self.conn.execute(
+            sa.update(a)
+            .where(a.c.task_id == sa.bindparam("b_task_id"), a.c.worker_id == sa.bindparam("b_worker_id"))
+            .values(agreed=sa.bindparam("b_agreed")),
+            [{"b_task_id": task, "b_worker_id": worker, "b_agreed": agreed} for (task, worker), agreed in earlier],
         )
 
     def _write_results(self, results: list[TaskResult]) -> None:
@@ -598,17 +619,20 @@ def lock_tasks(conn: Connection, task_ids: Sequence[str]) -> None:
         )
 
 
-def votes_of(conn: Connection, task_ids: Sequence[str]) -> dict[str, list[Vote]]:
-    """Each task's stored answers, in arrival order. One query per 5,000 tasks."""
+def graded_answers(conn: Connection, task_ids: Sequence[str]) -> dict[str, list[tuple[int, Graded]]]:
+    """Each task's stored answers, in arrival order, with their row id and whether they agreed
+    with the task's label when compared with it. One query per 5,000 tasks."""
     a = t.answers
-    votes: dict[str, list[Vote]] = {}
+    answers: dict[str, list[tuple[int, Graded]]] = {}
     for chunk in _chunks(task_ids):
         rows = conn.execute(
-            sa.select(a.c.task_id, a.c.worker_id, a.c.label).where(a.c.task_id.in_(chunk)).order_by(a.c.id)
+            sa.select(a.c.id, a.c.task_id, a.c.worker_id, a.c.label, a.c.agreed)
+            .where(a.c.task_id.in_(chunk))
+            .order_by(a.c.id)
         )
         for row in rows:
-            votes.setdefault(row.task_id, []).append(Vote(row.worker_id, row.label))
-    return votes
+            answers.setdefault(row.task_id, []).append((row.id, Graded(Vote(row.worker_id, row.label), row.agreed)))
+    return answers
 
 
 def job_spec_of_row(row: Any) -> JobSpec:

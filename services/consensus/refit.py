@@ -6,9 +6,12 @@ worker estimates it has at that moment. Later answers (and gold) sharpen those e
 refit reads the job's whole answer matrix and, for each resolved task whose label is now
 different, writes the new label with ``version + 1`` and publishes a new TaskResolved through
 the outbox in the same transaction. Billing is per task, so a re-resolution never bills twice.
-The same transaction grades the task's answers again against the new label: the task's
-``agree`` and each worker's ``agreed`` count in ``consensus_worker_stats`` (the evidence its
-reliability is estimated from); the streaming handler is told which workers changed.
+The same transaction grades the task's answers again against the new label: each answer's
+recorded outcome, the task's ``agree`` and each worker's ``agreed`` count in
+``consensus_worker_stats`` (the evidence its reliability is estimated from); the streaming
+handler is told which workers changed. An answer's shift starts from the outcome recorded
+when it was compared (see :func:`~services.consensus.domain.regrade`), so a count only ever
+gives back what it was given, and relabelling a task back restores its counts.
 
 - Classification jobs are fitted with the library's ``default`` method, gold answers clamped
   as known; a task changes when another label is now more probable.
@@ -52,7 +55,7 @@ from services.consensus.domain import (
     refit_structured,
     regrade,
 )
-from services.consensus.handlers import job_spec_of_row, lock_tasks, result_of_row, votes_of, worker_evidence
+from services.consensus.handlers import graded_answers, job_spec_of_row, lock_tasks, result_of_row, worker_evidence
 from services.consensus.offline import METHODS
 
 log = logging.getLogger(__name__)
@@ -68,6 +71,9 @@ class _NewLabel:
     confidence: float
     # The answers with the weights the new label came from; None: the stored ones stay.
     answers: tuple[WeightedAnswer, ...] | None = None
+    # Per worker, whether its answer agrees with the new label, as found by the fusion that
+    # produced the label; a worker left out is compared with the label.
+    agreed: Mapping[str, bool] | None = None
 
 
 class Refit:
@@ -205,7 +211,8 @@ class Refit:
             weighted = tuple(
                 WeightedAnswer(v.worker_id, v.label, fitted.reliability[v.worker_id]) for v in votes[row.task_id]
             )
-            return _NewLabel(label, fitted.confidences[row.task_id], weighted)
+            agreed = {v.worker_id: ok for v, ok in zip(votes[row.task_id], fitted.agreed[row.task_id], strict=True)}
+            return _NewLabel(label, fitted.confidences[row.task_id], weighted, agreed)
 
         return self._relabel(job, relabel)
 
@@ -219,6 +226,7 @@ class Refit:
         now = self._clock()
         changed: list[TaskResult] = []
         relabels: dict[str, tuple[str, str]] = {}
+        fused: dict[str, Mapping[str, bool]] = {}
         with self._engine.begin() as conn:
             rows = conn.execute(sa.select(r).where(r.c.job_id == job.job_id, sa.not_(r.c.reviewed))).all()
             for row in rows:
@@ -248,7 +256,9 @@ class Refit:
                     continue  # changed since it was read: not the row this label was fitted for
                 changed.append(result)
                 relabels[row.task_id] = (row.label, result.label)
-            grades = _write_regrade(conn, job, relabels)
+                if new.agreed is not None:
+                    fused[row.task_id] = new.agreed
+            grades = _write_regrade(conn, job, relabels, fused)
             enqueue(
                 conn,
                 t.outbox,
@@ -262,18 +272,36 @@ class Refit:
         return len(changed)
 
 
-def _write_regrade(conn: Connection, job: JobSpec, relabels: Mapping[str, tuple[str, str]]) -> Regrade:
+def _write_regrade(
+    conn: Connection,
+    job: JobSpec,
+    relabels: Mapping[str, tuple[str, str]],
+    fused: Mapping[str, Mapping[str, bool]],
+) -> Regrade:
     """Writes the new labels of ``relabels`` (task -> (old, new) label) to their tasks and
-    grades the tasks' answers again against them: each task's ``agree``, each worker's
-    ``agreed`` in the job. Returns what it graded."""
-    tk, ws = t.tasks, t.worker_stats
+    grades the tasks' answers again against them (see :func:`regrade`; ``fused`` is what the
+    fusion behind a new label said of each answer): each answer's ``agreed``, each task's
+    ``agree``, each worker's ``agreed`` in the job. Returns what it graded."""
+    a, tk, ws = t.answers, t.tasks, t.worker_stats
     tasks = sorted(relabels)
     # Locked before their answers are read, in key order as the handler locks them: a late
     # answer is then graded either here, or by the handler against the new label.
     lock_tasks(conn, tasks)
     # A task a reviewer did not decide had each of its answers compared with its label once:
     # all of them when it resolved, every later one on arrival.
-    grades = regrade(job, relabels, votes_of(conn, tasks))
+    stored = graded_answers(conn, tasks)
+    grades = regrade(job, relabels, {task: [graded for _, graded in rows] for task, rows in stored.items()}, fused)
+    regraded = sorted(
+        (row_id, flag)
+        for task in relabels
+        for (row_id, graded), flag in zip(stored.get(task, ()), grades.flags[task], strict=True)
+        if graded.agreed != flag
+    )
+    if regraded:
+        conn.execute(
+            sa.update(a).where(a.c.id == sa.bindparam("b_id")).values(agreed=sa.bindparam("b_agreed")),
+            [{"b_id": row_id, "b_agreed": flag} for row_id, flag in regraded],
+        )
     # Rows in key order, the order the handler writes its own in: on PostgreSQL the two
     # never wait for each other's row locks in a cycle.
     if relabels:

@@ -65,6 +65,11 @@ answers = sa.Table(
     sa.Column("worker_id", ID, nullable=False),
     sa.Column("label", LABEL, nullable=False),
     sa.Column("submitted_at", UtcDateTime, nullable=True),
+    # Whether the answer agreed with its task's label when compared with it (at resolution,
+    # on arrival after it, or when a refit relabelled the task): what its worker's agreed
+    # count holds. NULL before the comparison, for gold answers, and on rows older than the
+    # column.
+    sa.Column("agreed", sa.Boolean, nullable=True),
     sa.UniqueConstraint("task_id", "worker_id", name="uq_consensus_answers_task_worker"),
     # A job's answers: refits read them, a deletion purges them.
     sa.Index("ix_consensus_answers_job", "job_id", "id"),

@@ -10,6 +10,7 @@ import pytest
 
 from services.consensus.domain import (
     Decision,
+    Graded,
     JobSpec,
     TaskProgress,
     TaskState,
@@ -19,6 +20,7 @@ from services.consensus.domain import (
     evaluate,
     minute_of,
     percentiles,
+    regrade,
 )
 
 JOB = JobSpec.normalised("job", ["cat", "dog", "bird"], 3, 5, 0.9)
@@ -152,6 +154,22 @@ def test_a_waiting_task_refuses_answers() -> None:
     task = TaskProgress("t", "job", gold=False, gold_label="", state=TaskState.WAITING)
     with pytest.raises(ValueError, match="waits for job"):
         task.add_answer(Vote("a", "cat"), None, prior)
+
+
+def test_a_regrade_starts_from_the_recorded_outcomes() -> None:
+    answers = [
+        Graded(Vote("a", "cat"), True),
+        Graded(Vote("b", "dog"), False),
+        Graded(Vote("c", "cat")),  # recorded before outcomes were: compared with the old label
+        Graded(Vote("d", "dog"), True),  # recorded as agreeing with "cat", as a fusion may
+    ]
+    graded = regrade(JOB, {"t": ("cat", "dog")}, {"t": answers})
+    assert graded.agreed == {"a": -1, "b": 1, "c": -1}
+    assert graded.agree == {"t": 2} and graded.flags == {"t": (False, True, False, True)}
+    # What the fusion behind the new label says of an answer stands over the comparison.
+    fused = regrade(JOB, {"t": ("cat", "dog")}, {"t": answers}, {"t": {"a": True, "b": False}})
+    assert fused.agreed == {"c": -1}
+    assert fused.agree == {"t": 2} and fused.flags == {"t": (True, False, False, True)}
 
 
 def test_worker_evidence_reliability() -> None:

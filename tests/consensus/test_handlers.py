@@ -280,6 +280,26 @@ def test_an_answer_after_resolution_is_counted_and_the_label_stays(
     assert workers["late"].reliability < 0.7 < workers["later"].reliability
 
 
+def test_each_answer_compared_with_the_label_keeps_the_outcome(handler: ConsensusEvents, engine: sa.Engine) -> None:
+    handler.handle([job_created("j1"), task_created("t1", "j1"), task_created("g1", "j1", gold_label="cat")])
+    # Stored in one batch, compared in a later one when the task resolves.
+    handler.handle(answers("t1", "j1", ("a", "dog"), ("b", "cat")))
+    handler.handle([*answers("t1", "j1", ("c", "dog"), ("d", "dog")), *answers("g1", "j1", ("a", "cat"))])
+    handler.handle(answers("t1", "j1", ("late", "cat")))
+    a = tables.answers
+    with engine.connect() as conn:
+        outcomes = {(row.task_id, row.worker_id): row.agreed for row in conn.execute(sa.select(a))}
+    # Gold answers are graded against gold, not compared with a consensus label.
+    assert outcomes == {
+        ("t1", "a"): True,
+        ("t1", "b"): False,
+        ("t1", "c"): True,
+        ("t1", "d"): True,
+        ("t1", "late"): False,
+        ("g1", "a"): None,
+    }
+
+
 def test_consensus_agreement_moves_reliability_a_quarter_as_much_as_gold(handler: ConsensusEvents) -> None:
     handler.handle([job_created("j1"), task_created("t1", "j1")])
     handler.handle(answers("t1", "j1", ("a", "dog"), ("b", "dog"), ("c", "dog")))

@@ -27,6 +27,7 @@ from consensus_helpers import (
 )
 from consensus_helpers import emitted_payloads as emitted
 
+from quorum.db import add_missing_columns
 from quorum.taskmessages import answer_text
 from quorum.v1 import common_pb2, events_pb2
 from services.consensus import handlers, structured
@@ -248,6 +249,142 @@ def test_a_structured_job_still_being_answered_waits_for_a_quarter_more_answers_
     assert refit.run_once() == 1  # none since: the job is refitted
     (again,) = [e for e in emitted(engine, "task_resolved") if e.version == 2]
     assert again.task_id == "x" and len(again.label.boxes.boxes) == 1
+
+
+# The crowd's car, drawn three ways, and a box drawn apart from it: its mean overlap with the
+# three (IoU 0.51, 0.46, 0.46) keeps it out of their cluster, so the fusion of the task's
+# answers says it disagrees; yet it overlaps the fused car (MID) by IoU 0.51, so compared with
+# that label alone it agrees.
+LEFT, MID, RIGHT = (0.08, 0.16, 0.30, 0.20), (0.10, 0.16, 0.30, 0.20), (0.12, 0.16, 0.30, 0.20)
+APART = (0.10, 0.225, 0.30, 0.20)
+
+
+def each_draws(handler: ConsensusEvents, task: str) -> None:
+    """On ``task``: "swing" draws the car and STRAY, "n1" and "n2" the car, "apart" the box apart."""
+    handler.handle(
+        [
+            drew(task, "j", "swing", MID, STRAY),
+            drew(task, "j", "n1", LEFT),
+            drew(task, "j", "n2", RIGHT),
+            drew(task, "j", "apart", APART),
+        ]
+    )
+
+
+def gold_of(tasks: range, *coords: tuple[float, float, float, float]) -> list[events_pb2.Event]:
+    created = [task_created(f"g{k}", "j") for k in tasks]
+    for event in created:
+        event.task_created.gold = True
+        event.task_created.gold_answer.CopyFrom(common_pb2.Answer(boxes=boxes(*coords)))
+    return created
+
+
+def graded_by_gold(handler: ConsensusEvents, tasks: range, *coords: tuple[float, float, float, float]) -> None:
+    """Gold tasks whose answer is ``coords``, each answered by the four as on task "x"."""
+    handler.handle(gold_of(tasks, *coords))
+    for k in tasks:
+        each_draws(handler, f"g{k}")
+
+
+def the_box_apart_disagrees_at_resolution(handler: ConsensusEvents, engine: sa.Engine) -> None:
+    """Task "x" of job "j" resolves to the car alone: the fusion counts "swing" (STRAY too)
+    and "apart" as disagreeing, though "apart" agrees with the label compared alone."""
+    handler.handle([structured_job_created("j", overlap=(4, 4), **BOXES), task_created("x", "j")])
+    each_draws(handler, "x")
+    (resolved,) = emitted(engine, "task_resolved")
+    (car,) = resolved.label.boxes.boxes
+    assert (car.x, car.y, car.w, car.h) == pytest.approx(MID)
+    assert compared_and_agreed(engine, "j") == {"swing": (1, 0), "n1": (1, 1), "n2": (1, 1), "apart": (1, 0)}
+    assert recounted(engine, "j")["apart"] == (1, 1)
+
+
+def recounted(engine: sa.Engine, job: str) -> dict[str, tuple[int, int]]:
+    """Each worker's (compared, agreed) counts in ``job`` from scratch: every answer to a
+    resolved task compared with the task's current label."""
+    tk, a = t.tasks, t.answers
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(a.c.worker_id, a.c.label, tk.c.label.label("reference"))
+            .join(tk, tk.c.task_id == a.c.task_id)
+            .where(tk.c.job_id == job, tk.c.state == "resolved")
+        ).all()
+    counts: dict[str, tuple[int, int]] = {}
+    for row in rows:
+        compared, agreed = counts.get(row.worker_id, (0, 0))
+        counts[row.worker_id] = (compared + 1, agreed + structured.agrees("boxes", ["car"], row.label, row.reference))
+    return counts
+
+
+def answer_grades(engine: sa.Engine, task: str) -> dict[str, bool | None]:
+    a = t.answers
+    with engine.connect() as conn:
+        return dict(conn.execute(sa.select(a.c.worker_id, a.c.agreed).where(a.c.task_id == task)).all())
+
+
+def test_a_relabel_shifts_counts_from_the_outcomes_recorded_at_resolution(
+    handler: ConsensusEvents, engine: sa.Engine, refit: Refit
+) -> None:
+    the_box_apart_disagrees_at_resolution(handler, engine)
+    assert answer_grades(engine, "x") == {"swing": False, "n1": True, "n2": True, "apart": False}
+    # Gold shows STRAY is there and only "swing" sees it.
+    graded_by_gold(handler, range(3), MID, STRAY)
+
+    assert refit.run_once() == 1
+    assert len(emitted(engine, "task_resolved")[-1].label.boxes.boxes) == 2
+    # "apart" lacks STRAY: it disagrees with the new label as it did with the old one, and
+    # its count stays where the resolution left it (a shift from its comparison with the old
+    # label alone would take it to -1).
+    assert compared_and_agreed(engine, "j") == {"swing": (1, 1), "n1": (1, 0), "n2": (1, 0), "apart": (1, 0)}
+    assert compared_and_agreed(engine, "j") == recounted(engine, "j")
+    assert answer_grades(engine, "x") == {"swing": True, "n1": False, "n2": False, "apart": False}
+    assert agree_of(engine, "x") == 1
+
+
+def test_relabelling_a_task_back_restores_its_counts(handler: ConsensusEvents, engine: sa.Engine, refit: Refit) -> None:
+    the_box_apart_disagrees_at_resolution(handler, engine)
+    original, grades, first = compared_and_agreed(engine, "j"), answer_grades(engine, "x"), results(engine)["x"].label
+    graded_by_gold(handler, range(3), MID, STRAY)
+    assert refit.run_once() == 1
+    assert compared_and_agreed(engine, "j") == recounted(engine, "j")
+    # More gold shows STRAY was "swing"'s habit after all.
+    graded_by_gold(handler, range(3, 12), MID)
+
+    assert refit.run_once() == 1
+    assert results(engine)["x"].version == 3
+    assert structured.same_label(results(engine)["x"].label, first)
+    # Graded as the fusion behind the label grades them, as at resolution: "apart" disagrees
+    # again, though compared with the car alone it would agree.
+    assert compared_and_agreed(engine, "j") == original
+    assert answer_grades(engine, "x") == grades
+    assert agree_of(engine, "x") == 2
+
+
+def test_answers_without_a_recorded_outcome_are_compared_with_the_old_label(
+    handler: ConsensusEvents, engine: sa.Engine, refit: Refit
+) -> None:
+    the_box_apart_disagrees_at_resolution(handler, engine)
+    # As if stored before outcomes were recorded: the re-grade compares them with the old label.
+    with engine.begin() as conn:
+        conn.execute(sa.update(t.answers).where(t.answers.c.worker_id.in_(["swing", "n1"])).values(agreed=None))
+    graded_by_gold(handler, range(3), MID, STRAY)
+
+    assert refit.run_once() == 1
+    assert compared_and_agreed(engine, "j") == {"swing": (1, 1), "n1": (1, 0), "n2": (1, 0), "apart": (1, 0)}
+    assert answer_grades(engine, "x") == {"swing": True, "n1": False, "n2": False, "apart": False}
+
+
+def test_an_older_database_gains_the_column_of_answer_outcomes(
+    handler: ConsensusEvents, engine: sa.Engine, refit: Refit
+) -> None:
+    the_box_apart_disagrees_at_resolution(handler, engine)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE consensus_answers DROP COLUMN agreed")
+    assert add_missing_columns(engine, t.metadata) == ["consensus_answers.agreed"]
+    assert set(answer_grades(engine, "x").values()) == {None}
+    graded_by_gold(handler, range(3), MID, STRAY)
+
+    assert refit.run_once() == 1
+    assert answer_grades(engine, "x") == {"swing": True, "n1": False, "n2": False, "apart": False}
 
 
 def swing_labels_x_cat(handler: ConsensusEvents) -> None:
