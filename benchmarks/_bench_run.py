@@ -58,6 +58,19 @@ def _accuracy(labels: dict[Any, Any], gold: pd.DataFrame) -> float:
     return float(np.mean([labels[t] == label for t, label in zip(scored.task, scored.label, strict=True)]))
 
 
+def read_dataset(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The answers and the gold labels of tasks that have answers."""
+    answers = pd.read_csv(folder / "answers.csv")[["task", "worker", "label"]]
+    gold = pd.read_csv(folder / "gold.csv")[["task", "label"]]
+    return answers, gold[gold.task.isin(set(answers.task))]
+
+
+def known_split(gold: pd.DataFrame, share: float, seed: int) -> tuple[dict[Any, Any], pd.DataFrame]:
+    """A seeded ``share`` of the gold tasks as known answers, and the other gold tasks to score."""
+    chosen = np.random.default_rng(seed).random(len(gold)) < share
+    return dict(zip(gold.task[chosen], gold.label[chosen], strict=True)), gold[~chosen]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--library", choices=("quorum", "crowdkit"), required=True)
@@ -66,10 +79,7 @@ def main() -> None:
     parser.add_argument("--known-share", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=2024)
     args = parser.parse_args()
-    folder = Path(args.data)
-    answers = pd.read_csv(folder / "answers.csv")[["task", "worker", "label"]]
-    gold = pd.read_csv(folder / "gold.csv")[["task", "label"]]
-    gold = gold[gold.task.isin(set(answers.task))]
+    answers, gold = read_dataset(Path(args.data))
     fit = _fit_quorum if args.library == "quorum" else _fit_crowdkit
     before = _peak_rss_mib()
     if args.known_share <= 0:
@@ -85,10 +95,7 @@ def main() -> None:
             )
         )
         return
-    rng = np.random.default_rng(args.seed)
-    chosen = rng.random(len(gold)) < args.known_share
-    known = dict(zip(gold.task[chosen], gold.label[chosen], strict=True))
-    rest = gold[~chosen]
+    known, rest = known_split(gold, args.known_share, args.seed)
     plain, _ = fit(args.method, answers, None)
     helped, seconds = fit(args.method, answers, known)
     print(

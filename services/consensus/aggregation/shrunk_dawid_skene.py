@@ -32,17 +32,21 @@ the single strength 2 used before, 0.8656 for the best single strength (4) and 0
 the ladder was chosen once across all eleven, not per dataset, and no gold label reaches the
 fit.
 
-Known answers. The members first converge without them and are pooled; then the known tasks
-are fixed to their label in the pooled posterior and every member takes one more variational
-step from it (worker parameters, then task posteriors), and the members are pooled again. So
-the known tasks correct the worker parameters around the unsupervised optimum without
-letting EM wander to a different one: clamping in every E-step from the start, as the other
-methods do, lowered accuracy on the other tasks of several datasets in the benchmark's
-5%-known scenario (by up to one task in a hundred on bluebirds over four seeds), and so did
-more than one step. When the unsupervised labels disagree with at least half the known
-answers, though, EM found the wrong optimum (say, a majority of workers who are wrong
-together) and a step cannot leave it: then every member is refitted with the known tasks
-fixed in every step. The known tasks' posteriors are their known labels.
+Known answers. The members first converge without them and are pooled; the correction then
+fixes the known tasks to their label in the pooled posterior, lets every member take one more
+variational step from it (worker parameters, then task posteriors), and pools again. So the
+known tasks correct the worker parameters around the unsupervised optimum without letting EM
+wander to a different one: clamping in every E-step from the start lowered accuracy on the
+other tasks of several benchmark datasets, and so did more than one step. A few percent of
+known tasks is often too little to tell a worker's skill better than their answers already
+do, and then the step only reorders borderline tasks, as often for the worse. So it is taken
+only when it demonstrably helps: with each known task left out of the correction in turn,
+the log-probability of that task's known label must rise over the unsupervised fit by more
+than one standard error on average (:meth:`ShrunkDawidSkene._correction_helps`; cheap, as
+leaving one task out changes only its own workers' counts). When the unsupervised labels
+disagree with at least half the known answers, EM found the wrong optimum (say, a majority of
+workers who are wrong together) and a step cannot leave it: then every member is refitted
+with the known tasks fixed in every step. The known tasks' posteriors are their known labels.
 
 Costs O(n K) per iteration per strength for n answers (two sparse products), O(W K^2)
 memory; no randomness (majority-vote start).
@@ -139,7 +143,7 @@ class ShrunkDawidSkene(Aggregator):
             start = self._clamp(start.copy())
             members = [self._fit_member(a, a_t, start, strength, n_workers, n, True) for strength in self.strengths]
             probas = self._pool(members)
-        elif len(self._known_rows):
+        elif len(self._known_rows) and self._correction_helps(a, a_t, members, probas):
             self._clamp(probas)
             for member, strength in zip(members, self.strengths, strict=True):
                 member.probas = probas.copy()
@@ -186,6 +190,55 @@ class ShrunkDawidSkene(Aggregator):
         then EM found the wrong optimum (a majority of workers who are wrong together)."""
         hits = int((probas[self._known_rows].argmax(axis=1) == self._known_cls).sum())
         return 2 * hits <= len(self._known_rows)
+
+    def _correction_helps(
+        self, a: sp.csr_matrix, a_t: sp.csr_matrix, members: list[_Member], probas: FloatArray
+    ) -> bool:
+        """True when the correction, made with each known task left out in turn, raises the
+        log-probability of that task's known label over the unsupervised ``probas`` by more
+        than one standard error on average over the known tasks."""
+        rows, known_cls = self._known_rows, self._known_cls
+        if len(rows) < 2:
+            return False
+        left_out = self._left_out_posteriors(a, a_t, members, probas)
+        picked = np.arange(len(rows)), known_cls
+        gain = np.log(np.maximum(left_out[picked], LOG_FLOOR)) - np.log(np.maximum(probas[rows][picked], LOG_FLOOR))
+        return bool(gain.mean() > gain.std(ddof=1) / np.sqrt(len(gain)))
+
+    def _left_out_posteriors(
+        self, a: sp.csr_matrix, a_t: sp.csr_matrix, members: list[_Member], probas: FloatArray
+    ) -> FloatArray:
+        """Each known task's pooled posterior after the correction (one step per member from
+        ``probas`` with the known tasks fixed) made with every known task but that one.
+
+        Leaving task ``j`` out puts back its unsupervised row in the counts of the workers who
+        answered it, and nothing else, so each posterior needs those workers' confusion rows
+        alone: O(answers on known tasks x K^2) in all, no refit."""
+        rows = self._known_rows
+        k = probas.shape[1]
+        n_workers = a.shape[1] // k
+        fixed = self._clamp(probas.copy())
+        # One (known task, worker) pair per worker who answered a known task.
+        on_known = a[rows].tocoo()
+        pairs, pair_of = np.unique(on_known.row * n_workers + on_known.col // k, return_inverse=True)
+        task, worker = pairs // n_workers, pairs % n_workers
+        given = np.zeros((len(pairs), k))
+        np.add.at(given, (pair_of, on_known.col % k), on_known.data)
+        unfixed = probas[rows] - fixed[rows]
+        counts = np.asarray(a_t @ fixed).reshape(n_workers, k, k).transpose(0, 2, 1)[worker]
+        counts += unfixed[task][:, :, None] * given[:, None, :]
+        class_counts = fixed.sum(axis=0) + 1.0  # as log_class_prior, with the task's row put back
+        log_prior = np.log((class_counts + unfixed) / class_counts.sum())
+        pooled = np.zeros((len(rows), k))
+        for member, strength in zip(members, self.strengths, strict=True):
+            attention, bias = self._mace_step(counts, member.attention[worker], member.bias[worker])
+            theta = attention[:, None, None]
+            dirichlet = counts + strength * (theta * np.eye(k) + (1.0 - theta) * bias[:, None, :])
+            log_pi = digamma(dirichlet) - digamma(dirichlet.sum(axis=2, keepdims=True))
+            log_joint = log_prior.copy()
+            np.add.at(log_joint, task, np.einsum("pkl,pl->pk", log_pi, given))
+            pooled += np.log(np.maximum(normalise_log(log_joint)[0], LOG_FLOOR))
+        return normalise_log(pooled / len(members))[0]
 
     @staticmethod
     def _pool(members: list[_Member]) -> FloatArray:
