@@ -118,8 +118,11 @@ def test_sigterm_drains_tasking_mid_job(tmp_path: Path, redis_url: str) -> None:
         assert code == 0, stack.log_tail("tasking")
         # NOT_SERVING first, while the port still answered; then the port closed.
         assert watched[:1] == [SERVING] and watched[-1] == NOT_SERVING, watched
-        assert probe.seen[-2:] == ["NOT_SERVING", "UNAVAILABLE"], probe.seen
-        assert "SERVING" not in probe.seen[probe.seen.index("NOT_SERVING") :], probe.seen
+        # After NOT_SERVING only the shutdown itself: a check caught by the closing server
+        # (CANCELLED, seen on a loaded machine), then the closed port.
+        assert "NOT_SERVING" in probe.seen and probe.seen[-1] == "UNAVAILABLE", probe.seen
+        after = probe.seen[probe.seen.index("NOT_SERVING") + 1 :]
+        assert set(after) <= {"CANCELLED", "UNAVAILABLE"}, probe.seen
 
         stack.restart("tasking")
         submitted = tasking.SubmitAnswer(
