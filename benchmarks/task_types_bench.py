@@ -628,6 +628,16 @@ def print_columns(header: Sequence[str], cells: Sequence[Sequence[str]]) -> None
         print(" | ".join(v.ljust(w) for v, w in zip(c, widths, strict=True)))
 
 
+def chosen_sections(parser: argparse.ArgumentParser, only: str, sections: Iterable[str]) -> list[str]:
+    """The comma-separated names of ``only``; exits through ``parser`` on a name not in ``sections``."""
+    known = list(sections)
+    chosen = [name.strip() for name in only.split(",") if name.strip()]
+    unknown = [name for name in chosen if name not in known]
+    if unknown:
+        parser.error(f"unknown sections {unknown}; choose from {known}")
+    return chosen
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", default=str(ROOT.parent / "shared" / "datasets"))
@@ -636,10 +646,7 @@ def main() -> None:
     parser.add_argument("--json", help="also write every row to this file")
     args = parser.parse_args()
     data = Path(args.datasets)
-    chosen = [s.strip() for s in args.only.split(",") if s.strip()]
-    unknown = [s for s in chosen if s not in BENCHES]
-    if unknown:
-        parser.error(f"unknown sections {unknown}; choose from {list(BENCHES)}")
+    chosen = chosen_sections(parser, args.only, BENCHES)
     rows: list[Row] = []
     for section in chosen:
         print(f"running {section} ...", file=sys.stderr, flush=True)
