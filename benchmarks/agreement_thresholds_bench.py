@@ -3,7 +3,7 @@
 
     .venv/bin/python benchmarks/agreement_thresholds_bench.py [--datasets ../shared/datasets]
         [--only transcription,polygons,keypoints] [--gold-share 0.05] [--overlap 3,5]
-        [--target 0.9] [--seeds 1,20,5] [--splits dev-clean,dev-other] [--json results.json]
+        [--target 0.9] [--seeds 1,10,5] [--splits dev-clean,dev-other] [--json results.json]
 
 An answer "agrees" with the fused label when it is within the threshold of it. The flags make
 the task's confidence (the one-coin posterior over them) and the workers' agreed/compared
@@ -436,7 +436,7 @@ def main() -> None:
     parser.add_argument("--overlap", default="3,5", help="overlap min,max of the replayed jobs")
     parser.add_argument("--target", type=float, default=0.9, help="target confidence of the replayed jobs")
     parser.add_argument(
-        "--seeds", default="1,20,5", help="replays per value for transcription, polygons, keypoints (comma-separated)"
+        "--seeds", default="1,10,5", help="replays per value for transcription, polygons, keypoints (comma-separated)"
     )
     parser.add_argument(
         "--splits", default=",".join(TRANSCRIPTION_SPLITS), help="CrowdSpeech splits to replay (comma-separated)"
