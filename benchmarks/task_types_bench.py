@@ -20,7 +20,7 @@ import re
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -167,14 +167,18 @@ def normalise(text: str) -> str:
 
 def mean_wer(pred: dict[Any, str], gold: dict[Any, str], tasks: list[Any]) -> float:
     """Mean per-task word error rate in %."""
+    return float(100 * np.mean(word_error_rates([pred.get(t, "") for t in tasks], [gold[t] for t in tasks])))
+
+
+def word_error_rates(texts: list[str], references: list[str]) -> np.ndarray:
+    """Word error rate (a fraction) of each text against the reference at the same position."""
     vocab: dict[str, int] = {}
 
     def enc(s: str) -> np.ndarray:
         return np.array([vocab.setdefault(w, len(vocab)) for w in s.split()], dtype=np.int64)
 
-    dist = levenshtein_batch([enc(gold[t]) for t in tasks], [enc(pred.get(t, "")) for t in tasks])
-    lengths = np.array([max(len(gold[t].split()), 1) for t in tasks])
-    return float(100 * np.mean(dist / lengths))
+    dist = levenshtein_batch([enc(r) for r in references], [enc(t) for t in texts])
+    return np.asarray(dist / np.array([max(len(r.split()), 1) for r in references]), dtype=np.float64)
 
 
 def read_text_csv(path: Path) -> pd.DataFrame:
@@ -182,16 +186,25 @@ def read_text_csv(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, keep_default_na=False, dtype=str, lineterminator="\n")
 
 
+TRANSCRIPTION_SPLITS = ("dev-clean", "dev-other")
+
+
+def load_transcription(data: Path, split: str) -> tuple[list[tuple[str, str, str]], dict[str, str]]:
+    """One CrowdSpeech split: (task, worker, text) answers and task -> gold text, both normalised."""
+    folder = data / "transcription" / f"crowdspeech_{split}"
+    answers = read_text_csv(folder / "answers.csv")
+    gold_df = read_text_csv(folder / "gold.csv")
+    gold = {t: normalise(x) for t, x in zip(gold_df.task, gold_df.text, strict=True)}
+    rows = [(t, w, normalise(x)) for t, w, x in zip(answers.task, answers.worker, answers.text, strict=True)]
+    return rows, gold
+
+
 def bench_transcription(data: Path, share: float) -> list[Row]:
     out = []
-    for split in ("dev-clean", "dev-other"):
-        folder = data / "transcription" / f"crowdspeech_{split}"
-        answers = read_text_csv(folder / "answers.csv")
-        gold_df = read_text_csv(folder / "gold.csv")
-        reference = read_text_csv(folder / "reference_predictions.csv")
-        gold = {t: normalise(x) for t, x in zip(gold_df.task, gold_df.text, strict=True)}
+    for split in TRANSCRIPTION_SPLITS:
+        rows, gold = load_transcription(data, split)
+        reference = read_text_csv(data / "transcription" / f"crowdspeech_{split}" / "reference_predictions.csv")
         tasks = sorted(gold)
-        rows = [(t, w, normalise(x)) for t, w, x in zip(answers.task, answers.worker, answers.text, strict=True)]
         ds = f"CrowdSpeech {split}"
         # Per answer WER, for the random-worker expectation and the per-task oracle.
         vocab: dict[str, int] = {}
@@ -423,19 +436,29 @@ def bench_boxes(data: Path, share: float) -> list[Row]:
     return out
 
 
-def bench_masks(data: Path, share: float) -> list[Row]:
+Polygon = dict[str, Any]
+
+
+def load_polygons(data: Path) -> tuple[list[Polygon], dict[Any, Polygon], dict[Any, tuple[int, int, int, int]]]:
+    """The crowd-seg polygons: the answers (``task``, ``worker``, ``label``, ``x_locs``,
+    ``y_locs`` in pixels), task -> gold polygon, and per task a canvas (x0, y0, x1, y1) that
+    covers every polygon, the gold's too, so scoring sees all of it."""
     folder = data / "bbox" / "crowdseg_coco_polygon_boxes"
     answers = [json.loads(line) for line in (folder / "answers_polygons.jsonl").open()]
     gold = {r["task"]: r for r in (json.loads(line) for line in (folder / "gold_polygons.jsonl").open())}
     for r in answers:  # two polygons have missing vertices; drop those vertices
         keep = [(x, y) for x, y in zip(r["x_locs"], r["y_locs"], strict=True) if x is not None and y is not None]
         r["x_locs"], r["y_locs"] = [k[0] for k in keep], [k[1] for k in keep]
-    # One canvas per task covering every polygon (the gold's too, so scoring sees all of it).
     extent: dict[Any, tuple[int, int, int, int]] = {}
     for r in [*answers, *gold.values()]:
         x0, y0, x1, y1 = min(r["x_locs"]), min(r["y_locs"]), max(r["x_locs"]), max(r["y_locs"])
         e = extent.get(r["task"], (x0, y0, x1, y1))
         extent[r["task"]] = (min(e[0], x0), min(e[1], y0), max(e[2], x1), max(e[3], y1))
+    return answers, gold, extent
+
+
+def bench_masks(data: Path, share: float) -> list[Row]:
+    answers, gold, extent = load_polygons(data)
 
     def raster(r: dict[str, Any]) -> np.ndarray:
         x0, y0, x1, y1 = extent[r["task"]]
@@ -526,21 +549,32 @@ def bench_pairwise(data: Path, share: float) -> list[Row]:
 # --- keypoints (simulated) -----------------------------------------------------------------
 
 
-def bench_keypoints(data: Path, share: float) -> list[Row]:
+KEYPOINT_CANVAS = 200  # pixels, the side of the simulated image
+
+
+def simulated_keypoints() -> tuple[list[tuple[int, str, np.ndarray]], np.ndarray]:
     """No multi-annotator keypoint data ships with the datasets, so this is a seeded crowd:
-    200 objects of 17 keypoints, 7 answers each from 40 workers whose pixel noise ranges over
-    1-12 px, 10% spammers placing points uniformly, 10% of points left out."""
+    200 objects of 17 keypoints on a 200 px image, 7 answers each from 40 workers whose pixel
+    noise ranges over 1-12 px, 10% spammers placing points uniformly, 10% of points left out
+    (NaN). Returns the (task, worker, (17, 2) points) answers and the (200, 17, 2) truth."""
     rng = np.random.default_rng(7)
     n_tasks, k, n_workers = 200, 17, 40
     noise = rng.uniform(1.0, 12.0, n_workers)
     spam = rng.random(n_workers) < 0.1
-    truth = rng.uniform(0, 200, (n_tasks, k, 2))
+    truth = rng.uniform(0, KEYPOINT_CANVAS, (n_tasks, k, 2))
     rows = []
     for t in range(n_tasks):
         for w in rng.choice(n_workers, size=7, replace=False):
-            pts = rng.uniform(0, 200, (k, 2)) if spam[w] else truth[t] + rng.normal(0, noise[w], (k, 2))
+            pts = rng.uniform(0, KEYPOINT_CANVAS, (k, 2)) if spam[w] else truth[t] + rng.normal(0, noise[w], (k, 2))
             pts[rng.random(k) < 0.1] = np.nan
             rows.append((t, f"w{w}", pts))
+    return rows, truth
+
+
+def bench_keypoints(data: Path, share: float) -> list[Row]:
+    """The seeded crowd of :func:`simulated_keypoints`."""
+    rows, truth = simulated_keypoints()
+    n_tasks = len(truth)
     by_task: dict[int, list[np.ndarray]] = defaultdict(list)
     for t, _, p in rows:
         by_task[t].append(p)
@@ -582,12 +616,26 @@ def print_table(rows: list[Row]) -> None:
         )
         for r in rows
     ]
+    print_columns(header, cells)
+
+
+def print_columns(header: Sequence[str], cells: Sequence[Sequence[str]]) -> None:
+    """A plain-text table: ``header`` and the rows of ``cells``, each column as wide as its widest cell."""
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
-    line = " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
-    print(line)
+    print(" | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
     print("-+-".join("-" * w for w in widths))
     for c in cells:
         print(" | ".join(v.ljust(w) for v, w in zip(c, widths, strict=True)))
+
+
+def chosen_sections(parser: argparse.ArgumentParser, only: str, sections: Iterable[str]) -> list[str]:
+    """The comma-separated names of ``only``; exits through ``parser`` on a name not in ``sections``."""
+    known = list(sections)
+    chosen = [name.strip() for name in only.split(",") if name.strip()]
+    unknown = [name for name in chosen if name not in known]
+    if unknown:
+        parser.error(f"unknown sections {unknown}; choose from {known}")
+    return chosen
 
 
 def main() -> None:
@@ -598,10 +646,7 @@ def main() -> None:
     parser.add_argument("--json", help="also write every row to this file")
     args = parser.parse_args()
     data = Path(args.datasets)
-    chosen = [s.strip() for s in args.only.split(",") if s.strip()]
-    unknown = [s for s in chosen if s not in BENCHES]
-    if unknown:
-        parser.error(f"unknown sections {unknown}; choose from {list(BENCHES)}")
+    chosen = chosen_sections(parser, args.only, BENCHES)
     rows: list[Row] = []
     for section in chosen:
         print(f"running {section} ...", file=sys.stderr, flush=True)

@@ -503,6 +503,19 @@ def test_boxes_and_spans_agree_with_a_reference_by_their_own_tests() -> None:
     assert not structured.agrees("spans", ("PER",), text(spans=spans((0, 11, "PER"))), gold_spans)
 
 
+def test_keypoints_off_by_a_twelfth_of_the_object_agree() -> None:
+    # The threshold measured on a simulated crowd (benchmarks/agreement_thresholds_bench.py):
+    # careful workers' points land about this far off (OKS 0.71), and counting them as
+    # disagreeing sank their reliabilities to chance and dropped their points from the labels.
+    def points(shift: float) -> str:
+        placed = [common_pb2.Keypoint(label=n, x=x + shift, y=y) for n, x, y in (("a", 0.2, 0.2), ("b", 0.8, 0.8))]
+        return _text(keypoints=common_pb2.KeypointsAnswer(points=placed))
+
+    # Object scale 0.6, so OKS = exp(-shift^2 / (2 (0.6 * 0.1)^2)): 0.71 at 0.05, 0.29 at 0.09.
+    assert structured.agrees("keypoints", ("a", "b"), points(0.05), points(0.0))
+    assert not structured.agrees("keypoints", ("a", "b"), points(0.09), points(0.0))
+
+
 box_sets = st.lists(
     st.tuples(
         st.sampled_from([0.1, 0.12, 0.5, 0.52]), st.sampled_from([0.2, 0.22, 0.6]), st.sampled_from(["car", "bus"])

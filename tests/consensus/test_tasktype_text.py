@@ -59,6 +59,15 @@ def test_rover_fixes_each_answers_single_error() -> None:
     assert 0.5 < model.confidences_["t"] <= 1.0
 
 
+def test_rover_survives_a_backbone_that_carries_no_weight() -> None:
+    # Weights too small to survive the medoid's rounding tie-break pick a weightless backbone
+    # (the streaming fusion gives a worker at chance weight 0); aligning to it divided by zero.
+    rows = [("t", "a", "x y z w"), ("t", "b", "q"), ("t", "c", "x y")]
+    model = ROVER(weights={"a": 1e-12, "b": 0.0, "c": 0.0}).fit(rows)
+    assert model.texts_["t"] == "q"
+    assert 0.0 <= model.confidences_["t"] <= 1.0
+
+
 def test_the_medoid_is_one_of_the_answers() -> None:
     rows = [("t", "a", "one two three"), ("t", "b", "one two tree"), ("t", "c", "won two three")]
     model = TextMedoid().fit(rows)

@@ -355,6 +355,10 @@ def _align_into(slots: npt.NDArray[np.int64], weights: FloatArray, hyp: npt.NDAr
     m, n_prev = slots.shape
     n = len(hyp)
     total = weights.sum()
+    if total <= 0:
+        # Slots of weightless hypotheses (a backbone chosen on a tie, its worker at chance):
+        # align to them as if counted equally instead of dividing by zero.
+        weights, total = np.ones_like(weights), float(len(weights))
     eps_share = (slots == _EPS) @ weights / total if m else np.zeros(0)
     skip = 1.0 - eps_share
     prefix = np.concatenate(([0.0], np.cumsum(skip)))
