@@ -304,6 +304,7 @@ def _report(
         "low_confidence": low_confidence,
         "workers": options.workers,
         "crowd_answers": crowd.answers,
+        "crowd_call_errors": crowd.errors_by_call,
         **_money(client, list(jobs)),
     }
     return {"summary": summary, "workers": workers, "profiles": {p.worker_id: p for p in profiles}}
@@ -361,6 +362,10 @@ def _print_human(report: dict[str, Any], say: Any) -> None:
 
 def _print_confidence_and_money(s: dict[str, Any], say: Any) -> None:
     say(f"  low confidence       {s['low_confidence']}")
+    if s["crowd_call_errors"]:
+        # A lease granted on a call the worker gave up on holds its task until the lease ends.
+        failed = ", ".join(f"{call} x{n}" for call, n in sorted(s["crowd_call_errors"].items()))
+        say(f"  crowd calls failed   {failed}")
     say(
         f"  billed               ${s['billed_cents'] / 100:,.2f} (pilot subsidy ${s['pilot_subsidy_cents'] / 100:,.2f})"
     )
@@ -419,6 +424,7 @@ def _run_kind(
         "low_confidence": sum(r.low_confidence for r in results),
         "workers": options.workers,
         "crowd_answers": crowd.answers,
+        "crowd_call_errors": crowd.errors_by_call,
         **_money(client, [job]),
     }
 

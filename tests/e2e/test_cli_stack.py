@@ -140,6 +140,8 @@ def test_demo_prints_one_json_object_last(tmp_path: Path) -> None:
     assert set(report["accuracy"]) == {"majority_vote", "consensus"}
     assert 0.5 <= report["accuracy"]["consensus"] <= 1.0
     assert report["answers_per_object"] >= 3
+    # Failed crowd calls by "Method:CODE": what to look at when the last objects are slow.
+    assert all(":" in call and n > 0 for call, n in report["crowd_call_errors"].items())
     # The pilot allowance (100) covers all 40 objects: nothing billed, the workers still paid.
     assert report["billed_cents"] == 0
     assert report["paid_cents"] > 0
