@@ -231,10 +231,7 @@ class ShrunkDawidSkene(Aggregator):
         log_prior = np.log((class_counts + unfixed) / class_counts.sum())
         pooled = np.zeros((len(rows), k))
         for member, strength in zip(members, self.strengths, strict=True):
-            attention, bias = self._mace_step(counts, member.attention[worker], member.bias[worker])
-            theta = attention[:, None, None]
-            dirichlet = counts + strength * (theta * np.eye(k) + (1.0 - theta) * bias[:, None, :])
-            log_pi = digamma(dirichlet) - digamma(dirichlet.sum(axis=2, keepdims=True))
+            *_, log_pi = self._worker_update(counts, member.attention[worker], member.bias[worker], strength)
             log_joint = log_prior.copy()
             np.add.at(log_joint, task, np.einsum("pkl,pl->pk", log_pi, given))
             pooled += np.log(np.maximum(normalise_log(log_joint)[0], LOG_FLOOR))
@@ -252,15 +249,26 @@ class ShrunkDawidSkene(Aggregator):
         self.n_iter_ += 1
         n_workers, k = member.dirichlet.shape[:2]
         counts = np.asarray(a_t @ member.probas).reshape(n_workers, k, k).transpose(0, 2, 1)
-        member.attention, member.bias = self._mace_step(counts, member.attention, member.bias)
-        theta = member.attention[:, None, None]
-        mean = theta * np.eye(k) + (1.0 - theta) * member.bias[:, None, :]
-        member.dirichlet = counts + strength * mean
-        log_pi = digamma(member.dirichlet) - digamma(member.dirichlet.sum(axis=2, keepdims=True))
+        member.attention, member.bias, member.dirichlet, log_pi = self._worker_update(
+            counts, member.attention, member.bias, strength
+        )
         log_pi_flat = log_pi.transpose(0, 2, 1).reshape(n_workers * k, k)
         log_joint = np.asarray(a @ log_pi_flat) + log_class_prior(member.probas)
         member.probas, log_evidence = normalise_log(log_joint)
         return log_evidence
+
+    def _worker_update(
+        self, counts: FloatArray, attention: FloatArray, bias: FloatArray, strength: float
+    ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+        """Worker parameters from expected confusion counts (rows of ``counts`` are workers):
+        one MACE step for attention and bias, the Dirichlet posterior centred on them, and its
+        expected log confusion matrices ``E[log pi]``."""
+        attention, bias = self._mace_step(counts, attention, bias)
+        theta = attention[:, None, None]
+        k = counts.shape[1]
+        dirichlet = counts + strength * (theta * np.eye(k) + (1.0 - theta) * bias[:, None, :])
+        log_pi = digamma(dirichlet) - digamma(dirichlet.sum(axis=2, keepdims=True))
+        return attention, bias, dirichlet, log_pi
 
     def _mace_step(self, counts: FloatArray, attention: FloatArray, bias: FloatArray) -> tuple[FloatArray, FloatArray]:
         """One EM step of the knows-or-guesses model on expected confusion counts. A diagonal
