@@ -88,7 +88,8 @@ Truth = str | frozenset[str] | Figure | tuple[TrueBox, ...] | tuple[TrueSpan, ..
 # it. Starts here, doubles per consecutive error, capped at max_retry_ms.
 _ERROR_BACKOFF_S = 0.05
 # Failures after which a submit is worth sending again: the answer may not have arrived.
-_SUBMIT_AGAIN = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+# CANCELLED is what a server that is shutting down answers to a call that reaches it then.
+_SUBMIT_AGAIN = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED})
 # Codes after which the session is assumed gone, so the worker starts a new one.
 _SESSION_LOST = frozenset({grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAUTHENTICATED})
 

@@ -89,8 +89,11 @@ class FakeTasking(tasking_pb2_grpc.TaskingServiceServicer):
         box_images: Sequence[BoxImage] = (),
         box_labels: tuple[str, ...] = (),
         structured: Sequence[tuple[common_pb2.JobSpec, Sequence[Item[object]]]] = (),
+        failed_submits: Sequence[grpc.StatusCode] = (),
     ) -> None:
         self.lock = threading.Lock()
+        # The first SubmitAnswer calls fail with these codes, one each, before reaching the task.
+        self.failed_submits = list(failed_submits)
         self.overlap = overlap
         self.lease_s = lease_s
         self.retry_after_ms = retry_after_ms
@@ -183,6 +186,7 @@ class FakeTasking(tasking_pb2_grpc.TaskingServiceServicer):
             worker_task = tasking_pb2.WorkerTask(
                 task_id=task.task_id, lease_id=lease_id, job_id="job-1", content=task.content
             )
+            worker_task.lease_expires_at.FromMilliseconds(int((time.time() + self.lease_s) * 1000))
             if task.config is not None:
                 getattr(worker_task, task.kind).CopyFrom(task.config)
             elif task.kind == "image":
@@ -196,6 +200,8 @@ class FakeTasking(tasking_pb2_grpc.TaskingServiceServicer):
     def SubmitAnswer(self, request, context):
         with self.lock:
             self.calls["SubmitAnswer"] += 1
+            if self.failed_submits:
+                _abort(context, self.failed_submits.pop(0), "refused by the test")
             task, worker = self._take_lease(request.session_id, request.lease_id, context)
             label = answer_text(request.answer)
             if task.rules is not None:

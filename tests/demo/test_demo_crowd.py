@@ -8,6 +8,7 @@ import threading
 import time
 from collections import defaultdict
 
+import grpc
 import pytest
 from demo_fake_tasking import FakeTasking
 
@@ -107,6 +108,19 @@ def test_crowd_answers_every_task_and_stops_when_told(serve) -> None:
     assert report.sessions == 8
     assert crowd.answers_submitted == report.answers
     assert _crowd_threads() == []
+
+
+def test_answers_turned_away_by_a_restarting_server_are_sent_again(serve) -> None:
+    # UNAVAILABLE: the port is closed; CANCELLED: the call reached a server that was closing.
+    refusals = [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED] * 3
+    fake, truth = _fake_for(10, seed=3, overlap=2, failed_submits=refusals)
+    crowd = SimulatedCrowd(serve(fake), truth, n_workers=4, seed=2, skip_rate=0.0)
+    report = crowd.run(fake.all_done, deadline_s=10)
+
+    assert report.stopped_by == "stop"
+    assert report.answers == len(fake.answers) == 10 * 2
+    assert report.errors_by_call == {"SubmitAnswer:UNAVAILABLE": 3, "SubmitAnswer:CANCELLED": 3}
+    assert fake.calls["SubmitAnswer"] == 20 + 6
 
 
 def test_spammers_score_chance_and_honest_workers_their_accuracy(serve) -> None:

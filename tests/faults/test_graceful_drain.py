@@ -24,10 +24,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 DRAIN_DELAY_S, DRAIN_GRACE_S = 2.0, 10.0
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-# What the crowd's calls may fail with: refused while tasking is down (never cut off
-# mid-call), a spammer suspended by consensus, a lease that expired meanwhile.
+# What the crowd's calls may fail with: refused while tasking is down, or turned away by
+# the closing server (CANCELLED: gRPC's answer to a call that arrives during shutdown, its
+# handler never run); a spammer suspended by consensus; a lease that expired meanwhile.
+_CALLS = ("StartSession", "GetNextTask", "SubmitAnswer", "SkipTask")
 EXPECTED_CROWD_ERRORS = {
-    *(f"{call}:UNAVAILABLE" for call in ("StartSession", "GetNextTask", "SubmitAnswer", "SkipTask")),
+    *(f"{call}:{code}" for call in _CALLS for code in ("UNAVAILABLE", "CANCELLED")),
     "GetNextTask:PERMISSION_DENIED",
     "SubmitAnswer:FAILED_PRECONDITION",
     "SkipTask:FAILED_PRECONDITION",
