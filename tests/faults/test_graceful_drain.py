@@ -25,8 +25,8 @@ DRAIN_DELAY_S, DRAIN_GRACE_S = 2.0, 10.0
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 # What the crowd's calls may fail with: refused while tasking is down, or turned away by
-# the closing server (CANCELLED: gRPC's answer to a call that arrives during shutdown, its
-# handler never run); a spammer suspended by consensus; a lease that expired meanwhile.
+# the closing server (CANCELLED: gRPC's answer to a call that arrives during shutdown, whose
+# handler never ran); a spammer suspended by consensus; a lease that expired meanwhile.
 _CALLS = ("StartSession", "GetNextTask", "SubmitAnswer", "SkipTask")
 EXPECTED_CROWD_ERRORS = {
     *(f"{call}:{code}" for call in _CALLS for code in ("UNAVAILABLE", "CANCELLED")),
