@@ -74,6 +74,32 @@ def test_skip_gives_the_task_to_someone_else_only(tasking: Built) -> None:
         tasking.service.skip_task(a, task.lease_id)
 
 
+def test_a_skip_during_the_handout_that_fills_a_task_leaves_it_open(
+    tasking: Built, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Alice skips while Bob's lease, the task's last free slot, is being handed out: after
+    # the lease store counted it full, before the database marked it so. The task must be
+    # open to Carol at once, not after Bob's lease ends (the demo's slow last object).
+    load(tasking, "j1", 1, overlap=(2, 2))
+    a, b, c = tasking.session("alice"), tasking.session("bob"), tasking.session("carol")
+    first = tasking.service.next_task(a)
+    assert first is not None
+    hand_out = tasking.service._hand_out
+
+    def skip_meanwhile(lease, row):
+        if lease.worker_id == "bob":
+            tasking.service.skip_task(a, first.lease_id, "blurry")
+        return hand_out(lease, row)
+
+    monkeypatch.setattr(tasking.service, "_hand_out", skip_meanwhile)
+    second = tasking.service.next_task(b)
+    assert second is not None and second.task_id == first.task_id
+    third = tasking.service.next_task(c)
+    assert third is not None and third.task_id == first.task_id
+    # Full again with Bob and Carol holding it.
+    assert tasking.service.next_task(tasking.session("dave")) is None
+
+
 def test_expired_lease_goes_to_another_worker_and_the_late_submit_fails(tasking_paired: Built) -> None:
     (task_id,) = load(tasking_paired, "j1", 1, overlap=(1, 1), lease_seconds=1)
     a, b = tasking_paired.session("alice"), tasking_paired.session("bob")
