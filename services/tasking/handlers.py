@@ -485,39 +485,16 @@ class TaskingService:
                 self._leases.take(lease, worker, count_answer=False)
                 raise
             if task is not None:
-                if claimed.filled:
-                    self._unmark_if_a_slot_came_free(lease)
+                if claimed.filled and not self._leases.full(lease.task_id, row.answers_wanted, row.answers_received):
+                    # A skip or release took its lease between this claim and the mark
+                    # above, and so cleared nothing: without this the task would wait
+                    # out the new lease. A wrong clear is harmless (the claim recounts).
+                    with self._engine.begin() as conn:
+                        conn.execute(_MARK_FULL, {"b_task": lease.task_id, "b_until": None})
                 return task
             self._leases.take(lease, worker, count_answer=False)
             excluded.add(lease.task_id)
         return None
-
-    def _unmark_if_a_slot_came_free(self, lease: Lease) -> None:
-        """Clears the full mark this handout just wrote when the task no longer has every
-        slot taken. A skip or release that took its lease between this claim and the mark
-        cleared nothing, and the task would then wait out the whole lease. Clearing a mark
-        that was right costs nothing: the lease store still refuses a full task.
-        Costs one indexed query and one Redis round trip."""
-        a = tables.assignments
-        with reading(self._engine) as conn:
-            counts = conn.execute(
-                sa.select(t.c.answers_wanted, t.c.answers_received).where(t.c.task_id == lease.task_id)
-            ).first()
-            others = (
-                conn.execute(
-                    sa.select(a.c.lease_id).where(
-                        a.c.task_id == lease.task_id, a.c.state == "leased", a.c.lease_id != lease.lease_id
-                    )
-                )
-                .scalars()
-                .all()
-            )
-        if counts is None:
-            return
-        taken = counts.answers_received + len(self._leases.live(list(others))) + 1
-        if taken < counts.answers_wanted:
-            with self._engine.begin() as conn:
-                conn.execute(_MARK_FULL, {"b_task": lease.task_id, "b_until": None})
 
     @staticmethod
     def _refuse_suspended(conn: Connection, worker: str) -> None:

@@ -142,6 +142,19 @@ return {'ok', expires}
 """
 )
 
+# KEYS: task set, done counter. ARGV: wanted, received. Returns 1 when received (counting
+# answers in flight) plus live leases reach wanted, as _CLAIM counts them.
+_FULL = (
+    _NOW
+    + """
+local received = tonumber(ARGV[2])
+local done = tonumber(redis.call('GET', KEYS[2]) or '0')
+if done > received then received = done end
+if received + redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf') >= tonumber(ARGV[1]) then return 1 end
+return 0
+"""
+)
+
 # KEYS: all-leases set. ARGV: batch size. Removes and returns expired members; each
 # expired lease is returned to exactly one sweeper.
 _SWEEP = (
@@ -191,6 +204,8 @@ class Leases(Protocol):
 
     def active(self, job_id: str | None = None) -> int: ...
 
+    def full(self, task_id: str, answers_wanted: int, answers_received: int) -> bool: ...
+
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
@@ -209,6 +224,7 @@ class LeaseStore:
         self._restore = client.register_script(_RESTORE)
         self._extend = client.register_script(_EXTEND)
         self._sweep = client.register_script(_SWEEP)
+        self._full = client.register_script(_FULL)
 
     def _lease_keys(self, lease: Lease) -> list[str]:
         p = self._prefix
@@ -344,6 +360,13 @@ class LeaseStore:
             return int(self._redis.zcount(self._all, since, "+inf"))
         members: list[str] = self._redis.zrangebyscore(self._all, since, "+inf")  # type: ignore[assignment]
         return sum(1 for member in members if member.split(SEP, 2)[2] == job_id)
+
+    def full(self, task_id: str, answers_wanted: int, answers_received: int) -> bool:
+        """Whether every slot of the task is taken now, counted as :meth:`claim` counts
+        them. One round trip."""
+        p = self._prefix
+        keys = [f"{p}:task-leases:{task_id}", f"{p}:done:{task_id}"]
+        return bool(int(self._full(keys=keys, args=[answers_wanted, answers_received])))
 
 
 class MemoryLeaseStore:
@@ -484,3 +507,11 @@ class MemoryLeaseStore:
         with self._lock:
             now = self._clock()
             return sum(1 for _, job, expires in self._all.values() if expires > now and job_id in (None, job))
+
+    def full(self, task_id: str, answers_wanted: int, answers_received: int) -> bool:
+        """See :meth:`LeaseStore.full`."""
+        with self._lock:
+            now = self._clock()
+            received = max(answers_received, self._in_flight(task_id, now))
+            live = sum(1 for expires in self._by_task.get(task_id, {}).values() if expires > now)
+            return received + live >= answers_wanted

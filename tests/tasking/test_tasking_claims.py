@@ -96,7 +96,8 @@ def test_a_skip_during_the_handout_that_fills_a_task_leaves_it_open(
     assert second is not None and second.task_id == first.task_id
     third = tasking.service.next_task(c)
     assert third is not None and third.task_id == first.task_id
-    # Full again with Bob and Carol holding it.
+    # Full again with Bob and Carol holding it, and marked so: Carol's mark was right.
+    assert tasking.task_row(first.task_id).full_until is not None
     assert tasking.service.next_task(tasking.session("dave")) is None
 
 
