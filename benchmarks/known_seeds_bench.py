@@ -20,12 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from _bench_run import known_split, read_dataset
+from consensus_bench import DATASETS
 
 from services.consensus.offline import aggregate
 
 ROOT = Path(__file__).resolve().parent.parent
-
-DATASETS = ["bluebirds", "rte", "temp", "d_product", "d_possent", "sp", "trec", "wsd", "dog", "s_rel", "s_adult"]
 
 
 def parse_seeds(text: str) -> list[int]:

@@ -363,7 +363,7 @@ def _print_human(report: dict[str, Any], say: Any) -> None:
 def _print_confidence_and_money(s: dict[str, Any], say: Any) -> None:
     say(f"  low confidence       {s['low_confidence']}")
     if s["crowd_call_errors"]:
-        # A lease granted on a call the worker gave up on holds its task until the lease ends.
+        # Listed only when some failed, so that a slow run says whether the crowd was turned away.
         failed = ", ".join(f"{call} x{n}" for call, n in sorted(s["crowd_call_errors"].items()))
         say(f"  crowd calls failed   {failed}")
     say(
