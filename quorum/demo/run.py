@@ -64,6 +64,18 @@ class DemoOptions:
     task: DemoTask = "classification"
 
 
+# The fewest simulated workers a demo runs with: each object needs answers from 3 distinct workers.
+MIN_WORKERS = 6
+
+
+def fit_overlap(spec: common_pb2.JobSpec, workers: int) -> common_pb2.JobSpec:
+    """``spec`` with its overlap's maximum capped at half the crowd. Spammers are suspended and a
+    skipped task is never offered to its worker again, so a task that may ask for nearly every
+    worker in a small crowd can be left with nobody to ask, and its job never finishes."""
+    spec.overlap.max = max(spec.overlap.min, min(spec.overlap.max, workers // 2))
+    return spec
+
+
 def _job_spec(name: str, labels: tuple[str, ...], images: bool) -> common_pb2.JobSpec:
     config = common_pb2.ClassificationConfig(labels=list(labels))
     spec = common_pb2.JobSpec(
@@ -87,14 +99,16 @@ def _job_spec(name: str, labels: tuple[str, ...], images: bool) -> common_pb2.Jo
     return spec
 
 
-def _submit(client: QuorumClient, dataset: DemoDataset, progress: bool) -> dict[str, list[DemoObject]]:
+def _submit(client: QuorumClient, dataset: DemoDataset, workers: int, progress: bool) -> dict[str, list[DemoObject]]:
     """Creates the jobs, uploads every object and seals the jobs. Returns objects by job id."""
     jobs: dict[str, list[DemoObject]] = {}
     total = len(dataset.all_objects())
     with tqdm(total=total, desc="upload", unit="obj", file=sys.stderr, disable=not progress) as bar:
         if dataset.images:
             job = client.ingest.CreateJob(
-                ingest_pb2.CreateJobRequest(spec=_job_spec("demo shapes", dataset.image_labels, images=True)),
+                ingest_pb2.CreateJobRequest(
+                    spec=fit_overlap(_job_spec("demo shapes", dataset.image_labels, images=True), workers)
+                ),
                 timeout=30,
             )
             files = [
@@ -106,7 +120,9 @@ def _submit(client: QuorumClient, dataset: DemoDataset, progress: bool) -> dict[
             jobs[job.job_id] = dataset.images
         if dataset.texts:
             job = client.ingest.CreateJob(
-                ingest_pb2.CreateJobRequest(spec=_job_spec("demo sentiment", dataset.text_labels, images=False)),
+                ingest_pb2.CreateJobRequest(
+                    spec=fit_overlap(_job_spec("demo sentiment", dataset.text_labels, images=False), workers)
+                ),
                 timeout=30,
             )
             lines = [
@@ -174,6 +190,9 @@ def run_demo(options: DemoOptions) -> int:
     kind = KINDS.get(options.task)
     if kind is None and options.task != "classification":
         raise ValueError(f"task must be 'classification' or one of {', '.join(KINDS)}, got {options.task!r}")
+    if options.workers < MIN_WORKERS:
+        print(f"quorum demo: --workers must be at least {MIN_WORKERS}, got {options.workers}", file=sys.stderr)
+        return 2
     dataset = kind.generate(options.objects, options.seed) if kind else generate(options.objects, options.seed)
     home = options.home or Path(tempfile.mkdtemp(prefix="quorum-demo-"))
     stack = LocalStack(home=home, dashboard=options.dashboard, tls=options.tls)
@@ -190,6 +209,11 @@ def run_demo(options: DemoOptions) -> int:
             if isinstance(dataset, DemoDataset):
                 return _run(options, dataset, stack, client, progress, say)
             return _run_kind(options, KINDS[options.task], dataset, stack, client, progress, say)
+    except RuntimeError as exc:
+        # An unfinished run is an outcome to report, not a crash: a service died or the
+        # crowd did not label everything in time.
+        print(f"quorum demo: {exc}", file=sys.stderr)
+        return 1
     finally:
         stack.stop()
         if not options.keep and options.home is None:
@@ -207,7 +231,7 @@ def _run(
     say: Any,
 ) -> int:
     started = time.monotonic()
-    jobs = _submit(client, dataset, progress)
+    jobs = _submit(client, dataset, options.workers, progress)
     objects = sum(len(v) for v in jobs.values())
     crowd, crowd_report, labeled_at = _label(options, stack, client, dataset.truth_by_key(), jobs, progress)
     report = _report(options, dataset, client, jobs, crowd_report, crowd.profiles, labeled_at - started)
@@ -382,12 +406,19 @@ def box_job_spec(labels: tuple[str, ...]) -> common_pb2.JobSpec:
 
 
 def submit_kind(
-    client: QuorumClient, kind: DemoKind, dataset: ItemSet[Any], on_file: Callable[[], None] | None = None
+    client: QuorumClient,
+    kind: DemoKind,
+    dataset: ItemSet[Any],
+    on_file: Callable[[], None] | None = None,
+    workers: int | None = None,
 ) -> str:
     """Creates the job of ``kind`` (:func:`~quorum.demo.kinds.job_spec`), uploads every object
-    of ``dataset`` as a file (calling ``on_file`` after each) and seals the job. Returns the job
-    id. Raises RuntimeError when ingest refuses an object."""
+    of ``dataset`` as a file (calling ``on_file`` after each) and seals the job, its overlap fitted
+    to a crowd of ``workers`` when given. Returns the job id. Raises RuntimeError when ingest
+    refuses an object."""
     spec = job_spec(kind, dataset.labels)
+    if workers is not None:
+        fit_overlap(spec, workers)
     job = client.ingest.CreateJob(ingest_pb2.CreateJobRequest(spec=spec), timeout=30).job_id
     summary = client.upload(job, [UploadFile(item.name, item.data) for item in dataset.items], on_file=on_file)
     _check_summary(summary, len(dataset.items))
@@ -413,7 +444,7 @@ def _run_kind(
 ) -> int:
     started = time.monotonic()
     with tqdm(total=len(dataset.items), desc="upload", unit="obj", file=sys.stderr, disable=not progress) as bar:
-        job = submit_kind(client, kind, dataset, on_file=lambda: bar.update(1))
+        job = submit_kind(client, kind, dataset, on_file=lambda: bar.update(1), workers=options.workers)
     _, crowd, labeled_at = _label(options, stack, client, dataset.truth_by_key(), {job: dataset.items}, progress)
     results = list(client.results(job))
     summary = {
