@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import ssl
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ServiceName = Literal["ingest", "tasking", "consensus", "payments", "access"]
 SERVICES: tuple[ServiceName, ...] = ("ingest", "tasking", "consensus", "payments", "access")
@@ -113,6 +113,12 @@ class Settings(BaseSettings):
     # Consensus re-estimates workers over each job's whole answer matrix this often; 0: never.
     consensus_refit_seconds: float = Field(default=30.0, ge=0)
 
+    # Comma-separated absolute folders whose files an operator's or admin's manifest may name
+    # (ImportManifest's `path` lines), symlinks and `..` resolved first. Empty: no manifest
+    # may name a file on the server. The secrets folder, the credentials file and the TLS
+    # private keys stay out even under a root (secret_paths).
+    import_roots: Annotated[tuple[Path, ...], NoDecode] = ()
+
     # Ingest limits.
     max_text_bytes: int = Field(default=64 * 1024, ge=1)
     max_file_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
@@ -139,6 +145,22 @@ class Settings(BaseSettings):
     def _blank_is_unset(cls, value: object) -> object:
         # Compose and ConfigMaps write an unset variable as an empty string.
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("import_roots", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("import_roots")
+    @classmethod
+    def _absolute_folders(cls, value: tuple[Path, ...]) -> tuple[Path, ...]:
+        for root in value:
+            # A relative root would depend on the folder the service happens to start in.
+            if not root.is_absolute():
+                raise ValueError(f"{str(root)!r} is not an absolute path")
+        return value
 
     @field_validator("tls_cert_file", "tls_client_ca_file", "tls_ca_file", "tls_client_cert_file")
     @classmethod
@@ -208,6 +230,15 @@ class Settings(BaseSettings):
         from quorum.security.keys import read_local_key
 
         return read_local_key(self.home)
+
+    def secret_paths(self) -> tuple[Path, ...]:
+        """The files and folders holding this process's secrets: the embedded keys, the local
+        user's credentials and the TLS private keys. No manifest may name anything in them."""
+        from quorum.crypto import secrets_folder
+        from quorum.security.keys import credentials_path
+
+        keys = (self.tls_key_file, self.tls_client_key_file)
+        return (secrets_folder(self.home), credentials_path(self.home), *(key for key in keys if key is not None))
 
     def object_store(self) -> str:
         return self.object_store_url or (self.home / "objects").as_uri()

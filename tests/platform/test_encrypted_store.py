@@ -251,7 +251,7 @@ def test_storage_rewrap_command(
     for data in media:
         store.put(content_key(data), data, "image/png")
     at_rest = [store.inner.get(content_key(d)) for d in media]
-    for name, value in settings.model_dump(exclude_none=True).items():
+    for name, value in settings.model_dump(exclude_none=True, exclude_defaults=True).items():
         monkeypatch.setenv(f"QUORUM_{name.upper()}", str(value))
     monkeypatch.setenv("QUORUM_MASTER_KEY", b64(KEY_B))
 

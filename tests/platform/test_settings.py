@@ -34,3 +34,16 @@ def test_serving_without_a_broker_says_which_variable() -> None:
 def test_topic_prefix_must_be_a_name() -> None:
     with pytest.raises(ValidationError, match="topic_prefix"):
         Settings(topic_prefix="has space")
+
+
+def test_import_roots_are_comma_separated_absolute_folders(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().import_roots == ()
+    monkeypatch.setenv("QUORUM_IMPORT_ROOTS", "/data/imports, /mnt/batches,")
+    assert Settings().import_roots == (Path("/data/imports"), Path("/mnt/batches"))
+    monkeypatch.setenv("QUORUM_IMPORT_ROOTS", "/data/imports,relative/folder")
+    with pytest.raises(SystemExit, match=r"QUORUM_IMPORT_ROOTS: .*'relative/folder' is not an absolute path"):
+        cli._load_settings()
+
+
+def test_secret_paths_name_the_keys_credentials_and_tls_keys(tmp_path: Path) -> None:
+    assert Settings(home=tmp_path).secret_paths() == (tmp_path / "secrets", tmp_path / "credentials")
