@@ -8,14 +8,30 @@ under ``QUORUM_HOME`` (``~/.quorum``), an in-process Redis and a broker that
 from __future__ import annotations
 
 import ssl
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ServiceName = Literal["ingest", "tasking", "consensus", "payments", "access"]
 SERVICES: tuple[ServiceName, ...] = ("ingest", "tasking", "consensus", "payments", "access")
+
+
+# URLs that may hold a password: printed and logged with the password masked.
+URL_FIELDS = frozenset({"database_url", "access_database_url", "redis_url"})
+
+
+def masked_url(url: str) -> str:
+    """``url`` with the password in it, if any, shown as ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 class Settings(BaseSettings):
@@ -37,7 +53,7 @@ class Settings(BaseSettings):
     object_store_url: str | None = None
     s3_endpoint: str = "127.0.0.1:9000"
     s3_access_key: str = ""
-    s3_secret_key: str = ""
+    s3_secret_key: SecretStr = SecretStr("")
     s3_region: str = "us-east-1"
     s3_secure: bool = False
     # Base64 of 32 random bytes: wraps the per-object data keys of the object store and seals
@@ -123,6 +139,12 @@ class Settings(BaseSettings):
     max_text_bytes: int = Field(default=64 * 1024, ge=1)
     max_file_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
     max_image_pixels: int = Field(default=50_000_000, ge=1)
+
+    def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
+        # repr() and str() (and so every log line that shows the settings) mask URL
+        # passwords; the secret fields are SecretStr, which masks itself.
+        for name, value in super().__repr_args__():
+            yield name, masked_url(value) if name in URL_FIELDS and isinstance(value, str) else value
 
     @field_validator("topic_prefix")
     @classmethod
