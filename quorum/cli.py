@@ -117,6 +117,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"  {name:<10} {address}")
     if stack.dashboard_url:
         print(f"  dashboard  {stack.dashboard_url}")
+    print(stack.transport_notice())
     print("Ctrl-C stops everything.", flush=True)
     try:
         _wait_for_signal()

@@ -230,6 +230,11 @@ def is_loopback(address: str) -> bool:
         return False
 
 
+def plaintext_loopback_notice(address: str) -> str:
+    """What a server without a certificate says at start-up: it serves plaintext, on loopback."""
+    return f"serving plaintext gRPC on loopback {address} only; set QUORUM_TLS_CERT_FILE/QUORUM_TLS_KEY_FILE for TLS"
+
+
 def check_transport(address: str, tls: ServerTls | None, allow_plaintext_off_loopback: bool = False) -> None:
     """Raises :class:`PlaintextRefused`, naming the variables to set, when a server on
     ``address`` would serve plaintext to other machines without that being allowed."""
@@ -319,9 +324,7 @@ def start_server(
             "serving gRPC over TLS on %s%s", bound, " (mutual TLS: client certificates required)" if tls.mutual else ""
         )
     elif is_loopback(address):
-        log.warning(
-            "serving plaintext gRPC on loopback %s only; set QUORUM_TLS_CERT_FILE/QUORUM_TLS_KEY_FILE for TLS", bound
-        )
+        log.warning("%s", plaintext_loopback_notice(bound))
     else:
         log.warning(
             "serving plaintext gRPC on %s, reachable from other machines (QUORUM_ALLOW_PLAINTEXT_OFF_LOOPBACK): "

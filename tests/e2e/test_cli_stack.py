@@ -20,6 +20,10 @@ from quorum.settings import SERVICES
 
 pytestmark = pytest.mark.slow
 
+PLAINTEXT_NOTICE = (
+    "serving plaintext gRPC on loopback 127.0.0.1 only; set QUORUM_TLS_CERT_FILE/QUORUM_TLS_KEY_FILE for TLS"
+)
+
 
 def quorum_env(home: Path, ports: dict[str, int]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("QUORUM_")}
@@ -48,6 +52,8 @@ def test_up_serves_everything_and_stops_on_sigterm(tmp_path: Path) -> None:
             assert f"127.0.0.1:{port}" in banner, name
             wait_healthy(f"127.0.0.1:{port}", timeout=5)
         assert f"http://127.0.0.1:{env['QUORUM_DASHBOARD_PORT']}" in banner
+        # The embedded stack serves plaintext, so it says so where the user looks, not only in logs.
+        assert PLAINTEXT_NOTICE in banner
         assert wait_for_port("127.0.0.1", int(env["QUORUM_DASHBOARD_PORT"]), 5)
         assert (tmp_path / "home" / "ingest.db").exists()
     finally:
@@ -132,7 +138,8 @@ def demo(tmp_path: Path, *args: str) -> tuple[dict[str, Any], str]:
 
 
 def test_demo_prints_one_json_object_last(tmp_path: Path) -> None:
-    report, _ = demo(tmp_path, "--objects", "40", "--workers", "50", "--seed", "3")
+    report, stderr = demo(tmp_path, "--objects", "40", "--workers", "50", "--seed", "3")
+    assert PLAINTEXT_NOTICE in stderr
     expected = {"objects", "seconds", "objects_per_second", "answers", "answers_per_object", "accuracy"}
     assert expected | {"billed_cents", "paid_cents", "ledger_balanced"} <= set(report)
     assert report["objects"] == 40
