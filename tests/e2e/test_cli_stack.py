@@ -89,6 +89,7 @@ def test_up_names_the_port_that_is_taken(tmp_path: Path) -> None:
 def test_submit_a_folder_and_a_manifest_then_read_the_results(tmp_path: Path) -> None:
     from quorum.client import QuorumClient
     from quorum.stack import LocalStack
+    from quorum.v1 import access_pb2
 
     dataset = generate(8, seed=2)
     images = tmp_path / "images"
@@ -112,6 +113,8 @@ def test_submit_a_folder_and_a_manifest_then_read_the_results(tmp_path: Path) ->
         assert "accepted 4, duplicates 0, rejected 1" in submitted.stderr
         job = client.job(image_job)
         assert (job.objects, job.rejected, job.spec.pilot) == (4, 1, True)
+        # The embedded stack's local key submits for the local organisation.
+        assert job.spec.client_id == "local"
 
         submitted = quorum("submit", str(texts), "--labels", ",".join(dataset.text_labels), "--price-cents", "7")
         assert submitted.returncode == 0, submitted.stderr
@@ -122,6 +125,18 @@ def test_submit_a_folder_and_a_manifest_then_read_the_results(tmp_path: Path) ->
         bad = quorum("submit", str(texts), "--labels", "a,a")
         assert bad.returncode == 1
         assert "INVALID_ARGUMENT" in bad.stderr and "labels" in bad.stderr
+
+        # Without --client: a client key submits for its own organisation, and a key of
+        # another role (here the local admin's, set as QUORUM_API_KEY) is asked to name one.
+        acme = client.access.CreateKey(access_pb2.CreateKeyRequest(role=access_pb2.ROLE_CLIENT, org_id="acme"))
+        env["QUORUM_API_KEY"] = acme.secret
+        submitted = quorum("submit", str(texts), "--labels", ",".join(dataset.text_labels))
+        assert submitted.returncode == 0, submitted.stderr
+        assert client.job(submitted.stdout.strip()).spec.client_id == "acme"
+        env["QUORUM_API_KEY"] = stack.api_key
+        unnamed = quorum("submit", str(texts), "--labels", ",".join(dataset.text_labels))
+        assert unnamed.returncode == 1
+        assert "INVALID_ARGUMENT" in unnamed.stderr and "spec.client_id: required" in unnamed.stderr
 
 
 def demo(tmp_path: Path, *args: str) -> tuple[dict[str, Any], str]:

@@ -139,6 +139,14 @@ def test_create_job_needs_a_spec(stub: Stub) -> None:
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and error.details().startswith("spec: ")
 
 
+def test_an_admin_key_names_the_organisation_a_job_is_for(stub: Stub) -> None:
+    error = rpc_error(lambda: create(stub, client_id=""))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.details() == (
+        "spec.client_id: required: admin keys act for any organisation, so name the one the job is for"
+    )
+
+
 def test_create_job_limits_the_idempotency_key(stub: Stub) -> None:
     request = ingest_pb2.CreateJobRequest(spec=samples.spec_proto(), idempotency_key="k" * 201)
     error = rpc_error(lambda: stub.CreateJob(request, timeout=10))
