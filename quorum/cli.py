@@ -628,6 +628,8 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
         if args.totp:
             print("quorum keys create: --totp needs the running access service", file=sys.stderr)
             return 2
+        from services.access.audit import offline_key_recorder
+
         try:
             with _offline_keys(settings, args.database_url) as (engine, store):
                 metadata.create_all(engine)
@@ -637,6 +639,8 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
                     subject=args.subject,
                     name=args.name,
                     created_by="quorum keys create",
+                    # In the audit trail like a key the service makes, in the same transaction.
+                    recorded=offline_key_recorder(engine, "offline:quorum keys create"),
                 )
         except KeyConfigError as exc:
             print(f"quorum keys create: {exc}", file=sys.stderr)

@@ -25,6 +25,7 @@ from quorum.security.keyhash import KeyHasher, load_key_hasher
 from quorum.security.keys import ensure_local_key
 from quorum.settings import SERVICES, ServiceName, Settings
 from quorum.tls import ClientTls
+from services.access.audit import offline_key_recorder
 
 
 def _port_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -135,7 +136,8 @@ class LocalStack:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         engine = make_engine(self.access_database_url())
         try:
-            self.api_key = ensure_local_key(engine, self.home, self.key_hasher())
+            audited = offline_key_recorder(engine, "offline:quorum up")
+            self.api_key = ensure_local_key(engine, self.home, self.key_hasher(), recorded=audited)
         finally:
             engine.dispose()
         self.broker = EmbeddedBroker(log_path=self.log_dir / "broker.log").start()

@@ -138,6 +138,12 @@ def test_submit_a_folder_and_a_manifest_then_read_the_results(tmp_path: Path) ->
         assert unnamed.returncode == 1
         assert "INVALID_ARGUMENT" in unnamed.stderr and "spec.client_id: required" in unnamed.stderr
 
+        # The local key that `quorum up` made without the access service is in the audit trail too.
+        created = client.access.ListAuditEvents(access_pb2.ListAuditEventsRequest(action="key.created")).events
+        assert [event.actor for event in created][-1] == "offline:quorum up"
+        verified = quorum("audit", "verify")
+        assert verified.returncode == 0 and "audit trail intact" in verified.stdout
+
 
 def demo(tmp_path: Path, *args: str) -> tuple[dict[str, Any], str]:
     """Runs `quorum demo --json` with ``args``; returns the JSON object it printed last and its stderr."""
