@@ -117,6 +117,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"  {name:<10} {address}")
     if stack.dashboard_url:
         print(f"  dashboard  {stack.dashboard_url}")
+    print(stack.transport_notice())
     print("Ctrl-C stops everything.", flush=True)
     try:
         _wait_for_signal()
@@ -198,9 +199,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
     is_images = path.is_dir()
     labels = [label.strip() for label in args.labels.split(",")]
     config = common_pb2.ClassificationConfig(labels=labels)
+    settings = _load_settings()
     spec = common_pb2.JobSpec(
         name=args.name or path.name,
-        client_id=args.client,
+        # Empty: the service fills in a client key's organisation, and asks other keys for one.
+        client_id=args.client or (LOCAL_ORG if settings.api_key is None else ""),
         instructions=args.instructions,
         overlap=common_pb2.Overlap(min=args.min_overlap, max=args.max_overlap),
         target_confidence=args.target_confidence,
@@ -229,7 +232,6 @@ def cmd_submit(args: argparse.Namespace) -> int:
         deadline.GetCurrentTime()
         deadline.seconds += int(args.sla_hours * 3600)
         spec.sla_deadline.CopyFrom(deadline)
-    settings = _load_settings()
     with _client(settings) as client:
         job = client.ingest.CreateJob(ingest_pb2.CreateJobRequest(spec=spec), timeout=30)
         print(f"job {job.job_id} created", file=sys.stderr)
@@ -582,6 +584,9 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
 
 
 ROLES = ("client", "worker", "reviewer", "operator", "admin")
+# The organisation the local user of the embedded stack submits for, with the admin key
+# `quorum up` keeps in QUORUM_HOME/credentials.
+LOCAL_ORG = "local"
 # `quorum demo --task`: classification and the structured kinds of quorum.demo.kinds.KINDS,
 # named here so that parsing arguments does not import the demo (numpy, Pillow).
 DEMO_TASKS = (
@@ -623,6 +628,8 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
         if args.totp:
             print("quorum keys create: --totp needs the running access service", file=sys.stderr)
             return 2
+        from services.access.audit import offline_key_recorder
+
         try:
             with _offline_keys(settings, args.database_url) as (engine, store):
                 metadata.create_all(engine)
@@ -632,6 +639,8 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
                     subject=args.subject,
                     name=args.name,
                     created_by="quorum keys create",
+                    # In the audit trail like a key the service makes, in the same transaction.
+                    recorded=offline_key_recorder(engine, "offline:quorum keys create"),
                 )
         except KeyConfigError as exc:
             print(f"quorum keys create: {exc}", file=sys.stderr)
@@ -846,7 +855,12 @@ def parser() -> argparse.ArgumentParser:
     submit.add_argument("path", help="folder of images, or .jsonl/.csv manifest (text, path, id, gold_label)")
     submit.add_argument("--labels", required=True, help="comma-separated label set")
     submit.add_argument("--name", default="")
-    submit.add_argument("--client", default="local", help="client organisation id")
+    submit.add_argument(
+        "--client",
+        default="",
+        help="the client organisation the job is for (default: a client key's own; with the embedded "
+        f"stack's local key, {LOCAL_ORG!r}; other keys must name one)",
+    )
     submit.add_argument("--instructions", default="")
     submit.add_argument("--min-overlap", type=int, default=3)
     submit.add_argument("--max-overlap", type=int, default=5)

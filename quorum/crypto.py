@@ -337,6 +337,11 @@ def load_master_keyring(settings: Settings, *, required_because: str | None = No
     return MasterKeyring(current, previous)
 
 
+def secrets_folder(home: Path) -> Path:
+    """Where the embedded default keeps its keys (mode 0700)."""
+    return home / "secrets"
+
+
 def embedded_key(home: Path, kind: ConfiguredKey = MASTER_KEY) -> bytes:
     """The key in ``<home>/secrets/<kind.file_name>``, created on first use (folder 0700, file 0600).
 
@@ -346,7 +351,7 @@ def embedded_key(home: Path, kind: ConfiguredKey = MASTER_KEY) -> bytes:
     writing afterwards would let a loser read it while still empty.)
     Raises ``kind.error`` when the file is unreadable, malformed or open to other users.
     """
-    path = home / "secrets" / kind.file_name
+    path = secrets_folder(home) / kind.file_name
     if path.exists():
         return _read_key_file(path, kind)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

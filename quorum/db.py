@@ -118,7 +118,8 @@ def _connection_class(turn: _WriterTurn) -> type[sqlite3.Connection]:
 def make_engine(url: str) -> Engine:
     """Creates an engine; for SQLite, creates the folder and turns on WAL so readers
     never block the writer, and the process's writers take turns (see _WriterTurn).
-    Costs nothing until the first connection."""
+    Its errors and logs show statements without their bound values, which are rows of
+    client data and key hashes. Costs nothing until the first connection."""
     if url.startswith("sqlite"):
         path = sa.engine.make_url(url).database
         if path and path != ":memory:":
@@ -126,6 +127,7 @@ def make_engine(url: str) -> Engine:
         turn = _WriterTurn()
         engine = sa.create_engine(
             url,
+            hide_parameters=True,
             connect_args={"check_same_thread": False, "timeout": 30, "factory": _connection_class(turn)},
             # A connection per gRPC handler thread and background loop, so none waits for one.
             **({"pool_size": 40, "max_overflow": 20} if path and path != ":memory:" else {}),
@@ -159,7 +161,7 @@ def make_engine(url: str) -> Engine:
                 raise
 
         return engine
-    return sa.create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    return sa.create_engine(url, hide_parameters=True, pool_size=10, max_overflow=20, pool_pre_ping=True)
 
 
 def make_append_only(table: sa.Table) -> None:

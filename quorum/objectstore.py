@@ -394,7 +394,7 @@ def open_backing_store(settings: Settings) -> LocalDiskStore | S3Store:
             bucket=url.netloc,
             endpoint=settings.s3_endpoint,
             access_key=settings.s3_access_key,
-            secret_key=settings.s3_secret_key,
+            secret_key=settings.s3_secret_key.get_secret_value(),
             secure=settings.s3_secure,
             region=settings.s3_region,
         )

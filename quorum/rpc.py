@@ -7,6 +7,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import threading
+import uuid
 from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent import futures
 from dataclasses import dataclass
@@ -51,22 +52,47 @@ def _abort(context: grpc.ServicerContext, error: errors.QuorumError) -> None:
     context.abort(status_for(error), str(error))
 
 
-def _wrap_unary(behavior: Callable[..., Any]) -> Callable[..., Any]:
+def _settled(context: grpc.ServicerContext, exc: Exception) -> bool:
+    """Whether the call already has its status: the handler aborted (gRPC raises a bare
+    Exception after setting code and details), or the client went away (an RpcError from
+    the request stream, which gRPC recognises as its own)."""
+    return isinstance(exc, grpc.RpcError) or (context.code() is not None and context.details() is not None)
+
+
+def _abort_unexpected(context: grpc.ServicerContext, method: str) -> None:
+    """Ends a call whose handler raised what no one expected with INTERNAL and an incident id.
+    gRPC's own answer would be "Exception calling application: <the exception's text>",
+    and that text may carry a secret or another organisation's data: the caller gets the id,
+    the log gets the traceback. Call from an ``except`` block."""
+    incident = uuid.uuid4().hex[:12]
+    log.exception("incident %s: %s failed", incident, method)
+    context.abort(grpc.StatusCode.INTERNAL, f"internal error (incident {incident})")
+
+
+def _wrap_unary(behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
     def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
         try:
             return behavior(request, context)
         except errors.QuorumError as error:
             _abort(context, error)
+        except Exception as exc:
+            if _settled(context, exc):
+                raise
+            _abort_unexpected(context, method)
 
     return wrapped
 
 
-def _wrap_streaming(behavior: Callable[..., Any]) -> Callable[..., Any]:
+def _wrap_streaming(behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
     def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
         try:
             yield from behavior(request, context)
         except errors.QuorumError as error:
             _abort(context, error)
+        except Exception as exc:
+            if _settled(context, exc):
+                raise
+            _abort_unexpected(context, method)
 
     return wrapped
 
@@ -128,7 +154,9 @@ class BackpressureInterceptor(grpc.ServerInterceptor):
 
 
 class DomainErrorInterceptor(grpc.ServerInterceptor):
-    """Turns a :class:`quorum.errors.QuorumError` raised by a servicer into its status code."""
+    """Turns a :class:`quorum.errors.QuorumError` raised by a servicer into its status code,
+    and any other exception into INTERNAL with an incident id that names its traceback in
+    the log, never its text. Outermost, so it sees what the other interceptors raise."""
 
     def intercept_service(
         self,
@@ -138,14 +166,15 @@ class DomainErrorInterceptor(grpc.ServerInterceptor):
         handler = continuation(handler_call_details)
         if handler is None:
             return None
+        method = str(handler_call_details.method)
         if handler.unary_unary:
-            return handler._replace(unary_unary=_wrap_unary(handler.unary_unary))
+            return handler._replace(unary_unary=_wrap_unary(handler.unary_unary, method))
         if handler.stream_unary:
-            return handler._replace(stream_unary=_wrap_unary(handler.stream_unary))
+            return handler._replace(stream_unary=_wrap_unary(handler.stream_unary, method))
         if handler.unary_stream:
-            return handler._replace(unary_stream=_wrap_streaming(handler.unary_stream))
+            return handler._replace(unary_stream=_wrap_streaming(handler.unary_stream, method))
         if handler.stream_stream:
-            return handler._replace(stream_stream=_wrap_streaming(handler.stream_stream))
+            return handler._replace(stream_stream=_wrap_streaming(handler.stream_stream, method))
         return handler
 
 
@@ -199,6 +228,11 @@ def is_loopback(address: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def plaintext_loopback_notice(address: str) -> str:
+    """What a server without a certificate says at start-up: it serves plaintext, on loopback."""
+    return f"serving plaintext gRPC on loopback {address} only; set QUORUM_TLS_CERT_FILE/QUORUM_TLS_KEY_FILE for TLS"
 
 
 def check_transport(address: str, tls: ServerTls | None, allow_plaintext_off_loopback: bool = False) -> None:
@@ -290,9 +324,7 @@ def start_server(
             "serving gRPC over TLS on %s%s", bound, " (mutual TLS: client certificates required)" if tls.mutual else ""
         )
     elif is_loopback(address):
-        log.warning(
-            "serving plaintext gRPC on loopback %s only; set QUORUM_TLS_CERT_FILE/QUORUM_TLS_KEY_FILE for TLS", bound
-        )
+        log.warning("%s", plaintext_loopback_notice(bound))
     else:
         log.warning(
             "serving plaintext gRPC on %s, reachable from other machines (QUORUM_ALLOW_PLAINTEXT_OFF_LOOPBACK): "

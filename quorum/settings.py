@@ -8,14 +8,30 @@ under ``QUORUM_HOME`` (``~/.quorum``), an in-process Redis and a broker that
 from __future__ import annotations
 
 import ssl
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ServiceName = Literal["ingest", "tasking", "consensus", "payments", "access"]
 SERVICES: tuple[ServiceName, ...] = ("ingest", "tasking", "consensus", "payments", "access")
+
+
+# URLs that may hold a password: printed and logged with the password masked.
+URL_FIELDS = frozenset({"database_url", "access_database_url", "redis_url"})
+
+
+def masked_url(url: str) -> str:
+    """``url`` with the password in it, if any, shown as ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 class Settings(BaseSettings):
@@ -37,7 +53,7 @@ class Settings(BaseSettings):
     object_store_url: str | None = None
     s3_endpoint: str = "127.0.0.1:9000"
     s3_access_key: str = ""
-    s3_secret_key: str = ""
+    s3_secret_key: SecretStr = SecretStr("")
     s3_region: str = "us-east-1"
     s3_secure: bool = False
     # Base64 of 32 random bytes: wraps the per-object data keys of the object store and seals
@@ -113,10 +129,22 @@ class Settings(BaseSettings):
     # Consensus re-estimates workers over each job's whole answer matrix this often; 0: never.
     consensus_refit_seconds: float = Field(default=30.0, ge=0)
 
+    # Comma-separated absolute folders whose files an operator's or admin's manifest may name
+    # (ImportManifest's `path` lines), symlinks and `..` resolved first. Empty: no manifest
+    # may name a file on the server. The secrets folder, the credentials file and the TLS
+    # private keys stay out even under a root (secret_paths).
+    import_roots: Annotated[tuple[Path, ...], NoDecode] = ()
+
     # Ingest limits.
     max_text_bytes: int = Field(default=64 * 1024, ge=1)
     max_file_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
     max_image_pixels: int = Field(default=50_000_000, ge=1)
+
+    def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
+        # repr() and str() (and so every log line that shows the settings) mask URL
+        # passwords; the secret fields are SecretStr, which masks itself.
+        for name, value in super().__repr_args__():
+            yield name, masked_url(value) if name in URL_FIELDS and isinstance(value, str) else value
 
     @field_validator("topic_prefix")
     @classmethod
@@ -139,6 +167,22 @@ class Settings(BaseSettings):
     def _blank_is_unset(cls, value: object) -> object:
         # Compose and ConfigMaps write an unset variable as an empty string.
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("import_roots", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("import_roots")
+    @classmethod
+    def _absolute_folders(cls, value: tuple[Path, ...]) -> tuple[Path, ...]:
+        for root in value:
+            # A relative root would depend on the folder the service happens to start in.
+            if not root.is_absolute():
+                raise ValueError(f"{str(root)!r} is not an absolute path")
+        return value
 
     @field_validator("tls_cert_file", "tls_client_ca_file", "tls_ca_file", "tls_client_cert_file")
     @classmethod
@@ -208,6 +252,15 @@ class Settings(BaseSettings):
         from quorum.security.keys import read_local_key
 
         return read_local_key(self.home)
+
+    def secret_paths(self) -> tuple[Path, ...]:
+        """The files and folders holding this process's secrets: the embedded keys, the local
+        user's credentials and the TLS private keys. No manifest may name anything in them."""
+        from quorum.crypto import secrets_folder
+        from quorum.security.keys import credentials_path
+
+        keys = (self.tls_key_file, self.tls_client_key_file)
+        return (secrets_folder(self.home), credentials_path(self.home), *(key for key in keys if key is not None))
 
     def object_store(self) -> str:
         return self.object_store_url or (self.home / "objects").as_uri()

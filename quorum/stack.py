@@ -20,11 +20,12 @@ from pydantic import SecretStr
 
 from quorum.broker import EmbeddedBroker, free_port, wait_for_port
 from quorum.db import make_engine
-from quorum.rpc import wait_healthy
+from quorum.rpc import plaintext_loopback_notice, wait_healthy
 from quorum.security.keyhash import KeyHasher, load_key_hasher
 from quorum.security.keys import ensure_local_key
 from quorum.settings import SERVICES, ServiceName, Settings
 from quorum.tls import ClientTls
+from services.access.audit import offline_key_recorder
 
 
 def _port_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -93,6 +94,14 @@ class LocalStack:
             env["QUORUM_ACCESS_DATABASE_URL"] = self.database_urls["access"]
         return env
 
+    def transport_notice(self) -> str:
+        """How the services serve gRPC, for the start-up banner: the children take their TLS
+        settings from this process's environment and ``extra_env``."""
+        certificate = {**os.environ, **self.extra_env}.get("QUORUM_TLS_CERT_FILE", "")
+        if certificate.strip():
+            return "serving gRPC over TLS on 127.0.0.1"
+        return plaintext_loopback_notice("127.0.0.1")
+
     def access_database_url(self) -> str:
         return self.database_urls.get("access") or f"sqlite:///{self.home / 'access.db'}"
 
@@ -127,7 +136,8 @@ class LocalStack:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         engine = make_engine(self.access_database_url())
         try:
-            self.api_key = ensure_local_key(engine, self.home, self.key_hasher())
+            audited = offline_key_recorder(engine, "offline:quorum up")
+            self.api_key = ensure_local_key(engine, self.home, self.key_hasher(), recorded=audited)
         finally:
             engine.dispose()
         self.broker = EmbeddedBroker(log_path=self.log_dir / "broker.log").start()

@@ -202,6 +202,7 @@ def run_demo(options: DemoOptions) -> int:
     except RuntimeError as exc:
         print(f"quorum demo: {exc}", file=sys.stderr)
         return 1
+    say(stack.transport_notice())
     try:
         if stack.dashboard_url:
             say(f"dashboard: {stack.dashboard_url}")

@@ -363,10 +363,12 @@ def read_local_key(home: Path) -> str | None:
         return None
 
 
-def ensure_local_key(engine: Engine, home: Path, hasher: KeyHasher) -> str:
+def ensure_local_key(engine: Engine, home: Path, hasher: KeyHasher, *, recorded: Recorder | None) -> str:
     """Gives the local user of the embedded stack an admin key, once: the CLI, the demo
     and the dashboard read it from ``<home>/credentials`` (mode 0600), so nothing has to
-    be set up by hand. Safe to call from several processes at once."""
+    be set up by hand. A key it makes is passed to ``recorded`` in the transaction that
+    stores it (the audit trail: ``services.access.audit.offline_key_recorder``). Safe to
+    call from several processes at once."""
     import fcntl
 
     metadata.create_all(engine)
@@ -381,7 +383,7 @@ def ensure_local_key(engine: Engine, home: Path, hasher: KeyHasher) -> str:
             except Unauthenticated:
                 pass  # revoked or from another database: issue a new one
         _, key = KeyStore(engine, hasher).create(
-            Role.ADMIN, subject="local-admin", name="local user", created_by="quorum up"
+            Role.ADMIN, subject="local-admin", name="local user", created_by="quorum up", recorded=recorded
         )
         path = credentials_path(home)
         tmp = path.with_suffix(".tmp")

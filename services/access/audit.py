@@ -27,6 +27,7 @@ from sqlalchemy.engine import Connection, Engine
 from quorum.db import UtcDateTime, make_append_only, reading, utcnow
 from quorum.errors import InvalidArgument
 from quorum.messaging import new_event_id
+from quorum.security.keys import KeyRecord, Recorder
 from quorum.security.principal import Principal
 from quorum.v1 import events_pb2
 
@@ -170,6 +171,37 @@ def append(conn: Connection, entries: Sequence[AuditEntry]) -> int:
     return len(rows)
 
 
+def new_entry(
+    actor: str, actor_key_id: str, action: str, resource: str, *, org_id: str, details: Mapping[str, Any]
+) -> AuditEntry:
+    """An entry of an action happening now, under a fresh event id."""
+    return AuditEntry(
+        event_id=new_event_id(),
+        at=utcnow(),
+        actor=actor,
+        actor_key_id=actor_key_id,
+        action=action,
+        resource=resource,
+        org_id=org_id,
+        details_json=encode_details(details),
+    )
+
+
+def offline_key_recorder(engine: Engine, actor: str) -> Recorder:
+    """For keys made straight in the access database, without the access service (the first
+    admin key of a deployment, the embedded stack's local key): a :data:`Recorder` that
+    appends ``key.created`` to the chain in the key's own transaction, like the service
+    does, naming ``actor`` (e.g. ``offline:quorum keys create``). Creates the audit table
+    when the database has none yet."""
+    metadata.create_all(engine)
+
+    def record(conn: Connection, key: KeyRecord) -> None:
+        details = {"role": key.role.value, "subject": key.subject, "totp": key.totp_enrolled}
+        append(conn, [new_entry(actor, "", "key.created", f"key/{key.key_id}", org_id=key.org_id, details=details)])
+
+    return record
+
+
 def entry_from_event(event: events_pb2.Event) -> AuditEntry:
     recorded = event.audit_recorded
     return AuditEntry(
@@ -202,16 +234,7 @@ class AuditTrail:
     ) -> None:
         """Appends an entry: within ``conn``'s transaction when given (that of the change
         it records), else in a transaction of its own."""
-        entry = AuditEntry(
-            event_id=new_event_id(),
-            at=utcnow(),
-            actor=actor.label,
-            actor_key_id=actor.key_id,
-            action=action,
-            resource=resource,
-            org_id=org_id,
-            details_json=encode_details(details),
-        )
+        entry = new_entry(actor.label, actor.key_id, action, resource, org_id=org_id, details=details)
         if conn is not None:
             append(conn, [entry])
             return

@@ -11,6 +11,7 @@ from quorum.v1 import ingest_pb2_grpc
 from services.ingest import domain, tables
 from services.ingest.handlers import IngestHandlers
 from services.ingest.policy import POLICY
+from services.ingest.server_files import ServerFiles
 from services.ingest.servicer import SERVICE_NAME, IngestServicer
 
 
@@ -32,6 +33,7 @@ def build(context: ServiceContext) -> ServiceParts:
             max_image_pixels=settings.max_image_pixels,
         ),
         outbox_written=context.outbox_written,
+        server_files=ServerFiles.under(settings.import_roots, settings.secret_paths()),
     )
     return ServiceParts(
         name="ingest",

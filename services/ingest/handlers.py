@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import stat
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import chain
-from pathlib import Path
 from queue import Empty, Full, Queue
 from typing import Any, TypeVar
 
@@ -27,7 +25,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from quorum.db import OutgoingEvent, drop_outbox_events, enqueue, reading, utcnow
-from quorum.errors import FailedPrecondition, InvalidArgument, NotFound
+from quorum.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from quorum.messaging import Topics, outgoing
 from quorum.objectstore import ObjectStore, content_key
 from quorum.owners import OwnerCache
@@ -36,6 +34,7 @@ from quorum.v1 import common_pb2, events_pb2
 from services.ingest import codec, domain
 from services.ingest import tables as t
 from services.ingest.domain import ItemOutcome, ItemStatus, JobState
+from services.ingest.server_files import ServerFiles
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +56,8 @@ class IngestHandlers:
     the relay. Uploads commit every ``batch_items`` objects, ``batch_bytes`` of
     content or ``batch_seconds``, whichever comes first. Object-store writes run
     on a small pool of threads so that disk or network latency overlaps decoding;
-    call :meth:`close` to stop it.
+    call :meth:`close` to stop it. Manifests name files on this machine only where
+    ``server_files`` allows (by default nowhere).
     """
 
     def __init__(
@@ -71,6 +71,7 @@ class IngestHandlers:
         batch_bytes: int = 32 * 1024 * 1024,
         batch_seconds: float = 1.0,
         store_threads: int = 4,
+        server_files: ServerFiles | None = None,
     ) -> None:
         self.engine = engine
         self.store = store
@@ -82,6 +83,7 @@ class IngestHandlers:
         self.batch_seconds = batch_seconds
         self._pool = ThreadPoolExecutor(max_workers=store_threads, thread_name_prefix="ingest-store")
         self._owners = OwnerCache()
+        self.server_files = server_files or ServerFiles()
 
     def close(self) -> None:
         """Waits for object-store writes in flight and stops their threads."""
@@ -388,14 +390,18 @@ class IngestHandlers:
         A line that is malformed, names a missing path or fails the object checks
         is REJECTED with "line N: <reason>"; the other lines go on. With
         ``server_paths`` False, path lines are rejected: reading this machine's
-        files is for the deployment's own staff, never for a client. Batching,
-        deduplication and tasks are as for :meth:`upload`. Raises
-        InvalidArgument("job_id" / "content"), NotFound, FailedPrecondition.
-        Costs one file read per path line.
+        files is for the deployment's own staff, never for a client. With it, every
+        path line must resolve under ``server_files``' roots and outside the
+        service's secrets, or nothing is imported: PermissionDenied names the first
+        line that does not. Batching, deduplication and tasks are as for
+        :meth:`upload`. Raises InvalidArgument("job_id" / "content"), NotFound,
+        FailedPrecondition, PermissionDenied. Costs one file read per path line.
         """
         _require_job_id(job_id)
         job = self._open_job(job_id)
-        entries = domain.parse_manifest(content, fmt)
+        entries = list(domain.parse_manifest(content, fmt))
+        if server_paths:
+            self._check_server_paths(entries, base_dir)
         batch = _Batch(self, job)
         try:
             for entry in entries:
@@ -406,6 +412,16 @@ class IngestHandlers:
         return batch.summary()
 
     # ------------------------------------------------------------------ helpers
+
+    def _check_server_paths(self, entries: Iterable[domain.ManifestEntry], base_dir: str) -> None:
+        """Refuses the whole manifest when one of its paths is not open to manifests, before
+        anything is read or stored: such a line is a request to overstep, not bad data."""
+        for entry in entries:
+            if entry.error is None and entry.text is None and entry.path:
+                try:
+                    self.server_files.locate(entry.path, base_dir)
+                except PermissionDenied as denied:
+                    raise PermissionDenied(f"content: line {entry.line}: {denied}; nothing was imported") from None
 
     def _open_job(self, job_id: str) -> domain.Job:
         job = self.get_job(job_id)
@@ -525,32 +541,6 @@ def _job_from_row(row: Any) -> domain.Job:
     )
 
 
-def read_manifest_path(path: str, base_dir: str, max_bytes: int) -> tuple[bytes, int] | domain.Rejection:
-    """Reads a manifest's server-side file: ``path`` is relative to ``base_dir``
-    unless absolute. Returns ``(data, size)`` (no data when ``size`` exceeds
-    ``max_bytes``) or the reason it cannot be read."""
-    resolved = Path(path)
-    if not resolved.is_absolute():
-        if not base_dir:
-            return domain.Rejection(f"relative path {path!r} needs a base_dir")
-        resolved = Path(base_dir) / resolved
-    try:
-        info = resolved.stat()
-    except FileNotFoundError:
-        return domain.Rejection(f"path {str(resolved)!r} does not exist")
-    except OSError as exc:
-        return domain.Rejection(f"cannot read path {str(resolved)!r}: {exc.strerror or exc}")
-    if not stat.S_ISREG(info.st_mode):
-        return domain.Rejection(f"path {str(resolved)!r} is not a file")
-    if info.st_size > max_bytes:
-        return b"", info.st_size
-    try:
-        data = resolved.read_bytes()
-    except OSError as exc:
-        return domain.Rejection(f"cannot read path {str(resolved)!r}: {exc.strerror or exc}")
-    return data, len(data)
-
-
 @dataclass
 class _Pending:
     """An accepted object whose content is being stored and whose row is not committed yet."""
@@ -604,7 +594,7 @@ class _Batch:
             data = entry.text.encode()
             read: tuple[bytes, int] | domain.Rejection = (data, len(data))
         else:
-            read = read_manifest_path(entry.path or "", base_dir, self.handlers.limits.max_file_bytes)
+            read = self.handlers.server_files.read(entry.path or "", base_dir, self.handlers.limits.max_file_bytes)
         if isinstance(read, domain.Rejection):
             self._reject(entry.name, prefix + read.reason)
             return

@@ -27,6 +27,13 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
     def CreateJob(self, request: ingest_pb2.CreateJobRequest, context: Any) -> ingest_pb2.Job:
         if not request.HasField("spec"):
             raise InvalidArgument("spec", "required")
+        caller = current_principal()
+        # A client key's own organisation was filled in by the policy; no other key has one to give.
+        if not request.spec.client_id and caller is not None and caller.role is not Role.CLIENT:
+            raise InvalidArgument(
+                "spec.client_id",
+                f"required: {caller.role.value} keys act for any organisation, so name the one the job is for",
+            )
         job = self._handlers.create_job(codec.spec_from_proto(request.spec), request.idempotency_key)
         return codec.job_to_proto(job)
 

@@ -27,6 +27,7 @@ from quorum.security.principal import Role
 from quorum.service import RunningService, start_service
 from quorum.settings import Settings
 from quorum.v1 import access_pb2, access_pb2_grpc, events_pb2
+from services.access.audit import AuditTrail
 from services.access.bootstrap import build
 
 Stub = access_pb2_grpc.AccessServiceStub
@@ -267,7 +268,13 @@ def test_the_first_admin_key_is_written_straight_into_the_database(
     key = capsys.readouterr().out.strip()
     # Hashed under the embedded hashing key, which the services of this home load too.
     hasher = load_key_hasher(Settings(home=tmp_path, access_database_url=url))
-    assert Authenticator(make_engine(url), hasher).authenticate(key).subject.startswith("admin-")
+    principal = Authenticator(make_engine(url), hasher).authenticate(key)
+    assert principal.subject.startswith("admin-")
+    # In the audit trail, like a key the service makes, and the chain holds.
+    [created] = AuditTrail(make_engine(url)).list(action="key.created")
+    assert (created.entry.resource, created.entry.actor) == (f"key/{principal.key_id}", "offline:quorum keys create")
+    assert cli_main(["audit", "verify", "--database-url", url]) == 0
+    assert "audit trail intact: 1 entries" in capsys.readouterr().out
     # A shared database needs the deployment's hashing key, or the key would match no service.
     shared = "postgresql+psycopg://quorum@127.0.0.1:1/quorum_access"
     assert cli_main(["keys", "create", "--role", "admin", "--database-url", shared]) == 2

@@ -20,6 +20,10 @@ from quorum.settings import SERVICES
 
 pytestmark = pytest.mark.slow
 
+PLAINTEXT_NOTICE = (
+    "serving plaintext gRPC on loopback 127.0.0.1 only; set QUORUM_TLS_CERT_FILE/QUORUM_TLS_KEY_FILE for TLS"
+)
+
 
 def quorum_env(home: Path, ports: dict[str, int]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("QUORUM_")}
@@ -48,6 +52,8 @@ def test_up_serves_everything_and_stops_on_sigterm(tmp_path: Path) -> None:
             assert f"127.0.0.1:{port}" in banner, name
             wait_healthy(f"127.0.0.1:{port}", timeout=5)
         assert f"http://127.0.0.1:{env['QUORUM_DASHBOARD_PORT']}" in banner
+        # The embedded stack serves plaintext, so it says so where the user looks, not only in logs.
+        assert PLAINTEXT_NOTICE in banner
         assert wait_for_port("127.0.0.1", int(env["QUORUM_DASHBOARD_PORT"]), 5)
         assert (tmp_path / "home" / "ingest.db").exists()
     finally:
@@ -83,6 +89,7 @@ def test_up_names_the_port_that_is_taken(tmp_path: Path) -> None:
 def test_submit_a_folder_and_a_manifest_then_read_the_results(tmp_path: Path) -> None:
     from quorum.client import QuorumClient
     from quorum.stack import LocalStack
+    from quorum.v1 import access_pb2
 
     dataset = generate(8, seed=2)
     images = tmp_path / "images"
@@ -106,6 +113,8 @@ def test_submit_a_folder_and_a_manifest_then_read_the_results(tmp_path: Path) ->
         assert "accepted 4, duplicates 0, rejected 1" in submitted.stderr
         job = client.job(image_job)
         assert (job.objects, job.rejected, job.spec.pilot) == (4, 1, True)
+        # The embedded stack's local key submits for the local organisation.
+        assert job.spec.client_id == "local"
 
         submitted = quorum("submit", str(texts), "--labels", ",".join(dataset.text_labels), "--price-cents", "7")
         assert submitted.returncode == 0, submitted.stderr
@@ -116,6 +125,24 @@ def test_submit_a_folder_and_a_manifest_then_read_the_results(tmp_path: Path) ->
         bad = quorum("submit", str(texts), "--labels", "a,a")
         assert bad.returncode == 1
         assert "INVALID_ARGUMENT" in bad.stderr and "labels" in bad.stderr
+
+        # Without --client: a client key submits for its own organisation, and a key of
+        # another role (here the local admin's, set as QUORUM_API_KEY) is asked to name one.
+        acme = client.access.CreateKey(access_pb2.CreateKeyRequest(role=access_pb2.ROLE_CLIENT, org_id="acme"))
+        env["QUORUM_API_KEY"] = acme.secret
+        submitted = quorum("submit", str(texts), "--labels", ",".join(dataset.text_labels))
+        assert submitted.returncode == 0, submitted.stderr
+        assert client.job(submitted.stdout.strip()).spec.client_id == "acme"
+        env["QUORUM_API_KEY"] = stack.api_key
+        unnamed = quorum("submit", str(texts), "--labels", ",".join(dataset.text_labels))
+        assert unnamed.returncode == 1
+        assert "INVALID_ARGUMENT" in unnamed.stderr and "spec.client_id: required" in unnamed.stderr
+
+        # The local key that `quorum up` made without the access service is in the audit trail too.
+        created = client.access.ListAuditEvents(access_pb2.ListAuditEventsRequest(action="key.created")).events
+        assert [event.actor for event in created][-1] == "offline:quorum up"
+        verified = quorum("audit", "verify")
+        assert verified.returncode == 0 and "audit trail intact" in verified.stdout
 
 
 def demo(tmp_path: Path, *args: str) -> tuple[dict[str, Any], str]:
@@ -132,7 +159,8 @@ def demo(tmp_path: Path, *args: str) -> tuple[dict[str, Any], str]:
 
 
 def test_demo_prints_one_json_object_last(tmp_path: Path) -> None:
-    report, _ = demo(tmp_path, "--objects", "40", "--workers", "50", "--seed", "3")
+    report, stderr = demo(tmp_path, "--objects", "40", "--workers", "50", "--seed", "3")
+    assert PLAINTEXT_NOTICE in stderr
     expected = {"objects", "seconds", "objects_per_second", "answers", "answers_per_object", "accuracy"}
     assert expected | {"billed_cents", "paid_cents", "ledger_balanced"} <= set(report)
     assert report["objects"] == 40

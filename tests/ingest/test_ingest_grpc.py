@@ -56,6 +56,8 @@ def shared(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> It
         topic_prefix=f"t{uuid.uuid4().hex[:12]}",
         kafka_partitions=3,
         grpc_workers=8,
+        # Every test's tmp_path is under it, and so is the service's home with its secrets.
+        import_roots=(tmp_path_factory.getbasetemp(),),
     )
     with running(settings) as service:
         yield service
@@ -135,6 +137,14 @@ def test_create_job_names_the_bad_field(stub: Stub, field: str, fields: dict[str
 def test_create_job_needs_a_spec(stub: Stub) -> None:
     error = rpc_error(lambda: stub.CreateJob(ingest_pb2.CreateJobRequest(), timeout=10))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and error.details().startswith("spec: ")
+
+
+def test_an_admin_key_names_the_organisation_a_job_is_for(stub: Stub) -> None:
+    error = rpc_error(lambda: create(stub, client_id=""))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.details() == (
+        "spec.client_id: required: admin keys act for any organisation, so name the one the job is for"
+    )
 
 
 def test_create_job_limits_the_idempotency_key(stub: Stub) -> None:
@@ -315,6 +325,29 @@ def test_manifest_over_grpc(stub: Stub, tmp_path: Path) -> None:
     assert csv_summary.items[1].reason == "line 3: needs 'text' or 'path'"
     stored = stub.GetJob(ingest_pb2.GetJobRequest(job_id=job.job_id), timeout=10)
     assert (stored.objects, stored.gold_objects, stored.rejected) == (2, 1, 3)
+
+
+def test_an_admin_manifest_cannot_read_the_services_secrets(stub: Stub, shared: Running) -> None:
+    """The import root covers the service's home: its keys and the local credentials stay closed."""
+    home = shared.settings.home
+    secrets = [home / "secrets" / "master.key", home / "secrets" / "api-key-hash.key", home / "credentials"]
+    assert all(path.is_file() for path in secrets)
+    job = create(stub, "text_classification", labels=["pos", "neg"])
+    for path in [*secrets, Path("/etc/passwd")]:
+        denied = rpc_error(
+            lambda path=path: stub.ImportManifest(
+                ingest_pb2.ImportManifestRequest(
+                    job_id=job.job_id,
+                    format=ingest_pb2.MANIFEST_FORMAT_JSONL,
+                    content=json.dumps({"path": str(path)}).encode(),
+                ),
+                timeout=10,
+            )
+        )
+        assert denied.code() == grpc.StatusCode.PERMISSION_DENIED, path
+        assert denied.details().startswith("content: line 1: path ") and "QUORUM_IMPORT_ROOTS" in denied.details()
+        assert path.read_text().strip() not in denied.details()
+    assert stub.GetJob(ingest_pb2.GetJobRequest(job_id=job.job_id), timeout=10).objects == 0
 
 
 # ----------------------------------------------------------------------------- events on Kafka

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -13,13 +14,14 @@ import pytest
 import sqlalchemy as sa
 
 from quorum.db import make_engine
-from quorum.errors import FailedPrecondition, InvalidArgument, NotFound
+from quorum.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from quorum.messaging import Topics
 from quorum.objectstore import LocalDiskStore, content_key
 from quorum.v1 import events_pb2
 from services.ingest import codec, domain, tables
 from services.ingest.domain import Chunk, ItemStatus, JobState, ManifestFormat
 from services.ingest.handlers import IngestHandlers, ticking
+from services.ingest.server_files import ServerFiles
 
 TOPICS = Topics("test")
 LIMITS = domain.Limits(max_file_bytes=50_000, max_text_bytes=1_000, max_image_pixels=1_000_000)
@@ -43,11 +45,19 @@ def wakeups() -> list[int]:
 
 
 @pytest.fixture
-def handlers(database_url: str, store: LocalDiskStore, wakeups: list[int]) -> Iterator[IngestHandlers]:
+def handlers(database_url: str, store: LocalDiskStore, wakeups: list[int], tmp_path: Path) -> Iterator[IngestHandlers]:
     engine = make_engine(database_url)
     tables.metadata.create_all(engine)
     service = IngestHandlers(
-        engine, store, TOPICS, LIMITS, outbox_written=lambda: wakeups.append(1), batch_items=3, batch_seconds=60
+        engine,
+        store,
+        TOPICS,
+        LIMITS,
+        outbox_written=lambda: wakeups.append(1),
+        batch_items=3,
+        batch_seconds=60,
+        # Manifests of these tests name files in the test's own folder.
+        server_files=ServerFiles.under([tmp_path]),
     )
     try:
         yield service
@@ -449,6 +459,77 @@ def test_a_manifest_file_over_the_limit_is_not_read(handlers: IngestHandlers, tm
     (tmp_path / "big.png").write_bytes(bytes(60_000))
     summary = handlers.import_manifest(job.job_id, ManifestFormat.JSONL, b'{"path": "big.png"}', str(tmp_path))
     assert summary.items[0].reason == "line 1: file too large: 60000 bytes > limit 50000 (max_file_bytes)"
+
+
+def refused(handlers: IngestHandlers, path: str, base_dir: str = "") -> str:
+    """The PERMISSION_DENIED message for a manifest naming ``path``, after checking that
+    nothing of it was stored."""
+    job = handlers.create_job(text_spec())
+    content = "\n".join([json.dumps({"text": "an inline text comes first"}), json.dumps({"path": path})]).encode()
+    with pytest.raises(PermissionDenied) as caught:
+        handlers.import_manifest(job.job_id, ManifestFormat.JSONL, content, base_dir)
+    assert handlers.get_job(job.job_id).objects == 0
+    assert not [e for _, _, e in outbox(handlers) if e.HasField("task_created") and e.task_created.job_id == job.job_id]
+    return str(caught.value)
+
+
+def test_server_paths_resolve_inside_the_import_roots_or_nothing_is_imported(
+    handlers: IngestHandlers, tmp_path: Path
+) -> None:
+    root = tmp_path / "imports"
+    root.mkdir()
+    (root / "inside.txt").write_text("an honest review")
+    (tmp_path / "outside.txt").write_text("TOP SECRET")
+    (root / "link.txt").symlink_to(tmp_path / "outside.txt")
+    (root / "folder-link").symlink_to(tmp_path)
+    handlers.server_files = ServerFiles.under([root])
+
+    escapes = [
+        (str(tmp_path / "outside.txt"), ""),
+        ("../outside.txt", str(root)),
+        ("link.txt", str(root)),
+        ("folder-link/outside.txt", str(root)),
+        (str(root / ".." / "outside.txt"), ""),
+        ("outside.txt", str(tmp_path)),
+    ]
+    for path, base_dir in escapes:
+        message = refused(handlers, path, base_dir)
+        assert message.startswith("content: line 2: path ") and "is outside QUORUM_IMPORT_ROOTS" in message, path
+        assert "nothing was imported" in message and "TOP SECRET" not in message
+    job = handlers.create_job(text_spec())
+    summary = handlers.import_manifest(job.job_id, ManifestFormat.JSONL, b'{"path": "inside.txt"}', str(root))
+    assert summary.count(ItemStatus.ACCEPTED) == 1
+
+
+def test_secrets_stay_closed_to_manifests_even_under_a_root(handlers: IngestHandlers, tmp_path: Path) -> None:
+    secrets = tmp_path / "home" / "secrets"
+    secrets.mkdir(parents=True)
+    (secrets / "master.key").write_text("MASTER KEY")
+    (tmp_path / "tls.key").write_text("PRIVATE KEY")
+    (tmp_path / "key-link.txt").symlink_to(tmp_path / "tls.key")
+    handlers.server_files = ServerFiles.under([tmp_path], secrets=[secrets, tmp_path / "tls.key"])
+
+    for path in (str(secrets / "master.key"), "home/secrets/master.key", "tls.key", "key-link.txt"):
+        message = refused(handlers, path, str(tmp_path))
+        assert "among the service's secrets" in message, path
+        assert "MASTER KEY" not in message and "PRIVATE KEY" not in message
+
+
+def test_without_import_roots_no_manifest_names_a_server_file(handlers: IngestHandlers, tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("a file")
+    handlers.server_files = ServerFiles()
+    message = refused(handlers, "a.txt", str(tmp_path))
+    assert message.startswith("content: line 2: no manifest may name files on the server: QUORUM_IMPORT_ROOTS")
+    job = handlers.create_job(text_spec())
+    summary = handlers.import_manifest(job.job_id, ManifestFormat.JSONL, b'{"text": "inline only"}', "")
+    assert summary.count(ItemStatus.ACCEPTED) == 1
+
+
+def test_a_fifo_under_a_root_is_refused_without_waiting_for_a_writer(handlers: IngestHandlers, tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe")
+    job = handlers.create_job(text_spec())
+    summary = handlers.import_manifest(job.job_id, ManifestFormat.JSONL, b'{"path": "pipe"}', str(tmp_path))
+    assert summary.items[0].reason == f"line 1: path {str(tmp_path / 'pipe')!r} is not a file"
 
 
 def test_objects_commit_while_the_client_is_idle(handlers: IngestHandlers) -> None:

@@ -5,6 +5,7 @@ databases and earlier hashing keys hold."""
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import os
 import stat
@@ -23,6 +24,7 @@ from quorum.security.keyhash import HashCheck, KeyHasher, legacy_scrypt_hash, lo
 from quorum.security.keys import Authenticator, KeyStore, api_keys, ensure_local_key, metadata, parse_key
 from quorum.security.principal import Role
 from quorum.settings import Settings
+from services.access.audit import AuditTrail, offline_key_recorder
 
 HASH_KEY_A = bytes(range(32))
 HASH_KEY_B = bytes(range(100, 132))
@@ -162,16 +164,28 @@ def test_identities_are_checked(engine: sa.Engine, hasher: KeyHasher) -> None:
     assert [r.role for r in store.list()] == []
 
 
-def test_the_local_key_is_made_once_and_kept_private(tmp_path: Path, engine: sa.Engine, hasher: KeyHasher) -> None:
+def test_the_local_key_is_made_once_kept_private_and_audited(
+    tmp_path: Path, engine: sa.Engine, hasher: KeyHasher
+) -> None:
     home = tmp_path / "home"
-    first = ensure_local_key(engine, home, hasher)
-    assert ensure_local_key(engine, home, hasher) == first
+    audited = offline_key_recorder(engine, "offline:quorum up")
+    first = ensure_local_key(engine, home, hasher, recorded=audited)
+    assert ensure_local_key(engine, home, hasher, recorded=audited) == first
     path = home / "credentials"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert Authenticator(engine, hasher).authenticate(first).role is Role.ADMIN
     # A revoked local key is replaced, not reused.
     KeyStore(engine, hasher).revoke(parse_key(first)[0])
-    assert ensure_local_key(engine, home, hasher) != first
+    second = ensure_local_key(engine, home, hasher, recorded=audited)
+    assert second != first
+    # Each key made is in the audit trail, whose chain still holds.
+    trail = AuditTrail(engine)
+    entries = [stored.entry for stored in reversed(trail.list(action="key.created"))]
+    assert [(e.resource, e.actor, e.org_id) for e in entries] == [
+        (f"key/{parse_key(key)[0]}", "offline:quorum up", "") for key in (first, second)
+    ]
+    assert json.loads(entries[0].details_json) == {"role": "admin", "subject": "local-admin", "totp": False}
+    assert trail.verify().ok
 
 
 def test_processes_starting_together_agree_on_one_local_key(tmp_path: Path) -> None:
@@ -182,8 +196,10 @@ def test_processes_starting_together_agree_on_one_local_key(tmp_path: Path) -> N
         "import sys; from pathlib import Path; from quorum.db import make_engine;"
         "from quorum.security.keyhash import load_key_hasher; from quorum.settings import Settings;"
         "from quorum.security.keys import ensure_local_key;"
+        "from services.access.audit import offline_key_recorder;"
         "home = Path(sys.argv[2]); hasher = load_key_hasher(Settings(home=home, access_database_url=sys.argv[1]));"
-        "print(ensure_local_key(make_engine(sys.argv[1]), home, hasher))"
+        "engine = make_engine(sys.argv[1]); audited = offline_key_recorder(engine, 'offline:quorum up');"
+        "print(ensure_local_key(engine, home, hasher, recorded=audited))"
     )
     runs = [
         subprocess.Popen([sys.executable, "-c", script, url, str(home)], stdout=subprocess.PIPE, text=True)
@@ -195,6 +211,7 @@ def test_processes_starting_together_agree_on_one_local_key(tmp_path: Path) -> N
     hasher = load_key_hasher(Settings(home=home, access_database_url=url))
     assert len(KeyStore(engine, hasher).list()) == 1
     assert Authenticator(engine, hasher).authenticate(keys.pop()).role is Role.ADMIN
+    assert len(AuditTrail(engine).list(action="key.created")) == 1
 
 
 # ----------------------------------------------------------------------------- older hashes

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 from quorum_testing import b64
 
 from quorum.cli import main
@@ -251,8 +252,10 @@ def test_storage_rewrap_command(
     for data in media:
         store.put(content_key(data), data, "image/png")
     at_rest = [store.inner.get(content_key(d)) for d in media]
-    for name, value in settings.model_dump(exclude_none=True).items():
-        monkeypatch.setenv(f"QUORUM_{name.upper()}", str(value))
+    for name, value in settings.model_dump(exclude_none=True, exclude_defaults=True).items():
+        monkeypatch.setenv(
+            f"QUORUM_{name.upper()}", value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+        )
     monkeypatch.setenv("QUORUM_MASTER_KEY", b64(KEY_B))
 
     # Without the old key nothing can move, and nothing is changed.

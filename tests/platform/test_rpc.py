@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Iterator
 
 import grpc
@@ -12,6 +14,9 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from quorum import errors
 from quorum.rpc import RunningServer, channel, second_factor_required, start_server
 from quorum.v1 import consensus_pb2, consensus_pb2_grpc
+
+# What an unexpected exception's text may carry: a password, another organisation's data.
+LEAKY_URL = "postgresql://quorum:hunter2-secret@db/quorum_ingest"
 
 
 class Raising(consensus_pb2_grpc.ConsensusServiceServicer):
@@ -30,12 +35,18 @@ class Raising(consensus_pb2_grpc.ConsensusServiceServicer):
     def GetResult(
         self, request: consensus_pb2.GetResultRequest, context: grpc.ServicerContext
     ) -> consensus_pb2.TaskResult:
+        if request.task_id == "crash":
+            raise RuntimeError(f"could not connect to {LEAKY_URL}")
+        if request.task_id == "aborted":
+            context.abort(grpc.StatusCode.UNAVAILABLE, "try the other replica")
         raise self.RAISES[request.task_id]
 
     def ExportResults(
         self, request: consensus_pb2.ExportResultsRequest, context: grpc.ServicerContext
     ) -> Iterator[consensus_pb2.TaskResult]:
         yield consensus_pb2.TaskResult(task_id="first")
+        if request.job_id == "crash":
+            raise KeyError(f"row of {LEAKY_URL}")
         raise errors.NotFound("job", request.job_id)
 
 
@@ -94,6 +105,38 @@ def test_streaming_errors_arrive_after_the_messages_sent(server: RunningServer) 
         with pytest.raises(grpc.RpcError) as caught:
             next(stream)
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_an_unexpected_exception_reaches_the_caller_as_an_incident_id_only(
+    server: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.ERROR, logger="quorum.rpc"), channel(f"127.0.0.1:{server.port}") as ch:
+        stub = consensus_pb2_grpc.ConsensusServiceStub(ch)
+        with pytest.raises(grpc.RpcError) as unary:
+            stub.GetResult(consensus_pb2.GetResultRequest(task_id="crash"), timeout=5)
+        stream = stub.ExportResults(consensus_pb2.ExportResultsRequest(job_id="crash"), timeout=5)
+        assert next(stream).task_id == "first"
+        with pytest.raises(grpc.RpcError) as streaming:
+            next(stream)
+    incidents = []
+    for caught in (unary.value, streaming.value):
+        assert caught.code() == grpc.StatusCode.INTERNAL
+        match = re.fullmatch(r"internal error \(incident ([0-9a-f]{12})\)", caught.details())
+        assert match, caught.details()
+        incidents.append(match[1])
+    # The operator finds the whole story under the id; the caller saw none of it.
+    for incident, method in zip(incidents, ("GetResult", "ExportResults"), strict=True):
+        [record] = [r for r in caplog.records if incident in r.getMessage()]
+        assert method in record.getMessage() and record.exc_info is not None
+    assert "hunter2-secret" in caplog.text
+
+
+def test_a_handler_that_aborts_keeps_its_own_status(server: RunningServer) -> None:
+    with channel(f"127.0.0.1:{server.port}") as ch, pytest.raises(grpc.RpcError) as caught:
+        consensus_pb2_grpc.ConsensusServiceStub(ch).GetResult(
+            consensus_pb2.GetResultRequest(task_id="aborted"), timeout=5
+        )
+    assert (caught.value.code(), caught.value.details()) == (grpc.StatusCode.UNAVAILABLE, "try the other replica")
 
 
 def test_health_and_reflection(server: RunningServer) -> None:

@@ -34,3 +34,34 @@ def test_serving_without_a_broker_says_which_variable() -> None:
 def test_topic_prefix_must_be_a_name() -> None:
     with pytest.raises(ValidationError, match="topic_prefix"):
         Settings(topic_prefix="has space")
+
+
+def test_import_roots_are_comma_separated_absolute_folders(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().import_roots == ()
+    monkeypatch.setenv("QUORUM_IMPORT_ROOTS", "/data/imports, /mnt/batches,")
+    assert Settings().import_roots == (Path("/data/imports"), Path("/mnt/batches"))
+    monkeypatch.setenv("QUORUM_IMPORT_ROOTS", "/data/imports,relative/folder")
+    with pytest.raises(SystemExit, match=r"QUORUM_IMPORT_ROOTS: .*'relative/folder' is not an absolute path"):
+        cli._load_settings()
+
+
+def test_secret_paths_name_the_keys_credentials_and_tls_keys(tmp_path: Path) -> None:
+    assert Settings(home=tmp_path).secret_paths() == (tmp_path / "secrets", tmp_path / "credentials")
+
+
+def test_printed_settings_mask_secrets_and_url_passwords(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QUORUM_S3_SECRET_KEY", "s3-secret-value")
+    monkeypatch.setenv("QUORUM_DATABASE_URL", "postgresql+psycopg://quorum:db-password@db:5432/quorum_ingest")
+    monkeypatch.setenv("QUORUM_ACCESS_DATABASE_URL", "postgresql+psycopg://quorum:access-password@db/quorum_access")
+    monkeypatch.setenv("QUORUM_REDIS_URL", "redis://:redis-password@redis:6379/0")
+    settings = Settings()
+    for shown in (repr(settings), str(settings), f"{settings}"):
+        for secret in ("s3-secret-value", "db-password", "access-password", "redis-password"):
+            assert secret not in shown
+        assert "postgresql+psycopg://quorum:***@db:5432/quorum_ingest" in shown
+        assert "redis://:***@redis:6379/0" in shown
+    # Every use still gets the real values.
+    assert settings.s3_secret_key.get_secret_value() == "s3-secret-value"
+    assert settings.database_url_for("ingest").endswith(":db-password@db:5432/quorum_ingest")
+    assert settings.access_database().endswith(":access-password@db/quorum_access")
+    assert settings.redis_url == "redis://:redis-password@redis:6379/0"

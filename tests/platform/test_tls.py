@@ -25,11 +25,13 @@ from quorum_testing import admin_key
 
 from quorum import cli
 from quorum.client import QuorumClient
+from quorum.errors import PermissionDenied
 from quorum.rpc import PlaintextRefused, RunningServer, channel, is_loopback, start_server, wait_healthy
 from quorum.service import ServiceContext, ServiceParts, start_service
 from quorum.settings import SERVICES, Settings
 from quorum.stack import LocalStack
 from quorum.tls import ClientTls, client_tls, server_tls
+from services.ingest.server_files import ServerFiles
 from services.payments.bootstrap import build as build_payments
 
 SERVER_NAMES = ("localhost", "ingest")
@@ -423,3 +425,19 @@ def test_a_key_that_does_not_match_its_certificate_is_named(pki: Pki) -> None:
         Settings(tls_cert_file=pki.server_cert, tls_key_file=pki.client_key)
     with pytest.raises(ValidationError, match=r"QUORUM_TLS_CLIENT_KEY_FILE .* of QUORUM_TLS_CLIENT_CERT_FILE"):
         Settings(tls_client_cert_file=pki.client_cert, tls_client_key_file=pki.stranger_key)
+
+
+def test_no_manifest_may_name_the_tls_private_keys(pki: Pki, tmp_path: Path) -> None:
+    settings = Settings(
+        home=tmp_path,
+        tls_cert_file=pki.server_cert,
+        tls_key_file=pki.server_key,
+        tls_client_cert_file=pki.client_cert,
+        tls_client_key_file=pki.client_key,
+        import_roots=(pki.ca.parent,),
+    )
+    files = ServerFiles.under(settings.import_roots, settings.secret_paths())
+    for key in (pki.server_key, pki.client_key):
+        with pytest.raises(PermissionDenied, match="among the service's secrets"):
+            files.locate(key.name, str(key.parent))
+    assert files.locate(str(pki.ca), "") == pki.ca
