@@ -6,6 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from quorum import cli
+from quorum.security.principal import Role
 from quorum.settings import Settings
 
 
@@ -34,3 +35,12 @@ def test_serving_without_a_broker_says_which_variable() -> None:
 def test_topic_prefix_must_be_a_name() -> None:
     with pytest.raises(ValidationError, match="topic_prefix"):
         Settings(topic_prefix="has space")
+
+
+def test_the_roles_that_must_sign_in_with_a_second_factor_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().require_mfa_roles == frozenset()
+    monkeypatch.setenv("QUORUM_REQUIRE_MFA_ROLES", " Operator,admin,, ")
+    assert Settings().require_mfa_roles == {Role.OPERATOR, Role.ADMIN}
+    monkeypatch.setenv("QUORUM_REQUIRE_MFA_ROLES", "operator,boss")
+    with pytest.raises(SystemExit, match=r"QUORUM_REQUIRE_MFA_ROLES: .*unknown roles boss: use client, worker"):
+        cli._load_settings()
