@@ -144,7 +144,7 @@ class ServicePolicy:
     service: str
     rules: Mapping[str, Rule]
     # Methods an API key may call by itself even when its role must use a session from a
-    # sign-in with a second factor: the sign-in.
+    # sign-in with a second factor: signing in and out.
     open_before_sign_in: frozenset[str] = frozenset()
 
     def rule_for(self, method: str) -> Rule | None:

@@ -110,7 +110,7 @@ class AccessServiceServicer:
         session: its token stands for the key in every service until it expires or ends.
         UNAUTHENTICATED when the key has TOTP enrolled and the code is wrong, missing or was
         used before, and when the key's role must sign in with a second factor that the key
-        does not have. The only call open to a key whose role must use a session
+        does not have. Open, like SignOut, to a key whose role must otherwise use a session
         (QUORUM_REQUIRE_MFA_ROLES). Called with a session token, confirms it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

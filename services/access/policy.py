@@ -1,6 +1,6 @@
 """Who may call the access service: admins manage keys and roles; operators read the
-audit trail; anyone with a key may sign in and out as itself. Signing in is the one call
-open to a key whose role must otherwise use a session (QUORUM_REQUIRE_MFA_ROLES)."""
+audit trail; anyone with a key may sign in and out as itself. Signing in and out are the
+calls open to a key whose role must otherwise use a session (QUORUM_REQUIRE_MFA_ROLES)."""
 
 from __future__ import annotations
 
@@ -25,5 +25,6 @@ POLICY = ServicePolicy(
         "ListAuditEvents": STAFF,
         "VerifyAuditLog": STAFF,
     },
-    open_before_sign_in=frozenset({"SignIn"}),
+    # Ending sessions grants nothing, so a key may end its own without a code.
+    open_before_sign_in=frozenset({"SignIn", "SignOut"}),
 )

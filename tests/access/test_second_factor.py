@@ -281,6 +281,14 @@ def test_ended_expired_and_revoked_sessions_are_refused(deployment: Deployment) 
         lambda: code_of(lambda: read(deployment, md(revoked))) == grpc.StatusCode.UNAUTHENTICATED, 60, "revocation"
     )
 
+    # The key alone, refused everywhere else, may still end its sessions (a copied token, say).
+    key, copied = deployment.session_of(Role.OPERATOR)
+    ended = deployment.stub("access").SignOut(access_pb2.SignOutRequest(), metadata=md(key), timeout=10)
+    assert ended.sessions_ended == 1
+    wait_until(
+        lambda: code_of(lambda: read(deployment, md(copied))) == grpc.StatusCode.UNAUTHENTICATED, 60, "the sign-out"
+    )
+
     # Past its expiry.
     _, expired = deployment.session_of(Role.OPERATOR)
     with deployment.engine.begin() as conn:
