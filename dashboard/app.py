@@ -1,11 +1,12 @@
 """Quorum dashboard: ``streamlit run dashboard/app.py``.
 
 Nothing renders before sign-in: a form takes an API key, checks it with the access
-service and, when the key has TOTP enrolled (or it is an operator or admin key and
-``QUORUM_DASHBOARD_REQUIRE_TOTP`` is on), asks for the code. On the embedded stack the
-local user's key (``QUORUM_HOME/credentials``, or ``QUORUM_API_KEY``) signs in by
-itself when it needs no code. The key lives only in the session state: never in the
-URL, the page or a message.
+service and, when the key has TOTP enrolled (or its role must use one: see
+:func:`dashboard.auth.totp_roles`), asks for the code. A sign-in with a code starts a
+session in the access service, and the page reads with the session's token instead of
+the key. On the embedded stack the local user's key (``QUORUM_HOME/credentials``, or
+``QUORUM_API_KEY``) signs in by itself when it needs no code. The credential lives only
+in the session state: never in the URL, the page or a message.
 
 Every figure comes from the services' gRPC APIs (addresses from
 ``QUORUM_{INGEST,TASKING,CONSENSUS,PAYMENTS,ACCESS}_ADDR``) through
@@ -23,9 +24,10 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from dashboard.auth import CodeNeeded, SignInRefused, Viewer, sign_in
+from dashboard.auth import CodeNeeded, SignInRefused, Viewer, sign_in, sign_out, totp_roles
 from dashboard.data import JOB_SCOPED_PARTS, WORKERS, ServiceAddrs, Snapshot, load_snapshot
 from dashboard.formatting import MISSING, format_cents, format_count, format_duration, format_percent
+from quorum.security.keys import is_session_token
 from quorum.settings import Settings
 
 ALL_JOBS = ""
@@ -34,7 +36,8 @@ AUTO_KEY = "auto_refresh"
 EVERY_KEY = "refresh_seconds"
 SERIES_LABELS = {"created": "tasks created", "answered": "answers", "resolved": "objects resolved"}
 
-# Session state of the sign-in. The key is kept under API_KEY only, for this browser session.
+# Session state of the sign-in. The credential the page reads with (the key, or the token
+# of the session its TOTP sign-in started) is kept under API_KEY only, for this browser session.
 API_KEY = "signed_in_key"
 VIEWER = "viewer"
 # How the session signed in: "form", "local" (credentials file) or "env" (QUORUM_API_KEY).
@@ -58,7 +61,7 @@ def main() -> None:
     if viewer is None:
         return
     with st.sidebar:
-        render_account(viewer)
+        render_account(viewer, addrs)
         st.header("Refresh")
         auto = st.toggle("Auto-refresh", value=True, key=AUTO_KEY)
         every = st.slider("Every (seconds)", min_value=2, max_value=60, value=5, key=EVERY_KEY, disabled=not auto)
@@ -98,7 +101,7 @@ def signed_in_viewer(addrs: ServiceAddrs, settings: Settings) -> Viewer | None:
 
 def _start_session(viewer: Viewer, api_key: str, via: str) -> None:
     state = st.session_state
-    state[API_KEY] = api_key
+    state[API_KEY] = viewer.session_token or api_key
     state[VIEWER] = viewer
     state[SIGNED_IN_VIA] = via
     for stale in (PENDING_KEY, NOTICE):
@@ -113,6 +116,14 @@ def end_session(notice: str | None = None) -> None:
     state[LOCAL_TRIED] = True
     if notice:
         state[NOTICE] = notice
+
+
+def sign_out_clicked(addrs: ServiceAddrs) -> None:
+    """Ends the access service's session too, so the token is refused even if it was copied."""
+    credential = st.session_state.get(API_KEY)
+    if credential is not None and is_session_token(str(credential)):
+        sign_out(addrs.access, str(credential))
+    end_session()
 
 
 def listens_on_this_machine_only() -> bool:
@@ -144,7 +155,7 @@ def sign_in_local_user(addrs: ServiceAddrs, settings: Settings) -> Viewer | None
         )
         return None
     try:
-        outcome = sign_in(addrs.access, api_key, require_totp=False)
+        outcome = sign_in(addrs.access, api_key, totp_roles=totp_roles(settings))
     except SignInRefused as refused:
         st.session_state[NOTICE] = f"Could not sign in {who}. {refused}"
         return None
@@ -179,7 +190,7 @@ def submit_key(addrs: ServiceAddrs, settings: Settings) -> None:
     entered = str(state.get(KEY_INPUT, "")).strip()
     state[KEY_INPUT] = ""
     try:
-        outcome = sign_in(addrs.access, entered, require_totp=settings.dashboard_require_totp)
+        outcome = sign_in(addrs.access, entered, totp_roles=totp_roles(settings))
     except SignInRefused as refused:
         state[REFUSAL] = str(refused)
         return
@@ -195,7 +206,7 @@ def submit_code(addrs: ServiceAddrs, settings: Settings) -> None:
     state[CODE_INPUT] = ""
     pending = str(state[PENDING_KEY])
     try:
-        outcome = sign_in(addrs.access, pending, code, require_totp=settings.dashboard_require_totp)
+        outcome = sign_in(addrs.access, pending, code, totp_roles=totp_roles(settings))
     except SignInRefused as refused:
         state[REFUSAL] = str(refused)
         return
@@ -205,7 +216,7 @@ def submit_code(addrs: ServiceAddrs, settings: Settings) -> None:
     _start_session(outcome, pending, "form")
 
 
-def render_account(viewer: Viewer) -> None:
+def render_account(viewer: Viewer, addrs: ServiceAddrs) -> None:
     via = st.session_state.get(SIGNED_IN_VIA)
     if via == "local":
         st.success(f"Signed in as the local user ({viewer.role.value})")
@@ -217,7 +228,7 @@ def render_account(viewer: Viewer) -> None:
     st.caption(f"Role: {viewer.role.value} · Organisation: {organisation}")
     if viewer.totp_verified:
         st.caption("Second factor: TOTP verified")
-    st.button("Sign out", on_click=end_session, key="sign_out")
+    st.button("Sign out", on_click=sign_out_clicked, args=(addrs,), key="sign_out")
 
 
 def render_live(addrs: ServiceAddrs, viewer: Viewer) -> None:
@@ -228,7 +239,10 @@ def render_live(addrs: ServiceAddrs, viewer: Viewer) -> None:
     job_id = str(st.session_state.get(JOB_KEY) or ALL_JOBS)
     snapshot = load_snapshot(addrs, api_key, job_id, staff=viewer.staff)
     if any(p.code == "UNAUTHENTICATED" for p in snapshot.problems):
-        end_session("Your key is no longer accepted (revoked?): sign in again.")
+        if is_session_token(api_key):
+            end_session("Your sign-in has ended (it expired, or the key was revoked): sign in again.")
+        else:
+            end_session("Your key is no longer accepted (revoked?): sign in again.")
         st.rerun(scope="app")
 
     picker, refresh, stamp = st.columns([4, 1, 2], vertical_alignment="bottom")

@@ -1,15 +1,18 @@
 """Signing in to the dashboard with an API key and, when required, a TOTP code.
 
 :func:`sign_in` asks the access service who a key belongs to and decides whether
-that is enough to see the dashboard. Nothing here imports Streamlit; the app keeps
-the key in the session and never shows it. Messages in :class:`SignInRefused` never
-contain the key.
+that is enough to see the dashboard. A sign-in with a TOTP code starts a session in
+the access service, and the dashboard reads with its token rather than the key, as
+the services require of the roles in QUORUM_REQUIRE_MFA_ROLES. Nothing here imports
+Streamlit; the app keeps the credential in the session and never shows it. Messages
+in :class:`SignInRefused` never contain the key.
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, field
 
 import grpc
 
@@ -48,15 +51,25 @@ class SignInRefused(Exception):
     """The key (or its code) does not open the dashboard; the message says why and is safe to show."""
 
 
+def totp_roles(settings: Settings) -> frozenset[Role]:
+    """The roles whose keys must give a TOTP code to open the dashboard: those every
+    service requires it of (QUORUM_REQUIRE_MFA_ROLES), and operators and admins with
+    QUORUM_DASHBOARD_REQUIRE_TOTP, which asks for it on the dashboard alone."""
+    return settings.require_mfa_roles | (STAFF_ROLES if settings.dashboard_require_totp else frozenset())
+
+
 @dataclass(frozen=True)
 class Viewer:
-    """Who is signed in: the key's public identity, never its secret."""
+    """Who is signed in: the key's public identity, and the token of the session a TOTP
+    sign-in started (empty otherwise), which the dashboard reads with instead of the key.
+    Neither secret is in the repr."""
 
     key_id: str
     role: Role
     org_id: str
     subject: str
     totp_verified: bool
+    session_token: str = field(default="", repr=False)
 
     @property
     def staff(self) -> bool:
@@ -98,16 +111,16 @@ def sign_in(
     api_key: str,
     totp_code: str = "",
     *,
-    require_totp: bool = False,
+    totp_roles: Collection[Role] = (),
     timeout: float = DEFAULT_TIMEOUT_S,
 ) -> Viewer | CodeNeeded:
     """Signs ``api_key`` in through ``AccessService.SignIn``.
 
     Returns the :class:`Viewer`, or :class:`CodeNeeded` when the key has TOTP enrolled
-    and no ``totp_code`` was given. With ``require_totp``, operator and admin keys
+    and no ``totp_code`` was given. Keys of ``totp_roles`` (see :func:`totp_roles`)
     must have TOTP enrolled, so their sign-in always takes a code. Raises
-    :class:`SignInRefused` for a malformed, unknown or revoked key, a wrong code, a
-    role the dashboard has nothing for, or an unreachable access service. One RPC.
+    :class:`SignInRefused` for a malformed, unknown or revoked key, a wrong or reused
+    code, a role the dashboard has nothing for, or an unreachable access service. One RPC.
     """
     api_key = api_key.strip()
     totp_code = totp_code.strip()
@@ -137,7 +150,7 @@ def sign_in(
     if role is None or role not in DASHBOARD_ROLES:
         shown = role.value if role else "unknown"
         raise SignInRefused(f"A {shown} key cannot open the dashboard: sign in with a client, operator or admin key.")
-    if require_totp and role in STAFF_ROLES and not key.totp_enrolled:
+    if role in totp_roles and not key.totp_enrolled:
         raise SignInRefused(
             f"This dashboard requires {role.value} keys to use a second factor, and this key has no TOTP "
             f"enrolled. Ask an admin for a key with TOTP: `{CREATE_TOTP_KEY_HINT}`."
@@ -148,4 +161,16 @@ def sign_in(
         org_id=key.org_id,
         subject=key.subject,
         totp_verified=reply.totp_verified,
+        session_token=reply.session_token,
     )
+
+
+def sign_out(access_addr: str, session_token: str, *, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+    """Ends the session in the access service, so its token is refused everywhere even if
+    it was copied. Best effort: a session the service no longer accepts, or a service out
+    of reach, leaves nothing to do here (the session still expires)."""
+    try:
+        with channel(access_addr, api_key=session_token, tls=transport()) as ch:
+            access_pb2_grpc.AccessServiceStub(ch).SignOut(access_pb2.SignOutRequest(), timeout=timeout)
+    except grpc.RpcError:
+        pass

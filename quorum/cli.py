@@ -151,16 +151,40 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(options)
 
 
-def _client(settings: Settings) -> Any:
+def _client(settings: Settings, api_key: str | None = None) -> Any:
+    """A client sending ``api_key``; by default the session `quorum sign-in` stored while it
+    lasts, else the key (quorum.security.credentials.client_credential)."""
     from quorum.client import QuorumClient
+    from quorum.security.credentials import client_credential
     from quorum.settings import SERVICES
     from quorum.tls import client_tls
 
+    if api_key is None:
+        credential = client_credential(settings)
+        api_key = credential.token if credential is not None else None
     return QuorumClient(
         {name: settings.service_addr(name) for name in SERVICES},
-        api_key=settings.client_api_key(),
+        api_key=api_key,
         tls=client_tls(settings),
     )
+
+
+def _unauthenticated_hint(error: Any) -> str:
+    """What to do about a refused credential: sign in (again), or get a key."""
+    from quorum.rpc import second_factor_required
+    from quorum.security.credentials import client_credential
+
+    credential = client_credential(_load_settings())
+    if credential is not None and credential.session is not None:
+        return (
+            "  the session that `quorum sign-in` stored was refused (it was ended, or its key was revoked): "
+            "run `quorum sign-in` again"
+        )
+    if second_factor_required(error):
+        expired = credential.expired if credential is not None else None
+        when = f"your sign-in expired at {expired.expires_at:%Y-%m-%d %H:%M} UTC; " if expired else ""
+        return f"  {when}sign in with the key's TOTP code: `quorum sign-in` (it prompts for the code, or takes --code)"
+    return f"  {_GET_A_KEY}"
 
 
 def _rpc_guard(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -174,14 +198,99 @@ def _rpc_guard(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
         except grpc.RpcError as exc:
             print(f"quorum {args.command}: {rpc_error_text(exc)}", file=sys.stderr)
             if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
-                print(
-                    "  set QUORUM_API_KEY to a key from `quorum keys create`, or run the embedded stack "
-                    "(`quorum up`), which stores the local user's key in QUORUM_HOME/credentials",
-                    file=sys.stderr,
-                )
+                print(_unauthenticated_hint(exc), file=sys.stderr)
             return 1
 
     return wrapped
+
+
+def cmd_sign_in(args: argparse.Namespace) -> int:
+    """Signs the configured key in with its TOTP code and stores the session in the
+    credentials file, for later commands to send until it expires."""
+    import datetime as dt
+
+    import grpc
+
+    from quorum.client import rpc_error_text
+    from quorum.rpc import second_factor_required
+    from quorum.security.credentials import StoredSession, credentials_path, store_session
+    from quorum.v1 import access_pb2
+
+    settings = _load_settings()
+    key = settings.client_api_key()
+    if key is None:
+        print(f"quorum sign-in: no key to sign in with: {_GET_A_KEY}", file=sys.stderr)
+        return 2
+    code = args.code or ""
+    with _client(settings, api_key=key) as client:
+        try:
+            try:
+                reply = client.access.SignIn(access_pb2.SignInRequest(totp_code=code), timeout=30)
+            except grpc.RpcError as exc:
+                if code or second_factor_required(exc) != "totp":
+                    raise
+                code = _ask_totp_code()
+                if not code:
+                    print("quorum sign-in: this key needs its TOTP code: give --code CODE", file=sys.stderr)
+                    return 2
+                reply = client.access.SignIn(access_pb2.SignInRequest(totp_code=code), timeout=30)
+        except grpc.RpcError as exc:
+            print(f"quorum sign-in: {rpc_error_text(exc)}", file=sys.stderr)
+            return 1
+    if not reply.session_token:
+        print(f"{_key_line(reply.key)}\nthis key has no TOTP enrolled: commands send it as it is, nothing was stored")
+        return 0
+    expires_at = reply.session_expires_at.ToDatetime(tzinfo=dt.UTC)
+    store_session(settings.home, StoredSession(reply.key.key_id, reply.session_token, expires_at))
+    print(_key_line(reply.key))
+    print(
+        f"signed in until {expires_at:%Y-%m-%d %H:%M} UTC; commands send the session "
+        f"(kept in {credentials_path(settings.home)}) instead of the key until then"
+    )
+    return 0
+
+
+def _ask_totp_code() -> str:
+    """The code typed at the terminal, or "" when there is none to ask."""
+    if not sys.stdin.isatty():
+        return ""
+    return input("TOTP code: ").strip()
+
+
+def cmd_sign_out(args: argparse.Namespace) -> int:
+    """Ends the stored session in the access service and forgets it."""
+    import grpc
+
+    from quorum.client import rpc_error_text
+    from quorum.security.credentials import client_credential, forget_session
+    from quorum.v1 import access_pb2
+
+    settings = _load_settings()
+    credential = client_credential(settings)
+    if credential is None:
+        print(f"quorum sign-out: no key: {_GET_A_KEY}", file=sys.stderr)
+        return 2
+    session = forget_session(settings.home, credential.key_id)
+    if session is None:
+        print(f"no session of key {credential.key_id} is stored: nothing to end")
+        return 0
+    if not session.expired():
+        with _client(settings, api_key=session.token) as client:
+            try:
+                client.access.SignOut(access_pb2.SignOutRequest(), timeout=30)
+            except grpc.RpcError as exc:
+                # Already ended or revoked: forgetting it was all that was left to do.
+                if exc.code() != grpc.StatusCode.UNAUTHENTICATED:
+                    print(f"quorum sign-out: {rpc_error_text(exc)}", file=sys.stderr)
+                    return 1
+    print(f"signed out: the session of key {credential.key_id} is ended and forgotten")
+    return 0
+
+
+_GET_A_KEY = (
+    "set QUORUM_API_KEY to a key from `quorum keys create`, or run the embedded stack (`quorum up`), "
+    "which stores the local user's key in QUORUM_HOME/credentials"
+)
 
 
 @_rpc_guard
@@ -541,7 +650,37 @@ def cmd_storage_rewrap(args: argparse.Namespace) -> int:
     )
     if report.plaintext:
         print(f"{report.plaintext} objects stored before encryption have no data key and stay as they are")
-    return 1 if report.failed else 0
+    totp_failed = _reseal_totp_secrets(settings, store.keyring)
+    return 1 if report.failed or totp_failed else 0
+
+
+def _reseal_totp_secrets(settings: Settings, keyring: Any) -> int:
+    """Moves the TOTP secrets in the access database under the current master key too, and
+    prints how it went; returns how many failed. An access database that does not exist
+    (this host runs no access service and names none) holds none."""
+    import sqlalchemy as sa
+
+    from quorum.db import make_engine
+    from quorum.security.keys import api_keys, reseal_totp_secrets
+
+    url = settings.access_database()
+    database = sa.make_url(url)
+    if database.get_backend_name() == "sqlite" and not (database.database and Path(database.database).exists()):
+        return 0
+    engine = make_engine(url)
+    try:
+        if not sa.inspect(engine).has_table(api_keys.name):
+            return 0
+        report = reseal_totp_secrets(engine, keyring)
+    finally:
+        engine.dispose()
+    for key_id, reason in report.failed:
+        print(f"  failed: TOTP secret of API key {key_id}: {reason}", file=sys.stderr)
+    print(
+        f"TOTP secrets in the access database: resealed {report.resealed}, "
+        f"already current {report.already_current}, failed {len(report.failed)}"
+    )
+    return len(report.failed)
 
 
 def cmd_storage_new_master_key(args: argparse.Namespace) -> int:
@@ -621,18 +760,19 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     settings = _load_settings()
     if args.database_url:
         # Offline: how the first admin key of a new deployment is made.
+        import pyotp
+
         from quorum.crypto import KeyConfigError
-        from quorum.security.keys import metadata
+        from quorum.security.keys import create_tables
         from quorum.security.principal import Role
-
-        if args.totp:
-            print("quorum keys create: --totp needs the running access service", file=sys.stderr)
-            return 2
         from services.access.audit import offline_key_recorder
+        from services.access.handlers import totp_uri
 
+        # With QUORUM_REQUIRE_MFA_ROLES naming admins, the first admin key needs TOTP to get in.
+        totp_secret = pyotp.random_base32() if args.totp else None
         try:
-            with _offline_keys(settings, args.database_url) as (engine, store):
-                metadata.create_all(engine)
+            with _offline_keys(settings, args.database_url, seal_totp=args.totp) as (engine, store):
+                create_tables(engine)
                 record, secret = store.create(
                     Role(args.role),
                     org_id=args.org,
@@ -641,6 +781,7 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
                     created_by="quorum keys create",
                     # In the audit trail like a key the service makes, in the same transaction.
                     recorded=offline_key_recorder(engine, "offline:quorum keys create"),
+                    totp_secret=totp_secret,
                 )
         except KeyConfigError as exc:
             print(f"quorum keys create: {exc}", file=sys.stderr)
@@ -648,6 +789,8 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
         print(
             f"created {record.key_id} ({record.role.value} {record.subject}); the key is shown once:", file=sys.stderr
         )
+        if totp_secret is not None:
+            print(f"TOTP: add this to an authenticator app: {totp_uri(totp_secret, record.subject)}", file=sys.stderr)
         print(secret)
         return 0
     with _client(settings) as client:
@@ -682,17 +825,24 @@ def cmd_keys_new_hash_key(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _offline_keys(settings: Settings, database_url: str) -> Iterator[tuple[Engine, KeyStore]]:
+def _offline_keys(
+    settings: Settings, database_url: str, *, seal_totp: bool = False
+) -> Iterator[tuple[Engine, KeyStore]]:
     """The access database at ``database_url`` and its keys, hashed with the hashing key the
-    settings give for that database. Raises quorum.crypto.KeyConfigError before connecting."""
+    settings give for that database, and with ``seal_totp`` able to seal TOTP secrets under
+    the master key the access service uses. Raises quorum.crypto.KeyConfigError before
+    connecting."""
     from quorum.db import make_engine
     from quorum.security.keyhash import load_key_hasher
     from quorum.security.keys import KeyStore
+    from services.access.bootstrap import totp_keyring
 
-    hasher = load_key_hasher(settings.model_copy(update={"access_database_url": database_url}))
+    scoped = settings.model_copy(update={"access_database_url": database_url})
+    hasher = load_key_hasher(scoped)
+    box = totp_keyring(scoped) if seal_totp else None
     engine = make_engine(database_url)
     try:
-        yield engine, KeyStore(engine, hasher)
+        yield engine, KeyStore(engine, hasher, box=box)
     finally:
         engine.dispose()
 
@@ -962,9 +1112,11 @@ def parser() -> argparse.ArgumentParser:
     kc.add_argument("--org", default="", help="organisation a client key acts for")
     kc.add_argument("--subject", default="", help="worker or reviewer id (default: <role>-<key id>)")
     kc.add_argument("--name", default="", help="a note on whose key this is")
-    kc.add_argument("--totp", action="store_true", help="enrol a TOTP second factor for dashboard sign-in")
+    kc.add_argument("--totp", action="store_true", help="enrol a TOTP second factor (`quorum sign-in`, the dashboard)")
     kc.add_argument(
-        "--database-url", help="write straight into the access database (the first admin key of a deployment)"
+        "--database-url",
+        help="write straight into the access database (the first admin key of a deployment; "
+        "with --totp, QUORUM_MASTER_KEY must be the access service's)",
     )
     kc.set_defaults(func=cmd_keys_create)
     kl = keys_sub.add_parser("list", help="list keys (never their secrets)")
@@ -987,6 +1139,14 @@ def parser() -> argparse.ArgumentParser:
     kh.add_argument("--database-url", required=True, help="the access database (read only)")
     kh.set_defaults(func=cmd_keys_hash_status)
 
+    sign_in = sub.add_parser(
+        "sign-in", help="sign the key in with its TOTP code; later commands send the session until it expires"
+    )
+    sign_in.add_argument("--code", help="the code the authenticator app shows now (default: asked for)")
+    sign_in.set_defaults(func=cmd_sign_in)
+    sign_out = sub.add_parser("sign-out", help="end the session `quorum sign-in` stored, and forget it")
+    sign_out.set_defaults(func=cmd_sign_out)
+
     audit = sub.add_parser("audit", help="the audit trail (operator and admin keys)")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     al = audit_sub.add_parser("list", help="newest entries first")
@@ -1002,7 +1162,8 @@ def parser() -> argparse.ArgumentParser:
     storage = sub.add_parser("storage", help="object store encryption keys")
     storage_sub = storage.add_subparsers(dest="storage_command", required=True)
     rewrap = storage_sub.add_parser(
-        "rewrap", help="re-wrap every object's data key under the current master key (media untouched)"
+        "rewrap",
+        help="re-wrap every object's data key, and every TOTP secret, under the current master key (media untouched)",
     )
     rewrap.set_defaults(func=cmd_storage_rewrap)
     new_key = storage_sub.add_parser("new-master-key", help="print a fresh random master key (base64)")

@@ -217,9 +217,10 @@ class RunningService:
 
 
 def auth_interceptor(settings: Settings, parts: ServiceParts, hasher: KeyHasher) -> AuthInterceptor:
-    """Checks every call against the access database's keys and the service's policies."""
+    """Checks every call against the access database's keys and sessions and the service's
+    policies; keys of QUORUM_REQUIRE_MFA_ROLES are refused without a session."""
     access_engine = make_engine(settings.access_database())
-    keys.metadata.create_all(access_engine)
+    keys.create_tables(access_engine)
     parts.closers.append(access_engine.dispose)
     limiter = None
     if settings.rate_limit_per_second:
@@ -230,6 +231,7 @@ def auth_interceptor(settings: Settings, parts: ServiceParts, hasher: KeyHasher)
         keys.Authenticator(access_engine, hasher, poll_seconds=settings.auth_poll_seconds),
         parts.owner_of,
         limiter,
+        second_factor_roles=settings.require_mfa_roles,
     )
 
 

@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_serializer, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from quorum.security.principal import Role
 
 ServiceName = Literal["ingest", "tasking", "consensus", "payments", "access"]
 SERVICES: tuple[ServiceName, ...] = ("ingest", "tasking", "consensus", "payments", "access")
@@ -81,7 +83,14 @@ class Settings(BaseSettings):
     access_addr: str = "127.0.0.1:50055"
     dashboard_port: int = 8501
     # Operator and admin keys must have TOTP enrolled, and give the code, to see the dashboard.
+    # Over gRPC their keys keep working alone; require_mfa_roles covers every service.
     dashboard_require_totp: bool = False
+    # Comma-separated roles (e.g. operator,admin) whose keys every service refuses by
+    # themselves: they sign in with a TOTP code and send the session token instead (the
+    # dashboard asks for the code too). Empty: keys alone work, as on the embedded default.
+    require_mfa_roles: Annotated[frozenset[Role], NoDecode] = frozenset()
+    # How long a session from a TOTP sign-in lasts.
+    session_ttl_s: float = Field(default=12 * 3600, gt=0)
     grpc_workers: int = Field(default=32, ge=1)
     # Writes are refused (RESOURCE_EXHAUSTED, retry-after-ms) while more events than this
     # wait in the service's outbox: the broker is down or slower than the callers.
@@ -152,6 +161,22 @@ class Settings(BaseSettings):
         if not value or not all(c.isalnum() or c in "._-" for c in value):
             raise ValueError("use letters, digits, '.', '_' or '-'")
         return value
+
+    @field_validator("require_mfa_roles", mode="before")
+    @classmethod
+    def _roles_by_name(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        names = {name.strip().lower() for name in value.split(",") if name.strip()}
+        unknown = sorted(names - {role.value for role in Role})
+        if unknown:
+            raise ValueError(f"unknown roles {', '.join(unknown)}: use {', '.join(role.value for role in Role)}")
+        return frozenset(Role(name) for name in names)
+
+    @field_serializer("require_mfa_roles")
+    def _roles_as_names(self, roles: frozenset[Role]) -> str:
+        # As the variable takes them, so a dump can be set back as the environment.
+        return ",".join(role.value for role in Role if role in roles)
 
     @field_validator(
         "tls_cert_file",

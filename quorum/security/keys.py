@@ -7,33 +7,43 @@ creation, and the access database keeps only its HMAC under the hashing key
 database: the hash runs once per key and process, then a cache answers, and a cheap
 poll of keys changed since the last look evicts revoked keys and changed roles within
 seconds.
+
+A sign-in that checks a key's TOTP code starts a *session*: a token
+``qs_<session id>_<secret>``, stored the same way, that stands for its key (the key's
+role and organisation as they are now) until it expires or ends. Revoking the key
+ends its sessions.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import logging
-import os
 import secrets
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from quorum.db import UtcDateTime, reading, utcnow
+from quorum.crypto import CryptoError, MasterKeyring
+from quorum.db import UtcDateTime, add_missing_columns, reading, utcnow
 from quorum.errors import InvalidArgument, NotFound, Unauthenticated
+from quorum.security.credentials import credentials_path as credentials_path
+from quorum.security.credentials import locked, read_credentials, write_credentials
+from quorum.security.credentials import read_local_key as read_local_key
 from quorum.security.keyhash import HashCheck, KeyHasher, hashed_under
 from quorum.security.principal import Principal, Role
 
 log = logging.getLogger(__name__)
 
 PREFIX = "qk"
+SESSION_PREFIX = "qs"
 # Evictions use the writer's clock; this much slack covers skew between machines.
 CLOCK_SLACK = dt.timedelta(seconds=10)
 
@@ -55,8 +65,34 @@ api_keys = sa.Table(
     sa.Column("changed_at", UtcDateTime, nullable=False),
     # The TOTP secret, sealed under the master key; NULL: no second factor enrolled.
     sa.Column("totp_secret", sa.LargeBinary, nullable=True),
+    # The TOTP time step of the last code accepted: a code of that step or an earlier one
+    # is refused, so each code signs in once.
+    sa.Column("totp_last_step", sa.BigInteger, nullable=True),
     sa.Index("ix_api_keys_changed", "changed_at"),
 )
+
+# Sessions that TOTP sign-ins started. Session ids are 24 hex digits and key ids 16, so a
+# session's hash (keyed by its id, like a key's) can never verify as a key's.
+sessions = sa.Table(
+    "sessions",
+    metadata,
+    sa.Column("session_id", sa.String(32), primary_key=True),
+    sa.Column("key_id", sa.String(32), nullable=False),
+    sa.Column("secret_hash", sa.String(200), nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("expires_at", UtcDateTime, nullable=False),
+    # Set by a sign-out or the key's revocation; caches evict sessions ended since their last look.
+    sa.Column("ended_at", UtcDateTime, nullable=True),
+    sa.Index("ix_sessions_key", "key_id", "expires_at"),
+    sa.Index("ix_sessions_ended", "ended_at"),
+)
+
+
+def create_tables(engine: Engine) -> None:
+    """Creates the keys and sessions tables, and adds the columns newer than an existing
+    keys table (every process that checks keys may be the first to start after an upgrade)."""
+    metadata.create_all(engine)
+    add_missing_columns(engine, metadata)
 
 
 class SecretBox(Protocol):
@@ -80,16 +116,46 @@ class KeyRecord:
     totp_enrolled: bool
 
     def principal(self) -> Principal:
-        return Principal(key_id=self.key_id, role=self.role, org_id=self.org_id, subject=self.subject)
+        return Principal(
+            key_id=self.key_id,
+            role=self.role,
+            org_id=self.org_id,
+            subject=self.subject,
+            totp_enrolled=self.totp_enrolled,
+        )
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    session_id: str
+    key_id: str
+    created_at: dt.datetime
+    expires_at: dt.datetime
+
+
+class CodeAlreadyUsed(Unauthenticated):
+    """A TOTP code of this time step, or of a later one, already signed the key in."""
+
+
+def _split_token(token: str, prefix: str) -> tuple[str, str] | None:
+    parts = token.split("_", 2)
+    if len(parts) != 3 or parts[0] != prefix or not parts[1] or len(parts[2]) < 20:
+        return None
+    return parts[1], parts[2]
 
 
 def parse_key(token: str) -> tuple[str, str]:
     """Splits a presented key into (key id, secret). Raises Unauthenticated on any other shape,
     without echoing what was presented."""
-    parts = token.split("_", 2)
-    if len(parts) != 3 or parts[0] != PREFIX or not parts[1] or len(parts[2]) < 20:
+    parts = _split_token(token, PREFIX)
+    if parts is None:
         raise Unauthenticated("malformed API key: expected 'qk_<id>_<secret>'")
-    return parts[1], parts[2]
+    return parts
+
+
+def is_session_token(token: str) -> bool:
+    """Whether ``token`` has the shape of a session token rather than of an API key."""
+    return token.startswith(f"{SESSION_PREFIX}_")
 
 
 def _validate_identity(role: Role, org_id: str, subject: str) -> None:
@@ -197,7 +263,7 @@ class KeyStore:
             return [_record(row) for row in conn.execute(query)]
 
     def revoke(self, key_id: str, recorded: Recorder | None = None) -> KeyRecord:
-        """Revoking twice keeps the first revocation time."""
+        """Revoking twice keeps the first revocation time. Ends the key's sessions."""
         now = utcnow()
         with self._engine.begin() as conn:
             conn.execute(
@@ -205,6 +271,7 @@ class KeyStore:
                 .where(api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None))
                 .values(revoked_at=now, changed_at=now)
             )
+            _end_sessions(conn, key_id, None, now)
             return _fetch(conn, key_id, recorded)
 
     def set_role(self, key_id: str, role: Role, org_id: str, recorded: Recorder | None = None) -> KeyRecord:
@@ -239,9 +306,118 @@ class KeyStore:
             raise RuntimeError("reading a TOTP secret needs the master keyring")
         return self._box.open(sealed, key_id.encode()).decode()
 
+    def start_session(
+        self, key_id: str, ttl: dt.timedelta, *, totp_step: int, recorded: Recorder | None = None
+    ) -> tuple[SessionRecord, str]:
+        """Starts a session of ``key_id``, whose TOTP code for time step ``totp_step`` was
+        just checked, and returns it with its token, which exists nowhere else afterwards.
+        Records the step in the same transaction, so each code starts one session at most,
+        even from two replicas at once: raises CodeAlreadyUsed when a code of that step or
+        a later one was accepted before. Drops the key's expired sessions."""
+        session_id = secrets.token_hex(12)
+        secret = secrets.token_urlsafe(32)
+        now = utcnow()
+        with self._engine.begin() as conn:
+            accepted = conn.execute(
+                api_keys.update()
+                .where(
+                    api_keys.c.key_id == key_id,
+                    sa.or_(api_keys.c.totp_last_step.is_(None), api_keys.c.totp_last_step < totp_step),
+                )
+                .values(totp_last_step=totp_step)
+            ).rowcount
+            if accepted != 1:
+                raise CodeAlreadyUsed("this TOTP code was used already: wait for the next one")
+            conn.execute(sessions.delete().where(sessions.c.key_id == key_id, sessions.c.expires_at < now))
+            record = SessionRecord(session_id, key_id, created_at=now, expires_at=now + ttl)
+            conn.execute(
+                sessions.insert().values(
+                    session_id=session_id,
+                    key_id=key_id,
+                    secret_hash=self._hasher.hash(session_id, secret),
+                    created_at=now,
+                    expires_at=record.expires_at,
+                )
+            )
+            if recorded is not None:
+                _fetch(conn, key_id, recorded)
+        return record, f"{SESSION_PREFIX}_{session_id}_{secret}"
+
+    def session(self, session_id: str) -> SessionRecord:
+        with reading(self._engine) as conn:
+            row = conn.execute(sa.select(sessions).where(sessions.c.session_id == session_id)).first()
+        if row is None:
+            raise NotFound("session", session_id)
+        return SessionRecord(row.session_id, row.key_id, row.created_at, row.expires_at)
+
+    def end_sessions(self, key_id: str, session_id: str | None = None, recorded: Recorder | None = None) -> int:
+        """Ends ``session_id`` of ``key_id``, or with None every session of the key; every
+        service refuses them within the key cache's poll. Returns how many were live."""
+        with self._engine.begin() as conn:
+            ended = _end_sessions(conn, key_id, session_id, utcnow())
+            if recorded is not None:
+                _fetch(conn, key_id, recorded)
+        return ended
+
+
+def _end_sessions(conn: Connection, key_id: str, session_id: str | None, now: dt.datetime) -> int:
+    query = sessions.update().where(
+        sessions.c.key_id == key_id, sessions.c.ended_at.is_(None), sessions.c.expires_at > now
+    )
+    if session_id is not None:
+        query = query.where(sessions.c.session_id == session_id)
+    return int(conn.execute(query.values(ended_at=now)).rowcount)
+
+
+@dataclass
+class ResealReport:
+    resealed: int = 0
+    already_current: int = 0
+    # (key id, why) of each TOTP secret that could not be re-sealed; left as it was.
+    failed: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+
+
+def reseal_totp_secrets(engine: Engine, keyring: MasterKeyring) -> ResealReport:
+    """Re-wraps every stored TOTP secret's data key under the keyring's current master key,
+    so the previous master key can be dropped after a rotation. Secrets already under it
+    are skipped, so a second run, or one resumed after a crash, does only what is left; a
+    row changed meanwhile is left to the next run. Costs a read of the keys table and a
+    write per secret moved."""
+    report = ResealReport()
+    query = sa.select(api_keys.c.key_id, api_keys.c.totp_secret).where(api_keys.c.totp_secret.is_not(None))
+    with reading(engine) as conn:
+        rows = list(conn.execute(query))
+    for key_id, sealed in rows:
+        try:
+            if keyring.sealed_key_id(sealed) == keyring.current_id:
+                report.already_current += 1
+                continue
+            resealed = keyring.reseal(sealed, key_id.encode())
+        except CryptoError as exc:
+            report.failed.append((key_id, str(exc)))
+            continue
+        with engine.begin() as conn:
+            conn.execute(
+                api_keys.update()
+                .where(api_keys.c.key_id == key_id, api_keys.c.totp_secret == sealed)
+                .values(totp_secret=resealed)
+            )
+        report.resealed += 1
+    return report
+
+
+@dataclass(frozen=True)
+class _Verified:
+    principal: Principal
+    # The key's changed_at when it was verified: a newer one evicts the entry.
+    changed_at: dt.datetime
+    # A session's end of life; None for a key.
+    expires_at: dt.datetime | None = None
+
 
 class Authenticator:
-    """Turns a presented key into a :class:`Principal`, or raises Unauthenticated.
+    """Turns a presented key or session token into a :class:`Principal`, or raises
+    Unauthenticated.
 
     Thread-safe. A verified key is cached by a digest of the whole key, with the
     ``changed_at`` it had then; keys changed in the database since (revoked, re-roled)
@@ -249,6 +425,8 @@ class Authenticator:
     within that time in every process. A key the poll sees that has not changed since
     it was cached stays: the poll looks back CLOCK_SLACK, and evicting every key made
     in the last seconds would put each of them through the hash again on every poll.
+    A session is cached the same way, under its key's ``changed_at``; the poll also
+    evicts sessions ended since, and a cached session is refused from its expiry on.
 
     A key stored under a previous hashing key, or as scrypt, is re-hashed under the
     current one when it verifies: the access database's row is rewritten (not its
@@ -262,14 +440,15 @@ class Authenticator:
         hasher: KeyHasher,
         poll_seconds: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], dt.datetime] = utcnow,
     ) -> None:
         self._engine = engine
         self._hasher = hasher
         self._poll_seconds = poll_seconds
         self._clock = clock
+        self._wall_clock = wall_clock
         self._lock = threading.Lock()
-        # digest -> (principal, the key's changed_at when it was verified)
-        self._cache: dict[bytes, tuple[Principal, dt.datetime]] = {}
+        self._cache: dict[bytes, _Verified] = {}
         self._next_poll = 0.0
         self._since = utcnow()
         # Keys already reported as hashed under a hashing key this process lacks.
@@ -280,7 +459,16 @@ class Authenticator:
         digest = hashlib.sha256(token.encode()).digest()
         cached = self._cache.get(digest)
         if cached is not None:
-            return cached[0]
+            if cached.expires_at is None or self._wall_clock() < cached.expires_at:
+                return cached.principal
+            with self._lock:
+                self._cache.pop(digest, None)
+        verified = self._verify_session(token) if is_session_token(token) else self._verify_key(token)
+        with self._lock:
+            self._cache[digest] = verified
+        return verified.principal
+
+    def _verify_key(self, token: str) -> _Verified:
         key_id, secret = parse_key(token)
         with reading(self._engine) as conn:
             row = conn.execute(sa.select(api_keys).where(api_keys.c.key_id == key_id)).first()
@@ -294,10 +482,37 @@ class Authenticator:
             raise Unauthenticated("unknown or revoked API key")
         if check is HashCheck.OUTDATED:
             self._rehash(key_id, secret, row.secret_hash)
-        principal = _record(row).principal()
-        with self._lock:
-            self._cache[digest] = (principal, row.changed_at)
-        return principal
+        return _Verified(_record(row).principal(), row.changed_at)
+
+    def _verify_session(self, token: str) -> _Verified:
+        # The same answer for every refusal: malformed, unknown, expired, ended, a revoked key.
+        refused = Unauthenticated("unknown, expired or ended session: sign in again")
+        parts = _split_token(token, SESSION_PREFIX)
+        if parts is None:
+            raise refused
+        session_id, secret = parts
+        query = (
+            sa.select(
+                sessions.c.secret_hash.label("session_hash"),
+                sessions.c.expires_at,
+                sessions.c.ended_at,
+                *api_keys.c,
+            )
+            .join(api_keys, api_keys.c.key_id == sessions.c.key_id)
+            .where(sessions.c.session_id == session_id)
+        )
+        with reading(self._engine) as conn:
+            row = conn.execute(query).first()
+        if (
+            row is None
+            or row.ended_at is not None
+            or row.revoked_at is not None
+            or self._wall_clock() >= row.expires_at
+            or not self._hasher.check(session_id, secret, row.session_hash).verified
+        ):
+            raise refused
+        principal = replace(_record(row).principal(), session_id=session_id)
+        return _Verified(principal, row.changed_at, row.expires_at)
 
     def _rehash(self, key_id: str, secret: str, stored: str) -> None:
         """Stores the key under the current hashing key, unless its row changed meanwhile (the
@@ -343,24 +558,15 @@ class Authenticator:
                 query = sa.select(api_keys.c.key_id, api_keys.c.changed_at)
                 rows = conn.execute(query.where(api_keys.c.changed_at >= since - CLOCK_SLACK))
                 changed = {key_id: changed_at for key_id, changed_at in rows}
-            if changed:
+                ended_query = sa.select(sessions.c.session_id).where(sessions.c.ended_at >= since - CLOCK_SLACK)
+                ended = set(conn.execute(ended_query).scalars())
+            if changed or ended:
                 self._cache = {
-                    digest: (principal, seen)
-                    for digest, (principal, seen) in self._cache.items()
-                    if changed.get(principal.key_id, seen) == seen
+                    digest: verified
+                    for digest, verified in self._cache.items()
+                    if changed.get(verified.principal.key_id, verified.changed_at) == verified.changed_at
+                    and verified.principal.session_id not in ended
                 }
-
-
-def credentials_path(home: Path) -> Path:
-    return home / "credentials"
-
-
-def read_local_key(home: Path) -> str | None:
-    """The local user's key that the embedded stack stored, if any."""
-    try:
-        return credentials_path(home).read_text().strip() or None
-    except FileNotFoundError:
-        return None
 
 
 def ensure_local_key(engine: Engine, home: Path, hasher: KeyHasher, *, recorded: Recorder | None) -> str:
@@ -369,13 +575,9 @@ def ensure_local_key(engine: Engine, home: Path, hasher: KeyHasher, *, recorded:
     be set up by hand. A key it makes is passed to ``recorded`` in the transaction that
     stores it (the audit trail: ``services.access.audit.offline_key_recorder``). Safe to
     call from several processes at once."""
-    import fcntl
-
-    metadata.create_all(engine)
-    home.mkdir(parents=True, exist_ok=True)
-    with open(home / ".credentials.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        existing = read_local_key(home)
+    create_tables(engine)
+    with locked(home):
+        existing, stored_sessions = read_credentials(home)
         if existing is not None:
             try:
                 Authenticator(engine, hasher).authenticate(existing)
@@ -385,10 +587,5 @@ def ensure_local_key(engine: Engine, home: Path, hasher: KeyHasher, *, recorded:
         _, key = KeyStore(engine, hasher).create(
             Role.ADMIN, subject="local-admin", name="local user", created_by="quorum up", recorded=recorded
         )
-        path = credentials_path(home)
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(key + "\n")
-        os.replace(tmp, path)
+        write_credentials(home, key, stored_sessions)
         return key

@@ -10,7 +10,7 @@ refused, so a new RPC cannot ship open by accident.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -143,6 +143,9 @@ class ServicePolicy:
 
     service: str
     rules: Mapping[str, Rule]
+    # Methods an API key may call by itself even when its role must use a session from a
+    # sign-in with a second factor: signing in and out.
+    open_before_sign_in: frozenset[str] = frozenset()
 
     def rule_for(self, method: str) -> Rule | None:
         return self.rules.get(method)
@@ -164,11 +167,31 @@ class RateLimiter(Protocol):
         """Raises ResourceExhausted with a retry hint when the principal is over its limit."""
 
 
+def second_factor_missing(principal: Principal) -> errors.Unauthenticated:
+    """The refusal of an API key whose role must sign in with a second factor: with TOTP
+    enrolled, it asks for the sign-in (the client may then ask for the code); without, it
+    says that no code can help until an admin issues a key with TOTP."""
+    role = principal.role.value
+    if principal.totp_enrolled:
+        return errors.SecondFactorRequired(
+            f"{role} keys must sign in with their TOTP code first (`quorum sign-in`, or the dashboard) "
+            "and send the session token instead of the key"
+        )
+    return errors.Unauthenticated(
+        f"{role} keys must sign in with a TOTP code, and this key has no TOTP enrolled: "
+        f"ask an admin for a key made with `quorum keys create --role {role} --totp`"
+    )
+
+
 class AuthInterceptor(grpc.ServerInterceptor):
     """Authenticates every call to the service's own methods, checks the policy table,
     applies the caller's scopes to the request and makes the principal available to
     handlers (:func:`quorum.security.principal.current_principal`). Health checks and
-    reflection stay open. Install it inside :class:`quorum.rpc.DomainErrorInterceptor`."""
+    reflection stay open. Install it inside :class:`quorum.rpc.DomainErrorInterceptor`.
+
+    An API key of a role in ``second_factor_roles`` is refused (UNAUTHENTICATED, see
+    :func:`second_factor_missing`) except on its policy's ``open_before_sign_in`` methods:
+    those roles call with the session token of a TOTP sign-in instead."""
 
     def __init__(
         self,
@@ -176,11 +199,13 @@ class AuthInterceptor(grpc.ServerInterceptor):
         authenticator: Authenticator,
         owner_of: OwnerLookup,
         limiter: RateLimiter | None = None,
+        second_factor_roles: Collection[Role] = (),
     ) -> None:
         self._policies = {policy.service: policy for policy in policies}
         self._authenticator = authenticator
         self._owner_of = owner_of
         self._limiter = limiter
+        self._second_factor_roles = frozenset(second_factor_roles)
 
     def intercept_service(
         self,
@@ -196,8 +221,12 @@ class AuthInterceptor(grpc.ServerInterceptor):
         method_rule = policy.rule_for(method) if policy else None
         metadata = handler_call_details.invocation_metadata
 
+        key_alone_allowed = policy is not None and method in policy.open_before_sign_in
+
         def admit() -> tuple[Principal, Sequence[Scope]]:
             principal = self._authenticator.authenticate(_bearer(metadata))
+            if principal.role in self._second_factor_roles and not principal.session_id and not key_alone_allowed:
+                raise second_factor_missing(principal)
             if method_rule is None:
                 raise errors.PermissionDenied(f"{full} has no access policy")
             scopes = method_rule.get(principal.role)

@@ -1,4 +1,4 @@
-"""Who is calling: the principal an API key stands for, and the call it is making."""
+"""Who is calling: the principal an API key (or a session of it) stands for, and the call it is making."""
 
 from __future__ import annotations
 
@@ -24,12 +24,16 @@ class Role(StrEnum):
 
 @dataclass(frozen=True)
 class Principal:
-    """An authenticated caller. ``subject`` is the worker or reviewer id for those roles."""
+    """An authenticated caller. ``subject`` is the worker or reviewer id for those roles.
+    ``session_id`` is set when the call carried a session token from a sign-in that
+    checked the key's second factor, and empty when it carried the key itself."""
 
     key_id: str
     role: Role
     org_id: str
     subject: str
+    session_id: str = ""
+    totp_enrolled: bool = False
 
     @property
     def label(self) -> str:

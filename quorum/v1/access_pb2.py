@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16quorum/v1/access.proto\x12\tquorum.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf1\x01\n\x06\x41piKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x1d\n\x04role\x18\x02 \x01(\x0e\x32\x0f.quorum.v1.Role\x12\x0e\n\x06org_id\x18\x03 \x01(\t\x12\x0f\n\x07subject\x18\x04 \x01(\t\x12\x0c\n\x04name\x18\x05 \x01(\t\x12\x12\n\ncreated_by\x18\x06 \x01(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrevoked_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rtotp_enrolled\x18\t \x01(\x08\"u\n\x10\x43reateKeyRequest\x12\x1d\n\x04role\x18\x01 \x01(\x0e\x32\x0f.quorum.v1.Role\x12\x0e\n\x06org_id\x18\x02 \x01(\t\x12\x0f\n\x07subject\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x13\n\x0b\x65nroll_totp\x18\x05 \x01(\x08\"N\n\nCreatedKey\x12\x1e\n\x03key\x18\x01 \x01(\x0b\x32\x11.quorum.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\x12\x10\n\x08totp_uri\x18\x03 \x01(\t\":\n\x0fListKeysRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x17\n\x0finclude_revoked\x18\x02 \x01(\x08\"3\n\x10ListKeysResponse\x12\x1f\n\x04keys\x18\x01 \x03(\x0b\x32\x11.quorum.v1.ApiKey\"\"\n\x10RevokeKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"O\n\x0eSetRoleRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x1d\n\x04role\x18\x02 \x01(\x0e\x32\x0f.quorum.v1.Role\x12\x0e\n\x06org_id\x18\x03 \x01(\t\"\"\n\rSignInRequest\x12\x11\n\ttotp_code\x18\x01 \x01(\t\"G\n\x0eSignInResponse\x12\x1e\n\x03key\x18\x01 \x01(\x0b\x32\x11.quorum.v1.ApiKey\x12\x15\n\rtotp_verified\x18\x02 \x01(\x08\"\xe1\x01\n\nAuditEvent\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x14\n\x0c\x61\x63tor_key_id\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x05 \x01(\t\x12\x10\n\x08resource\x18\x06 \x01(\t\x12\x0e\n\x06org_id\x18\x07 \x01(\t\x12\x14\n\x0c\x64\x65tails_json\x18\x08 \x01(\t\x12\x11\n\tprev_hash\x18\t \x01(\t\x12\x0c\n\x04hash\x18\n \x01(\t\x12\x10\n\x08\x65vent_id\x18\x0b \x01(\t\"q\n\x16ListAuditEventsRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x02 \x01(\t\x12\x10\n\x08resource\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"Y\n\x17ListAuditEventsResponse\x12%\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x15.quorum.v1.AuditEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x17\n\x15VerifyAuditLogRequest\"k\n\x11\x41uditVerification\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07\x65ntries\x18\x02 \x01(\x03\x12\x15\n\rfirst_bad_seq\x18\x03 \x01(\x03\x12\x0f\n\x07problem\x18\x04 \x01(\t\x12\x11\n\thead_hash\x18\x05 \x01(\t*t\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_CLIENT\x10\x01\x12\x0f\n\x0bROLE_WORKER\x10\x02\x12\x11\n\rROLE_REVIEWER\x10\x03\x12\x11\n\rROLE_OPERATOR\x10\x04\x12\x0e\n\nROLE_ADMIN\x10\x05\x32\xf6\x03\n\rAccessService\x12?\n\tCreateKey\x12\x1b.quorum.v1.CreateKeyRequest\x1a\x15.quorum.v1.CreatedKey\x12\x43\n\x08ListKeys\x12\x1a.quorum.v1.ListKeysRequest\x1a\x1b.quorum.v1.ListKeysResponse\x12;\n\tRevokeKey\x12\x1b.quorum.v1.RevokeKeyRequest\x1a\x11.quorum.v1.ApiKey\x12\x37\n\x07SetRole\x12\x19.quorum.v1.SetRoleRequest\x1a\x11.quorum.v1.ApiKey\x12=\n\x06SignIn\x12\x18.quorum.v1.SignInRequest\x1a\x19.quorum.v1.SignInResponse\x12X\n\x0fListAuditEvents\x12!.quorum.v1.ListAuditEventsRequest\x1a\".quorum.v1.ListAuditEventsResponse\x12P\n\x0eVerifyAuditLog\x12 .quorum.v1.VerifyAuditLogRequest\x1a\x1c.quorum.v1.AuditVerificationb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16quorum/v1/access.proto\x12\tquorum.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf1\x01\n\x06\x41piKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x1d\n\x04role\x18\x02 \x01(\x0e\x32\x0f.quorum.v1.Role\x12\x0e\n\x06org_id\x18\x03 \x01(\t\x12\x0f\n\x07subject\x18\x04 \x01(\t\x12\x0c\n\x04name\x18\x05 \x01(\t\x12\x12\n\ncreated_by\x18\x06 \x01(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrevoked_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rtotp_enrolled\x18\t \x01(\x08\"u\n\x10\x43reateKeyRequest\x12\x1d\n\x04role\x18\x01 \x01(\x0e\x32\x0f.quorum.v1.Role\x12\x0e\n\x06org_id\x18\x02 \x01(\t\x12\x0f\n\x07subject\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x13\n\x0b\x65nroll_totp\x18\x05 \x01(\x08\"N\n\nCreatedKey\x12\x1e\n\x03key\x18\x01 \x01(\x0b\x32\x11.quorum.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\x12\x10\n\x08totp_uri\x18\x03 \x01(\t\":\n\x0fListKeysRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x17\n\x0finclude_revoked\x18\x02 \x01(\x08\"3\n\x10ListKeysResponse\x12\x1f\n\x04keys\x18\x01 \x03(\x0b\x32\x11.quorum.v1.ApiKey\"\"\n\x10RevokeKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"O\n\x0eSetRoleRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x1d\n\x04role\x18\x02 \x01(\x0e\x32\x0f.quorum.v1.Role\x12\x0e\n\x06org_id\x18\x03 \x01(\t\"\"\n\rSignInRequest\x12\x11\n\ttotp_code\x18\x01 \x01(\t\"\x96\x01\n\x0eSignInResponse\x12\x1e\n\x03key\x18\x01 \x01(\x0b\x32\x11.quorum.v1.ApiKey\x12\x15\n\rtotp_verified\x18\x02 \x01(\x08\x12\x15\n\rsession_token\x18\x03 \x01(\t\x12\x36\n\x12session_expires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x10\n\x0eSignOutRequest\")\n\x0fSignOutResponse\x12\x16\n\x0esessions_ended\x18\x01 \x01(\x05\"\xe1\x01\n\nAuditEvent\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x14\n\x0c\x61\x63tor_key_id\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x05 \x01(\t\x12\x10\n\x08resource\x18\x06 \x01(\t\x12\x0e\n\x06org_id\x18\x07 \x01(\t\x12\x14\n\x0c\x64\x65tails_json\x18\x08 \x01(\t\x12\x11\n\tprev_hash\x18\t \x01(\t\x12\x0c\n\x04hash\x18\n \x01(\t\x12\x10\n\x08\x65vent_id\x18\x0b \x01(\t\"q\n\x16ListAuditEventsRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x02 \x01(\t\x12\x10\n\x08resource\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"Y\n\x17ListAuditEventsResponse\x12%\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x15.quorum.v1.AuditEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x17\n\x15VerifyAuditLogRequest\"k\n\x11\x41uditVerification\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07\x65ntries\x18\x02 \x01(\x03\x12\x15\n\rfirst_bad_seq\x18\x03 \x01(\x03\x12\x0f\n\x07problem\x18\x04 \x01(\t\x12\x11\n\thead_hash\x18\x05 \x01(\t*t\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_CLIENT\x10\x01\x12\x0f\n\x0bROLE_WORKER\x10\x02\x12\x11\n\rROLE_REVIEWER\x10\x03\x12\x11\n\rROLE_OPERATOR\x10\x04\x12\x0e\n\nROLE_ADMIN\x10\x05\x32\xb8\x04\n\rAccessService\x12?\n\tCreateKey\x12\x1b.quorum.v1.CreateKeyRequest\x1a\x15.quorum.v1.CreatedKey\x12\x43\n\x08ListKeys\x12\x1a.quorum.v1.ListKeysRequest\x1a\x1b.quorum.v1.ListKeysResponse\x12;\n\tRevokeKey\x12\x1b.quorum.v1.RevokeKeyRequest\x1a\x11.quorum.v1.ApiKey\x12\x37\n\x07SetRole\x12\x19.quorum.v1.SetRoleRequest\x1a\x11.quorum.v1.ApiKey\x12=\n\x06SignIn\x12\x18.quorum.v1.SignInRequest\x1a\x19.quorum.v1.SignInResponse\x12@\n\x07SignOut\x12\x19.quorum.v1.SignOutRequest\x1a\x1a.quorum.v1.SignOutResponse\x12X\n\x0fListAuditEvents\x12!.quorum.v1.ListAuditEventsRequest\x1a\".quorum.v1.ListAuditEventsResponse\x12P\n\x0eVerifyAuditLog\x12 .quorum.v1.VerifyAuditLogRequest\x1a\x1c.quorum.v1.AuditVerificationb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'quorum.v1.access_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=1420
-  _globals['_ROLE']._serialized_end=1536
+  _globals['_ROLE']._serialized_start=1561
+  _globals['_ROLE']._serialized_end=1677
   _globals['_APIKEY']._serialized_start=71
   _globals['_APIKEY']._serialized_end=312
   _globals['_CREATEKEYREQUEST']._serialized_start=314
@@ -50,18 +50,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SETROLEREQUEST']._serialized_end=741
   _globals['_SIGNINREQUEST']._serialized_start=743
   _globals['_SIGNINREQUEST']._serialized_end=777
-  _globals['_SIGNINRESPONSE']._serialized_start=779
-  _globals['_SIGNINRESPONSE']._serialized_end=850
-  _globals['_AUDITEVENT']._serialized_start=853
-  _globals['_AUDITEVENT']._serialized_end=1078
-  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=1080
-  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=1193
-  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=1195
-  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=1284
-  _globals['_VERIFYAUDITLOGREQUEST']._serialized_start=1286
-  _globals['_VERIFYAUDITLOGREQUEST']._serialized_end=1309
-  _globals['_AUDITVERIFICATION']._serialized_start=1311
-  _globals['_AUDITVERIFICATION']._serialized_end=1418
-  _globals['_ACCESSSERVICE']._serialized_start=1539
-  _globals['_ACCESSSERVICE']._serialized_end=2041
+  _globals['_SIGNINRESPONSE']._serialized_start=780
+  _globals['_SIGNINRESPONSE']._serialized_end=930
+  _globals['_SIGNOUTREQUEST']._serialized_start=932
+  _globals['_SIGNOUTREQUEST']._serialized_end=948
+  _globals['_SIGNOUTRESPONSE']._serialized_start=950
+  _globals['_SIGNOUTRESPONSE']._serialized_end=991
+  _globals['_AUDITEVENT']._serialized_start=994
+  _globals['_AUDITEVENT']._serialized_end=1219
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=1221
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=1334
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=1336
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=1425
+  _globals['_VERIFYAUDITLOGREQUEST']._serialized_start=1427
+  _globals['_VERIFYAUDITLOGREQUEST']._serialized_end=1450
+  _globals['_AUDITVERIFICATION']._serialized_start=1452
+  _globals['_AUDITVERIFICATION']._serialized_end=1559
+  _globals['_ACCESSSERVICE']._serialized_start=1680
+  _globals['_ACCESSSERVICE']._serialized_end=2248
 # @@protoc_insertion_point(module_scope)

@@ -108,12 +108,26 @@ class SignInRequest(_message.Message):
     def __init__(self, totp_code: _Optional[str] = ...) -> None: ...
 
 class SignInResponse(_message.Message):
-    __slots__ = ("key", "totp_verified")
+    __slots__ = ("key", "totp_verified", "session_token", "session_expires_at")
     KEY_FIELD_NUMBER: _ClassVar[int]
     TOTP_VERIFIED_FIELD_NUMBER: _ClassVar[int]
+    SESSION_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    SESSION_EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     key: ApiKey
     totp_verified: bool
-    def __init__(self, key: _Optional[_Union[ApiKey, _Mapping]] = ..., totp_verified: _Optional[bool] = ...) -> None: ...
+    session_token: str
+    session_expires_at: _timestamp_pb2.Timestamp
+    def __init__(self, key: _Optional[_Union[ApiKey, _Mapping]] = ..., totp_verified: _Optional[bool] = ..., session_token: _Optional[str] = ..., session_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class SignOutRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class SignOutResponse(_message.Message):
+    __slots__ = ("sessions_ended",)
+    SESSIONS_ENDED_FIELD_NUMBER: _ClassVar[int]
+    sessions_ended: int
+    def __init__(self, sessions_ended: _Optional[int] = ...) -> None: ...
 
 class AuditEvent(_message.Message):
     __slots__ = ("seq", "at", "actor", "actor_key_id", "action", "resource", "org_id", "details_json", "prev_hash", "hash", "event_id")

@@ -59,6 +59,11 @@ class AccessServiceStub:
                 request_serializer=quorum_dot_v1_dot_access__pb2.SignInRequest.SerializeToString,
                 response_deserializer=quorum_dot_v1_dot_access__pb2.SignInResponse.FromString,
                 _registered_method=True)
+        self.SignOut = channel.unary_unary(
+                '/quorum.v1.AccessService/SignOut',
+                request_serializer=quorum_dot_v1_dot_access__pb2.SignOutRequest.SerializeToString,
+                response_deserializer=quorum_dot_v1_dot_access__pb2.SignOutResponse.FromString,
+                _registered_method=True)
         self.ListAuditEvents = channel.unary_unary(
                 '/quorum.v1.AccessService/ListAuditEvents',
                 request_serializer=quorum_dot_v1_dot_access__pb2.ListAuditEventsRequest.SerializeToString,
@@ -101,8 +106,20 @@ class AccessServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SignIn(self, request, context):
-        """The caller's own key; with a TOTP code, also checks the second factor.
-        UNAUTHENTICATED when the key has TOTP enrolled and the code is wrong or missing.
+        """The caller's own key; with a TOTP code, also checks the second factor and starts a
+        session: its token stands for the key in every service until it expires or ends.
+        UNAUTHENTICATED when the key has TOTP enrolled and the code is wrong, missing or was
+        used before, and when the key's role must sign in with a second factor that the key
+        does not have. Open, like SignOut, to a key whose role must otherwise use a session
+        (QUORUM_REQUIRE_MFA_ROLES). Called with a session token, confirms it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SignOut(self, request, context):
+        """Ends the session whose token the call carries; called with the API key itself, ends
+        every session of that key.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -149,6 +166,11 @@ def add_AccessServiceServicer_to_server(servicer, server):
                     servicer.SignIn,
                     request_deserializer=quorum_dot_v1_dot_access__pb2.SignInRequest.FromString,
                     response_serializer=quorum_dot_v1_dot_access__pb2.SignInResponse.SerializeToString,
+            ),
+            'SignOut': grpc.unary_unary_rpc_method_handler(
+                    servicer.SignOut,
+                    request_deserializer=quorum_dot_v1_dot_access__pb2.SignOutRequest.FromString,
+                    response_serializer=quorum_dot_v1_dot_access__pb2.SignOutResponse.SerializeToString,
             ),
             'ListAuditEvents': grpc.unary_unary_rpc_method_handler(
                     servicer.ListAuditEvents,
@@ -296,6 +318,33 @@ class AccessService:
             '/quorum.v1.AccessService/SignIn',
             quorum_dot_v1_dot_access__pb2.SignInRequest.SerializeToString,
             quorum_dot_v1_dot_access__pb2.SignInResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SignOut(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quorum.v1.AccessService/SignOut',
+            quorum_dot_v1_dot_access__pb2.SignOutRequest.SerializeToString,
+            quorum_dot_v1_dot_access__pb2.SignOutResponse.FromString,
             options,
             channel_credentials,
             insecure,

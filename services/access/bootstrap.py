@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from quorum.crypto import load_master_keyring
+import datetime as dt
+
+from quorum.crypto import MasterKeyring, load_master_keyring
 from quorum.db import make_engine
 from quorum.security import keys
 from quorum.service import ConsumerSpec, ServiceContext, ServiceParts
+from quorum.settings import Settings
 from quorum.v1 import access_pb2_grpc
 
 from . import audit
@@ -14,20 +17,31 @@ from .policy import POLICY
 from .servicer import SERVICE_NAME, AccessServicer
 
 
+def totp_keyring(settings: Settings) -> MasterKeyring:
+    """The master keyring that seals the TOTP secrets in the access database. Replicas (and
+    `quorum keys create --database-url`) sharing a database must share it, so a shared
+    database needs QUORUM_MASTER_KEY. Raises quorum.crypto.MasterKeyError naming the variable."""
+    shared = settings.access_database_is_shared()
+    return load_master_keyring(
+        settings, required_because="the access database is shared and holds sealed TOTP secrets" if shared else None
+    )
+
+
 def build(context: ServiceContext) -> ServiceParts:
     """Opens the access database (keys and the audit trail), creating its tables, and
     consumes the audit topic that every other service writes to."""
     settings = context.settings
     engine = make_engine(settings.access_database())
-    keys.metadata.create_all(engine)
+    keys.create_tables(engine)
     audit.metadata.create_all(engine)
     trail = audit.AuditTrail(engine)
-    # TOTP secrets are sealed under the master key; replicas sharing a database must share it.
-    shared = settings.access_database_is_shared()
-    keyring = load_master_keyring(
-        settings, required_because="the access database is shared and holds sealed TOTP secrets" if shared else None
+    keyring = totp_keyring(settings)
+    handlers = AccessHandlers(
+        keys.KeyStore(engine, context.key_hasher, box=keyring),
+        trail,
+        session_ttl=dt.timedelta(seconds=settings.session_ttl_s),
+        second_factor_roles=settings.require_mfa_roles,
     )
-    handlers = AccessHandlers(keys.KeyStore(engine, context.key_hasher, box=keyring), trail)
     return ServiceParts(
         name="access",
         registrations=[

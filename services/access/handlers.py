@@ -4,13 +4,17 @@ the same database."""
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+import hmac
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
 
 import pyotp
 
 from quorum.db import utcnow
 from quorum.errors import InvalidArgument, ResourceExhausted, SecondFactorRequired, Unauthenticated
-from quorum.security.keys import KeyRecord, KeyStore
+from quorum.security.keys import CodeAlreadyUsed, KeyRecord, KeyStore, SessionRecord
+from quorum.security.policy import second_factor_missing
 from quorum.security.principal import Principal, Role
 
 from .audit import AuditTrail
@@ -19,6 +23,7 @@ TOTP_ISSUER = "Quorum"
 # Wrong codes allowed per key in a sliding window before sign-in is refused outright.
 TOTP_MAX_FAILURES = 5
 TOTP_LOCKOUT = dt.timedelta(minutes=5)
+DEFAULT_SESSION_TTL = dt.timedelta(hours=12)
 
 
 @dataclass(frozen=True)
@@ -28,10 +33,50 @@ class CreatedKey:
     totp_uri: str
 
 
+@dataclass(frozen=True)
+class SignedIn:
+    record: KeyRecord
+    totp_verified: bool
+    # The session the sign-in started, or the one the call carried.
+    session: SessionRecord | None = None
+    # A new session's token, shown once; empty otherwise.
+    session_token: str = field(default="", repr=False)
+
+
+def totp_uri(secret: str, subject: str) -> str:
+    """The otpauth:// URI an authenticator app takes the TOTP secret from."""
+    return pyotp.TOTP(secret).provisioning_uri(name=subject, issuer_name=TOTP_ISSUER)
+
+
+def matching_step(secret: str, code: str, now: float) -> int | None:
+    """The TOTP time step whose code ``code`` is, among the step of ``now`` and one either
+    way (clock drift), the latest first; None when it is none of them. Constant-time."""
+    totp = pyotp.TOTP(secret)
+    current = int(now // totp.interval)
+    for step in (current + 1, current, current - 1):
+        if hmac.compare_digest(totp.generate_otp(step), code):
+            return step
+    return None
+
+
 class AccessHandlers:
-    def __init__(self, keys: KeyStore, audit: AuditTrail) -> None:
+    """``second_factor_roles``: the roles whose keys must sign in with a TOTP code
+    (QUORUM_REQUIRE_MFA_ROLES); ``session_ttl``: how long a TOTP sign-in's session lasts."""
+
+    def __init__(
+        self,
+        keys: KeyStore,
+        audit: AuditTrail,
+        *,
+        session_ttl: dt.timedelta = DEFAULT_SESSION_TTL,
+        second_factor_roles: Collection[Role] = (),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._keys = keys
         self._audit = audit
+        self._session_ttl = session_ttl
+        self._second_factor_roles = frozenset(second_factor_roles)
+        self._clock = clock
 
     def create_key(
         self, actor: Principal, role: Role, org_id: str, subject: str, name: str, enroll_totp: bool
@@ -53,9 +98,7 @@ class AccessHandlers:
                 conn=conn,
             ),
         )
-        uri = ""
-        if totp_secret is not None:
-            uri = pyotp.TOTP(totp_secret).provisioning_uri(name=record.subject, issuer_name=TOTP_ISSUER)
+        uri = totp_uri(totp_secret, record.subject) if totp_secret is not None else ""
         return CreatedKey(record, secret, uri)
 
     def list_keys(self, org_id: str, include_revoked: bool) -> list[KeyRecord]:
@@ -85,13 +128,19 @@ class AccessHandlers:
             ),
         )
 
-    def sign_in(self, caller: Principal, totp_code: str) -> tuple[KeyRecord, bool]:
+    def sign_in(self, caller: Principal, totp_code: str) -> SignedIn:
         """The caller's key; when it has TOTP enrolled, the code must match (one step of
-        clock drift either way is accepted)."""
+        clock drift either way is accepted) and must not have signed in before, and a
+        session starts. Called with a session, confirms it without a code. A key whose
+        role must use a second factor and that has none enrolled is refused."""
         record = self._keys.get(caller.key_id)
+        if caller.session_id:
+            return SignedIn(record, totp_verified=True, session=self._keys.session(caller.session_id))
         secret = self._keys.totp_secret(caller.key_id)
         if secret is None:
-            return record, False
+            if record.role in self._second_factor_roles:
+                raise second_factor_missing(record.principal())
+            return SignedIn(record, totp_verified=False)
         if not totp_code:
             raise SecondFactorRequired("this key needs a TOTP code from its authenticator app")
         if not (totp_code.isdigit() and len(totp_code) == 6):
@@ -104,7 +153,38 @@ class AccessHandlers:
                 f"{TOTP_MAX_FAILURES} wrong TOTP codes in {TOTP_LOCKOUT.seconds // 60} minutes: try again later",
                 retry_after_ms=int(TOTP_LOCKOUT.total_seconds() * 1000),
             )
-        if not pyotp.TOTP(secret).verify(totp_code, valid_window=1):
-            self._audit.record(caller, "signin.failed", f"key/{caller.key_id}", org_id=caller.org_id, details={})
+        step = matching_step(secret, totp_code, self._clock())
+        if step is None:
+            self._sign_in_failed(caller, "wrong code")
             raise Unauthenticated("wrong TOTP code")
-        return record, True
+        try:
+            session, token = self._keys.start_session(
+                caller.key_id,
+                self._session_ttl,
+                totp_step=step,
+                recorded=lambda conn, key: self._audit.record(
+                    caller, "session.started", f"key/{key.key_id}", org_id=key.org_id, details={}, conn=conn
+                ),
+            )
+        except CodeAlreadyUsed:
+            # Someone who saw the code (over a shoulder, from a log) is trying it again.
+            self._sign_in_failed(caller, "code used already")
+            raise
+        return SignedIn(record, totp_verified=True, session=session, session_token=token)
+
+    def _sign_in_failed(self, caller: Principal, reason: str) -> None:
+        self._audit.record(
+            caller, "signin.failed", f"key/{caller.key_id}", org_id=caller.org_id, details={"reason": reason}
+        )
+
+    def sign_out(self, caller: Principal) -> int:
+        """Ends the caller's session, or every session of its key when it called with the
+        key. Returns how many sessions were live."""
+        every = not caller.session_id
+        return self._keys.end_sessions(
+            caller.key_id,
+            None if every else caller.session_id,
+            recorded=lambda conn, key: self._audit.record(
+                caller, "session.ended", f"key/{key.key_id}", org_id=key.org_id, details={"every": every}, conn=conn
+            ),
+        )

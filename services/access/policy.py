@@ -1,5 +1,6 @@
 """Who may call the access service: admins manage keys and roles; operators read the
-audit trail; anyone with a key may sign in as itself."""
+audit trail; anyone with a key may sign in and out as itself. Signing in and out are the
+calls open to a key whose role must otherwise use a session (QUORUM_REQUIRE_MFA_ROLES)."""
 
 from __future__ import annotations
 
@@ -18,9 +19,12 @@ POLICY = ServicePolicy(
         "ListKeys": ADMIN_ONLY,
         "RevokeKey": ADMIN_ONLY,
         "SetRole": ADMIN_ONLY,
-        # Acts on the caller's own key only.
+        # Act on the caller's own key only.
         "SignIn": rule(EVERYONE),
+        "SignOut": rule(EVERYONE),
         "ListAuditEvents": STAFF,
         "VerifyAuditLog": STAFF,
     },
+    # Ending sessions grants nothing, so a key may end its own without a code.
+    open_before_sign_in=frozenset({"SignIn", "SignOut"}),
 )

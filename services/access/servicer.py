@@ -118,8 +118,18 @@ class AccessServicer(access_pb2_grpc.AccessServiceServicer):
         return key_to_proto(record)
 
     def SignIn(self, request: access_pb2.SignInRequest, context: Any) -> access_pb2.SignInResponse:
-        record, verified = self._handlers.sign_in(_caller(), request.totp_code)
-        return access_pb2.SignInResponse(key=key_to_proto(record), totp_verified=verified)
+        signed_in = self._handlers.sign_in(_caller(), request.totp_code)
+        reply = access_pb2.SignInResponse(
+            key=key_to_proto(signed_in.record),
+            totp_verified=signed_in.totp_verified,
+            session_token=signed_in.session_token,
+        )
+        if signed_in.session is not None:
+            reply.session_expires_at.CopyFrom(_timestamp(signed_in.session.expires_at))
+        return reply
+
+    def SignOut(self, request: access_pb2.SignOutRequest, context: Any) -> access_pb2.SignOutResponse:
+        return access_pb2.SignOutResponse(sessions_ended=self._handlers.sign_out(_caller()))
 
     def ListAuditEvents(
         self, request: access_pb2.ListAuditEventsRequest, context: Any

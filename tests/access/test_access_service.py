@@ -14,10 +14,10 @@ from typing import Any
 import grpc
 import pyotp
 import pytest
-from quorum_testing import admin_key, insert_key_row
+from quorum_testing import admin_key, b64, insert_key_row
 
 from quorum.cli import main as cli_main
-from quorum.crypto import key_id_of
+from quorum.crypto import key_id_of, load_master_keyring
 from quorum.db import make_engine
 from quorum.messaging import Publisher, Topics, outgoing
 from quorum.rpc import channel
@@ -309,3 +309,57 @@ def test_the_hashing_key_commands_make_a_key_and_count_the_keys_under_each(
     assert "scrypt, from before" in by_what["scrypt"]
     assert [line for line in lines[1:-1] if "refused until re-issued" in line]
     assert lines[-1] == f"3 keys not revoked are not under the current hashing key {key_id_of(new_key)}"
+
+
+def test_totp_sign_in_survives_a_master_key_rotation(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old, new = b64(os.urandom(32)), b64(os.urandom(32))
+    settings = make_settings(master_key=old, rate_limit_per_second=0)
+    service = start_service(build, settings, address="127.0.0.1:0")
+    try:
+        admin = stub_for(service, admin_key(settings))
+        created = admin.CreateKey(
+            access_pb2.CreateKeyRequest(role=access_pb2.ROLE_OPERATOR, enroll_totp=True), timeout=10
+        )
+    finally:
+        service.stop()
+
+    # The rotation of docs/security.md: the new key current and the old one previous, a
+    # rewrap, then the old key dropped.
+    monkeypatch.setenv("QUORUM_HOME", str(settings.home))
+    monkeypatch.setenv("QUORUM_MASTER_KEY", new)
+    monkeypatch.setenv("QUORUM_PREVIOUS_MASTER_KEYS", old)
+    assert cli_main(["storage", "rewrap"]) == 0
+    assert "TOTP secrets in the access database: resealed 1, already current 0, failed 0" in capsys.readouterr().out
+    assert cli_main(["storage", "rewrap"]) == 0
+    assert "resealed 0, already current 1, failed 0" in capsys.readouterr().out
+
+    service = start_service(build, make_settings(master_key=new, rate_limit_per_second=0), address="127.0.0.1:0")
+    try:
+        code = pyotp.parse_uri(created.totp_uri).now()
+        reply = stub_for(service, created.secret).SignIn(access_pb2.SignInRequest(totp_code=code), timeout=10)
+        assert reply.totp_verified and reply.session_token
+    finally:
+        service.stop()
+
+
+def test_the_first_admin_key_can_have_totp_for_a_deployment_that_requires_it(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("QUORUM_HOME", str(tmp_path))
+    monkeypatch.delenv("QUORUM_MASTER_KEY", raising=False)
+    url = f"sqlite:///{tmp_path / 'access.db'}"
+    assert cli_main(["keys", "create", "--role", "admin", "--totp", "--database-url", url]) == 0
+    out = capsys.readouterr()
+    uri = out.err[out.err.index("otpauth://") :].split()[0]
+    key_id = out.out.strip().split("_")[1]
+    # Sealed under the master key the access service of this home opens it with.
+    settings = Settings(home=tmp_path, access_database_url=url)
+    store = KeyStore(make_engine(url), load_key_hasher(settings), box=load_master_keyring(settings))
+    assert store.get(key_id).totp_enrolled and store.totp_secret(key_id) == pyotp.parse_uri(uri).secret
+    # A shared database needs the deployment's master key, or the access service could not open it.
+    shared = "postgresql+psycopg://quorum@127.0.0.1:1/quorum_access"
+    monkeypatch.setenv("QUORUM_API_KEY_HASH_KEY", b64(os.urandom(32)))
+    assert cli_main(["keys", "create", "--role", "admin", "--totp", "--database-url", shared]) == 2
+    assert "QUORUM_MASTER_KEY is not set" in capsys.readouterr().err

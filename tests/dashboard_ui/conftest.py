@@ -26,6 +26,17 @@ def quorum(tmp_path: Path) -> Iterator[FakeQuorum]:
 
 
 @pytest.fixture
+def quorum_requiring_totp(tmp_path: Path) -> Iterator[FakeQuorum]:
+    """The fake services refusing operator and admin keys without a TOTP sign-in's session."""
+    server, fake = start_fake_quorum(tmp_path / "access-mfa.db", second_factor_roles={Role.OPERATOR, Role.ADMIN})
+    try:
+        yield fake
+    finally:
+        server.stop(grace=0)
+        fake.engine.dispose()
+
+
+@pytest.fixture
 def operator_key(quorum: FakeQuorum) -> str:
     return quorum.issue(Role.OPERATOR, subject="ops-ann")
 
@@ -48,6 +59,7 @@ def dashboard_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[
     monkeypatch.setenv("QUORUM_HOME", str(home))
     monkeypatch.delenv("QUORUM_API_KEY", raising=False)
     monkeypatch.delenv("QUORUM_DASHBOARD_REQUIRE_TOTP", raising=False)
+    monkeypatch.delenv("QUORUM_REQUIRE_MFA_ROLES", raising=False)
     served_on = config.get_option("server.address")
     config.set_option("server.address", "127.0.0.1")
     try:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -335,11 +335,13 @@ class FakeQuorum:
         return key
 
 
-def start_fake_quorum(access_db: Path) -> tuple[RunningServer, FakeQuorum]:
-    """Serves the fakes; keys live in the SQLite database ``access_db``. Keys are
-    re-checked on every call, so a revocation takes effect at once."""
+def start_fake_quorum(access_db: Path, second_factor_roles: Collection[Role] = ()) -> tuple[RunningServer, FakeQuorum]:
+    """Serves the fakes; keys live in the SQLite database ``access_db``. Keys and sessions
+    are re-checked on every call, so a revocation or a sign-out takes effect at once.
+    Keys of ``second_factor_roles`` are refused without a session, as with
+    QUORUM_REQUIRE_MFA_ROLES."""
     engine = make_engine(f"sqlite:///{access_db}")
-    keys.metadata.create_all(engine)
+    keys.create_tables(engine)
     access_audit.metadata.create_all(engine)
     hasher = KeyHasher(os.urandom(32))
     store = keys.KeyStore(engine, hasher, TestSecretBox())
@@ -352,7 +354,7 @@ def start_fake_quorum(access_db: Path) -> tuple[RunningServer, FakeQuorum]:
         (payments_pb2_grpc.add_PaymentsServiceServicer_to_server, FakePayments(calls), PAYMENTS_POLICY.service),
         (
             access_pb2_grpc.add_AccessServiceServicer_to_server,
-            AccessServicer(AccessHandlers(store, trail), trail),
+            AccessServicer(AccessHandlers(store, trail, second_factor_roles=second_factor_roles), trail),
             ACCESS_SERVICE,
         ),
     ]
@@ -360,6 +362,7 @@ def start_fake_quorum(access_db: Path) -> tuple[RunningServer, FakeQuorum]:
         [INGEST_POLICY, TASKING_POLICY, CONSENSUS_POLICY, PAYMENTS_POLICY, ACCESS_POLICY],
         keys.Authenticator(engine, hasher, poll_seconds=0.0),
         _owner_of,
+        second_factor_roles=second_factor_roles,
     )
     server = start_server(registrations, "127.0.0.1:0", max_workers=8, interceptors=[auth])
     return server, FakeQuorum(f"127.0.0.1:{server.port}", calls, store, engine)

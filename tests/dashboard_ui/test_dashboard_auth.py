@@ -7,7 +7,7 @@ import pyotp
 import pytest
 from dashboard_fakes import CATS, NEWS, FakeQuorum, wrong_totp_code
 
-from dashboard.auth import CREATE_TOTP_KEY_HINT, CodeNeeded, SignInRefused, Viewer, sign_in
+from dashboard.auth import CREATE_TOTP_KEY_HINT, STAFF_ROLES, CodeNeeded, SignInRefused, Viewer, sign_in
 from dashboard.data import JOB_SCOPED_PARTS, WORKERS, load_snapshot
 from quorum.security.principal import Role
 
@@ -73,12 +73,12 @@ def test_required_totp_refuses_staff_keys_without_it(quorum: FakeQuorum) -> None
 
     for key in (operator, admin):
         with pytest.raises(SignInRefused) as refused:
-            sign_in(quorum.addr, key, require_totp=True)
+            sign_in(quorum.addr, key, totp_roles=STAFF_ROLES)
         assert CREATE_TOTP_KEY_HINT in str(refused.value)
     # Clients are not staff: the requirement is not theirs.
-    assert isinstance(sign_in(quorum.addr, client, require_totp=True), Viewer)
-    assert isinstance(sign_in(quorum.addr, enrolled, require_totp=True), CodeNeeded)
-    assert isinstance(sign_in(quorum.addr, enrolled, pyotp.TOTP(SECRET).now(), require_totp=True), Viewer)
+    assert isinstance(sign_in(quorum.addr, client, totp_roles=STAFF_ROLES), Viewer)
+    assert isinstance(sign_in(quorum.addr, enrolled, totp_roles=STAFF_ROLES), CodeNeeded)
+    assert isinstance(sign_in(quorum.addr, enrolled, pyotp.TOTP(SECRET).now(), totp_roles=STAFF_ROLES), Viewer)
 
 
 @pytest.mark.parametrize("role", [Role.WORKER, Role.REVIEWER])

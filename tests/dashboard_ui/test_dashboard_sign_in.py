@@ -13,6 +13,7 @@ from streamlit import config
 from streamlit.testing.v1 import AppTest
 
 from dashboard.auth import CREATE_TOTP_KEY_HINT
+from dashboard.data import ServiceAddrs, load_snapshot
 from quorum.security.keys import credentials_path
 from quorum.security.principal import Role
 
@@ -210,4 +211,58 @@ def test_a_key_revoked_during_the_session_signs_out(dashboard_env: FakeQuorum, o
     assert not at.exception
     assert is_gate(at)
     assert "Your key is no longer accepted" in at.warning[0].value
+    assert "signed_in_key" not in at.session_state
+
+
+def session_token(at: AppTest) -> str:
+    return str(at.session_state["signed_in_key"])
+
+
+def test_a_totp_sign_in_reads_with_its_session_and_signing_out_ends_it(dashboard_env: FakeQuorum) -> None:
+    key = dashboard_env.issue(Role.OPERATOR, subject="ops-tom", totp_secret=SECRET)
+    at = submit_code(submit_key(run_app(), key), pyotp.TOTP(SECRET).now())
+
+    token = session_token(at)
+    assert token.startswith("qs_") and token != key
+    assert metrics(at)["Backlog"] == "137"
+    assert_key_nowhere_but_the_session(at, token)
+
+    at.sidebar.button(key="sign_out").click().run()
+
+    assert is_gate(at)
+    # Ended in the access service: a copy of the token no longer reads anything.
+    snapshot = load_snapshot(dashboard_env.addrs(), token, "", staff=True)
+    assert {p.code for p in snapshot.problems} == {"UNAUTHENTICATED"}
+
+
+def test_services_that_require_totp_are_read_with_the_session(
+    quorum_requiring_totp: FakeQuorum, dashboard_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for var in ServiceAddrs.ENV.values():
+        monkeypatch.setenv(var, quorum_requiring_totp.addr)
+    monkeypatch.setenv("QUORUM_REQUIRE_MFA_ROLES", "operator,admin")
+    enrolled = quorum_requiring_totp.issue(Role.ADMIN, totp_secret=SECRET)
+
+    at = submit_code(submit_key(run_app(), enrolled), pyotp.TOTP(SECRET).now())
+
+    assert not at.warning and not at.error
+    assert metrics(at)["Backlog"] == "137"
+
+    # A key of a required role without TOTP cannot get in, and is told why.
+    at = submit_key(run_app(), quorum_requiring_totp.issue(Role.OPERATOR))
+    [error] = at.error
+    assert "no TOTP enrolled" in error.value and "--totp" in error.value
+    assert is_gate(at)
+
+
+def test_an_ended_session_signs_out_with_a_reason(dashboard_env: FakeQuorum) -> None:
+    key = dashboard_env.issue(Role.OPERATOR, totp_secret=SECRET)
+    at = submit_code(submit_key(run_app(), key), pyotp.TOTP(SECRET).now())
+    dashboard_env.keys.end_sessions(key.split("_")[1])
+
+    at.run()
+
+    assert not at.exception
+    assert is_gate(at)
+    assert "Your sign-in has ended" in at.warning[0].value
     assert "signed_in_key" not in at.session_state

@@ -377,6 +377,7 @@ REQUESTS: dict[str, Callable[[Scenario], Any]] = {
     "RevokeKey": lambda sc: access_pb2.RevokeKeyRequest(key_id=_throwaway_key(sc)),
     "SetRole": lambda sc: access_pb2.SetRoleRequest(key_id=_throwaway_key(sc), role=access_pb2.ROLE_OPERATOR),
     "SignIn": lambda sc: access_pb2.SignInRequest(),
+    "SignOut": lambda sc: access_pb2.SignOutRequest(),
     "ListAuditEvents": lambda sc: access_pb2.ListAuditEventsRequest(),
     "VerifyAuditLog": lambda sc: access_pb2.VerifyAuditLogRequest(),
 }

@@ -6,6 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from quorum import cli
+from quorum.security.principal import Role
 from quorum.settings import Settings
 
 
@@ -65,3 +66,12 @@ def test_printed_settings_mask_secrets_and_url_passwords(monkeypatch: pytest.Mon
     assert settings.database_url_for("ingest").endswith(":db-password@db:5432/quorum_ingest")
     assert settings.access_database().endswith(":access-password@db/quorum_access")
     assert settings.redis_url == "redis://:redis-password@redis:6379/0"
+
+
+def test_the_roles_that_must_sign_in_with_a_second_factor_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().require_mfa_roles == frozenset()
+    monkeypatch.setenv("QUORUM_REQUIRE_MFA_ROLES", " Operator,admin,, ")
+    assert Settings().require_mfa_roles == {Role.OPERATOR, Role.ADMIN}
+    monkeypatch.setenv("QUORUM_REQUIRE_MFA_ROLES", "operator,boss")
+    with pytest.raises(SystemExit, match=r"QUORUM_REQUIRE_MFA_ROLES: .*unknown roles boss: use client, worker"):
+        cli._load_settings()
