@@ -262,6 +262,25 @@ def widen_text_columns(engine: Engine, metadata: sa.MetaData) -> list[str]:
     return widened
 
 
+def fill_blank_from(
+    engine: Engine, table: sa.Table, column: str, source: sa.Table, source_column: str, key: str = "job_id"
+) -> int:
+    """Fills ``table.column`` where it is "" from ``source.source_column`` of the row with
+    the same ``key``: a value the column was added for later (``add_missing_columns``
+    gives old rows the empty default) learnt from the row it comes from, e.g. an item's
+    organisation from its job. Call it next to :func:`add_missing_columns`. Rows whose
+    source row is missing or blank too stay blank; a second run changes nothing.
+    Returns how many rows it filled. Costs one UPDATE in its own transaction, which
+    reads every row of ``table`` (the blank ones are not indexed) and one indexed
+    lookup of ``source`` per blank row."""
+    target, origin = table.c[column], source.c[source_column]
+    matching = source.c[key] == table.c[key]
+    value = sa.select(origin).where(matching).scalar_subquery()
+    filled = sa.exists().where(matching, origin != "")
+    with engine.begin() as conn:
+        return int(conn.execute(sa.update(table).where(target == "", filled).values({column: value})).rowcount or 0)
+
+
 def _check_addable(table: sa.Table, column: sa.Column[Any]) -> None:
     where = f"{table.name}.{column.name}"
     if column.primary_key:

@@ -207,6 +207,9 @@ def scenario(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> 
             build = importlib.import_module(f"services.{name}.bootstrap").build
             running[name] = start_service(build, settings, address="127.0.0.1:0")
             channels[name] = channel(f"127.0.0.1:{running[name].port}")
+            if name == "ingest":
+                # The others ask ingest who owns a job they have not heard of.
+                settings = settings.model_copy(update={"ingest_addr": f"127.0.0.1:{running[name].port}"})
         sc = Scenario(settings, keys, channels)
         ingest = sc.stub("ingest")
         admin = sc.md(Role.ADMIN)
