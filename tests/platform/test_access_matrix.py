@@ -345,12 +345,20 @@ REQUESTS: dict[str, Callable[[Scenario], Any]] = {
     ),
     "SealJob": lambda sc: ingest_pb2.SealJobRequest(job_id=_fresh_job(sc)),
     "DeleteJob": lambda sc: ingest_pb2.DeleteJobRequest(job_id=_fresh_job(sc)),
+    "SetJobSla": lambda sc: ingest_pb2.SetJobSlaRequest(job_id=_fresh_job(sc), sla_deadline=_period()[1]),
     "StartSession": lambda sc: tasking_pb2.StartSessionRequest(worker_id=WORKER),
     "GetNextTask": lambda sc: tasking_pb2.GetNextTaskRequest(session_id=sc.session(), job_id=sc.plain_job),
     "SubmitAnswer": _submit,
     "Heartbeat": _with_lease(tasking_pb2.HeartbeatRequest),
     "SkipTask": _with_lease(tasking_pb2.SkipTaskRequest),
     "GetTaskingStats": lambda sc: tasking_pb2.GetTaskingStatsRequest(job_id=sc.plain_job),
+    # Another worker than the scenario's, which must keep getting tasks.
+    "SuspendWorker": lambda sc: tasking_pb2.SuspendWorkerRequest(
+        worker_id=f"w-{uuid.uuid4().hex[:6]}", reason="copied answers"
+    ),
+    "ReinstateWorker": lambda sc: tasking_pb2.ReinstateWorkerRequest(worker_id=f"w-{uuid.uuid4().hex[:6]}"),
+    "GetWorkerStatus": lambda sc: tasking_pb2.GetWorkerStatusRequest(worker_id=WORKER),
+    "ListWorkerStatuses": lambda sc: tasking_pb2.ListWorkerStatusesRequest(),
     "GetResult": lambda sc: consensus_pb2.GetResultRequest(task_id=sc.resolved_task),
     "ExportResults": lambda sc: consensus_pb2.ExportResultsRequest(job_id=sc.plain_job),
     "GetJobQuality": lambda sc: consensus_pb2.GetJobQualityRequest(job_id=sc.plain_job),
