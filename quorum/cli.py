@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime as dt
 import importlib
 import json
 import logging
@@ -538,6 +539,81 @@ def cmd_budget(args: argparse.Namespace) -> int:
 
 
 @_rpc_guard
+def cmd_sla(args: argparse.Namespace) -> int:
+    from quorum.v1 import ingest_pb2
+
+    request = ingest_pb2.SetJobSlaRequest(job_id=args.job, clear_deadline=args.clear)
+    if args.deadline:
+        request.sla_deadline.CopyFrom(_timestamp_arg("--deadline", args.deadline, ago=False))
+    elif not args.clear:
+        print("quorum sla: give --deadline (a time, or e.g. 48h from now) or --clear", file=sys.stderr)
+        return 2
+    with _client(_load_settings()) as client:
+        job = client.ingest.SetJobSla(request, timeout=10)
+    if job.spec.HasField("sla_deadline"):
+        print(f"job {job.job_id}: SLA deadline {job.spec.sla_deadline.ToDatetime(dt.UTC):%Y-%m-%d %H:%M:%S} UTC")
+    else:
+        print(f"job {job.job_id}: no SLA deadline")
+    return 0
+
+
+def _worker_line(status: Any) -> str:
+    if status.suspended_by_operator:
+        state = "SUSPENDED by an operator"
+    elif status.suspended:
+        state = "SUSPENDED: spam flag"
+    elif status.flag_overridden:
+        state = "active: spam flag overridden"
+    else:
+        state = "active"
+    changed = f"{status.changed_at.ToDatetime(dt.UTC):%Y-%m-%d %H:%M:%S}" if status.HasField("changed_at") else "-"
+    reason = status.reason or status.spam_reason
+    return f"{status.worker_id:<24} {state:<28} {changed} {status.changed_by or '-'} {reason}".rstrip()
+
+
+@_rpc_guard
+def cmd_workers_change(args: argparse.Namespace) -> int:
+    from quorum.v1 import tasking_pb2
+
+    with _client(_load_settings()) as client:
+        if args.workers_command == "suspend":
+            request = tasking_pb2.SuspendWorkerRequest(worker_id=args.worker, reason=args.reason)
+            status = client.tasking.SuspendWorker(request, timeout=30)
+        else:
+            reinstate = tasking_pb2.ReinstateWorkerRequest(worker_id=args.worker, reason=args.reason)
+            status = client.tasking.ReinstateWorker(reinstate, timeout=30)
+    print(_worker_line(status))
+    return 0
+
+
+@_rpc_guard
+def cmd_workers_list(args: argparse.Namespace) -> int:
+    from quorum.v1 import tasking_pb2
+
+    with _client(_load_settings()) as client:
+        if args.worker:
+            print(
+                _worker_line(
+                    client.tasking.GetWorkerStatus(
+                        tasking_pb2.GetWorkerStatusRequest(worker_id=args.worker), timeout=10
+                    )
+                )
+            )
+            return 0
+        token = ""
+        while True:
+            page = client.tasking.ListWorkerStatuses(
+                tasking_pb2.ListWorkerStatusesRequest(suspended_only=args.suspended, page_size=500, page_token=token),
+                timeout=30,
+            )
+            for status in page.workers:
+                print(_worker_line(status))
+            token = page.next_page_token
+            if not token:
+                return 0
+
+
+@_rpc_guard
 def cmd_delete(args: argparse.Namespace) -> int:
     from quorum.v1 import ingest_pb2
 
@@ -909,23 +985,57 @@ def cmd_keys_set_role(args: argparse.Namespace) -> int:
     return 0
 
 
+def _moment(text: str, *, ago: bool) -> dt.datetime:
+    """A moment given as ISO 8601 (UTC when no offset is given) or as a duration such as
+    30m, 12h or 7d: that long ago (``ago``) or from now. Raises ValueError."""
+    import re
+
+    now = dt.datetime.now(dt.UTC)
+    relative = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", text.strip())
+    if relative:
+        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[relative.group(2)]
+        span = dt.timedelta(**{unit: float(relative.group(1))})
+        return now - span if ago else now + span
+    moment = dt.datetime.fromisoformat(text.strip())
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
+
+
+def _timestamp_arg(option: str, text: str, *, ago: bool) -> Any:
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    try:
+        moment = _moment(text, ago=ago)
+    except ValueError:
+        raise SystemExit(
+            f"quorum: {option} {text!r}: give an ISO 8601 time (2025-06-30T18:00Z) or a duration (30m, 12h, 7d)"
+        ) from None
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
 @_rpc_guard
 def cmd_audit_list(args: argparse.Namespace) -> int:
     from quorum.v1 import access_pb2
 
+    request = access_pb2.ListAuditEventsRequest(
+        org_id=args.org, action=args.action, resource=args.resource, page_size=args.limit, page_token=args.page_token
+    )
+    if args.since:
+        request.since.CopyFrom(_timestamp_arg("--since", args.since, ago=True))
+    if args.until:
+        request.until.CopyFrom(_timestamp_arg("--until", args.until, ago=True))
     with _client(_load_settings()) as client:
-        reply = client.access.ListAuditEvents(
-            access_pb2.ListAuditEventsRequest(
-                org_id=args.org, action=args.action, resource=args.resource, page_size=args.limit
-            ),
-            timeout=30,
-        )
+        reply = client.access.ListAuditEvents(request, timeout=30)
     for event in reply.events:
         at = event.at.ToDatetime()
         print(
             f"{event.seq:>6} {at:%Y-%m-%d %H:%M:%S} {event.action:<18} {event.resource:<40} "
             f"{event.actor} {event.details_json}"
         )
+    if reply.next_page_token:
+        # On stderr, so that stdout stays one entry per line.
+        print(f"older entries: add --page-token {reply.next_page_token}", file=sys.stderr)
     return 0
 
 
@@ -1075,6 +1185,29 @@ def parser() -> argparse.ArgumentParser:
     delete.add_argument("--yes", action="store_true", help="confirm: this cannot be undone")
     delete.set_defaults(func=cmd_delete)
 
+    sla = sub.add_parser("sla", help="move or clear a job's SLA deadline (operator and admin keys)")
+    sla.add_argument("job")
+    sla.add_argument("--deadline", default="", help="ISO 8601 (UTC unless an offset), or 48h, 7d from now")
+    sla.add_argument("--clear", action="store_true", help="remove the deadline")
+    sla.set_defaults(func=cmd_sla)
+
+    workers = sub.add_parser("workers", help="suspend and reinstate workers (operator and admin keys)")
+    workers_sub = workers.add_subparsers(dest="workers_command", required=True)
+    ws = workers_sub.add_parser("suspend", help="hand the worker no more tasks and end its live leases")
+    ws.add_argument("worker")
+    ws.add_argument("--reason", required=True, help="shown to the worker and kept in the audit trail")
+    ws.set_defaults(func=cmd_workers_change)
+    wr = workers_sub.add_parser(
+        "reinstate", help="lift a suspension; also overrides consensus's spam flag until it is lifted"
+    )
+    wr.add_argument("worker")
+    wr.add_argument("--reason", default="", help="a note for the audit trail")
+    wr.set_defaults(func=cmd_workers_change)
+    wl = workers_sub.add_parser("list", help="workers with a suspension, a spam flag or an override")
+    wl.add_argument("worker", nargs="?", default="", help="show this worker only")
+    wl.add_argument("--suspended", action="store_true", help="only the workers handed no tasks")
+    wl.set_defaults(func=cmd_workers_list)
+
     payouts = sub.add_parser("payouts", help="worker payouts")
     payouts_sub = payouts.add_subparsers(dest="payouts_command", required=True)
     create = payouts_sub.add_parser("create", help="pay out every worker owed at least the minimum")
@@ -1153,7 +1286,10 @@ def parser() -> argparse.ArgumentParser:
     al.add_argument("--org", default="")
     al.add_argument("--action", default="", help="e.g. job.created, key.revoked, payout.made")
     al.add_argument("--resource", default="", help="e.g. job/<id>")
-    al.add_argument("--limit", type=int, default=50)
+    al.add_argument("--limit", type=int, default=50, help="entries per page (at most 1000)")
+    al.add_argument("--page-token", default="", help="the token the previous page printed: older entries")
+    al.add_argument("--since", default="", help="from this time: ISO 8601 (UTC unless an offset), or 30m, 12h, 7d ago")
+    al.add_argument("--until", default="", help="before this time, in the same forms")
     al.set_defaults(func=cmd_audit_list)
     av = audit_sub.add_parser("verify", help="recompute the hash chain; non-zero exit when tampered")
     av.add_argument("--database-url", help="check this access database directly (offline)")

@@ -1,4 +1,5 @@
-"""A bounded memo of who owns what, behind each service's ``owner_of``.
+"""A bounded memo of who owns what, behind each service's ``owner_of``, and the
+question to ingest when a service has not heard of a job yet.
 
 An owner, once written, never changes (a job keeps its organisation, a session its
 worker), so an answer can be kept for the life of the process. A miss is never
@@ -7,9 +8,19 @@ kept: the row may be written a moment later.
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
+
+import grpc
+
+from quorum.rpc import channel
+from quorum.tls import ClientTls
+from quorum.v1 import ingest_pb2, ingest_pb2_grpc
+
+log = logging.getLogger(__name__)
 
 # Longest id any service stores; a longer one names nothing and costs no query.
 MAX_IDENT_CHARS = 200
@@ -49,3 +60,54 @@ class OwnerCache:
             while len(self._owners) > self._max_entries:
                 self._owners.popitem(last=False)
         return owner
+
+
+# What ingest answers for a job the caller may not see, or that does not exist.
+_NOT_THE_CALLERS = frozenset({grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT})
+
+
+class IngestJobOwners:
+    """Who owns a job, asked of ingest, which knows a job the moment it is created; the
+    other services hear of it one Kafka hop later (or, for rows older than owners, not
+    at all). A :class:`quorum.security.policy.RemoteOwnerLookup` for "job".
+
+    The question goes out with the caller's own credentials, so ingest applies its
+    policy to the caller: a job of another organisation is NOT_FOUND there as here, and
+    nothing is learnt that the caller could not read itself. Ingest unreachable or
+    slow (beyond ``timeout_s``) counts as "unknown": the scope then fails closed, and a
+    warning is logged at most once a minute. Answers are cached like local ones.
+    Costs one GetJob call per job not yet known, then nothing."""
+
+    def __init__(self, address: str, tls: ClientTls | None, timeout_s: float = 2.0) -> None:
+        self._channel = channel(address, tls=tls)
+        self._stub = ingest_pb2_grpc.IngestServiceStub(self._channel)
+        self._timeout_s = timeout_s
+        self._owners = OwnerCache(max_entries=10_000)
+        self._warned_at = 0.0
+
+    def __call__(self, kind: str, ident: str, credentials: str) -> str | None:
+        if kind != "job":
+            return None
+
+        def load() -> str | None:
+            request = ingest_pb2.GetJobRequest(job_id=ident)
+            metadata = (("authorization", f"Bearer {credentials}"),)
+            try:
+                job = self._stub.GetJob(request, metadata=metadata, timeout=self._timeout_s)
+            except grpc.RpcError as error:
+                if error.code() not in _NOT_THE_CALLERS:
+                    self._warn(error)
+                return None
+            return str(job.spec.client_id)
+
+        return self._owners.lookup(kind, ident, load)
+
+    def _warn(self, error: grpc.RpcError) -> None:
+        now = time.monotonic()
+        if now - self._warned_at >= 60.0:
+            self._warned_at = now
+            code = error.code() if isinstance(error, grpc.Call) else None
+            log.warning("cannot ask ingest who owns a job (%s); such jobs are NOT_FOUND to clients meanwhile", code)
+
+    def close(self) -> None:
+        self._channel.close()

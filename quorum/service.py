@@ -32,13 +32,14 @@ from quorum.messaging import (
     Topics,
     ensure_topics,
 )
+from quorum.owners import IngestJobOwners
 from quorum.rpc import BackpressureInterceptor, RunningServer, check_transport, start_server
 from quorum.security import keys
 from quorum.security.keyhash import KeyHasher, load_key_hasher
 from quorum.security.policy import AuthInterceptor, OwnerLookup, ServicePolicy, no_owner
 from quorum.security.ratelimit import FixedWindowLimiter
 from quorum.settings import ServiceName, Settings
-from quorum.tls import server_tls
+from quorum.tls import client_tls, server_tls
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,9 @@ class ServiceParts:
     policies: list[ServicePolicy] = field(default_factory=list)
     # Who owns a job, task or session, for the policies' scopes.
     owner_of: OwnerLookup = no_owner
+    # Ask ingest who owns a job that owner_of does not know (yet): services that hear of
+    # jobs through Kafka, so that a client reading its new job at once is not refused.
+    job_owners_from_ingest: bool = False
     # Consumers of other services that read what this one produces, and the RPCs that bring
     # in the work they read: those RPCs are refused while a consumer is more than
     # QUORUM_MAX_CONSUMER_LAG records behind (quorum.lag).
@@ -218,7 +222,9 @@ class RunningService:
 
 def auth_interceptor(settings: Settings, parts: ServiceParts, hasher: KeyHasher) -> AuthInterceptor:
     """Checks every call against the access database's keys and sessions and the service's
-    policies; keys of QUORUM_REQUIRE_MFA_ROLES are refused without a session."""
+    policies; keys of QUORUM_REQUIRE_MFA_ROLES are refused without a session. With
+    ``parts.job_owners_from_ingest``, a channel to ingest for the owners of jobs the service
+    does not know (opened at the first such call)."""
     access_engine = make_engine(settings.access_database())
     keys.create_tables(access_engine)
     parts.closers.append(access_engine.dispose)
@@ -226,12 +232,17 @@ def auth_interceptor(settings: Settings, parts: ServiceParts, hasher: KeyHasher)
     if settings.rate_limit_per_second:
         client = connect_redis(settings.redis_url) if settings.redis_url else None
         limiter = FixedWindowLimiter(client, parts.name, settings.rate_limit_per_second)
+    remote_owners = None
+    if parts.job_owners_from_ingest:
+        remote_owners = IngestJobOwners(settings.service_addr("ingest"), client_tls(settings))
+        parts.closers.append(remote_owners.close)
     return AuthInterceptor(
         parts.policies,
         keys.Authenticator(access_engine, hasher, poll_seconds=settings.auth_poll_seconds),
         parts.owner_of,
         limiter,
         second_factor_roles=settings.require_mfa_roles,
+        remote_owner_of=remote_owners,
     )
 
 

@@ -6,6 +6,11 @@ to its organisation (a resource of another organisation is NOT_FOUND, exactly as
 if it did not exist, so ids cannot be probed); a worker's or reviewer's requests to
 itself. Operators and admins act across organisations. An RPC with no rule is
 refused, so a new RPC cannot ship open by accident.
+
+Scopes fail closed: a resource whose owner the service cannot tell (it has not heard
+of it yet, or its row predates owners) is NOT_FOUND to a scoped caller. A service
+that hears of jobs one Kafka hop after ingest asks ingest on a miss
+(:class:`RemoteOwnerLookup`), so a client reading its new job at once is answered.
 """
 
 from __future__ import annotations
@@ -27,6 +32,15 @@ class OwnerLookup(Protocol):
     worker of a session. None when the service knows no such resource."""
 
     def __call__(self, kind: str, ident: str) -> str | None: ...
+
+
+class RemoteOwnerLookup(Protocol):
+    """Asked when the service's own :class:`OwnerLookup` has no answer: who owns
+    ``ident``, found out elsewhere with the caller's own ``credentials`` (so the other
+    service applies its policy to the caller, and reveals nothing the caller may not
+    see). None when that is not known there either, or cannot be asked now."""
+
+    def __call__(self, kind: str, ident: str, credentials: str) -> str | None: ...
 
 
 def no_owner(kind: str, ident: str) -> str | None:
@@ -72,7 +86,9 @@ class OwnOrg:
 @dataclass(frozen=True)
 class Owned:
     """The field holds the id of a ``kind`` (job, task) that must belong to the caller's
-    organisation. A foreign one is reported exactly like a missing one. With
+    organisation. A foreign one is reported exactly like a missing one, and so is one
+    whose owner is unknown or blank: a row from before owners were kept, or a job this
+    service has not heard of yet, is not the caller's until shown to be. With
     ``required=False`` an empty field passes (the later messages of an upload stream)."""
 
     kind: str
@@ -89,7 +105,7 @@ class Owned:
                 return
             raise errors.InvalidArgument(self.path, f"required: name one {self.kind} of your organisation")
         owner = owner_of(self.kind, ident)
-        if owner is not None and owner != principal.org_id:
+        if not owner or owner != principal.org_id:
             raise errors.NotFound(self.missing_as or self.kind, ident)
 
 
@@ -200,12 +216,26 @@ class AuthInterceptor(grpc.ServerInterceptor):
         owner_of: OwnerLookup,
         limiter: RateLimiter | None = None,
         second_factor_roles: Collection[Role] = (),
+        remote_owner_of: RemoteOwnerLookup | None = None,
     ) -> None:
         self._policies = {policy.service: policy for policy in policies}
         self._authenticator = authenticator
         self._owner_of = owner_of
         self._limiter = limiter
         self._second_factor_roles = frozenset(second_factor_roles)
+        self._remote_owner_of = remote_owner_of
+
+    def _owners_for(self, credentials: str) -> OwnerLookup:
+        """The service's own owner lookup, asking ``remote_owner_of`` with the caller's
+        credentials where it has no answer."""
+        remote = self._remote_owner_of
+        if remote is None:
+            return self._owner_of
+
+        def lookup(kind: str, ident: str) -> str | None:
+            return self._owner_of(kind, ident) or remote(kind, ident, credentials)
+
+        return lookup
 
     def intercept_service(
         self,
@@ -223,8 +253,9 @@ class AuthInterceptor(grpc.ServerInterceptor):
 
         key_alone_allowed = policy is not None and method in policy.open_before_sign_in
 
-        def admit() -> tuple[Principal, Sequence[Scope]]:
-            principal = self._authenticator.authenticate(_bearer(metadata))
+        def admit() -> tuple[Principal, Sequence[Scope], OwnerLookup]:
+            credentials = _bearer(metadata)
+            principal = self._authenticator.authenticate(credentials)
             if principal.role in self._second_factor_roles and not principal.session_id and not key_alone_allowed:
                 raise second_factor_missing(principal)
             if method_rule is None:
@@ -235,25 +266,25 @@ class AuthInterceptor(grpc.ServerInterceptor):
                 raise errors.PermissionDenied(f"{method} is open to {allowed}, not to {principal.role.value} keys")
             if self._limiter is not None:
                 self._limiter.check(principal)
-            return principal, scopes
+            return principal, scopes, self._owners_for(credentials)
 
-        def scoped(request: Message, principal: Principal, scopes: Sequence[Scope]) -> Message:
+        def scoped(request: Message, principal: Principal, scopes: Sequence[Scope], owners: OwnerLookup) -> Message:
             for scope in scopes:
-                scope.apply(request, principal, self._owner_of)
+                scope.apply(request, principal, owners)
             return request
 
         if handler.unary_unary or handler.unary_stream:
             inner = handler.unary_unary or handler.unary_stream
 
             def unary(request: Message, context: grpc.ServicerContext) -> Any:
-                principal, scopes = admit()
+                principal, scopes, owners = admit()
                 with acting_as(principal):
-                    return inner(scoped(request, principal, scopes), context)
+                    return inner(scoped(request, principal, scopes, owners), context)
 
             def unary_streaming(request: Message, context: grpc.ServicerContext) -> Iterator[Any]:
-                principal, scopes = admit()
+                principal, scopes, owners = admit()
                 with acting_as(principal):
-                    yield from inner(scoped(request, principal, scopes), context)
+                    yield from inner(scoped(request, principal, scopes, owners), context)
 
             if handler.unary_unary:
                 return handler._replace(unary_unary=unary)
@@ -263,9 +294,9 @@ class AuthInterceptor(grpc.ServerInterceptor):
             inner_stream = handler.stream_unary
 
             def client_streaming(requests: Iterator[Message], context: grpc.ServicerContext) -> Any:
-                principal, scopes = admit()
+                principal, scopes, owners = admit()
                 # Every message is scoped: a stream may not switch to another organisation's job.
-                checked = (scoped(request, principal, scopes) for request in requests)
+                checked = (scoped(request, principal, scopes, owners) for request in requests)
                 with acting_as(principal):
                     return inner_stream(checked, context)
 

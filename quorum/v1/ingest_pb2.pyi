@@ -159,3 +159,13 @@ class DeleteJobResponse(_message.Message):
     items_deleted: int
     objects_deleted: int
     def __init__(self, job_id: _Optional[str] = ..., items_deleted: _Optional[int] = ..., objects_deleted: _Optional[int] = ...) -> None: ...
+
+class SetJobSlaRequest(_message.Message):
+    __slots__ = ("job_id", "sla_deadline", "clear_deadline")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    SLA_DEADLINE_FIELD_NUMBER: _ClassVar[int]
+    CLEAR_DEADLINE_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    sla_deadline: _timestamp_pb2.Timestamp
+    clear_deadline: bool
+    def __init__(self, job_id: _Optional[str] = ..., sla_deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., clear_deadline: _Optional[bool] = ...) -> None: ...

@@ -69,6 +69,11 @@ class IngestServiceStub:
                 request_serializer=quorum_dot_v1_dot_ingest__pb2.DeleteJobRequest.SerializeToString,
                 response_deserializer=quorum_dot_v1_dot_ingest__pb2.DeleteJobResponse.FromString,
                 _registered_method=True)
+        self.SetJobSla = channel.unary_unary(
+                '/quorum.v1.IngestService/SetJobSla',
+                request_serializer=quorum_dot_v1_dot_ingest__pb2.SetJobSlaRequest.SerializeToString,
+                response_deserializer=quorum_dot_v1_dot_ingest__pb2.Job.FromString,
+                _registered_method=True)
 
 
 class IngestServiceServicer:
@@ -127,6 +132,15 @@ class IngestServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetJobSla(self, request, context):
+        """Staff: moves the job's SLA deadline, or removes it. GetJob, ListJobs and the
+        dashboard show the new one; nothing else reads it, so no event is sent.
+        FAILED_PRECONDITION for a deleted job.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IngestServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -164,6 +178,11 @@ def add_IngestServiceServicer_to_server(servicer, server):
                     servicer.DeleteJob,
                     request_deserializer=quorum_dot_v1_dot_ingest__pb2.DeleteJobRequest.FromString,
                     response_serializer=quorum_dot_v1_dot_ingest__pb2.DeleteJobResponse.SerializeToString,
+            ),
+            'SetJobSla': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetJobSla,
+                    request_deserializer=quorum_dot_v1_dot_ingest__pb2.SetJobSlaRequest.FromString,
+                    response_serializer=quorum_dot_v1_dot_ingest__pb2.Job.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -355,6 +374,33 @@ class IngestService:
             '/quorum.v1.IngestService/DeleteJob',
             quorum_dot_v1_dot_ingest__pb2.DeleteJobRequest.SerializeToString,
             quorum_dot_v1_dot_ingest__pb2.DeleteJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetJobSla(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quorum.v1.IngestService/SetJobSla',
+            quorum_dot_v1_dot_ingest__pb2.SetJobSlaRequest.SerializeToString,
+            quorum_dot_v1_dot_ingest__pb2.Job.FromString,
             options,
             channel_credentials,
             insecure,

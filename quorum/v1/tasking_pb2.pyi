@@ -155,3 +155,67 @@ class TaskingStats(_message.Message):
     created_per_minute: _containers.RepeatedCompositeFieldContainer[_common_pb2.MinuteCount]
     answered_per_minute: _containers.RepeatedCompositeFieldContainer[_common_pb2.MinuteCount]
     def __init__(self, tasks: _Optional[int] = ..., gold_tasks: _Optional[int] = ..., backlog: _Optional[int] = ..., answers: _Optional[int] = ..., active_leases: _Optional[int] = ..., workers: _Optional[int] = ..., created_per_minute: _Optional[_Iterable[_Union[_common_pb2.MinuteCount, _Mapping]]] = ..., answered_per_minute: _Optional[_Iterable[_Union[_common_pb2.MinuteCount, _Mapping]]] = ...) -> None: ...
+
+class SuspendWorkerRequest(_message.Message):
+    __slots__ = ("worker_id", "reason")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    reason: str
+    def __init__(self, worker_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ReinstateWorkerRequest(_message.Message):
+    __slots__ = ("worker_id", "reason")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    reason: str
+    def __init__(self, worker_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class GetWorkerStatusRequest(_message.Message):
+    __slots__ = ("worker_id",)
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    def __init__(self, worker_id: _Optional[str] = ...) -> None: ...
+
+class WorkerStatus(_message.Message):
+    __slots__ = ("worker_id", "suspended", "reason", "suspended_by_operator", "suspension_reason", "spam_flagged", "spam_reason", "flag_overridden", "changed_by", "changed_at")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    SUSPENDED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    SUSPENDED_BY_OPERATOR_FIELD_NUMBER: _ClassVar[int]
+    SUSPENSION_REASON_FIELD_NUMBER: _ClassVar[int]
+    SPAM_FLAGGED_FIELD_NUMBER: _ClassVar[int]
+    SPAM_REASON_FIELD_NUMBER: _ClassVar[int]
+    FLAG_OVERRIDDEN_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_BY_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_AT_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    suspended: bool
+    reason: str
+    suspended_by_operator: bool
+    suspension_reason: str
+    spam_flagged: bool
+    spam_reason: str
+    flag_overridden: bool
+    changed_by: str
+    changed_at: _timestamp_pb2.Timestamp
+    def __init__(self, worker_id: _Optional[str] = ..., suspended: _Optional[bool] = ..., reason: _Optional[str] = ..., suspended_by_operator: _Optional[bool] = ..., suspension_reason: _Optional[str] = ..., spam_flagged: _Optional[bool] = ..., spam_reason: _Optional[str] = ..., flag_overridden: _Optional[bool] = ..., changed_by: _Optional[str] = ..., changed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListWorkerStatusesRequest(_message.Message):
+    __slots__ = ("suspended_only", "page_size", "page_token")
+    SUSPENDED_ONLY_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    suspended_only: bool
+    page_size: int
+    page_token: str
+    def __init__(self, suspended_only: _Optional[bool] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListWorkerStatusesResponse(_message.Message):
+    __slots__ = ("workers", "next_page_token")
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    workers: _containers.RepeatedCompositeFieldContainer[WorkerStatus]
+    next_page_token: str
+    def __init__(self, workers: _Optional[_Iterable[_Union[WorkerStatus, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

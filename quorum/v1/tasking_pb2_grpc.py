@@ -64,6 +64,26 @@ class TaskingServiceStub:
                 request_serializer=quorum_dot_v1_dot_tasking__pb2.GetTaskingStatsRequest.SerializeToString,
                 response_deserializer=quorum_dot_v1_dot_tasking__pb2.TaskingStats.FromString,
                 _registered_method=True)
+        self.SuspendWorker = channel.unary_unary(
+                '/quorum.v1.TaskingService/SuspendWorker',
+                request_serializer=quorum_dot_v1_dot_tasking__pb2.SuspendWorkerRequest.SerializeToString,
+                response_deserializer=quorum_dot_v1_dot_tasking__pb2.WorkerStatus.FromString,
+                _registered_method=True)
+        self.ReinstateWorker = channel.unary_unary(
+                '/quorum.v1.TaskingService/ReinstateWorker',
+                request_serializer=quorum_dot_v1_dot_tasking__pb2.ReinstateWorkerRequest.SerializeToString,
+                response_deserializer=quorum_dot_v1_dot_tasking__pb2.WorkerStatus.FromString,
+                _registered_method=True)
+        self.GetWorkerStatus = channel.unary_unary(
+                '/quorum.v1.TaskingService/GetWorkerStatus',
+                request_serializer=quorum_dot_v1_dot_tasking__pb2.GetWorkerStatusRequest.SerializeToString,
+                response_deserializer=quorum_dot_v1_dot_tasking__pb2.WorkerStatus.FromString,
+                _registered_method=True)
+        self.ListWorkerStatuses = channel.unary_unary(
+                '/quorum.v1.TaskingService/ListWorkerStatuses',
+                request_serializer=quorum_dot_v1_dot_tasking__pb2.ListWorkerStatusesRequest.SerializeToString,
+                response_deserializer=quorum_dot_v1_dot_tasking__pb2.ListWorkerStatusesResponse.FromString,
+                _registered_method=True)
 
 
 class TaskingServiceServicer:
@@ -111,6 +131,40 @@ class TaskingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SuspendWorker(self, request, context):
+        """Staff: stops handing the worker tasks, with a reason the worker is shown, and
+        ends its live leases at once (their tasks go back in play; answering or
+        extending one is FAILED_PRECONDITION, naming the suspension). A worker id
+        tasking has not seen yet may be suspended ahead of its first session.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReinstateWorker(self, request, context):
+        """Staff: lifts an operator's suspension, and overrides consensus's spam flag
+        standing now; a flag raised after consensus has lifted this one suspends
+        the worker again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetWorkerStatus(self, request, context):
+        """Staff: whether tasking hands the worker tasks, and why not.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWorkerStatuses(self, request, context):
+        """Staff: the workers with a suspension, a spam flag or an override on record,
+        by worker id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TaskingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -143,6 +197,26 @@ def add_TaskingServiceServicer_to_server(servicer, server):
                     servicer.GetTaskingStats,
                     request_deserializer=quorum_dot_v1_dot_tasking__pb2.GetTaskingStatsRequest.FromString,
                     response_serializer=quorum_dot_v1_dot_tasking__pb2.TaskingStats.SerializeToString,
+            ),
+            'SuspendWorker': grpc.unary_unary_rpc_method_handler(
+                    servicer.SuspendWorker,
+                    request_deserializer=quorum_dot_v1_dot_tasking__pb2.SuspendWorkerRequest.FromString,
+                    response_serializer=quorum_dot_v1_dot_tasking__pb2.WorkerStatus.SerializeToString,
+            ),
+            'ReinstateWorker': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReinstateWorker,
+                    request_deserializer=quorum_dot_v1_dot_tasking__pb2.ReinstateWorkerRequest.FromString,
+                    response_serializer=quorum_dot_v1_dot_tasking__pb2.WorkerStatus.SerializeToString,
+            ),
+            'GetWorkerStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWorkerStatus,
+                    request_deserializer=quorum_dot_v1_dot_tasking__pb2.GetWorkerStatusRequest.FromString,
+                    response_serializer=quorum_dot_v1_dot_tasking__pb2.WorkerStatus.SerializeToString,
+            ),
+            'ListWorkerStatuses': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWorkerStatuses,
+                    request_deserializer=quorum_dot_v1_dot_tasking__pb2.ListWorkerStatusesRequest.FromString,
+                    response_serializer=quorum_dot_v1_dot_tasking__pb2.ListWorkerStatusesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -307,6 +381,114 @@ class TaskingService:
             '/quorum.v1.TaskingService/GetTaskingStats',
             quorum_dot_v1_dot_tasking__pb2.GetTaskingStatsRequest.SerializeToString,
             quorum_dot_v1_dot_tasking__pb2.TaskingStats.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SuspendWorker(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quorum.v1.TaskingService/SuspendWorker',
+            quorum_dot_v1_dot_tasking__pb2.SuspendWorkerRequest.SerializeToString,
+            quorum_dot_v1_dot_tasking__pb2.WorkerStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReinstateWorker(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quorum.v1.TaskingService/ReinstateWorker',
+            quorum_dot_v1_dot_tasking__pb2.ReinstateWorkerRequest.SerializeToString,
+            quorum_dot_v1_dot_tasking__pb2.WorkerStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWorkerStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quorum.v1.TaskingService/GetWorkerStatus',
+            quorum_dot_v1_dot_tasking__pb2.GetWorkerStatusRequest.SerializeToString,
+            quorum_dot_v1_dot_tasking__pb2.WorkerStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWorkerStatuses(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quorum.v1.TaskingService/ListWorkerStatuses',
+            quorum_dot_v1_dot_tasking__pb2.ListWorkerStatusesRequest.SerializeToString,
+            quorum_dot_v1_dot_tasking__pb2.ListWorkerStatusesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -248,11 +248,29 @@ class AuditTrail:
             append(conn, entries)
 
     def list(
-        self, *, org_id: str = "", action: str = "", resource: str = "", before_seq: int = 0, limit: int = 100
+        self,
+        *,
+        org_id: str = "",
+        action: str = "",
+        resource: str = "",
+        before_seq: int = 0,
+        limit: int = 100,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
     ) -> list[StoredEntry]:
+        """Up to ``limit`` entries, newest first, matching every filter given: those before
+        entry ``before_seq`` (the next page), at or after ``since`` and before ``until``.
+        Raises InvalidArgument("page_size") outside 1..1000 and InvalidArgument("until")
+        when it is not after ``since``."""
         if not 1 <= limit <= 1000:
             raise InvalidArgument("page_size", "between 1 and 1000")
+        if since is not None and until is not None and until <= since:
+            raise InvalidArgument("until", "must be after since")
         query = sa.select(audit_log).order_by(audit_log.c.seq.desc()).limit(limit)
+        if since is not None:
+            query = query.where(audit_log.c.at >= since)
+        if until is not None:
+            query = query.where(audit_log.c.at < until)
         if org_id:
             query = query.where(audit_log.c.org_id == org_id)
         if action:

@@ -83,6 +83,13 @@ def _caller() -> Principal:
     return principal
 
 
+def _moment(field: str, stamp: Timestamp) -> dt.datetime:
+    try:
+        return stamp.ToDatetime(dt.UTC)
+    except (ValueError, OverflowError) as exc:
+        raise InvalidArgument(field, "is not a valid timestamp") from exc
+
+
 def _page_token(token: str) -> int:
     if not token:
         return 0
@@ -141,6 +148,8 @@ class AccessServicer(access_pb2_grpc.AccessServiceServicer):
             resource=request.resource,
             before_seq=_page_token(request.page_token),
             limit=page_size,
+            since=_moment("since", request.since) if request.HasField("since") else None,
+            until=_moment("until", request.until) if request.HasField("until") else None,
         )
         next_token = str(rows[-1].seq) if len(rows) == page_size and rows[-1].seq > 1 else ""
         return access_pb2.ListAuditEventsResponse(events=[_entry_to_proto(r) for r in rows], next_page_token=next_token)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from quorum.db import add_missing_columns, make_engine, widen_text_columns
+from quorum.db import add_missing_columns, fill_blank_from, make_engine, widen_text_columns
 from quorum.security.audit import AuditRecorder
 from quorum.service import ConsumerSpec, ServiceContext, ServiceParts, run_periodically
 from quorum.v1 import consensus_pb2_grpc
@@ -25,6 +25,9 @@ def build(context: ServiceContext) -> ServiceParts:
     engine = make_engine(context.settings.database_url_for("consensus"))
     tables.metadata.create_all(engine)
     add_missing_columns(engine, tables.metadata)
+    # Tasks and results from before they carried their organisation learn it from their job, where known.
+    for table in (tables.tasks, tables.results):
+        fill_blank_from(engine, table, "org_id", tables.jobs, "org_id")
     widen_text_columns(engine, tables.metadata)
     events = ConsensusEvents(engine, context.topics, context.outbox_written)
     events.load()
@@ -56,4 +59,5 @@ def build(context: ServiceContext) -> ServiceParts:
         else [],
         policies=[POLICY],
         owner_of=queries.owner_of,
+        job_owners_from_ingest=True,
     )

@@ -3,7 +3,7 @@ and object store."""
 
 from __future__ import annotations
 
-from quorum.db import add_missing_columns, make_engine
+from quorum.db import add_missing_columns, fill_blank_from, make_engine
 from quorum.lag import Downstream
 from quorum.objectstore import open_object_store
 from quorum.service import ServiceContext, ServiceParts
@@ -23,6 +23,9 @@ def build(context: ServiceContext) -> ServiceParts:
     engine = make_engine(settings.database_url_for("ingest"))
     tables.metadata.create_all(engine)
     add_missing_columns(engine, tables.metadata)
+    # Items and tasks from before they carried their organisation learn it from their job.
+    for table in (tables.items, tables.tasks):
+        fill_blank_from(engine, table, "org_id", tables.jobs, "client_id")
     handlers = IngestHandlers(
         engine=engine,
         store=open_object_store(settings),

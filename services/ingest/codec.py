@@ -41,6 +41,11 @@ def _datetime(field: str, stamp: Timestamp) -> dt.datetime:
         raise InvalidArgument(field, "is not a valid timestamp") from exc
 
 
+def deadline(stamp: Timestamp) -> dt.datetime:
+    """An SLA deadline as given; raises InvalidArgument("sla_deadline") when not a valid timestamp."""
+    return _datetime("sla_deadline", stamp)
+
+
 def spec_from_proto(spec: common_pb2.JobSpec) -> domain.JobSpec:
     """The spec as given, not yet validated. An unset or unknown task oneof gives task_type None."""
     task = spec.WhichOneof("task")

@@ -346,6 +346,14 @@ class Job:
     created_at: dt.datetime
 
 
+def with_sla_deadline(spec: JobSpec, deadline: dt.datetime | None, now: dt.datetime) -> JobSpec:
+    """The spec with a new SLA deadline (None: none). Raises InvalidArgument("sla_deadline")
+    for a deadline that is not in the future."""
+    if deadline is not None and deadline <= now:
+        raise InvalidArgument("sla_deadline", f"must be in the future (got {deadline.isoformat()})")
+    return replace(spec, sla_deadline=deadline)
+
+
 def scrubbed_spec(spec: JobSpec) -> JobSpec:
     """What a deleted job keeps of its spec: the terms, without the client's free text."""
     return replace(spec, name="", instructions="")

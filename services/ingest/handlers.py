@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import chain
 from queue import Empty, Full, Queue
 from typing import Any, TypeVar
@@ -109,7 +109,7 @@ class IngestHandlers:
         if key is not None:
             existing = self._job_by_key(spec.client_id, key)
             if existing is not None:
-                return _same_spec(existing, spec, key)
+                return _same_spec(*existing, spec, key)
         job = domain.Job(
             job_id=domain.new_id("job"),
             spec=spec,
@@ -151,7 +151,7 @@ class IngestHandlers:
             winner = self._job_by_key(spec.client_id, key) if key is not None else None
             if winner is None:
                 raise
-            return _same_spec(winner, spec, key or "")
+            return _same_spec(*winner, spec, key or "")
         self.outbox_written()
         return job
 
@@ -213,6 +213,36 @@ class IngestHandlers:
         if sealed:
             self.outbox_written()
         return _job_from_row(row)
+
+    def set_job_sla(self, job_id: str, deadline: dt.datetime | None) -> domain.Job:
+        """Moves the job's SLA deadline to ``deadline`` (None: removes it) and records who
+        did it in the audit trail, in one transaction. The stored spec keeps the deadline
+        the job was created with (what JobCreated carried); GetJob and ListJobs show the
+        new one. Raises InvalidArgument("job_id" / "sla_deadline"), NotFound,
+        FailedPrecondition for a deleted job. Costs one write transaction."""
+        _require_job_id(job_id)
+        j = t.jobs
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(j).where(j.c.job_id == job_id).with_for_update()).one_or_none()
+            if row is None:
+                raise NotFound("job", job_id)
+            if row.state == JobState.DELETED.value:
+                raise FailedPrecondition(f"job {job_id} was deleted: it has no SLA to change")
+            job = _job_from_row(row)
+            now = utcnow()
+            spec = domain.with_sla_deadline(job.spec, deadline, now)
+            conn.execute(sa.update(j).where(j.c.job_id == job_id).values(sla_changed_at=now, sla_deadline=deadline))
+            audited = audit_event(
+                self.topics.audit,
+                "ingest",
+                "job.sla_changed",
+                f"job/{job_id}",
+                org_id=row.client_id,
+                details={"from": _iso(job.spec.sla_deadline), "to": _iso(deadline)},
+            )
+            enqueue(conn, t.outbox, [audited])
+        self.outbox_written()
+        return replace(job, spec=spec)
 
     # ------------------------------------------------------------------ deletion
 
@@ -429,12 +459,13 @@ class IngestHandlers:
             raise FailedPrecondition(f"job {job_id} is {job.state.value}: it takes no more objects")
         return job
 
-    def _job_by_key(self, client_id: str, key: str) -> domain.Job | None:
+    def _job_by_key(self, client_id: str, key: str) -> tuple[domain.Job, domain.JobSpec] | None:
+        """The job the key created, and the spec it was created with."""
         with reading(self.engine) as conn:
             row = conn.execute(
                 sa.select(t.jobs).where(t.jobs.c.client_id == client_id, t.jobs.c.idempotency_key == key)
             ).one_or_none()
-        return _job_from_row(row) if row is not None else None
+        return (_job_from_row(row), _created_spec(row)) if row is not None else None
 
 
 def ticking(stream: Iterable[T], interval_s: float) -> Generator[T | None, None, None]:
@@ -521,18 +552,30 @@ def _forget_announcements(
             conn.execute(sa.update(o).where(o.c.id == row.id).values(payload=event.SerializeToString()))
 
 
-def _same_spec(job: domain.Job, spec: domain.JobSpec, key: str) -> domain.Job:
-    if job.spec != spec:
+def _same_spec(job: domain.Job, created: domain.JobSpec, spec: domain.JobSpec, key: str) -> domain.Job:
+    # Against the spec as created: an operator's later SLA change does not make a retry differ.
+    if created != spec:
         raise FailedPrecondition(
             f"idempotency_key {key!r} already created job {job.job_id} with a different spec; use a new key"
         )
     return job
 
 
+def _iso(moment: dt.datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+def _created_spec(row: Any) -> domain.JobSpec:
+    return codec.spec_from_proto(common_pb2.JobSpec.FromString(row.spec))
+
+
 def _job_from_row(row: Any) -> domain.Job:
+    spec = _created_spec(row)
+    if row.sla_changed_at is not None:
+        spec = replace(spec, sla_deadline=row.sla_deadline)
     return domain.Job(
         job_id=row.job_id,
-        spec=codec.spec_from_proto(common_pb2.JobSpec.FromString(row.spec)),
+        spec=spec,
         state=JobState(row.state),
         objects=row.objects,
         gold_objects=row.gold_objects,

@@ -22,5 +22,7 @@ POLICY = ServicePolicy(
         "SealJob": {Role.CLIENT: OWN_JOB, Role.ADMIN: ACROSS_ORGS},
         # Purges the job's media, items and results; the ledger keeps its postings.
         "DeleteJob": {Role.CLIENT: OWN_JOB, Role.ADMIN: ACROSS_ORGS},
+        # Operators manage SLAs; a client's deadline is part of what it ordered.
+        "SetJobSla": STAFF,
     },
 )

@@ -64,3 +64,9 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
 
     def DeleteJob(self, request: ingest_pb2.DeleteJobRequest, context: Any) -> ingest_pb2.DeleteJobResponse:
         return codec.delete_summary_to_proto(self._handlers.delete_job(request.job_id))
+
+    def SetJobSla(self, request: ingest_pb2.SetJobSlaRequest, context: Any) -> ingest_pb2.Job:
+        if request.clear_deadline == request.HasField("sla_deadline"):
+            raise InvalidArgument("sla_deadline", "give a new deadline, or clear_deadline to remove it (not both)")
+        deadline = codec.deadline(request.sla_deadline) if request.HasField("sla_deadline") else None
+        return codec.job_to_proto(self._handlers.set_job_sla(request.job_id, deadline))

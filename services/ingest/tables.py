@@ -27,6 +27,10 @@ jobs = sa.Table(
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("sealed_at", UtcDateTime, nullable=True),
     sa.Column("deleted_at", UtcDateTime, nullable=True),
+    # Set by SetJobSla: from then on the job's SLA deadline is sla_deadline (NULL: none),
+    # while ``spec`` keeps the one it was created with, so a retried CreateJob still matches.
+    sa.Column("sla_changed_at", UtcDateTime, nullable=True),
+    sa.Column("sla_deadline", UtcDateTime, nullable=True),
     sa.UniqueConstraint("client_id", "idempotency_key", name="uq_jobs_client_idempotency_key"),
     sa.Index("ix_jobs_created", "created_at", "job_id"),
     sa.Index("ix_jobs_client_created", "client_id", "created_at"),

@@ -32,4 +32,5 @@ def build(context: ServiceContext) -> ServiceParts:
         consumers=[ConsumerSpec(CONSUMER, [topics.jobs, topics.answers, topics.results], ledger.handle_events)],
         policies=[POLICY],
         owner_of=ledger.owner_of,
+        job_owners_from_ingest=True,
     )

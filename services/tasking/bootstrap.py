@@ -4,7 +4,7 @@ object store."""
 from __future__ import annotations
 
 from quorum.cache import connect_redis
-from quorum.db import add_missing_columns, make_engine
+from quorum.db import add_missing_columns, fill_blank_from, make_engine
 from quorum.lag import Downstream
 from quorum.objectstore import open_object_store
 from quorum.service import ConsumerSpec, ServiceContext, ServiceParts
@@ -29,6 +29,8 @@ def build(context: ServiceContext) -> ServiceParts:
     engine = make_engine(settings.database_url_for("tasking"))
     tables.metadata.create_all(engine)
     add_missing_columns(engine, tables.metadata)
+    # Tasks from before they carried their organisation learn it from their job, where known.
+    fill_blank_from(engine, tables.tasks, "org_id", tables.jobs, "org_id")
     closers = []
     leases: Leases
     if settings.redis_url:
@@ -61,6 +63,7 @@ def build(context: ServiceContext) -> ServiceParts:
         closers=closers,
         policies=[POLICY],
         owner_of=service.owner_of,
+        job_owners_from_ingest=True,
         # Consensus and payments read every accepted answer: while either is too far behind,
         # no new task is handed out. Answers to tasks already handed out are still taken:
         # the work is done, it is bounded by the live leases, and a refusal could outlast

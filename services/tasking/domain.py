@@ -12,7 +12,7 @@ import itertools
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from quorum.errors import InvalidArgument
@@ -270,6 +270,87 @@ _CHECKS = {
     "transcription": _check_transcription,
     "pairwise": _check_pairwise,
 }
+
+
+# Longest reason kept for a suspension or a spam flag.
+MAX_REASON_CHARS = 500
+# Who changes a worker's standing when no operator does: consensus's spam verdicts.
+CONSENSUS = "consensus"
+
+
+@dataclass(frozen=True)
+class WorkerStanding:
+    """Whether tasking hands a worker tasks. Two things can stop it: an operator's
+    suspension, and consensus's spam flag. An operator's reinstatement lifts the first
+    and overrides the second as it stands; the override ends when consensus lifts the
+    flag, so a later flag (a new verdict) suspends the worker again. Consensus sends a
+    verdict only when it changes, so a flag that arrives while one stands is the same
+    verdict and keeps the override."""
+
+    worker_id: str
+    suspended_by_operator: bool = False
+    suspension_reason: str = ""
+    spam_flagged: bool = False
+    spam_reason: str = ""
+    flag_overridden: bool = False
+    changed_by: str = ""
+    changed_at: dt.datetime | None = None
+
+    @property
+    def suspended(self) -> bool:
+        """Handed no tasks now."""
+        return self.suspended_by_operator or (self.spam_flagged and not self.flag_overridden)
+
+    @property
+    def reason(self) -> str:
+        """What the worker is told when refused: the operator's reason first."""
+        if self.suspended_by_operator:
+            return self.suspension_reason
+        return self.spam_reason if self.suspended else ""
+
+    def suspend(self, reason: str, by: str, at: dt.datetime) -> WorkerStanding:
+        """Suspended by an operator. Raises InvalidArgument("reason") when it is blank or
+        longer than MAX_REASON_CHARS."""
+        return replace(
+            self,
+            suspended_by_operator=True,
+            suspension_reason=suspension_reason(reason),
+            changed_by=by,
+            changed_at=at,
+        )
+
+    def reinstate(self, by: str, at: dt.datetime) -> WorkerStanding:
+        """An operator's suspension lifted and the standing spam flag, if any, overridden."""
+        return replace(
+            self,
+            suspended_by_operator=False,
+            suspension_reason="",
+            flag_overridden=self.spam_flagged,
+            changed_by=by,
+            changed_at=at,
+        )
+
+    def verdict(self, spammer: bool, reason: str, at: dt.datetime) -> WorkerStanding:
+        """Consensus's verdict changed. A lifted flag ends the override with it, so an
+        override only ever stands against the flag it was given for, and a later flag
+        suspends the worker again (see the class docstring)."""
+        if spammer:
+            return replace(
+                self, spam_flagged=True, spam_reason=reason[:MAX_REASON_CHARS], changed_by=CONSENSUS, changed_at=at
+            )
+        return replace(
+            self, spam_flagged=False, spam_reason="", flag_overridden=False, changed_by=CONSENSUS, changed_at=at
+        )
+
+
+def suspension_reason(reason: str) -> str:
+    """The reason, stripped; raises InvalidArgument("reason") when blank or too long."""
+    reason = reason.strip()
+    if not reason:
+        raise InvalidArgument("reason", "is required: say why (the worker is shown it)")
+    if len(reason) > MAX_REASON_CHARS:
+        raise InvalidArgument("reason", f"at most {MAX_REASON_CHARS} characters (got {len(reason)})")
+    return reason
 
 
 def wants_gold(gold_share: float, draw: float) -> bool:

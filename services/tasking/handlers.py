@@ -44,14 +44,18 @@ from quorum.db import (
     reading,
     utcnow,
 )
-from quorum.errors import FailedPrecondition, NotFound, PermissionDenied
+from quorum.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from quorum.messaging import Topics, outgoing
 from quorum.objectstore import ObjectMissing, ObjectStore
 from quorum.owners import OwnerCache
+from quorum.security.audit import audit_event
+from quorum.security.principal import current_principal
 from quorum.v1 import events_pb2
 from services.tasking import tables
 from services.tasking.domain import (
     ACTIVE_WINDOW,
+    CONSENSUS,
+    MAX_REASON_CHARS,
     SERIES_MINUTES,
     Candidate,
     HandedOutTask,
@@ -60,6 +64,7 @@ from services.tasking.domain import (
     SessionInfo,
     SubmittedAnswer,
     TaskingStats,
+    WorkerStanding,
     clamp_gold_share,
     initial_answers_wanted,
     lease_seconds_or_default,
@@ -241,6 +246,72 @@ def _event_time(stamp: Timestamp, event: events_pb2.Event) -> dt.datetime:
 def _chunks(items: Sequence[Any], size: int = 500) -> Iterable[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def _actor() -> str:
+    """Who is acting: the caller of the RPC being served, else tasking itself."""
+    principal = current_principal()
+    return principal.label if principal else "tasking"
+
+
+def _standing_of(row: Row[Any]) -> WorkerStanding:
+    return WorkerStanding(
+        worker_id=row.worker_id,
+        suspended_by_operator=row.suspended_by_operator,
+        suspension_reason=row.suspension_reason,
+        spam_flagged=row.spam_flagged,
+        spam_reason=row.spam_reason,
+        flag_overridden=row.flag_overridden,
+        changed_by=row.changed_by,
+        changed_at=row.changed_at,
+    )
+
+
+def _standings(conn: Connection, worker_ids: Sequence[str]) -> dict[str, WorkerStanding]:
+    """The standing of each worker: its row, else (a worker suspended before standings were
+    kept) the spam flag its suspension was, else good standing."""
+    w, s = tables.worker_standing, tables.suspended_workers
+    found: dict[str, WorkerStanding] = {}
+    for chunk in _chunks(list(worker_ids)):
+        found.update(
+            (row.worker_id, _standing_of(row)) for row in conn.execute(sa.select(w).where(w.c.worker_id.in_(chunk)))
+        )
+        earlier = [i for i in chunk if i not in found]
+        if earlier:
+            for row in conn.execute(sa.select(s).where(s.c.worker_id.in_(earlier))):
+                found[row.worker_id] = WorkerStanding(
+                    row.worker_id,
+                    spam_flagged=True,
+                    spam_reason=row.reason,
+                    changed_by=CONSENSUS,
+                    changed_at=row.suspended_at,
+                )
+    return {i: found.get(i) or WorkerStanding(i) for i in worker_ids}
+
+
+def _standing(conn: Connection, worker_id: str) -> WorkerStanding:
+    return _standings(conn, [worker_id])[worker_id]
+
+
+def _store_standing(conn: Connection, standing: WorkerStanding) -> None:
+    """Writes the standing and keeps suspended_workers, which the handout reads, in step."""
+    w, s = tables.worker_standing, tables.suspended_workers
+    values = {
+        "suspended_by_operator": standing.suspended_by_operator,
+        "suspension_reason": standing.suspension_reason,
+        "spam_flagged": standing.spam_flagged,
+        "spam_reason": standing.spam_reason,
+        "flag_overridden": standing.flag_overridden,
+        "changed_by": standing.changed_by[:300],
+        "changed_at": standing.changed_at or utcnow(),
+    }
+    if not conn.execute(sa.update(w).where(w.c.worker_id == standing.worker_id).values(**values)).rowcount:
+        conn.execute(sa.insert(w).values(worker_id=standing.worker_id, **values))
+    conn.execute(sa.delete(s).where(s.c.worker_id == standing.worker_id))
+    if standing.suspended:
+        conn.execute(
+            sa.insert(s).values(worker_id=standing.worker_id, reason=standing.reason, suspended_at=values["changed_at"])
+        )
 
 
 class ContentCache:
@@ -592,8 +663,12 @@ class TaskingService:
         if lease is None:
             with reading(self._engine) as conn:
                 answered_by = conn.execute(_ANSWERED_BY, {"b_lease": lease_id}).scalar_one_or_none()
+                suspension = conn.execute(_SUSPENSION, {"b_worker": worker}).scalar()
             if answered_by == worker:
                 raise FailedPrecondition(f"lease {lease_id!r}: this task is already answered by {worker!r}")
+            if suspension is not None:
+                # A suspension by an operator ended the worker's leases: say so.
+                raise FailedPrecondition(f"no live lease {lease_id!r}: worker {worker} is suspended: {suspension}")
             raise FailedPrecondition(f"no live lease {lease_id!r}: it expired or was never granted")
         if lease.worker_id != worker:
             raise FailedPrecondition(f"no live lease {lease_id!r} for worker {worker!r}: it belongs to another worker")
@@ -749,20 +824,26 @@ class TaskingService:
         query and one transaction."""
         ended = [(lease_id, task_id) for lease_id, task_id, _ in self._leases.sweep(SWEEP_BATCH)]
         ended += self._orphans()
-        if ended:
-            a = tables.assignments
-            with self._engine.begin() as conn:
-                for chunk in _chunks(ended):
-                    conn.execute(
-                        sa.update(a)
-                        .where(a.c.lease_id.in_([lease_id for lease_id, _ in chunk]), a.c.state == "leased")
-                        .values(state="expired")
-                    )
-                    tasks = sorted({task_id for _, task_id in chunk})
-                    conn.execute(
-                        sa.update(t).where(t.c.task_id.in_(tasks), t.c.full_until.is_not(None)).values(full_until=None)
-                    )
+        self._mark_expired(ended)
         return len(ended)
+
+    def _mark_expired(self, ended: Sequence[tuple[str, str]]) -> None:
+        """Marks expired the assignments of these ended (lease_id, task_id), so that their
+        tasks are back in play, for their workers too. One transaction."""
+        if not ended:
+            return
+        a = tables.assignments
+        with self._engine.begin() as conn:
+            for chunk in _chunks(ended):
+                conn.execute(
+                    sa.update(a)
+                    .where(a.c.lease_id.in_([lease_id for lease_id, _ in chunk]), a.c.state == "leased")
+                    .values(state="expired")
+                )
+                tasks = sorted({task_id for _, task_id in chunk})
+                conn.execute(
+                    sa.update(t).where(t.c.task_id.in_(tasks), t.c.full_until.is_not(None)).values(full_until=None)
+                )
 
     def _orphans(self) -> list[tuple[str, str]]:
         """(lease_id, task_id) of the assignments, among up to SWEEP_BATCH still "leased"
@@ -794,6 +875,112 @@ class TaskingService:
                     pass
             except Exception:
                 log.exception("tasking: sweeping expired leases failed; retrying")
+
+    # ------------------------------------------------------------------ workers
+
+    def suspend_worker(self, worker_id: str, reason: str) -> WorkerStanding:
+        """Stops handing ``worker_id`` tasks, with ``reason`` (which the worker is shown),
+        then ends its live leases: their tasks go back in play at once, and answering or
+        extending one is refused, naming the suspension. The change and its audit entry
+        commit together, before the leases end, so no handout starts after it; one that
+        was already under way may still be answered. Suspending a suspended worker
+        replaces the reason. Raises InvalidArgument("worker_id" / "reason"). Costs one
+        transaction, a read of the worker's handouts (not indexed by worker) and two
+        lease store round trips per live lease."""
+        validate_worker_id(worker_id)
+        with self._engine.begin() as conn:
+            standing = _standing(conn, worker_id).suspend(reason, _actor(), utcnow())
+            _store_standing(conn, standing)
+            audited = audit_event(
+                self._topics.audit,
+                "tasking",
+                "worker.suspended",
+                f"worker/{worker_id}",
+                details={"reason": standing.suspension_reason, "spam_flagged": standing.spam_flagged},
+            )
+            enqueue(conn, tables.outbox, [audited])
+        self._outbox_written()
+        ended = self._end_leases_of(worker_id)
+        log.info("tasking: worker %s suspended by %s; %d live leases ended", worker_id, standing.changed_by, ended)
+        return standing
+
+    def reinstate_worker(self, worker_id: str, note: str = "") -> WorkerStanding:
+        """Hands ``worker_id`` tasks again: lifts an operator's suspension and overrides
+        consensus's spam flag as it stands (a later flag suspends the worker again, see
+        WorkerStanding). Reinstating a worker in good standing changes nothing but is
+        still recorded. Raises InvalidArgument("worker_id"). One transaction."""
+        validate_worker_id(worker_id)
+        with self._engine.begin() as conn:
+            before = _standing(conn, worker_id)
+            standing = before.reinstate(_actor(), utcnow())
+            _store_standing(conn, standing)
+            details = {
+                "was_suspended": before.suspended,
+                "flag_overridden": standing.flag_overridden,
+                "note": note.strip()[:MAX_REASON_CHARS],
+            }
+            enqueue(
+                conn,
+                tables.outbox,
+                [
+                    audit_event(
+                        self._topics.audit, "tasking", "worker.reinstated", f"worker/{worker_id}", details=details
+                    )
+                ],
+            )
+        self._outbox_written()
+        return standing
+
+    def worker_standing(self, worker_id: str) -> WorkerStanding:
+        """Whether tasking hands ``worker_id`` tasks, and why not; a worker with nothing on
+        record is in good standing. Raises InvalidArgument("worker_id"). Two primary-key
+        reads."""
+        validate_worker_id(worker_id)
+        with reading(self._engine) as conn:
+            return _standing(conn, worker_id)
+
+    def worker_standings(
+        self, suspended_only: bool = False, page_size: int = 100, after: str = ""
+    ) -> tuple[list[WorkerStanding], str]:
+        """The workers with anything on record (a suspension, a flag, an override), by
+        worker id after ``after``; with ``suspended_only``, those handed no tasks. Returns
+        a page and the id to continue after ("" on the last page). Raises
+        InvalidArgument("page_size"). Costs three indexed reads."""
+        if not 1 <= page_size <= 1000:
+            raise InvalidArgument("page_size", f"between 1 and 1000 (got {page_size})")
+        w, s = tables.worker_standing, tables.suspended_workers
+        ids: sa.Select[Any] | sa.CompoundSelect[Any]
+        if suspended_only:
+            ids = sa.select(s.c.worker_id.label("worker_id")).where(s.c.worker_id > after)
+        else:
+            ids = sa.union(
+                sa.select(w.c.worker_id).where(w.c.worker_id > after),
+                sa.select(s.c.worker_id).where(s.c.worker_id > after),
+            )
+        page = ids.subquery()
+        query = sa.select(page.c.worker_id).order_by(page.c.worker_id).limit(page_size + 1)
+        with reading(self._engine) as conn:
+            worker_ids = list(conn.execute(query).scalars())
+            more = len(worker_ids) > page_size
+            worker_ids = worker_ids[:page_size]
+            standings = _standings(conn, worker_ids)
+        return [standings[i] for i in worker_ids], (worker_ids[-1] if more else "")
+
+    def _end_leases_of(self, worker: str) -> int:
+        """Ends the live leases of ``worker`` and puts their tasks back in play. Returns how
+        many it ended."""
+        a = tables.assignments
+        with reading(self._engine) as conn:
+            held = list(
+                conn.execute(sa.select(a.c.lease_id).where(a.c.worker_id == worker, a.c.state == "leased")).scalars()
+            )
+        ended = []
+        for lease_id in held:
+            lease = self._leases.get(lease_id)
+            if lease is not None and self._leases.take(lease, worker, count_answer=False) is LeaseStatus.OK:
+                ended.append((lease_id, lease.task_id))
+        self._mark_expired(ended)
+        return len(ended)
 
     # ------------------------------------------------------------------ stats
 
@@ -947,15 +1134,13 @@ class TaskingService:
                 conn.execute(sa.delete(table).where(table.c.job_id == job_id))
 
     def _apply_flagged(self, conn: Connection, flagged: dict[str, events_pb2.WorkerFlagged]) -> None:
-        """Suspends workers consensus flagged as spammers and lifts lifted flags. Their live
+        """Suspends workers consensus flagged as spammers and lifts lifted flags, minding an
+        operator's suspension or override (see WorkerStanding). A flagged worker's live
         leases run to their end; payments decides what their answers earn."""
-        s = tables.suspended_workers
+        now = utcnow()
         for worker_id, verdict in sorted(flagged.items()):
-            conn.execute(sa.delete(s).where(s.c.worker_id == worker_id))
-            if verdict.spammer:
-                conn.execute(
-                    sa.insert(s).values(worker_id=worker_id, reason=verdict.reason[:500], suspended_at=utcnow())
-                )
+            standing = _standing(conn, worker_id).verdict(verdict.spammer, verdict.reason, now)
+            _store_standing(conn, standing)
 
     @staticmethod
     def _rules_of(created: events_pb2.JobCreated, event: events_pb2.Event) -> tuple[JobRules, dt.datetime]:

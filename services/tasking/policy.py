@@ -1,5 +1,6 @@
 """Who may call the tasking service: workers on their own sessions and the tasks
-leased to them; clients see the progress of their own jobs; staff see everything."""
+leased to them; clients see the progress of their own jobs; staff see everything and
+suspend and reinstate workers."""
 
 from __future__ import annotations
 
@@ -19,5 +20,10 @@ POLICY = ServicePolicy(
         "Heartbeat": OWN_SESSION,
         "SkipTask": OWN_SESSION,
         "GetTaskingStats": rule(STAFF, {Role.CLIENT: [Owned("job", "job_id")]}),
+        # Managing the crowd is staff's alone.
+        "SuspendWorker": STAFF,
+        "ReinstateWorker": STAFF,
+        "GetWorkerStatus": STAFF,
+        "ListWorkerStatuses": STAFF,
     },
 )

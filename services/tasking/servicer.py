@@ -12,8 +12,9 @@ from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from quorum import taskmessages
+from quorum.errors import InvalidArgument
 from quorum.v1 import common_pb2, tasking_pb2, tasking_pb2_grpc
-from services.tasking.domain import RETRY_AFTER_MS, HandedOutTask, SubmittedAnswer
+from services.tasking.domain import RETRY_AFTER_MS, HandedOutTask, SubmittedAnswer, WorkerStanding
 from services.tasking.handlers import TaskingService
 
 SERVICE_NAME = tasking_pb2.DESCRIPTOR.services_by_name["TaskingService"].full_name
@@ -52,6 +53,29 @@ def worker_task(task: HandedOutTask) -> tasking_pb2.WorkerTask:
     elif task.data is not None:
         message.content.data = task.data
     return message
+
+
+def worker_status(standing: WorkerStanding) -> tasking_pb2.WorkerStatus:
+    message = tasking_pb2.WorkerStatus(
+        worker_id=standing.worker_id,
+        suspended=standing.suspended,
+        reason=standing.reason,
+        suspended_by_operator=standing.suspended_by_operator,
+        suspension_reason=standing.suspension_reason,
+        spam_flagged=standing.spam_flagged,
+        spam_reason=standing.spam_reason,
+        flag_overridden=standing.flag_overridden,
+        changed_by=standing.changed_by,
+    )
+    if standing.changed_at is not None:
+        message.changed_at.CopyFrom(_timestamp(standing.changed_at))
+    return message
+
+
+def _page_size(value: int) -> int:
+    if value < 0:
+        raise InvalidArgument("page_size", f"must be >= 0 (got {value})")
+    return value or 100
 
 
 def _reply_cannot_arrive(context: Any) -> bool:
@@ -109,4 +133,23 @@ class TaskingServicer(tasking_pb2_grpc.TaskingServiceServicer):
             workers=stats.workers,
             created_per_minute=[common_pb2.MinuteCount(minute=m, count=c) for m, c in stats.created_per_minute],
             answered_per_minute=[common_pb2.MinuteCount(minute=m, count=c) for m, c in stats.answered_per_minute],
+        )
+
+    def SuspendWorker(self, request: tasking_pb2.SuspendWorkerRequest, context: Any) -> tasking_pb2.WorkerStatus:
+        return worker_status(self._service.suspend_worker(request.worker_id, request.reason))
+
+    def ReinstateWorker(self, request: tasking_pb2.ReinstateWorkerRequest, context: Any) -> tasking_pb2.WorkerStatus:
+        return worker_status(self._service.reinstate_worker(request.worker_id, request.reason))
+
+    def GetWorkerStatus(self, request: tasking_pb2.GetWorkerStatusRequest, context: Any) -> tasking_pb2.WorkerStatus:
+        return worker_status(self._service.worker_standing(request.worker_id))
+
+    def ListWorkerStatuses(
+        self, request: tasking_pb2.ListWorkerStatusesRequest, context: Any
+    ) -> tasking_pb2.ListWorkerStatusesResponse:
+        standings, next_after = self._service.worker_standings(
+            request.suspended_only, _page_size(request.page_size), request.page_token
+        )
+        return tasking_pb2.ListWorkerStatusesResponse(
+            workers=[worker_status(standing) for standing in standings], next_page_token=next_after
         )

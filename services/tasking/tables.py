@@ -114,13 +114,31 @@ task_updates = sa.Table(
     sa.Column("resolved", sa.Boolean, nullable=False, default=False),
 )
 
-# Workers consensus flagged as spammers (WorkerFlagged): they are handed no tasks.
+# The workers handed no tasks, with the reason they are shown: what the handout checks.
+# Kept in step with worker_standing by every writer. Rows written before worker_standing
+# existed are consensus's spam flags.
 suspended_workers = sa.Table(
     "suspended_workers",
     metadata,
     sa.Column("worker_id", sa.String(128), primary_key=True),
     sa.Column("reason", sa.String(500), nullable=False),
     sa.Column("suspended_at", UtcDateTime, nullable=False),
+)
+
+# Why a worker is or is not handed tasks (services.tasking.domain.WorkerStanding): an
+# operator's suspension, consensus's spam flag, an operator's override of that flag.
+worker_standing = sa.Table(
+    "worker_standing",
+    metadata,
+    sa.Column("worker_id", sa.String(128), primary_key=True),
+    sa.Column("suspended_by_operator", sa.Boolean, nullable=False),
+    sa.Column("suspension_reason", sa.String(500), nullable=False),
+    sa.Column("spam_flagged", sa.Boolean, nullable=False),
+    sa.Column("spam_reason", sa.String(500), nullable=False),
+    sa.Column("flag_overridden", sa.Boolean, nullable=False),
+    # "role:subject@org" of the operator, or "consensus".
+    sa.Column("changed_by", sa.String(300), nullable=False),
+    sa.Column("changed_at", UtcDateTime, nullable=False),
 )
 
 sessions = sa.Table(

@@ -363,3 +363,84 @@ def test_the_first_admin_key_can_have_totp_for_a_deployment_that_requires_it(
     monkeypatch.setenv("QUORUM_API_KEY_HASH_KEY", b64(os.urandom(32)))
     assert cli_main(["keys", "create", "--role", "admin", "--totp", "--database-url", shared]) == 2
     assert "QUORUM_MASTER_KEY is not set" in capsys.readouterr().err
+
+
+def test_the_audit_trail_pages_and_filters_by_time(
+    running: RunningService,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import datetime as dt
+
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    from services.access.audit import AuditEntry, append
+
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    ages_h = (9, 7, 5, 3, 1)
+    engine = make_engine(settings.access_database())
+    with engine.begin() as conn:
+        append(
+            conn,
+            [
+                AuditEntry(
+                    f"e{n}",
+                    now - dt.timedelta(hours=age),
+                    "client:c@acme",
+                    "k1",
+                    "job.created",
+                    f"job/j{n}",
+                    "acme",
+                    "{}",
+                )
+                for n, age in enumerate(ages_h)
+            ],
+        )
+    engine.dispose()
+    admin = stub_for(running, admin_key(settings))
+
+    def page(**fields: Any) -> tuple[list[str], str]:
+        reply = admin.ListAuditEvents(access_pb2.ListAuditEventsRequest(**fields), timeout=10)
+        return [e.resource for e in reply.events], reply.next_page_token
+
+    first, token = page(page_size=2)
+    assert first == ["job/j4", "job/j3"] and token
+    second, token = page(page_size=2, page_token=token)
+    assert second == ["job/j2", "job/j1"] and token
+    assert page(page_size=2, page_token=token) == (["job/j0"], "")
+
+    def ago(hours: float) -> Timestamp:
+        stamp = Timestamp()
+        stamp.FromDatetime(now - dt.timedelta(hours=hours))
+        return stamp
+
+    assert page(since=ago(8), until=ago(2))[0] == ["job/j3", "job/j2", "job/j1"]
+    assert page(since=ago(4))[0] == ["job/j4", "job/j3"]
+    older, token = page(until=ago(6), page_size=1)
+    assert older == ["job/j1"] and page(until=ago(6), page_size=1, page_token=token)[0] == ["job/j0"]
+    backwards = rpc_error_of(lambda: page(since=ago(2), until=ago(4)))
+    assert backwards.code() == grpc.StatusCode.INVALID_ARGUMENT and backwards.details().startswith("until:")
+
+    monkeypatch.setenv("QUORUM_HOME", str(settings.home))
+    monkeypatch.setenv("QUORUM_ACCESS_ADDR", f"127.0.0.1:{running.port}")
+    monkeypatch.delenv("QUORUM_API_KEY", raising=False)
+    capsys.readouterr()
+    assert cli_main(["audit", "list", "--limit", "2"]) == 0
+    out = capsys.readouterr()
+    assert [line.split()[4] for line in out.out.splitlines()] == ["job/j4", "job/j3"]
+    token = out.err.split("--page-token ")[1].strip()
+    assert cli_main(["audit", "list", "--limit", "2", "--page-token", token]) == 0
+    assert [line.split()[4] for line in capsys.readouterr().out.splitlines()] == ["job/j2", "job/j1"]
+    since = (now - dt.timedelta(hours=8)).isoformat()
+    assert cli_main(["audit", "list", "--since", since, "--until", "4h"]) == 0
+    out = capsys.readouterr()
+    assert [line.split()[4] for line in out.out.splitlines()] == ["job/j2", "job/j1"] and not out.err
+    with pytest.raises(SystemExit, match="--since 'yesterday'"):
+        cli_main(["audit", "list", "--since", "yesterday"])
+
+
+def rpc_error_of(call: Callable[[], Any]) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as caught:
+        call()
+    return caught.value

@@ -174,6 +174,23 @@ def test_create_job_returns_the_normalised_spec_and_get_and_list_agree(stub: Stu
     assert [j.job_id for j in listed] == [again.job_id, job.job_id]
 
 
+def test_staff_move_and_clear_an_sla_deadline(stub: Stub) -> None:
+    job = create(stub, sla_deadline=Timestamp(seconds=1_900_000_000))
+    later = Timestamp(seconds=1_900_086_400)
+    moved = stub.SetJobSla(ingest_pb2.SetJobSlaRequest(job_id=job.job_id, sla_deadline=later), timeout=10)
+    assert moved.spec.sla_deadline == later
+    assert stub.GetJob(ingest_pb2.GetJobRequest(job_id=job.job_id), timeout=10).spec.sla_deadline == later
+    cleared = stub.SetJobSla(ingest_pb2.SetJobSlaRequest(job_id=job.job_id, clear_deadline=True), timeout=10)
+    assert not cleared.spec.HasField("sla_deadline")
+    for request in (
+        ingest_pb2.SetJobSlaRequest(job_id=job.job_id),
+        ingest_pb2.SetJobSlaRequest(job_id=job.job_id, sla_deadline=later, clear_deadline=True),
+        ingest_pb2.SetJobSlaRequest(job_id=job.job_id, sla_deadline=Timestamp(seconds=1_000_000_000)),
+    ):
+        error = rpc_error(lambda request=request: stub.SetJobSla(request, timeout=10))  # type: ignore[misc]
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and error.details().startswith("sla_deadline: ")
+
+
 def test_unknown_jobs_are_not_found(stub: Stub) -> None:
     unknown = "job_000000000000000000000000"
     for call in (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import threading
@@ -593,3 +594,48 @@ def test_an_object_the_store_refuses_is_rejected_and_nothing_points_to_it(
     with handlers.engine.connect() as conn:
         keys = set(conn.execute(sa.select(tables.items.c.object_key)).scalars())
     assert keys == {content_key(samples.image(1))}
+
+
+def _in_days(days: float) -> dt.datetime:
+    return (dt.datetime.now(dt.UTC) + dt.timedelta(days=days)).replace(microsecond=0)
+
+
+def test_an_sla_deadline_is_moved_and_cleared_and_each_change_is_audited(handlers: IngestHandlers) -> None:
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    created_with = Timestamp()
+    created_with.FromDatetime(_in_days(1))
+    job = handlers.create_job(image_spec(sla_deadline=created_with), idempotency_key="order-7")
+    later = _in_days(3)
+
+    moved = handlers.set_job_sla(job.job_id, later)
+    assert moved.spec.sla_deadline == later
+    assert handlers.get_job(job.job_id).spec.sla_deadline == later
+    assert handlers.list_jobs("acme")[0].spec.sla_deadline == later
+    # What the job was created with is unchanged: a retry of that CreateJob still matches.
+    retried = handlers.create_job(image_spec(sla_deadline=created_with), idempotency_key="order-7")
+    assert retried.job_id == job.job_id and retried.spec.sla_deadline == later
+
+    assert handlers.set_job_sla(job.job_id, None).spec.sla_deadline is None
+    assert handlers.get_job(job.job_id).spec.sla_deadline is None
+    changes = [e.audit_recorded for _, _, e in outbox(handlers) if e.audit_recorded.action == "job.sla_changed"]
+    assert [(c.resource, c.org_id) for c in changes] == [(f"job/{job.job_id}", "acme")] * 2
+    assert [json.loads(c.details_json) for c in changes] == [
+        {"from": created_with.ToDatetime(dt.UTC).isoformat(), "to": later.isoformat()},
+        {"from": later.isoformat(), "to": None},
+    ]
+    # Nothing else reads the deadline, so nothing is announced.
+    assert not [e for _, _, e in outbox(handlers) if e.WhichOneof("payload") not in ("job_created", "audit_recorded")]
+
+
+def test_an_sla_deadline_must_be_ahead_and_the_job_alive(handlers: IngestHandlers) -> None:
+    job = handlers.create_job(image_spec())
+    with pytest.raises(InvalidArgument) as caught:
+        handlers.set_job_sla(job.job_id, _in_days(-1))
+    assert caught.value.field == "sla_deadline"
+    with pytest.raises(NotFound):
+        handlers.set_job_sla("job_00000000000000000000000000", _in_days(1))
+    handlers.delete_job(job.job_id)
+    with pytest.raises(FailedPrecondition, match="deleted"):
+        handlers.set_job_sla(job.job_id, _in_days(1))
+    assert handlers.get_job(job.job_id).spec.sla_deadline is None

@@ -207,6 +207,9 @@ def scenario(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> 
             build = importlib.import_module(f"services.{name}.bootstrap").build
             running[name] = start_service(build, settings, address="127.0.0.1:0")
             channels[name] = channel(f"127.0.0.1:{running[name].port}")
+            if name == "ingest":
+                # The others ask ingest who owns a job they have not heard of.
+                settings = settings.model_copy(update={"ingest_addr": f"127.0.0.1:{running[name].port}"})
         sc = Scenario(settings, keys, channels)
         ingest = sc.stub("ingest")
         admin = sc.md(Role.ADMIN)
@@ -342,12 +345,20 @@ REQUESTS: dict[str, Callable[[Scenario], Any]] = {
     ),
     "SealJob": lambda sc: ingest_pb2.SealJobRequest(job_id=_fresh_job(sc)),
     "DeleteJob": lambda sc: ingest_pb2.DeleteJobRequest(job_id=_fresh_job(sc)),
+    "SetJobSla": lambda sc: ingest_pb2.SetJobSlaRequest(job_id=_fresh_job(sc), sla_deadline=_period()[1]),
     "StartSession": lambda sc: tasking_pb2.StartSessionRequest(worker_id=WORKER),
     "GetNextTask": lambda sc: tasking_pb2.GetNextTaskRequest(session_id=sc.session(), job_id=sc.plain_job),
     "SubmitAnswer": _submit,
     "Heartbeat": _with_lease(tasking_pb2.HeartbeatRequest),
     "SkipTask": _with_lease(tasking_pb2.SkipTaskRequest),
     "GetTaskingStats": lambda sc: tasking_pb2.GetTaskingStatsRequest(job_id=sc.plain_job),
+    # Another worker than the scenario's, which must keep getting tasks.
+    "SuspendWorker": lambda sc: tasking_pb2.SuspendWorkerRequest(
+        worker_id=f"w-{uuid.uuid4().hex[:6]}", reason="copied answers"
+    ),
+    "ReinstateWorker": lambda sc: tasking_pb2.ReinstateWorkerRequest(worker_id=f"w-{uuid.uuid4().hex[:6]}"),
+    "GetWorkerStatus": lambda sc: tasking_pb2.GetWorkerStatusRequest(worker_id=WORKER),
+    "ListWorkerStatuses": lambda sc: tasking_pb2.ListWorkerStatusesRequest(),
     "GetResult": lambda sc: consensus_pb2.GetResultRequest(task_id=sc.resolved_task),
     "ExportResults": lambda sc: consensus_pb2.ExportResultsRequest(job_id=sc.plain_job),
     "GetJobQuality": lambda sc: consensus_pb2.GetJobQualityRequest(job_id=sc.plain_job),

@@ -165,3 +165,85 @@ def test_widening_leaves_sqlite_and_fresh_tables_alone(engine: sa.Engine) -> Non
     consensus_tables.metadata.create_all(engine)
     assert widen_text_columns(engine, consensus_tables.metadata) == []
     assert widen_text_columns(engine, new_items()) == []
+
+
+def test_blank_organisations_are_filled_in_from_the_job(engine: sa.Engine) -> None:
+    import datetime as dt
+
+    from quorum.db import fill_blank_from
+    from services.tasking import tables as tasking
+
+    tasking.metadata.create_all(engine)
+    jobs, tasks = tasking.jobs, tasking.tasks
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(jobs),
+            [{"job_id": "j-acme", "known": True, "org_id": "acme"}, {"job_id": "j-old", "known": True, "org_id": ""}],
+        )
+        conn.execute(
+            sa.insert(tasks),
+            [
+                {"task_id": task_id, "job_id": job_id, "org_id": org, "gold": False, "job_ready": True}
+                | {"created_at": dt.datetime.now(dt.UTC), "answers_wanted": 1, "available": True}
+                for task_id, job_id, org in (
+                    ("t-before-owners", "j-acme", ""),
+                    ("t-owned", "j-acme", "acme"),
+                    ("t-job-unknown-too", "j-old", ""),
+                    ("t-job-not-here", "j-missing", ""),
+                )
+            ],
+        )
+    assert fill_blank_from(engine, tasks, "org_id", jobs, "org_id") == 1
+    with engine.connect() as conn:
+        orgs = dict(conn.execute(sa.select(tasks.c.task_id, tasks.c.org_id)).all())
+    assert orgs == {"t-before-owners": "acme", "t-owned": "acme", "t-job-unknown-too": "", "t-job-not-here": ""}
+    assert fill_blank_from(engine, tasks, "org_id", jobs, "org_id") == 0
+
+
+def test_ingest_fills_in_the_organisation_of_items_from_before_it_was_kept(tmp_path: Path) -> None:
+    import datetime as dt
+
+    from quorum.messaging import Topics
+    from quorum.security.keyhash import load_key_hasher
+    from quorum.service import OutboxSignal, ServiceContext
+    from quorum.settings import Settings
+    from services.ingest import tables as ingest
+    from services.ingest.bootstrap import build
+
+    settings = Settings(home=tmp_path)
+    engine = make_engine(settings.database_url_for("ingest"))
+    old = sa.MetaData()
+    for table in (ingest.jobs, ingest.items):
+        # The table as an older version made it: without the organisation column.
+        columns = [c for c in table.columns if c.name != "org_id"]
+        sa.Table(table.name, old, *(sa.Column(c.name, c.type, primary_key=c.primary_key) for c in columns))
+    old.create_all(engine)
+    now = dt.datetime.now(dt.UTC)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(old.tables["jobs"]).values(
+                job_id="j1", client_id="acme", name="n", task_type="t", spec=b"", state="OPEN", created_at=now
+            )
+        )
+        conn.execute(
+            sa.insert(old.tables["items"]).values(
+                item_id="i1",
+                job_id="j1",
+                name="a.png",
+                sha256="0" * 64,
+                object_key="k",
+                content_type="image/png",
+                size_bytes=1,
+                created_at=now,
+            )
+        )
+    context = ServiceContext(settings, Topics("t"), OutboxSignal(), load_key_hasher(settings))
+    parts = build(context)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(sa.select(ingest.items.c.org_id)).scalar_one() == "acme"
+    finally:
+        for close in parts.closers:
+            close()
+        parts.engine.dispose()
+        engine.dispose()

@@ -325,3 +325,29 @@ def test_images_and_gold_on_postgres_redis_and_s3(
     gold_flags = {r.key.decode(): events_pb2.Event.FromString(r.value).answer_accepted.gold for r in records}
     assert gold_flags == {"g1": True, "p0": False, "p1": False, "p2": False, "p3": False}
     assert h.stats().gold_tasks == 1
+
+
+def test_staff_suspend_a_worker_who_is_then_told_why(start: Callable[..., Harness]) -> None:
+    h = start()
+    h.publish(job_created("j1", overlap=(2, 2)), task_created("t1", "j1"))
+    h.wait_for(lambda: h.next_task(h.session("probe")).HasField("task"), "the job to be consumed")
+    mallory = h.session("mallory")
+
+    status = h.stub.SuspendWorker(
+        tasking_pb2.SuspendWorkerRequest(worker_id="mallory", reason="bot answers"), timeout=5
+    )
+    assert (status.suspended, status.suspended_by_operator, status.reason) == (True, True, "bot answers")
+    assert status.changed_by.startswith("admin:") and status.HasField("changed_at")
+    refused = rpc_error(lambda: h.next_task(mallory))
+    assert refused.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert refused.details() == "worker mallory is suspended: bot answers"
+    no_reason = rpc_error(
+        lambda: h.stub.SuspendWorker(tasking_pb2.SuspendWorkerRequest(worker_id="mallory"), timeout=5)
+    )
+    assert no_reason.code() == grpc.StatusCode.INVALID_ARGUMENT and (no_reason.details() or "").startswith("reason:")
+
+    listed = h.stub.ListWorkerStatuses(tasking_pb2.ListWorkerStatusesRequest(suspended_only=True), timeout=5)
+    assert [w.worker_id for w in listed.workers] == ["mallory"] and not listed.next_page_token
+    h.stub.ReinstateWorker(tasking_pb2.ReinstateWorkerRequest(worker_id="mallory"), timeout=5)
+    assert not h.stub.GetWorkerStatus(tasking_pb2.GetWorkerStatusRequest(worker_id="mallory"), timeout=5).suspended
+    assert h.next_task(mallory).HasField("task")
