@@ -591,8 +591,7 @@ def _verify_offline(url: str) -> int:
         engine.dispose()
     return _print_verification(
         result.entries,
-        result.debits_cents,
-        result.credits_cents,
+        [(t.currency, t.debits_cents, t.credits_cents) for t in result.totals],
         [(a.account, a.balance_cents, a.currency) for a in result.accounts],
         result.problems,
         result.balanced,
@@ -606,8 +605,7 @@ def _verify_online(args: argparse.Namespace) -> int:
         result = client.verify_ledger()
     return _print_verification(
         result.entries,
-        result.debits_cents,
-        result.credits_cents,
+        [(t.currency, t.debits_cents, t.credits_cents) for t in result.totals],
         [(a.account, a.balance_cents, a.currency) for a in result.accounts],
         list(result.problems),
         result.balanced,
@@ -616,13 +614,15 @@ def _verify_online(args: argparse.Namespace) -> int:
 
 def _print_verification(
     entries: int,
-    debits: int,
-    credits: int,
+    totals: list[tuple[str, int, int]],
     accounts: list[tuple[str, int, str]],
     problems: list[str],
     balanced: bool,
 ) -> int:
-    print(f"entries {entries}, debits {debits}, credits {credits}")
+    # Amounts in different currencies do not add up: one line of totals per currency.
+    print(f"entries {entries}")
+    for currency, debits, credits in totals:
+        print(f"  {currency}: debits {debits}, credits {credits}")
     for account, balance, currency in accounts:
         print(f"  {account:<40} {balance:>14} {currency}")
     for problem in problems:

@@ -309,20 +309,32 @@ class AccountBalance(_message.Message):
     def __init__(self, account: _Optional[str] = ..., currency: _Optional[str] = ..., balance_cents: _Optional[int] = ...) -> None: ...
 
 class LedgerVerification(_message.Message):
-    __slots__ = ("balanced", "entries", "debits_cents", "credits_cents", "accounts", "problems")
+    __slots__ = ("balanced", "entries", "debits_cents", "credits_cents", "accounts", "problems", "totals")
     BALANCED_FIELD_NUMBER: _ClassVar[int]
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     DEBITS_CENTS_FIELD_NUMBER: _ClassVar[int]
     CREDITS_CENTS_FIELD_NUMBER: _ClassVar[int]
     ACCOUNTS_FIELD_NUMBER: _ClassVar[int]
     PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    TOTALS_FIELD_NUMBER: _ClassVar[int]
     balanced: bool
     entries: int
     debits_cents: int
     credits_cents: int
     accounts: _containers.RepeatedCompositeFieldContainer[AccountBalance]
     problems: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, balanced: _Optional[bool] = ..., entries: _Optional[int] = ..., debits_cents: _Optional[int] = ..., credits_cents: _Optional[int] = ..., accounts: _Optional[_Iterable[_Union[AccountBalance, _Mapping]]] = ..., problems: _Optional[_Iterable[str]] = ...) -> None: ...
+    totals: _containers.RepeatedCompositeFieldContainer[CurrencyTotals]
+    def __init__(self, balanced: _Optional[bool] = ..., entries: _Optional[int] = ..., debits_cents: _Optional[int] = ..., credits_cents: _Optional[int] = ..., accounts: _Optional[_Iterable[_Union[AccountBalance, _Mapping]]] = ..., problems: _Optional[_Iterable[str]] = ..., totals: _Optional[_Iterable[_Union[CurrencyTotals, _Mapping]]] = ...) -> None: ...
+
+class CurrencyTotals(_message.Message):
+    __slots__ = ("currency", "debits_cents", "credits_cents")
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    DEBITS_CENTS_FIELD_NUMBER: _ClassVar[int]
+    CREDITS_CENTS_FIELD_NUMBER: _ClassVar[int]
+    currency: str
+    debits_cents: int
+    credits_cents: int
+    def __init__(self, currency: _Optional[str] = ..., debits_cents: _Optional[int] = ..., credits_cents: _Optional[int] = ...) -> None: ...
 
 class GetPeriodInvoiceRequest(_message.Message):
     __slots__ = ("client_id", "period_start", "period_end", "currency")

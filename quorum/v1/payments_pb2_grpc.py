@@ -122,7 +122,9 @@ class PaymentsServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def VerifyLedger(self, request, context):
-        """Checks that debits equal credits per currency.
+        """Checks every ledger invariant: debits equal credits per currency, each
+        resolved object billed once, each accepted answer settled once, the stored
+        worker totals equal to their postings, each posting true to its job's terms.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -66,7 +66,7 @@ import binascii
 import datetime as dt
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from quorum.errors import InvalidArgument
 
@@ -972,16 +972,43 @@ class AccountBalance:
 
 
 @dataclass(frozen=True)
+class CurrencyTotals:
+    """The sum of a currency's debits and of its credits: equal in a sound ledger."""
+
+    currency: str
+    debits_cents: int
+    credits_cents: int
+
+
+@dataclass(frozen=True)
 class Verification:
     """The result of auditing the whole ledger. ``balanced`` is True when no check found a problem."""
 
     balanced: bool
     entries: int
-    # Summed over every currency.
-    debits_cents: int
-    credits_cents: int
+    # One per currency, alphabetical: amounts in different currencies do not add up.
+    totals: list[CurrencyTotals]
     accounts: list[AccountBalance]
     problems: list[str]
+
+
+@dataclass(frozen=True)
+class StoredWorkerTotals:
+    """A worker's running totals in one currency as stored next to the ledger (what
+    balances and payout batches read), or as the postings and settled answers imply."""
+
+    earned_cents: int = 0
+    paid_out_cents: int = 0
+    answers_paid: int = 0
+    answers_unpaid: int = 0
+
+
+@dataclass(frozen=True)
+class Unsettled:
+    """Facts of a job that should have been settled: ``count`` of them, ``example`` one id."""
+
+    count: int
+    example: str
 
 
 @dataclass(frozen=True)
@@ -1023,7 +1050,10 @@ class LedgerAuditor:
     only on jobs with a per-annotation price, each a multiple of it; every posting matches its job's terms (currency,
     amount, accounts; a bonus is a multiple of the job's bonus); each pilot
     job's subsidised objects stay within its allowance; each job's counters
-    agree with its postings and with its settled tasks and answers.
+    agree with its postings and with its settled tasks and answers. With
+    :meth:`check_workers` and :meth:`check_unsettled` also: the stored per-worker
+    totals equal what the postings and settled answers say, and no live job with
+    terms has a resolved task unbilled or an answer to a resolved task unsettled.
     """
 
     jobs: Mapping[str, JobRecord]
@@ -1035,6 +1065,9 @@ class LedgerAuditor:
     _balances: Counter[tuple[str, str]] = field(default_factory=Counter)
     _refs: Counter[tuple[str, str]] = field(default_factory=Counter)
     _tallies: defaultdict[str, _JobTally] = field(default_factory=lambda: defaultdict(_JobTally))
+    # Per (worker payable account, currency): what the postings say it earned and was paid out.
+    _earned: Counter[tuple[str, str]] = field(default_factory=Counter)
+    _paid_out: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     def _problem(self, text: str) -> None:
         if len(self.problems) < MAX_PROBLEMS:
@@ -1057,6 +1090,13 @@ class LedgerAuditor:
         self._credits[p.currency] += p.amount_cents
         self._balances[(p.debit_account, p.currency)] += p.amount_cents
         self._balances[(p.credit_account, p.currency)] -= p.amount_cents
+        if account_kind(p.credit_account) == "worker":
+            self._earned[(p.credit_account, p.currency)] += p.amount_cents
+        if account_kind(p.debit_account) == "worker":
+            if p.kind == PAYOUT:
+                self._paid_out[(p.debit_account, p.currency)] += p.amount_cents
+            else:
+                self._earned[(p.debit_account, p.currency)] -= p.amount_cents
         if p.kind not in POSTING_KINDS:
             self._problem(f"{where}: unknown kind {p.kind!r}")
             return
@@ -1169,6 +1209,48 @@ class LedgerAuditor:
         if expected_amount is not None and p.amount_cents != expected_amount:
             self._problem(f"{where}: amount {p.amount_cents} but job {p.job_id!r} sets {expected_amount}")
 
+    def check_workers(
+        self,
+        stored: Mapping[tuple[str, str], StoredWorkerTotals],
+        answers: Mapping[tuple[str, str], tuple[int, int]],
+    ) -> None:
+        """Compares the stored per-worker totals, keyed by (worker id, currency), with what
+        the postings fed so far and the workers' settled answers (paid, unpaid) imply:
+        balances and payout batches read the stored totals, so a forged total would be
+        shown to the worker and paid out. Call after the last :meth:`add`."""
+        implied: dict[tuple[str, str], StoredWorkerTotals] = {}
+        for account, currency in set(self._earned) | set(self._paid_out):
+            worker = account.removeprefix("worker:").removesuffix(":payable")
+            implied[(worker, currency)] = StoredWorkerTotals(
+                self._earned[(account, currency)], self._paid_out[(account, currency)]
+            )
+        for key, (paid, unpaid) in answers.items():
+            implied[key] = replace(implied.get(key, StoredWorkerTotals()), answers_paid=paid, answers_unpaid=unpaid)
+        for worker, currency in sorted(set(stored) | set(implied)):
+            have = stored.get((worker, currency), StoredWorkerTotals())
+            want = implied.get((worker, currency), StoredWorkerTotals())
+            if have != want:
+                self._problem(
+                    f"worker {worker!r} ({currency}): stored totals say earned {have.earned_cents}, paid out "
+                    f"{have.paid_out_cents}, {have.answers_paid} answers paid, {have.answers_unpaid} unpaid; "
+                    f"the ledger says earned {want.earned_cents}, paid out {want.paid_out_cents}, "
+                    f"{want.answers_paid} answers paid, {want.answers_unpaid} unpaid"
+                )
+
+    def check_unsettled(
+        self, unbilled_tasks: Mapping[str, Unsettled], unsettled_answers: Mapping[str, Unsettled]
+    ) -> None:
+        """Reports, per job, resolved tasks left unbilled and accepted answers to resolved
+        tasks left unsettled: a job with terms that is not deleted settles both in the
+        transaction that brings the later of its terms and the fact."""
+        for job_id, left in sorted(unbilled_tasks.items()):
+            self._problem(f"job {job_id!r}: {left.count} resolved tasks not billed (e.g. task {left.example!r})")
+        for job_id, left in sorted(unsettled_answers.items()):
+            self._problem(
+                f"job {job_id!r}: {left.count} accepted answers to resolved tasks not settled "
+                f"(e.g. answer {left.example!r})"
+            )
+
     def finish(
         self,
         settled_objects: Mapping[str, int],
@@ -1232,11 +1314,14 @@ class LedgerAuditor:
             AccountBalance(account, currency, balance)
             for (account, currency), balance in sorted(self._balances.items(), key=lambda kv: (kv[0][1], kv[0][0]))
         ]
+        totals = [
+            CurrencyTotals(currency, self._debits[currency], self._credits[currency])
+            for currency in sorted(set(self._debits) | set(self._credits))
+        ]
         return Verification(
             balanced=not self.problems,
             entries=self.entries,
-            debits_cents=sum(self._debits.values()),
-            credits_cents=sum(self._credits.values()),
+            totals=totals,
             accounts=accounts,
             problems=list(self.problems),
         )

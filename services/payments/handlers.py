@@ -1131,7 +1131,59 @@ def verify_ledger(engine: Engine) -> Verification:
         result = conn.execution_options(yield_per=2000).execute(sa.select(p).order_by(p.c.entry_id))
         for row in result:
             auditor.add(int(row.entry_id), _posting_of(row))
+        auditor.check_workers(*_worker_facts(conn))
+        auditor.check_unsettled(*_unsettled_facts(conn))
     return auditor.finish(settled_objects, settled_answers, unpaid_answers, billable_ms, decided_bonus_cents)
+
+
+def _worker_facts(
+    conn: Connection,
+) -> tuple[dict[tuple[str, str], domain.StoredWorkerTotals], dict[tuple[str, str], tuple[int, int]]]:
+    """The stored per-worker totals, and each worker's paid and unpaid answers per currency."""
+    w, a, j = tables.worker_totals, tables.accepted_answers, tables.jobs
+    stored = {
+        (row.worker_id, row.currency): domain.StoredWorkerTotals(
+            int(row.earned_cents), int(row.paid_out_cents), int(row.answers_paid), int(row.answers_unpaid)
+        )
+        for row in conn.execute(sa.select(w))
+    }
+    unpaid = a.c.unpaid_reason.is_not(None)
+    counts = conn.execute(
+        sa.select(
+            a.c.worker_id,
+            j.c.currency,
+            sa.func.sum(sa.case((unpaid, 0), else_=1)).label("paid"),
+            sa.func.sum(sa.case((unpaid, 1), else_=0)).label("unpaid"),
+        )
+        .select_from(a.join(j, j.c.job_id == a.c.job_id))
+        .where(a.c.paid_at.is_not(None))
+        .group_by(a.c.worker_id, j.c.currency)
+    )
+    answers = {(row.worker_id, row.currency): (int(row.paid), int(row.unpaid)) for row in counts}
+    return stored, answers
+
+
+def _unsettled_facts(conn: Connection) -> tuple[dict[str, domain.Unsettled], dict[str, domain.Unsettled]]:
+    """Per live job with terms: its resolved tasks not billed, and its accepted answers to
+    resolved tasks not settled (a count and the smallest id)."""
+    j, t, a = tables.jobs, tables.resolved_tasks, tables.accepted_answers
+    live = sa.and_(j.c.has_terms.is_(True), j.c.deleted_at.is_(None))
+    unbilled = conn.execute(
+        sa.select(t.c.job_id, sa.func.count().label("n"), sa.func.min(t.c.task_id).label("example"))
+        .select_from(t.join(j, j.c.job_id == t.c.job_id))
+        .where(live, t.c.billed_at.is_(None))
+        .group_by(t.c.job_id)
+    )
+    unsettled = conn.execute(
+        sa.select(a.c.job_id, sa.func.count().label("n"), sa.func.min(a.c.answer_id).label("example"))
+        .select_from(a.join(j, j.c.job_id == a.c.job_id).join(t, t.c.task_id == a.c.task_id))
+        .where(live, a.c.paid_at.is_(None))
+        .group_by(a.c.job_id)
+    )
+    return (
+        {row.job_id: domain.Unsettled(int(row.n), row.example) for row in unbilled},
+        {row.job_id: domain.Unsettled(int(row.n), row.example) for row in unsettled},
+    )
 
 
 _END_OF_TIME = dt.datetime.max.replace(tzinfo=dt.UTC)

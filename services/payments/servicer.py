@@ -191,8 +191,15 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
         return payments_pb2.LedgerVerification(
             balanced=result.balanced,
             entries=result.entries,
-            debits_cents=result.debits_cents,
-            credits_cents=result.credits_cents,
+            # Only meaningful for a ledger in one currency; ``totals`` has them per currency.
+            debits_cents=result.totals[0].debits_cents if len(result.totals) == 1 else 0,
+            credits_cents=result.totals[0].credits_cents if len(result.totals) == 1 else 0,
+            totals=[
+                payments_pb2.CurrencyTotals(
+                    currency=t.currency, debits_cents=t.debits_cents, credits_cents=t.credits_cents
+                )
+                for t in result.totals
+            ],
             accounts=[
                 payments_pb2.AccountBalance(account=a.account, currency=a.currency, balance_cents=a.balance_cents)
                 for a in result.accounts

@@ -145,6 +145,25 @@ def test_invoice_documents() -> None:
 def test_ledger_verify_runs_offline_on_the_database(
     ledger: Ledger, engine: Engine, payments_db_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    ledger.handle_events([job_created("j1"), answer_accepted("a1", "t1", "j1", "w1"), task_resolved("t1", "j1")])
+    ledger.handle_events(
+        [
+            job_created("j1"),
+            job_created("e1", price=30, pay=4, currency="EUR"),
+            answer_accepted("a1", "t1", "j1", "w1"),
+            task_resolved("t1", "j1"),
+            task_resolved("et", "e1"),
+        ]
+    )
     assert cli_main(["ledger", "verify", "--database-url", payments_db_url]) == 0
-    assert "ledger balanced" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "ledger balanced" in out and "PROBLEM" not in out
+    # Totals per currency, never one sum of cents and euro cents.
+    assert "  EUR: debits 30, credits 30\n" in out and "  USD: debits 60, credits 60\n" in out
+
+    w = tables.worker_totals
+    with engine.begin() as conn:
+        conn.execute(sa.update(w).where(w.c.worker_id == "w1").values(earned_cents=5000))
+    assert cli_main(["ledger", "verify", "--database-url", payments_db_url]) == 1
+    out = capsys.readouterr().out
+    assert "PROBLEM: worker 'w1' (USD): stored totals say earned 5000" in out
+    assert "ledger NOT balanced" in out
