@@ -442,31 +442,45 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 @_rpc_guard
 def cmd_invoice(args: argparse.Namespace) -> int:
-    from google.protobuf.json_format import MessageToDict
-
     from services.payments import documents
 
     settings = _load_settings()
     with _client(settings) as client:
         invoice = client.invoice(args.job)
+    return _emit_invoice(
+        args, invoice, _invoice_of, documents.invoice_csv, documents.invoice_pdf, documents.invoice_text_lines
+    )
+
+
+def _emit_invoice(
+    args: argparse.Namespace,
+    message: Any,
+    document_of: Callable[[Any], Any],
+    csv_of: Callable[[Any], str],
+    pdf_of: Callable[[Any], bytes],
+    text_lines_of: Callable[[Any], list[str]],
+) -> int:
+    """Writes an invoice reply as ``args.format`` (json, csv, pdf or text) to ``args.out``."""
+    from google.protobuf.json_format import MessageToDict
+
     if args.format == "json":
-        return _emit(args.out, json.dumps(MessageToDict(invoice, always_print_fields_with_no_presence=True), indent=2))
-    document = _invoice_of(invoice)
+        return _emit(args.out, json.dumps(MessageToDict(message, always_print_fields_with_no_presence=True), indent=2))
+    document = document_of(message)
     if args.format == "csv":
-        return _emit(args.out, documents.invoice_csv(document))
+        return _emit(args.out, csv_of(document))
     if args.format == "pdf":
-        return _emit(args.out, documents.invoice_pdf(document))
-    return _emit(args.out, "\n".join(documents.invoice_text_lines(document)) + "\n")
+        return _emit(args.out, pdf_of(document))
+    return _emit(args.out, "\n".join(text_lines_of(document)) + "\n")
 
 
 @_rpc_guard
 def cmd_period_invoice(args: argparse.Namespace) -> int:
     import datetime as dt
 
-    from google.protobuf.json_format import MessageToDict
     from google.protobuf.timestamp_pb2 import Timestamp
 
     from quorum.v1 import payments_pb2
+    from services.payments import documents
 
     def stamp(day: str, flag: str) -> Timestamp:
         try:
@@ -486,29 +500,53 @@ def cmd_period_invoice(args: argparse.Namespace) -> int:
     settings = _load_settings()
     with _client(settings) as client:
         invoice = client.payments.GetPeriodInvoice(request, timeout=30)
-    if args.format == "json":
-        print(json.dumps(MessageToDict(invoice, always_print_fields_with_no_presence=True), indent=2))
-        return 0
-    print(f"Invoice for {invoice.client_id}, {args.start} to {args.end} (end excluded)")
-    for line in invoice.lines:
-        print(f"  {line.description:<44} {line.quantity:>7} charges {_money(line.amount_cents, invoice.currency):>16}")
-    print(f"  {'Total':<60} {_money(invoice.total_cents, invoice.currency):>16}")
-    return 0
+    return _emit_invoice(
+        args,
+        invoice,
+        _period_invoice_of,
+        documents.period_invoice_csv,
+        documents.period_invoice_pdf,
+        documents.period_invoice_text_lines,
+    )
+
+
+def _lines_of(lines: Any) -> list[Any]:
+    """The domain invoice lines of repeated payments_pb2.InvoiceLine."""
+    from services.payments.domain import InvoiceLine
+
+    return [InvoiceLine(x.description, x.quantity, x.unit_price_cents, x.amount_cents, x.job_id) for x in lines]
 
 
 def _invoice_of(invoice: Any) -> Any:
     """The domain invoice of a payments_pb2.Invoice, for the document writers."""
     import datetime as dt
 
-    from services.payments.domain import Invoice, InvoiceLine
+    from services.payments.domain import Invoice
 
     return Invoice(
         job_id=invoice.job_id,
         client_id=invoice.client_id,
         currency=invoice.currency,
-        lines=[InvoiceLine(x.description, x.quantity, x.unit_price_cents, x.amount_cents) for x in invoice.lines],
+        lines=_lines_of(invoice.lines),
         objects_labeled=invoice.objects_labeled,
         pilot_objects=invoice.pilot_objects,
+        total_cents=invoice.total_cents,
+        issued_at=invoice.issued_at.ToDatetime(tzinfo=dt.UTC),
+    )
+
+
+def _period_invoice_of(invoice: Any) -> Any:
+    """The domain period invoice of a payments_pb2.PeriodInvoice, for the document writers."""
+    import datetime as dt
+
+    from services.payments.domain import PeriodInvoice
+
+    return PeriodInvoice(
+        client_id=invoice.client_id,
+        currency=invoice.currency,
+        period_start=invoice.period_start.ToDatetime(tzinfo=dt.UTC),
+        period_end=invoice.period_end.ToDatetime(tzinfo=dt.UTC),
+        lines=_lines_of(invoice.lines),
         total_cents=invoice.total_cents,
         issued_at=invoice.issued_at.ToDatetime(tzinfo=dt.UTC),
     )
@@ -1057,12 +1095,13 @@ def parser() -> argparse.ArgumentParser:
     invoice.add_argument("--out", help="write to this file instead of stdout")
     invoice.set_defaults(func=cmd_invoice)
 
-    period = sub.add_parser("period-invoice", help="a client's charges over a period, one line per job")
+    period = sub.add_parser("period-invoice", help="a client's charges over a period, itemised per job")
     period.add_argument("client")
     period.add_argument("--from", dest="start", required=True, help="first day, YYYY-MM-DD (UTC)")
     period.add_argument("--to", dest="end", required=True, help="day after the last, YYYY-MM-DD (UTC)")
     period.add_argument("--currency", default="", help="needed when the client was charged in several")
-    period.add_argument("--format", choices=("text", "json"), default="text")
+    period.add_argument("--format", choices=("text", "json", "csv", "pdf"), default="text")
+    period.add_argument("--out", help="write to this file instead of stdout")
     period.set_defaults(func=cmd_period_invoice)
 
     budget = sub.add_parser("budget", help="set a job's budget cap; the job pauses when it is reached")

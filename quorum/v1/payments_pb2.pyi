@@ -163,16 +163,18 @@ class GetInvoiceRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
 class InvoiceLine(_message.Message):
-    __slots__ = ("description", "quantity", "unit_price_cents", "amount_cents")
+    __slots__ = ("description", "quantity", "unit_price_cents", "amount_cents", "job_id")
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     QUANTITY_FIELD_NUMBER: _ClassVar[int]
     UNIT_PRICE_CENTS_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_CENTS_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
     description: str
     quantity: int
     unit_price_cents: int
     amount_cents: int
-    def __init__(self, description: _Optional[str] = ..., quantity: _Optional[int] = ..., unit_price_cents: _Optional[int] = ..., amount_cents: _Optional[int] = ...) -> None: ...
+    job_id: str
+    def __init__(self, description: _Optional[str] = ..., quantity: _Optional[int] = ..., unit_price_cents: _Optional[int] = ..., amount_cents: _Optional[int] = ..., job_id: _Optional[str] = ...) -> None: ...
 
 class Invoice(_message.Message):
     __slots__ = ("job_id", "client_id", "currency", "lines", "objects_labeled", "pilot_objects", "total_cents", "issued_at")

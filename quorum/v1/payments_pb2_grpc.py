@@ -96,7 +96,7 @@ class PaymentsServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetPeriodInvoice(self, request, context):
-        """Everything charged to a client in [period_start, period_end), one line per
+        """Everything charged to a client in [period_start, period_end), itemised per
         job. FAILED_PRECONDITION when the period mixes currencies and none is named.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -671,6 +671,8 @@ class InvoiceLine:
     unit_price_cents: int
     # Negative for discounts.
     amount_cents: int
+    # The job the line is for, on a period invoice (which covers several); "" otherwise.
+    job_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -688,13 +690,14 @@ class Invoice:
     issued_at: dt.datetime
 
 
-def invoice_lines(terms: JobTerms, counters: JobCounters) -> list[InvoiceLine]:
+def invoice_lines(terms: JobTerms, counters: JobCounters, pilot_time_bills: int | None = None) -> list[InvoiceLine]:
     """One line for the labeled objects, one for their annotations when any were charged and,
     for pilots, negative "Pilot allowance" lines for the free objects and their annotations.
 
     The lines add up to what the ledger charged the client when the ledger is sound.
     Per-hour jobs get one "Annotation time" line (quantity in seconds) and, for pilots,
-    the negative pilot allowance line.
+    the negative pilot allowance line, whose quantity is ``pilot_time_bills`` (by default
+    the first ``pilot_allowance`` of the job's time bills: right for a whole job).
     """
     if terms.bills_time:
         rate = terms.price_per_hour_cents
@@ -708,10 +711,12 @@ def invoice_lines(terms: JobTerms, counters: JobCounters) -> list[InvoiceLine]:
             )
         ]
         if counters.pilot_subsidy_cents:
+            if pilot_time_bills is None:
+                pilot_time_bills = min(counters.time_bills, terms.pilot_allowance)
             lines.append(
                 InvoiceLine(
                     description=f"Pilot allowance (first {terms.pilot_allowance} answers free)",
-                    quantity=min(counters.time_bills, terms.pilot_allowance),
+                    quantity=pilot_time_bills,
                     unit_price_cents=0,
                     amount_cents=-counters.pilot_subsidy_cents,
                 )
@@ -1362,9 +1367,44 @@ class LedgerAuditor:
             )
 
 
+@dataclass
+class PeriodCharges:
+    """What the ledger charged for one job in a period, summed from its postings: the
+    job's counters as they grew in the period (``billed_ms`` from the answers billed)."""
+
+    counters: JobCounters = field(default_factory=JobCounters)
+    # Time bills the pilot subsidy paid.
+    pilot_time_bills: int = 0
+
+    def add(self, terms: JobTerms, kind: str, subsidised: bool, postings: int, cents: int) -> None:
+        """Counts ``postings`` of ``kind`` worth ``cents`` in all, to the pilot subsidy or not."""
+        c = self.counters
+        if kind == BILL:
+            c.objects_billed += postings
+            c.pilot_objects += postings if subsidised else 0
+        elif kind == ANNOTATIONS and terms.price_per_annotation_cents > 0:
+            annotations = cents // terms.price_per_annotation_cents
+            c.annotations_billed += annotations
+            c.pilot_annotations += annotations if subsidised else 0
+        elif kind == TIME:
+            c.time_bills += postings
+            self.pilot_time_bills += postings if subsidised else 0
+        if subsidised:
+            c.pilot_subsidy_cents += cents
+        else:
+            c.billed_cents += cents
+
+    def lines(self, terms: JobTerms) -> list[InvoiceLine]:
+        """The job's invoice lines for the period, each naming the job."""
+        return [
+            replace(line, job_id=terms.job_id) for line in invoice_lines(terms, self.counters, self.pilot_time_bills)
+        ]
+
+
 @dataclass(frozen=True)
 class PeriodInvoice:
-    """What a client was charged in ``[period_start, period_end)``, one line per job."""
+    """What a client was charged in ``[period_start, period_end)``: per job, the lines of
+    its invoice for what the period charged (each naming the job), oldest job first."""
 
     client_id: str
     currency: str

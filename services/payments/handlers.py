@@ -822,53 +822,80 @@ class Ledger:
     def period_invoice(
         self, client_id: str, start: dt.datetime, end: dt.datetime, currency: str = ""
     ) -> domain.PeriodInvoice:
-        """Everything posted to the client's receivable in ``[start, end)``, one line per job
-        (its charges in the period and their sum), oldest job first, each followed by an
-        "Annotations (job ...)" line (annotations x the job's price) when any were charged.
+        """What the ledger charged the client in ``[start, end)``: per job, oldest first, the
+        lines of its invoice (objects, annotations, annotation time, pilot allowance) for
+        the postings of the period, each line naming its job.
 
         Raises InvalidArgument("period_end") unless start < end, FailedPrecondition when the
-        period mixes currencies and ``currency`` is empty. Costs one grouped, indexed scan of
-        the client's postings."""
+        period mixes currencies and ``currency`` is empty. Costs one grouped scan of the
+        client's postings in the period, and for per-hour jobs one of its answers."""
         if not start < end:
             raise InvalidArgument("period_end", "must be after period_start")
-        p, j = tables.postings, tables.jobs
+        p, j, a = tables.postings, tables.jobs, tables.accepted_answers
+        in_period = sa.and_(p.c.posted_at >= start, p.c.posted_at < end)
+        subsidised = (p.c.debit_account == domain.PLATFORM_PILOT_SUBSIDY).label("subsidised")
         with snapshot(self._engine) as conn:
             rows = conn.execute(
                 sa.select(
                     p.c.job_id,
                     p.c.currency,
                     p.c.kind,
-                    sa.func.max(j.c.price_per_annotation_cents).label("annotation_price"),
-                    sa.func.count().label("charges"),
-                    sa.func.sum(p.c.amount_cents).label("amount"),
+                    subsidised,
+                    sa.func.count().label("postings"),
+                    sa.func.sum(p.c.amount_cents).label("cents"),
                     sa.func.min(p.c.posted_at).label("first"),
                 )
-                .select_from(p.outerjoin(j, j.c.job_id == p.c.job_id))
+                .select_from(p.join(j, j.c.job_id == p.c.job_id))
                 .where(
-                    p.c.debit_account == domain.client_receivable(client_id),
-                    p.c.posted_at >= start,
-                    p.c.posted_at < end,
+                    j.c.client_id == client_id,
+                    p.c.kind.in_([domain.BILL, domain.ANNOTATIONS, domain.TIME]),
+                    in_period,
                 )
-                .group_by(p.c.job_id, p.c.currency, p.c.kind)
+                .group_by(p.c.job_id, p.c.currency, p.c.kind, subsidised)
             ).all()
+            job_rows = {
+                row.job_id: row
+                for ids in _chunks(sorted({row.job_id for row in rows}))
+                for row in conn.execute(sa.select(j).where(j.c.job_id.in_(ids)))
+            }
+            # Per-hour jobs: the active time of the answers billed in the period (billed with them).
+            billed_ms = _counts(
+                conn.execute(
+                    sa.select(a.c.job_id, sa.func.coalesce(sa.func.sum(a.c.active_ms), 0))
+                    .select_from(a.join(j, j.c.job_id == a.c.job_id))
+                    .where(
+                        j.c.client_id == client_id,
+                        j.c.price_mode == domain.PER_HOUR,
+                        a.c.paid_at >= start,
+                        a.c.paid_at < end,
+                        a.c.unpaid_reason.is_(None),
+                        sa.not_(a.c.gold),
+                    )
+                    .group_by(a.c.job_id)
+                )
+            )
         currencies = sorted({row.currency for row in rows})
         if not currency:
             if len(currencies) > 1:
                 raise FailedPrecondition(
                     f"client {client_id} was charged in {', '.join(currencies)} in this period: name one currency"
                 )
-            currency = currencies[0] if currencies else "USD"
-        # Per job, oldest first: its charges, then its annotations at the job's price.
-        charges: dict[tuple[str, bool], _PeriodCharges] = {}
+            currency = currencies[0] if currencies else domain.DEFAULT_CURRENCY
+        charges: dict[str, domain.PeriodCharges] = {}
+        first: dict[str, dt.datetime] = {}
         for row in rows:
-            if row.currency == currency:
-                key = (row.job_id, row.kind == domain.ANNOTATIONS)
-                charges.setdefault(key, _PeriodCharges(row.job_id, key[1], int(row.annotation_price or 0))).add(row)
-        job_first: dict[str, dt.datetime] = {}
-        for sums in charges.values():
-            job_first[sums.job_id] = min(job_first.get(sums.job_id, sums.first), sums.first)
-        ordered = sorted(charges.values(), key=lambda c: (job_first[c.job_id], c.job_id, c.annotations))
-        lines = [sums.line() for sums in ordered]
+            if row.currency != currency:
+                continue
+            job = charges.setdefault(row.job_id, domain.PeriodCharges())
+            job.add(_terms_of(job_rows[row.job_id]), row.kind, bool(row.subsidised), int(row.postings), int(row.cents))
+            first[row.job_id] = min(first.get(row.job_id, row.first), row.first)
+        for job_id, job in charges.items():
+            job.counters.billed_ms = billed_ms.get(job_id, 0)
+        lines = [
+            line
+            for job_id in sorted(charges, key=lambda job_id: (first[job_id], job_id))
+            for line in charges[job_id].lines(_terms_of(job_rows[job_id]))
+        ]
         return domain.PeriodInvoice(
             client_id=client_id,
             currency=currency,
@@ -1184,37 +1211,6 @@ def _unsettled_facts(conn: Connection) -> tuple[dict[str, domain.Unsettled], dic
         {row.job_id: domain.Unsettled(int(row.n), row.example) for row in unbilled},
         {row.job_id: domain.Unsettled(int(row.n), row.example) for row in unsettled},
     )
-
-
-_END_OF_TIME = dt.datetime.max.replace(tzinfo=dt.UTC)
-
-
-@dataclass
-class _PeriodCharges:
-    """A job's charges of one period: its annotations, or everything else."""
-
-    job_id: str
-    annotations: bool
-    annotation_price: int
-    charges: int = 0
-    amount_cents: int = 0
-    first: dt.datetime = _END_OF_TIME
-
-    def add(self, row: Any) -> None:
-        self.charges += int(row.charges)
-        self.amount_cents += int(row.amount)
-        self.first = min(self.first, row.first)
-
-    def line(self) -> domain.InvoiceLine:
-        if not self.annotations:
-            return domain.InvoiceLine(f"Job {self.job_id}", self.charges, 0, self.amount_cents)
-        price = self.annotation_price
-        return domain.InvoiceLine(
-            description=f"Annotations (job {self.job_id})",
-            quantity=self.amount_cents // price if price > 0 else 0,
-            unit_price_cents=price,
-            amount_cents=self.amount_cents,
-        )
 
 
 def _balance_of(row: Any) -> WorkerBalance:

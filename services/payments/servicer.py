@@ -83,6 +83,16 @@ def _terms(spec: common_pb2.JobSpec) -> domain.JobTerms:
     )
 
 
+def _line(line: domain.InvoiceLine) -> payments_pb2.InvoiceLine:
+    return payments_pb2.InvoiceLine(
+        description=line.description,
+        quantity=line.quantity,
+        unit_price_cents=line.unit_price_cents,
+        amount_cents=line.amount_cents,
+        job_id=line.job_id,
+    )
+
+
 def _entry(entry: domain.LedgerEntry) -> payments_pb2.LedgerEntry:
     p = entry.posting
     return payments_pb2.LedgerEntry(
@@ -113,15 +123,7 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
             job_id=invoice.job_id,
             client_id=invoice.client_id,
             currency=invoice.currency,
-            lines=[
-                payments_pb2.InvoiceLine(
-                    description=line.description,
-                    quantity=line.quantity,
-                    unit_price_cents=line.unit_price_cents,
-                    amount_cents=line.amount_cents,
-                )
-                for line in invoice.lines
-            ],
+            lines=[_line(line) for line in invoice.lines],
             objects_labeled=invoice.objects_labeled,
             pilot_objects=invoice.pilot_objects,
             total_cents=invoice.total_cents,
@@ -147,15 +149,7 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
             currency=invoice.currency,
             period_start=_timestamp(invoice.period_start),
             period_end=_timestamp(invoice.period_end),
-            lines=[
-                payments_pb2.InvoiceLine(
-                    description=line.description,
-                    quantity=line.quantity,
-                    unit_price_cents=line.unit_price_cents,
-                    amount_cents=line.amount_cents,
-                )
-                for line in invoice.lines
-            ],
+            lines=[_line(line) for line in invoice.lines],
             total_cents=invoice.total_cents,
             issued_at=_timestamp(invoice.issued_at),
         )

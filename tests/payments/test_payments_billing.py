@@ -3,7 +3,10 @@ quotes and invoice documents, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import csv
+import dataclasses
 import datetime as dt
+import io
 
 import pytest
 import sqlalchemy as sa
@@ -11,7 +14,8 @@ from payments_streams import answer_accepted, job_created, task_resolved
 from sqlalchemy.engine import Engine
 
 from quorum.cli import main as cli_main
-from quorum.errors import InvalidArgument
+from quorum.db import utcnow
+from quorum.errors import FailedPrecondition, InvalidArgument
 from quorum.v1 import events_pb2
 from services.payments import documents, domain, tables
 from services.payments.handlers import Ledger, verify_ledger
@@ -167,3 +171,94 @@ def test_ledger_verify_runs_offline_on_the_database(
     out = capsys.readouterr().out
     assert "PROBLEM: worker 'w1' (USD): stored totals say earned 5000" in out
     assert "ledger NOT balanced" in out
+
+
+def _period_lines(invoice: domain.PeriodInvoice, job_id: str) -> list[domain.InvoiceLine]:
+    return [dataclasses.replace(line, job_id="") for line in invoice.lines if line.job_id == job_id]
+
+
+def test_the_period_invoice_itemises_each_job_like_its_own_invoice(ledger: Ledger) -> None:
+    ledger.handle_events(
+        [
+            job_created("pilot", price=40, pilot=True, allowance=2),
+            job_created("boxes", price=25, task="bounding_boxes", price_per_annotation=3),
+            job_created("hours", price=0, pay=0, price_per_hour=1200, pilot=True, allowance=1),
+            job_created("euro", price=99, currency="EUR"),
+            job_created("theirs", client_id="other", price=70),
+            *[task_resolved(f"p{i}", "pilot") for i in range(3)],
+            task_resolved("b0", "boxes", boxes=2),
+            answer_accepted("h1", "ht", "hours", "w1", active_ms=HOUR // 2),
+            answer_accepted("h2", "ht", "hours", "w2", active_ms=HOUR // 4),
+            task_resolved("ht", "hours"),
+            task_resolved("e0", "euro"),
+            task_resolved("x0", "theirs"),
+        ]
+    )
+    mid = utcnow()
+    ledger.handle_events(
+        [
+            task_resolved("p3", "pilot"),
+            task_resolved("b1", "boxes", boxes=4),
+            answer_accepted("h3", "ht2", "hours", "w1", active_ms=HOUR // 4),
+            task_resolved("ht2", "hours"),
+        ]
+    )
+    start, end = mid - dt.timedelta(hours=1), mid + dt.timedelta(hours=1)
+    whole = ledger.period_invoice("acme", start, end, currency="USD")
+    # Over the whole life of its jobs, a period invoice has each job's own invoice lines; jobs
+    # first charged together come in id order.
+    assert [line.job_id for line in whole.lines] == ["boxes", "boxes", "hours", "hours", "pilot", "pilot"]
+    for job_id in ("pilot", "boxes", "hours"):
+        assert _period_lines(whole, job_id) == ledger.invoice(job_id).lines
+    assert whole.total_cents == sum(ledger.invoice(job_id).total_cents for job_id in ("pilot", "boxes", "hours"))
+    # Objects past the allowance, boxes, their annotations, and an hour less the half hour free.
+    assert whole.total_cents == (4 - 2) * 40 + 2 * 25 + 6 * 3 + 1200 - 1200 // 2
+
+    later = ledger.period_invoice("acme", mid, end, currency="USD")
+    assert [(line.job_id, line.description, line.quantity, line.amount_cents) for line in later.lines] == [
+        ("boxes", "Labeled objects (bounding boxes)", 1, 25),
+        ("boxes", "Annotations", 4, 12),
+        ("hours", "Annotation time (0.25 h, quantity in seconds, price per hour)", 900, 300),
+        ("pilot", "Labeled objects (text classification)", 1, 40),
+        ("pilot", "Pilot allowance (first 2 objects free)", 0, 0),
+    ]
+    assert later.total_cents == 40 + 25 + 12 + 300
+    euro = ledger.period_invoice("acme", start, end, currency="EUR")
+    assert [(line.job_id, line.amount_cents) for line in euro.lines] == [("euro", 99)]
+    with pytest.raises(FailedPrecondition, match="EUR, USD"):
+        ledger.period_invoice("acme", start, end)
+
+
+def test_period_invoice_documents() -> None:
+    start = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+    invoice = domain.PeriodInvoice(
+        client_id="acme",
+        currency="EUR",
+        period_start=start,
+        period_end=start + dt.timedelta(days=30),
+        lines=[
+            domain.InvoiceLine("Labeled objects (bounding boxes)", 3, 50, 150, job_id="j1"),
+            domain.InvoiceLine("Annotations", 9, 7, 63, job_id="j1"),
+            domain.InvoiceLine("Pilot allowance (first 1 objects free)", 1, -50, -50, job_id="j1"),
+            domain.InvoiceLine("Labeled objects (text classification)", 2, 1234, 2468, job_id="j2"),
+        ],
+        total_cents=2631,
+        issued_at=start + dt.timedelta(days=31),
+    )
+    rows = list(csv.DictReader(io.StringIO(documents.period_invoice_csv(invoice))))
+    assert [(r["job_id"], r["description"], r["quantity"], r["amount_cents"]) for r in rows] == [
+        ("j1", "Labeled objects (bounding boxes)", "3", "150"),
+        ("j1", "Annotations", "9", "63"),
+        ("j1", "Pilot allowance (first 1 objects free)", "1", "-50"),
+        ("j2", "Labeled objects (text classification)", "2", "2468"),
+        ("", "Total", "", "2631"),
+    ]
+    assert {(r["client_id"], r["currency"], r["period_start"], r["period_end"]) for r in rows} == {
+        ("acme", "EUR", "2026-11-01T00:00:00+00:00", "2026-12-01T00:00:00+00:00")
+    }
+    assert sum(int(r["amount_cents"]) for r in rows[:-1]) == int(rows[-1]["amount_cents"])
+    text = documents.period_invoice_text_lines(invoice)
+    assert text.index("Job j1") < text.index("Job j2") and text[-1].endswith("26.31 EUR")
+    pdf = documents.period_invoice_pdf(invoice)
+    assert pdf.startswith(b"%PDF-1.4") and pdf.rstrip().endswith(b"%%EOF")
+    assert b"26.31 EUR" in pdf and b"Job j2" in pdf and b"-0.50 EUR" in pdf

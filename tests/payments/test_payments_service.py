@@ -3,9 +3,13 @@ events in through Kafka, figures out through gRPC."""
 
 from __future__ import annotations
 
+import csv
+import datetime as dt
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -13,6 +17,7 @@ import pytest
 from payments_streams import answer_accepted, job_created, job_sealed, task_resolved
 from quorum_testing import admin_key, worker_key
 
+from quorum.cli import main as cli_main
 from quorum.messaging import Publisher, Topics, outgoing
 from quorum.rpc import channel
 from quorum.service import RunningService, start_service
@@ -269,13 +274,23 @@ def test_quote_budget_cap_statement_and_payouts_over_grpc(
     assert verification.balanced, list(verification.problems)
 
 
+def use_the_service(monkeypatch: pytest.MonkeyPatch, running: RunningService, settings: Settings) -> None:
+    """Points the command line at the running payments service, with the local admin key."""
+    monkeypatch.setenv("QUORUM_HOME", str(settings.home))
+    monkeypatch.setenv("QUORUM_PAYMENTS_ADDR", f"127.0.0.1:{running.port}")
+    monkeypatch.delenv("QUORUM_API_KEY", raising=False)
+
+
 def test_period_invoice_sums_a_clients_charges_per_job(
     running: RunningService,
     stub: payments_pb2_grpc.PaymentsServiceStub,
+    service_settings: Settings,
     kafka_bootstrap: str,
     topic_prefix: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    import datetime as dt
 
     from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -304,10 +319,32 @@ def test_period_invoice_sums_a_clients_charges_per_job(
     )
     invoice = stub.GetPeriodInvoice(request, timeout=5)
     assert (invoice.client_id, invoice.currency, invoice.total_cents) == ("acme", "USD", 3 * 40 + 2 * 25)
-    assert sorted((line.description, line.quantity, line.amount_cents) for line in invoice.lines) == [
-        ("Job a", 3, 120),
-        ("Job b", 2, 50),
+    assert sorted(
+        (line.job_id, line.description, line.quantity, line.unit_price_cents, line.amount_cents)
+        for line in invoice.lines
+    ) == [
+        ("a", "Labeled objects (text classification)", 3, 40, 120),
+        ("b", "Labeled objects (text classification)", 2, 25, 50),
     ]
+
+    use_the_service(monkeypatch, running, service_settings)
+    today = now.date()
+    period = ["period-invoice", "acme", "--from", str(today), "--to", str(today + dt.timedelta(days=1))]
+    assert cli_main([*period, "--format", "csv", "--out", str(tmp_path / "period.csv")]) == 0
+    rows = list(csv.DictReader((tmp_path / "period.csv").open(encoding="utf-8")))
+    assert sorted((r["job_id"], r["quantity"], r["unit_price_cents"], r["amount_cents"]) for r in rows[:-1]) == [
+        ("a", "3", "40", "120"),
+        ("b", "2", "25", "50"),
+    ]
+    assert (rows[-1]["description"], rows[-1]["amount_cents"]) == ("Total", "170")
+    assert cli_main([*period, "--format", "pdf", "--out", str(tmp_path / "period.pdf")]) == 0
+    pdf = (tmp_path / "period.pdf").read_bytes()
+    assert pdf.startswith(b"%PDF-") and b"1.70 USD" in pdf and b"Job a" in pdf
+    capsys.readouterr()
+    assert cli_main([*period, "--format", "json"]) == 0
+    assert int(json.loads(capsys.readouterr().out)["totalCents"]) == 170
+    assert cli_main(period) == 0
+    assert "Total" in capsys.readouterr().out
     later = payments_pb2.GetPeriodInvoiceRequest(
         client_id="acme", period_start=ts(now + dt.timedelta(hours=1)), period_end=ts(now + dt.timedelta(hours=2))
     )
