@@ -606,6 +606,31 @@ def cmd_payouts_create(args: argparse.Namespace) -> int:
     return 0
 
 
+@_rpc_guard
+def cmd_ledger_adjust(args: argparse.Namespace) -> int:
+    from quorum.v1 import payments_pb2
+
+    request = payments_pb2.AdjustLedgerRequest(
+        request_id=args.request_id,
+        debit_account=args.debit,
+        credit_account=args.credit,
+        amount_cents=args.amount_cents,
+        currency=args.currency,
+        job_id=args.job,
+        reason=args.reason,
+    )
+    with _client(_load_settings()) as client:
+        adjustment = client.payments.AdjustLedger(request, timeout=30)
+    entry = adjustment.entry
+    what = "posted" if adjustment.created else "already posted (nothing new)"
+    print(
+        f"adjustment {adjustment.request_id} {what}: entry {entry.entry_id}, "
+        f"{_money(entry.amount_cents, entry.currency)} from {entry.credit_account} to {entry.debit_account}"
+        f"{f' on job {entry.job_id}' if entry.job_id else ''}: {adjustment.reason}"
+    )
+    return 0
+
+
 def cmd_ledger_verify(args: argparse.Namespace) -> int:
     if args.database_url:
         return _verify_offline(args.database_url)
@@ -1136,13 +1161,33 @@ def parser() -> argparse.ArgumentParser:
     agg.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     agg.set_defaults(func=cmd_aggregate)
 
-    ledger = sub.add_parser("ledger", help="ledger checks")
+    ledger = sub.add_parser("ledger", help="ledger checks and corrections")
     ledger_sub = ledger.add_subparsers(dest="ledger_command", required=True)
     verify = ledger_sub.add_parser("verify", help="check every ledger invariant; non-zero exit on a violation")
     verify.add_argument(
         "--database-url", help="audit this payments database directly (offline), not the running service"
     )
     verify.set_defaults(func=cmd_ledger_verify)
+    adjust = ledger_sub.add_parser(
+        "adjust",
+        help="post a correcting entry (operator and admin keys): credit or charge a client, give or take back a "
+        "worker's pay",
+        description="Moves --amount-cents from the --credit account to the --debit account as a new posting. "
+        "A client's receivable is corrected against platform:revenue or platform:pilot_subsidy (a refund: "
+        "--debit platform:revenue --credit client:ID:receivable), a worker's payable against "
+        "platform:worker_cost or platform:quality_bonus (pay owed: --debit platform:worker_cost --credit "
+        "worker:ID:payable).",
+    )
+    adjust.add_argument(
+        "--request-id", required=True, help="your id for this correction: the same id again posts nothing more"
+    )
+    adjust.add_argument("--debit", required=True, help="account debited, e.g. platform:revenue")
+    adjust.add_argument("--credit", required=True, help="account credited, e.g. client:acme:receivable")
+    adjust.add_argument("--amount-cents", type=int, required=True, help="amount in minor units, > 0")
+    adjust.add_argument("--currency", default="", help="ISO 4217 (default: the job's, or USD)")
+    adjust.add_argument("--job", default="", help="the job corrected; a client's adjustment shows on its invoice")
+    adjust.add_argument("--reason", required=True, help="why, in words the client or worker may read")
+    adjust.set_defaults(func=cmd_ledger_adjust)
 
     keys = sub.add_parser("keys", help="API keys (admin keys only)")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)

@@ -10,6 +10,38 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class AdjustLedgerRequest(_message.Message):
+    __slots__ = ("request_id", "debit_account", "credit_account", "amount_cents", "currency", "job_id", "reason")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    DEBIT_ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    CREDIT_ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_CENTS_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    debit_account: str
+    credit_account: str
+    amount_cents: int
+    currency: str
+    job_id: str
+    reason: str
+    def __init__(self, request_id: _Optional[str] = ..., debit_account: _Optional[str] = ..., credit_account: _Optional[str] = ..., amount_cents: _Optional[int] = ..., currency: _Optional[str] = ..., job_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class LedgerAdjustment(_message.Message):
+    __slots__ = ("request_id", "entry", "reason", "created", "requested_by")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_BY_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    entry: LedgerEntry
+    reason: str
+    created: bool
+    requested_by: str
+    def __init__(self, request_id: _Optional[str] = ..., entry: _Optional[_Union[LedgerEntry, _Mapping]] = ..., reason: _Optional[str] = ..., created: _Optional[bool] = ..., requested_by: _Optional[str] = ...) -> None: ...
+
 class QuoteRequest(_message.Message):
     __slots__ = ("spec", "objects", "expected_overlap", "seconds_per_answer")
     SPEC_FIELD_NUMBER: _ClassVar[int]
@@ -89,18 +121,20 @@ class StatementLine(_message.Message):
     def __init__(self, answer_id: _Optional[str] = ..., job_id: _Optional[str] = ..., task_id: _Optional[str] = ..., active_ms: _Optional[int] = ..., settled: _Optional[bool] = ..., paid: _Optional[bool] = ..., amount_cents: _Optional[int] = ..., currency: _Optional[str] = ..., unpaid_reason: _Optional[str] = ..., accepted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class WorkerStatement(_message.Message):
-    __slots__ = ("worker_id", "lines", "balances", "next_page_token", "bonuses")
+    __slots__ = ("worker_id", "lines", "balances", "next_page_token", "bonuses", "adjustments")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     LINES_FIELD_NUMBER: _ClassVar[int]
     BALANCES_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     BONUSES_FIELD_NUMBER: _ClassVar[int]
+    ADJUSTMENTS_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     lines: _containers.RepeatedCompositeFieldContainer[StatementLine]
     balances: _containers.RepeatedCompositeFieldContainer[WorkerBalance]
     next_page_token: str
     bonuses: _containers.RepeatedCompositeFieldContainer[QualityBonus]
-    def __init__(self, worker_id: _Optional[str] = ..., lines: _Optional[_Iterable[_Union[StatementLine, _Mapping]]] = ..., balances: _Optional[_Iterable[_Union[WorkerBalance, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., bonuses: _Optional[_Iterable[_Union[QualityBonus, _Mapping]]] = ...) -> None: ...
+    adjustments: _containers.RepeatedCompositeFieldContainer[LedgerAdjustment]
+    def __init__(self, worker_id: _Optional[str] = ..., lines: _Optional[_Iterable[_Union[StatementLine, _Mapping]]] = ..., balances: _Optional[_Iterable[_Union[WorkerBalance, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., bonuses: _Optional[_Iterable[_Union[QualityBonus, _Mapping]]] = ..., adjustments: _Optional[_Iterable[_Union[LedgerAdjustment, _Mapping]]] = ...) -> None: ...
 
 class QualityBonus(_message.Message):
     __slots__ = ("job_id", "amount_cents", "currency", "gold_answers", "gold_correct", "paid_answers", "reason", "decided_at")

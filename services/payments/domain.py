@@ -49,12 +49,19 @@ keypoints, polygons, masks, chosen labels) x the price, in one ``annotations``
 posting next to its bill, paid by whoever pays the object (the pilot subsidy for
 an object within the allowance). Only the first resolution counts.
 
-Postings are append-only; a correction would be a new posting, never an edit.
+Postings are append-only; a correction is a new posting, never an edit. Staff post
+corrections (:func:`adjustment`) between a client's receivable and revenue or the pilot
+subsidy (a refund, a goodwill credit, a charge that was missed) or between a worker's
+payable and worker cost or the quality bonus (pay owed for an answer settled unpaid by
+mistake, or pay taken back), with the reason in the memo. They change no job's counters:
+invoices, balances and statements show them next to what the work cost.
+
 Each posting has a key that makes it unique: ``bill:<task_id>`` (at most one
 per labeled object, whatever the number of resolutions of the task),
 ``annotations:<task_id>`` (at most one per labeled object),
-``pay:<answer_id>`` (one per accepted answer) and ``bonus:<job_id>:<worker_id>``
-(at most one quality bonus per worker and job).
+``pay:<answer_id>`` (one per accepted answer), ``bonus:<job_id>:<worker_id>``
+(at most one quality bonus per worker and job) and ``adjust:<request_id>`` (one per
+correction, the caller's request id making a retried correction post once).
 
 Nothing here does I/O; :mod:`services.payments.handlers` stores and reads.
 """
@@ -93,7 +100,8 @@ PAY = "pay"
 PAYOUT = "payout"
 BONUS = "bonus"
 ANNOTATIONS = "annotations"
-POSTING_KINDS = frozenset({BILL, TIME, PAY, PAYOUT, BONUS, ANNOTATIONS})
+ADJUST = "adjust"
+POSTING_KINDS = frozenset({BILL, TIME, PAY, PAYOUT, BONUS, ANNOTATIONS, ADJUST})
 
 PER_OBJECT = "per_object"
 PER_HOUR = "per_hour"
@@ -395,6 +403,120 @@ def bill_time(
             memo=f"{prefix} of answer {answer_id}: {active_ms} ms",
         ),
     )
+
+
+# The platform accounts a client's or a worker's account may be corrected against.
+ADJUSTMENT_COUNTERPARTS: Mapping[str, frozenset[str]] = {
+    "client": frozenset({PLATFORM_REVENUE, PLATFORM_PILOT_SUBSIDY}),
+    "worker": frozenset({PLATFORM_WORKER_COST, PLATFORM_QUALITY_BONUS}),
+}
+ADJUSTMENT_MEMO = "Adjustment: "
+MAX_ADJUSTMENT_CENTS = 10**12
+MAX_REASON_CHARS = 400
+_ACCOUNT_CHARS = 250
+
+
+@dataclass(frozen=True)
+class AdjustmentRequest:
+    """A correcting entry staff ask for: ``amount_cents`` from ``credit_account`` to
+    ``debit_account``, posted once per ``request_id``."""
+
+    request_id: str
+    debit_account: str
+    credit_account: str
+    amount_cents: int
+    # ISO 4217; empty: the job's currency, or USD without a job.
+    currency: str
+    # The job corrected ("" for none): the adjustment shows on its invoice.
+    job_id: str
+    reason: str
+
+
+def adjusted_account(debit_account: str, credit_account: str) -> str:
+    """The client receivable or worker payable an adjustment between the two accounts corrects.
+
+    Raises InvalidArgument("debit_account" / "credit_account") unless one side is a client's
+    or a worker's account and the other a platform account it may be corrected against
+    (:data:`ADJUSTMENT_COUNTERPARTS`).
+    """
+    for name, account in (("debit_account", debit_account), ("credit_account", credit_account)):
+        if len(account) > _ACCOUNT_CHARS or account_kind(account) is None:
+            raise InvalidArgument(name, f"unknown account {account!r:.80}")
+    if account_kind(debit_account) == "platform":
+        party, counterpart, counterpart_field = credit_account, debit_account, "debit_account"
+    else:
+        party, counterpart, counterpart_field = debit_account, credit_account, "credit_account"
+    kind = account_kind(party)
+    if kind == "platform":
+        raise InvalidArgument("credit_account", "one side must be a client's receivable or a worker's payable")
+    allowed = ADJUSTMENT_COUNTERPARTS[str(kind)]
+    if counterpart not in allowed:
+        raise InvalidArgument(
+            counterpart_field, f"a {kind} account is corrected against {' or '.join(sorted(allowed))}"
+        )
+    return party
+
+
+def adjustment(request: AdjustmentRequest, terms: JobTerms | None, event_id: str) -> Posting:
+    """The posting of a correction; ``terms`` are those of ``request.job_id`` (None without a job).
+
+    Raises InvalidArgument naming the field: "request_id" (required, at most 200
+    characters), "reason" (required, at most :data:`MAX_REASON_CHARS`), "amount_cents" (in
+    [1, :data:`MAX_ADJUSTMENT_CENTS`]), "currency" (ISO 4217, the job's own), the accounts
+    (:func:`adjusted_account`; a client's must be the job's client). No I/O.
+    """
+    if not request.request_id or len(request.request_id) > 200:
+        raise InvalidArgument("request_id", "is required, at most 200 characters")
+    reason = " ".join(request.reason.split())
+    if not reason or len(reason) > MAX_REASON_CHARS:
+        raise InvalidArgument("reason", f"is required, at most {MAX_REASON_CHARS} characters: say why")
+    if not 0 < request.amount_cents <= MAX_ADJUSTMENT_CENTS:
+        raise InvalidArgument("amount_cents", f"must be in [1, {MAX_ADJUSTMENT_CENTS}] (got {request.amount_cents})")
+    party = adjusted_account(request.debit_account, request.credit_account)
+    fallback = terms.currency if terms is not None else DEFAULT_CURRENCY
+    currency = request.currency.strip().upper() or fallback
+    if len(currency) != 3 or not currency.isalpha():
+        raise InvalidArgument("currency", f"an ISO 4217 code (got {request.currency!r:.20})")
+    if terms is not None:
+        if currency != terms.currency:
+            raise InvalidArgument("currency", f"job {terms.job_id} is billed in {terms.currency}, not {currency}")
+        if account_kind(party) == "client" and party != client_receivable(terms.client_id):
+            side = "debit_account" if party == request.debit_account else "credit_account"
+            raise InvalidArgument(side, f"job {terms.job_id} belongs to client {terms.client_id}")
+    return Posting(
+        posting_key=posting_key(ADJUST, request.request_id),
+        kind=ADJUST,
+        ref_id=request.request_id,
+        event_id=event_id,
+        job_id=request.job_id,
+        debit_account=request.debit_account,
+        credit_account=request.credit_account,
+        amount_cents=request.amount_cents,
+        currency=currency,
+        memo=ADJUSTMENT_MEMO + reason,
+    )
+
+
+@dataclass(frozen=True)
+class Adjustment:
+    """A correction as posted: ``created`` False when its request id had been used before
+    (nothing new was posted; ``entry`` is the first posting)."""
+
+    request_id: str
+    entry: LedgerEntry
+    created: bool
+    requested_by: str = ""
+
+    @property
+    def reason(self) -> str:
+        return self.entry.posting.memo.removeprefix(ADJUSTMENT_MEMO)
+
+
+def adjustment_line(posting: Posting, client_id: str) -> InvoiceLine:
+    """An adjustment of ``client_id``'s receivable as an invoice line: negative for a credit."""
+    sign = 1 if posting.debit_account == client_receivable(client_id) else -1
+    amount = sign * posting.amount_cents
+    return InvoiceLine(posting.memo, 1, amount, amount)
 
 
 @dataclass(frozen=True)
@@ -852,6 +974,8 @@ class WorkerStatement:
     balances: list[WorkerBalance]
     next_page_token: str
     bonuses: list[BonusLine] = field(default_factory=list)
+    # Corrections of the worker's pay (first page only), oldest first.
+    adjustments: list[Adjustment] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -1108,6 +1232,9 @@ class LedgerAuditor:
         if p.posting_key != posting_key(p.kind, p.ref_id):
             self._problem(f"{where}: key does not match kind {p.kind!r} and reference {p.ref_id!r}")
         self._refs[(p.kind, p.ref_id)] += 1
+        if p.kind == ADJUST:
+            self._check_adjustment(where, p)
+            return
         if p.kind == PAYOUT:
             if account_kind(p.debit_account) != "worker" or p.credit_account != PLATFORM_PAYOUTS:
                 self._problem(f"{where}: a payout must move money from a worker to {PLATFORM_PAYOUTS}")
@@ -1171,6 +1298,20 @@ class LedgerAuditor:
         tally.annotations += p.amount_cents // price
         if subsidised:
             tally.pilot_annotations += p.amount_cents // price
+
+    def _check_adjustment(self, where: str, p: Posting) -> None:
+        record = self.jobs.get(p.job_id) if p.job_id else None
+        if p.job_id and (record is None or record.terms is None):
+            self._problem(f"{where}: job {p.job_id!r} has no terms")
+            return
+        reason = p.memo.removeprefix(ADJUSTMENT_MEMO)
+        request = AdjustmentRequest(
+            p.ref_id, p.debit_account, p.credit_account, p.amount_cents, p.currency, p.job_id, reason
+        )
+        try:
+            adjustment(request, record.terms if record else None, p.event_id)
+        except InvalidArgument as error:
+            self._problem(f"{where}: not a valid adjustment: {error}")
 
     def _check_bonus(self, where: str, p: Posting) -> None:
         if p.debit_account != PLATFORM_QUALITY_BONUS or account_kind(p.credit_account) != "worker":
@@ -1283,9 +1424,13 @@ class LedgerAuditor:
                 self._problem(f"{currency}: account balances sum to {signed}, not 0")
         for (kind, ref), count in sorted(self._refs.items()):
             if count > 1:
-                what = {BILL: "task", ANNOTATIONS: "task", BONUS: "job and worker", PAYOUT: "batch and worker"}.get(
-                    kind, "answer"
-                )
+                what = {
+                    BILL: "task",
+                    ANNOTATIONS: "task",
+                    BONUS: "job and worker",
+                    PAYOUT: "batch and worker",
+                    ADJUST: "request",
+                }.get(kind, "answer")
                 self._problem(f"{what} {ref!r} has {count} {kind} postings")
         for job_id, record in sorted(self.jobs.items()):
             self._check_job(job_id, record, settled_objects.get(job_id, 0), settled_answers.get(job_id, 0))

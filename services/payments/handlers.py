@@ -43,6 +43,7 @@ from quorum.errors import FailedPrecondition, InvalidArgument, NotFound
 from quorum.messaging import outgoing
 from quorum.owners import OwnerCache
 from quorum.security.audit import audit_event
+from quorum.security.principal import current_principal
 from quorum.v1 import common_pb2, events_pb2
 
 from . import domain, tables
@@ -797,22 +798,32 @@ class Ledger:
         return row
 
     def invoice(self, job_id: str) -> Invoice:
-        """The job's invoice as of now. Raises NotFound until the job's JobCreated has
-        arrived. Costs one row read and one indexed sum over the job's postings."""
+        """The job's invoice as of now: the lines of its charges, then one line per
+        adjustment of its client's receivable. Raises NotFound until the job's JobCreated
+        has arrived. Costs one row read and two indexed reads of the job's postings."""
         p = tables.postings
         with snapshot(self._engine) as conn:
             row = self._job(conn, job_id)
             terms, counters = _terms_of(row), _counters_of(row)
+            receivable = domain.client_receivable(terms.client_id)
+            signed = sa.case((p.c.debit_account == receivable, p.c.amount_cents), else_=-p.c.amount_cents)
             total = conn.execute(
-                sa.select(sa.func.coalesce(sa.func.sum(p.c.amount_cents), 0)).where(
-                    p.c.job_id == job_id, p.c.debit_account == domain.client_receivable(terms.client_id)
+                sa.select(sa.func.coalesce(sa.func.sum(signed), 0)).where(
+                    p.c.job_id == job_id, sa.or_(p.c.debit_account == receivable, p.c.credit_account == receivable)
                 )
             ).scalar_one()
+            adjusted = conn.execute(
+                sa.select(p)
+                .where(p.c.job_id == job_id, p.c.kind == domain.ADJUST)
+                .where(sa.or_(p.c.debit_account == receivable, p.c.credit_account == receivable))
+                .order_by(p.c.entry_id)
+            ).all()
+        adjustments = [domain.adjustment_line(_posting_of(row), terms.client_id) for row in adjusted]
         return Invoice(
             job_id=job_id,
             client_id=terms.client_id,
             currency=terms.currency,
-            lines=domain.invoice_lines(terms, counters),
+            lines=[*domain.invoice_lines(terms, counters), *adjustments],
             objects_labeled=counters.objects_billed,
             pilot_objects=counters.pilot_objects,
             total_cents=int(total),
@@ -824,7 +835,8 @@ class Ledger:
     ) -> domain.PeriodInvoice:
         """What the ledger charged the client in ``[start, end)``: per job, oldest first, the
         lines of its invoice (objects, annotations, annotation time, pilot allowance) for
-        the postings of the period, each line naming its job.
+        the postings of the period, each line naming its job, then the job's adjustments;
+        adjustments tied to no job come last.
 
         Raises InvalidArgument("period_end") unless start < end, FailedPrecondition when the
         period mixes currencies and ``currency`` is empty. Costs one grouped scan of the
@@ -874,7 +886,21 @@ class Ledger:
                     .group_by(a.c.job_id)
                 )
             )
-        currencies = sorted({row.currency for row in rows})
+            ad = tables.adjustments
+            adjusted = [
+                _posting_of(row)
+                for row in conn.execute(
+                    sa.select(p)
+                    .select_from(ad.join(p, p.c.entry_id == ad.c.entry_id))
+                    .where(
+                        ad.c.account == domain.client_receivable(client_id),
+                        ad.c.posted_at >= start,
+                        ad.c.posted_at < end,
+                    )
+                    .order_by(p.c.entry_id)
+                )
+            ]
+        currencies = sorted({row.currency for row in rows} | {posting.currency for posting in adjusted})
         if not currency:
             if len(currencies) > 1:
                 raise FailedPrecondition(
@@ -891,10 +917,21 @@ class Ledger:
             first[row.job_id] = min(first.get(row.job_id, row.first), row.first)
         for job_id, job in charges.items():
             job.counters.billed_ms = billed_ms.get(job_id, 0)
+        # Each job's adjustments follow its charges; those tied to no job come last.
+        corrections: defaultdict[str, list[domain.InvoiceLine]] = defaultdict(list)
+        for posting in adjusted:
+            if posting.currency == currency:
+                line = domain.adjustment_line(posting, client_id)
+                corrections[posting.job_id].append(replace(line, job_id=posting.job_id))
+        job_ids = sorted(charges, key=lambda job_id: (first[job_id], job_id))
+        job_ids += sorted(set(corrections) - set(charges), key=lambda job_id: (job_id == "", job_id))
         lines = [
             line
-            for job_id in sorted(charges, key=lambda job_id: (first[job_id], job_id))
-            for line in charges[job_id].lines(_terms_of(job_rows[job_id]))
+            for job_id in job_ids
+            for line in [
+                *(charges[job_id].lines(_terms_of(job_rows[job_id])) if job_id in charges else []),
+                *corrections.get(job_id, []),
+            ]
         ]
         return domain.PeriodInvoice(
             client_id=client_id,
@@ -978,6 +1015,18 @@ class Ledger:
                 if offset == 0
                 else []
             )
+            # Corrections are rare: the first page carries them all too.
+            ad, p = tables.adjustments, tables.postings
+            adjusted = (
+                conn.execute(
+                    sa.select(p)
+                    .select_from(ad.join(p, p.c.entry_id == ad.c.entry_id))
+                    .where(ad.c.account == domain.worker_payable(worker_id))
+                    .order_by(p.c.entry_id)
+                ).all()
+                if offset == 0
+                else []
+            )
         bonuses = [
             domain.BonusLine(
                 job_id=row.job_id,
@@ -1008,7 +1057,11 @@ class Ledger:
             for row in rows[:size]
         ]
         token = domain.encode_page_token(worker_id, offset + size) if more else ""
-        return WorkerStatement(worker_id, lines, balances, token, bonuses)
+        adjustments = [
+            domain.Adjustment(row.ref_id, LedgerEntry(int(row.entry_id), _posting_of(row), row.posted_at), True)
+            for row in adjusted
+        ]
+        return WorkerStatement(worker_id, lines, balances, token, bonuses, adjustments)
 
     def set_budget_cap(self, job_id: str, cap_cents: int) -> MoneySummary:
         """Sets a job's budget cap (0: none): pauses the job when what its client was charged
@@ -1088,6 +1141,120 @@ class Ledger:
         if payouts:
             self._outbox_written()
         return PayoutBatch(batch_id, code, payouts, now)
+
+    def adjust(self, request: domain.AdjustmentRequest) -> domain.Adjustment:
+        """Posts a correcting entry (:func:`domain.adjustment`) once per request id, with its
+        record and an audit event in the same transaction; a worker's adjustment moves the
+        worker's stored totals with it. The same request id again returns the first
+        adjustment and posts nothing (``created`` False).
+
+        Raises InvalidArgument naming the field, NotFound for a job without terms,
+        FailedPrecondition when the request id was used for another adjustment or when
+        taking back more than a worker is owed. One short write transaction."""
+        # Bad input is refused even when the request id was used: a retry must be well formed too.
+        domain.adjustment(request, None, "")
+        key = domain.posting_key(domain.ADJUST, request.request_id)
+        earlier = self._adjustment(key)
+        if earlier is not None:
+            return self._replayed(earlier, request)
+        principal = current_principal()
+        requested_by = principal.label if principal else "service:payments"
+        w = tables.worker_totals
+        now = utcnow()
+        try:
+            with self._engine.begin() as conn:
+                terms = _terms_of(self._job(conn, request.job_id)) if request.job_id else None
+                posting = domain.adjustment(request, terms, f"adjust_{uuid.uuid4().hex[:20]}")
+                party = domain.adjusted_account(posting.debit_account, posting.credit_account)
+                worker = party.removeprefix("worker:").removesuffix(":payable")
+                if domain.account_kind(party) == "worker" and party == posting.debit_account:
+                    # Taking pay back: never more than the worker is still owed.
+                    owed = conn.execute(
+                        sa.select(w.c.earned_cents - w.c.paid_out_cents)
+                        .where(w.c.worker_id == worker, w.c.currency == posting.currency)
+                        .with_for_update()
+                    ).scalar()
+                    if int(owed or 0) < posting.amount_cents:
+                        raise FailedPrecondition(
+                            f"worker {worker} is owed {int(owed or 0)} {posting.currency} minor units, "
+                            f"less than the {posting.amount_cents} to take back"
+                        )
+                org_id = terms.client_id if terms is not None else ""
+                if domain.account_kind(party) == "client":
+                    org_id = party.removeprefix("client:").removesuffix(":receivable")
+                entry_id = conn.execute(
+                    sa.insert(tables.postings)
+                    .values(_posting_row(posting, now, org_id))
+                    .returning(tables.postings.c.entry_id)
+                ).scalar_one()
+                conn.execute(
+                    sa.insert(tables.adjustments).values(
+                        request_id=request.request_id,
+                        entry_id=entry_id,
+                        account=party,
+                        job_id=request.job_id,
+                        requested_by=requested_by[:200],
+                        posted_at=now,
+                    )
+                )
+                if domain.account_kind(party) == "worker":
+                    sign = 1 if party == posting.credit_account else -1
+                    self._statements(conn).add_earnings(
+                        conn, [(worker, posting.currency, sign * posting.amount_cents, 0, 0)]
+                    )
+                details = {
+                    "request_id": request.request_id,
+                    "debit_account": posting.debit_account,
+                    "credit_account": posting.credit_account,
+                    "amount_cents": posting.amount_cents,
+                    "currency": posting.currency,
+                    "job_id": posting.job_id,
+                    "reason": posting.memo.removeprefix(domain.ADJUSTMENT_MEMO),
+                    "entry_id": int(entry_id),
+                }
+                audited = audit_event(
+                    self._audit_topic,
+                    "payments",
+                    "ledger.adjusted",
+                    f"adjustment/{request.request_id}",
+                    org_id=org_id,
+                    details=details,
+                )
+                enqueue(conn, tables.messaging.outbox, [audited])
+        except sa.exc.IntegrityError:
+            # Another call with the same request id committed first.
+            earlier = self._adjustment(key)
+            if earlier is None:
+                raise
+            return self._replayed(earlier, request)
+        self._outbox_written()
+        return domain.Adjustment(request.request_id, LedgerEntry(int(entry_id), posting, now), True, requested_by)
+
+    def _adjustment(self, key: str) -> domain.Adjustment | None:
+        p, ad = tables.postings, tables.adjustments
+        with reading(self._engine) as conn:
+            row = conn.execute(
+                sa.select(p, ad.c.requested_by)
+                .select_from(p.join(ad, ad.c.entry_id == p.c.entry_id))
+                .where(p.c.posting_key == key)
+            ).one_or_none()
+        if row is None:
+            return None
+        return domain.Adjustment(
+            row.ref_id, LedgerEntry(int(row.entry_id), _posting_of(row), row.posted_at), False, row.requested_by
+        )
+
+    @staticmethod
+    def _replayed(earlier: domain.Adjustment, request: domain.AdjustmentRequest) -> domain.Adjustment:
+        """The earlier adjustment of a retried request; FailedPrecondition when it asked for another."""
+        p = earlier.entry.posting
+        asked = (request.debit_account, request.credit_account, request.amount_cents, request.job_id)
+        currency = request.currency.strip().upper()
+        if asked != (p.debit_account, p.credit_account, p.amount_cents, p.job_id) or currency not in ("", p.currency):
+            raise FailedPrecondition(
+                f"request_id {request.request_id!r} already posted another adjustment (entry {earlier.entry.entry_id})"
+            )
+        return earlier
 
     def list_entries(self, job_id: str, page_size: int, page_token: str, org_id: str = "") -> LedgerPage:
         """Postings in the order they were made, of one job or of all (``job_id`` empty),

@@ -83,6 +83,16 @@ def _terms(spec: common_pb2.JobSpec) -> domain.JobTerms:
     )
 
 
+def _adjustment(adjustment: domain.Adjustment, requested_by: bool = True) -> payments_pb2.LedgerAdjustment:
+    return payments_pb2.LedgerAdjustment(
+        request_id=adjustment.request_id,
+        entry=_entry(adjustment.entry),
+        reason=adjustment.reason,
+        created=adjustment.created,
+        requested_by=adjustment.requested_by if requested_by else "",
+    )
+
+
 def _line(line: domain.InvoiceLine) -> payments_pb2.InvoiceLine:
     return payments_pb2.InvoiceLine(
         description=line.description,
@@ -273,6 +283,8 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
                 )
                 for bonus in statement.bonuses
             ],
+            # A worker reads who corrected its pay from the reason, not from a staff key's name.
+            adjustments=[_adjustment(a, requested_by=False) for a in statement.adjustments],
         )
 
     def CreatePayoutBatch(
@@ -291,3 +303,21 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
             export_csv=domain.payout_csv(batch),
             created_at=_timestamp(batch.created_at),
         )
+
+    def AdjustLedger(
+        self, request: payments_pb2.AdjustLedgerRequest, context: grpc.ServicerContext
+    ) -> payments_pb2.LedgerAdjustment:
+        """Raises InvalidArgument naming the field, NotFound for a job without terms,
+        FailedPrecondition for a reused request id or pay taken back beyond what is owed."""
+        adjustment = self._ledger.adjust(
+            domain.AdjustmentRequest(
+                request_id=_id("request_id", request.request_id, required=True),
+                debit_account=request.debit_account,
+                credit_account=request.credit_account,
+                amount_cents=request.amount_cents,
+                currency=request.currency,
+                job_id=_id("job_id", request.job_id, required=False),
+                reason=request.reason,
+            )
+        )
+        return _adjustment(adjustment)

@@ -463,3 +463,99 @@ def test_a_boxed_objects_annotations_reach_the_invoice_over_grpc(
     assert invoice.total_cents == 71
     summary = stub.GetMoneySummary(payments_pb2.GetMoneySummaryRequest(job_id="boxes"), timeout=5)
     assert (summary.billed_cents, summary.objects_billed) == (71, 1)
+
+
+@pytest.mark.parametrize("service_settings", ["sqlite", "postgres"], indirect=True)
+def test_staff_correct_the_ledger_over_grpc_and_the_command_line(
+    running: RunningService,
+    stub: payments_pb2_grpc.PaymentsServiceStub,
+    service_settings: Settings,
+    kafka_bootstrap: str,
+    topic_prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    publish(
+        kafka_bootstrap,
+        topic_prefix,
+        [
+            job_created("fix", price=50, pay=10),
+            answer_accepted("a1", "t1", "fix", "w1"),
+            answer_accepted("a2", "t1", "fix", "w2", label="dog"),
+            task_resolved("t1", "fix"),
+        ],
+    )
+    eventually(
+        lambda: stub.GetMoneySummary(payments_pb2.GetMoneySummaryRequest(job_id="fix"), timeout=5),
+        lambda s: s.answers_paid + s.answers_unpaid == 2,
+    )
+    refund = payments_pb2.AdjustLedgerRequest(
+        request_id="fix-refund",
+        debit_account="platform:revenue",
+        credit_account="client:acme:receivable",
+        amount_cents=20,
+        job_id="fix",
+        reason="two days late",
+    )
+    made = stub.AdjustLedger(refund, timeout=5)
+    assert made.created and made.reason == "two days late" and made.requested_by
+    assert (made.entry.amount_cents, made.entry.currency, made.entry.memo) == (20, "USD", "Adjustment: two days late")
+    again = stub.AdjustLedger(refund, timeout=5)
+    assert not again.created and again.entry.entry_id == made.entry.entry_id
+    invoice = stub.GetInvoice(payments_pb2.GetInvoiceRequest(job_id="fix"), timeout=5)
+    assert invoice.total_cents == 30
+    assert (invoice.lines[-1].description, invoice.lines[-1].amount_cents) == ("Adjustment: two days late", -20)
+
+    for bad, field in (
+        (payments_pb2.AdjustLedgerRequest(**{**_fields(refund), "reason": ""}), "reason"),
+        (payments_pb2.AdjustLedgerRequest(**{**_fields(refund), "request_id": ""}), "request_id"),
+        (payments_pb2.AdjustLedgerRequest(**{**_fields(refund), "amount_cents": -1}), "amount_cents"),
+        (
+            payments_pb2.AdjustLedgerRequest(**{**_fields(refund), "debit_account": "platform:worker_cost"}),
+            "debit_account",
+        ),
+    ):
+        code, message = _code_and_message(lambda bad=bad: stub.AdjustLedger(bad, timeout=5))  # type: ignore[misc]
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and message.startswith(f"{field}: "), message
+    code, message = _code_and_message(
+        lambda: stub.AdjustLedger(
+            payments_pb2.AdjustLedgerRequest(**{**_fields(refund), "amount_cents": 21}), timeout=5
+        )
+    )
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and "fix-refund" in message
+
+    # The command line pays w2 for the answer consensus rejected by mistake, once.
+    use_the_service(monkeypatch, running, service_settings)
+    pay = [
+        "ledger", "adjust", "--request-id", "fix-a2", "--debit", "platform:worker_cost",
+        "--credit", "worker:w2:payable", "--amount-cents", "10", "--job", "fix", "--reason", "answer a2 was right",
+    ]  # fmt: skip
+    capsys.readouterr()
+    assert cli_main(pay) == 0
+    assert "adjustment fix-a2 posted: entry" in capsys.readouterr().out
+    assert cli_main(pay) == 0
+    assert "already posted (nothing new)" in capsys.readouterr().out
+    assert cli_main([*pay[:-1], ""]) == 1
+    assert "INVALID_ARGUMENT" in capsys.readouterr().err
+
+    with channel(f"127.0.0.1:{running.port}", api_key=worker_key(service_settings, "w2")) as ch:
+        own = payments_pb2_grpc.PaymentsServiceStub(ch)
+        statement = own.GetWorkerStatement(payments_pb2.GetWorkerStatementRequest(worker_id="w2"), timeout=5)
+        denied, _ = _code_and_message(lambda: own.AdjustLedger(refund, timeout=5))
+    assert denied == grpc.StatusCode.PERMISSION_DENIED
+    (correction,) = statement.adjustments
+    assert (correction.request_id, correction.reason, correction.entry.amount_cents) == (
+        "fix-a2",
+        "answer a2 was right",
+        10,
+    )
+    assert correction.requested_by == ""
+    assert (statement.balances[0].earned_cents, statement.balances[0].answers_unpaid) == (10, 1)
+    balance = stub.GetWorkerBalance(payments_pb2.GetWorkerBalanceRequest(worker_id="w2"), timeout=5)
+    assert balance.owed_cents == 10
+    verification = stub.VerifyLedger(payments_pb2.VerifyLedgerRequest(), timeout=10)
+    assert verification.balanced, list(verification.problems)
+
+
+def _fields(message: Any) -> dict[str, Any]:
+    return {field.name: value for field, value in message.ListFields()}
