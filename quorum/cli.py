@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from quorum.settings import SERVICES
+from quorum.tasktypes import TASK_TYPES
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -299,43 +300,17 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from quorum import client as qc
-    from quorum.v1 import common_pb2, ingest_pb2
+    from quorum.v1 import ingest_pb2
 
     path = Path(args.path)
     if not path.exists():
         print(f"quorum submit: {path} does not exist", file=sys.stderr)
         return 2
     is_images = path.is_dir()
-    labels = [label.strip() for label in args.labels.split(",")]
-    config = common_pb2.ClassificationConfig(labels=labels)
     settings = _load_settings()
-    spec = common_pb2.JobSpec(
-        name=args.name or path.name,
-        # Empty: the service fills in a client key's organisation, and asks other keys for one.
-        client_id=args.client or (LOCAL_ORG if settings.api_key is None else ""),
-        instructions=args.instructions,
-        overlap=common_pb2.Overlap(min=args.min_overlap, max=args.max_overlap),
-        target_confidence=args.target_confidence,
-        gold_share=args.gold_share,
-        price_per_object_cents=args.price_cents,
-        pay_per_answer_cents=args.pay_cents,
-        price_mode=common_pb2.PRICE_MODE_PER_HOUR if args.price_per_hour_cents else common_pb2.PRICE_MODE_PER_OBJECT,
-        price_per_hour_cents=args.price_per_hour_cents,
-        pay_mode=common_pb2.PAY_MODE_PER_HOUR if args.pay_per_hour_cents else common_pb2.PAY_MODE_PER_ANSWER,
-        pay_per_hour_cents=args.pay_per_hour_cents,
-        budget_cap_cents=args.budget_cap_cents,
-        currency=args.currency,
-        pilot=args.pilot,
-        pilot_allowance=args.pilot_allowance,
-        expert_review=args.expert_review,
-        gold_bonus_cents=args.gold_bonus_cents,
-        gold_bonus_threshold=args.gold_bonus_threshold,
-        gold_bonus_min_answers=args.gold_bonus_min_answers,
-    )
-    if is_images:
-        spec.image_classification.CopyFrom(config)
-    else:
-        spec.text_classification.CopyFrom(config)
+    spec = _job_spec(args, "image_classification" if is_images else "text_classification", settings)
+    spec.name = args.name or path.name
+    spec.instructions = args.instructions
     if args.sla_hours:
         deadline = Timestamp()
         deadline.GetCurrentTime()
@@ -367,6 +342,84 @@ def cmd_submit(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         print(job.job_id)
+    return 0
+
+
+def _job_spec(args: argparse.Namespace, task: str, settings: Settings) -> Any:
+    """The JobSpec of a ``task`` job from the options `quorum submit` and `quorum quote`
+    share (:func:`_add_job_spec_arguments`), so that a quote is of the job submitted."""
+    from quorum.tasktypes import task_type
+    from quorum.v1 import common_pb2
+
+    spec = common_pb2.JobSpec(
+        # Empty: the service fills in a client key's organisation, and asks other keys for one.
+        client_id=args.client or (LOCAL_ORG if settings.api_key is None else ""),
+        overlap=common_pb2.Overlap(min=args.min_overlap, max=args.max_overlap),
+        target_confidence=args.target_confidence,
+        gold_share=args.gold_share,
+        price_per_object_cents=args.price_cents,
+        pay_per_answer_cents=args.pay_cents,
+        price_mode=common_pb2.PRICE_MODE_PER_HOUR if args.price_per_hour_cents else common_pb2.PRICE_MODE_PER_OBJECT,
+        price_per_hour_cents=args.price_per_hour_cents,
+        pay_mode=common_pb2.PAY_MODE_PER_HOUR if args.pay_per_hour_cents else common_pb2.PAY_MODE_PER_ANSWER,
+        pay_per_hour_cents=args.pay_per_hour_cents,
+        price_per_annotation_cents=args.price_per_annotation_cents,
+        budget_cap_cents=args.budget_cap_cents,
+        currency=args.currency,
+        pilot=args.pilot,
+        pilot_allowance=args.pilot_allowance,
+        expert_review=args.expert_review,
+        gold_bonus_cents=args.gold_bonus_cents,
+        gold_bonus_threshold=args.gold_bonus_threshold,
+        gold_bonus_min_answers=args.gold_bonus_min_answers,
+    )
+    config = getattr(spec, task)
+    config.SetInParent()
+    kind = task_type(task)
+    labels = [label.strip() for label in args.labels.split(",")] if args.labels else []
+    if kind is not None and kind.has_labels:
+        config.labels[:] = labels
+    return spec
+
+
+@_rpc_guard
+def cmd_quote(args: argparse.Namespace) -> int:
+    from quorum.v1 import payments_pb2
+
+    settings = _load_settings()
+    request = payments_pb2.QuoteRequest(
+        spec=_job_spec(args, args.task, settings),
+        objects=args.objects,
+        expected_overlap=args.expected_overlap,
+        seconds_per_answer=args.seconds_per_answer,
+    )
+    if args.annotations_per_object is not None:
+        request.expected_annotations_per_object = args.annotations_per_object
+    with _client(settings) as client:
+        quote = client.payments.Quote(request, timeout=30)
+    if args.json:
+        from google.protobuf.json_format import MessageToDict
+
+        print(json.dumps(MessageToDict(quote, always_print_fields_with_no_presence=True)))
+        return 0
+
+    def money(cents: int) -> str:
+        return _money(cents, quote.currency)
+
+    print(f"quote for {quote.objects} objects ({args.task.replace('_', ' ')}), in {quote.currency}")
+    print(
+        f"  answers       {quote.expected_answers} ({quote.expected_overlap:.2f} per object), "
+        f"active time {quote.expected_active_ms / 3_600_000:.1f} h"
+    )
+    if quote.expected_annotations or quote.annotation_cents:
+        print(f"  annotations   {quote.expected_annotations}, charged {money(quote.annotation_cents)}")
+    if quote.pilot_discount_cents:
+        print(f"  pilot         -{money(quote.pilot_discount_cents)} ({quote.objects - quote.billable_objects} free)")
+    print(f"  client pays   {money(quote.client_cents)}")
+    print(f"  workers earn  {money(quote.worker_cents)}")
+    print(f"  margin        {money(quote.margin_cents)}")
+    if quote.max_gold_bonus_cents:
+        print(f"  gold bonus    up to {money(quote.max_gold_bonus_cents)} more for workers")
     return 0
 
 
@@ -789,6 +842,8 @@ ROLES = ("client", "worker", "reviewer", "operator", "admin")
 # The organisation the local user of the embedded stack submits for, with the admin key
 # `quorum up` keeps in QUORUM_HOME/credentials.
 LOCAL_ORG = "local"
+# JobSpec task types, for `quorum quote --task` (quorum.tasktypes is pure and small).
+TASKS = tuple(sorted(TASK_TYPES))
 # `quorum demo --task`: classification and the structured kinds of quorum.demo.kinds.KINDS,
 # named here so that parsing arguments does not import the demo (numpy, Pillow).
 DEMO_TASKS = (
@@ -1068,39 +1123,35 @@ def parser() -> argparse.ArgumentParser:
     submit.add_argument("path", help="folder of images, or .jsonl/.csv manifest (text, path, id, gold_label)")
     submit.add_argument("--labels", required=True, help="comma-separated label set")
     submit.add_argument("--name", default="")
-    submit.add_argument(
-        "--client",
-        default="",
-        help="the client organisation the job is for (default: a client key's own; with the embedded "
-        f"stack's local key, {LOCAL_ORG!r}; other keys must name one)",
-    )
     submit.add_argument("--instructions", default="")
-    submit.add_argument("--min-overlap", type=int, default=3)
-    submit.add_argument("--max-overlap", type=int, default=5)
-    submit.add_argument("--target-confidence", type=float, default=0.9)
-    submit.add_argument("--gold-share", type=float, default=0.1)
     submit.add_argument("--gold", help="CSV file,label of known answers for images")
-    submit.add_argument("--price-cents", type=int, default=5, help="price per labeled object")
-    submit.add_argument("--pay-cents", type=int, default=1, help="worker pay per accepted answer")
-    submit.add_argument("--price-per-hour-cents", type=int, default=0, help="bill per active hour instead")
-    submit.add_argument("--pay-per-hour-cents", type=int, default=0, help="pay workers per active hour instead")
-    submit.add_argument("--budget-cap-cents", type=int, default=0, help="pause the job when charges reach it")
-    submit.add_argument("--currency", default="USD")
-    submit.add_argument("--pilot", action="store_true", help="free up to the pilot allowance")
-    submit.add_argument("--pilot-allowance", type=int, default=0)
-    submit.add_argument(
-        "--expert-review",
-        action="store_true",
-        help="send objects still below the target at max overlap to a reviewer instead of resolving them",
-    )
-    submit.add_argument(
-        "--gold-bonus-cents", type=int, default=0, help="bonus per paid answer for workers accurate on gold"
-    )
-    submit.add_argument("--gold-bonus-threshold", type=float, default=0, help="gold accuracy for the bonus (0.9)")
-    submit.add_argument("--gold-bonus-min-answers", type=int, default=0, help="gold answers needed first (5)")
+    _add_job_spec_arguments(submit)
     submit.add_argument("--sla-hours", type=float, default=0)
     submit.add_argument("--no-seal", action="store_true", help="leave the job open for more uploads")
     submit.set_defaults(func=cmd_submit)
+
+    quote = sub.add_parser(
+        "quote", help="what a job would cost before it is submitted: takes submit's job options, plus the objects"
+    )
+    quote.add_argument("--objects", type=int, required=True, help="objects you would upload")
+    quote.add_argument("--task", choices=TASKS, default="text_classification", help="the job's task type")
+    quote.add_argument("--labels", default="", help="comma-separated label set (the price does not depend on it)")
+    quote.add_argument(
+        "--expected-overlap",
+        type=float,
+        default=0,
+        help="answers per object you expect (default: estimated from the overlap and target confidence)",
+    )
+    quote.add_argument("--seconds-per-answer", type=int, default=0, help="active seconds per answer (30)")
+    quote.add_argument(
+        "--annotations-per-object",
+        type=float,
+        default=None,
+        help="boxes, spans, keypoints, ... you expect per object (needed with --price-per-annotation-cents)",
+    )
+    quote.add_argument("--json", action="store_true", help="print the quote as one JSON object")
+    _add_job_spec_arguments(quote)
+    quote.set_defaults(func=cmd_quote)
 
     status = sub.add_parser("status", help="progress, quality and money of a job")
     status.add_argument("job")
@@ -1253,6 +1304,39 @@ def parser() -> argparse.ArgumentParser:
     new_key = storage_sub.add_parser("new-master-key", help="print a fresh random master key (base64)")
     new_key.set_defaults(func=cmd_storage_new_master_key)
     return p
+
+
+def _add_job_spec_arguments(p: argparse.ArgumentParser) -> None:
+    """The job options of `quorum submit`, which `quorum quote` takes too."""
+    p.add_argument(
+        "--client",
+        default="",
+        help="the client organisation the job is for (default: a client key's own; with the embedded "
+        f"stack's local key, {LOCAL_ORG!r}; other keys must name one)",
+    )
+    p.add_argument("--min-overlap", type=int, default=3)
+    p.add_argument("--max-overlap", type=int, default=5)
+    p.add_argument("--target-confidence", type=float, default=0.9)
+    p.add_argument("--gold-share", type=float, default=0.1)
+    p.add_argument("--price-cents", type=int, default=5, help="price per labeled object")
+    p.add_argument("--pay-cents", type=int, default=1, help="worker pay per accepted answer")
+    p.add_argument("--price-per-hour-cents", type=int, default=0, help="bill per active hour instead")
+    p.add_argument("--pay-per-hour-cents", type=int, default=0, help="pay workers per active hour instead")
+    p.add_argument(
+        "--price-per-annotation-cents", type=int, default=0, help="added per box, span, keypoint, ... of a label"
+    )
+    p.add_argument("--budget-cap-cents", type=int, default=0, help="pause the job when charges reach it")
+    p.add_argument("--currency", default="USD")
+    p.add_argument("--pilot", action="store_true", help="free up to the pilot allowance")
+    p.add_argument("--pilot-allowance", type=int, default=0)
+    p.add_argument(
+        "--expert-review",
+        action="store_true",
+        help="send objects still below the target at max overlap to a reviewer instead of resolving them",
+    )
+    p.add_argument("--gold-bonus-cents", type=int, default=0, help="bonus per paid answer for workers accurate on gold")
+    p.add_argument("--gold-bonus-threshold", type=float, default=0, help="gold accuracy for the bonus (0.9)")
+    p.add_argument("--gold-bonus-min-answers", type=int, default=0, help="gold answers needed first (5)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

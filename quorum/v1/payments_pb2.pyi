@@ -43,19 +43,21 @@ class LedgerAdjustment(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., entry: _Optional[_Union[LedgerEntry, _Mapping]] = ..., reason: _Optional[str] = ..., created: _Optional[bool] = ..., requested_by: _Optional[str] = ...) -> None: ...
 
 class QuoteRequest(_message.Message):
-    __slots__ = ("spec", "objects", "expected_overlap", "seconds_per_answer")
+    __slots__ = ("spec", "objects", "expected_overlap", "seconds_per_answer", "expected_annotations_per_object")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     OBJECTS_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_OVERLAP_FIELD_NUMBER: _ClassVar[int]
     SECONDS_PER_ANSWER_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_ANNOTATIONS_PER_OBJECT_FIELD_NUMBER: _ClassVar[int]
     spec: _common_pb2.JobSpec
     objects: int
     expected_overlap: float
     seconds_per_answer: int
-    def __init__(self, spec: _Optional[_Union[_common_pb2.JobSpec, _Mapping]] = ..., objects: _Optional[int] = ..., expected_overlap: _Optional[float] = ..., seconds_per_answer: _Optional[int] = ...) -> None: ...
+    expected_annotations_per_object: float
+    def __init__(self, spec: _Optional[_Union[_common_pb2.JobSpec, _Mapping]] = ..., objects: _Optional[int] = ..., expected_overlap: _Optional[float] = ..., seconds_per_answer: _Optional[int] = ..., expected_annotations_per_object: _Optional[float] = ...) -> None: ...
 
 class JobQuote(_message.Message):
-    __slots__ = ("currency", "objects", "billable_objects", "expected_answers", "expected_active_ms", "client_cents", "worker_cents", "pilot_discount_cents", "margin_cents", "max_gold_bonus_cents")
+    __slots__ = ("currency", "objects", "billable_objects", "expected_answers", "expected_active_ms", "client_cents", "worker_cents", "pilot_discount_cents", "margin_cents", "max_gold_bonus_cents", "expected_overlap", "expected_annotations", "annotation_cents")
     CURRENCY_FIELD_NUMBER: _ClassVar[int]
     OBJECTS_FIELD_NUMBER: _ClassVar[int]
     BILLABLE_OBJECTS_FIELD_NUMBER: _ClassVar[int]
@@ -66,6 +68,9 @@ class JobQuote(_message.Message):
     PILOT_DISCOUNT_CENTS_FIELD_NUMBER: _ClassVar[int]
     MARGIN_CENTS_FIELD_NUMBER: _ClassVar[int]
     MAX_GOLD_BONUS_CENTS_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_OVERLAP_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_ANNOTATIONS_FIELD_NUMBER: _ClassVar[int]
+    ANNOTATION_CENTS_FIELD_NUMBER: _ClassVar[int]
     currency: str
     objects: int
     billable_objects: int
@@ -76,7 +81,10 @@ class JobQuote(_message.Message):
     pilot_discount_cents: int
     margin_cents: int
     max_gold_bonus_cents: int
-    def __init__(self, currency: _Optional[str] = ..., objects: _Optional[int] = ..., billable_objects: _Optional[int] = ..., expected_answers: _Optional[int] = ..., expected_active_ms: _Optional[int] = ..., client_cents: _Optional[int] = ..., worker_cents: _Optional[int] = ..., pilot_discount_cents: _Optional[int] = ..., margin_cents: _Optional[int] = ..., max_gold_bonus_cents: _Optional[int] = ...) -> None: ...
+    expected_overlap: float
+    expected_annotations: int
+    annotation_cents: int
+    def __init__(self, currency: _Optional[str] = ..., objects: _Optional[int] = ..., billable_objects: _Optional[int] = ..., expected_answers: _Optional[int] = ..., expected_active_ms: _Optional[int] = ..., client_cents: _Optional[int] = ..., worker_cents: _Optional[int] = ..., pilot_discount_cents: _Optional[int] = ..., margin_cents: _Optional[int] = ..., max_gold_bonus_cents: _Optional[int] = ..., expected_overlap: _Optional[float] = ..., expected_annotations: _Optional[int] = ..., annotation_cents: _Optional[int] = ...) -> None: ...
 
 class SetBudgetCapRequest(_message.Message):
     __slots__ = ("job_id", "budget_cap_cents")

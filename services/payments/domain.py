@@ -76,6 +76,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from quorum.errors import InvalidArgument
+from quorum.tasktypes import task_type
 
 PLATFORM_REVENUE = "platform:revenue"
 PLATFORM_PILOT_SUBSIDY = "platform:pilot_subsidy"
@@ -641,11 +642,17 @@ class Quote:
     billable_objects: int
     expected_answers: int
     expected_active_ms: int
+    # What the client would pay, annotations included and the pilot allowance deducted.
     client_cents: int
     worker_cents: int
     pilot_discount_cents: int
     # The quality bonus if every worker qualified; not in worker_cents.
     max_gold_bonus_cents: int = 0
+    # Answers per object the quote assumes (given, or estimated from the dynamic overlap).
+    expected_overlap: float = 0.0
+    # Annotations expected on the labeled objects, and their charge before the allowance.
+    expected_annotations: int = 0
+    annotation_cents: int = 0
 
     @property
     def margin_cents(self) -> int:
@@ -654,7 +661,66 @@ class Quote:
 
 # A quote for more objects than this is a typo, and its cents would overflow int64.
 MAX_QUOTE_OBJECTS = 1_000_000_000
+MAX_ANNOTATIONS_PER_OBJECT = 10_000
 INT64_MAX = 2**63 - 1
+# JobSpec defaults, as ingest applies them: overlap 3..5 when both are 0, target 0.9 when 0.
+DEFAULT_OVERLAP = (3, 5)
+MAX_OVERLAP = 50
+DEFAULT_TARGET_CONFIDENCE = 0.9
+# How likely an answer of a worker consensus knows nothing about is right: the mean of
+# consensus's reliability prior. The overlap estimate assumes every worker is such a worker.
+ASSUMED_ACCURACY = 0.7
+
+
+def quote_overlap(overlap_min: int, overlap_max: int) -> tuple[int, int]:
+    """The overlap a job would get: 3..5 when both are 0, as ingest sets it.
+
+    Raises InvalidArgument("spec.overlap.min") below 1, ("spec.overlap.max") below the
+    minimum or above :data:`MAX_OVERLAP`, as ingest does.
+    """
+    if overlap_min == 0 and overlap_max == 0:
+        return DEFAULT_OVERLAP
+    if overlap_min < 1:
+        raise InvalidArgument("spec.overlap.min", f"must be >= 1 (got {overlap_min}); leave min and max 0 for 3..5")
+    if not overlap_min <= overlap_max <= MAX_OVERLAP:
+        raise InvalidArgument(
+            "spec.overlap.max", f"must be in [overlap.min {overlap_min}, {MAX_OVERLAP}] (got {overlap_max})"
+        )
+    return overlap_min, overlap_max
+
+
+def expected_overlap(overlap_min: int, overlap_max: int, target_confidence: float) -> float:
+    """Expected answers per object under dynamic overlap, when the client has no figure.
+
+    Consensus resolves an object once it has ``overlap_min`` answers and the winning
+    label's posterior reaches ``target_confidence``, asks for one more answer at a time
+    below it, and stops at ``overlap_max``. The estimate takes every answer to be right
+    with probability q = :data:`ASSUMED_ACCURACY` and the right label to compete with one
+    wrong one; then the posterior of the leading label is ``1 / (1 + r**d)`` with
+    ``r = (1 - q) / q`` and ``d`` its lead in answers. So the estimate is
+    ``overlap_min`` plus, for each further answer, the share of objects still short of the
+    lead the target needs: exact for that model, walked answer by answer in
+    O(overlap_max**2). A crowd better than q resolves sooner, so the figure leans high;
+    ``overlap_max`` bounds it.
+    """
+    q = ASSUMED_ACCURACY
+    ratio = (1 - q) / q
+
+    def resolved(answers: int, right: int) -> bool:
+        lead = abs(2 * right - answers)
+        return answers >= overlap_min and 1 / (1 + ratio**lead) >= target_confidence
+
+    # Probability of each count of right answers among the objects still unresolved.
+    open_objects = {0: 1.0}
+    expected = 0.0
+    for answers in range(1, overlap_max + 1):
+        grown: dict[int, float] = defaultdict(float)
+        for right, share in open_objects.items():
+            grown[right + 1] += share * q
+            grown[right] += share * (1 - q)
+        expected += sum(open_objects.values())
+        open_objects = {right: share for right, share in grown.items() if not resolved(answers, right)}
+    return expected
 
 
 def quote(
@@ -662,40 +728,73 @@ def quote(
     objects: int,
     overlap_min: int,
     overlap_max: int,
-    expected_overlap: float,
+    expected_overlap_per_object: float,
     seconds_per_answer: int,
+    target_confidence: float = 0.0,
+    annotations_per_object: float | None = None,
 ) -> Quote:
-    """Estimates a job: ``objects`` x expected answers per object (``expected_overlap``
-    clamped to [overlap.min, overlap.max]; overlap.min when zero) x the price mode.
+    """Estimates a job: ``objects`` x expected answers per object x the price mode, plus
+    the annotations of per-object jobs priced per annotation.
 
-    Raises InvalidArgument("objects") when negative or above :data:`MAX_QUOTE_OBJECTS`,
-    ("expected_overlap") when not a number in [0, 1000], ("seconds_per_answer") outside [0, 86400].
+    Answers per object: ``expected_overlap_per_object`` clamped to [overlap.min,
+    overlap.max]; when 0, :func:`expected_overlap` estimates it from the overlap and
+    ``target_confidence`` (0: 0.9), never above overlap.max. ``annotations_per_object``
+    (boxes, spans, ... per labeled object) is required when the job charges per
+    annotation. Raises InvalidArgument naming the field: "objects" when negative or above
+    :data:`MAX_QUOTE_OBJECTS`, "expected_overlap" unless a number in [0, 1000],
+    "seconds_per_answer" outside [0, 86400], "spec.overlap.min" / "spec.overlap.max"
+    (:func:`quote_overlap`), "spec.target_confidence" outside (0, 1],
+    "spec.price_per_annotation_cents" on a task type without annotations,
+    "expected_annotations_per_object" when missing, negative or above
+    :data:`MAX_ANNOTATIONS_PER_OBJECT`.
     """
     if not 0 <= objects <= MAX_QUOTE_OBJECTS:
         raise InvalidArgument("objects", f"must be between 0 and {MAX_QUOTE_OBJECTS:,} (got {objects})")
-    if expected_overlap != expected_overlap or expected_overlap < 0:
-        raise InvalidArgument("expected_overlap", f"must be >= 0 (got {expected_overlap})")
+    if not 0 <= expected_overlap_per_object <= 1_000:  # also refuses NaN
+        raise InvalidArgument("expected_overlap", f"must be in [0, 1000] (got {expected_overlap_per_object})")
     if not 0 <= seconds_per_answer <= 86_400:
         raise InvalidArgument("seconds_per_answer", f"must be between 0 and 86400 (got {seconds_per_answer})")
-    if not expected_overlap <= 1_000:
-        raise InvalidArgument("expected_overlap", f"must be at most 1000 (got {expected_overlap})")
-    low = max(1, overlap_min)
-    high = max(low, overlap_max)
-    per_object = min(max(expected_overlap or low, low), high)
+    low, high = quote_overlap(overlap_min, overlap_max)
+    target = target_confidence or DEFAULT_TARGET_CONFIDENCE
+    if not 0 < target <= 1:
+        raise InvalidArgument("spec.target_confidence", f"must be in (0, 1] (got {target_confidence})")
+    annotation_price = 0 if terms.bills_time else terms.price_per_annotation_cents
+    kind = task_type(terms.task_type)
+    if terms.price_per_annotation_cents and kind is not None and kind.categorical:
+        raise InvalidArgument("spec.price_per_annotation_cents", f"a {kind.name} object holds no annotations to price")
+    if annotations_per_object is None and annotation_price:
+        raise InvalidArgument(
+            "expected_annotations_per_object",
+            "is required when spec.price_per_annotation_cents is set: the boxes, spans, keypoints, ... "
+            "you expect per labeled object",
+        )
+    per_object_annotations = annotations_per_object or 0.0
+    if not 0 <= per_object_annotations <= MAX_ANNOTATIONS_PER_OBJECT:
+        raise InvalidArgument(
+            "expected_annotations_per_object",
+            f"must be in [0, {MAX_ANNOTATIONS_PER_OBJECT}] (got {annotations_per_object})",
+        )
+    if expected_overlap_per_object:
+        per_object = min(max(expected_overlap_per_object, low), high)
+    else:
+        per_object = expected_overlap(low, high, target)
     answers = round(objects * per_object)
-    active_ms = answers * (seconds_per_answer or DEFAULT_SECONDS_PER_ANSWER) * 1000
+    ms_per_answer = (seconds_per_answer or DEFAULT_SECONDS_PER_ANSWER) * 1000
+    active_ms = answers * ms_per_answer
     free = min(objects, terms.pilot_allowance)
+    annotations = round(objects * per_object_annotations)
+    # The annotations of the free objects are free too.
+    free_annotations = round(free * per_object_annotations)
     if terms.bills_time:
         full = hourly(active_ms, terms.price_per_hour_cents)
         # The allowance counts billable answers on per-hour jobs.
         free_answers = min(answers, terms.pilot_allowance)
-        discount = full - hourly(
-            active_ms - free_answers * (seconds_per_answer or DEFAULT_SECONDS_PER_ANSWER) * 1000,
-            terms.price_per_hour_cents,
-        )
+        discount = full - hourly(active_ms - free_answers * ms_per_answer, terms.price_per_hour_cents)
+        annotation_cents = 0
     else:
-        full = objects * terms.price_per_object_cents
-        discount = free * terms.price_per_object_cents
+        annotation_cents = annotations * annotation_price
+        full = objects * terms.price_per_object_cents + annotation_cents
+        discount = free * terms.price_per_object_cents + free_annotations * annotation_price
     worker = hourly(active_ms, terms.pay_per_hour_cents) if terms.pays_time else answers * terms.pay_per_answer_cents
     max_bonus = answers * terms.gold_bonus_cents
     if max(full, worker, active_ms, max_bonus) > INT64_MAX:
@@ -710,6 +809,9 @@ def quote(
         worker_cents=worker,
         pilot_discount_cents=discount,
         max_gold_bonus_cents=max_bonus,
+        expected_overlap=per_object,
+        expected_annotations=annotations,
+        annotation_cents=annotation_cents,
     )
 
 

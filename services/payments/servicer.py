@@ -63,7 +63,24 @@ def _balance(balance: domain.WorkerBalance) -> payments_pb2.WorkerBalance:
     )
 
 
+# JobSpec amounts a quote refuses when negative, as ingest would refuse the job.
+_NON_NEGATIVE = (
+    "price_per_object_cents",
+    "pay_per_answer_cents",
+    "price_per_hour_cents",
+    "pay_per_hour_cents",
+    "price_per_annotation_cents",
+    "gold_bonus_cents",
+    "pilot_allowance",
+)
+
+
 def _terms(spec: common_pb2.JobSpec) -> domain.JobTerms:
+    """The terms a job of ``spec`` would get. Raises InvalidArgument("spec.<field>") for a
+    negative amount."""
+    for name in _NON_NEGATIVE:
+        if getattr(spec, name) < 0:
+            raise InvalidArgument(f"spec.{name}", f"must be >= 0 (got {getattr(spec, name)})")
     return domain.JobTerms.create(
         job_id="",
         client_id=spec.client_id,
@@ -80,6 +97,7 @@ def _terms(spec: common_pb2.JobSpec) -> domain.JobTerms:
         gold_bonus_cents=spec.gold_bonus_cents,
         gold_bonus_threshold=spec.gold_bonus_threshold,
         gold_bonus_min_answers=spec.gold_bonus_min_answers,
+        price_per_annotation_cents=spec.price_per_annotation_cents,
     )
 
 
@@ -212,18 +230,21 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
         )
 
     def Quote(self, request: payments_pb2.QuoteRequest, context: grpc.ServicerContext) -> payments_pb2.JobQuote:
-        """Raises InvalidArgument("objects" / "expected_overlap" / "seconds_per_answer" /
-        "spec.gold_bonus_cents"). No I/O."""
+        """Raises InvalidArgument naming the field (see :func:`domain.quote`; "spec.<amount>"
+        when negative). No I/O."""
         spec = request.spec
-        if spec.gold_bonus_cents < 0:
-            raise InvalidArgument("spec.gold_bonus_cents", f"must be >= 0 (got {spec.gold_bonus_cents})")
+        annotations = (
+            request.expected_annotations_per_object if request.HasField("expected_annotations_per_object") else None
+        )
         estimate = domain.quote(
             _terms(spec),
             request.objects,
-            spec.overlap.min or 3,
-            spec.overlap.max or 5,
+            spec.overlap.min,
+            spec.overlap.max,
             request.expected_overlap,
             request.seconds_per_answer,
+            target_confidence=spec.target_confidence,
+            annotations_per_object=annotations,
         )
         return payments_pb2.JobQuote(
             currency=estimate.currency,
@@ -236,6 +257,9 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
             pilot_discount_cents=estimate.pilot_discount_cents,
             margin_cents=estimate.margin_cents,
             max_gold_bonus_cents=estimate.max_gold_bonus_cents,
+            expected_overlap=estimate.expected_overlap,
+            expected_annotations=estimate.expected_annotations,
+            annotation_cents=estimate.annotation_cents,
         )
 
     def SetBudgetCap(

@@ -7,6 +7,7 @@ import csv
 import dataclasses
 import datetime as dt
 import io
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -135,6 +136,85 @@ def test_quotes_follow_the_price_mode() -> None:
     assert (q.expected_active_ms, q.client_cents, q.worker_cents, q.margin_cents) == (600_000, 200, 150, 50)
     with pytest.raises(InvalidArgument):
         domain.quote(per_hour, -1, 1, 1, 0, 60)
+
+
+def box_terms(**overrides: Any) -> domain.JobTerms:
+    values: dict[str, Any] = {
+        "job_id": "",
+        "client_id": "acme",
+        "task_type": "bounding_boxes",
+        "price_per_object_cents": 50,
+        "pay_per_answer_cents": 10,
+        "currency": "USD",
+        "pilot": True,
+        "pilot_allowance": 10,
+        "price_per_annotation_cents": 5,
+        **overrides,
+    }
+    return domain.JobTerms.create(**values)
+
+
+def test_quotes_charge_the_expected_annotations_and_give_the_free_objects_theirs() -> None:
+    q = domain.quote(box_terms(), 100, 3, 5, 3.0, 0, annotations_per_object=2.5)
+    assert (q.expected_annotations, q.annotation_cents) == (250, 1250)
+    # 100 objects at 50 and 250 boxes at 5, less 10 free objects at 50 and their 25 boxes at 5.
+    assert (q.pilot_discount_cents, q.client_cents) == (10 * 50 + 25 * 5, 5000 + 1250 - 625)
+    assert q.worker_cents == 300 * 10
+    no_boxes = domain.quote(box_terms(), 100, 3, 5, 3.0, 0, annotations_per_object=0)
+    assert no_boxes.client_cents == 5000 - 500
+    # A per-hour job bills time, not annotations.
+    hourly = box_terms(price_mode="per_hour", price_per_hour_cents=600, pilot=False)
+    assert domain.quote(hourly, 10, 1, 1, 0, 60).annotation_cents == 0
+
+
+@pytest.mark.parametrize(
+    ("terms", "arguments", "field"),
+    [
+        (box_terms(), {}, "expected_annotations_per_object"),
+        (box_terms(), {"annotations_per_object": -1.0}, "expected_annotations_per_object"),
+        (box_terms(), {"annotations_per_object": float("nan")}, "expected_annotations_per_object"),
+        (
+            box_terms(task_type="image_classification"),
+            {"annotations_per_object": 1.0},
+            "spec.price_per_annotation_cents",
+        ),
+        (box_terms(price_per_annotation_cents=0), {"overlap_min": 0, "overlap_max": 4}, "spec.overlap.min"),
+        (box_terms(price_per_annotation_cents=0), {"overlap_min": 4, "overlap_max": 3}, "spec.overlap.max"),
+        (box_terms(price_per_annotation_cents=0), {"overlap_min": 3, "overlap_max": 51}, "spec.overlap.max"),
+        (box_terms(price_per_annotation_cents=0), {"target_confidence": 1.5}, "spec.target_confidence"),
+        (box_terms(price_per_annotation_cents=0), {"expected_overlap_per_object": float("nan")}, "expected_overlap"),
+    ],
+)
+def test_bad_quote_input_names_the_field(terms: domain.JobTerms, arguments: dict[str, Any], field: str) -> None:
+    values: dict[str, Any] = {
+        "objects": 10,
+        "overlap_min": 3,
+        "overlap_max": 5,
+        "expected_overlap_per_object": 0.0,
+        "seconds_per_answer": 0,
+        **arguments,
+    }
+    with pytest.raises(InvalidArgument) as caught:
+        domain.quote(terms, **values)
+    assert caught.value.field == field
+
+
+def test_without_an_expected_overlap_the_quote_estimates_it_from_the_dynamic_overlap() -> None:
+    plain = box_terms(price_per_annotation_cents=0, pilot=False)
+    # Unanimous after 3 answers (0.7**3 + 0.3**3 of objects) reaches 0.9; the rest need 5.
+    unanimous = 0.7**3 + 0.3**3
+    assert domain.expected_overlap(3, 5, 0.9) == pytest.approx(3 * unanimous + 5 * (1 - unanimous))
+    q = domain.quote(plain, 1000, 3, 5, 0, 0)
+    assert q.expected_overlap == pytest.approx(4.26) and q.expected_answers == 4260
+    # Never above overlap.max, never below overlap.min, and the default overlap is 3..5.
+    assert domain.quote(plain, 1000, 3, 5, 0, 0, target_confidence=1.0).expected_answers == 5000
+    assert domain.quote(plain, 1000, 3, 3, 0, 0).expected_answers == 3000
+    assert domain.quote(plain, 1000, 0, 0, 0, 0).expected_answers == 4260
+    # A lower target resolves more objects early; a caller's figure wins, clamped to the overlap.
+    assert domain.expected_overlap(3, 5, 0.5) == 3
+    assert 3 < domain.expected_overlap(2, 7, 0.95) < 7
+    assert domain.quote(plain, 1000, 3, 5, 9.0, 0).expected_answers == 5000
+    assert domain.quote(plain, 1000, 3, 5, 3.5, 0).expected_answers == 3500
 
 
 def test_invoice_documents() -> None:

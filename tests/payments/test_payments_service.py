@@ -559,3 +559,72 @@ def test_staff_correct_the_ledger_over_grpc_and_the_command_line(
 
 def _fields(message: Any) -> dict[str, Any]:
     return {field.name: value for field, value in message.ListFields()}
+
+
+def test_quote_charges_annotations_and_estimates_the_overlap_over_grpc_and_the_command_line(
+    running: RunningService,
+    stub: payments_pb2_grpc.PaymentsServiceStub,
+    service_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from quorum.v1 import common_pb2
+
+    spec = common_pb2.JobSpec(
+        client_id="acme",
+        bounding_boxes=common_pb2.BoundingBoxConfig(labels=["car"]),
+        overlap=common_pb2.Overlap(min=3, max=5),
+        target_confidence=0.9,
+        price_per_object_cents=50,
+        pay_per_answer_cents=10,
+        price_per_annotation_cents=5,
+        pilot=True,
+        pilot_allowance=10,
+    )
+    quote = stub.Quote(
+        payments_pb2.QuoteRequest(spec=spec, objects=100, expected_annotations_per_object=2.5), timeout=5
+    )
+    # 5 cents a box: 250 boxes on 100 objects, less the boxes of the 10 free objects.
+    assert (quote.expected_annotations, quote.annotation_cents) == (250, 1250)
+    assert quote.client_cents == 100 * 50 + 1250 - (10 * 50 + 25 * 5)
+    # No expected overlap given: estimated from the dynamic overlap, not overlap.min.
+    assert quote.expected_overlap == pytest.approx(4.26) and quote.expected_answers == 426
+    assert quote.worker_cents == 426 * 10
+
+    for request, field in (
+        (payments_pb2.QuoteRequest(spec=spec, objects=100), "expected_annotations_per_object"),
+        (
+            payments_pb2.QuoteRequest(spec=spec, objects=100, expected_annotations_per_object=-2),
+            "expected_annotations_per_object",
+        ),
+        (
+            payments_pb2.QuoteRequest(spec=common_pb2.JobSpec(price_per_object_cents=-1), objects=1),
+            "spec.price_per_object_cents",
+        ),
+        (
+            payments_pb2.QuoteRequest(spec=common_pb2.JobSpec(overlap=common_pb2.Overlap(min=4, max=2)), objects=1),
+            "spec.overlap.max",
+        ),
+        (payments_pb2.QuoteRequest(spec=common_pb2.JobSpec(target_confidence=2), objects=1), "spec.target_confidence"),
+    ):
+        code, message = _code_and_message(lambda request=request: stub.Quote(request, timeout=5))  # type: ignore[misc]
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and message.startswith(f"{field}: "), message
+
+    # `quorum quote` takes submit's job options and quotes the same job.
+    use_the_service(monkeypatch, running, service_settings)
+    options = [
+        "--task", "bounding_boxes", "--labels", "car", "--client", "acme", "--min-overlap", "3", "--max-overlap", "5",
+        "--price-cents", "50", "--pay-cents", "10", "--price-per-annotation-cents", "5", "--pilot",
+        "--pilot-allowance", "10", "--gold-share", "0",
+    ]  # fmt: skip
+    capsys.readouterr()
+    assert cli_main(["quote", "--objects", "100", "--annotations-per-object", "2.5", "--json", *options]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert int(printed["clientCents"]) == quote.client_cents and int(printed["expectedAnswers"]) == 426
+    assert int(printed["annotationCents"]) == 1250
+    assert cli_main(["quote", "--objects", "100", "--annotations-per-object", "2.5", *options]) == 0
+    text = capsys.readouterr().out
+    assert f"client pays   {quote.client_cents // 100}.{quote.client_cents % 100:02d} USD" in text
+    assert "426 (4.26 per object)" in text
+    assert cli_main(["quote", "--objects", "100", *options]) == 1
+    assert "expected_annotations_per_object" in capsys.readouterr().err
