@@ -3,6 +3,7 @@ events, idempotency, queries, the audit and concurrent writers."""
 
 from __future__ import annotations
 
+import multiprocessing
 import random
 import threading
 from typing import Any
@@ -360,37 +361,50 @@ def _stream(jobs: int, tasks: int, answers: int) -> list[events_pb2.Event]:
     return events
 
 
-def test_two_processes_applying_the_same_events_never_double_post(payments_db_url: str, engine: Engine) -> None:
-    """Two engines on one database (two service replicas) race through the same events,
-    each in its own order and batch sizes."""
-    events = _stream(jobs=3, tasks=40, answers=3)
-    engines = [make_engine(payments_db_url) for _ in range(2)]
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(len(engines))
-
-    def run(worker: int, eng: Engine) -> None:
-        rng = random.Random(worker)
-        mine = events[:]
+def _replica(url: str, seed: int, payloads: list[bytes], start: Any, failures: Any) -> None:
+    """One service replica in a process of its own: its own engine, the events in its own
+    order and batch sizes."""
+    engine = make_engine(url)
+    try:
+        mine = [events_pb2.Event.FromString(payload) for payload in payloads]
+        rng = random.Random(seed)
         rng.shuffle(mine)
-        replica = Ledger(eng)
-        barrier.wait()
-        try:
-            start = 0
-            while start < len(mine):
-                size = rng.randint(5, 60)
-                replica.handle_events(mine[start : start + size])
-                start += size
-        except BaseException as error:
-            errors.append(error)
+        replica = Ledger(engine)
+        start.wait(timeout=120)
+        begin = 0
+        while begin < len(mine):
+            size = rng.randint(5, 60)
+            replica.handle_events(mine[begin : begin + size])
+            begin += size
+    except BaseException as error:
+        failures.put(f"replica {seed}: {error!r}")
+        raise
+    finally:
+        engine.dispose()
 
-    threads = [threading.Thread(target=run, args=(i, eng)) for i, eng in enumerate(engines)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    for eng in engines:
-        eng.dispose()
-    assert errors == []
+
+def test_processes_applying_the_same_events_never_double_post(payments_db_url: str, engine: Engine) -> None:
+    """Three OS processes (three service replicas, each with its own engine) race through
+    the same events on one database, each in its own order and batch sizes."""
+    events = _stream(jobs=3, tasks=40, answers=3)
+    context = multiprocessing.get_context("spawn")
+    replicas = 3
+    start = context.Barrier(replicas)
+    failures = context.Queue()
+    payloads = [event.SerializeToString() for event in events]
+    processes = [
+        context.Process(target=_replica, args=(payments_db_url, seed, payloads, start, failures))
+        for seed in range(replicas)
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=180)
+    reported = []
+    while not failures.empty():
+        reported.append(failures.get(timeout=5))
+    assert reported == []
+    assert [process.exitcode for process in processes] == [0] * replicas
     ledger = Ledger(engine)
     posted = keys(engine)
     assert len(posted) == len(set(posted)) == 3 * 40 + 3 * 40 * 3

@@ -291,7 +291,6 @@ def test_period_invoice_sums_a_clients_charges_per_job(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-
     from google.protobuf.timestamp_pb2 import Timestamp
 
     def ts(moment: dt.datetime) -> Timestamp:
@@ -628,3 +627,43 @@ def test_quote_charges_annotations_and_estimates_the_overlap_over_grpc_and_the_c
     assert "426 (4.26 per object)" in text
     assert cli_main(["quote", "--objects", "100", *options]) == 1
     assert "expected_annotations_per_object" in capsys.readouterr().err
+
+
+def test_payouts_create_writes_the_providers_file_and_never_pays_twice(
+    running: RunningService,
+    stub: payments_pb2_grpc.PaymentsServiceStub,
+    service_settings: Settings,
+    kafka_bootstrap: str,
+    topic_prefix: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    tasks = [f"t{i}" for i in range(3)]
+    events = [job_created("paid", price=50, pay=400)]
+    events += [answer_accepted(f"{t}-{w}", t, "paid", w) for t in tasks for w in ("rich", "poor")]
+    events += [task_resolved(t, "paid") for t in tasks] + [answer_accepted("late", "t9", "paid", "poor")]
+    publish(kafka_bootstrap, topic_prefix, events)
+    eventually(
+        lambda: stub.GetMoneySummary(payments_pb2.GetMoneySummaryRequest(job_id="paid"), timeout=5),
+        lambda s: s.answers_paid == 6,
+    )
+    use_the_service(monkeypatch, running, service_settings)
+    first, second = tmp_path / "first.csv", tmp_path / "second.csv"
+    capsys.readouterr()
+    assert cli_main(["payouts", "create", "--currency", "usd", "--minimum-cents", "1000", "--out", str(first)]) == 0
+    assert "2 workers, 24.00 USD" in capsys.readouterr().out
+    rows = list(csv.DictReader(first.open(encoding="utf-8")))
+    assert sorted((row["worker_id"], row["amount_cents"], row["currency"]) for row in rows) == [
+        ("poor", "1200", "USD"),
+        ("rich", "1200", "USD"),
+    ]
+    assert len({row["batch_id"] for row in rows}) == 1
+    # Nothing new was earned: a second run pays nobody, and its file holds the header alone.
+    assert cli_main(["payouts", "create", "--minimum-cents", "1", "--out", str(second)]) == 0
+    assert "0 workers, 0.00 USD" in capsys.readouterr().out
+    assert second.read_text(encoding="utf-8") == "worker_id,amount_cents,currency,batch_id\n"
+    balance = stub.GetWorkerBalance(payments_pb2.GetWorkerBalanceRequest(worker_id="rich"), timeout=5)
+    assert (balance.earned_cents, balance.paid_out_cents, balance.owed_cents) == (1200, 1200, 0)
+    verification = stub.VerifyLedger(payments_pb2.VerifyLedgerRequest(), timeout=10)
+    assert verification.balanced, list(verification.problems)
