@@ -800,7 +800,8 @@ class Ledger:
     def invoice(self, job_id: str) -> Invoice:
         """The job's invoice as of now: the lines of its charges, then one line per
         adjustment of its client's receivable. Raises NotFound until the job's JobCreated
-        has arrived. Costs one row read and two indexed reads of the job's postings."""
+        has arrived. Costs one row read, one indexed sum over the job's postings and one
+        indexed read of the client's adjustments."""
         p = tables.postings
         with snapshot(self._engine) as conn:
             row = self._job(conn, job_id)
@@ -812,10 +813,11 @@ class Ledger:
                     p.c.job_id == job_id, sa.or_(p.c.debit_account == receivable, p.c.credit_account == receivable)
                 )
             ).scalar_one()
+            ad = tables.adjustments
             adjusted = conn.execute(
                 sa.select(p)
-                .where(p.c.job_id == job_id, p.c.kind == domain.ADJUST)
-                .where(sa.or_(p.c.debit_account == receivable, p.c.credit_account == receivable))
+                .select_from(ad.join(p, p.c.entry_id == ad.c.entry_id))
+                .where(ad.c.account == receivable, ad.c.job_id == job_id)
                 .order_by(p.c.entry_id)
             ).all()
         adjustments = [domain.adjustment_line(_posting_of(row), terms.client_id) for row in adjusted]
