@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from quorum.settings import SERVICES
+from quorum.tasktypes import TASK_TYPES
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -300,43 +301,17 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from quorum import client as qc
-    from quorum.v1 import common_pb2, ingest_pb2
+    from quorum.v1 import ingest_pb2
 
     path = Path(args.path)
     if not path.exists():
         print(f"quorum submit: {path} does not exist", file=sys.stderr)
         return 2
     is_images = path.is_dir()
-    labels = [label.strip() for label in args.labels.split(",")]
-    config = common_pb2.ClassificationConfig(labels=labels)
     settings = _load_settings()
-    spec = common_pb2.JobSpec(
-        name=args.name or path.name,
-        # Empty: the service fills in a client key's organisation, and asks other keys for one.
-        client_id=args.client or (LOCAL_ORG if settings.api_key is None else ""),
-        instructions=args.instructions,
-        overlap=common_pb2.Overlap(min=args.min_overlap, max=args.max_overlap),
-        target_confidence=args.target_confidence,
-        gold_share=args.gold_share,
-        price_per_object_cents=args.price_cents,
-        pay_per_answer_cents=args.pay_cents,
-        price_mode=common_pb2.PRICE_MODE_PER_HOUR if args.price_per_hour_cents else common_pb2.PRICE_MODE_PER_OBJECT,
-        price_per_hour_cents=args.price_per_hour_cents,
-        pay_mode=common_pb2.PAY_MODE_PER_HOUR if args.pay_per_hour_cents else common_pb2.PAY_MODE_PER_ANSWER,
-        pay_per_hour_cents=args.pay_per_hour_cents,
-        budget_cap_cents=args.budget_cap_cents,
-        currency=args.currency,
-        pilot=args.pilot,
-        pilot_allowance=args.pilot_allowance,
-        expert_review=args.expert_review,
-        gold_bonus_cents=args.gold_bonus_cents,
-        gold_bonus_threshold=args.gold_bonus_threshold,
-        gold_bonus_min_answers=args.gold_bonus_min_answers,
-    )
-    if is_images:
-        spec.image_classification.CopyFrom(config)
-    else:
-        spec.text_classification.CopyFrom(config)
+    spec = _job_spec(args, "image_classification" if is_images else "text_classification", settings)
+    spec.name = args.name or path.name
+    spec.instructions = args.instructions
     if args.sla_hours:
         deadline = Timestamp()
         deadline.GetCurrentTime()
@@ -368,6 +343,84 @@ def cmd_submit(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         print(job.job_id)
+    return 0
+
+
+def _job_spec(args: argparse.Namespace, task: str, settings: Settings) -> Any:
+    """The JobSpec of a ``task`` job from the options `quorum submit` and `quorum quote`
+    share (:func:`_add_job_spec_arguments`), so that a quote is of the job submitted."""
+    from quorum.tasktypes import task_type
+    from quorum.v1 import common_pb2
+
+    spec = common_pb2.JobSpec(
+        # Empty: the service fills in a client key's organisation, and asks other keys for one.
+        client_id=args.client or (LOCAL_ORG if settings.api_key is None else ""),
+        overlap=common_pb2.Overlap(min=args.min_overlap, max=args.max_overlap),
+        target_confidence=args.target_confidence,
+        gold_share=args.gold_share,
+        price_per_object_cents=args.price_cents,
+        pay_per_answer_cents=args.pay_cents,
+        price_mode=common_pb2.PRICE_MODE_PER_HOUR if args.price_per_hour_cents else common_pb2.PRICE_MODE_PER_OBJECT,
+        price_per_hour_cents=args.price_per_hour_cents,
+        pay_mode=common_pb2.PAY_MODE_PER_HOUR if args.pay_per_hour_cents else common_pb2.PAY_MODE_PER_ANSWER,
+        pay_per_hour_cents=args.pay_per_hour_cents,
+        price_per_annotation_cents=args.price_per_annotation_cents,
+        budget_cap_cents=args.budget_cap_cents,
+        currency=args.currency,
+        pilot=args.pilot,
+        pilot_allowance=args.pilot_allowance,
+        expert_review=args.expert_review,
+        gold_bonus_cents=args.gold_bonus_cents,
+        gold_bonus_threshold=args.gold_bonus_threshold,
+        gold_bonus_min_answers=args.gold_bonus_min_answers,
+    )
+    config = getattr(spec, task)
+    config.SetInParent()
+    kind = task_type(task)
+    labels = [label.strip() for label in args.labels.split(",")] if args.labels else []
+    if kind is not None and kind.has_labels:
+        config.labels[:] = labels
+    return spec
+
+
+@_rpc_guard
+def cmd_quote(args: argparse.Namespace) -> int:
+    from quorum.v1 import payments_pb2
+
+    settings = _load_settings()
+    request = payments_pb2.QuoteRequest(
+        spec=_job_spec(args, args.task, settings),
+        objects=args.objects,
+        expected_overlap=args.expected_overlap,
+        seconds_per_answer=args.seconds_per_answer,
+    )
+    if args.annotations_per_object is not None:
+        request.expected_annotations_per_object = args.annotations_per_object
+    with _client(settings) as client:
+        quote = client.payments.Quote(request, timeout=30)
+    if args.json:
+        from google.protobuf.json_format import MessageToDict
+
+        print(json.dumps(MessageToDict(quote, always_print_fields_with_no_presence=True)))
+        return 0
+
+    def money(cents: int) -> str:
+        return _money(cents, quote.currency)
+
+    print(f"quote for {quote.objects} objects ({args.task.replace('_', ' ')}), in {quote.currency}")
+    print(
+        f"  answers       {quote.expected_answers} ({quote.expected_overlap:.2f} per object), "
+        f"active time {quote.expected_active_ms / 3_600_000:.1f} h"
+    )
+    if quote.expected_annotations or quote.annotation_cents:
+        print(f"  annotations   {quote.expected_annotations}, charged {money(quote.annotation_cents)}")
+    if quote.pilot_discount_cents:
+        print(f"  pilot         -{money(quote.pilot_discount_cents)} ({quote.objects - quote.billable_objects} free)")
+    print(f"  client pays   {money(quote.client_cents)}")
+    print(f"  workers earn  {money(quote.worker_cents)}")
+    print(f"  margin        {money(quote.margin_cents)}")
+    if quote.max_gold_bonus_cents:
+        print(f"  gold bonus    up to {money(quote.max_gold_bonus_cents)} more for workers")
     return 0
 
 
@@ -443,31 +496,45 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 @_rpc_guard
 def cmd_invoice(args: argparse.Namespace) -> int:
-    from google.protobuf.json_format import MessageToDict
-
     from services.payments import documents
 
     settings = _load_settings()
     with _client(settings) as client:
         invoice = client.invoice(args.job)
+    return _emit_invoice(
+        args, invoice, _invoice_of, documents.invoice_csv, documents.invoice_pdf, documents.invoice_text_lines
+    )
+
+
+def _emit_invoice(
+    args: argparse.Namespace,
+    message: Any,
+    document_of: Callable[[Any], Any],
+    csv_of: Callable[[Any], str],
+    pdf_of: Callable[[Any], bytes],
+    text_lines_of: Callable[[Any], list[str]],
+) -> int:
+    """Writes an invoice reply as ``args.format`` (json, csv, pdf or text) to ``args.out``."""
+    from google.protobuf.json_format import MessageToDict
+
     if args.format == "json":
-        return _emit(args.out, json.dumps(MessageToDict(invoice, always_print_fields_with_no_presence=True), indent=2))
-    document = _invoice_of(invoice)
+        return _emit(args.out, json.dumps(MessageToDict(message, always_print_fields_with_no_presence=True), indent=2))
+    document = document_of(message)
     if args.format == "csv":
-        return _emit(args.out, documents.invoice_csv(document))
+        return _emit(args.out, csv_of(document))
     if args.format == "pdf":
-        return _emit(args.out, documents.invoice_pdf(document))
-    return _emit(args.out, "\n".join(documents.invoice_text_lines(document)) + "\n")
+        return _emit(args.out, pdf_of(document))
+    return _emit(args.out, "\n".join(text_lines_of(document)) + "\n")
 
 
 @_rpc_guard
 def cmd_period_invoice(args: argparse.Namespace) -> int:
     import datetime as dt
 
-    from google.protobuf.json_format import MessageToDict
     from google.protobuf.timestamp_pb2 import Timestamp
 
     from quorum.v1 import payments_pb2
+    from services.payments import documents
 
     def stamp(day: str, flag: str) -> Timestamp:
         try:
@@ -487,29 +554,53 @@ def cmd_period_invoice(args: argparse.Namespace) -> int:
     settings = _load_settings()
     with _client(settings) as client:
         invoice = client.payments.GetPeriodInvoice(request, timeout=30)
-    if args.format == "json":
-        print(json.dumps(MessageToDict(invoice, always_print_fields_with_no_presence=True), indent=2))
-        return 0
-    print(f"Invoice for {invoice.client_id}, {args.start} to {args.end} (end excluded)")
-    for line in invoice.lines:
-        print(f"  {line.description:<44} {line.quantity:>7} charges {_money(line.amount_cents, invoice.currency):>16}")
-    print(f"  {'Total':<60} {_money(invoice.total_cents, invoice.currency):>16}")
-    return 0
+    return _emit_invoice(
+        args,
+        invoice,
+        _period_invoice_of,
+        documents.period_invoice_csv,
+        documents.period_invoice_pdf,
+        documents.period_invoice_text_lines,
+    )
+
+
+def _lines_of(lines: Any) -> list[Any]:
+    """The domain invoice lines of repeated payments_pb2.InvoiceLine."""
+    from services.payments.domain import InvoiceLine
+
+    return [InvoiceLine(x.description, x.quantity, x.unit_price_cents, x.amount_cents, x.job_id) for x in lines]
 
 
 def _invoice_of(invoice: Any) -> Any:
     """The domain invoice of a payments_pb2.Invoice, for the document writers."""
     import datetime as dt
 
-    from services.payments.domain import Invoice, InvoiceLine
+    from services.payments.domain import Invoice
 
     return Invoice(
         job_id=invoice.job_id,
         client_id=invoice.client_id,
         currency=invoice.currency,
-        lines=[InvoiceLine(x.description, x.quantity, x.unit_price_cents, x.amount_cents) for x in invoice.lines],
+        lines=_lines_of(invoice.lines),
         objects_labeled=invoice.objects_labeled,
         pilot_objects=invoice.pilot_objects,
+        total_cents=invoice.total_cents,
+        issued_at=invoice.issued_at.ToDatetime(tzinfo=dt.UTC),
+    )
+
+
+def _period_invoice_of(invoice: Any) -> Any:
+    """The domain period invoice of a payments_pb2.PeriodInvoice, for the document writers."""
+    import datetime as dt
+
+    from services.payments.domain import PeriodInvoice
+
+    return PeriodInvoice(
+        client_id=invoice.client_id,
+        currency=invoice.currency,
+        period_start=invoice.period_start.ToDatetime(tzinfo=dt.UTC),
+        period_end=invoice.period_end.ToDatetime(tzinfo=dt.UTC),
+        lines=_lines_of(invoice.lines),
         total_cents=invoice.total_cents,
         issued_at=invoice.issued_at.ToDatetime(tzinfo=dt.UTC),
     )
@@ -644,6 +735,31 @@ def cmd_payouts_create(args: argparse.Namespace) -> int:
     return 0
 
 
+@_rpc_guard
+def cmd_ledger_adjust(args: argparse.Namespace) -> int:
+    from quorum.v1 import payments_pb2
+
+    request = payments_pb2.AdjustLedgerRequest(
+        request_id=args.request_id,
+        debit_account=args.debit,
+        credit_account=args.credit,
+        amount_cents=args.amount_cents,
+        currency=args.currency,
+        job_id=args.job,
+        reason=args.reason,
+    )
+    with _client(_load_settings()) as client:
+        adjustment = client.payments.AdjustLedger(request, timeout=30)
+    entry = adjustment.entry
+    what = "posted" if adjustment.created else "already posted (nothing new)"
+    print(
+        f"adjustment {adjustment.request_id} {what}: entry {entry.entry_id}, "
+        f"{_money(entry.amount_cents, entry.currency)} from {entry.credit_account} to {entry.debit_account}"
+        f"{f' on job {entry.job_id}' if entry.job_id else ''}: {adjustment.reason}"
+    )
+    return 0
+
+
 def cmd_ledger_verify(args: argparse.Namespace) -> int:
     if args.database_url:
         return _verify_offline(args.database_url)
@@ -667,8 +783,7 @@ def _verify_offline(url: str) -> int:
         engine.dispose()
     return _print_verification(
         result.entries,
-        result.debits_cents,
-        result.credits_cents,
+        [(t.currency, t.debits_cents, t.credits_cents) for t in result.totals],
         [(a.account, a.balance_cents, a.currency) for a in result.accounts],
         result.problems,
         result.balanced,
@@ -682,8 +797,7 @@ def _verify_online(args: argparse.Namespace) -> int:
         result = client.verify_ledger()
     return _print_verification(
         result.entries,
-        result.debits_cents,
-        result.credits_cents,
+        [(t.currency, t.debits_cents, t.credits_cents) for t in result.totals],
         [(a.account, a.balance_cents, a.currency) for a in result.accounts],
         list(result.problems),
         result.balanced,
@@ -692,13 +806,15 @@ def _verify_online(args: argparse.Namespace) -> int:
 
 def _print_verification(
     entries: int,
-    debits: int,
-    credits: int,
+    totals: list[tuple[str, int, int]],
     accounts: list[tuple[str, int, str]],
     problems: list[str],
     balanced: bool,
 ) -> int:
-    print(f"entries {entries}, debits {debits}, credits {credits}")
+    # Amounts in different currencies do not add up: one line of totals per currency.
+    print(f"entries {entries}")
+    for currency, debits, credits in totals:
+        print(f"  {currency}: debits {debits}, credits {credits}")
     for account, balance, currency in accounts:
         print(f"  {account:<40} {balance:>14} {currency}")
     for problem in problems:
@@ -802,6 +918,8 @@ ROLES = ("client", "worker", "reviewer", "operator", "admin")
 # The organisation the local user of the embedded stack submits for, with the admin key
 # `quorum up` keeps in QUORUM_HOME/credentials.
 LOCAL_ORG = "local"
+# JobSpec task types, for `quorum quote --task` (quorum.tasktypes is pure and small).
+TASKS = tuple(sorted(TASK_TYPES))
 # `quorum demo --task`: classification and the structured kinds of quorum.demo.kinds.KINDS,
 # named here so that parsing arguments does not import the demo (numpy, Pillow).
 DEMO_TASKS = (
@@ -1115,39 +1233,35 @@ def parser() -> argparse.ArgumentParser:
     submit.add_argument("path", help="folder of images, or .jsonl/.csv manifest (text, path, id, gold_label)")
     submit.add_argument("--labels", required=True, help="comma-separated label set")
     submit.add_argument("--name", default="")
-    submit.add_argument(
-        "--client",
-        default="",
-        help="the client organisation the job is for (default: a client key's own; with the embedded "
-        f"stack's local key, {LOCAL_ORG!r}; other keys must name one)",
-    )
     submit.add_argument("--instructions", default="")
-    submit.add_argument("--min-overlap", type=int, default=3)
-    submit.add_argument("--max-overlap", type=int, default=5)
-    submit.add_argument("--target-confidence", type=float, default=0.9)
-    submit.add_argument("--gold-share", type=float, default=0.1)
     submit.add_argument("--gold", help="CSV file,label of known answers for images")
-    submit.add_argument("--price-cents", type=int, default=5, help="price per labeled object")
-    submit.add_argument("--pay-cents", type=int, default=1, help="worker pay per accepted answer")
-    submit.add_argument("--price-per-hour-cents", type=int, default=0, help="bill per active hour instead")
-    submit.add_argument("--pay-per-hour-cents", type=int, default=0, help="pay workers per active hour instead")
-    submit.add_argument("--budget-cap-cents", type=int, default=0, help="pause the job when charges reach it")
-    submit.add_argument("--currency", default="USD")
-    submit.add_argument("--pilot", action="store_true", help="free up to the pilot allowance")
-    submit.add_argument("--pilot-allowance", type=int, default=0)
-    submit.add_argument(
-        "--expert-review",
-        action="store_true",
-        help="send objects still below the target at max overlap to a reviewer instead of resolving them",
-    )
-    submit.add_argument(
-        "--gold-bonus-cents", type=int, default=0, help="bonus per paid answer for workers accurate on gold"
-    )
-    submit.add_argument("--gold-bonus-threshold", type=float, default=0, help="gold accuracy for the bonus (0.9)")
-    submit.add_argument("--gold-bonus-min-answers", type=int, default=0, help="gold answers needed first (5)")
+    _add_job_spec_arguments(submit)
     submit.add_argument("--sla-hours", type=float, default=0)
     submit.add_argument("--no-seal", action="store_true", help="leave the job open for more uploads")
     submit.set_defaults(func=cmd_submit)
+
+    quote = sub.add_parser(
+        "quote", help="what a job would cost before it is submitted: takes submit's job options, plus the objects"
+    )
+    quote.add_argument("--objects", type=int, required=True, help="objects you would upload")
+    quote.add_argument("--task", choices=TASKS, default="text_classification", help="the job's task type")
+    quote.add_argument("--labels", default="", help="comma-separated label set (the price does not depend on it)")
+    quote.add_argument(
+        "--expected-overlap",
+        type=float,
+        default=0,
+        help="answers per object you expect (default: estimated from the overlap and target confidence)",
+    )
+    quote.add_argument("--seconds-per-answer", type=int, default=0, help="active seconds per answer (30)")
+    quote.add_argument(
+        "--annotations-per-object",
+        type=float,
+        default=None,
+        help="boxes, spans, keypoints, ... you expect per object (needed with --price-per-annotation-cents)",
+    )
+    quote.add_argument("--json", action="store_true", help="print the quote as one JSON object")
+    _add_job_spec_arguments(quote)
+    quote.set_defaults(func=cmd_quote)
 
     status = sub.add_parser("status", help="progress, quality and money of a job")
     status.add_argument("job")
@@ -1167,12 +1281,13 @@ def parser() -> argparse.ArgumentParser:
     invoice.add_argument("--out", help="write to this file instead of stdout")
     invoice.set_defaults(func=cmd_invoice)
 
-    period = sub.add_parser("period-invoice", help="a client's charges over a period, one line per job")
+    period = sub.add_parser("period-invoice", help="a client's charges over a period, itemised per job")
     period.add_argument("client")
     period.add_argument("--from", dest="start", required=True, help="first day, YYYY-MM-DD (UTC)")
     period.add_argument("--to", dest="end", required=True, help="day after the last, YYYY-MM-DD (UTC)")
     period.add_argument("--currency", default="", help="needed when the client was charged in several")
-    period.add_argument("--format", choices=("text", "json"), default="text")
+    period.add_argument("--format", choices=("text", "json", "csv", "pdf"), default="text")
+    period.add_argument("--out", help="write to this file instead of stdout")
     period.set_defaults(func=cmd_period_invoice)
 
     budget = sub.add_parser("budget", help="set a job's budget cap; the job pauses when it is reached")
@@ -1230,13 +1345,33 @@ def parser() -> argparse.ArgumentParser:
     agg.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     agg.set_defaults(func=cmd_aggregate)
 
-    ledger = sub.add_parser("ledger", help="ledger checks")
+    ledger = sub.add_parser("ledger", help="ledger checks and corrections")
     ledger_sub = ledger.add_subparsers(dest="ledger_command", required=True)
     verify = ledger_sub.add_parser("verify", help="check every ledger invariant; non-zero exit on a violation")
     verify.add_argument(
         "--database-url", help="audit this payments database directly (offline), not the running service"
     )
     verify.set_defaults(func=cmd_ledger_verify)
+    adjust = ledger_sub.add_parser(
+        "adjust",
+        help="post a correcting entry (operator and admin keys): credit or charge a client, give or take back a "
+        "worker's pay",
+        description="Moves --amount-cents from the --credit account to the --debit account as a new posting. "
+        "A client's receivable is corrected against platform:revenue or platform:pilot_subsidy (a refund: "
+        "--debit platform:revenue --credit client:ID:receivable), a worker's payable against "
+        "platform:worker_cost or platform:quality_bonus (pay owed: --debit platform:worker_cost --credit "
+        "worker:ID:payable).",
+    )
+    adjust.add_argument(
+        "--request-id", required=True, help="your id for this correction: the same id again posts nothing more"
+    )
+    adjust.add_argument("--debit", required=True, help="account debited, e.g. platform:revenue")
+    adjust.add_argument("--credit", required=True, help="account credited, e.g. client:acme:receivable")
+    adjust.add_argument("--amount-cents", type=int, required=True, help="amount in minor units, > 0")
+    adjust.add_argument("--currency", default="", help="ISO 4217 (default: the job's, or USD)")
+    adjust.add_argument("--job", default="", help="the job corrected; a client's adjustment shows on its invoice")
+    adjust.add_argument("--reason", required=True, help="why, in words the client or worker may read")
+    adjust.set_defaults(func=cmd_ledger_adjust)
 
     keys = sub.add_parser("keys", help="API keys (admin keys only)")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
@@ -1305,6 +1440,39 @@ def parser() -> argparse.ArgumentParser:
     new_key = storage_sub.add_parser("new-master-key", help="print a fresh random master key (base64)")
     new_key.set_defaults(func=cmd_storage_new_master_key)
     return p
+
+
+def _add_job_spec_arguments(p: argparse.ArgumentParser) -> None:
+    """The job options of `quorum submit`, which `quorum quote` takes too."""
+    p.add_argument(
+        "--client",
+        default="",
+        help="the client organisation the job is for (default: a client key's own; with the embedded "
+        f"stack's local key, {LOCAL_ORG!r}; other keys must name one)",
+    )
+    p.add_argument("--min-overlap", type=int, default=3)
+    p.add_argument("--max-overlap", type=int, default=5)
+    p.add_argument("--target-confidence", type=float, default=0.9)
+    p.add_argument("--gold-share", type=float, default=0.1)
+    p.add_argument("--price-cents", type=int, default=5, help="price per labeled object")
+    p.add_argument("--pay-cents", type=int, default=1, help="worker pay per accepted answer")
+    p.add_argument("--price-per-hour-cents", type=int, default=0, help="bill per active hour instead")
+    p.add_argument("--pay-per-hour-cents", type=int, default=0, help="pay workers per active hour instead")
+    p.add_argument(
+        "--price-per-annotation-cents", type=int, default=0, help="added per box, span, keypoint, ... of a label"
+    )
+    p.add_argument("--budget-cap-cents", type=int, default=0, help="pause the job when charges reach it")
+    p.add_argument("--currency", default="USD")
+    p.add_argument("--pilot", action="store_true", help="free up to the pilot allowance")
+    p.add_argument("--pilot-allowance", type=int, default=0)
+    p.add_argument(
+        "--expert-review",
+        action="store_true",
+        help="send objects still below the target at max overlap to a reviewer instead of resolving them",
+    )
+    p.add_argument("--gold-bonus-cents", type=int, default=0, help="bonus per paid answer for workers accurate on gold")
+    p.add_argument("--gold-bonus-threshold", type=float, default=0, help="gold accuracy for the bonus (0.9)")
+    p.add_argument("--gold-bonus-min-answers", type=int, default=0, help="gold answers needed first (5)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,20 +10,54 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class AdjustLedgerRequest(_message.Message):
+    __slots__ = ("request_id", "debit_account", "credit_account", "amount_cents", "currency", "job_id", "reason")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    DEBIT_ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    CREDIT_ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_CENTS_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    debit_account: str
+    credit_account: str
+    amount_cents: int
+    currency: str
+    job_id: str
+    reason: str
+    def __init__(self, request_id: _Optional[str] = ..., debit_account: _Optional[str] = ..., credit_account: _Optional[str] = ..., amount_cents: _Optional[int] = ..., currency: _Optional[str] = ..., job_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class LedgerAdjustment(_message.Message):
+    __slots__ = ("request_id", "entry", "reason", "created", "requested_by")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_BY_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    entry: LedgerEntry
+    reason: str
+    created: bool
+    requested_by: str
+    def __init__(self, request_id: _Optional[str] = ..., entry: _Optional[_Union[LedgerEntry, _Mapping]] = ..., reason: _Optional[str] = ..., created: _Optional[bool] = ..., requested_by: _Optional[str] = ...) -> None: ...
+
 class QuoteRequest(_message.Message):
-    __slots__ = ("spec", "objects", "expected_overlap", "seconds_per_answer")
+    __slots__ = ("spec", "objects", "expected_overlap", "seconds_per_answer", "expected_annotations_per_object")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     OBJECTS_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_OVERLAP_FIELD_NUMBER: _ClassVar[int]
     SECONDS_PER_ANSWER_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_ANNOTATIONS_PER_OBJECT_FIELD_NUMBER: _ClassVar[int]
     spec: _common_pb2.JobSpec
     objects: int
     expected_overlap: float
     seconds_per_answer: int
-    def __init__(self, spec: _Optional[_Union[_common_pb2.JobSpec, _Mapping]] = ..., objects: _Optional[int] = ..., expected_overlap: _Optional[float] = ..., seconds_per_answer: _Optional[int] = ...) -> None: ...
+    expected_annotations_per_object: float
+    def __init__(self, spec: _Optional[_Union[_common_pb2.JobSpec, _Mapping]] = ..., objects: _Optional[int] = ..., expected_overlap: _Optional[float] = ..., seconds_per_answer: _Optional[int] = ..., expected_annotations_per_object: _Optional[float] = ...) -> None: ...
 
 class JobQuote(_message.Message):
-    __slots__ = ("currency", "objects", "billable_objects", "expected_answers", "expected_active_ms", "client_cents", "worker_cents", "pilot_discount_cents", "margin_cents", "max_gold_bonus_cents")
+    __slots__ = ("currency", "objects", "billable_objects", "expected_answers", "expected_active_ms", "client_cents", "worker_cents", "pilot_discount_cents", "margin_cents", "max_gold_bonus_cents", "expected_overlap", "expected_annotations", "annotation_cents")
     CURRENCY_FIELD_NUMBER: _ClassVar[int]
     OBJECTS_FIELD_NUMBER: _ClassVar[int]
     BILLABLE_OBJECTS_FIELD_NUMBER: _ClassVar[int]
@@ -34,6 +68,9 @@ class JobQuote(_message.Message):
     PILOT_DISCOUNT_CENTS_FIELD_NUMBER: _ClassVar[int]
     MARGIN_CENTS_FIELD_NUMBER: _ClassVar[int]
     MAX_GOLD_BONUS_CENTS_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_OVERLAP_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_ANNOTATIONS_FIELD_NUMBER: _ClassVar[int]
+    ANNOTATION_CENTS_FIELD_NUMBER: _ClassVar[int]
     currency: str
     objects: int
     billable_objects: int
@@ -44,7 +81,10 @@ class JobQuote(_message.Message):
     pilot_discount_cents: int
     margin_cents: int
     max_gold_bonus_cents: int
-    def __init__(self, currency: _Optional[str] = ..., objects: _Optional[int] = ..., billable_objects: _Optional[int] = ..., expected_answers: _Optional[int] = ..., expected_active_ms: _Optional[int] = ..., client_cents: _Optional[int] = ..., worker_cents: _Optional[int] = ..., pilot_discount_cents: _Optional[int] = ..., margin_cents: _Optional[int] = ..., max_gold_bonus_cents: _Optional[int] = ...) -> None: ...
+    expected_overlap: float
+    expected_annotations: int
+    annotation_cents: int
+    def __init__(self, currency: _Optional[str] = ..., objects: _Optional[int] = ..., billable_objects: _Optional[int] = ..., expected_answers: _Optional[int] = ..., expected_active_ms: _Optional[int] = ..., client_cents: _Optional[int] = ..., worker_cents: _Optional[int] = ..., pilot_discount_cents: _Optional[int] = ..., margin_cents: _Optional[int] = ..., max_gold_bonus_cents: _Optional[int] = ..., expected_overlap: _Optional[float] = ..., expected_annotations: _Optional[int] = ..., annotation_cents: _Optional[int] = ...) -> None: ...
 
 class SetBudgetCapRequest(_message.Message):
     __slots__ = ("job_id", "budget_cap_cents")
@@ -89,18 +129,20 @@ class StatementLine(_message.Message):
     def __init__(self, answer_id: _Optional[str] = ..., job_id: _Optional[str] = ..., task_id: _Optional[str] = ..., active_ms: _Optional[int] = ..., settled: _Optional[bool] = ..., paid: _Optional[bool] = ..., amount_cents: _Optional[int] = ..., currency: _Optional[str] = ..., unpaid_reason: _Optional[str] = ..., accepted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class WorkerStatement(_message.Message):
-    __slots__ = ("worker_id", "lines", "balances", "next_page_token", "bonuses")
+    __slots__ = ("worker_id", "lines", "balances", "next_page_token", "bonuses", "adjustments")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     LINES_FIELD_NUMBER: _ClassVar[int]
     BALANCES_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     BONUSES_FIELD_NUMBER: _ClassVar[int]
+    ADJUSTMENTS_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     lines: _containers.RepeatedCompositeFieldContainer[StatementLine]
     balances: _containers.RepeatedCompositeFieldContainer[WorkerBalance]
     next_page_token: str
     bonuses: _containers.RepeatedCompositeFieldContainer[QualityBonus]
-    def __init__(self, worker_id: _Optional[str] = ..., lines: _Optional[_Iterable[_Union[StatementLine, _Mapping]]] = ..., balances: _Optional[_Iterable[_Union[WorkerBalance, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., bonuses: _Optional[_Iterable[_Union[QualityBonus, _Mapping]]] = ...) -> None: ...
+    adjustments: _containers.RepeatedCompositeFieldContainer[LedgerAdjustment]
+    def __init__(self, worker_id: _Optional[str] = ..., lines: _Optional[_Iterable[_Union[StatementLine, _Mapping]]] = ..., balances: _Optional[_Iterable[_Union[WorkerBalance, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., bonuses: _Optional[_Iterable[_Union[QualityBonus, _Mapping]]] = ..., adjustments: _Optional[_Iterable[_Union[LedgerAdjustment, _Mapping]]] = ...) -> None: ...
 
 class QualityBonus(_message.Message):
     __slots__ = ("job_id", "amount_cents", "currency", "gold_answers", "gold_correct", "paid_answers", "reason", "decided_at")
@@ -163,16 +205,18 @@ class GetInvoiceRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
 class InvoiceLine(_message.Message):
-    __slots__ = ("description", "quantity", "unit_price_cents", "amount_cents")
+    __slots__ = ("description", "quantity", "unit_price_cents", "amount_cents", "job_id")
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     QUANTITY_FIELD_NUMBER: _ClassVar[int]
     UNIT_PRICE_CENTS_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_CENTS_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
     description: str
     quantity: int
     unit_price_cents: int
     amount_cents: int
-    def __init__(self, description: _Optional[str] = ..., quantity: _Optional[int] = ..., unit_price_cents: _Optional[int] = ..., amount_cents: _Optional[int] = ...) -> None: ...
+    job_id: str
+    def __init__(self, description: _Optional[str] = ..., quantity: _Optional[int] = ..., unit_price_cents: _Optional[int] = ..., amount_cents: _Optional[int] = ..., job_id: _Optional[str] = ...) -> None: ...
 
 class Invoice(_message.Message):
     __slots__ = ("job_id", "client_id", "currency", "lines", "objects_labeled", "pilot_objects", "total_cents", "issued_at")
@@ -309,20 +353,32 @@ class AccountBalance(_message.Message):
     def __init__(self, account: _Optional[str] = ..., currency: _Optional[str] = ..., balance_cents: _Optional[int] = ...) -> None: ...
 
 class LedgerVerification(_message.Message):
-    __slots__ = ("balanced", "entries", "debits_cents", "credits_cents", "accounts", "problems")
+    __slots__ = ("balanced", "entries", "debits_cents", "credits_cents", "accounts", "problems", "totals")
     BALANCED_FIELD_NUMBER: _ClassVar[int]
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     DEBITS_CENTS_FIELD_NUMBER: _ClassVar[int]
     CREDITS_CENTS_FIELD_NUMBER: _ClassVar[int]
     ACCOUNTS_FIELD_NUMBER: _ClassVar[int]
     PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    TOTALS_FIELD_NUMBER: _ClassVar[int]
     balanced: bool
     entries: int
     debits_cents: int
     credits_cents: int
     accounts: _containers.RepeatedCompositeFieldContainer[AccountBalance]
     problems: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, balanced: _Optional[bool] = ..., entries: _Optional[int] = ..., debits_cents: _Optional[int] = ..., credits_cents: _Optional[int] = ..., accounts: _Optional[_Iterable[_Union[AccountBalance, _Mapping]]] = ..., problems: _Optional[_Iterable[str]] = ...) -> None: ...
+    totals: _containers.RepeatedCompositeFieldContainer[CurrencyTotals]
+    def __init__(self, balanced: _Optional[bool] = ..., entries: _Optional[int] = ..., debits_cents: _Optional[int] = ..., credits_cents: _Optional[int] = ..., accounts: _Optional[_Iterable[_Union[AccountBalance, _Mapping]]] = ..., problems: _Optional[_Iterable[str]] = ..., totals: _Optional[_Iterable[_Union[CurrencyTotals, _Mapping]]] = ...) -> None: ...
+
+class CurrencyTotals(_message.Message):
+    __slots__ = ("currency", "debits_cents", "credits_cents")
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    DEBITS_CENTS_FIELD_NUMBER: _ClassVar[int]
+    CREDITS_CENTS_FIELD_NUMBER: _ClassVar[int]
+    currency: str
+    debits_cents: int
+    credits_cents: int
+    def __init__(self, currency: _Optional[str] = ..., debits_cents: _Optional[int] = ..., credits_cents: _Optional[int] = ...) -> None: ...
 
 class GetPeriodInvoiceRequest(_message.Message):
     __slots__ = ("client_id", "period_start", "period_end", "currency")

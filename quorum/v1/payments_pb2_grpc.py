@@ -84,6 +84,11 @@ class PaymentsServiceStub:
                 request_serializer=quorum_dot_v1_dot_payments__pb2.CreatePayoutBatchRequest.SerializeToString,
                 response_deserializer=quorum_dot_v1_dot_payments__pb2.PayoutBatch.FromString,
                 _registered_method=True)
+        self.AdjustLedger = channel.unary_unary(
+                '/quorum.v1.PaymentsService/AdjustLedger',
+                request_serializer=quorum_dot_v1_dot_payments__pb2.AdjustLedgerRequest.SerializeToString,
+                response_deserializer=quorum_dot_v1_dot_payments__pb2.LedgerAdjustment.FromString,
+                _registered_method=True)
 
 
 class PaymentsServiceServicer:
@@ -96,7 +101,7 @@ class PaymentsServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetPeriodInvoice(self, request, context):
-        """Everything charged to a client in [period_start, period_end), one line per
+        """Everything charged to a client in [period_start, period_end), itemised per
         job. FAILED_PRECONDITION when the period mixes currencies and none is named.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -122,7 +127,9 @@ class PaymentsServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def VerifyLedger(self, request, context):
-        """Checks that debits equal credits per currency.
+        """Checks every ledger invariant: debits equal credits per currency, each
+        resolved object billed once, each accepted answer settled once, the stored
+        worker totals equal to their postings, each posting true to its job's terms.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -151,6 +158,17 @@ class PaymentsServiceServicer:
 
     def CreatePayoutBatch(self, request, context):
         """Pays out every worker owed at least the minimum; each payout is a posting.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AdjustLedger(self, request, context):
+        """Posts a correcting entry (staff only): a credit or charge to a client, or pay
+        given to or taken back from a worker, as a new posting; once per request_id.
+        INVALID_ARGUMENT naming the field, NOT_FOUND for an unknown job,
+        FAILED_PRECONDITION when request_id was used for another adjustment or when
+        taking back more than the worker is owed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -208,6 +226,11 @@ def add_PaymentsServiceServicer_to_server(servicer, server):
                     servicer.CreatePayoutBatch,
                     request_deserializer=quorum_dot_v1_dot_payments__pb2.CreatePayoutBatchRequest.FromString,
                     response_serializer=quorum_dot_v1_dot_payments__pb2.PayoutBatch.SerializeToString,
+            ),
+            'AdjustLedger': grpc.unary_unary_rpc_method_handler(
+                    servicer.AdjustLedger,
+                    request_deserializer=quorum_dot_v1_dot_payments__pb2.AdjustLedgerRequest.FromString,
+                    response_serializer=quorum_dot_v1_dot_payments__pb2.LedgerAdjustment.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -480,6 +503,33 @@ class PaymentsService:
             '/quorum.v1.PaymentsService/CreatePayoutBatch',
             quorum_dot_v1_dot_payments__pb2.CreatePayoutBatchRequest.SerializeToString,
             quorum_dot_v1_dot_payments__pb2.PayoutBatch.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AdjustLedger(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quorum.v1.PaymentsService/AdjustLedger',
+            quorum_dot_v1_dot_payments__pb2.AdjustLedgerRequest.SerializeToString,
+            quorum_dot_v1_dot_payments__pb2.LedgerAdjustment.FromString,
             options,
             channel_credentials,
             insecure,

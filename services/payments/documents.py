@@ -1,4 +1,5 @@
-"""Invoices as files: CSV and a one-page PDF, built in memory without I/O.
+"""Invoices of a job or of a client's period as files: CSV and a PDF, built in memory
+without I/O.
 
 The PDF is written by hand (PDF 1.4, the standard Courier font, no images), so
 no rendering library is needed; long invoices continue on further pages.
@@ -8,8 +9,10 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
+from collections.abc import Iterable
 
-from .domain import Invoice
+from .domain import Invoice, InvoiceLine, PeriodInvoice
 
 _PAGE_WIDTH, _PAGE_HEIGHT = 595, 842  # A4 in points
 _LINES_PER_PAGE = 48
@@ -22,42 +25,75 @@ def money(cents: int, currency: str) -> str:
     return f"{sign}{cents // 100}.{cents % 100:02d} {currency}"
 
 
-def invoice_csv(invoice: Invoice) -> str:
-    """One row per line item, then a total row. Amounts in minor units, as stored."""
+_LINE_COLUMNS = ["description", "quantity", "unit_price_cents", "amount_cents"]
+
+
+def _line_cells(line: InvoiceLine) -> list[object]:
+    return [line.description, line.quantity, line.unit_price_cents, line.amount_cents]
+
+
+def _csv(columns: list[str], rows: Iterable[list[object]]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["job_id", "client_id", "currency", "description", "quantity", "unit_price_cents", "amount_cents"])
-    for line in invoice.lines:
-        writer.writerow(
-            [
-                invoice.job_id,
-                invoice.client_id,
-                invoice.currency,
-                line.description,
-                line.quantity,
-                line.unit_price_cents,
-                line.amount_cents,
-            ]
-        )
-    writer.writerow([invoice.job_id, invoice.client_id, invoice.currency, "Total", "", "", invoice.total_cents])
+    writer.writerow(columns)
+    writer.writerows(rows)
     return out.getvalue()
+
+
+def invoice_csv(invoice: Invoice) -> str:
+    """One row per line item, then a total row. Amounts in minor units, as stored."""
+    head = [invoice.job_id, invoice.client_id, invoice.currency]
+    rows = [[*head, *_line_cells(line)] for line in invoice.lines]
+    rows.append([*head, "Total", "", "", invoice.total_cents])
+    return _csv(["job_id", "client_id", "currency", *_LINE_COLUMNS], rows)
+
+
+def period_invoice_csv(invoice: PeriodInvoice) -> str:
+    """One row per line item, naming its job, then a total row (empty job_id). Amounts in
+    minor units; the period's bounds as ISO 8601 UTC times, the end excluded."""
+    head = [invoice.client_id, invoice.currency, invoice.period_start.isoformat(), invoice.period_end.isoformat()]
+    rows = [[*head, line.job_id, *_line_cells(line)] for line in invoice.lines]
+    rows.append([*head, "", "Total", "", "", invoice.total_cents])
+    return _csv(["client_id", "currency", "period_start", "period_end", "job_id", *_LINE_COLUMNS], rows)
+
+
+def _item_lines(lines: Iterable[InvoiceLine], currency: str) -> list[str]:
+    """Fixed-width text of line items: quantity x unit price = amount."""
+    return [
+        f"{item.description[:60]:<60} {item.quantity:>9} x {money(item.unit_price_cents, currency):>14}"
+        f" = {money(item.amount_cents, currency):>16}"
+        for item in lines
+    ]
+
+
+def _total_line(total_cents: int, currency: str) -> str:
+    return f"{'Total':<89} {money(total_cents, currency):>16}"
 
 
 def invoice_text_lines(invoice: Invoice) -> list[str]:
     """The invoice as fixed-width text lines (the PDF's and the terminal's content)."""
-    lines = [
+    return [
         f"Invoice for job {invoice.job_id}",
         f"Client {invoice.client_id}, issued {invoice.issued_at:%Y-%m-%d %H:%M} UTC",
         f"Objects labeled {invoice.objects_labeled} (pilot {invoice.pilot_objects})",
         "",
+        *_item_lines(invoice.lines, invoice.currency),
+        "",
+        _total_line(invoice.total_cents, invoice.currency),
     ]
-    for item in invoice.lines:
-        lines.append(
-            f"{item.description[:60]:<60} {item.quantity:>9} x {money(item.unit_price_cents, invoice.currency):>14}"
-            f" = {money(item.amount_cents, invoice.currency):>16}"
-        )
-    lines += ["", f"{'Total':<89} {money(invoice.total_cents, invoice.currency):>16}"]
-    return lines
+
+
+def period_invoice_text_lines(invoice: PeriodInvoice) -> list[str]:
+    """The period invoice as fixed-width text lines: each job's items under its id."""
+    lines = [
+        f"Invoice for client {invoice.client_id}, {invoice.period_start:%Y-%m-%d %H:%M} to "
+        f"{invoice.period_end:%Y-%m-%d %H:%M} UTC (end excluded)",
+        f"Issued {invoice.issued_at:%Y-%m-%d %H:%M} UTC, in {invoice.currency}",
+    ]
+    for job_id, items in itertools.groupby(invoice.lines, key=lambda line: line.job_id):
+        lines += ["", f"Job {job_id}" if job_id else "Not tied to a job"]
+        lines += _item_lines(items, invoice.currency)
+    return [*lines, "", _total_line(invoice.total_cents, invoice.currency)]
 
 
 def _escape(text: str) -> str:
@@ -99,3 +135,8 @@ def text_pdf(lines: list[str]) -> bytes:
 def invoice_pdf(invoice: Invoice) -> bytes:
     """The invoice as a PDF document."""
     return text_pdf(invoice_text_lines(invoice))
+
+
+def period_invoice_pdf(invoice: PeriodInvoice) -> bytes:
+    """The period invoice as a PDF document."""
+    return text_pdf(period_invoice_text_lines(invoice))

@@ -49,12 +49,19 @@ keypoints, polygons, masks, chosen labels) x the price, in one ``annotations``
 posting next to its bill, paid by whoever pays the object (the pilot subsidy for
 an object within the allowance). Only the first resolution counts.
 
-Postings are append-only; a correction would be a new posting, never an edit.
+Postings are append-only; a correction is a new posting, never an edit. Staff post
+corrections (:func:`adjustment`) between a client's receivable and revenue or the pilot
+subsidy (a refund, a goodwill credit, a charge that was missed) or between a worker's
+payable and worker cost or the quality bonus (pay owed for an answer settled unpaid by
+mistake, or pay taken back), with the reason in the memo. They change no job's counters:
+invoices, balances and statements show them next to what the work cost.
+
 Each posting has a key that makes it unique: ``bill:<task_id>`` (at most one
 per labeled object, whatever the number of resolutions of the task),
 ``annotations:<task_id>`` (at most one per labeled object),
-``pay:<answer_id>`` (one per accepted answer) and ``bonus:<job_id>:<worker_id>``
-(at most one quality bonus per worker and job).
+``pay:<answer_id>`` (one per accepted answer), ``bonus:<job_id>:<worker_id>``
+(at most one quality bonus per worker and job) and ``adjust:<request_id>`` (one per
+correction, the caller's request id making a retried correction post once).
 
 Nothing here does I/O; :mod:`services.payments.handlers` stores and reads.
 """
@@ -66,9 +73,10 @@ import binascii
 import datetime as dt
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from quorum.errors import InvalidArgument
+from quorum.tasktypes import task_type
 
 PLATFORM_REVENUE = "platform:revenue"
 PLATFORM_PILOT_SUBSIDY = "platform:pilot_subsidy"
@@ -93,7 +101,8 @@ PAY = "pay"
 PAYOUT = "payout"
 BONUS = "bonus"
 ANNOTATIONS = "annotations"
-POSTING_KINDS = frozenset({BILL, TIME, PAY, PAYOUT, BONUS, ANNOTATIONS})
+ADJUST = "adjust"
+POSTING_KINDS = frozenset({BILL, TIME, PAY, PAYOUT, BONUS, ANNOTATIONS, ADJUST})
 
 PER_OBJECT = "per_object"
 PER_HOUR = "per_hour"
@@ -397,6 +406,120 @@ def bill_time(
     )
 
 
+# The platform accounts a client's or a worker's account may be corrected against.
+ADJUSTMENT_COUNTERPARTS: Mapping[str, frozenset[str]] = {
+    "client": frozenset({PLATFORM_REVENUE, PLATFORM_PILOT_SUBSIDY}),
+    "worker": frozenset({PLATFORM_WORKER_COST, PLATFORM_QUALITY_BONUS}),
+}
+ADJUSTMENT_MEMO = "Adjustment: "
+MAX_ADJUSTMENT_CENTS = 10**12
+MAX_REASON_CHARS = 400
+_ACCOUNT_CHARS = 250
+
+
+@dataclass(frozen=True)
+class AdjustmentRequest:
+    """A correcting entry staff ask for: ``amount_cents`` from ``credit_account`` to
+    ``debit_account``, posted once per ``request_id``."""
+
+    request_id: str
+    debit_account: str
+    credit_account: str
+    amount_cents: int
+    # ISO 4217; empty: the job's currency, or USD without a job.
+    currency: str
+    # The job corrected ("" for none): the adjustment shows on its invoice.
+    job_id: str
+    reason: str
+
+
+def adjusted_account(debit_account: str, credit_account: str) -> str:
+    """The client receivable or worker payable an adjustment between the two accounts corrects.
+
+    Raises InvalidArgument("debit_account" / "credit_account") unless one side is a client's
+    or a worker's account and the other a platform account it may be corrected against
+    (:data:`ADJUSTMENT_COUNTERPARTS`).
+    """
+    for name, account in (("debit_account", debit_account), ("credit_account", credit_account)):
+        if len(account) > _ACCOUNT_CHARS or account_kind(account) is None:
+            raise InvalidArgument(name, f"unknown account {account!r:.80}")
+    if account_kind(debit_account) == "platform":
+        party, counterpart, counterpart_field = credit_account, debit_account, "debit_account"
+    else:
+        party, counterpart, counterpart_field = debit_account, credit_account, "credit_account"
+    kind = account_kind(party)
+    if kind == "platform":
+        raise InvalidArgument("credit_account", "one side must be a client's receivable or a worker's payable")
+    allowed = ADJUSTMENT_COUNTERPARTS[str(kind)]
+    if counterpart not in allowed:
+        raise InvalidArgument(
+            counterpart_field, f"a {kind} account is corrected against {' or '.join(sorted(allowed))}"
+        )
+    return party
+
+
+def adjustment(request: AdjustmentRequest, terms: JobTerms | None, event_id: str) -> Posting:
+    """The posting of a correction; ``terms`` are those of ``request.job_id`` (None without a job).
+
+    Raises InvalidArgument naming the field: "request_id" (required, at most 200
+    characters), "reason" (required, at most :data:`MAX_REASON_CHARS`), "amount_cents" (in
+    [1, :data:`MAX_ADJUSTMENT_CENTS`]), "currency" (ISO 4217, the job's own), the accounts
+    (:func:`adjusted_account`; a client's must be the job's client). No I/O.
+    """
+    if not request.request_id or len(request.request_id) > 200:
+        raise InvalidArgument("request_id", "is required, at most 200 characters")
+    reason = " ".join(request.reason.split())
+    if not reason or len(reason) > MAX_REASON_CHARS:
+        raise InvalidArgument("reason", f"is required, at most {MAX_REASON_CHARS} characters: say why")
+    if not 0 < request.amount_cents <= MAX_ADJUSTMENT_CENTS:
+        raise InvalidArgument("amount_cents", f"must be in [1, {MAX_ADJUSTMENT_CENTS}] (got {request.amount_cents})")
+    party = adjusted_account(request.debit_account, request.credit_account)
+    fallback = terms.currency if terms is not None else DEFAULT_CURRENCY
+    currency = request.currency.strip().upper() or fallback
+    if len(currency) != 3 or not currency.isalpha():
+        raise InvalidArgument("currency", f"an ISO 4217 code (got {request.currency!r:.20})")
+    if terms is not None:
+        if currency != terms.currency:
+            raise InvalidArgument("currency", f"job {terms.job_id} is billed in {terms.currency}, not {currency}")
+        if account_kind(party) == "client" and party != client_receivable(terms.client_id):
+            side = "debit_account" if party == request.debit_account else "credit_account"
+            raise InvalidArgument(side, f"job {terms.job_id} belongs to client {terms.client_id}")
+    return Posting(
+        posting_key=posting_key(ADJUST, request.request_id),
+        kind=ADJUST,
+        ref_id=request.request_id,
+        event_id=event_id,
+        job_id=request.job_id,
+        debit_account=request.debit_account,
+        credit_account=request.credit_account,
+        amount_cents=request.amount_cents,
+        currency=currency,
+        memo=ADJUSTMENT_MEMO + reason,
+    )
+
+
+@dataclass(frozen=True)
+class Adjustment:
+    """A correction as posted: ``created`` False when its request id had been used before
+    (nothing new was posted; ``entry`` is the first posting)."""
+
+    request_id: str
+    entry: LedgerEntry
+    created: bool
+    requested_by: str = ""
+
+    @property
+    def reason(self) -> str:
+        return self.entry.posting.memo.removeprefix(ADJUSTMENT_MEMO)
+
+
+def adjustment_line(posting: Posting, client_id: str) -> InvoiceLine:
+    """An adjustment of ``client_id``'s receivable as an invoice line: negative for a credit."""
+    sign = 1 if posting.debit_account == client_receivable(client_id) else -1
+    amount = sign * posting.amount_cents
+    return InvoiceLine(posting.memo, 1, amount, amount)
+
+
 @dataclass(frozen=True)
 class Verdict:
     """What consensus said of one worker's answer to a resolved task."""
@@ -519,11 +642,17 @@ class Quote:
     billable_objects: int
     expected_answers: int
     expected_active_ms: int
+    # What the client would pay, annotations included and the pilot allowance deducted.
     client_cents: int
     worker_cents: int
     pilot_discount_cents: int
     # The quality bonus if every worker qualified; not in worker_cents.
     max_gold_bonus_cents: int = 0
+    # Answers per object the quote assumes (given, or estimated from the dynamic overlap).
+    expected_overlap: float = 0.0
+    # Annotations expected on the labeled objects, and their charge before the allowance.
+    expected_annotations: int = 0
+    annotation_cents: int = 0
 
     @property
     def margin_cents(self) -> int:
@@ -532,7 +661,66 @@ class Quote:
 
 # A quote for more objects than this is a typo, and its cents would overflow int64.
 MAX_QUOTE_OBJECTS = 1_000_000_000
+MAX_ANNOTATIONS_PER_OBJECT = 10_000
 INT64_MAX = 2**63 - 1
+# JobSpec defaults, as ingest applies them: overlap 3..5 when both are 0, target 0.9 when 0.
+DEFAULT_OVERLAP = (3, 5)
+MAX_OVERLAP = 50
+DEFAULT_TARGET_CONFIDENCE = 0.9
+# How likely an answer of a worker consensus knows nothing about is right: the mean of
+# consensus's reliability prior. The overlap estimate assumes every worker is such a worker.
+ASSUMED_ACCURACY = 0.7
+
+
+def quote_overlap(overlap_min: int, overlap_max: int) -> tuple[int, int]:
+    """The overlap a job would get: 3..5 when both are 0, as ingest sets it.
+
+    Raises InvalidArgument("spec.overlap.min") below 1, ("spec.overlap.max") below the
+    minimum or above :data:`MAX_OVERLAP`, as ingest does.
+    """
+    if overlap_min == 0 and overlap_max == 0:
+        return DEFAULT_OVERLAP
+    if overlap_min < 1:
+        raise InvalidArgument("spec.overlap.min", f"must be >= 1 (got {overlap_min}); leave min and max 0 for 3..5")
+    if not overlap_min <= overlap_max <= MAX_OVERLAP:
+        raise InvalidArgument(
+            "spec.overlap.max", f"must be in [overlap.min {overlap_min}, {MAX_OVERLAP}] (got {overlap_max})"
+        )
+    return overlap_min, overlap_max
+
+
+def expected_overlap(overlap_min: int, overlap_max: int, target_confidence: float) -> float:
+    """Expected answers per object under dynamic overlap, when the client has no figure.
+
+    Consensus resolves an object once it has ``overlap_min`` answers and the winning
+    label's posterior reaches ``target_confidence``, asks for one more answer at a time
+    below it, and stops at ``overlap_max``. The estimate takes every answer to be right
+    with probability q = :data:`ASSUMED_ACCURACY` and the right label to compete with one
+    wrong one; then the posterior of the leading label is ``1 / (1 + r**d)`` with
+    ``r = (1 - q) / q`` and ``d`` its lead in answers. So the estimate is
+    ``overlap_min`` plus, for each further answer, the share of objects still short of the
+    lead the target needs: exact for that model, walked answer by answer in
+    O(overlap_max**2). A crowd better than q resolves sooner, so the figure leans high;
+    ``overlap_max`` bounds it.
+    """
+    q = ASSUMED_ACCURACY
+    ratio = (1 - q) / q
+
+    def resolved(answers: int, right: int) -> bool:
+        lead = abs(2 * right - answers)
+        return answers >= overlap_min and 1 / (1 + ratio**lead) >= target_confidence
+
+    # Probability of each count of right answers among the objects still unresolved.
+    open_objects = {0: 1.0}
+    expected = 0.0
+    for answers in range(1, overlap_max + 1):
+        grown: dict[int, float] = defaultdict(float)
+        for right, share in open_objects.items():
+            grown[right + 1] += share * q
+            grown[right] += share * (1 - q)
+        expected += sum(open_objects.values())
+        open_objects = {right: share for right, share in grown.items() if not resolved(answers, right)}
+    return expected
 
 
 def quote(
@@ -540,40 +728,73 @@ def quote(
     objects: int,
     overlap_min: int,
     overlap_max: int,
-    expected_overlap: float,
+    expected_overlap_per_object: float,
     seconds_per_answer: int,
+    target_confidence: float = 0.0,
+    annotations_per_object: float | None = None,
 ) -> Quote:
-    """Estimates a job: ``objects`` x expected answers per object (``expected_overlap``
-    clamped to [overlap.min, overlap.max]; overlap.min when zero) x the price mode.
+    """Estimates a job: ``objects`` x expected answers per object x the price mode, plus
+    the annotations of per-object jobs priced per annotation.
 
-    Raises InvalidArgument("objects") when negative or above :data:`MAX_QUOTE_OBJECTS`,
-    ("expected_overlap") when not a number in [0, 1000], ("seconds_per_answer") outside [0, 86400].
+    Answers per object: ``expected_overlap_per_object`` clamped to [overlap.min,
+    overlap.max]; when 0, :func:`expected_overlap` estimates it from the overlap and
+    ``target_confidence`` (0: 0.9), never above overlap.max. ``annotations_per_object``
+    (boxes, spans, ... per labeled object) is required when the job charges per
+    annotation. Raises InvalidArgument naming the field: "objects" when negative or above
+    :data:`MAX_QUOTE_OBJECTS`, "expected_overlap" unless a number in [0, 1000],
+    "seconds_per_answer" outside [0, 86400], "spec.overlap.min" / "spec.overlap.max"
+    (:func:`quote_overlap`), "spec.target_confidence" outside (0, 1],
+    "spec.price_per_annotation_cents" on a task type without annotations,
+    "expected_annotations_per_object" when missing, negative or above
+    :data:`MAX_ANNOTATIONS_PER_OBJECT`.
     """
     if not 0 <= objects <= MAX_QUOTE_OBJECTS:
         raise InvalidArgument("objects", f"must be between 0 and {MAX_QUOTE_OBJECTS:,} (got {objects})")
-    if expected_overlap != expected_overlap or expected_overlap < 0:
-        raise InvalidArgument("expected_overlap", f"must be >= 0 (got {expected_overlap})")
+    if not 0 <= expected_overlap_per_object <= 1_000:  # also refuses NaN
+        raise InvalidArgument("expected_overlap", f"must be in [0, 1000] (got {expected_overlap_per_object})")
     if not 0 <= seconds_per_answer <= 86_400:
         raise InvalidArgument("seconds_per_answer", f"must be between 0 and 86400 (got {seconds_per_answer})")
-    if not expected_overlap <= 1_000:
-        raise InvalidArgument("expected_overlap", f"must be at most 1000 (got {expected_overlap})")
-    low = max(1, overlap_min)
-    high = max(low, overlap_max)
-    per_object = min(max(expected_overlap or low, low), high)
+    low, high = quote_overlap(overlap_min, overlap_max)
+    target = target_confidence or DEFAULT_TARGET_CONFIDENCE
+    if not 0 < target <= 1:
+        raise InvalidArgument("spec.target_confidence", f"must be in (0, 1] (got {target_confidence})")
+    annotation_price = 0 if terms.bills_time else terms.price_per_annotation_cents
+    kind = task_type(terms.task_type)
+    if terms.price_per_annotation_cents and kind is not None and kind.categorical:
+        raise InvalidArgument("spec.price_per_annotation_cents", f"a {kind.name} object holds no annotations to price")
+    if annotations_per_object is None and annotation_price:
+        raise InvalidArgument(
+            "expected_annotations_per_object",
+            "is required when spec.price_per_annotation_cents is set: the boxes, spans, keypoints, ... "
+            "you expect per labeled object",
+        )
+    per_object_annotations = annotations_per_object or 0.0
+    if not 0 <= per_object_annotations <= MAX_ANNOTATIONS_PER_OBJECT:
+        raise InvalidArgument(
+            "expected_annotations_per_object",
+            f"must be in [0, {MAX_ANNOTATIONS_PER_OBJECT}] (got {annotations_per_object})",
+        )
+    if expected_overlap_per_object:
+        per_object = min(max(expected_overlap_per_object, low), high)
+    else:
+        per_object = expected_overlap(low, high, target)
     answers = round(objects * per_object)
-    active_ms = answers * (seconds_per_answer or DEFAULT_SECONDS_PER_ANSWER) * 1000
+    ms_per_answer = (seconds_per_answer or DEFAULT_SECONDS_PER_ANSWER) * 1000
+    active_ms = answers * ms_per_answer
     free = min(objects, terms.pilot_allowance)
+    annotations = round(objects * per_object_annotations)
+    # The annotations of the free objects are free too.
+    free_annotations = round(free * per_object_annotations)
     if terms.bills_time:
         full = hourly(active_ms, terms.price_per_hour_cents)
         # The allowance counts billable answers on per-hour jobs.
         free_answers = min(answers, terms.pilot_allowance)
-        discount = full - hourly(
-            active_ms - free_answers * (seconds_per_answer or DEFAULT_SECONDS_PER_ANSWER) * 1000,
-            terms.price_per_hour_cents,
-        )
+        discount = full - hourly(active_ms - free_answers * ms_per_answer, terms.price_per_hour_cents)
+        annotation_cents = 0
     else:
-        full = objects * terms.price_per_object_cents
-        discount = free * terms.price_per_object_cents
+        annotation_cents = annotations * annotation_price
+        full = objects * terms.price_per_object_cents + annotation_cents
+        discount = free * terms.price_per_object_cents + free_annotations * annotation_price
     worker = hourly(active_ms, terms.pay_per_hour_cents) if terms.pays_time else answers * terms.pay_per_answer_cents
     max_bonus = answers * terms.gold_bonus_cents
     if max(full, worker, active_ms, max_bonus) > INT64_MAX:
@@ -588,6 +809,9 @@ def quote(
         worker_cents=worker,
         pilot_discount_cents=discount,
         max_gold_bonus_cents=max_bonus,
+        expected_overlap=per_object,
+        expected_annotations=annotations,
+        annotation_cents=annotation_cents,
     )
 
 
@@ -671,6 +895,8 @@ class InvoiceLine:
     unit_price_cents: int
     # Negative for discounts.
     amount_cents: int
+    # The job the line is for, on a period invoice (which covers several); "" otherwise.
+    job_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -688,13 +914,14 @@ class Invoice:
     issued_at: dt.datetime
 
 
-def invoice_lines(terms: JobTerms, counters: JobCounters) -> list[InvoiceLine]:
+def invoice_lines(terms: JobTerms, counters: JobCounters, pilot_time_bills: int | None = None) -> list[InvoiceLine]:
     """One line for the labeled objects, one for their annotations when any were charged and,
     for pilots, negative "Pilot allowance" lines for the free objects and their annotations.
 
     The lines add up to what the ledger charged the client when the ledger is sound.
     Per-hour jobs get one "Annotation time" line (quantity in seconds) and, for pilots,
-    the negative pilot allowance line.
+    the negative pilot allowance line, whose quantity is ``pilot_time_bills`` (by default
+    the first ``pilot_allowance`` of the job's time bills: right for a whole job).
     """
     if terms.bills_time:
         rate = terms.price_per_hour_cents
@@ -708,10 +935,12 @@ def invoice_lines(terms: JobTerms, counters: JobCounters) -> list[InvoiceLine]:
             )
         ]
         if counters.pilot_subsidy_cents:
+            if pilot_time_bills is None:
+                pilot_time_bills = min(counters.time_bills, terms.pilot_allowance)
             lines.append(
                 InvoiceLine(
                     description=f"Pilot allowance (first {terms.pilot_allowance} answers free)",
-                    quantity=min(counters.time_bills, terms.pilot_allowance),
+                    quantity=pilot_time_bills,
                     unit_price_cents=0,
                     amount_cents=-counters.pilot_subsidy_cents,
                 )
@@ -847,6 +1076,8 @@ class WorkerStatement:
     balances: list[WorkerBalance]
     next_page_token: str
     bonuses: list[BonusLine] = field(default_factory=list)
+    # Corrections of the worker's pay (first page only), oldest first.
+    adjustments: list[Adjustment] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -972,16 +1203,43 @@ class AccountBalance:
 
 
 @dataclass(frozen=True)
+class CurrencyTotals:
+    """The sum of a currency's debits and of its credits: equal in a sound ledger."""
+
+    currency: str
+    debits_cents: int
+    credits_cents: int
+
+
+@dataclass(frozen=True)
 class Verification:
     """The result of auditing the whole ledger. ``balanced`` is True when no check found a problem."""
 
     balanced: bool
     entries: int
-    # Summed over every currency.
-    debits_cents: int
-    credits_cents: int
+    # One per currency, alphabetical: amounts in different currencies do not add up.
+    totals: list[CurrencyTotals]
     accounts: list[AccountBalance]
     problems: list[str]
+
+
+@dataclass(frozen=True)
+class StoredWorkerTotals:
+    """A worker's running totals in one currency as stored next to the ledger (what
+    balances and payout batches read), or as the postings and settled answers imply."""
+
+    earned_cents: int = 0
+    paid_out_cents: int = 0
+    answers_paid: int = 0
+    answers_unpaid: int = 0
+
+
+@dataclass(frozen=True)
+class Unsettled:
+    """Facts of a job that should have been settled: ``count`` of them, ``example`` one id."""
+
+    count: int
+    example: str
 
 
 @dataclass(frozen=True)
@@ -1023,7 +1281,10 @@ class LedgerAuditor:
     only on jobs with a per-annotation price, each a multiple of it; every posting matches its job's terms (currency,
     amount, accounts; a bonus is a multiple of the job's bonus); each pilot
     job's subsidised objects stay within its allowance; each job's counters
-    agree with its postings and with its settled tasks and answers.
+    agree with its postings and with its settled tasks and answers. With
+    :meth:`check_workers` and :meth:`check_unsettled` also: the stored per-worker
+    totals equal what the postings and settled answers say, and no live job with
+    terms has a resolved task unbilled or an answer to a resolved task unsettled.
     """
 
     jobs: Mapping[str, JobRecord]
@@ -1035,6 +1296,9 @@ class LedgerAuditor:
     _balances: Counter[tuple[str, str]] = field(default_factory=Counter)
     _refs: Counter[tuple[str, str]] = field(default_factory=Counter)
     _tallies: defaultdict[str, _JobTally] = field(default_factory=lambda: defaultdict(_JobTally))
+    # Per (worker payable account, currency): what the postings say it earned and was paid out.
+    _earned: Counter[tuple[str, str]] = field(default_factory=Counter)
+    _paid_out: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     def _problem(self, text: str) -> None:
         if len(self.problems) < MAX_PROBLEMS:
@@ -1057,12 +1321,22 @@ class LedgerAuditor:
         self._credits[p.currency] += p.amount_cents
         self._balances[(p.debit_account, p.currency)] += p.amount_cents
         self._balances[(p.credit_account, p.currency)] -= p.amount_cents
+        if account_kind(p.credit_account) == "worker":
+            self._earned[(p.credit_account, p.currency)] += p.amount_cents
+        if account_kind(p.debit_account) == "worker":
+            if p.kind == PAYOUT:
+                self._paid_out[(p.debit_account, p.currency)] += p.amount_cents
+            else:
+                self._earned[(p.debit_account, p.currency)] -= p.amount_cents
         if p.kind not in POSTING_KINDS:
             self._problem(f"{where}: unknown kind {p.kind!r}")
             return
         if p.posting_key != posting_key(p.kind, p.ref_id):
             self._problem(f"{where}: key does not match kind {p.kind!r} and reference {p.ref_id!r}")
         self._refs[(p.kind, p.ref_id)] += 1
+        if p.kind == ADJUST:
+            self._check_adjustment(where, p)
+            return
         if p.kind == PAYOUT:
             if account_kind(p.debit_account) != "worker" or p.credit_account != PLATFORM_PAYOUTS:
                 self._problem(f"{where}: a payout must move money from a worker to {PLATFORM_PAYOUTS}")
@@ -1127,6 +1401,20 @@ class LedgerAuditor:
         if subsidised:
             tally.pilot_annotations += p.amount_cents // price
 
+    def _check_adjustment(self, where: str, p: Posting) -> None:
+        record = self.jobs.get(p.job_id) if p.job_id else None
+        if p.job_id and (record is None or record.terms is None):
+            self._problem(f"{where}: job {p.job_id!r} has no terms")
+            return
+        reason = p.memo.removeprefix(ADJUSTMENT_MEMO)
+        request = AdjustmentRequest(
+            p.ref_id, p.debit_account, p.credit_account, p.amount_cents, p.currency, p.job_id, reason
+        )
+        try:
+            adjustment(request, record.terms if record else None, p.event_id)
+        except InvalidArgument as error:
+            self._problem(f"{where}: not a valid adjustment: {error}")
+
     def _check_bonus(self, where: str, p: Posting) -> None:
         if p.debit_account != PLATFORM_QUALITY_BONUS or account_kind(p.credit_account) != "worker":
             self._problem(f"{where}: a bonus must move money from {PLATFORM_QUALITY_BONUS} to a worker")
@@ -1169,6 +1457,48 @@ class LedgerAuditor:
         if expected_amount is not None and p.amount_cents != expected_amount:
             self._problem(f"{where}: amount {p.amount_cents} but job {p.job_id!r} sets {expected_amount}")
 
+    def check_workers(
+        self,
+        stored: Mapping[tuple[str, str], StoredWorkerTotals],
+        answers: Mapping[tuple[str, str], tuple[int, int]],
+    ) -> None:
+        """Compares the stored per-worker totals, keyed by (worker id, currency), with what
+        the postings fed so far and the workers' settled answers (paid, unpaid) imply:
+        balances and payout batches read the stored totals, so a forged total would be
+        shown to the worker and paid out. Call after the last :meth:`add`."""
+        implied: dict[tuple[str, str], StoredWorkerTotals] = {}
+        for account, currency in set(self._earned) | set(self._paid_out):
+            worker = account.removeprefix("worker:").removesuffix(":payable")
+            implied[(worker, currency)] = StoredWorkerTotals(
+                self._earned[(account, currency)], self._paid_out[(account, currency)]
+            )
+        for key, (paid, unpaid) in answers.items():
+            implied[key] = replace(implied.get(key, StoredWorkerTotals()), answers_paid=paid, answers_unpaid=unpaid)
+        for worker, currency in sorted(set(stored) | set(implied)):
+            have = stored.get((worker, currency), StoredWorkerTotals())
+            want = implied.get((worker, currency), StoredWorkerTotals())
+            if have != want:
+                self._problem(
+                    f"worker {worker!r} ({currency}): stored totals say earned {have.earned_cents}, paid out "
+                    f"{have.paid_out_cents}, {have.answers_paid} answers paid, {have.answers_unpaid} unpaid; "
+                    f"the ledger says earned {want.earned_cents}, paid out {want.paid_out_cents}, "
+                    f"{want.answers_paid} answers paid, {want.answers_unpaid} unpaid"
+                )
+
+    def check_unsettled(
+        self, unbilled_tasks: Mapping[str, Unsettled], unsettled_answers: Mapping[str, Unsettled]
+    ) -> None:
+        """Reports, per job, resolved tasks left unbilled and accepted answers to resolved
+        tasks left unsettled: a job with terms that is not deleted settles both in the
+        transaction that brings the later of its terms and the fact."""
+        for job_id, left in sorted(unbilled_tasks.items()):
+            self._problem(f"job {job_id!r}: {left.count} resolved tasks not billed (e.g. task {left.example!r})")
+        for job_id, left in sorted(unsettled_answers.items()):
+            self._problem(
+                f"job {job_id!r}: {left.count} accepted answers to resolved tasks not settled "
+                f"(e.g. answer {left.example!r})"
+            )
+
     def finish(
         self,
         settled_objects: Mapping[str, int],
@@ -1196,9 +1526,13 @@ class LedgerAuditor:
                 self._problem(f"{currency}: account balances sum to {signed}, not 0")
         for (kind, ref), count in sorted(self._refs.items()):
             if count > 1:
-                what = {BILL: "task", ANNOTATIONS: "task", BONUS: "job and worker", PAYOUT: "batch and worker"}.get(
-                    kind, "answer"
-                )
+                what = {
+                    BILL: "task",
+                    ANNOTATIONS: "task",
+                    BONUS: "job and worker",
+                    PAYOUT: "batch and worker",
+                    ADJUST: "request",
+                }.get(kind, "answer")
                 self._problem(f"{what} {ref!r} has {count} {kind} postings")
         for job_id, record in sorted(self.jobs.items()):
             self._check_job(job_id, record, settled_objects.get(job_id, 0), settled_answers.get(job_id, 0))
@@ -1232,11 +1566,14 @@ class LedgerAuditor:
             AccountBalance(account, currency, balance)
             for (account, currency), balance in sorted(self._balances.items(), key=lambda kv: (kv[0][1], kv[0][0]))
         ]
+        totals = [
+            CurrencyTotals(currency, self._debits[currency], self._credits[currency])
+            for currency in sorted(set(self._debits) | set(self._credits))
+        ]
         return Verification(
             balanced=not self.problems,
             entries=self.entries,
-            debits_cents=sum(self._debits.values()),
-            credits_cents=sum(self._credits.values()),
+            totals=totals,
             accounts=accounts,
             problems=list(self.problems),
         )
@@ -1277,9 +1614,44 @@ class LedgerAuditor:
             )
 
 
+@dataclass
+class PeriodCharges:
+    """What the ledger charged for one job in a period, summed from its postings: the
+    job's counters as they grew in the period (``billed_ms`` from the answers billed)."""
+
+    counters: JobCounters = field(default_factory=JobCounters)
+    # Time bills the pilot subsidy paid.
+    pilot_time_bills: int = 0
+
+    def add(self, terms: JobTerms, kind: str, subsidised: bool, postings: int, cents: int) -> None:
+        """Counts ``postings`` of ``kind`` worth ``cents`` in all, to the pilot subsidy or not."""
+        c = self.counters
+        if kind == BILL:
+            c.objects_billed += postings
+            c.pilot_objects += postings if subsidised else 0
+        elif kind == ANNOTATIONS and terms.price_per_annotation_cents > 0:
+            annotations = cents // terms.price_per_annotation_cents
+            c.annotations_billed += annotations
+            c.pilot_annotations += annotations if subsidised else 0
+        elif kind == TIME:
+            c.time_bills += postings
+            self.pilot_time_bills += postings if subsidised else 0
+        if subsidised:
+            c.pilot_subsidy_cents += cents
+        else:
+            c.billed_cents += cents
+
+    def lines(self, terms: JobTerms) -> list[InvoiceLine]:
+        """The job's invoice lines for the period, each naming the job."""
+        return [
+            replace(line, job_id=terms.job_id) for line in invoice_lines(terms, self.counters, self.pilot_time_bills)
+        ]
+
+
 @dataclass(frozen=True)
 class PeriodInvoice:
-    """What a client was charged in ``[period_start, period_end)``, one line per job."""
+    """What a client was charged in ``[period_start, period_end)``: per job, the lines of
+    its invoice for what the period charged (each naming the job), oldest job first."""
 
     client_id: str
     currency: str

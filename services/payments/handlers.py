@@ -43,6 +43,7 @@ from quorum.errors import FailedPrecondition, InvalidArgument, NotFound
 from quorum.messaging import outgoing
 from quorum.owners import OwnerCache
 from quorum.security.audit import audit_event
+from quorum.security.principal import current_principal
 from quorum.v1 import common_pb2, events_pb2
 
 from . import domain, tables
@@ -797,22 +798,34 @@ class Ledger:
         return row
 
     def invoice(self, job_id: str) -> Invoice:
-        """The job's invoice as of now. Raises NotFound until the job's JobCreated has
-        arrived. Costs one row read and one indexed sum over the job's postings."""
+        """The job's invoice as of now: the lines of its charges, then one line per
+        adjustment of its client's receivable. Raises NotFound until the job's JobCreated
+        has arrived. Costs one row read, one indexed sum over the job's postings and one
+        indexed read of the client's adjustments."""
         p = tables.postings
         with snapshot(self._engine) as conn:
             row = self._job(conn, job_id)
             terms, counters = _terms_of(row), _counters_of(row)
+            receivable = domain.client_receivable(terms.client_id)
+            signed = sa.case((p.c.debit_account == receivable, p.c.amount_cents), else_=-p.c.amount_cents)
             total = conn.execute(
-                sa.select(sa.func.coalesce(sa.func.sum(p.c.amount_cents), 0)).where(
-                    p.c.job_id == job_id, p.c.debit_account == domain.client_receivable(terms.client_id)
+                sa.select(sa.func.coalesce(sa.func.sum(signed), 0)).where(
+                    p.c.job_id == job_id, sa.or_(p.c.debit_account == receivable, p.c.credit_account == receivable)
                 )
             ).scalar_one()
+            ad = tables.adjustments
+            adjusted = conn.execute(
+                sa.select(p)
+                .select_from(ad.join(p, p.c.entry_id == ad.c.entry_id))
+                .where(ad.c.account == receivable, ad.c.job_id == job_id)
+                .order_by(p.c.entry_id)
+            ).all()
+        adjustments = [domain.adjustment_line(_posting_of(row), terms.client_id) for row in adjusted]
         return Invoice(
             job_id=job_id,
             client_id=terms.client_id,
             currency=terms.currency,
-            lines=domain.invoice_lines(terms, counters),
+            lines=[*domain.invoice_lines(terms, counters), *adjustments],
             objects_labeled=counters.objects_billed,
             pilot_objects=counters.pilot_objects,
             total_cents=int(total),
@@ -822,53 +835,106 @@ class Ledger:
     def period_invoice(
         self, client_id: str, start: dt.datetime, end: dt.datetime, currency: str = ""
     ) -> domain.PeriodInvoice:
-        """Everything posted to the client's receivable in ``[start, end)``, one line per job
-        (its charges in the period and their sum), oldest job first, each followed by an
-        "Annotations (job ...)" line (annotations x the job's price) when any were charged.
+        """What the ledger charged the client in ``[start, end)``: per job, oldest first, the
+        lines of its invoice (objects, annotations, annotation time, pilot allowance) for
+        the postings of the period, each line naming its job, then the job's adjustments;
+        adjustments tied to no job come last.
 
         Raises InvalidArgument("period_end") unless start < end, FailedPrecondition when the
-        period mixes currencies and ``currency`` is empty. Costs one grouped, indexed scan of
-        the client's postings."""
+        period mixes currencies and ``currency`` is empty. Costs one grouped scan of the
+        client's postings in the period, and for per-hour jobs one of its answers."""
         if not start < end:
             raise InvalidArgument("period_end", "must be after period_start")
-        p, j = tables.postings, tables.jobs
+        p, j, a = tables.postings, tables.jobs, tables.accepted_answers
+        in_period = sa.and_(p.c.posted_at >= start, p.c.posted_at < end)
+        subsidised = (p.c.debit_account == domain.PLATFORM_PILOT_SUBSIDY).label("subsidised")
         with snapshot(self._engine) as conn:
             rows = conn.execute(
                 sa.select(
                     p.c.job_id,
                     p.c.currency,
                     p.c.kind,
-                    sa.func.max(j.c.price_per_annotation_cents).label("annotation_price"),
-                    sa.func.count().label("charges"),
-                    sa.func.sum(p.c.amount_cents).label("amount"),
+                    subsidised,
+                    sa.func.count().label("postings"),
+                    sa.func.sum(p.c.amount_cents).label("cents"),
                     sa.func.min(p.c.posted_at).label("first"),
                 )
-                .select_from(p.outerjoin(j, j.c.job_id == p.c.job_id))
+                .select_from(p.join(j, j.c.job_id == p.c.job_id))
                 .where(
-                    p.c.debit_account == domain.client_receivable(client_id),
-                    p.c.posted_at >= start,
-                    p.c.posted_at < end,
+                    j.c.client_id == client_id,
+                    p.c.kind.in_([domain.BILL, domain.ANNOTATIONS, domain.TIME]),
+                    in_period,
                 )
-                .group_by(p.c.job_id, p.c.currency, p.c.kind)
+                .group_by(p.c.job_id, p.c.currency, p.c.kind, subsidised)
             ).all()
-        currencies = sorted({row.currency for row in rows})
+            job_rows = {
+                row.job_id: row
+                for ids in _chunks(sorted({row.job_id for row in rows}))
+                for row in conn.execute(sa.select(j).where(j.c.job_id.in_(ids)))
+            }
+            # Per-hour jobs: the active time of the answers billed in the period (billed with them).
+            billed_ms = _counts(
+                conn.execute(
+                    sa.select(a.c.job_id, sa.func.coalesce(sa.func.sum(a.c.active_ms), 0))
+                    .select_from(a.join(j, j.c.job_id == a.c.job_id))
+                    .where(
+                        j.c.client_id == client_id,
+                        j.c.price_mode == domain.PER_HOUR,
+                        a.c.paid_at >= start,
+                        a.c.paid_at < end,
+                        a.c.unpaid_reason.is_(None),
+                        sa.not_(a.c.gold),
+                    )
+                    .group_by(a.c.job_id)
+                )
+            )
+            ad = tables.adjustments
+            adjusted = [
+                _posting_of(row)
+                for row in conn.execute(
+                    sa.select(p)
+                    .select_from(ad.join(p, p.c.entry_id == ad.c.entry_id))
+                    .where(
+                        ad.c.account == domain.client_receivable(client_id),
+                        ad.c.posted_at >= start,
+                        ad.c.posted_at < end,
+                    )
+                    .order_by(p.c.entry_id)
+                )
+            ]
+        currencies = sorted({row.currency for row in rows} | {posting.currency for posting in adjusted})
         if not currency:
             if len(currencies) > 1:
                 raise FailedPrecondition(
                     f"client {client_id} was charged in {', '.join(currencies)} in this period: name one currency"
                 )
-            currency = currencies[0] if currencies else "USD"
-        # Per job, oldest first: its charges, then its annotations at the job's price.
-        charges: dict[tuple[str, bool], _PeriodCharges] = {}
+            currency = currencies[0] if currencies else domain.DEFAULT_CURRENCY
+        charges: dict[str, domain.PeriodCharges] = {}
+        first: dict[str, dt.datetime] = {}
         for row in rows:
-            if row.currency == currency:
-                key = (row.job_id, row.kind == domain.ANNOTATIONS)
-                charges.setdefault(key, _PeriodCharges(row.job_id, key[1], int(row.annotation_price or 0))).add(row)
-        job_first: dict[str, dt.datetime] = {}
-        for sums in charges.values():
-            job_first[sums.job_id] = min(job_first.get(sums.job_id, sums.first), sums.first)
-        ordered = sorted(charges.values(), key=lambda c: (job_first[c.job_id], c.job_id, c.annotations))
-        lines = [sums.line() for sums in ordered]
+            if row.currency != currency:
+                continue
+            job = charges.setdefault(row.job_id, domain.PeriodCharges())
+            job.add(_terms_of(job_rows[row.job_id]), row.kind, bool(row.subsidised), int(row.postings), int(row.cents))
+            first[row.job_id] = min(first.get(row.job_id, row.first), row.first)
+        for job_id, job in charges.items():
+            job.counters.billed_ms = billed_ms.get(job_id, 0)
+        # Each job's adjustments follow its charges; those tied to no job come last.
+        corrections: defaultdict[str, list[domain.InvoiceLine]] = defaultdict(list)
+        for posting in adjusted:
+            if posting.currency == currency:
+                line = domain.adjustment_line(posting, client_id)
+                corrections[posting.job_id].append(replace(line, job_id=posting.job_id))
+        job_ids = sorted(charges, key=lambda job_id: (first[job_id], job_id))
+        job_ids += sorted(set(corrections) - set(charges), key=lambda job_id: (job_id == "", job_id))
+        lines = [
+            line
+            for job_id in job_ids
+            for line in [
+                *(charges[job_id].lines(_terms_of(job_rows[job_id])) if job_id in charges else []),
+                *corrections.get(job_id, []),
+            ]
+        ]
         return domain.PeriodInvoice(
             client_id=client_id,
             currency=currency,
@@ -951,6 +1017,18 @@ class Ledger:
                 if offset == 0
                 else []
             )
+            # Corrections are rare: the first page carries them all too.
+            ad, p = tables.adjustments, tables.postings
+            adjusted = (
+                conn.execute(
+                    sa.select(p)
+                    .select_from(ad.join(p, p.c.entry_id == ad.c.entry_id))
+                    .where(ad.c.account == domain.worker_payable(worker_id))
+                    .order_by(p.c.entry_id)
+                ).all()
+                if offset == 0
+                else []
+            )
         bonuses = [
             domain.BonusLine(
                 job_id=row.job_id,
@@ -981,7 +1059,11 @@ class Ledger:
             for row in rows[:size]
         ]
         token = domain.encode_page_token(worker_id, offset + size) if more else ""
-        return WorkerStatement(worker_id, lines, balances, token, bonuses)
+        adjustments = [
+            domain.Adjustment(row.ref_id, LedgerEntry(int(row.entry_id), _posting_of(row), row.posted_at), True)
+            for row in adjusted
+        ]
+        return WorkerStatement(worker_id, lines, balances, token, bonuses, adjustments)
 
     def set_budget_cap(self, job_id: str, cap_cents: int) -> MoneySummary:
         """Sets a job's budget cap (0: none): pauses the job when what its client was charged
@@ -1062,6 +1144,120 @@ class Ledger:
             self._outbox_written()
         return PayoutBatch(batch_id, code, payouts, now)
 
+    def adjust(self, request: domain.AdjustmentRequest) -> domain.Adjustment:
+        """Posts a correcting entry (:func:`domain.adjustment`) once per request id, with its
+        record and an audit event in the same transaction; a worker's adjustment moves the
+        worker's stored totals with it. The same request id again returns the first
+        adjustment and posts nothing (``created`` False).
+
+        Raises InvalidArgument naming the field, NotFound for a job without terms,
+        FailedPrecondition when the request id was used for another adjustment or when
+        taking back more than a worker is owed. One short write transaction."""
+        # Bad input is refused even when the request id was used: a retry must be well formed too.
+        domain.adjustment(request, None, "")
+        key = domain.posting_key(domain.ADJUST, request.request_id)
+        earlier = self._adjustment(key)
+        if earlier is not None:
+            return self._replayed(earlier, request)
+        principal = current_principal()
+        requested_by = principal.label if principal else "service:payments"
+        w = tables.worker_totals
+        now = utcnow()
+        try:
+            with self._engine.begin() as conn:
+                terms = _terms_of(self._job(conn, request.job_id)) if request.job_id else None
+                posting = domain.adjustment(request, terms, f"adjust_{uuid.uuid4().hex[:20]}")
+                party = domain.adjusted_account(posting.debit_account, posting.credit_account)
+                worker = party.removeprefix("worker:").removesuffix(":payable")
+                if domain.account_kind(party) == "worker" and party == posting.debit_account:
+                    # Taking pay back: never more than the worker is still owed.
+                    owed = conn.execute(
+                        sa.select(w.c.earned_cents - w.c.paid_out_cents)
+                        .where(w.c.worker_id == worker, w.c.currency == posting.currency)
+                        .with_for_update()
+                    ).scalar()
+                    if int(owed or 0) < posting.amount_cents:
+                        raise FailedPrecondition(
+                            f"worker {worker} is owed {int(owed or 0)} {posting.currency} minor units, "
+                            f"less than the {posting.amount_cents} to take back"
+                        )
+                org_id = terms.client_id if terms is not None else ""
+                if domain.account_kind(party) == "client":
+                    org_id = party.removeprefix("client:").removesuffix(":receivable")
+                entry_id = conn.execute(
+                    sa.insert(tables.postings)
+                    .values(_posting_row(posting, now, org_id))
+                    .returning(tables.postings.c.entry_id)
+                ).scalar_one()
+                conn.execute(
+                    sa.insert(tables.adjustments).values(
+                        request_id=request.request_id,
+                        entry_id=entry_id,
+                        account=party,
+                        job_id=request.job_id,
+                        requested_by=requested_by[:200],
+                        posted_at=now,
+                    )
+                )
+                if domain.account_kind(party) == "worker":
+                    sign = 1 if party == posting.credit_account else -1
+                    self._statements(conn).add_earnings(
+                        conn, [(worker, posting.currency, sign * posting.amount_cents, 0, 0)]
+                    )
+                details = {
+                    "request_id": request.request_id,
+                    "debit_account": posting.debit_account,
+                    "credit_account": posting.credit_account,
+                    "amount_cents": posting.amount_cents,
+                    "currency": posting.currency,
+                    "job_id": posting.job_id,
+                    "reason": posting.memo.removeprefix(domain.ADJUSTMENT_MEMO),
+                    "entry_id": int(entry_id),
+                }
+                audited = audit_event(
+                    self._audit_topic,
+                    "payments",
+                    "ledger.adjusted",
+                    f"adjustment/{request.request_id}",
+                    org_id=org_id,
+                    details=details,
+                )
+                enqueue(conn, tables.messaging.outbox, [audited])
+        except sa.exc.IntegrityError:
+            # Another call with the same request id committed first.
+            earlier = self._adjustment(key)
+            if earlier is None:
+                raise
+            return self._replayed(earlier, request)
+        self._outbox_written()
+        return domain.Adjustment(request.request_id, LedgerEntry(int(entry_id), posting, now), True, requested_by)
+
+    def _adjustment(self, key: str) -> domain.Adjustment | None:
+        p, ad = tables.postings, tables.adjustments
+        with reading(self._engine) as conn:
+            row = conn.execute(
+                sa.select(p, ad.c.requested_by)
+                .select_from(p.join(ad, ad.c.entry_id == p.c.entry_id))
+                .where(p.c.posting_key == key)
+            ).one_or_none()
+        if row is None:
+            return None
+        return domain.Adjustment(
+            row.ref_id, LedgerEntry(int(row.entry_id), _posting_of(row), row.posted_at), False, row.requested_by
+        )
+
+    @staticmethod
+    def _replayed(earlier: domain.Adjustment, request: domain.AdjustmentRequest) -> domain.Adjustment:
+        """The earlier adjustment of a retried request; FailedPrecondition when it asked for another."""
+        p = earlier.entry.posting
+        asked = (request.debit_account, request.credit_account, request.amount_cents, request.job_id)
+        currency = request.currency.strip().upper()
+        if asked != (p.debit_account, p.credit_account, p.amount_cents, p.job_id) or currency not in ("", p.currency):
+            raise FailedPrecondition(
+                f"request_id {request.request_id!r} already posted another adjustment (entry {earlier.entry.entry_id})"
+            )
+        return earlier
+
     def list_entries(self, job_id: str, page_size: int, page_token: str, org_id: str = "") -> LedgerPage:
         """Postings in the order they were made, of one job or of all (``job_id`` empty),
         and of one organisation only when ``org_id`` is given.
@@ -1131,38 +1327,59 @@ def verify_ledger(engine: Engine) -> Verification:
         result = conn.execution_options(yield_per=2000).execute(sa.select(p).order_by(p.c.entry_id))
         for row in result:
             auditor.add(int(row.entry_id), _posting_of(row))
+        auditor.check_workers(*_worker_facts(conn))
+        auditor.check_unsettled(*_unsettled_facts(conn))
     return auditor.finish(settled_objects, settled_answers, unpaid_answers, billable_ms, decided_bonus_cents)
 
 
-_END_OF_TIME = dt.datetime.max.replace(tzinfo=dt.UTC)
-
-
-@dataclass
-class _PeriodCharges:
-    """A job's charges of one period: its annotations, or everything else."""
-
-    job_id: str
-    annotations: bool
-    annotation_price: int
-    charges: int = 0
-    amount_cents: int = 0
-    first: dt.datetime = _END_OF_TIME
-
-    def add(self, row: Any) -> None:
-        self.charges += int(row.charges)
-        self.amount_cents += int(row.amount)
-        self.first = min(self.first, row.first)
-
-    def line(self) -> domain.InvoiceLine:
-        if not self.annotations:
-            return domain.InvoiceLine(f"Job {self.job_id}", self.charges, 0, self.amount_cents)
-        price = self.annotation_price
-        return domain.InvoiceLine(
-            description=f"Annotations (job {self.job_id})",
-            quantity=self.amount_cents // price if price > 0 else 0,
-            unit_price_cents=price,
-            amount_cents=self.amount_cents,
+def _worker_facts(
+    conn: Connection,
+) -> tuple[dict[tuple[str, str], domain.StoredWorkerTotals], dict[tuple[str, str], tuple[int, int]]]:
+    """The stored per-worker totals, and each worker's paid and unpaid answers per currency."""
+    w, a, j = tables.worker_totals, tables.accepted_answers, tables.jobs
+    stored = {
+        (row.worker_id, row.currency): domain.StoredWorkerTotals(
+            int(row.earned_cents), int(row.paid_out_cents), int(row.answers_paid), int(row.answers_unpaid)
         )
+        for row in conn.execute(sa.select(w))
+    }
+    unpaid = a.c.unpaid_reason.is_not(None)
+    counts = conn.execute(
+        sa.select(
+            a.c.worker_id,
+            j.c.currency,
+            sa.func.sum(sa.case((unpaid, 0), else_=1)).label("paid"),
+            sa.func.sum(sa.case((unpaid, 1), else_=0)).label("unpaid"),
+        )
+        .select_from(a.join(j, j.c.job_id == a.c.job_id))
+        .where(a.c.paid_at.is_not(None))
+        .group_by(a.c.worker_id, j.c.currency)
+    )
+    answers = {(row.worker_id, row.currency): (int(row.paid), int(row.unpaid)) for row in counts}
+    return stored, answers
+
+
+def _unsettled_facts(conn: Connection) -> tuple[dict[str, domain.Unsettled], dict[str, domain.Unsettled]]:
+    """Per live job with terms: its resolved tasks not billed, and its accepted answers to
+    resolved tasks not settled (a count and the smallest id)."""
+    j, t, a = tables.jobs, tables.resolved_tasks, tables.accepted_answers
+    live = sa.and_(j.c.has_terms.is_(True), j.c.deleted_at.is_(None))
+    unbilled = conn.execute(
+        sa.select(t.c.job_id, sa.func.count().label("n"), sa.func.min(t.c.task_id).label("example"))
+        .select_from(t.join(j, j.c.job_id == t.c.job_id))
+        .where(live, t.c.billed_at.is_(None))
+        .group_by(t.c.job_id)
+    )
+    unsettled = conn.execute(
+        sa.select(a.c.job_id, sa.func.count().label("n"), sa.func.min(a.c.answer_id).label("example"))
+        .select_from(a.join(j, j.c.job_id == a.c.job_id).join(t, t.c.task_id == a.c.task_id))
+        .where(live, a.c.paid_at.is_(None))
+        .group_by(a.c.job_id)
+    )
+    return (
+        {row.job_id: domain.Unsettled(int(row.n), row.example) for row in unbilled},
+        {row.job_id: domain.Unsettled(int(row.n), row.example) for row in unsettled},
+    )
 
 
 def _balance_of(row: Any) -> WorkerBalance:

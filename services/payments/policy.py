@@ -1,6 +1,6 @@
 """Who may call the payments service: clients on their own jobs and invoices, workers on
-their own balance and statement, staff across organisations (payouts and the ledger's
-checks are theirs alone)."""
+their own balance and statement, staff across organisations (payouts, the ledger's checks
+and its corrections are theirs alone)."""
 
 from __future__ import annotations
 
@@ -25,5 +25,6 @@ POLICY = ServicePolicy(
         "SetBudgetCap": rule(STAFF, OWN_JOB),
         "GetWorkerStatement": rule(STAFF, OWN_WORKER),
         "CreatePayoutBatch": STAFF,
+        "AdjustLedger": STAFF,
     },
 )

@@ -63,7 +63,24 @@ def _balance(balance: domain.WorkerBalance) -> payments_pb2.WorkerBalance:
     )
 
 
+# JobSpec amounts a quote refuses when negative, as ingest would refuse the job.
+_NON_NEGATIVE = (
+    "price_per_object_cents",
+    "pay_per_answer_cents",
+    "price_per_hour_cents",
+    "pay_per_hour_cents",
+    "price_per_annotation_cents",
+    "gold_bonus_cents",
+    "pilot_allowance",
+)
+
+
 def _terms(spec: common_pb2.JobSpec) -> domain.JobTerms:
+    """The terms a job of ``spec`` would get. Raises InvalidArgument("spec.<field>") for a
+    negative amount."""
+    for name in _NON_NEGATIVE:
+        if getattr(spec, name) < 0:
+            raise InvalidArgument(f"spec.{name}", f"must be >= 0 (got {getattr(spec, name)})")
     return domain.JobTerms.create(
         job_id="",
         client_id=spec.client_id,
@@ -80,6 +97,27 @@ def _terms(spec: common_pb2.JobSpec) -> domain.JobTerms:
         gold_bonus_cents=spec.gold_bonus_cents,
         gold_bonus_threshold=spec.gold_bonus_threshold,
         gold_bonus_min_answers=spec.gold_bonus_min_answers,
+        price_per_annotation_cents=spec.price_per_annotation_cents,
+    )
+
+
+def _adjustment(adjustment: domain.Adjustment, requested_by: bool = True) -> payments_pb2.LedgerAdjustment:
+    return payments_pb2.LedgerAdjustment(
+        request_id=adjustment.request_id,
+        entry=_entry(adjustment.entry),
+        reason=adjustment.reason,
+        created=adjustment.created,
+        requested_by=adjustment.requested_by if requested_by else "",
+    )
+
+
+def _line(line: domain.InvoiceLine) -> payments_pb2.InvoiceLine:
+    return payments_pb2.InvoiceLine(
+        description=line.description,
+        quantity=line.quantity,
+        unit_price_cents=line.unit_price_cents,
+        amount_cents=line.amount_cents,
+        job_id=line.job_id,
     )
 
 
@@ -113,15 +151,7 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
             job_id=invoice.job_id,
             client_id=invoice.client_id,
             currency=invoice.currency,
-            lines=[
-                payments_pb2.InvoiceLine(
-                    description=line.description,
-                    quantity=line.quantity,
-                    unit_price_cents=line.unit_price_cents,
-                    amount_cents=line.amount_cents,
-                )
-                for line in invoice.lines
-            ],
+            lines=[_line(line) for line in invoice.lines],
             objects_labeled=invoice.objects_labeled,
             pilot_objects=invoice.pilot_objects,
             total_cents=invoice.total_cents,
@@ -147,15 +177,7 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
             currency=invoice.currency,
             period_start=_timestamp(invoice.period_start),
             period_end=_timestamp(invoice.period_end),
-            lines=[
-                payments_pb2.InvoiceLine(
-                    description=line.description,
-                    quantity=line.quantity,
-                    unit_price_cents=line.unit_price_cents,
-                    amount_cents=line.amount_cents,
-                )
-                for line in invoice.lines
-            ],
+            lines=[_line(line) for line in invoice.lines],
             total_cents=invoice.total_cents,
             issued_at=_timestamp(invoice.issued_at),
         )
@@ -191,8 +213,15 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
         return payments_pb2.LedgerVerification(
             balanced=result.balanced,
             entries=result.entries,
-            debits_cents=result.debits_cents,
-            credits_cents=result.credits_cents,
+            # Only meaningful for a ledger in one currency; ``totals`` has them per currency.
+            debits_cents=result.totals[0].debits_cents if len(result.totals) == 1 else 0,
+            credits_cents=result.totals[0].credits_cents if len(result.totals) == 1 else 0,
+            totals=[
+                payments_pb2.CurrencyTotals(
+                    currency=t.currency, debits_cents=t.debits_cents, credits_cents=t.credits_cents
+                )
+                for t in result.totals
+            ],
             accounts=[
                 payments_pb2.AccountBalance(account=a.account, currency=a.currency, balance_cents=a.balance_cents)
                 for a in result.accounts
@@ -201,18 +230,21 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
         )
 
     def Quote(self, request: payments_pb2.QuoteRequest, context: grpc.ServicerContext) -> payments_pb2.JobQuote:
-        """Raises InvalidArgument("objects" / "expected_overlap" / "seconds_per_answer" /
-        "spec.gold_bonus_cents"). No I/O."""
+        """Raises InvalidArgument naming the field (see :func:`domain.quote`; "spec.<amount>"
+        when negative). No I/O."""
         spec = request.spec
-        if spec.gold_bonus_cents < 0:
-            raise InvalidArgument("spec.gold_bonus_cents", f"must be >= 0 (got {spec.gold_bonus_cents})")
+        annotations = (
+            request.expected_annotations_per_object if request.HasField("expected_annotations_per_object") else None
+        )
         estimate = domain.quote(
             _terms(spec),
             request.objects,
-            spec.overlap.min or 3,
-            spec.overlap.max or 5,
+            spec.overlap.min,
+            spec.overlap.max,
             request.expected_overlap,
             request.seconds_per_answer,
+            target_confidence=spec.target_confidence,
+            annotations_per_object=annotations,
         )
         return payments_pb2.JobQuote(
             currency=estimate.currency,
@@ -225,6 +257,9 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
             pilot_discount_cents=estimate.pilot_discount_cents,
             margin_cents=estimate.margin_cents,
             max_gold_bonus_cents=estimate.max_gold_bonus_cents,
+            expected_overlap=estimate.expected_overlap,
+            expected_annotations=estimate.expected_annotations,
+            annotation_cents=estimate.annotation_cents,
         )
 
     def SetBudgetCap(
@@ -272,6 +307,8 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
                 )
                 for bonus in statement.bonuses
             ],
+            # A worker reads who corrected its pay from the reason, not from a staff key's name.
+            adjustments=[_adjustment(a, requested_by=False) for a in statement.adjustments],
         )
 
     def CreatePayoutBatch(
@@ -290,3 +327,21 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
             export_csv=domain.payout_csv(batch),
             created_at=_timestamp(batch.created_at),
         )
+
+    def AdjustLedger(
+        self, request: payments_pb2.AdjustLedgerRequest, context: grpc.ServicerContext
+    ) -> payments_pb2.LedgerAdjustment:
+        """Raises InvalidArgument naming the field, NotFound for a job without terms,
+        FailedPrecondition for a reused request id or pay taken back beyond what is owed."""
+        adjustment = self._ledger.adjust(
+            domain.AdjustmentRequest(
+                request_id=_id("request_id", request.request_id, required=True),
+                debit_account=request.debit_account,
+                credit_account=request.credit_account,
+                amount_cents=request.amount_cents,
+                currency=request.currency,
+                job_id=_id("job_id", request.job_id, required=False),
+                reason=request.reason,
+            )
+        )
+        return _adjustment(adjustment)

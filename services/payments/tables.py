@@ -165,4 +165,20 @@ quality_bonuses = sa.Table(
     sa.Index("ix_quality_bonuses_worker", "worker_id", "decided_at", "job_id"),
 )
 
+# One row per correcting entry staff posted (AdjustLedger), next to its posting: who asked
+# and the client or worker account it corrects, so a statement or a client's invoice finds
+# its adjustments without scanning the postings.
+adjustments = sa.Table(
+    "adjustments",
+    metadata,
+    sa.Column("request_id", ID, primary_key=True),
+    sa.Column("entry_id", sa.BigInteger, nullable=False, unique=True),
+    sa.Column("account", sa.String(250), nullable=False),
+    sa.Column("job_id", ID, nullable=False),
+    sa.Column("requested_by", sa.String(200), nullable=False),
+    sa.Column("posted_at", UtcDateTime, nullable=False),
+    sa.Index("ix_adjustments_account", "account", "posted_at"),
+)
+
 make_append_only(postings)
+make_append_only(adjustments)

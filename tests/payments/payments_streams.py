@@ -60,6 +60,10 @@ def job_sealed(job_id: str, objects: int, event_id: str | None = None) -> events
     )
 
 
+def job_deleted(job_id: str, org_id: str = "acme") -> events_pb2.Event:
+    return events_pb2.Event(event_id=_eid(), job_deleted=events_pb2.JobDeleted(job_id=job_id, org_id=org_id))
+
+
 def task_resolved(
     task_id: str,
     job_id: str,

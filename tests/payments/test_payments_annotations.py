@@ -337,10 +337,14 @@ def test_the_period_invoice_has_a_line_for_each_jobs_annotations(ledger: Ledger)
     ledger.handle_events([job_created("plain", price=30), task_resolved("p1", "plain")])
     now = utcnow()
     invoice = ledger.period_invoice("acme", now - dt.timedelta(hours=1), now + dt.timedelta(hours=1))
-    assert [(line.description, line.quantity, line.unit_price_cents, line.amount_cents) for line in invoice.lines] == [
-        ("Job j", 2, 0, 100),
-        ("Annotations (job j)", 4, 7, 28),
-        ("Job plain", 1, 0, 30),
+    lines = [
+        (line.job_id, line.description, line.quantity, line.unit_price_cents, line.amount_cents)
+        for line in invoice.lines
+    ]
+    assert lines == [
+        ("j", "Labeled objects (bounding boxes)", 2, 50, 100),
+        ("j", "Annotations", 4, 7, 28),
+        ("plain", "Labeled objects (text classification)", 1, 30, 30),
     ]
     assert invoice.total_cents == 158
 

@@ -3,22 +3,15 @@ SQLite and PostgreSQL: the ledger keeps every entry and still verifies."""
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 import sqlalchemy as sa
-from payments_streams import answer_accepted, job_created, task_resolved
+from payments_streams import answer_accepted, job_created, job_deleted, task_resolved
 from sqlalchemy.engine import Engine
 
 from quorum.db import add_missing_columns, make_engine
 from quorum.errors import InvalidArgument
-from quorum.v1 import events_pb2
 from services.payments import tables
 from services.payments.handlers import DELETED_JOB_REASON, Ledger, verify_ledger
-
-
-def job_deleted(job_id: str, org_id: str = "acme") -> events_pb2.Event:
-    return events_pb2.Event(event_id=uuid.uuid4().hex, job_deleted=events_pb2.JobDeleted(job_id=job_id, org_id=org_id))
 
 
 def postings(engine: Engine) -> list[sa.Row[object]]:

@@ -3,13 +3,14 @@ events, idempotency, queries, the audit and concurrent writers."""
 
 from __future__ import annotations
 
+import multiprocessing
 import random
 import threading
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from payments_streams import answer_accepted, job_created, task_resolved
+from payments_streams import answer_accepted, job_created, job_deleted, task_resolved
 from sqlalchemy.engine import Engine
 
 from quorum.db import make_engine, utcnow
@@ -237,7 +238,8 @@ def test_verify_reports_every_account_balance(ledger: Ledger) -> None:
         ]
     )
     result = ledger.verify()
-    assert (result.entries, result.debits_cents, result.credits_cents) == (3, 70, 70)
+    assert result.entries == 3
+    assert [(t.currency, t.debits_cents, t.credits_cents) for t in result.totals] == [("USD", 70, 70)]
     assert {(a.account, a.balance_cents) for a in result.accounts} == {
         ("client:c1:receivable", 50),
         ("platform:revenue", -50),
@@ -246,6 +248,104 @@ def test_verify_reports_every_account_balance(ledger: Ledger) -> None:
         ("worker:w2:payable", -10),
     }
     assert sum(a.balance_cents for a in result.accounts) == 0
+
+
+def _settled_ledger(ledger: Ledger) -> None:
+    """Two jobs in two currencies, one worker paid in each, w1 paid out once."""
+    ledger.handle_events(
+        [
+            job_created("j", price=50, pay=10),
+            job_created("e", price=30, pay=4, currency="EUR"),
+            task_resolved("t1", "j"),
+            task_resolved("e1", "e"),
+            answer_accepted("a1", "t1", "j", "w1"),
+            answer_accepted("a2", "t1", "j", "w2", label="dog"),
+            answer_accepted("e1a", "e1", "e", "w1"),
+        ]
+    )
+    ledger.create_payout_batch("USD", 0)
+
+
+@pytest.mark.parametrize(
+    ("worker", "currency", "forged", "expected"),
+    [
+        ("w1", "USD", {"earned_cents": 100_000}, "worker 'w1' (USD): stored totals say earned 100000"),
+        ("w1", "EUR", {"paid_out_cents": 3}, "worker 'w1' (EUR): stored totals say earned 4, paid out 3"),
+        (
+            "w2",
+            "USD",
+            {"answers_unpaid": 0},
+            "0 unpaid; the ledger says earned 0, paid out 0, 0 answers paid, 1 unpaid",
+        ),
+        ("w1", "USD", {"answers_paid": 7}, "7 answers paid"),
+    ],
+)
+def test_verify_compares_the_stored_worker_totals_with_the_ledger(
+    ledger: Ledger, engine: Engine, worker: str, currency: str, forged: dict[str, int], expected: str
+) -> None:
+    _settled_ledger(ledger)
+    assert ledger.verify().problems == []
+    w = tables.worker_totals
+    with engine.begin() as conn:
+        changed = conn.execute(sa.update(w).where(w.c.worker_id == worker, w.c.currency == currency).values(forged))
+    assert changed.rowcount == 1
+    result = ledger.verify()
+    assert not result.balanced
+    assert any(expected in problem for problem in result.problems), result.problems
+
+
+def test_verify_flags_totals_stored_for_a_worker_the_ledger_never_paid(ledger: Ledger, engine: Engine) -> None:
+    _settled_ledger(ledger)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(tables.worker_totals).values(
+                worker_id="stranger",
+                currency="USD",
+                earned_cents=500,
+                answers_paid=0,
+                answers_unpaid=0,
+                paid_out_cents=0,
+            )
+        )
+    # Balances and payout batches read the stored totals: the forged row would be paid out.
+    assert ledger.worker_balance("stranger").owed_cents == 500
+    (problem,) = ledger.verify().problems
+    assert problem.startswith("worker 'stranger' (USD): stored totals say earned 500")
+    assert problem.endswith("the ledger says earned 0, paid out 0, 0 answers paid, 0 unpaid")
+
+
+def test_verify_flags_resolved_tasks_and_answers_left_unsettled_in_a_live_job(ledger: Ledger, engine: Engine) -> None:
+    _settled_ledger(ledger)
+    ledger.handle_events([task_resolved("waits", "pending"), answer_accepted("waits-a", "waits", "pending", "w1")])
+    ledger.handle_events([job_created("gone", price=5), job_deleted("gone"), task_resolved("gone-t", "gone")])
+    # Facts of a job whose terms have not arrived, or of a deleted job, are rightly unsettled.
+    assert ledger.verify().problems == []
+    now = utcnow()
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(tables.resolved_tasks).values(
+                task_id="t2", job_id="j", event_id="forged", resolved_at=now, label="cat", verdicts={}
+            )
+        )
+        conn.execute(
+            sa.insert(tables.accepted_answers).values(
+                answer_id="a9", job_id="j", task_id="t1", worker_id="w3", event_id="forged", accepted_at=now
+            )
+        )
+    problems = ledger.verify().problems
+    assert "job 'j': 1 resolved tasks not billed (e.g. task 't2')" in problems
+    assert "job 'j': 1 accepted answers to resolved tasks not settled (e.g. answer 'a9')" in problems
+    assert len(problems) == 2, problems
+
+
+def test_verify_totals_each_currency_on_its_own(ledger: Ledger) -> None:
+    _settled_ledger(ledger)
+    result = ledger.verify()
+    # USD: bill 50, w1's pay 10 and its payout 10 (w2's answer was rejected); EUR: bill 30, pay 4.
+    assert [(t.currency, t.debits_cents, t.credits_cents) for t in result.totals] == [
+        ("EUR", 34, 34),
+        ("USD", 70, 70),
+    ]
 
 
 def _stream(jobs: int, tasks: int, answers: int) -> list[events_pb2.Event]:
@@ -261,37 +361,50 @@ def _stream(jobs: int, tasks: int, answers: int) -> list[events_pb2.Event]:
     return events
 
 
-def test_two_processes_applying_the_same_events_never_double_post(payments_db_url: str, engine: Engine) -> None:
-    """Two engines on one database (two service replicas) race through the same events,
-    each in its own order and batch sizes."""
-    events = _stream(jobs=3, tasks=40, answers=3)
-    engines = [make_engine(payments_db_url) for _ in range(2)]
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(len(engines))
-
-    def run(worker: int, eng: Engine) -> None:
-        rng = random.Random(worker)
-        mine = events[:]
+def _replica(url: str, seed: int, payloads: list[bytes], start: Any, failures: Any) -> None:
+    """One service replica in a process of its own: its own engine, the events in its own
+    order and batch sizes."""
+    engine = make_engine(url)
+    try:
+        mine = [events_pb2.Event.FromString(payload) for payload in payloads]
+        rng = random.Random(seed)
         rng.shuffle(mine)
-        replica = Ledger(eng)
-        barrier.wait()
-        try:
-            start = 0
-            while start < len(mine):
-                size = rng.randint(5, 60)
-                replica.handle_events(mine[start : start + size])
-                start += size
-        except BaseException as error:
-            errors.append(error)
+        replica = Ledger(engine)
+        start.wait(timeout=120)
+        begin = 0
+        while begin < len(mine):
+            size = rng.randint(5, 60)
+            replica.handle_events(mine[begin : begin + size])
+            begin += size
+    except BaseException as error:
+        failures.put(f"replica {seed}: {error!r}")
+        raise
+    finally:
+        engine.dispose()
 
-    threads = [threading.Thread(target=run, args=(i, eng)) for i, eng in enumerate(engines)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    for eng in engines:
-        eng.dispose()
-    assert errors == []
+
+def test_processes_applying_the_same_events_never_double_post(payments_db_url: str, engine: Engine) -> None:
+    """Three OS processes (three service replicas, each with its own engine) race through
+    the same events on one database, each in its own order and batch sizes."""
+    events = _stream(jobs=3, tasks=40, answers=3)
+    context = multiprocessing.get_context("spawn")
+    replicas = 3
+    start = context.Barrier(replicas)
+    failures = context.Queue()
+    payloads = [event.SerializeToString() for event in events]
+    processes = [
+        context.Process(target=_replica, args=(payments_db_url, seed, payloads, start, failures))
+        for seed in range(replicas)
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=180)
+    reported = []
+    while not failures.empty():
+        reported.append(failures.get(timeout=5))
+    assert reported == []
+    assert [process.exitcode for process in processes] == [0] * replicas
     ledger = Ledger(engine)
     posted = keys(engine)
     assert len(posted) == len(set(posted)) == 3 * 40 + 3 * 40 * 3

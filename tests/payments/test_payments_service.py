@@ -3,9 +3,13 @@ events in through Kafka, figures out through gRPC."""
 
 from __future__ import annotations
 
+import csv
+import datetime as dt
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -13,6 +17,7 @@ import pytest
 from payments_streams import answer_accepted, job_created, job_sealed, task_resolved
 from quorum_testing import admin_key, worker_key
 
+from quorum.cli import main as cli_main
 from quorum.messaging import Publisher, Topics, outgoing
 from quorum.rpc import channel
 from quorum.service import RunningService, start_service
@@ -269,14 +274,23 @@ def test_quote_budget_cap_statement_and_payouts_over_grpc(
     assert verification.balanced, list(verification.problems)
 
 
+def use_the_service(monkeypatch: pytest.MonkeyPatch, running: RunningService, settings: Settings) -> None:
+    """Points the command line at the running payments service, with the local admin key."""
+    monkeypatch.setenv("QUORUM_HOME", str(settings.home))
+    monkeypatch.setenv("QUORUM_PAYMENTS_ADDR", f"127.0.0.1:{running.port}")
+    monkeypatch.delenv("QUORUM_API_KEY", raising=False)
+
+
 def test_period_invoice_sums_a_clients_charges_per_job(
     running: RunningService,
     stub: payments_pb2_grpc.PaymentsServiceStub,
+    service_settings: Settings,
     kafka_bootstrap: str,
     topic_prefix: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    import datetime as dt
-
     from google.protobuf.timestamp_pb2 import Timestamp
 
     def ts(moment: dt.datetime) -> Timestamp:
@@ -304,10 +318,32 @@ def test_period_invoice_sums_a_clients_charges_per_job(
     )
     invoice = stub.GetPeriodInvoice(request, timeout=5)
     assert (invoice.client_id, invoice.currency, invoice.total_cents) == ("acme", "USD", 3 * 40 + 2 * 25)
-    assert sorted((line.description, line.quantity, line.amount_cents) for line in invoice.lines) == [
-        ("Job a", 3, 120),
-        ("Job b", 2, 50),
+    assert sorted(
+        (line.job_id, line.description, line.quantity, line.unit_price_cents, line.amount_cents)
+        for line in invoice.lines
+    ) == [
+        ("a", "Labeled objects (text classification)", 3, 40, 120),
+        ("b", "Labeled objects (text classification)", 2, 25, 50),
     ]
+
+    use_the_service(monkeypatch, running, service_settings)
+    today = now.date()
+    period = ["period-invoice", "acme", "--from", str(today), "--to", str(today + dt.timedelta(days=1))]
+    assert cli_main([*period, "--format", "csv", "--out", str(tmp_path / "period.csv")]) == 0
+    rows = list(csv.DictReader((tmp_path / "period.csv").open(encoding="utf-8")))
+    assert sorted((r["job_id"], r["quantity"], r["unit_price_cents"], r["amount_cents"]) for r in rows[:-1]) == [
+        ("a", "3", "40", "120"),
+        ("b", "2", "25", "50"),
+    ]
+    assert (rows[-1]["description"], rows[-1]["amount_cents"]) == ("Total", "170")
+    assert cli_main([*period, "--format", "pdf", "--out", str(tmp_path / "period.pdf")]) == 0
+    pdf = (tmp_path / "period.pdf").read_bytes()
+    assert pdf.startswith(b"%PDF-") and b"1.70 USD" in pdf and b"Job a" in pdf
+    capsys.readouterr()
+    assert cli_main([*period, "--format", "json"]) == 0
+    assert int(json.loads(capsys.readouterr().out)["totalCents"]) == 170
+    assert cli_main(period) == 0
+    assert "Total" in capsys.readouterr().out
     later = payments_pb2.GetPeriodInvoiceRequest(
         client_id="acme", period_start=ts(now + dt.timedelta(hours=1)), period_end=ts(now + dt.timedelta(hours=2))
     )
@@ -426,3 +462,208 @@ def test_a_boxed_objects_annotations_reach_the_invoice_over_grpc(
     assert invoice.total_cents == 71
     summary = stub.GetMoneySummary(payments_pb2.GetMoneySummaryRequest(job_id="boxes"), timeout=5)
     assert (summary.billed_cents, summary.objects_billed) == (71, 1)
+
+
+@pytest.mark.parametrize("service_settings", ["sqlite", "postgres"], indirect=True)
+def test_staff_correct_the_ledger_over_grpc_and_the_command_line(
+    running: RunningService,
+    stub: payments_pb2_grpc.PaymentsServiceStub,
+    service_settings: Settings,
+    kafka_bootstrap: str,
+    topic_prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    publish(
+        kafka_bootstrap,
+        topic_prefix,
+        [
+            job_created("fix", price=50, pay=10),
+            answer_accepted("a1", "t1", "fix", "w1"),
+            answer_accepted("a2", "t1", "fix", "w2", label="dog"),
+            task_resolved("t1", "fix"),
+        ],
+    )
+    eventually(
+        lambda: stub.GetMoneySummary(payments_pb2.GetMoneySummaryRequest(job_id="fix"), timeout=5),
+        lambda s: s.answers_paid + s.answers_unpaid == 2,
+    )
+    refund = payments_pb2.AdjustLedgerRequest(
+        request_id="fix-refund",
+        debit_account="platform:revenue",
+        credit_account="client:acme:receivable",
+        amount_cents=20,
+        job_id="fix",
+        reason="two days late",
+    )
+    made = stub.AdjustLedger(refund, timeout=5)
+    assert made.created and made.reason == "two days late" and made.requested_by
+    assert (made.entry.amount_cents, made.entry.currency, made.entry.memo) == (20, "USD", "Adjustment: two days late")
+    again = stub.AdjustLedger(refund, timeout=5)
+    assert not again.created and again.entry.entry_id == made.entry.entry_id
+    invoice = stub.GetInvoice(payments_pb2.GetInvoiceRequest(job_id="fix"), timeout=5)
+    assert invoice.total_cents == 30
+    assert (invoice.lines[-1].description, invoice.lines[-1].amount_cents) == ("Adjustment: two days late", -20)
+
+    for bad, field in (
+        (payments_pb2.AdjustLedgerRequest(**{**_fields(refund), "reason": ""}), "reason"),
+        (payments_pb2.AdjustLedgerRequest(**{**_fields(refund), "request_id": ""}), "request_id"),
+        (payments_pb2.AdjustLedgerRequest(**{**_fields(refund), "amount_cents": -1}), "amount_cents"),
+        (
+            payments_pb2.AdjustLedgerRequest(**{**_fields(refund), "debit_account": "platform:worker_cost"}),
+            "debit_account",
+        ),
+    ):
+        code, message = _code_and_message(lambda bad=bad: stub.AdjustLedger(bad, timeout=5))  # type: ignore[misc]
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and message.startswith(f"{field}: "), message
+    code, message = _code_and_message(
+        lambda: stub.AdjustLedger(
+            payments_pb2.AdjustLedgerRequest(**{**_fields(refund), "amount_cents": 21}), timeout=5
+        )
+    )
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and "fix-refund" in message
+
+    # The command line pays w2 for the answer consensus rejected by mistake, once.
+    use_the_service(monkeypatch, running, service_settings)
+    pay = [
+        "ledger", "adjust", "--request-id", "fix-a2", "--debit", "platform:worker_cost",
+        "--credit", "worker:w2:payable", "--amount-cents", "10", "--job", "fix", "--reason", "answer a2 was right",
+    ]  # fmt: skip
+    capsys.readouterr()
+    assert cli_main(pay) == 0
+    assert "adjustment fix-a2 posted: entry" in capsys.readouterr().out
+    assert cli_main(pay) == 0
+    assert "already posted (nothing new)" in capsys.readouterr().out
+    assert cli_main([*pay[:-1], ""]) == 1
+    assert "INVALID_ARGUMENT" in capsys.readouterr().err
+
+    with channel(f"127.0.0.1:{running.port}", api_key=worker_key(service_settings, "w2")) as ch:
+        own = payments_pb2_grpc.PaymentsServiceStub(ch)
+        statement = own.GetWorkerStatement(payments_pb2.GetWorkerStatementRequest(worker_id="w2"), timeout=5)
+        denied, _ = _code_and_message(lambda: own.AdjustLedger(refund, timeout=5))
+    assert denied == grpc.StatusCode.PERMISSION_DENIED
+    (correction,) = statement.adjustments
+    assert (correction.request_id, correction.reason, correction.entry.amount_cents) == (
+        "fix-a2",
+        "answer a2 was right",
+        10,
+    )
+    assert correction.requested_by == ""
+    assert (statement.balances[0].earned_cents, statement.balances[0].answers_unpaid) == (10, 1)
+    balance = stub.GetWorkerBalance(payments_pb2.GetWorkerBalanceRequest(worker_id="w2"), timeout=5)
+    assert balance.owed_cents == 10
+    verification = stub.VerifyLedger(payments_pb2.VerifyLedgerRequest(), timeout=10)
+    assert verification.balanced, list(verification.problems)
+
+
+def _fields(message: Any) -> dict[str, Any]:
+    return {field.name: value for field, value in message.ListFields()}
+
+
+def test_quote_charges_annotations_and_estimates_the_overlap_over_grpc_and_the_command_line(
+    running: RunningService,
+    stub: payments_pb2_grpc.PaymentsServiceStub,
+    service_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from quorum.v1 import common_pb2
+
+    spec = common_pb2.JobSpec(
+        client_id="acme",
+        bounding_boxes=common_pb2.BoundingBoxConfig(labels=["car"]),
+        overlap=common_pb2.Overlap(min=3, max=5),
+        target_confidence=0.9,
+        price_per_object_cents=50,
+        pay_per_answer_cents=10,
+        price_per_annotation_cents=5,
+        pilot=True,
+        pilot_allowance=10,
+    )
+    quote = stub.Quote(
+        payments_pb2.QuoteRequest(spec=spec, objects=100, expected_annotations_per_object=2.5), timeout=5
+    )
+    # 5 cents a box: 250 boxes on 100 objects, less the boxes of the 10 free objects.
+    assert (quote.expected_annotations, quote.annotation_cents) == (250, 1250)
+    assert quote.client_cents == 100 * 50 + 1250 - (10 * 50 + 25 * 5)
+    # No expected overlap given: estimated from the dynamic overlap, not overlap.min.
+    assert quote.expected_overlap == pytest.approx(4.26) and quote.expected_answers == 426
+    assert quote.worker_cents == 426 * 10
+
+    for request, field in (
+        (payments_pb2.QuoteRequest(spec=spec, objects=100), "expected_annotations_per_object"),
+        (
+            payments_pb2.QuoteRequest(spec=spec, objects=100, expected_annotations_per_object=-2),
+            "expected_annotations_per_object",
+        ),
+        (
+            payments_pb2.QuoteRequest(spec=common_pb2.JobSpec(price_per_object_cents=-1), objects=1),
+            "spec.price_per_object_cents",
+        ),
+        (
+            payments_pb2.QuoteRequest(spec=common_pb2.JobSpec(overlap=common_pb2.Overlap(min=4, max=2)), objects=1),
+            "spec.overlap.max",
+        ),
+        (payments_pb2.QuoteRequest(spec=common_pb2.JobSpec(target_confidence=2), objects=1), "spec.target_confidence"),
+    ):
+        code, message = _code_and_message(lambda request=request: stub.Quote(request, timeout=5))  # type: ignore[misc]
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and message.startswith(f"{field}: "), message
+
+    # `quorum quote` takes submit's job options and quotes the same job.
+    use_the_service(monkeypatch, running, service_settings)
+    options = [
+        "--task", "bounding_boxes", "--labels", "car", "--client", "acme", "--min-overlap", "3", "--max-overlap", "5",
+        "--price-cents", "50", "--pay-cents", "10", "--price-per-annotation-cents", "5", "--pilot",
+        "--pilot-allowance", "10", "--gold-share", "0",
+    ]  # fmt: skip
+    capsys.readouterr()
+    assert cli_main(["quote", "--objects", "100", "--annotations-per-object", "2.5", "--json", *options]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert int(printed["clientCents"]) == quote.client_cents and int(printed["expectedAnswers"]) == 426
+    assert int(printed["annotationCents"]) == 1250
+    assert cli_main(["quote", "--objects", "100", "--annotations-per-object", "2.5", *options]) == 0
+    text = capsys.readouterr().out
+    assert f"client pays   {quote.client_cents // 100}.{quote.client_cents % 100:02d} USD" in text
+    assert "426 (4.26 per object)" in text
+    assert cli_main(["quote", "--objects", "100", *options]) == 1
+    assert "expected_annotations_per_object" in capsys.readouterr().err
+
+
+def test_payouts_create_writes_the_providers_file_and_never_pays_twice(
+    running: RunningService,
+    stub: payments_pb2_grpc.PaymentsServiceStub,
+    service_settings: Settings,
+    kafka_bootstrap: str,
+    topic_prefix: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    tasks = [f"t{i}" for i in range(3)]
+    events = [job_created("paid", price=50, pay=400)]
+    events += [answer_accepted(f"{t}-{w}", t, "paid", w) for t in tasks for w in ("rich", "poor")]
+    events += [task_resolved(t, "paid") for t in tasks] + [answer_accepted("late", "t9", "paid", "poor")]
+    publish(kafka_bootstrap, topic_prefix, events)
+    eventually(
+        lambda: stub.GetMoneySummary(payments_pb2.GetMoneySummaryRequest(job_id="paid"), timeout=5),
+        lambda s: s.answers_paid == 6,
+    )
+    use_the_service(monkeypatch, running, service_settings)
+    first, second = tmp_path / "first.csv", tmp_path / "second.csv"
+    capsys.readouterr()
+    assert cli_main(["payouts", "create", "--currency", "usd", "--minimum-cents", "1000", "--out", str(first)]) == 0
+    assert "2 workers, 24.00 USD" in capsys.readouterr().out
+    rows = list(csv.DictReader(first.open(encoding="utf-8")))
+    assert sorted((row["worker_id"], row["amount_cents"], row["currency"]) for row in rows) == [
+        ("poor", "1200", "USD"),
+        ("rich", "1200", "USD"),
+    ]
+    assert len({row["batch_id"] for row in rows}) == 1
+    # Nothing new was earned: a second run pays nobody, and its file holds the header alone.
+    assert cli_main(["payouts", "create", "--minimum-cents", "1", "--out", str(second)]) == 0
+    assert "0 workers, 0.00 USD" in capsys.readouterr().out
+    assert second.read_text(encoding="utf-8") == "worker_id,amount_cents,currency,batch_id\n"
+    balance = stub.GetWorkerBalance(payments_pb2.GetWorkerBalanceRequest(worker_id="rich"), timeout=5)
+    assert (balance.earned_cents, balance.paid_out_cents, balance.owed_cents) == (1200, 1200, 0)
+    verification = stub.VerifyLedger(payments_pb2.VerifyLedgerRequest(), timeout=10)
+    assert verification.balanced, list(verification.problems)

@@ -381,6 +381,14 @@ REQUESTS: dict[str, Callable[[Scenario], Any]] = {
     "SetBudgetCap": lambda sc: payments_pb2.SetBudgetCapRequest(job_id=sc.plain_job, budget_cap_cents=1_000_000),
     "GetWorkerStatement": lambda sc: payments_pb2.GetWorkerStatementRequest(worker_id=WORKER),
     "CreatePayoutBatch": lambda sc: payments_pb2.CreatePayoutBatchRequest(currency="USD", minimum_payout_cents=1),
+    # One request id for every role: the second staff call replays the first.
+    "AdjustLedger": lambda sc: payments_pb2.AdjustLedgerRequest(
+        request_id="matrix-goodwill",
+        debit_account="platform:revenue",
+        credit_account=f"client:{ORG}:receivable",
+        amount_cents=1,
+        reason="goodwill credit",
+    ),
     "CreateKey": lambda sc: access_pb2.CreateKeyRequest(
         role=access_pb2.ROLE_WORKER, subject=f"w-{uuid.uuid4().hex[:6]}"
     ),
