@@ -205,20 +205,9 @@ def test_gold_answers_settle_with_the_job_and_read_like_regular_ones(ledger: Led
     assert not any(word in reason.lower() for word in ("gold", "known", "quality", "cat", "dog"))
     summary = ledger.money_summary("j")
     assert (summary.answers_paid, summary.answers_unpaid, summary.paid_cents) == (2, 2, 20)
-    assert_verifies(engine)
-
-
-def test_a_gold_answer_after_the_job_is_labeled_settles_at_once(ledger: Ledger, engine: Engine) -> None:
-    early, last = gold_job_events()
-    ledger.handle_events([*early, *last])
     # A late lease on a gold task, like one on a resolved task, is settled on arrival.
-    ledger.handle_events(
-        [
-            answer_accepted("late-gold", "g3", "j", "w", gold=True, right=True),
-            answer_accepted("late", "t1", "j", "w2"),
-        ]
-    )
-    assert lines(ledger, "w")["late-gold"].paid and lines(ledger, "w2")["late"].paid
+    ledger.handle_events([answer_accepted("late-gold", "g3", "j", "w", gold=True, right=True)])
+    assert lines(ledger, "w")["late-gold"].paid
     assert_verifies(engine)
 
 
