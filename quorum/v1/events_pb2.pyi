@@ -149,14 +149,16 @@ class MoreAnswersRequested(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., job_id: _Optional[str] = ..., answers_wanted: _Optional[int] = ...) -> None: ...
 
 class WorkerAnswer(_message.Message):
-    __slots__ = ("worker_id", "answer", "weight")
+    __slots__ = ("worker_id", "answer", "weight", "agreed")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     ANSWER_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    AGREED_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     answer: _common_pb2.Answer
     weight: float
-    def __init__(self, worker_id: _Optional[str] = ..., answer: _Optional[_Union[_common_pb2.Answer, _Mapping]] = ..., weight: _Optional[float] = ...) -> None: ...
+    agreed: bool
+    def __init__(self, worker_id: _Optional[str] = ..., answer: _Optional[_Union[_common_pb2.Answer, _Mapping]] = ..., weight: _Optional[float] = ..., agreed: _Optional[bool] = ...) -> None: ...
 
 class TaskResolved(_message.Message):
     __slots__ = ("task_id", "job_id", "item_id", "object_name", "label", "confidence", "low_confidence", "answers", "resolved_at", "version")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -401,6 +401,13 @@ class TaskProgress:
         return self.requested
 
 
+def judged(job: JobSpec, answers: Sequence[WeightedAnswer], label: str) -> tuple[WeightedAnswer, ...]:
+    """``answers`` each with whether it agrees with ``label`` (see :func:`_matching`): for a
+    label no fusion of these answers produced, such as a reviewer's. One comparison batch."""
+    verdicts = _matching(job, [(a.label, label) for a in answers])
+    return tuple(replace(a, agreed=ok) for a, ok in zip(answers, verdicts, strict=True))
+
+
 def _matches(job: JobSpec | None, label: str, reference: str) -> bool:
     """Whether an answer agrees with a gold or resolved label (see :func:`_matching`)."""
     return _matching(job, [(label, reference)])[0]
@@ -434,6 +441,11 @@ class Regrade:
     agree: dict[str, int]
     agreed: dict[str, int]
     flags: dict[str, tuple[bool, ...]]
+
+    def verdicts(self, task_id: str, graded: Sequence[Graded]) -> dict[str, bool]:
+        """Per worker, whether its answer to ``task_id`` agrees with the new label; ``graded``
+        are the answers :func:`regrade` was given for the task, in the same order."""
+        return {g.vote.worker_id: ok for g, ok in zip(graded, self.flags.get(task_id, ()), strict=True)}
 
 
 def regrade(
@@ -487,6 +499,9 @@ class WeightedAnswer:
     worker_id: str
     label: str
     weight: float
+    # Whether the answer agrees with its task's label; None when not judged (results read
+    # back from storage keep no verdict).
+    agreed: bool | None = None
 
 
 @dataclass(frozen=True)

@@ -354,7 +354,8 @@ class _Batch:
             low_confidence=decision is Decision.RESOLVE_LOW_CONFIDENCE,
             majority_label=evaluation.majority_label,
             answers=tuple(
-                WeightedAnswer(v.worker_id, v.label, w) for v, w in zip(progress.votes, evaluation.weights, strict=True)
+                WeightedAnswer(v.worker_id, v.label, w, agreed=evaluation.agrees(i, v))
+                for i, (v, w) in enumerate(zip(progress.votes, evaluation.weights, strict=True))
             ),
             resolved_at=self.now,
         )

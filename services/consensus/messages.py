@@ -66,7 +66,8 @@ def job_spec_of(event: events_pb2.JobCreated) -> JobSpec:
 
 def _worker_answers(answers: tuple[WeightedAnswer, ...]) -> list[events_pb2.WorkerAnswer]:
     return [
-        events_pb2.WorkerAnswer(worker_id=a.worker_id, answer=answer_message(a.label), weight=a.weight) for a in answers
+        events_pb2.WorkerAnswer(worker_id=a.worker_id, answer=answer_message(a.label), weight=a.weight, agreed=a.agreed)
+        for a in answers
     ]
 
 

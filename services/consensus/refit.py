@@ -258,11 +258,20 @@ class Refit:
                 relabels[row.task_id] = (row.label, result.label)
                 if new.agreed is not None:
                     fused[row.task_id] = new.agreed
-            grades = _write_regrade(conn, job, relabels, fused)
+            grades, verdicts = _write_regrade(conn, job, relabels, fused)
+            published = [
+                dataclasses.replace(
+                    c,
+                    answers=tuple(
+                        dataclasses.replace(a, agreed=verdicts[c.task_id].get(a.worker_id)) for a in c.answers
+                    ),
+                )
+                for c in changed
+            ]
             enqueue(
                 conn,
                 t.outbox,
-                [outgoing(self._topics.results, c.task_id, messages.task_resolved_event(c)) for c in changed],
+                [outgoing(self._topics.results, c.task_id, messages.task_resolved_event(c)) for c in published],
             )
         if grades.agreed:
             self._evidence_changed(sorted(grades.agreed))
@@ -277,11 +286,12 @@ def _write_regrade(
     job: JobSpec,
     relabels: Mapping[str, tuple[str, str]],
     fused: Mapping[str, Mapping[str, bool]],
-) -> Regrade:
+) -> tuple[Regrade, dict[str, dict[str, bool]]]:
     """Writes the new labels of ``relabels`` (task -> (old, new) label) to their tasks and
     grades the tasks' answers again against them (see :func:`regrade`; ``fused`` is what the
     fusion behind a new label said of each answer): each answer's ``agreed``, each task's
-    ``agree``, each worker's ``agreed`` in the job. Returns what it graded."""
+    ``agree``, each worker's ``agreed`` in the job. Returns what it graded, and per task
+    whether each worker's answer agrees with the new label."""
     a, tk, ws = t.answers, t.tasks, t.worker_stats
     tasks = sorted(relabels)
     # Locked before their answers are read, in key order as the handler locks them: a late
@@ -290,7 +300,8 @@ def _write_regrade(
     # A task a reviewer did not decide had each of its answers compared with its label once:
     # all of them when it resolved, every later one on arrival.
     stored = graded_answers(conn, tasks)
-    grades = regrade(job, relabels, {task: [graded for _, graded in rows] for task, rows in stored.items()}, fused)
+    answers = {task: [graded for _, graded in rows] for task, rows in stored.items()}
+    grades = regrade(job, relabels, answers, fused)
     regraded = sorted(
         (row_id, flag)
         for task in relabels
@@ -321,4 +332,4 @@ def _write_regrade(
             .values(agreed=ws.c.agreed + sa.bindparam("b_shift")),
             [{"b_worker_id": worker, "b_shift": shift} for worker, shift in sorted(grades.agreed.items())],
         )
-    return grades
+    return grades, {task: grades.verdicts(task, answers.get(task, ())) for task in relabels}

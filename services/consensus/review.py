@@ -21,12 +21,14 @@ from services.consensus import tables as t
 from services.consensus.domain import (
     RELIABILITY,
     Evaluation,
+    JobSpec,
     TaskResult,
     TaskState,
     Vote,
     WeightedAnswer,
     evaluate,
     evaluate_structured,
+    judged,
     minute_of,
 )
 from services.consensus.handlers import job_spec_of_row, worker_evidence
@@ -72,7 +74,7 @@ class ExpertReview:
                 .order_by(tk.c.created_at, tk.c.task_id)
                 .limit(limit)
             ).all()
-            return [self._review_task(conn, row) for row in rows]
+            return [self._review_task(conn, row, _job(conn, row.job_id)) for row in rows]
 
     def submit(self, task_id: str, reviewer_id: str, label: str) -> TaskResult:
         """Resolves a task under review with the reviewer's label, in stored form
@@ -89,7 +91,8 @@ class ExpertReview:
                 raise NotFound("task", task_id)
             if row.state != TaskState.REVIEW.value:
                 raise FailedPrecondition(f"task {task_id} is not awaiting review (it is {row.state})")
-            pending = self._review_task(conn, row)
+            job = _job(conn, row.job_id)
+            pending = self._review_task(conn, row, job)
             _check_review_label(pending, label)
             result = TaskResult(
                 task_id=row.task_id,
@@ -100,7 +103,7 @@ class ExpertReview:
                 confidence=1.0,
                 low_confidence=False,
                 majority_label=pending.majority_label,
-                answers=(*pending.answers, WeightedAnswer(reviewer_id, label, 1.0)),
+                answers=(*judged(job, pending.answers, label), WeightedAnswer(reviewer_id, label, 1.0, agreed=True)),
                 resolved_at=now,
             )
             conn.execute(
@@ -134,9 +137,8 @@ class ExpertReview:
         self._outbox_written()
         return result
 
-    def _review_task(self, conn: Connection, row: Any) -> ReviewTask:
+    def _review_task(self, conn: Connection, row: Any, job: JobSpec) -> ReviewTask:
         a = t.answers
-        job = job_spec_of_row(conn.execute(sa.select(t.jobs).where(t.jobs.c.job_id == row.job_id)).one())
         votes = [
             Vote(worker, label)
             for worker, label in conn.execute(
@@ -168,6 +170,10 @@ class ExpertReview:
             majority_label=evaluation.majority_label,
             answer_kind=job.answer_kind,
         )
+
+
+def _job(conn: Connection, job_id: str) -> JobSpec:
+    return job_spec_of_row(conn.execute(sa.select(t.jobs).where(t.jobs.c.job_id == job_id)).one())
 
 
 def _check_review_label(pending: ReviewTask, label: str) -> None:

@@ -31,10 +31,16 @@ postings): the n-th billable answer of a job is charged
 ``hourly(ms) = ms * rate // 3_600_000``, so the job's total is exactly
 ``hourly(its billable active ms)`` whatever the order. Per-hour pay is
 ``hourly(the answer's active ms)`` at the pay rate, the fraction of a cent
-rounded down. An answer is paid once its task is resolved (gold answers at
-once), unless consensus flagged its worker as a spammer (weight 0) or rejected
-it (a label other than the consensus label on a confident resolution): then it
-is settled unpaid with the reason recorded for the worker to see.
+rounded down.
+
+An answer to a regular task is settled once its task is resolved; an answer to a
+gold (known-answer) task once its job is finished (sealed, every object billed),
+so that a worker's statement never tells gold tasks apart by when they settle.
+It is settled unpaid, with the reason recorded for the worker to see, when its
+worker is flagged as a spammer at that moment (consensus's WorkerFlagged), or when
+it is rejected: consensus found it disagrees with a confident resolution, or, for a
+gold answer, tasking graded it wrong. Both rejections read the same. Answers settled
+before a flag, or after it is lifted, are paid.
 
 Quality bonus (JobSpec.gold_bonus_cents): once every object of a sealed job is
 billed, each worker who answered its gold tasks is judged once. A worker with at
@@ -358,7 +364,8 @@ def pay_answer(
     """Pays a worker for one accepted answer; None when it earns nothing.
 
     Answers to gold tasks are paid like any other: the worker cannot tell them
-    apart and did the same work.
+    apart and did the same work. Whether an answer is paid at all is
+    :func:`unpaid_reason`'s to say.
     """
     amount = pay_amount(terms, active_ms)
     if amount <= 0:
@@ -522,36 +529,63 @@ def adjustment_line(posting: Posting, client_id: str) -> InvoiceLine:
 
 @dataclass(frozen=True)
 class Verdict:
-    """What consensus said of one worker's answer to a resolved task."""
+    """What consensus said of one worker's answer to a resolved task: ``agreed`` is None
+    on resolutions published before consensus judged each answer."""
 
     label: str
     weight: float
+    agreed: bool | None = None
 
 
-def unpaid_reason(
-    gold: bool,
-    worker_id: str,
-    label: str,
-    verdicts: Mapping[str, Verdict],
-    consensus_label: str,
-    low_confidence: bool,
-) -> str:
+# The reason a worker reads on a rejected answer, whether consensus or a known answer judged
+# it: one wording, so that a statement never tells gold tasks apart, and no label in it.
+REJECTED_REASON = "rejected: the answer disagrees with the label accepted for this task"
+
+
+def spammer_reason(flag_reason: str) -> str:
+    """The reason shown on an answer settled while its worker was flagged as a spammer."""
+    reason = flag_reason.strip() or "consensus flagged this worker"
+    return reason if reason.startswith("spammer") else f"spammer: {reason}"
+
+
+@dataclass(frozen=True)
+class AnswerFacts:
+    """What settling one accepted answer looks at."""
+
+    gold: bool
+    # Tasking's grade of a gold answer; None when ungraded or not gold.
+    gold_correct: bool | None
+    # The answer's class label ("" for structured kinds).
+    label: str
+    # The reason of the worker's spammer flag when it is flagged at settlement, else None.
+    flagged: str | None = None
+    # Consensus's verdict on the answer; None for a gold answer or one consensus did not see.
+    verdict: Verdict | None = None
+    consensus_label: str = ""
+    low_confidence: bool = False
+
+
+def unpaid_reason(facts: AnswerFacts) -> str:
     """Why an accepted answer is not paid, or "" when it is.
 
-    Gold answers are always paid (consensus does not judge them). A worker whose
-    answer consensus weighted 0 is taken as flagged a spammer; an answer whose label
-    differs from the label of a confident resolution is rejected. An answer consensus
-    did not see (it arrived after the resolution) is paid: the worker held a live lease.
+    A worker flagged as a spammer when the answer is settled is not paid for it. A gold
+    answer tasking graded wrong, and an answer consensus found disagrees with a confident
+    resolution, are rejected with the same reason. Consensus's per-answer verdict decides
+    when the resolution carries one; otherwise (older events) the class labels are compared,
+    which a structured answer has none of. An answer consensus did not see (it came after
+    the resolution) has no verdict and is compared by label. A low-confidence resolution
+    rejects nobody.
     """
-    if gold:
+    if facts.flagged is not None:
+        return spammer_reason(facts.flagged)
+    if facts.gold:
+        return REJECTED_REASON if facts.gold_correct is False else ""
+    if facts.low_confidence:
         return ""
-    verdict = verdicts.get(worker_id)
-    if verdict is not None and verdict.weight <= 0:
-        return "spammer: consensus gave this worker's answers no weight"
-    if not low_confidence and consensus_label and label and label != consensus_label:
-        # The worker sees this reason: it must not disclose the consensus label.
-        return f"rejected by consensus: the answer {label!r} disagrees with a confident resolution"
-    return ""
+    agreed = facts.verdict.agreed if facts.verdict is not None else None
+    if agreed is None:
+        agreed = not (facts.consensus_label and facts.label) or facts.label == facts.consensus_label
+    return "" if agreed else REJECTED_REASON
 
 
 @dataclass(frozen=True)
@@ -830,7 +864,7 @@ class JobCounters:
     billed_cents: int = 0
     pilot_subsidy_cents: int = 0
     paid_cents: int = 0
-    # Accepted answers settled without pay (spammers, rejected by consensus).
+    # Accepted answers settled without pay (spammers, rejected answers, deleted jobs).
     answers_unpaid: int = 0
     # Per-hour jobs: active ms billed so far, and how many answers it came from.
     billed_ms: int = 0

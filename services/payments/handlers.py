@@ -4,16 +4,21 @@ queries behind the RPCs. Every function owns its transaction.
 An event batch is applied in one transaction:
 
 1. claim the event ids (``quorum.db.claim_events``) and keep the fresh ones;
-2. upsert a row for every job the batch touches, in job-id order: a JobCreated
+2. record consensus's verdicts on workers (WorkerFlagged), in worker-id order: a
+   verdict replaces the stored one unless it is older;
+3. upsert a row for every job the batch touches, in job-id order: a JobCreated
    fills in the terms (the first one wins), any other event leaves a
    placeholder. The upsert locks the rows, so two processes settling the same
    job take turns, and always in the same order, so they cannot deadlock;
-3. store the facts (resolved tasks, accepted answers), the first of each wins;
-4. for every touched job that has terms, settle its unsettled facts: number
+4. store the facts (resolved tasks, accepted answers), the first of each wins;
+5. for every touched job that has terms, settle its unsettled facts: number
    the objects from the job's counter (which decides the pilot allowance),
-   insert the postings, mark the facts settled and write the counters back;
-5. add the pay to the per-worker totals;
-6. decide the quality bonuses of every touched job that is now finished (sealed, every
+   insert the postings, mark the facts settled and write the counters back.
+   An answer waits for its task's resolution, a gold answer for the end of its
+   job; one whose worker is flagged as a spammer then, or that is rejected, is
+   settled unpaid with the reason;
+6. add the pay to the per-worker totals;
+7. decide the quality bonuses of every touched job that is now finished (sealed, every
    object billed), once per job: the decision is recorded with the job's row locked.
 
 A fact whose job has no terms yet stays unsettled and is settled by the batch
@@ -28,7 +33,7 @@ import contextlib
 import datetime as dt
 import logging
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -70,7 +75,7 @@ log = logging.getLogger(__name__)
 # The inbox name of the ledger consumer; also its consumer group suffix.
 CONSUMER = "ledger"
 _INBOX_CONSUMER = f"payments.{CONSUMER}"
-_HANDLED = frozenset({"job_created", "job_sealed", "answer_accepted", "task_resolved", "job_deleted"})
+_HANDLED = frozenset({"job_created", "job_sealed", "answer_accepted", "task_resolved", "job_deleted", "worker_flagged"})
 # Why an answer settled after its job's deletion earns nothing: no label will come for it.
 DELETED_JOB_REASON = "the client deleted the job before this answer was settled"
 # PostgreSQL deadlock and serialization failures: retrying the transaction is the cure.
@@ -139,11 +144,27 @@ class _Batch:
     deleted: set[str] = field(default_factory=set)
     # Objects the client wants labeled, per sealed job.
     sealed: dict[str, int] = field(default_factory=dict)
+    # Per worker, the newest spammer verdict of the batch (the later one of equal times).
+    flags: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def add(self, event: events_pb2.Event, now: dt.datetime) -> None:
         occurred = _datetime(event.occurred_at, now)
         kind = event.WhichOneof("payload")
-        if kind == "job_created":
+        if kind == "worker_flagged":
+            flagged = event.worker_flagged
+            if not _ok_id(flagged.worker_id):
+                log.warning("payments: skipping WorkerFlagged %s without a worker id", event.event_id)
+                return
+            known = self.flags.get(flagged.worker_id)
+            if known is None or occurred >= known["verdict_at"]:
+                self.flags[flagged.worker_id] = {
+                    "worker_id": flagged.worker_id,
+                    "spammer": flagged.spammer,
+                    "reason": flagged.reason[:500],
+                    "verdict_at": occurred,
+                    "event_id": event.event_id,
+                }
+        elif kind == "job_created":
             created = event.job_created
             spec = created.spec
             if not _ok_id(created.job_id) or len(spec.client_id) > _MAX_ID:
@@ -219,7 +240,10 @@ class _Batch:
                     "resolved_at": _datetime(resolved.resolved_at, occurred),
                     "label": _label(resolved.label)[:500],
                     "low_confidence": resolved.low_confidence,
-                    "verdicts": {a.worker_id: [_label(a.answer), a.weight] for a in resolved.answers},
+                    "verdicts": {
+                        a.worker_id: [_label(a.answer), a.weight, a.agreed if a.HasField("agreed") else None]
+                        for a in resolved.answers
+                    },
                     "annotations": annotation_count(resolved.label),
                     "billed_at": None,
                 },
@@ -269,6 +293,7 @@ class _Statements:
     lock_jobs: Any
     write_counters: Any
     add_worker_totals: Any
+    record_flags: Any
 
     @classmethod
     def build(cls, dialect: str) -> _Statements:
@@ -298,7 +323,16 @@ class _Statements:
                 "answers_unpaid": w.c.answers_unpaid + upsert_worker.excluded.answers_unpaid,
             },
         )
-        return cls(lock_jobs, write_counters, add_worker_totals)
+        f = tables.worker_flags
+        upsert_flag = insert(f)
+        # A verdict replaces the stored one unless it is older: the last verdict stands
+        # whatever order the events arrive in.
+        record_flags = upsert_flag.on_conflict_do_update(
+            index_elements=[f.c.worker_id],
+            set_={name: upsert_flag.excluded[name] for name in ("spammer", "reason", "verdict_at", "event_id")},
+            where=upsert_flag.excluded.verdict_at >= f.c.verdict_at,
+        )
+        return cls(lock_jobs, write_counters, add_worker_totals, record_flags)
 
     def write_counters_of(self, conn: Connection, counters: Mapping[str, JobCounters], job_ids: Iterable[str]) -> None:
         """Writes the counters of ``job_ids`` to their jobs rows."""
@@ -369,6 +403,14 @@ def annotation_count(label: common_pb2.Answer) -> int:
     if kind == "multi_label":
         return len(label.multi_label.labels)
     return 0
+
+
+def _verdict(stored: Sequence[Any] | None) -> domain.Verdict | None:
+    """A stored ``[label, weight, agreed]`` verdict; rows from before ``agreed`` have two."""
+    if not stored:
+        return None
+    agreed = stored[2] if len(stored) > 2 else None
+    return domain.Verdict(str(stored[0]), float(stored[1]), None if agreed is None else bool(agreed))
 
 
 def _counters_of(row: Any) -> JobCounters:
@@ -453,8 +495,8 @@ class Ledger:
     # -- events ----------------------------------------------------------------------------
 
     def handle_events(self, events: list[events_pb2.Event]) -> None:
-        """Applies a batch of JobCreated, TaskResolved and AnswerAccepted events in one
-        transaction; other payloads are ignored. Idempotent: replaying any events changes
+        """Applies a batch of JobCreated, JobSealed, JobDeleted, TaskResolved, AnswerAccepted
+        and WorkerFlagged events in one transaction; other payloads are ignored. Idempotent: replaying any events changes
         nothing. A transaction that loses a PostgreSQL deadlock is retried; other database
         errors propagate (the consumer retries and dead-letters). Costs about a dozen
         statements whatever the batch size (about 4 ms for 10 events, 20 ms for 500 on SQLite).
@@ -487,9 +529,12 @@ class Ledger:
             if event.event_id in fresh and event.event_id not in seen:
                 seen.add(event.event_id)
                 batch.add(event, now)
+        statements = self._statements(conn)
+        if batch.flags:
+            # Before settling: an answer settled in this batch sees its worker's new verdict.
+            conn.execute(statements.record_flags, [batch.flags[w] for w in sorted(batch.flags)])
         if not batch.job_ids:
             return False
-        statements = self._statements(conn)
         job_ids = sorted(batch.job_ids)
         conn.execute(statements.lock_jobs, [batch.job_row(job_id, now) for job_id in job_ids])
         j = tables.jobs
@@ -604,17 +649,20 @@ class Ledger:
 
     def _settle(self, conn: Connection, statements: _Statements, job_ids: list[str], now: dt.datetime) -> bool:
         """Posts every settleable fact of the given (locked) jobs that have terms: resolved
-        tasks, and accepted answers that are gold or whose task is resolved. Then pauses
-        the jobs whose charges reached their budget cap. True when it paused one."""
+        tasks, accepted answers whose task is resolved, and gold answers of jobs finished
+        once those tasks are billed. Then pauses the jobs whose charges reached their budget
+        cap. True when it paused one."""
         j, t, a = tables.jobs, tables.resolved_tasks, tables.accepted_answers
         terms: dict[str, JobTerms] = {}
         counters: dict[str, JobCounters] = {}
         budgets: dict[str, tuple[int, bool]] = {}
         deleted: set[str] = set()
+        expected: dict[str, int | None] = {}
         for ids in _chunks(job_ids):
             for row in conn.execute(sa.select(j).where(j.c.job_id.in_(ids), j.c.has_terms.is_(True))):
                 terms[row.job_id], counters[row.job_id] = _terms_of(row), _counters_of(row)
                 budgets[row.job_id] = (int(row.budget_cap_cents), bool(row.paused))
+                expected[row.job_id] = None if row.objects_expected is None else int(row.objects_expected)
                 if row.deleted_at is not None:
                     deleted.add(row.job_id)
         if not terms:
@@ -631,6 +679,18 @@ class Ledger:
                 .order_by(t.c.job_id, t.c.resolved_at, t.c.task_id)
             )
         ]
+        # Gold answers wait for the end of their job, when the quality bonus is decided too:
+        # settled with the job's last resolutions and any answers still waiting for theirs,
+        # they do not stand out on a statement as settled at once.
+        billing = Counter(task.job_id for task in tasks)
+        finished = {
+            job_id
+            for job_id in ready
+            if domain.job_finished(expected[job_id], counters[job_id].objects_billed + billing[job_id])
+        }
+        settleable = sa.or_(
+            sa.and_(sa.not_(a.c.gold), t.c.task_id.is_not(None)), sa.and_(a.c.gold, a.c.job_id.in_(sorted(finished)))
+        )
         answers = [
             row
             for ids in _chunks(ready)
@@ -642,6 +702,7 @@ class Ledger:
                     a.c.worker_id,
                     a.c.event_id,
                     a.c.gold,
+                    a.c.gold_correct,
                     a.c.label,
                     a.c.active_ms,
                     t.c.label.label("consensus_label"),
@@ -649,10 +710,11 @@ class Ledger:
                     t.c.verdicts,
                 )
                 .select_from(a.outerjoin(t, t.c.task_id == a.c.task_id))
-                .where(a.c.job_id.in_(ids), a.c.paid_at.is_(None), sa.or_(a.c.gold, t.c.task_id.is_not(None)))
+                .where(a.c.job_id.in_(ids), a.c.paid_at.is_(None), settleable)
                 .order_by(a.c.job_id, a.c.accepted_at, a.c.answer_id)
             )
         ]
+        flagged = self._flagged(conn, sorted({answer.worker_id for answer in answers}))
         abandoned = [
             row
             for ids in _chunks(sorted(deleted))
@@ -686,14 +748,16 @@ class Ledger:
         for answer in answers:
             job_terms, job = terms[answer.job_id], counters[answer.job_id]
             total = earned[(answer.worker_id, job_terms.currency)]
-            verdicts = {w: domain.Verdict(str(v[0]), float(v[1])) for w, v in (answer.verdicts or {}).items()}
             reason = domain.unpaid_reason(
-                bool(answer.gold),
-                answer.worker_id,
-                answer.label,
-                verdicts,
-                answer.consensus_label or "",
-                bool(answer.low_confidence),
+                domain.AnswerFacts(
+                    gold=bool(answer.gold),
+                    gold_correct=answer.gold_correct,
+                    label=answer.label,
+                    flagged=flagged.get(answer.worker_id),
+                    verdict=_verdict((answer.verdicts or {}).get(answer.worker_id)),
+                    consensus_label=answer.consensus_label or "",
+                    low_confidence=bool(answer.low_confidence),
+                )
             )
             if reason:
                 job.count_unpaid()
@@ -754,6 +818,16 @@ class Ledger:
                 self._set_paused(conn, job_id, reason, counters[job_id].billed_cents, cap)
                 paused_any = True
         return paused_any
+
+    @staticmethod
+    def _flagged(conn: Connection, workers: Sequence[str]) -> dict[str, str]:
+        """The reasons of the given workers that are flagged as spammers now."""
+        f = tables.worker_flags
+        return {
+            row.worker_id: row.reason
+            for ids in _chunks(workers)
+            for row in conn.execute(sa.select(f.c.worker_id, f.c.reason).where(f.c.worker_id.in_(ids), f.c.spammer))
+        }
 
     def _set_paused(self, conn: Connection, job_id: str, reason: str, charged: int, cap: int) -> None:
         """Records the job's pause (reason "" resumes it) and enqueues JobPaused / JobResumed."""

@@ -89,8 +89,8 @@ resolved_tasks = sa.Table(
     sa.Index("ix_resolved_tasks_pending", "job_id", "billed_at"),
 )
 
-# One row per accepted answer; paid_at NULL = waiting for its job's terms and (unless gold)
-# its task's resolution. Settled unpaid: paid_at set and unpaid_reason given.
+# One row per accepted answer; paid_at NULL = waiting for its job's terms and its task's
+# resolution (a gold answer: its job's end). Settled unpaid: paid_at set and unpaid_reason given.
 accepted_answers = sa.Table(
     "accepted_answers",
     metadata,
@@ -178,6 +178,19 @@ adjustments = sa.Table(
     sa.Column("requested_by", sa.String(200), nullable=False),
     sa.Column("posted_at", UtcDateTime, nullable=False),
     sa.Index("ix_adjustments_account", "account", "posted_at"),
+)
+
+# Consensus's latest verdict on each worker it ever flagged (WorkerFlagged): the answers of a
+# worker settled while ``spammer`` holds are unpaid, with ``reason``. ``verdict_at`` is the
+# event's time: an older verdict delivered late does not overwrite a newer one.
+worker_flags = sa.Table(
+    "worker_flags",
+    metadata,
+    sa.Column("worker_id", ID, primary_key=True),
+    sa.Column("spammer", sa.Boolean, nullable=False),
+    sa.Column("reason", sa.String(500), nullable=False),
+    sa.Column("verdict_at", UtcDateTime, nullable=False),
+    sa.Column("event_id", sa.String(64), nullable=False),
 )
 
 make_append_only(postings)

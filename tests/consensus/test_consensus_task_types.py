@@ -63,6 +63,26 @@ def test_boxes_fuse_per_object_with_confidences(handler: ConsensusEvents, engine
     assert messages.result_message(exported).label.boxes.boxes[0].label == "car"
 
 
+def test_a_boxes_resolution_says_which_answers_agree_with_the_fused_label(
+    handler: ConsensusEvents, engine: sa.Engine
+) -> None:
+    handler.handle(
+        [
+            job("jv", overlap=(4, 4), bounding_boxes=common_pb2.BoundingBoxConfig(labels=["car"])),
+            task_created("t1", "jv"),
+            answered("t1", "jv", "w1", boxes=boxes(CAR)),
+            answered("t1", "jv", "w2", boxes=boxes(NEAR_CAR)),
+            answered("t1", "jv", "w3", boxes=boxes(STRAY)),
+            answered("t1", "jv", "w4", boxes=boxes(CAR)),
+        ]
+    )
+    (resolved,) = emitted(engine, "task_resolved")
+    assert len(resolved.label.boxes.boxes) == 1
+    # Payments pays by these verdicts: a box answer has no class label to compare.
+    assert {a.worker_id: a.agreed for a in resolved.answers} == {"w1": True, "w2": True, "w3": False, "w4": True}
+    assert all(a.HasField("agreed") for a in resolved.answers)
+
+
 def test_boxes_in_doubt_ask_for_more_then_resolve_low_confidence(handler: ConsensusEvents, engine: sa.Engine) -> None:
     handler.handle(
         [

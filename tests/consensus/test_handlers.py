@@ -258,6 +258,10 @@ def test_reliable_workers_outvote_a_majority_of_unreliable_ones(handler: Consens
     handler.handle([task_created("t1", "j1"), *answers("t1", "j1", ("expert", "bird"), ("s1", "dog"), ("s2", "dog"))])
     [resolved] = emitted(engine, "task_resolved")
     assert resolved.task_resolved.label.classification.label == "bird"
+    # Each answer says whether it agrees with the label: payments pays by it.
+    verdicts = {a.worker_id: a.agreed for a in resolved.task_resolved.answers}
+    assert verdicts == {"expert": True, "s1": False, "s2": False}
+    assert all(a.HasField("agreed") for a in resolved.task_resolved.answers)
     with engine.connect() as conn:
         majority = conn.execute(sa.select(tables.results.c.majority_label)).scalar_one()
     assert majority == "dog"
@@ -505,11 +509,11 @@ def test_expert_review_holds_a_split_task_until_a_reviewer_decides(
     assert (result.label, result.confidence, result.low_confidence) == ("bird", 1.0, False)
     assert queries.get_result("split").label == "bird"
     assert review.pending("job") == []
-    assert [
-        e.task_resolved.label.classification.label
-        for e in emitted(engine, "task_resolved")
-        if e.task_resolved.task_id == "split"
-    ] == ["bird"]
+    [published] = [e.task_resolved for e in emitted(engine, "task_resolved") if e.task_resolved.task_id == "split"]
+    assert published.label.classification.label == "bird"
+    # The crowd's answers are judged against the reviewer's label.
+    verdicts = {a.worker_id: a.agreed for a in published.answers}
+    assert verdicts == {"w1": False, "w2": False, "w3": True, "expert-1": True}
     with pytest.raises(FailedPrecondition):
         review.submit("split", "expert-2", "cat")
     # A late answer to the reviewed task is counted; the reviewer's label stays.

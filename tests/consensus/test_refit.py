@@ -119,6 +119,9 @@ def test_a_worker_who_turns_out_to_disagree_loses_the_task_it_swung(
     assert (kept.x, kept.y, kept.w, kept.h) == pytest.approx(CAR)
     assert weights(again)["swing"] < weights(first)["swing"]
     assert weights(again)["n1"] > weights(again)["swing"]
+    # Each answer is judged against the new label, as the regrade below counts it.
+    assert {a.worker_id: a.agreed for a in first.answers} == {"swing": True, "n1": False, "n2": False}
+    assert {a.worker_id: a.agreed for a in again.answers} == {"swing": False, "n1": True, "n2": True, "late": True}
     stored = results(engine)
     assert stored["x"].version == 2 and stored["x"].label == answer_text(again.label)
     assert {task for task, row in stored.items() if row.version != 1} == {"x"}

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from quorum.v1 import common_pb2, events_pb2
@@ -72,9 +74,11 @@ def task_resolved(
     weights: dict[str, float] | None = None,
     low_confidence: bool = False,
     boxes: int | None = None,
+    agreed: dict[str, bool] | None = None,
 ) -> events_pb2.Event:
     """A resolution with label "cat", or ``boxes`` fused "cat" boxes; ``weights`` lists the
-    workers consensus saw (weight 0: spammer)."""
+    workers consensus saw, ``agreed`` its verdict on some of their answers (the others
+    carry none, as events from before the verdicts)."""
     resolved = events_pb2.TaskResolved(
         task_id=task_id, job_id=job_id, version=version, confidence=0.9, low_confidence=low_confidence
     )
@@ -85,9 +89,25 @@ def task_resolved(
         for i in range(boxes):
             resolved.label.boxes.boxes.add(label="cat", x=0.1 * (i % 5), y=0.1, w=0.05, h=0.05, confidence=0.9)
     for worker, weight in sorted((weights or {}).items()):
-        seen = resolved.answers.add(worker_id=worker, weight=weight)
+        seen = resolved.answers.add(worker_id=worker, weight=weight, agreed=(agreed or {}).get(worker))
         seen.answer.classification.label = "cat"
     return events_pb2.Event(event_id=event_id or _eid(), task_resolved=resolved)
+
+
+def worker_flagged(
+    worker_id: str,
+    spammer: bool = True,
+    reason: str = "answers at chance level: spam score 0.91 above 0.5",
+    at: dt.datetime | None = None,
+    event_id: str | None = None,
+) -> events_pb2.Event:
+    """Consensus's verdict on a worker, published at ``at`` (now when None)."""
+    event = events_pb2.Event(
+        event_id=event_id or _eid(),
+        worker_flagged=events_pb2.WorkerFlagged(worker_id=worker_id, spammer=spammer, reason=reason),
+    )
+    event.occurred_at.FromDatetime(at or dt.datetime.now(dt.UTC))
+    return event
 
 
 def answer_accepted(
@@ -118,9 +138,17 @@ def answer_accepted(
     return events_pb2.Event(event_id=event_id or _eid(), answer_accepted=accepted)
 
 
+# The reason a rejected answer shows, regular or gold alike.
+REJECTED = "rejected: the answer disagrees with the label accepted for this task"
+
+
 @dataclass
 class JobPlan:
-    """One job of a generated stream and the money it must produce."""
+    """One job of a generated stream and the money it must produce.
+
+    Which answers are paid depends on when they settle relative to the workers' spammer
+    verdicts: :func:`settle` works it out from the batches the events are delivered in.
+    """
 
     job_id: str
     client_id: str
@@ -137,26 +165,43 @@ class JobPlan:
     price_per_annotation: int = 0
     boxes: dict[str, int] = field(default_factory=dict)
     resolved_tasks: set[str] = field(default_factory=set)
+    # Resolved without reaching the target: nobody is rejected on them.
+    low_confidence_tasks: set[str] = field(default_factory=set)
     # answer id -> worker id
     answers: dict[str, str] = field(default_factory=dict)
     # answer id -> (task id, label, active ms)
     details: dict[str, tuple[str, str, int]] = field(default_factory=dict)
-    # Workers consensus weighted 0 on this job's tasks.
-    spammers: set[str] = field(default_factory=set)
+    # Answers consensus said disagree with their task's label (a verdict on the resolution).
+    disagreeing: set[str] = field(default_factory=set)
+    # Gold answers and tasking's grade of each (None: ungraded).
+    gold: dict[str, bool | None] = field(default_factory=dict)
+    # Whether a JobSealed for its resolved objects is in the stream: gold answers settle then.
+    sealed: bool = False
+    # answer id -> "" when it must be paid, else the reason it must show; absent: unsettled.
+    outcomes: dict[str, str] = field(default_factory=dict)
+
+    def rejected(self, answer_id: str) -> bool:
+        """Whether a settled answer is rejected, whoever its worker."""
+        if answer_id in self.gold:
+            return self.gold[answer_id] is False
+        task, label, _ = self.details[answer_id]
+        if task in self.low_confidence_tasks:
+            return False
+        # A verdict decides; without one a class label other than the resolution's ("cat").
+        return answer_id in self.disagreeing or (not self.price_per_annotation and label != "cat")
 
     @property
     def paid_answers(self) -> dict[str, str]:
-        """Answers that must be paid: task resolved, worker not a spammer, label "cat"."""
-        return {
-            a: w
-            for a, w in self.answers.items()
-            if self.details[a][0] in self.resolved_tasks and w not in self.spammers and self.details[a][1] == "cat"
-        }
+        return {a: w for a, w in self.answers.items() if self.outcomes.get(a) == ""}
+
+    @property
+    def billable_answers(self) -> list[str]:
+        """Paid answers to regular tasks: the active time a per-hour job bills."""
+        return [a for a in self.paid_answers if a not in self.gold]
 
     @property
     def unpaid_answers(self) -> int:
-        settled = [a for a in self.answers if self.details[a][0] in self.resolved_tasks]
-        return len(settled) - len(self.paid_answers)
+        return sum(1 for reason in self.outcomes.values() if reason)
 
     def pay_of(self, answer_id: str) -> int:
         if self.pay_per_hour:
@@ -179,7 +224,7 @@ class JobPlan:
 
     @property
     def billed_ms(self) -> int:
-        return sum(self.details[a][2] for a in self.paid_answers)
+        return sum(self.details[a][2] for a in self.billable_answers)
 
     @property
     def time_cents(self) -> int:
@@ -193,12 +238,12 @@ class JobPlan:
 
     @property
     def free_answers(self) -> int:
-        return min(len(self.paid_answers), self.effective_allowance)
+        return min(len(self.billable_answers), self.effective_allowance)
 
     def subsidy_bounds(self) -> tuple[int, int]:
         """A per-hour pilot's subsidy lies between the price of its ``free_answers`` shortest
         and longest billable answers, whatever order they were settled in."""
-        times = sorted(self.details[a][2] for a in self.paid_answers)
+        times = sorted(self.details[a][2] for a in self.billable_answers)
         free = self.free_answers
         shortest, longest = sum(times[:free]), sum(times[len(times) - free :]) if free else 0
         return shortest * self.price_per_hour // 3_600_000, longest * self.price_per_hour // 3_600_000
@@ -221,7 +266,7 @@ class JobPlan:
         """What the client is charged; for a per-hour pilot, or a pilot's boxes, only when
         order cannot matter."""
         if self.hourly_pilot:
-            if self.free_answers < len(self.paid_answers):
+            if self.free_answers < len(self.billable_answers):
                 raise ValueError("a per-hour pilot's charge depends on order: use subsidy_bounds")
             return 0
         if self.price_per_hour:
@@ -274,3 +319,66 @@ class JobPlan:
             task="bounding_boxes" if self.price_per_annotation else "text_classification",
             price_per_annotation=self.price_per_annotation,
         )
+
+
+def _fact(event: events_pb2.Event) -> tuple[str, str]:
+    kind = event.WhichOneof("payload")
+    if kind == "job_created":
+        return ("job", event.job_created.job_id)
+    if kind == "job_sealed":
+        return ("sealed", event.job_sealed.job_id)
+    if kind == "task_resolved":
+        return ("resolved", event.task_resolved.task_id)
+    return ("answer", event.answer_accepted.answer_id)
+
+
+def settle(jobs: Sequence[JobPlan], batches: Sequence[Sequence[events_pb2.Event]]) -> None:
+    """Fills in each job's ``outcomes`` for the events delivered in ``batches``.
+
+    An answer is settled by the first batch that completes what it waits for: its job's
+    terms, the answer, and its task's resolution; for a gold answer, the sealed job's every
+    resolution instead. It is unpaid when its worker's newest verdict (by event time) among
+    those delivered up to that batch is a spammer flag, else when it is rejected.
+    """
+    first: dict[tuple[str, str], int] = {}
+    verdicts: list[tuple[int, dt.datetime, events_pb2.WorkerFlagged]] = []
+    seen: set[str] = set()
+    for index, batch in enumerate(batches):
+        for event in batch:
+            if event.event_id in seen:
+                continue
+            seen.add(event.event_id)
+            if event.HasField("worker_flagged"):
+                verdicts.append((index, event.occurred_at.ToDatetime(dt.UTC), event.worker_flagged))
+            else:
+                first.setdefault(_fact(event), index)
+
+    def completed(*facts: tuple[str, str]) -> int | None:
+        found = [first.get(fact) for fact in facts]
+        return None if any(index is None for index in found) else max(i for i in found if i is not None)
+
+    def flag_reason(worker: str, index: int) -> str | None:
+        known = [(at, v) for i, at, v in verdicts if i <= index and v.worker_id == worker]
+        if not known:
+            return None
+        _, newest = max(known, key=lambda pair: pair[0])
+        return newest.reason if newest.spammer else None
+
+    for job in jobs:
+        job.outcomes = {}
+        finished = [("sealed", job.job_id), *(("resolved", task) for task in job.resolved_tasks)]
+        for answer, worker in job.answers.items():
+            waits = [("job", job.job_id), ("answer", answer)]
+            if answer in job.gold:
+                if not job.sealed:
+                    continue
+                waits += finished
+            else:
+                waits.append(("resolved", job.details[answer][0]))
+            at = completed(*waits)
+            if at is None:
+                continue
+            flag = flag_reason(worker, at)
+            job.outcomes[answer] = (
+                f"spammer: {flag}" if flag is not None else (REJECTED if job.rejected(answer) else "")
+            )

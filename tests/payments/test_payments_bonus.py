@@ -165,12 +165,13 @@ def test_the_bonus_is_decided_when_the_sealed_job_is_labeled(ledger: Ledger, eng
     assert bonus_keys(engine) == [], "one object is still unlabeled"
     ledger.handle_events(events[-1:])
     assert bonus_keys(engine) == ["bonus:j:ace"]
-    # ace: 10 gold + 4 regular paid answers at 3 cents.
-    assert ledger.worker_balance("ace").earned_cents == 14 * 10 + 14 * 3
-    assert ledger.worker_balance("meh").earned_cents == 14 * 10
+    # ace: 9 right gold + 4 regular paid answers, each earning 3 cents more; the wrong gold
+    # answers are not paid.
+    assert ledger.worker_balance("ace").earned_cents == 13 * 10 + 13 * 3
+    assert ledger.worker_balance("meh").earned_cents == 12 * 10
     summary = ledger.money_summary("j")
-    assert (summary.gold_bonus_cents, summary.paid_cents) == (42, 10 * (14 + 14 + 8))
-    assert summary.margin_cents == summary.billed_cents - summary.paid_cents - 42
+    assert (summary.gold_bonus_cents, summary.paid_cents) == (39, 10 * (13 + 12 + 8))
+    assert summary.margin_cents == summary.billed_cents - summary.paid_cents - 39
     result = verify_ledger(engine)
     assert result.balanced, result.problems
 
@@ -179,7 +180,7 @@ def test_the_statement_shows_each_decision_without_naming_gold_tasks(ledger: Led
     ledger.handle_events([job_sealed("j", 4), *graded_job()])
     ace = ledger.worker_statement("ace", 100, "")
     (line,) = ace.bonuses
-    assert (line.job_id, line.amount_cents, line.currency, line.paid_answers) == ("j", 42, "USD", 14)
+    assert (line.job_id, line.amount_cents, line.currency, line.paid_answers) == ("j", 39, "USD", 13)
     assert (line.gold_answers, line.gold_correct, line.reason) == (10, 9, "")
     (missed,) = ledger.worker_statement("meh", 100, "").bonuses
     assert missed.amount_cents == 0 and "8 of 10" in missed.reason
@@ -199,7 +200,7 @@ def test_replayed_and_duplicated_events_pay_the_bonus_once(ledger: Ledger, engin
     ledger.handle_events([job_sealed("j", 4), *again, task_resolved("j-t0", "j", version=2)])
     ledger.handle_events([answer_accepted("j-ace-late", "j-t3", "j", "ace")])  # a late answer
     assert bonus_keys(engine) == ["bonus:j:ace"]
-    assert ledger.worker_balance("ace").earned_cents == 15 * 10 + 14 * 3
+    assert ledger.worker_balance("ace").earned_cents == 14 * 10 + 13 * 3
     result = verify_ledger(engine)
     assert result.balanced, result.problems
 
@@ -245,7 +246,7 @@ def test_a_job_without_a_bonus_records_no_decision(ledger: Ledger, engine: Engin
 def test_payouts_include_the_bonus(ledger: Ledger, engine: Engine) -> None:
     ledger.handle_events([job_sealed("j", 4), *graded_job()])
     batch = ledger.create_payout_batch("USD", 0)
-    assert {p.worker_id: p.amount_cents for p in batch.payouts}["ace"] == 14 * 10 + 42
+    assert {p.worker_id: p.amount_cents for p in batch.payouts}["ace"] == 13 * 10 + 39
     assert ledger.worker_balance("ace").owed_cents == 0
     result = verify_ledger(engine)
     assert result.balanced, result.problems

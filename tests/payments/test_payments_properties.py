@@ -1,9 +1,11 @@
 """Property tests: whatever the order, duplication, batching and replay of an
 event stream, the ledger balances, clients are charged exactly, workers are
-paid exactly once per accepted answer and pilot allowances hold."""
+paid exactly once per accepted answer (or settled unpaid with the reason the
+verdicts at that moment give), and pilot allowances hold."""
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -12,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from payments_streams import JobPlan, answer_accepted, task_resolved
+from payments_streams import JobPlan, answer_accepted, job_sealed, settle, task_resolved, worker_flagged
 from sqlalchemy.engine import Engine
 
 from quorum.db import make_engine
@@ -21,13 +23,18 @@ from services.payments import tables
 from services.payments.domain import PLATFORM_PILOT_SUBSIDY
 from services.payments.handlers import Ledger, verify_ledger
 
+VERDICTS_FROM = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+
 
 @st.composite
 def plans(draw: st.DrawFn) -> tuple[list[JobPlan], list[events_pb2.Event]]:
-    """Jobs (per object or per hour) with their JobCreated, TaskResolved (some resolved
-    again at version 2 with the same verdicts, some never resolved) and AnswerAccepted
-    events: answers with random active time, some rejected by consensus (label "dog"),
-    some from a worker consensus flagged as a spammer."""
+    """Jobs (per object or per hour, classification or boxes) with their JobCreated,
+    TaskResolved (some resolved again at version 2 with the same verdicts, some never
+    resolved, some at low confidence), AnswerAccepted and maybe JobSealed events: answers
+    with random active time, some to gold tasks (graded right, wrong or not at all), some
+    rejected by consensus (label "dog", or a verdict that a box answer disagrees, on
+    resolutions that carry verdicts); and WorkerFlagged verdicts that flag workers as
+    spammers and lift the flags."""
     jobs, events = [], []
     workers = [f"w{i}" for i in range(4)]
     for j in range(draw(st.integers(1, 3))):
@@ -44,30 +51,64 @@ def plans(draw: st.DrawFn) -> tuple[list[JobPlan], list[events_pb2.Event]]:
             pay_per_hour=draw(st.sampled_from([0, 700, 1200])),
             price_per_annotation=draw(st.sampled_from([0, 0, 3])),
         )
-        plan.spammers = set(draw(st.lists(st.sampled_from(workers), max_size=1)))
         jobs.append(plan)
         events.append(plan.job_event())
         for t in range(draw(st.integers(0, 7))):
             task = f"{plan.job_id}-t{t}"
+            gold = draw(st.integers(0, 3)) == 0
             task_workers = draw(st.lists(st.sampled_from(workers), max_size=3, unique=True))
+            agreed: dict[str, bool] = {}
             for a, worker in enumerate(task_workers):
                 answer = f"{task}-a{a}"
-                # A box resolution has no class label to reject an answer by.
-                label = draw(st.sampled_from(["cat"] if plan.price_per_annotation else ["cat", "cat", "dog"]))
                 active_ms = draw(st.integers(0, 400_000))
                 plan.answers[answer] = worker
+                if gold:
+                    right = draw(st.sampled_from([True, False, None]))
+                    plan.gold[answer] = right
+                    plan.details[answer] = (task, "cat", active_ms)
+                    events.append(
+                        answer_accepted(answer, task, plan.job_id, worker, active_ms=active_ms, gold=True, right=right)
+                    )
+                    continue
+                # A box answer has no class label: only a verdict can reject it.
+                label = draw(st.sampled_from(["cat"] if plan.price_per_annotation else ["cat", "cat", "dog"]))
+                agrees = draw(st.booleans()) if plan.price_per_annotation else label == "cat"
+                agreed[worker] = agrees
                 plan.details[answer] = (task, label, active_ms)
                 events.append(answer_accepted(answer, task, plan.job_id, worker, label=label, active_ms=active_ms))
-            weights = {w: (0.0 if w in plan.spammers else 1.0) for w in task_workers}
+            if gold:
+                continue  # consensus never resolves a gold task
+            judged = draw(st.booleans())
+            if judged:
+                plan.disagreeing |= {f"{task}-a{a}" for a, w in enumerate(task_workers) if not agreed[w]}
+            low_confidence = draw(st.integers(0, 4)) == 0
             resolutions = draw(st.integers(0, 2))
             if resolutions:
                 plan.resolved_tasks.add(task)
+                if low_confidence:
+                    plan.low_confidence_tasks.add(task)
             boxes = draw(st.integers(0, 4)) if plan.price_per_annotation else None
             plan.boxes[task] = boxes or 0
             events += [
-                task_resolved(task, plan.job_id, version=v, weights=weights, boxes=boxes)
+                task_resolved(
+                    task,
+                    plan.job_id,
+                    version=v,
+                    weights=dict.fromkeys(task_workers, 1.0),
+                    boxes=boxes,
+                    low_confidence=low_confidence,
+                    agreed=agreed if judged else None,
+                )
                 for v in range(1, resolutions + 1)
             ]
+        if draw(st.booleans()):
+            plan.sealed = True
+            events.append(job_sealed(plan.job_id, len(plan.resolved_tasks)))
+    # Verdicts in the order consensus published them: each one newer than the last.
+    flagged = draw(st.lists(st.tuples(st.sampled_from(workers), st.booleans()), max_size=4))
+    for k, (worker, spammer) in enumerate(flagged):
+        at = VERDICTS_FROM + dt.timedelta(seconds=k)
+        events.append(worker_flagged(worker, spammer, reason=f"answers at chance level ({k})", at=at))
     return jobs, events
 
 
@@ -84,6 +125,7 @@ def deliveries(draw: st.DrawFn) -> tuple[list[JobPlan], list[list[events_pb2.Eve
     batches = [stream[a:b] for a, b in itertools.pairwise(bounds) if b > a]
     if draw(st.booleans()):
         batches.append(draw(st.permutations(events)))
+    settle(jobs, batches)
     return jobs, batches
 
 
@@ -102,7 +144,7 @@ def check_ledger(engine: Engine, jobs: list[JobPlan]) -> None:
         summary = ledger.money_summary(job.job_id)
         assert summary.currency == job.currency_code
         assert summary.objects_billed == job.resolved
-        if job.hourly_pilot and job.free_answers < len(job.paid_answers):
+        if job.hourly_pilot and job.free_answers < len(job.billable_answers):
             check_hourly_pilot(ledger, job)
         elif not job.annotation_split_known:
             # Which objects' boxes the allowance covers depends on the order they were billed.
@@ -135,6 +177,7 @@ def check_ledger(engine: Engine, jobs: list[JobPlan]) -> None:
         )
         for worker, cents in job.worker_earnings().items():
             earned[(worker, job.currency_code)] += cents
+    check_statements(ledger, jobs)
     # The platform's pilot giveaways are visible on their own account, per currency.
     subsidy_account = {
         a.currency: a.balance_cents for a in verification.accounts if a.account == PLATFORM_PILOT_SUBSIDY
@@ -144,6 +187,19 @@ def check_ledger(engine: Engine, jobs: list[JobPlan]) -> None:
         if all(c == currency for (w, c) in earned if w == worker):
             balance = ledger.worker_balance(worker)
             assert (balance.currency, balance.earned_cents) == (currency, cents)
+
+
+def check_statements(ledger: Ledger, jobs: list[JobPlan]) -> None:
+    """Every accepted answer is on its worker's statement: settled exactly when it must be,
+    paid or unpaid as it must be, and an unpaid one with the reason it must show."""
+    expected: dict[str, dict[str, tuple[bool, bool, str]]] = {}
+    for job in jobs:
+        for answer, worker in job.answers.items():
+            reason = job.outcomes.get(answer)
+            expected.setdefault(worker, {})[answer] = (reason is not None, reason == "", reason or "")
+    for worker, answers in expected.items():
+        lines = ledger.worker_statement(worker, 1000, "").lines
+        assert {line.answer_id: (line.settled, line.paid, line.unpaid_reason) for line in lines} == answers
 
 
 def check_hourly_pilot(ledger: Ledger, job: JobPlan) -> None:
