@@ -771,12 +771,13 @@ def _verify_offline(url: str) -> int:
     import sqlalchemy as sa
 
     from quorum.db import make_engine
+    from quorum.settings import masked_url
     from services.payments.handlers import verify_ledger
 
     engine = make_engine(url)
     try:
         if not sa.inspect(engine).has_table("postings"):
-            print(f"quorum ledger verify: no payments ledger at {url}", file=sys.stderr)
+            print(f"quorum ledger verify: no payments ledger at {masked_url(url)}", file=sys.stderr)
             return 2
         result = verify_ledger(engine)
     finally:

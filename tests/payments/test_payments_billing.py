@@ -317,3 +317,15 @@ def test_period_invoice_documents() -> None:
     pdf = documents.period_invoice_pdf(invoice)
     assert pdf.startswith(b"%PDF-1.4") and pdf.rstrip().endswith(b"%%EOF")
     assert b"26.31 EUR" in pdf and b"Job j2" in pdf and b"-0.50 EUR" in pdf
+
+
+def test_ledger_verify_of_a_database_without_a_ledger_does_not_print_its_password(
+    postgres_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The fixture's schema is new and empty; the server trusts local connections, so any
+    # password gets in.
+    url = postgres_url.replace("://root@", "://root:pg-secret-pw@", 1)
+    assert cli_main(["ledger", "verify", "--database-url", url]) == 2
+    err = capsys.readouterr().err
+    assert "no payments ledger at postgresql+psycopg://root:***@127.0.0.1" in err
+    assert "pg-secret-pw" not in err
