@@ -59,7 +59,7 @@ from quorum.demo.multilabel import pick_labels
 from quorum.demo.polygons import TruePolygon, draw_polygons, polygons_match
 from quorum.demo.spans import TrueSpan, mark_spans
 from quorum.demo.transcription import transcribe
-from quorum.demo.workers import SpamStrategy, WorkerProfile, choose_label, make_profiles
+from quorum.demo.workers import SPAMMER_SHARE, SpamStrategy, WorkerProfile, choose_label, make_profiles
 from quorum.taskmessages import schema_labels
 from quorum.tasktypes import DEFAULT_TRANSCRIPTION_CHARS, PAIRWISE_WINNERS, TASK_TYPES
 from quorum.tls import ClientTls
@@ -313,7 +313,7 @@ class SimulatedCrowd:
         truth: Mapping[str, Truth],
         n_workers: int,
         seed: int,
-        spammer_share: float = 0.15,
+        spammer_share: float = SPAMMER_SHARE,
         think_time_ms: tuple[int, int] = (0, 0),
         *,
         skip_rate: float = 0.02,

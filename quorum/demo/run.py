@@ -32,6 +32,7 @@ from quorum.demo.crowd import CrowdReport, SimulatedCrowd, Truth, WorkerProfile
 from quorum.demo.dataset import DemoDataset, DemoObject, generate
 from quorum.demo.items import ItemSet
 from quorum.demo.kinds import ANNOTATION_CENTS, KINDS, PAY_CENTS, PILOT_ALLOWANCE, PRICE_CENTS, DemoKind, job_spec
+from quorum.demo.workers import spammer_count
 from quorum.stack import LocalStack
 from quorum.tls import ClientTls
 from quorum.v1 import common_pb2, consensus_pb2, ingest_pb2
@@ -69,10 +70,12 @@ MIN_WORKERS = 6
 
 
 def fit_overlap(spec: common_pb2.JobSpec, workers: int) -> common_pb2.JobSpec:
-    """``spec`` with its overlap's maximum capped at half the crowd. Spammers are suspended and a
-    skipped task is never offered to its worker again, so a task that may ask for nearly every
-    worker in a small crowd can be left with nobody to ask, and its job never finishes."""
-    spec.overlap.max = max(spec.overlap.min, min(spec.overlap.max, workers // 2))
+    """``spec`` with its overlap's maximum capped to leave one honest worker to spare. Spammers
+    are suspended and a skipped task is never offered to its worker again, so a task that may
+    ask for every honest worker of a small crowd can be left with nobody to ask, and its job
+    never finishes."""
+    honest = workers - spammer_count(workers)
+    spec.overlap.max = max(spec.overlap.min, min(spec.overlap.max, honest - 1))
     return spec
 
 

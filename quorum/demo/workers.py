@@ -60,18 +60,27 @@ class WorkerProfile:
         return self.spammer and self.spam_strategy == "constant"
 
 
+# The share of a simulated crowd that spams unless told otherwise.
+SPAMMER_SHARE = 0.15
+
+
+def spammer_count(n_workers: int, spammer_share: float = SPAMMER_SHARE) -> int:
+    """How many of ``n_workers`` simulated workers are spammers."""
+    return round(spammer_share * n_workers)
+
+
 def make_profiles(
     n_workers: int,
     seed: int,
     *,
-    spammer_share: float = 0.15,
+    spammer_share: float = SPAMMER_SHARE,
     accuracy_range: tuple[float, float] = (0.55, 0.98),
     skip_rate: float = 0.02,
     worker_id_prefix: str = "sim-worker",
 ) -> list[WorkerProfile]:
     """Draws ``n_workers`` profiles, deterministic for ``seed``.
 
-    Exactly ``round(spammer_share * n_workers)`` workers are spammers, at seeded positions;
+    Exactly :func:`spammer_count` workers are spammers, at seeded positions;
     about 60% of them answer uniformly at random and the rest always give one label. Honest
     accuracies follow Beta(4, 1.5) stretched over ``accuracy_range`` (mean about 0.86 with the
     default range), so most workers are good and a few are barely better than a coin.
@@ -91,7 +100,7 @@ def make_profiles(
         raise ValueError(f"accuracy_range must satisfy 0 <= low <= high <= 1, got {accuracy_range}")
 
     rng = random.Random(f"quorum-crowd:{seed}")
-    n_spammers = round(spammer_share * n_workers)
+    n_spammers = spammer_count(n_workers, spammer_share)
     spammers = set(rng.sample(range(n_workers), n_spammers))
     profiles: list[WorkerProfile] = []
     for i in range(n_workers):
