@@ -74,7 +74,7 @@ api_keys = sa.Table(
 # Sessions that TOTP sign-ins started. Session ids are 24 hex digits and key ids 16, so a
 # session's hash (keyed by its id, like a key's) can never verify as a key's.
 sessions = sa.Table(
-    "sessions",
+    "sign_in_sessions",
     metadata,
     sa.Column("session_id", sa.String(32), primary_key=True),
     sa.Column("key_id", sa.String(32), nullable=False),
@@ -83,8 +83,8 @@ sessions = sa.Table(
     sa.Column("expires_at", UtcDateTime, nullable=False),
     # Set by a sign-out or the key's revocation; caches evict sessions ended since their last look.
     sa.Column("ended_at", UtcDateTime, nullable=True),
-    sa.Index("ix_sessions_key", "key_id", "expires_at"),
-    sa.Index("ix_sessions_ended", "ended_at"),
+    sa.Index("ix_sign_in_sessions_key", "key_id", "expires_at"),
+    sa.Index("ix_sign_in_sessions_ended", "ended_at"),
 )
 
 

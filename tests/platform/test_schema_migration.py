@@ -247,3 +247,19 @@ def test_ingest_fills_in_the_organisation_of_items_from_before_it_was_kept(tmp_p
             close()
         parts.engine.dispose()
         engine.dispose()
+
+
+def test_the_access_tables_can_share_any_services_database() -> None:
+    # Without QUORUM_ACCESS_DATABASE_URL, keys, sign-in sessions and the audit trail live in
+    # the database of the service that opens them: a table name used twice would be one
+    # table with two meanings.
+    from quorum.security import keys
+    from services.access import audit
+    from services.consensus import tables as consensus
+    from services.ingest import tables as ingest
+    from services.payments import tables as payments
+    from services.tasking import tables as tasking
+
+    access = set(keys.metadata.tables) | set(audit.metadata.tables)
+    for service in (ingest, tasking, consensus, payments):
+        assert access.isdisjoint(service.metadata.tables), (service.__name__, access & set(service.metadata.tables))
