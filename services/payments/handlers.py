@@ -14,8 +14,8 @@ An event batch is applied in one transaction:
 5. for every touched job that has terms, settle its unsettled facts: number
    the objects from the job's counter (which decides the pilot allowance),
    insert the postings, mark the facts settled and write the counters back.
-   An answer waits for its task's resolution, a gold answer for the end of its
-   job; one whose worker is flagged as a spammer then, or that is rejected, is
+   An answer waits for its task's resolution, a gold answer for a later answer of
+   its worker on the job to settle or for the end of the job; one whose worker is flagged as a spammer then, or that is rejected, is
    settled unpaid with the reason;
 6. add the pay to the per-worker totals;
 7. decide the quality bonuses of every touched job that is now finished (sealed, every
@@ -649,8 +649,9 @@ class Ledger:
 
     def _settle(self, conn: Connection, statements: _Statements, job_ids: list[str], now: dt.datetime) -> bool:
         """Posts every settleable fact of the given (locked) jobs that have terms: resolved
-        tasks, accepted answers whose task is resolved, and gold answers of jobs finished
-        once those tasks are billed. Then pauses the jobs whose charges reached their budget
+        tasks, accepted answers whose task is resolved, and gold answers whose worker's
+        later answer on the job settles now or did, or whose job is finished once those
+        tasks are billed. Then pauses the jobs whose charges reached their budget
         cap. True when it paused one."""
         j, t, a = tables.jobs, tables.resolved_tasks, tables.accepted_answers
         terms: dict[str, JobTerms] = {}
@@ -679,17 +680,29 @@ class Ledger:
                 .order_by(t.c.job_id, t.c.resolved_at, t.c.task_id)
             )
         ]
-        # Gold answers wait for the end of their job, when the quality bonus is decided too:
-        # settled with the job's last resolutions and any answers still waiting for theirs,
-        # they do not stand out on a statement as settled at once.
+        # A gold answer settles with the first answer its worker gave after it on the job to
+        # settle, or at the end of the job (when the quality bonus is decided too), so on a
+        # statement it is never settled at once, as no answer to an open task is.
         billing = Counter(task.job_id for task in tasks)
         finished = {
             job_id
             for job_id in ready
             if domain.job_finished(expected[job_id], counters[job_id].objects_billed + billing[job_id])
         }
+        later, later_task = tables.accepted_answers.alias("later"), tables.resolved_tasks.alias("later_task")
+        later_answer_settles = sa.exists(
+            sa.select(later.c.answer_id)
+            .select_from(later.join(later_task, later_task.c.task_id == later.c.task_id))
+            .where(
+                later.c.worker_id == a.c.worker_id,
+                later.c.job_id == a.c.job_id,
+                sa.not_(later.c.gold),
+                later.c.accepted_at > a.c.accepted_at,
+            )
+        )
         settleable = sa.or_(
-            sa.and_(sa.not_(a.c.gold), t.c.task_id.is_not(None)), sa.and_(a.c.gold, a.c.job_id.in_(sorted(finished)))
+            sa.and_(sa.not_(a.c.gold), t.c.task_id.is_not(None)),
+            sa.and_(a.c.gold, sa.or_(a.c.job_id.in_(sorted(finished)), later_answer_settles)),
         )
         answers = [
             row

@@ -120,8 +120,10 @@ def answer_accepted(
     active_ms: int = 0,
     gold: bool = False,
     right: bool | None = None,
+    submitted_at: dt.datetime | None = None,
 ) -> events_pb2.Event:
-    """``right`` grades a gold answer as tasking does (None: ungraded)."""
+    """``right`` grades a gold answer as tasking does (None: ungraded); without
+    ``submitted_at`` payments takes the answer as given when it reads the event."""
     grade = events_pb2.GOLD_GRADE_UNSPECIFIED
     if right is not None:
         grade = events_pb2.GOLD_GRADE_CORRECT if right else events_pb2.GOLD_GRADE_WRONG
@@ -135,6 +137,8 @@ def answer_accepted(
         gold_grade=grade,
     )
     accepted.answer.classification.label = label
+    if submitted_at is not None:
+        accepted.submitted_at.FromDatetime(submitted_at)
     return events_pb2.Event(event_id=event_id or _eid(), answer_accepted=accepted)
 
 
@@ -177,6 +181,9 @@ class JobPlan:
     gold: dict[str, bool | None] = field(default_factory=dict)
     # Whether a JobSealed for its resolved objects is in the stream: gold answers settle then.
     sealed: bool = False
+    # answer id -> when its worker gave it (AnswerAccepted.submitted_at), in seconds: a gold
+    # answer also settles with a later answer of its worker on the job.
+    given_at: dict[str, int] = field(default_factory=dict)
     # answer id -> "" when it must be paid, else the reason it must show; absent: unsettled.
     outcomes: dict[str, str] = field(default_factory=dict)
 
@@ -336,8 +343,8 @@ def settle(jobs: Sequence[JobPlan], batches: Sequence[Sequence[events_pb2.Event]
     """Fills in each job's ``outcomes`` for the events delivered in ``batches``.
 
     An answer is settled by the first batch that completes what it waits for: its job's
-    terms, the answer, and its task's resolution; for a gold answer, the sealed job's every
-    resolution instead. It is unpaid when its worker's newest verdict (by event time) among
+    terms, the answer, and its task's resolution; for a gold answer, instead, the settling
+    of an answer its worker gave later on the job, or the sealed job's every resolution. It is unpaid when its worker's newest verdict (by event time) among
     those delivered up to that batch is a spammer flag, else when it is rejected.
     """
     first: dict[tuple[str, str], int] = {}
@@ -364,18 +371,28 @@ def settle(jobs: Sequence[JobPlan], batches: Sequence[Sequence[events_pb2.Event]
         _, newest = max(known, key=lambda pair: pair[0])
         return newest.reason if newest.spammer else None
 
+    def settled_at(job: JobPlan, answer: str) -> int | None:
+        """The batch that settles ``answer``, None when none does."""
+        arrived = [("job", job.job_id), ("answer", answer)]
+        if answer not in job.gold:
+            return completed(*arrived, ("resolved", job.details[answer][0]))
+        worker, given = job.answers[answer], job.given_at.get(answer)
+        candidates = [
+            completed(*arrived, ("answer", later), ("resolved", job.details[later][0]))
+            for later, by in job.answers.items()
+            if by == worker and later not in job.gold and given is not None and job.given_at.get(later, given) > given
+        ]
+        if job.sealed:
+            candidates.append(
+                completed(*arrived, ("sealed", job.job_id), *(("resolved", t) for t in job.resolved_tasks))
+            )
+        found = [index for index in candidates if index is not None]
+        return min(found) if found else None
+
     for job in jobs:
         job.outcomes = {}
-        finished = [("sealed", job.job_id), *(("resolved", task) for task in job.resolved_tasks)]
         for answer, worker in job.answers.items():
-            waits = [("job", job.job_id), ("answer", answer)]
-            if answer in job.gold:
-                if not job.sealed:
-                    continue
-                waits += finished
-            else:
-                waits.append(("resolved", job.details[answer][0]))
-            at = completed(*waits)
+            at = settled_at(job, answer)
             if at is None:
                 continue
             flag = flag_reason(worker, at)

@@ -24,6 +24,8 @@ from services.payments.domain import PLATFORM_PILOT_SUBSIDY
 from services.payments.handlers import Ledger, verify_ledger
 
 VERDICTS_FROM = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+# Answers are given one second apart, in the order they are drawn.
+ANSWERS_FROM = dt.datetime(2029, 1, 1, tzinfo=dt.UTC)
 
 
 @st.composite
@@ -37,6 +39,7 @@ def plans(draw: st.DrawFn) -> tuple[list[JobPlan], list[events_pb2.Event]]:
     spammers and lift the flags."""
     jobs, events = [], []
     workers = [f"w{i}" for i in range(4)]
+    answer_clock = itertools.count()
     for j in range(draw(st.integers(1, 3))):
         per_hour = draw(st.booleans())
         plan = JobPlan(
@@ -62,12 +65,23 @@ def plans(draw: st.DrawFn) -> tuple[list[JobPlan], list[events_pb2.Event]]:
                 answer = f"{task}-a{a}"
                 active_ms = draw(st.integers(0, 400_000))
                 plan.answers[answer] = worker
+                plan.given_at[answer] = next(answer_clock)
+                submitted_at = ANSWERS_FROM + dt.timedelta(seconds=plan.given_at[answer])
                 if gold:
                     right = draw(st.sampled_from([True, False, None]))
                     plan.gold[answer] = right
                     plan.details[answer] = (task, "cat", active_ms)
                     events.append(
-                        answer_accepted(answer, task, plan.job_id, worker, active_ms=active_ms, gold=True, right=right)
+                        answer_accepted(
+                            answer,
+                            task,
+                            plan.job_id,
+                            worker,
+                            active_ms=active_ms,
+                            gold=True,
+                            right=right,
+                            submitted_at=submitted_at,
+                        )
                     )
                     continue
                 # A box answer has no class label: only a verdict can reject it.
@@ -75,7 +89,11 @@ def plans(draw: st.DrawFn) -> tuple[list[JobPlan], list[events_pb2.Event]]:
                 agrees = draw(st.booleans()) if plan.price_per_annotation else label == "cat"
                 agreed[worker] = agrees
                 plan.details[answer] = (task, label, active_ms)
-                events.append(answer_accepted(answer, task, plan.job_id, worker, label=label, active_ms=active_ms))
+                events.append(
+                    answer_accepted(
+                        answer, task, plan.job_id, worker, label=label, active_ms=active_ms, submitted_at=submitted_at
+                    )
+                )
             if gold:
                 continue  # consensus never resolves a gold task
             judged = draw(st.booleans())

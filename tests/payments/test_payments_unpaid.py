@@ -221,7 +221,33 @@ def test_a_spammers_gold_answers_are_unpaid_like_its_other_answers(ledger: Ledge
     assert_verifies(engine)
 
 
-def test_an_unsealed_jobs_gold_answers_wait(ledger: Ledger, engine: Engine) -> None:
+def test_a_gold_answer_settles_with_a_later_answer_of_its_worker(ledger: Ledger, engine: Engine) -> None:
+    # An open job: no end to wait for.
+    ledger.handle_events(
+        [
+            job_created("j", pay=10),
+            answer_accepted("before", "t0", "j", "w", submitted_at=T0),
+            answer_accepted("g", "g1", "j", "w", gold=True, right=True, submitted_at=T0 + dt.timedelta(seconds=1)),
+            answer_accepted("later", "t1", "j", "w", submitted_at=T0 + dt.timedelta(seconds=2)),
+            answer_accepted("other's", "t2", "j", "v", submitted_at=T0 + dt.timedelta(seconds=3)),
+            task_resolved("t0", "j"),
+            task_resolved("t2", "j"),
+        ]
+    )
+    own = lines(ledger, "w")
+    # An earlier answer or another worker's settling leaves it waiting, like an open task's.
+    assert own["before"].paid and not own["g"].settled
+    assert seen_by_worker(own["g"]) == seen_by_worker(own["later"])
+
+    ledger.handle_events([task_resolved("t1", "j")])
+    own = lines(ledger, "w")
+    assert own["g"].paid and own["later"].paid
+    assert_verifies(engine)
+
+
+def test_an_unsealed_jobs_gold_answer_waits_for_the_end_when_its_worker_gives_no_more(
+    ledger: Ledger, engine: Engine
+) -> None:
     ledger.handle_events(
         [
             job_created("j", pay=10),
