@@ -65,8 +65,14 @@ class DemoOptions:
     task: DemoTask = "classification"
 
 
-# The fewest simulated workers a demo runs with: each object needs answers from 3 distinct workers.
-MIN_WORKERS = 6
+# The fewest simulated workers a demo runs with: each object needs answers from 3 distinct
+# workers, with one honest worker to spare beside the spammers (see fit_overlap).
+MIN_WORKERS = 5
+
+
+class DemoFailed(RuntimeError):
+    """The demo did not finish: a service died, ingest refused an object, or the crowd did
+    not label or the ledger did not bill everything in time."""
 
 
 def fit_overlap(spec: common_pb2.JobSpec, workers: int) -> common_pb2.JobSpec:
@@ -144,7 +150,7 @@ def _submit(client: QuorumClient, dataset: DemoDataset, workers: int, progress: 
 def _check_summary(summary: ingest_pb2.UploadSummary, expected: int) -> None:
     if summary.accepted != expected:
         reasons = [f"{i.name}: {i.reason}" for i in summary.items if i.status != ingest_pb2.ITEM_STATUS_ACCEPTED]
-        raise RuntimeError(f"ingest accepted {summary.accepted} of {expected} objects: {reasons[:5]}")
+        raise DemoFailed(f"ingest accepted {summary.accepted} of {expected} objects: {reasons[:5]}")
 
 
 class _Progress:
@@ -182,7 +188,7 @@ def _wait(condition: Any, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}")
+            raise DemoFailed(f"timed out waiting for {what}")
         time.sleep(0.2)
 
 
@@ -213,9 +219,8 @@ def run_demo(options: DemoOptions) -> int:
             if isinstance(dataset, DemoDataset):
                 return _run(options, dataset, stack, client, progress, say)
             return _run_kind(options, KINDS[options.task], dataset, stack, client, progress, say)
-    except RuntimeError as exc:
-        # An unfinished run is an outcome to report, not a crash: a service died or the
-        # crowd did not label everything in time.
+    except DemoFailed as exc:
+        # An unfinished run is an outcome to report, not a crash.
         print(f"quorum demo: {exc}", file=sys.stderr)
         return 1
     finally:
@@ -252,7 +257,7 @@ def _label(
 ) -> tuple[SimulatedCrowd, CrowdReport, float]:
     """Runs the simulated crowd until every object of ``jobs`` (objects by job id) is resolved,
     then waits until each is billed. Returns the crowd, its report and the monotonic time at
-    which the last object was resolved. Raises RuntimeError when a service dies, or when the
+    which the last object was resolved. Raises DemoFailed when a service dies, or when the
     objects are not resolved in time or not billed within 60 s."""
     objects = sum(len(v) for v in jobs.values())
     tracker = _Progress(client, list(jobs), objects)
@@ -277,11 +282,11 @@ def _label(
             bar.update(resolved - bar.n)
             if dead := stack.check_alive():
                 tracker.done.set()
-                raise RuntimeError(f"{dead} exited:\n{stack.log_tail(dead[0])}")
+                raise DemoFailed(f"{dead} exited:\n{stack.log_tail(dead[0])}")
             crowd_thread.join(0.5)
     tracker.poll()
     if tracker.resolved < objects:
-        raise RuntimeError(f"only {tracker.resolved} of {objects} objects resolved in {options.timeout_s:.0f} s")
+        raise DemoFailed(f"only {tracker.resolved} of {objects} objects resolved in {options.timeout_s:.0f} s")
     labeled_at = time.monotonic()
     # Billing trails resolution by one Kafka hop.
     _wait(lambda: tracker.billed() >= objects, 60, "payments to bill every object")
@@ -418,7 +423,7 @@ def submit_kind(
 ) -> str:
     """Creates the job of ``kind`` (:func:`~quorum.demo.kinds.job_spec`), uploads every object
     of ``dataset`` as a file (calling ``on_file`` after each) and seals the job, its overlap fitted
-    to a crowd of ``workers`` when given. Returns the job id. Raises RuntimeError when ingest
+    to a crowd of ``workers`` when given. Returns the job id. Raises DemoFailed when ingest
     refuses an object."""
     spec = job_spec(kind, dataset.labels)
     if workers is not None:

@@ -10,8 +10,8 @@ from quorum.demo.run import MIN_WORKERS, _job_spec, fit_overlap
 
 @pytest.mark.parametrize(
     ("workers", "expected_max"),
-    # 6 workers: 1 spammer, 5 honest, one to spare; 8: 1 spammer, so 6 could answer; 60: 9.
-    [(MIN_WORKERS, 4), (8, 6), (10, 7), (60, 7)],
+    # 5 workers: 1 spammer, 4 honest, one to spare; 8: 1 spammer, so 6 could answer; 60: 9.
+    [(MIN_WORKERS, 3), (6, 4), (8, 6), (10, 7), (60, 7)],
 )
 def test_the_overlap_maximum_leaves_an_honest_worker_to_spare(workers: int, expected_max: int) -> None:
     spec = fit_overlap(_job_spec("shapes", ("circle", "square"), images=True), workers)
