@@ -244,10 +244,13 @@ def test_a_key_of_a_required_role_without_totp_cannot_get_in(deployment: Deploym
 def test_a_totp_code_signs_in_once(deployment: Deployment) -> None:
     key, totp = deployment.enrolled_key(Role.OPERATOR)
     now = time.time()
-    code = totp.at(now)
+    # Signing in with the next step's code keeps it and the code before it inside the
+    # drift the service allows (one step either way) for 30 s at least, whenever in its
+    # step the test starts: only their being used can refuse them, never the clock.
+    code, earlier = totp.at(now + totp.interval), totp.at(now)
     assert deployment.sign_in(key, code).session_token
-    # The same code again, and the code before it (still inside the drift allowed), are refused.
-    for replayed in (code, totp.at(now - totp.interval)):
+    # The same code again, and the code before it, are refused.
+    for replayed in (code, earlier):
         error = refusal(lambda replayed=replayed: deployment.sign_in(key, replayed))  # type: ignore[misc]
         assert error is not None and error.code() == grpc.StatusCode.UNAUTHENTICATED
         assert "used already" in str(error.details())
