@@ -1072,7 +1072,7 @@ def _offline_keys(
 
     scoped = settings.model_copy(update={"access_database_url": database_url})
     hasher = load_key_hasher(scoped)
-    box = totp_keyring(scoped) if seal_totp else None
+    box = totp_keyring(scoped, offline=True) if seal_totp else None
     engine = make_engine(database_url)
     try:
         yield engine, KeyStore(engine, hasher, box=box)

@@ -270,6 +270,21 @@ class Settings(BaseSettings):
         then they must all be given the same secrets instead of each making its own."""
         return not self.access_database().startswith("sqlite")
 
+    def access_database_in_home(self) -> bool:
+        """Whether the access database is a SQLite file under ``home`` (or in memory): then the
+        access service using it is this home's, with this home's embedded keys."""
+        import os
+
+        from sqlalchemy.engine import make_url
+
+        url = self.access_database()
+        if not url.startswith("sqlite"):
+            return False
+        path = make_url(url).database
+        if not path or path == ":memory:":
+            return True
+        return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(self.home))
+
     def client_api_key(self) -> str | None:
         """The key clients of this process send: QUORUM_API_KEY, else the local user's."""
         if self.api_key is not None:
