@@ -59,8 +59,14 @@ def test_an_access_database_is_in_the_home_when_it_is_a_sqlite_file_under_it(tmp
     assert not in_home("postgresql+psycopg://quorum@db/quorum_access")
 
 
-def test_secret_paths_name_the_keys_credentials_and_tls_keys(tmp_path: Path) -> None:
-    assert Settings(home=tmp_path).secret_paths() == (tmp_path / "secrets", tmp_path / "credentials")
+def test_closed_paths_name_the_home_the_sqlite_databases_and_the_tls_keys(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    assert Settings(home=home).closed_paths() == (home,)
+    shared = tmp_path / "shared" / "access.db"
+    closed = Settings(home=home, access_database_url=f"sqlite:///{shared}").closed_paths()
+    assert {Path(f"{shared}{suffix}") for suffix in ("", "-wal", "-shm", "-journal")} <= set(closed)
+    on_postgres = "postgresql+psycopg://quorum@db/quorum_ingest"
+    assert Settings(home=home, database_url=on_postgres, access_database_url=on_postgres).closed_paths() == (home,)
 
 
 def test_printed_settings_mask_secrets_and_url_passwords(monkeypatch: pytest.MonkeyPatch) -> None:
