@@ -243,6 +243,7 @@ def cmd_sign_in(args: argparse.Namespace) -> int:
         print(f"{_key_line(reply.key)}\nthis key has no TOTP enrolled: commands send it as it is, nothing was stored")
         return 0
     expires_at = reply.session_expires_at.ToDatetime(tzinfo=dt.UTC)
+    _end_replaced_session(settings, reply.key.key_id)
     store_session(settings.home, StoredSession(reply.key.key_id, reply.session_token, expires_at))
     print(_key_line(reply.key))
     print(
@@ -259,33 +260,70 @@ def _ask_totp_code() -> str:
     return input("TOTP code: ").strip()
 
 
+def _end_session(settings: Settings, token: str) -> int:
+    """Calls SignOut with ``token``: a session token ends that session, a key every session
+    of the key. Returns how many were live; raises grpc.RpcError."""
+    from quorum.v1 import access_pb2
+
+    with _client(settings, api_key=token) as client:
+        reply = client.access.SignOut(access_pb2.SignOutRequest(), timeout=30)
+    return int(reply.sessions_ended)
+
+
+def _end_replaced_session(settings: Settings, key_id: str) -> None:
+    """Ends the unexpired session stored for ``key_id`` before a new one takes its place in
+    the credentials file: forgotten there, it would stay a live bearer token nobody tracks.
+    A failure does not stop the sign-in, but is said."""
+    import grpc
+
+    from quorum.client import rpc_error_text
+    from quorum.security.credentials import stored_session
+
+    old = stored_session(settings.home, key_id)
+    if old is None or old.expired():
+        return
+    try:
+        _end_session(settings, old.token)
+    except grpc.RpcError as exc:
+        if exc.code() != grpc.StatusCode.UNAUTHENTICATED:  # else already ended, or the key revoked
+            print(
+                f"quorum sign-in: the session this one replaces could not be ended ({rpc_error_text(exc)}); "
+                f"it stays valid until {old.expires_at:%Y-%m-%d %H:%M} UTC",
+                file=sys.stderr,
+            )
+
+
 def cmd_sign_out(args: argparse.Namespace) -> int:
-    """Ends the stored session in the access service and forgets it."""
+    """Ends the stored session in the access service, then forgets it. With no session
+    stored (or only an expired one), signs out with the key, which ends every session of
+    the key wherever it was started (other machines, the dashboard); the key stays valid."""
     import grpc
 
     from quorum.client import rpc_error_text
     from quorum.security.credentials import client_credential, forget_session
-    from quorum.v1 import access_pb2
 
     settings = _load_settings()
     credential = client_credential(settings)
     if credential is None:
         print(f"quorum sign-out: no key: {_GET_A_KEY}", file=sys.stderr)
         return 2
-    session = forget_session(settings.home, credential.key_id)
-    if session is None:
-        print(f"no session of key {credential.key_id} is stored: nothing to end")
-        return 0
-    if not session.expired():
-        with _client(settings, api_key=session.token) as client:
-            try:
-                client.access.SignOut(access_pb2.SignOutRequest(), timeout=30)
-            except grpc.RpcError as exc:
-                # Already ended or revoked: forgetting it was all that was left to do.
-                if exc.code() != grpc.StatusCode.UNAUTHENTICATED:
-                    print(f"quorum sign-out: {rpc_error_text(exc)}", file=sys.stderr)
-                    return 1
-    print(f"signed out: the session of key {credential.key_id} is ended and forgotten")
+    live = credential.session is not None
+    try:
+        # The stored session while it lasts, else the key.
+        ended = _end_session(settings, credential.token)
+    except grpc.RpcError as exc:
+        # A stored session refused as unknown was ended already (or its key revoked): forgetting
+        # it is all that is left. Any other failure keeps it, so that signing out can be retried.
+        if not (live and exc.code() == grpc.StatusCode.UNAUTHENTICATED):
+            print(f"quorum sign-out: {rpc_error_text(exc)}", file=sys.stderr)
+            return 1
+        ended = 0
+    if credential.session is not None or credential.expired is not None:
+        forget_session(settings.home, credential.key_id)
+    if live:
+        print(f"signed out: the session of key {credential.key_id} is ended and forgotten")
+    else:
+        print(f"signed out with the key: {ended} session(s) of key {credential.key_id} ended; the key stays valid")
     return 0
 
 
@@ -1034,7 +1072,7 @@ def _offline_keys(
 
     scoped = settings.model_copy(update={"access_database_url": database_url})
     hasher = load_key_hasher(scoped)
-    box = totp_keyring(scoped) if seal_totp else None
+    box = totp_keyring(scoped, offline=True) if seal_totp else None
     engine = make_engine(database_url)
     try:
         yield engine, KeyStore(engine, hasher, box=box)
@@ -1413,7 +1451,10 @@ def parser() -> argparse.ArgumentParser:
     )
     sign_in.add_argument("--code", help="the code the authenticator app shows now (default: asked for)")
     sign_in.set_defaults(func=cmd_sign_in)
-    sign_out = sub.add_parser("sign-out", help="end the session `quorum sign-in` stored, and forget it")
+    sign_out = sub.add_parser(
+        "sign-out",
+        help="end the session `quorum sign-in` stored, and forget it; with none stored, every session of the key",
+    )
     sign_out.set_defaults(func=cmd_sign_out)
 
     audit = sub.add_parser("audit", help="the audit trail (operator and admin keys)")

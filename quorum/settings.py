@@ -140,8 +140,8 @@ class Settings(BaseSettings):
 
     # Comma-separated absolute folders whose files an operator's or admin's manifest may name
     # (ImportManifest's `path` lines), symlinks and `..` resolved first. Empty: no manifest
-    # may name a file on the server. The secrets folder, the credentials file and the TLS
-    # private keys stay out even under a root (secret_paths).
+    # may name a file on the server. QUORUM_HOME, SQLite databases, the TLS private keys
+    # (closed_paths) and /proc, /sys and /dev stay out even under a root.
     import_roots: Annotated[tuple[Path, ...], NoDecode] = ()
 
     # Ingest limits.
@@ -270,6 +270,21 @@ class Settings(BaseSettings):
         then they must all be given the same secrets instead of each making its own."""
         return not self.access_database().startswith("sqlite")
 
+    def access_database_in_home(self) -> bool:
+        """Whether the access database is a SQLite file under ``home`` (or in memory): then the
+        access service using it is this home's, with this home's embedded keys."""
+        import os
+
+        from sqlalchemy.engine import make_url
+
+        url = self.access_database()
+        if not url.startswith("sqlite"):
+            return False
+        path = make_url(url).database
+        if not path or path == ":memory:":
+            return True
+        return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(self.home))
+
     def client_api_key(self) -> str | None:
         """The key clients of this process send: QUORUM_API_KEY, else the local user's."""
         if self.api_key is not None:
@@ -278,14 +293,20 @@ class Settings(BaseSettings):
 
         return read_local_key(self.home)
 
-    def secret_paths(self) -> tuple[Path, ...]:
-        """The files and folders holding this process's secrets: the embedded keys, the local
-        user's credentials and the TLS private keys. No manifest may name anything in them."""
-        from quorum.crypto import secrets_folder
-        from quorum.security.keys import credentials_path
+    def closed_paths(self) -> tuple[Path, ...]:
+        """The files and folders of the service itself, which no manifest may name: the whole
+        home (embedded keys, credentials, SQLite databases with key hashes and sealed TOTP
+        secrets, logs, the local object store), the SQLite databases configured outside it
+        (with their journal files) and the TLS private keys."""
+        from sqlalchemy.engine import make_url
 
+        databases: list[Path] = []
+        for url in {self.access_database(), *(self.database_url_for(name) for name in SERVICES)}:
+            path = make_url(url).database if url.startswith("sqlite") else None
+            if path and path != ":memory:" and not Path(path).is_relative_to(self.home):
+                databases += [Path(path + suffix) for suffix in ("", "-wal", "-shm", "-journal")]
         keys = (self.tls_key_file, self.tls_client_key_file)
-        return (secrets_folder(self.home), credentials_path(self.home), *(key for key in keys if key is not None))
+        return (self.home, *sorted(databases), *(key for key in keys if key is not None))
 
     def object_store(self) -> str:
         return self.object_store_url or (self.home / "objects").as_uri()

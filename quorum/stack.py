@@ -25,7 +25,6 @@ from quorum.security.keyhash import KeyHasher, load_key_hasher
 from quorum.security.keys import ensure_local_key
 from quorum.settings import SERVICES, ServiceName, Settings
 from quorum.tls import ClientTls
-from services.access.audit import offline_key_recorder
 
 
 def _port_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -133,6 +132,9 @@ class LocalStack:
                     f"port {port} for {name} is in use (another `quorum up`?); "
                     f"set QUORUM_{name.upper()}_ADDR to another host:port"
                 )
+        # Here, not at the top: quorum imports no service package at import time.
+        from services.access.audit import offline_key_recorder
+
         self.log_dir.mkdir(parents=True, exist_ok=True)
         engine = make_engine(self.access_database_url())
         try:

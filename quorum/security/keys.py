@@ -426,7 +426,8 @@ class Authenticator:
     it was cached stays: the poll looks back CLOCK_SLACK, and evicting every key made
     in the last seconds would put each of them through the hash again on every poll.
     A session is cached the same way, under its key's ``changed_at``; the poll also
-    evicts sessions ended since, and a cached session is refused from its expiry on.
+    evicts sessions ended since and those expired, and a cached session is refused from
+    its expiry on.
 
     A key stored under a previous hashing key, or as scrypt, is re-hashed under the
     current one when it verifies: the access database's row is rewritten (not its
@@ -453,6 +454,11 @@ class Authenticator:
         self._since = utcnow()
         # Keys already reported as hashed under a hashing key this process lacks.
         self._reported_unknown: set[str] = set()
+
+    @property
+    def cached(self) -> int:
+        """How many keys and sessions are cached."""
+        return len(self._cache)
 
     def authenticate(self, token: str) -> Principal:
         self._evict_changed()
@@ -560,13 +566,16 @@ class Authenticator:
                 changed = {key_id: changed_at for key_id, changed_at in rows}
                 ended_query = sa.select(sessions.c.session_id).where(sessions.c.ended_at >= since - CLOCK_SLACK)
                 ended = set(conn.execute(ended_query).scalars())
-            if changed or ended:
-                self._cache = {
-                    digest: verified
-                    for digest, verified in self._cache.items()
-                    if changed.get(verified.principal.key_id, verified.changed_at) == verified.changed_at
-                    and verified.principal.session_id not in ended
-                }
+            # Sessions that expired go too: a sign-in adds an entry that nothing else removes
+            # unless its token is presented again, so the cache would grow with every sign-in.
+            wall = self._wall_clock()
+            self._cache = {
+                digest: verified
+                for digest, verified in self._cache.items()
+                if changed.get(verified.principal.key_id, verified.changed_at) == verified.changed_at
+                and verified.principal.session_id not in ended
+                and (verified.expires_at is None or wall < verified.expires_at)
+            }
 
 
 def ensure_local_key(engine: Engine, home: Path, hasher: KeyHasher, *, recorded: Recorder | None) -> str:

@@ -17,14 +17,22 @@ from .policy import POLICY
 from .servicer import SERVICE_NAME, AccessServicer
 
 
-def totp_keyring(settings: Settings) -> MasterKeyring:
+def totp_keyring(settings: Settings, *, offline: bool = False) -> MasterKeyring:
     """The master keyring that seals the TOTP secrets in the access database. Replicas (and
     `quorum keys create --database-url`) sharing a database must share it, so a shared
-    database needs QUORUM_MASTER_KEY. Raises quorum.crypto.MasterKeyError naming the variable."""
-    shared = settings.access_database_is_shared()
-    return load_master_keyring(
-        settings, required_because="the access database is shared and holds sealed TOTP secrets" if shared else None
-    )
+    database needs QUORUM_MASTER_KEY. So does an ``offline`` tool's SQLite database outside
+    its QUORUM_HOME: that database's access service opens the secrets with its own home's
+    embedded master key, not this one. Raises quorum.crypto.MasterKeyError naming the variable."""
+    because = None
+    if settings.access_database_is_shared():
+        because = "the access database is shared and holds sealed TOTP secrets"
+    elif offline and not settings.access_database_in_home():
+        because = (
+            f"the access database is outside QUORUM_HOME ({settings.home}), so its access service opens "
+            "TOTP secrets with a master key other than this home's embedded one (an embedded stack's is "
+            "the text of its <home>/secrets/master.key)"
+        )
+    return load_master_keyring(settings, required_because=because)
 
 
 def build(context: ServiceContext) -> ServiceParts:

@@ -23,7 +23,6 @@ TOTP_ISSUER = "Quorum"
 # Wrong codes allowed per key in a sliding window before sign-in is refused outright.
 TOTP_MAX_FAILURES = 5
 TOTP_LOCKOUT = dt.timedelta(minutes=5)
-DEFAULT_SESSION_TTL = dt.timedelta(hours=12)
 
 
 @dataclass(frozen=True)
@@ -61,14 +60,15 @@ def matching_step(secret: str, code: str, now: float) -> int | None:
 
 class AccessHandlers:
     """``second_factor_roles``: the roles whose keys must sign in with a TOTP code
-    (QUORUM_REQUIRE_MFA_ROLES); ``session_ttl``: how long a TOTP sign-in's session lasts."""
+    (QUORUM_REQUIRE_MFA_ROLES); ``session_ttl``: how long a TOTP sign-in's session lasts
+    (QUORUM_SESSION_TTL_S, whose default is the one the deployment gets)."""
 
     def __init__(
         self,
         keys: KeyStore,
         audit: AuditTrail,
         *,
-        session_ttl: dt.timedelta = DEFAULT_SESSION_TTL,
+        session_ttl: dt.timedelta,
         second_factor_roles: Collection[Role] = (),
         clock: Callable[[], float] = time.time,
     ) -> None:

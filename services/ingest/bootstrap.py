@@ -36,7 +36,7 @@ def build(context: ServiceContext) -> ServiceParts:
             max_image_pixels=settings.max_image_pixels,
         ),
         outbox_written=context.outbox_written,
-        server_files=ServerFiles.under(settings.import_roots, settings.secret_paths()),
+        server_files=ServerFiles.under(settings.import_roots, settings.closed_paths()),
     )
     return ServiceParts(
         name="ingest",

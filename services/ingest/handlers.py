@@ -422,8 +422,8 @@ class IngestHandlers:
         ``server_paths`` False, path lines are rejected: reading this machine's
         files is for the deployment's own staff, never for a client. With it, every
         path line must resolve under ``server_files``' roots and outside the
-        service's secrets, or nothing is imported: PermissionDenied names the first
-        line that does not. Batching, deduplication and tasks are as for
+        service's own files and /proc, /sys and /dev, or nothing is imported:
+        PermissionDenied names the first line that does not. Batching, deduplication and tasks are as for
         :meth:`upload`. Raises InvalidArgument("job_id" / "content"), NotFound,
         FailedPrecondition, PermissionDenied. Costs one file read per path line.
         """

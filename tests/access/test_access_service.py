@@ -365,6 +365,31 @@ def test_the_first_admin_key_can_have_totp_for_a_deployment_that_requires_it(
     assert "QUORUM_MASTER_KEY is not set" in capsys.readouterr().err
 
 
+def test_a_totp_key_for_another_homes_database_needs_that_homes_master_key(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    here, there = tmp_path / "here", tmp_path / "there"
+    monkeypatch.setenv("QUORUM_HOME", str(here))
+    monkeypatch.delenv("QUORUM_MASTER_KEY", raising=False)
+    url = f"sqlite:///{there / 'access.db'}"
+    create = ["keys", "create", "--role", "admin", "--totp", "--database-url", url]
+    # Sealed under this home's embedded master key, the secret would be one the access
+    # service of that database cannot open.
+    assert cli_main(create) == 2
+    err = capsys.readouterr().err
+    assert "QUORUM_MASTER_KEY is not set" in err and f"outside QUORUM_HOME ({here})" in err
+    assert not (there / "access.db").exists()
+
+    theirs = Settings(home=there, access_database_url=url)
+    keyring = load_master_keyring(theirs)
+    monkeypatch.setenv("QUORUM_MASTER_KEY", (there / "secrets" / "master.key").read_text().strip())
+    assert cli_main(create) == 0
+    out = capsys.readouterr()
+    uri = out.err[out.err.index("otpauth://") :].split()[0]
+    store = KeyStore(make_engine(url), load_key_hasher(theirs), box=keyring)
+    assert store.totp_secret(out.out.strip().split("_")[1]) == pyotp.parse_uri(uri).secret
+
+
 def test_the_audit_trail_pages_and_filters_by_time(
     running: RunningService,
     settings: Settings,

@@ -3,7 +3,8 @@ this process, on the session's broker) with QUORUM_REQUIRE_MFA_ROLES set for adm
 operators and workers. Keys of those roles are refused alone; a TOTP sign-in's session
 works on every service as its key, until it expires, is signed out of, or its key is
 revoked; a code signs in once; and the CLI signs in and keeps the session for later
-commands."""
+commands, ending the session it replaces, and signs out without losing a session it
+could not end."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import pytest
 import sqlalchemy as sa
 from quorum_testing import deployment_settings, wait_until
 
+from quorum.broker import free_port
 from quorum.cli import main as cli_main
 from quorum.crypto import load_master_keyring
 from quorum.db import make_engine
@@ -244,10 +246,13 @@ def test_a_key_of_a_required_role_without_totp_cannot_get_in(deployment: Deploym
 def test_a_totp_code_signs_in_once(deployment: Deployment) -> None:
     key, totp = deployment.enrolled_key(Role.OPERATOR)
     now = time.time()
-    code = totp.at(now)
+    # Signing in with the next step's code keeps it and the code before it inside the
+    # drift the service allows (one step either way) for 30 s at least, whenever in its
+    # step the test starts: only their being used can refuse them, never the clock.
+    code, earlier = totp.at(now + totp.interval), totp.at(now)
     assert deployment.sign_in(key, code).session_token
-    # The same code again, and the code before it (still inside the drift allowed), are refused.
-    for replayed in (code, totp.at(now - totp.interval)):
+    # The same code again, and the code before it, are refused.
+    for replayed in (code, earlier):
         error = refusal(lambda replayed=replayed: deployment.sign_in(key, replayed))  # type: ignore[misc]
         assert error is not None and error.code() == grpc.StatusCode.UNAUTHENTICATED
         assert "used already" in str(error.details())
@@ -419,3 +424,74 @@ def test_the_cli_says_when_the_services_refuse_the_stored_session(
         return cli_main(["keys", "list"]) == 1 and "run `quorum sign-in` again" in capsys.readouterr().err
 
     wait_until(refused_with_the_hint, 60, "the revocation")
+
+
+def cli_admin(deployment: Deployment, monkeypatch: pytest.MonkeyPatch, home: Path) -> tuple[str, pyotp.TOTP]:
+    """A new enrolled admin key and its authenticator, the CLI pointed at the deployment
+    with that key and its credentials file in ``home``."""
+    key, totp = deployment.enrolled_key(Role.ADMIN)
+    monkeypatch.setenv("QUORUM_HOME", str(home))
+    for name, address in deployment.addresses.items():
+        monkeypatch.setenv(f"QUORUM_{name.upper()}_ADDR", address)
+    monkeypatch.setenv("QUORUM_API_KEY", key)
+    return key, totp
+
+
+def ended(deployment: Deployment, token: str) -> bool:
+    """Whether the access database records the session of ``token`` as ended."""
+    with deployment.engine.connect() as conn:
+        query = sa.select(sessions.c.ended_at).where(sessions.c.session_id == token.split("_")[1])
+        return conn.execute(query).scalar_one() is not None
+
+
+def test_a_cli_sign_in_ends_the_session_it_replaces(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    key, totp = cli_admin(deployment, monkeypatch, tmp_path)
+    key_id = parse_key(key)[0]
+    now = time.time()
+    assert cli_main(["sign-in", "--code", totp.at(now)]) == 0
+    first = stored_session(tmp_path, key_id)
+    assert first is not None
+
+    # A later step's code (one step of drift is allowed), as a second sign-in would use.
+    assert cli_main(["sign-in", "--code", totp.at(now + totp.interval)]) == 0
+    second = stored_session(tmp_path, key_id)
+    assert second is not None and second.token != first.token
+    assert ended(deployment, first.token) and not ended(deployment, second.token)
+    assert "could not be ended" not in capsys.readouterr().err
+
+
+def test_a_failed_cli_sign_out_keeps_the_session_to_try_again(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    key, totp = cli_admin(deployment, monkeypatch, tmp_path)
+    key_id = parse_key(key)[0]
+    assert cli_main(["sign-in", "--code", totp.now()]) == 0
+    session = stored_session(tmp_path, key_id)
+    assert session is not None
+
+    # The access service out of reach: nothing was ended, so nothing is forgotten.
+    monkeypatch.setenv("QUORUM_ACCESS_ADDR", f"127.0.0.1:{free_port()}")
+    capsys.readouterr()
+    assert cli_main(["sign-out"]) == 1
+    assert "UNAVAILABLE" in capsys.readouterr().err
+    assert stored_session(tmp_path, key_id) == session and not ended(deployment, session.token)
+
+    monkeypatch.setenv("QUORUM_ACCESS_ADDR", deployment.addresses["access"])
+    assert cli_main(["sign-out"]) == 0
+    assert "is ended and forgotten" in capsys.readouterr().out
+    assert stored_session(tmp_path, key_id) is None and ended(deployment, session.token)
+
+
+def test_a_cli_sign_out_with_no_session_stored_ends_every_session_of_the_key(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    key, totp = cli_admin(deployment, monkeypatch, tmp_path)
+    now = time.time()
+    # Sessions started elsewhere (another machine, the dashboard): none is in this file.
+    elsewhere = [deployment.sign_in(key, totp.at(now + step * totp.interval)).session_token for step in (0, 1)]
+
+    assert cli_main(["sign-out"]) == 0
+    assert f"2 session(s) of key {parse_key(key)[0]} ended" in capsys.readouterr().out
+    assert all(ended(deployment, token) for token in elsewhere)

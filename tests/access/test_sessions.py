@@ -1,8 +1,8 @@
 """Sessions of TOTP sign-ins and the TOTP state of keys, against real SQLite and
 PostgreSQL access databases: stored as keyed hashes, standing for their key as it now
 is, refused once expired, ended or their key revoked (in a process that cached them
-too), each code step accepted once, TOTP secrets moved to a new master key; and the
-credentials file in which the CLI keeps a session."""
+too, which drops them once expired), each code step accepted once, TOTP secrets moved
+to a new master key; and the credentials file in which the CLI keeps a session."""
 
 from __future__ import annotations
 
@@ -123,6 +123,24 @@ def test_a_cached_session_is_refused_from_its_expiry_on(store: KeyStore, engine:
     clocks.wall = session.expires_at
     with pytest.raises(Unauthenticated, match="expired"):
         cached.authenticate(token)
+
+
+def test_expired_sessions_leave_the_cache_at_the_next_poll(store: KeyStore, engine: sa.Engine) -> None:
+    record, key = store.create(Role.OPERATOR, totp_secret="JBSWY3DPEHPK3PXP")
+    short, short_token = store.start_session(record.key_id, HOUR, totp_step=1)
+    _, long_token = store.start_session(record.key_id, 2 * HOUR, totp_step=2)
+    cached, clocks = cached_by_another_process(store, engine)
+    for token in (key, short_token, long_token):
+        cached.authenticate(token)
+    assert cached.cached == 3
+
+    # The short session expires and nobody presents it again: the next poll drops it alone.
+    clocks.wall = short.expires_at
+    clocks.monotonic += 2.5
+    cached.authenticate(key)
+    assert cached.cached == 2
+    assert cached.authenticate(long_token).session_id != short.session_id
+    assert cached.cached == 2
 
 
 def test_a_session_ended_or_of_a_revoked_key_is_refused_by_a_process_that_cached_it(

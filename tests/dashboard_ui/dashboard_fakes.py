@@ -12,6 +12,7 @@ key that asked.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import threading
 import time
@@ -33,6 +34,7 @@ from quorum.security import keys
 from quorum.security.keyhash import KeyHasher
 from quorum.security.policy import AuthInterceptor
 from quorum.security.principal import Role, current_principal
+from quorum.settings import Settings
 from quorum.v1 import (
     access_pb2_grpc,
     common_pb2,
@@ -354,7 +356,15 @@ def start_fake_quorum(access_db: Path, second_factor_roles: Collection[Role] = (
         (payments_pb2_grpc.add_PaymentsServiceServicer_to_server, FakePayments(calls), PAYMENTS_POLICY.service),
         (
             access_pb2_grpc.add_AccessServiceServicer_to_server,
-            AccessServicer(AccessHandlers(store, trail, second_factor_roles=second_factor_roles), trail),
+            AccessServicer(
+                AccessHandlers(
+                    store,
+                    trail,
+                    session_ttl=dt.timedelta(seconds=Settings().session_ttl_s),
+                    second_factor_roles=second_factor_roles,
+                ),
+                trail,
+            ),
             ACCESS_SERVICE,
         ),
     ]

@@ -3,6 +3,7 @@ real key checks and the real access service."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pyotp
@@ -27,6 +28,15 @@ def assert_key_nowhere_but_the_session(at: AppTest, key: str) -> None:
     for widget in ("api_key_input", "totp_code_input"):
         if widget in at.session_state:
             assert key not in str(at.session_state[widget])
+
+
+def assert_kept_nowhere(at: AppTest, secret: str) -> None:
+    """``secret`` is in no value of the session state, nor in any field of one (the viewer's
+    repr leaves its token out), nor on the page."""
+    assert secret not in shown_text(at)
+    for name, value in at.session_state.items():
+        fields = dataclasses.astuple(value) if dataclasses.is_dataclass(value) else (value,)
+        assert all(secret not in str(field) for field in fields), name
 
 
 def test_the_gate_shows_first_and_nothing_is_read_without_a_key(dashboard_env: FakeQuorum) -> None:
@@ -226,6 +236,8 @@ def test_a_totp_sign_in_reads_with_its_session_and_signing_out_ends_it(dashboard
     assert token.startswith("qs_") and token != key
     assert metrics(at)["Backlog"] == "137"
     assert_key_nowhere_but_the_session(at, token)
+    # The key itself is not kept once the session stands in for it: every read uses the session.
+    assert_kept_nowhere(at, key)
 
     at.sidebar.button(key="sign_out").click().run()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import json
 import os
 import threading
@@ -18,11 +19,12 @@ from quorum.db import make_engine
 from quorum.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from quorum.messaging import Topics
 from quorum.objectstore import LocalDiskStore, content_key
+from quorum.settings import Settings
 from quorum.v1 import events_pb2
 from services.ingest import codec, domain, tables
 from services.ingest.domain import Chunk, ItemStatus, JobState, ManifestFormat
 from services.ingest.handlers import IngestHandlers, ticking
-from services.ingest.server_files import ServerFiles
+from services.ingest.server_files import ServerFiles, open_without_links
 
 TOPICS = Topics("test")
 LIMITS = domain.Limits(max_file_bytes=50_000, max_text_bytes=1_000, max_image_pixels=1_000_000)
@@ -502,18 +504,64 @@ def test_server_paths_resolve_inside_the_import_roots_or_nothing_is_imported(
     assert summary.count(ItemStatus.ACCEPTED) == 1
 
 
-def test_secrets_stay_closed_to_manifests_even_under_a_root(handlers: IngestHandlers, tmp_path: Path) -> None:
-    secrets = tmp_path / "home" / "secrets"
-    secrets.mkdir(parents=True)
-    (secrets / "master.key").write_text("MASTER KEY")
+def test_the_services_own_files_stay_closed_to_manifests_even_under_a_root(
+    handlers: IngestHandlers, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    settings = Settings(home=home, access_database_url=f"sqlite:///{tmp_path / 'shared' / 'access.db'}")
+    own_files = [
+        "secrets/master.key",
+        "credentials",
+        "credentials.tmp",
+        # Key hashes and sealed TOTP secrets; a log with an incident's traceback.
+        "access.db",
+        "ingest.db-wal",
+        "logs/ingest.log",
+    ]
+    for name in [*(f"home/{name}" for name in own_files), "shared/access.db", "shared/access.db-wal"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("SECRET")
     (tmp_path / "tls.key").write_text("PRIVATE KEY")
     (tmp_path / "key-link.txt").symlink_to(tmp_path / "tls.key")
-    handlers.server_files = ServerFiles.under([tmp_path], secrets=[secrets, tmp_path / "tls.key"])
+    (tmp_path / "db-link.txt").symlink_to(home / "access.db")
+    handlers.server_files = ServerFiles.under([tmp_path], [*settings.closed_paths(), tmp_path / "tls.key"])
 
-    for path in (str(secrets / "master.key"), "home/secrets/master.key", "tls.key", "key-link.txt"):
+    for path in [
+        str(home / "secrets" / "master.key"),
+        *(f"home/{name}" for name in own_files),
+        "shared/access.db",
+        "shared/access.db-wal",
+        "tls.key",
+        "key-link.txt",
+        "db-link.txt",
+    ]:
         message = refused(handlers, path, str(tmp_path))
-        assert "among the service's secrets" in message, path
-        assert "MASTER KEY" not in message and "PRIVATE KEY" not in message
+        assert "among the service's own files" in message, path
+        assert "SECRET" not in message and "PRIVATE KEY" not in message
+
+
+def test_proc_sys_and_dev_stay_closed_to_manifests_even_under_a_root(handlers: IngestHandlers) -> None:
+    handlers.server_files = ServerFiles.under([Path("/")])
+    # The service's environment, which may hold QUORUM_MASTER_KEY.
+    for path in ("/proc/self/environ", "/sys/kernel/hostname", "/dev/zero", "/tmp/../proc/self/environ"):
+        message = refused(handlers, path)
+        assert "is under /proc, /sys, /dev, which no manifest may name" in message, path
+
+
+def test_a_folder_swapped_for_a_link_after_the_check_is_not_followed(tmp_path: Path) -> None:
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "a.txt").write_text("inside")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "a.txt").write_text("TOP SECRET")
+    checked = tmp_path / "folder" / "a.txt"
+    fd = open_without_links(checked)
+    os.close(fd)
+    # What a racing writer does between the check and the open: the folder becomes a link.
+    (tmp_path / "folder").rename(tmp_path / "moved")
+    (tmp_path / "folder").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(OSError) as caught:
+        open_without_links(checked)
+    assert caught.value.errno in (errno.ELOOP, errno.ENOTDIR)
 
 
 def test_without_import_roots_no_manifest_names_a_server_file(handlers: IngestHandlers, tmp_path: Path) -> None:

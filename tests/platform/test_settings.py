@@ -46,8 +46,27 @@ def test_import_roots_are_comma_separated_absolute_folders(monkeypatch: pytest.M
         cli._load_settings()
 
 
-def test_secret_paths_name_the_keys_credentials_and_tls_keys(tmp_path: Path) -> None:
-    assert Settings(home=tmp_path).secret_paths() == (tmp_path / "secrets", tmp_path / "credentials")
+def test_an_access_database_is_in_the_home_when_it_is_a_sqlite_file_under_it(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+
+    def in_home(url: str) -> bool:
+        return Settings(home=home, access_database_url=url).access_database_in_home()
+
+    assert Settings(home=home).access_database_in_home()
+    assert in_home(f"sqlite:///{home / 'nested' / 'access.db'}") and in_home("sqlite://")
+    assert not in_home(f"sqlite:///{tmp_path / 'access.db'}")
+    assert not in_home(f"sqlite:///{home / '..' / 'access.db'}")
+    assert not in_home("postgresql+psycopg://quorum@db/quorum_access")
+
+
+def test_closed_paths_name_the_home_the_sqlite_databases_and_the_tls_keys(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    assert Settings(home=home).closed_paths() == (home,)
+    shared = tmp_path / "shared" / "access.db"
+    closed = Settings(home=home, access_database_url=f"sqlite:///{shared}").closed_paths()
+    assert {Path(f"{shared}{suffix}") for suffix in ("", "-wal", "-shm", "-journal")} <= set(closed)
+    on_postgres = "postgresql+psycopg://quorum@db/quorum_ingest"
+    assert Settings(home=home, database_url=on_postgres, access_database_url=on_postgres).closed_paths() == (home,)
 
 
 def test_printed_settings_mask_secrets_and_url_passwords(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -436,8 +436,8 @@ def test_no_manifest_may_name_the_tls_private_keys(pki: Pki, tmp_path: Path) -> 
         tls_client_key_file=pki.client_key,
         import_roots=(pki.ca.parent,),
     )
-    files = ServerFiles.under(settings.import_roots, settings.secret_paths())
+    files = ServerFiles.under(settings.import_roots, settings.closed_paths())
     for key in (pki.server_key, pki.client_key):
-        with pytest.raises(PermissionDenied, match="among the service's secrets"):
+        with pytest.raises(PermissionDenied, match="among the service's own files"):
             files.locate(key.name, str(key.parent))
     assert files.locate(str(pki.ca), "") == pki.ca
