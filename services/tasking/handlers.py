@@ -26,7 +26,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 import sqlalchemy as sa
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -267,9 +267,21 @@ def _standing_of(row: Row[Any]) -> WorkerStanding:
     )
 
 
-def _standings(conn: Connection, worker_ids: Sequence[str]) -> dict[str, WorkerStanding]:
-    """The standing of each worker: its row, else (a worker suspended before standings were
-    kept) the spam flag its suspension was, else good standing."""
+def _standing_values(standing: WorkerStanding) -> dict[str, Any]:
+    return {
+        "suspended_by_operator": standing.suspended_by_operator,
+        "suspension_reason": standing.suspension_reason,
+        "spam_flagged": standing.spam_flagged,
+        "spam_reason": standing.spam_reason,
+        "flag_overridden": standing.flag_overridden,
+        "changed_by": standing.changed_by[:300],
+        "changed_at": standing.changed_at or utcnow(),
+    }
+
+
+def _recorded_standings(conn: Connection, worker_ids: Sequence[str]) -> dict[str, WorkerStanding]:
+    """The standing of each worker with anything on record: its row, else (a worker
+    suspended before standings were kept) the spam flag its suspension was."""
     w, s = tables.worker_standing, tables.suspended_workers
     found: dict[str, WorkerStanding] = {}
     for chunk in _chunks(list(worker_ids)):
@@ -286,6 +298,12 @@ def _standings(conn: Connection, worker_ids: Sequence[str]) -> dict[str, WorkerS
                     changed_by=CONSENSUS,
                     changed_at=row.suspended_at,
                 )
+    return found
+
+
+def _standings(conn: Connection, worker_ids: Sequence[str]) -> dict[str, WorkerStanding]:
+    """The standing of each worker: what is on record, else good standing."""
+    found = _recorded_standings(conn, worker_ids)
     return {i: found.get(i) or WorkerStanding(i) for i in worker_ids}
 
 
@@ -293,20 +311,38 @@ def _standing(conn: Connection, worker_id: str) -> WorkerStanding:
     return _standings(conn, [worker_id])[worker_id]
 
 
+@overload
+def _locked_standing(conn: Connection, worker_id: str) -> WorkerStanding: ...
+@overload
+def _locked_standing(conn: Connection, worker_id: str, *, create: bool) -> WorkerStanding | None: ...
+def _locked_standing(conn: Connection, worker_id: str, *, create: bool = True) -> WorkerStanding | None:
+    """The worker's standing for a change, its row locked until the transaction ends: an
+    operator's action and a consensus verdict (or two replicas) then take turns, each
+    reading what the other wrote, instead of overwriting each other with what they read
+    before. A missing row is first written as what is on record (good standing, or a
+    flag from before standings were kept), ignoring a conflict, so that two first writers
+    both go on to wait for the row. With ``create`` False, a worker with nothing on record
+    gets None and nothing is written. One locking primary-key read, plus a read, an
+    insert and a second locking read for a worker's first change."""
+    w = tables.worker_standing
+    locked = sa.select(w).where(w.c.worker_id == worker_id).with_for_update()
+    row = conn.execute(locked).first()
+    if row is None:
+        recorded = _recorded_standings(conn, [worker_id]).get(worker_id)
+        if recorded is None and not create:
+            return None
+        first = recorded or WorkerStanding(worker_id)
+        insert_ignoring_conflicts(conn, w, [{"worker_id": worker_id, **_standing_values(first)}])
+        row = conn.execute(locked).one()
+    return _standing_of(row)
+
+
 def _store_standing(conn: Connection, standing: WorkerStanding) -> None:
-    """Writes the standing and keeps suspended_workers, which the handout reads, in step."""
+    """Writes the standing, whose row :func:`_locked_standing` locked, and keeps
+    suspended_workers, which the handout reads, in step."""
     w, s = tables.worker_standing, tables.suspended_workers
-    values = {
-        "suspended_by_operator": standing.suspended_by_operator,
-        "suspension_reason": standing.suspension_reason,
-        "spam_flagged": standing.spam_flagged,
-        "spam_reason": standing.spam_reason,
-        "flag_overridden": standing.flag_overridden,
-        "changed_by": standing.changed_by[:300],
-        "changed_at": standing.changed_at or utcnow(),
-    }
-    if not conn.execute(sa.update(w).where(w.c.worker_id == standing.worker_id).values(**values)).rowcount:
-        conn.execute(sa.insert(w).values(worker_id=standing.worker_id, **values))
+    values = _standing_values(standing)
+    conn.execute(sa.update(w).where(w.c.worker_id == standing.worker_id).values(**values))
     conn.execute(sa.delete(s).where(s.c.worker_id == standing.worker_id))
     if standing.suspended:
         conn.execute(
@@ -889,7 +925,7 @@ class TaskingService:
         lease store round trips per live lease."""
         validate_worker_id(worker_id)
         with self._engine.begin() as conn:
-            standing = _standing(conn, worker_id).suspend(reason, _actor(), utcnow())
+            standing = _locked_standing(conn, worker_id).suspend(reason, _actor(), utcnow())
             _store_standing(conn, standing)
             audited = audit_event(
                 self._topics.audit,
@@ -907,27 +943,27 @@ class TaskingService:
     def reinstate_worker(self, worker_id: str, note: str = "") -> WorkerStanding:
         """Hands ``worker_id`` tasks again: lifts an operator's suspension and overrides
         consensus's spam flag as it stands (a later flag suspends the worker again, see
-        WorkerStanding). Reinstating a worker in good standing changes nothing but is
-        still recorded. Raises InvalidArgument("worker_id"). One transaction."""
+        WorkerStanding). Reinstating a worker in good standing changes nothing but the
+        audit trail, and one with nothing on record stays without a record. Raises
+        InvalidArgument("worker_id"). One transaction."""
         validate_worker_id(worker_id)
+        note = note.strip()[:MAX_REASON_CHARS]
         with self._engine.begin() as conn:
-            before = _standing(conn, worker_id)
-            standing = before.reinstate(_actor(), utcnow())
-            _store_standing(conn, standing)
+            before = _locked_standing(conn, worker_id, create=False)
+            if before is None:
+                standing = WorkerStanding(worker_id)
+            else:
+                standing = before.reinstate(_actor(), utcnow())
+                _store_standing(conn, standing)
             details = {
-                "was_suspended": before.suspended,
+                "was_suspended": before is not None and before.suspended,
                 "flag_overridden": standing.flag_overridden,
-                "note": note.strip()[:MAX_REASON_CHARS],
+                "note": note,
             }
-            enqueue(
-                conn,
-                tables.outbox,
-                [
-                    audit_event(
-                        self._topics.audit, "tasking", "worker.reinstated", f"worker/{worker_id}", details=details
-                    )
-                ],
-            )
+            events = [
+                audit_event(self._topics.audit, "tasking", "worker.reinstated", f"worker/{worker_id}", details=details)
+            ]
+            enqueue(conn, tables.outbox, events)
         self._outbox_written()
         return standing
 
@@ -1139,7 +1175,7 @@ class TaskingService:
         leases run to their end; payments decides what their answers earn."""
         now = utcnow()
         for worker_id, verdict in sorted(flagged.items()):
-            standing = _standing(conn, worker_id).verdict(verdict.spammer, verdict.reason, now)
+            standing = _locked_standing(conn, worker_id).verdict(verdict.spammer, verdict.reason, now)
             _store_standing(conn, standing)
 
     @staticmethod

@@ -183,3 +183,21 @@ def test_bad_requests_name_the_field(tasking_db: Built) -> None:
             call()
         assert raised.value.field == field
     assert audited(tasking_db) == []
+
+
+def test_reinstating_a_worker_with_nothing_on_record_leaves_no_record(tasking_db: Built) -> None:
+    service = tasking_db.service
+    with acting_as(OPERATOR):
+        status = service.reinstate_worker("w-new", "checked on request")
+    assert status == WorkerStanding("w-new") and not status.suspended
+    assert service.worker_standings() == ([], "")
+    assert service.worker_standing("w-new") == WorkerStanding("w-new")
+    # Still in the audit trail.
+    assert audited(tasking_db) == [
+        (
+            "worker.reinstated",
+            "worker/w-new",
+            {"was_suspended": False, "flag_overridden": False, "note": "checked on request"},
+            "operator:ops-ann",
+        )
+    ]
