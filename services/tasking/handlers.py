@@ -130,6 +130,10 @@ _ANSWERED_BY = sa.select(tables.answers.c.worker_id).where(tables.answers.c.leas
 _SUSPENSION = sa.select(tables.suspended_workers.c.reason).where(
     tables.suspended_workers.c.worker_id == sa.bindparam("b_worker")
 )
+# An operator's suspension, which (unlike a spam flag) ends the worker's live leases.
+_OPERATOR_SUSPENSION = sa.select(tables.worker_standing.c.suspension_reason).where(
+    tables.worker_standing.c.worker_id == sa.bindparam("b_worker"), tables.worker_standing.c.suspended_by_operator
+)
 _SESSION_WORKER = sa.select(tables.sessions.c.worker_id).where(
     tables.sessions.c.session_id == sa.bindparam("b_session")
 )
@@ -699,22 +703,29 @@ class TaskingService:
         if lease is None:
             with reading(self._engine) as conn:
                 answered_by = conn.execute(_ANSWERED_BY, {"b_lease": lease_id}).scalar_one_or_none()
-                suspension = conn.execute(_SUSPENSION, {"b_worker": worker}).scalar()
-            if answered_by == worker:
-                raise FailedPrecondition(f"lease {lease_id!r}: this task is already answered by {worker!r}")
-            if suspension is not None:
-                # A suspension by an operator ended the worker's leases: say so.
-                raise FailedPrecondition(f"no live lease {lease_id!r}: worker {worker} is suspended: {suspension}")
-            raise FailedPrecondition(f"no live lease {lease_id!r}: it expired or was never granted")
+                if answered_by == worker:
+                    raise FailedPrecondition(f"lease {lease_id!r}: this task is already answered by {worker!r}")
+                raise self._no_live_lease(conn, worker, lease_id)
         if lease.worker_id != worker:
             raise FailedPrecondition(f"no live lease {lease_id!r} for worker {worker!r}: it belongs to another worker")
         return lease
 
     @staticmethod
-    def _lease_lost(lease_id: str, status: LeaseStatus) -> FailedPrecondition:
+    def _no_live_lease(conn: Connection, worker: str, lease_id: str) -> FailedPrecondition:
+        """Why ``worker`` holds no lease ``lease_id``: an operator's suspension, which ended
+        its leases, when there is one (a spam flag ends none), else expiry."""
+        suspension = conn.execute(_OPERATOR_SUSPENSION, {"b_worker": worker}).scalar()
+        if suspension is not None:
+            return FailedPrecondition(f"no live lease {lease_id!r}: worker {worker} is suspended: {suspension}")
+        return FailedPrecondition(f"no live lease {lease_id!r}: it expired or was never granted")
+
+    def _lease_lost(self, worker: str, lease_id: str, status: LeaseStatus) -> FailedPrecondition:
+        """Why the lease store refused a lease that was live a moment before: another
+        worker's, or it ended meanwhile (it expired, or a suspension ended it)."""
         if status is LeaseStatus.OTHER_WORKER:
             return FailedPrecondition(f"no live lease {lease_id!r} for this worker: it belongs to another worker")
-        return FailedPrecondition(f"no live lease {lease_id!r}: it expired or was never granted")
+        with reading(self._engine) as conn:
+            return self._no_live_lease(conn, worker, lease_id)
 
     def submit_answer(self, session_id: str, lease_id: str, answer: SubmittedAnswer) -> str:
         """Accepts the answer to a live lease of the session's worker; returns the answer id.
@@ -735,7 +746,7 @@ class TaskingService:
         validate_answer(rules, answer, text_length)
         status = self._leases.take(lease, worker, count_answer=True)
         if status is not LeaseStatus.OK:
-            raise self._lease_lost(lease_id, status)
+            raise self._lease_lost(worker, lease_id, status)
         answer_id = uuid.uuid4().hex
         submitted_at = utcnow()
         # The lease was read before the take, so it holds the time counted up to the last
@@ -813,7 +824,7 @@ class TaskingService:
         lease = self._live_lease(worker, lease_id)
         status, expires_ms = self._leases.extend(lease, worker)
         if status is not LeaseStatus.OK:
-            raise self._lease_lost(lease_id, status)
+            raise self._lease_lost(worker, lease_id, status)
         return dt.datetime.fromtimestamp(expires_ms / 1000.0, dt.UTC)
 
     def skip_task(self, session_id: str, lease_id: str, reason: str = "") -> None:
@@ -824,7 +835,7 @@ class TaskingService:
         lease = self._live_lease(worker, lease_id)
         status = self._leases.take(lease, worker, count_answer=False)
         if status is not LeaseStatus.OK:
-            raise self._lease_lost(lease_id, status)
+            raise self._lease_lost(worker, lease_id, status)
         with self._engine.begin() as conn:
             conn.execute(
                 _SET_ASSIGNMENT_STATE, {"b_lease": lease_id, "b_state": "skipped", "b_reason": reason[:500] or None}

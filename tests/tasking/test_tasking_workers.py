@@ -201,3 +201,43 @@ def test_reinstating_a_worker_with_nothing_on_record_leaves_no_record(tasking_db
             "operator:ops-ann",
         )
     ]
+
+
+def test_a_spam_flag_is_not_named_for_a_lease_it_did_not_end(tasking_db: Built) -> None:
+    load(tasking_db, "j1", 2, overlap=(3, 3))
+    service = tasking_db.service
+    session = tasking_db.session("w-spam")
+    first, second = service.next_task(session), service.next_task(session)
+    assert first is not None and second is not None
+    service.handle_events([verdict("w-spam", True)])
+    # A flag ends no lease: the worker may still answer what it holds.
+    service.submit_answer(session, first.lease_id, label("cat"))
+    service.skip_task(session, second.lease_id)
+    with pytest.raises(FailedPrecondition, match=f"no live lease '{second.lease_id}': it expired or was never granted"):
+        service.heartbeat(session, second.lease_id)
+
+
+@pytest.mark.parametrize("call", ["submit", "heartbeat"])
+def test_an_answer_or_heartbeat_that_loses_the_race_to_a_suspension_names_it(
+    tasking: Built, monkeypatch: pytest.MonkeyPatch, call: str
+) -> None:
+    load(tasking, "j1", 1, overlap=(1, 1))
+    service = tasking.service
+    session = tasking.session("w-sus")
+    held = service.next_task(session)
+    assert held is not None
+    # The suspension ends the lease after the call found it live, before the call uses it.
+    method = "take" if call == "submit" else "extend"
+    unpatched = getattr(tasking.leases, method)
+
+    def suspended_first(*args: object, **kwargs: object) -> object:
+        monkeypatch.setattr(tasking.leases, method, unpatched)
+        service.suspend_worker("w-sus", "fraud")
+        return unpatched(*args, **kwargs)
+
+    monkeypatch.setattr(tasking.leases, method, suspended_first)
+    with pytest.raises(FailedPrecondition, match=f"no live lease '{held.lease_id}': worker w-sus is suspended: fraud"):
+        if call == "submit":
+            service.submit_answer(session, held.lease_id, label("cat"))
+        else:
+            service.heartbeat(session, held.lease_id)
