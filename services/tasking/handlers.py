@@ -36,6 +36,7 @@ from sqlalchemy.exc import IntegrityError
 
 from quorum import taskmessages
 from quorum.db import (
+    OutgoingEvent,
     UtcDateTime,
     claim_events,
     drop_outbox_events,
@@ -954,9 +955,11 @@ class TaskingService:
     def reinstate_worker(self, worker_id: str, note: str = "") -> WorkerStanding:
         """Hands ``worker_id`` tasks again: lifts an operator's suspension and overrides
         consensus's spam flag as it stands (a later flag suspends the worker again, see
-        WorkerStanding). Reinstating a worker in good standing changes nothing but the
-        audit trail, and one with nothing on record stays without a record. Raises
-        InvalidArgument("worker_id"). One transaction."""
+        WorkerStanding). An overridden flag is also lifted for payments, which would
+        otherwise leave the worker's answers unpaid: see :meth:`_flag_lifted`. Reinstating
+        a worker in good standing changes nothing but the audit trail, and one with
+        nothing on record stays without a record. Raises InvalidArgument("worker_id").
+        One transaction."""
         validate_worker_id(worker_id)
         note = note.strip()[:MAX_REASON_CHARS]
         with self._engine.begin() as conn:
@@ -974,9 +977,26 @@ class TaskingService:
             events = [
                 audit_event(self._topics.audit, "tasking", "worker.reinstated", f"worker/{worker_id}", details=details)
             ]
+            if standing.flag_overridden:
+                events.append(self._flag_lifted(standing, note))
             enqueue(conn, tables.outbox, events)
         self._outbox_written()
         return standing
+
+    def _flag_lifted(self, standing: WorkerStanding, note: str) -> OutgoingEvent:
+        """The WorkerFlagged (spammer false, as of the reinstatement) that tells payments an
+        operator overrode the worker's spam flag, so that its answers are paid again until a
+        newer verdict. It goes on the answers topic: payments reads it; consensus ignores
+        it; tasking does not read that topic, so it never takes its own override for
+        consensus lifting the flag."""
+        reason = f"reinstated by an operator: {note}" if note else "reinstated by an operator"
+        event = events_pb2.Event(
+            worker_flagged=events_pb2.WorkerFlagged(
+                worker_id=standing.worker_id, spammer=False, reason=reason[:MAX_REASON_CHARS]
+            )
+        )
+        event.occurred_at.CopyFrom(_timestamp(standing.changed_at or utcnow()))
+        return outgoing(self._topics.answers, standing.worker_id, event)
 
     def worker_standing(self, worker_id: str) -> WorkerStanding:
         """Whether tasking hands ``worker_id`` tasks, and why not; a worker with nothing on

@@ -203,6 +203,31 @@ def test_reinstating_a_worker_with_nothing_on_record_leaves_no_record(tasking_db
     ]
 
 
+def lifted_flags(built: Built) -> list[tuple[str, str, events_pb2.Event]]:
+    return [(topic, key, e) for topic, key, e in built.outbox_events() if e.WhichOneof("payload") == "worker_flagged"]
+
+
+def test_overriding_a_spam_flag_lifts_it_for_payments_too(tasking_db: Built) -> None:
+    service = tasking_db.service
+    service.handle_events([verdict("w-spam", True)])
+    service.suspend_worker("w-op", "identity check pending")
+    with acting_as(OPERATOR):
+        service.reinstate_worker("w-op")  # no flag to override: nothing for payments
+        assert lifted_flags(tasking_db) == []
+        status = service.reinstate_worker("w-spam", "  reviewed by hand: honest  ")
+
+    # On the answers topic, which payments reads and tasking does not: tasking never takes
+    # its own override for consensus lifting the flag.
+    ((topic, key, event),) = lifted_flags(tasking_db)
+    assert (topic, key) == (tasking_db.topics.answers, "w-spam")
+    assert event.worker_flagged == events_pb2.WorkerFlagged(
+        worker_id="w-spam", spammer=False, reason="reinstated by an operator: reviewed by hand: honest"
+    )
+    # As of the reinstatement: a flag consensus raises later is newer and stands again.
+    assert event.occurred_at.ToDatetime(tzinfo=dt.UTC) == status.changed_at
+    assert (status.spam_flagged, status.flag_overridden) == (True, True)
+
+
 def test_a_spam_flag_is_not_named_for_a_lease_it_did_not_end(tasking_db: Built) -> None:
     load(tasking_db, "j1", 2, overlap=(3, 3))
     service = tasking_db.service
