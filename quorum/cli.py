@@ -1144,7 +1144,8 @@ def cmd_keys_set_role(args: argparse.Namespace) -> int:
 
 def _moment(text: str, *, ago: bool) -> dt.datetime:
     """A moment given as ISO 8601 (UTC when no offset is given) or as a duration such as
-    30m, 12h or 7d: that long ago (``ago``) or from now. Raises ValueError."""
+    30m, 12h or 7d: that long ago (``ago``) or from now. Raises ValueError, or
+    OverflowError for a duration that ends outside the years 1 to 9999."""
     import re
 
     now = dt.datetime.now(dt.UTC)
@@ -1162,6 +1163,9 @@ def _timestamp_arg(option: str, text: str, *, ago: bool) -> Any:
 
     try:
         moment = _moment(text, ago=ago)
+    except OverflowError:
+        direction = "back" if ago else "ahead"
+        raise SystemExit(f"quorum: {option} {text!r}: too far {direction}: dates run from year 1 to 9999") from None
     except ValueError:
         raise SystemExit(
             f"quorum: {option} {text!r}: give an ISO 8601 time (2025-06-30T18:00Z) or a duration (30m, 12h, 7d)"
@@ -1341,8 +1345,9 @@ def parser() -> argparse.ArgumentParser:
 
     sla = sub.add_parser("sla", help="move or clear a job's SLA deadline (operator and admin keys)")
     sla.add_argument("job")
-    sla.add_argument("--deadline", default="", help="ISO 8601 (UTC unless an offset), or 48h, 7d from now")
-    sla.add_argument("--clear", action="store_true", help="remove the deadline")
+    change = sla.add_mutually_exclusive_group()
+    change.add_argument("--deadline", default="", help="ISO 8601 (UTC unless an offset), or 48h, 7d from now")
+    change.add_argument("--clear", action="store_true", help="remove the deadline")
     sla.set_defaults(func=cmd_sla)
 
     workers = sub.add_parser("workers", help="suspend and reinstate workers (operator and admin keys)")

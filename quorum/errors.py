@@ -48,6 +48,10 @@ class PermissionDenied(QuorumError):
     """The caller may not do this."""
 
 
+class Unavailable(QuorumError):
+    """Something this call depends on cannot be reached now; the same call may succeed later."""
+
+
 class ResourceExhausted(QuorumError):
     """Too much load or a quota is used up; retry after ``retry_after_ms``."""
 

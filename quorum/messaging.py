@@ -60,7 +60,8 @@ class Topics:
 
     @property
     def answers(self) -> str:
-        """AnswerAccepted; key task_id."""
+        """AnswerAccepted, key task_id; WorkerFlagged from an operator's override of a spam
+        flag (for payments), key worker_id."""
         return f"{self.prefix}.answers.v1"
 
     @property

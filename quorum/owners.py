@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import grpc
 
+from quorum import errors
 from quorum.rpc import channel
 from quorum.tls import ClientTls
 from quorum.v1 import ingest_pb2, ingest_pb2_grpc
@@ -63,7 +64,9 @@ class OwnerCache:
 
 
 # What ingest answers for a job the caller may not see, or that does not exist.
-_NOT_THE_CALLERS = frozenset({grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT})
+_NOT_THE_CALLERS = frozenset(
+    {grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED}
+)
 
 
 class IngestJobOwners:
@@ -73,9 +76,10 @@ class IngestJobOwners:
 
     The question goes out with the caller's own credentials, so ingest applies its
     policy to the caller: a job of another organisation is NOT_FOUND there as here, and
-    nothing is learnt that the caller could not read itself. Ingest unreachable or
-    slow (beyond ``timeout_s``) counts as "unknown": the scope then fails closed, and a
-    warning is logged at most once a minute. Answers are cached like local ones.
+    nothing is learnt that the caller could not read itself. Ingest unreachable, slow
+    (beyond ``timeout_s``) or failing otherwise raises quorum.errors.Unavailable: the
+    caller is told to retry rather than that its new job does not exist, and a warning is
+    logged at most once a minute. Answers are cached like local ones.
     Costs one GetJob call per job not yet known, then nothing."""
 
     def __init__(self, address: str, tls: ClientTls | None, timeout_s: float = 2.0) -> None:
@@ -95,19 +99,20 @@ class IngestJobOwners:
             try:
                 job = self._stub.GetJob(request, metadata=metadata, timeout=self._timeout_s)
             except grpc.RpcError as error:
-                if error.code() not in _NOT_THE_CALLERS:
-                    self._warn(error)
-                return None
+                code = error.code()
+                if code in _NOT_THE_CALLERS:
+                    return None
+                self._warn(code)
+                raise errors.Unavailable(f"cannot tell who owns job {ident!r} now; retry") from None
             return str(job.spec.client_id)
 
         return self._owners.lookup(kind, ident, load)
 
-    def _warn(self, error: grpc.RpcError) -> None:
+    def _warn(self, code: grpc.StatusCode) -> None:
         now = time.monotonic()
         if now - self._warned_at >= 60.0:
             self._warned_at = now
-            code = error.code() if isinstance(error, grpc.Call) else None
-            log.warning("cannot ask ingest who owns a job (%s); such jobs are NOT_FOUND to clients meanwhile", code)
+            log.warning("cannot ask ingest who owns a job (%s); such jobs are UNAVAILABLE to clients meanwhile", code)
 
     def close(self) -> None:
         self._channel.close()

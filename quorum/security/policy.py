@@ -38,7 +38,8 @@ class RemoteOwnerLookup(Protocol):
     """Asked when the service's own :class:`OwnerLookup` has no answer: who owns
     ``ident``, found out elsewhere with the caller's own ``credentials`` (so the other
     service applies its policy to the caller, and reveals nothing the caller may not
-    see). None when that is not known there either, or cannot be asked now."""
+    see). None when that is not known there either; raises quorum.errors.Unavailable
+    when it cannot be asked now."""
 
     def __call__(self, kind: str, ident: str, credentials: str) -> str | None: ...
 

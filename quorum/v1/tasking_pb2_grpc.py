@@ -143,8 +143,9 @@ class TaskingServiceServicer:
 
     def ReinstateWorker(self, request, context):
         """Staff: lifts an operator's suspension, and overrides consensus's spam flag
-        standing now; a flag raised after consensus has lifted this one suspends
-        the worker again.
+        standing now, for payments too (the worker's answers are paid again); a flag
+        raised after consensus has lifted this one suspends the worker again. A
+        worker with nothing on record stays so (the call is still audited).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

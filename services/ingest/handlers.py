@@ -420,7 +420,7 @@ class IngestHandlers:
         A line that is malformed, names a missing path or fails the object checks
         is REJECTED with "line N: <reason>"; the other lines go on. With
         ``server_paths`` False, path lines are rejected: reading this machine's
-        files is for the deployment's own staff, never for a client. With it, every
+        files is for the deployment's admins, never for a client. With it, every
         path line must resolve under ``server_files``' roots and outside the
         service's own files and /proc, /sys and /dev, or nothing is imported:
         PermissionDenied names the first line that does not. Batching, deduplication and tasks are as for

@@ -53,10 +53,11 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             raise InvalidArgument("job_id", "required")
         fmt = codec.manifest_format(request.format)
         # Whether a manifest may name files on the server depends on who sends it, not on
-        # which RPC: so it is decided here rather than in the policy table.
+        # which RPC: so it is decided here rather than in the policy table, which lets
+        # clients (their own jobs) and admins import.
         caller = current_principal()
-        staff = caller is not None and caller.role in (Role.OPERATOR, Role.ADMIN)
-        summary = self._handlers.import_manifest(request.job_id, fmt, request.content, request.base_dir, staff)
+        server_paths = caller is not None and caller.role is Role.ADMIN
+        summary = self._handlers.import_manifest(request.job_id, fmt, request.content, request.base_dir, server_paths)
         return codec.summary_to_proto(summary)
 
     def SealJob(self, request: ingest_pb2.SealJobRequest, context: Any) -> ingest_pb2.Job:

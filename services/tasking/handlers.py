@@ -26,7 +26,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 import sqlalchemy as sa
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -36,6 +36,7 @@ from sqlalchemy.exc import IntegrityError
 
 from quorum import taskmessages
 from quorum.db import (
+    OutgoingEvent,
     UtcDateTime,
     claim_events,
     drop_outbox_events,
@@ -129,6 +130,10 @@ _SET_ASSIGNMENT_STATE = (
 _ANSWERED_BY = sa.select(tables.answers.c.worker_id).where(tables.answers.c.lease_id == sa.bindparam("b_lease"))
 _SUSPENSION = sa.select(tables.suspended_workers.c.reason).where(
     tables.suspended_workers.c.worker_id == sa.bindparam("b_worker")
+)
+# An operator's suspension, which (unlike a spam flag) ends the worker's live leases.
+_OPERATOR_SUSPENSION = sa.select(tables.worker_standing.c.suspension_reason).where(
+    tables.worker_standing.c.worker_id == sa.bindparam("b_worker"), tables.worker_standing.c.suspended_by_operator
 )
 _SESSION_WORKER = sa.select(tables.sessions.c.worker_id).where(
     tables.sessions.c.session_id == sa.bindparam("b_session")
@@ -267,9 +272,21 @@ def _standing_of(row: Row[Any]) -> WorkerStanding:
     )
 
 
-def _standings(conn: Connection, worker_ids: Sequence[str]) -> dict[str, WorkerStanding]:
-    """The standing of each worker: its row, else (a worker suspended before standings were
-    kept) the spam flag its suspension was, else good standing."""
+def _standing_values(standing: WorkerStanding) -> dict[str, Any]:
+    return {
+        "suspended_by_operator": standing.suspended_by_operator,
+        "suspension_reason": standing.suspension_reason,
+        "spam_flagged": standing.spam_flagged,
+        "spam_reason": standing.spam_reason,
+        "flag_overridden": standing.flag_overridden,
+        "changed_by": standing.changed_by[:300],
+        "changed_at": standing.changed_at or utcnow(),
+    }
+
+
+def _recorded_standings(conn: Connection, worker_ids: Sequence[str]) -> dict[str, WorkerStanding]:
+    """The standing of each worker with anything on record: its row, else (a worker
+    suspended before standings were kept) the spam flag its suspension was."""
     w, s = tables.worker_standing, tables.suspended_workers
     found: dict[str, WorkerStanding] = {}
     for chunk in _chunks(list(worker_ids)):
@@ -286,6 +303,12 @@ def _standings(conn: Connection, worker_ids: Sequence[str]) -> dict[str, WorkerS
                     changed_by=CONSENSUS,
                     changed_at=row.suspended_at,
                 )
+    return found
+
+
+def _standings(conn: Connection, worker_ids: Sequence[str]) -> dict[str, WorkerStanding]:
+    """The standing of each worker: what is on record, else good standing."""
+    found = _recorded_standings(conn, worker_ids)
     return {i: found.get(i) or WorkerStanding(i) for i in worker_ids}
 
 
@@ -293,20 +316,38 @@ def _standing(conn: Connection, worker_id: str) -> WorkerStanding:
     return _standings(conn, [worker_id])[worker_id]
 
 
+@overload
+def _locked_standing(conn: Connection, worker_id: str) -> WorkerStanding: ...
+@overload
+def _locked_standing(conn: Connection, worker_id: str, *, create: bool) -> WorkerStanding | None: ...
+def _locked_standing(conn: Connection, worker_id: str, *, create: bool = True) -> WorkerStanding | None:
+    """The worker's standing for a change, its row locked until the transaction ends: an
+    operator's action and a consensus verdict (or two replicas) then take turns, each
+    reading what the other wrote, instead of overwriting each other with what they read
+    before. A missing row is first written as what is on record (good standing, or a
+    flag from before standings were kept), ignoring a conflict, so that two first writers
+    both go on to wait for the row. With ``create`` False, a worker with nothing on record
+    gets None and nothing is written. One locking primary-key read, plus a read, an
+    insert and a second locking read for a worker's first change."""
+    w = tables.worker_standing
+    locked = sa.select(w).where(w.c.worker_id == worker_id).with_for_update()
+    row = conn.execute(locked).first()
+    if row is None:
+        recorded = _recorded_standings(conn, [worker_id]).get(worker_id)
+        if recorded is None and not create:
+            return None
+        first = recorded or WorkerStanding(worker_id)
+        insert_ignoring_conflicts(conn, w, [{"worker_id": worker_id, **_standing_values(first)}])
+        row = conn.execute(locked).one()
+    return _standing_of(row)
+
+
 def _store_standing(conn: Connection, standing: WorkerStanding) -> None:
-    """Writes the standing and keeps suspended_workers, which the handout reads, in step."""
+    """Writes the standing, whose row :func:`_locked_standing` locked, and keeps
+    suspended_workers, which the handout reads, in step."""
     w, s = tables.worker_standing, tables.suspended_workers
-    values = {
-        "suspended_by_operator": standing.suspended_by_operator,
-        "suspension_reason": standing.suspension_reason,
-        "spam_flagged": standing.spam_flagged,
-        "spam_reason": standing.spam_reason,
-        "flag_overridden": standing.flag_overridden,
-        "changed_by": standing.changed_by[:300],
-        "changed_at": standing.changed_at or utcnow(),
-    }
-    if not conn.execute(sa.update(w).where(w.c.worker_id == standing.worker_id).values(**values)).rowcount:
-        conn.execute(sa.insert(w).values(worker_id=standing.worker_id, **values))
+    values = _standing_values(standing)
+    conn.execute(sa.update(w).where(w.c.worker_id == standing.worker_id).values(**values))
     conn.execute(sa.delete(s).where(s.c.worker_id == standing.worker_id))
     if standing.suspended:
         conn.execute(
@@ -663,22 +704,29 @@ class TaskingService:
         if lease is None:
             with reading(self._engine) as conn:
                 answered_by = conn.execute(_ANSWERED_BY, {"b_lease": lease_id}).scalar_one_or_none()
-                suspension = conn.execute(_SUSPENSION, {"b_worker": worker}).scalar()
-            if answered_by == worker:
-                raise FailedPrecondition(f"lease {lease_id!r}: this task is already answered by {worker!r}")
-            if suspension is not None:
-                # A suspension by an operator ended the worker's leases: say so.
-                raise FailedPrecondition(f"no live lease {lease_id!r}: worker {worker} is suspended: {suspension}")
-            raise FailedPrecondition(f"no live lease {lease_id!r}: it expired or was never granted")
+                if answered_by == worker:
+                    raise FailedPrecondition(f"lease {lease_id!r}: this task is already answered by {worker!r}")
+                raise self._no_live_lease(conn, worker, lease_id)
         if lease.worker_id != worker:
             raise FailedPrecondition(f"no live lease {lease_id!r} for worker {worker!r}: it belongs to another worker")
         return lease
 
     @staticmethod
-    def _lease_lost(lease_id: str, status: LeaseStatus) -> FailedPrecondition:
+    def _no_live_lease(conn: Connection, worker: str, lease_id: str) -> FailedPrecondition:
+        """Why ``worker`` holds no lease ``lease_id``: an operator's suspension, which ended
+        its leases, when there is one (a spam flag ends none), else expiry."""
+        suspension = conn.execute(_OPERATOR_SUSPENSION, {"b_worker": worker}).scalar()
+        if suspension is not None:
+            return FailedPrecondition(f"no live lease {lease_id!r}: worker {worker} is suspended: {suspension}")
+        return FailedPrecondition(f"no live lease {lease_id!r}: it expired or was never granted")
+
+    def _lease_lost(self, worker: str, lease_id: str, status: LeaseStatus) -> FailedPrecondition:
+        """Why the lease store refused a lease that was live a moment before: another
+        worker's, or it ended meanwhile (it expired, or a suspension ended it)."""
         if status is LeaseStatus.OTHER_WORKER:
             return FailedPrecondition(f"no live lease {lease_id!r} for this worker: it belongs to another worker")
-        return FailedPrecondition(f"no live lease {lease_id!r}: it expired or was never granted")
+        with reading(self._engine) as conn:
+            return self._no_live_lease(conn, worker, lease_id)
 
     def submit_answer(self, session_id: str, lease_id: str, answer: SubmittedAnswer) -> str:
         """Accepts the answer to a live lease of the session's worker; returns the answer id.
@@ -699,7 +747,7 @@ class TaskingService:
         validate_answer(rules, answer, text_length)
         status = self._leases.take(lease, worker, count_answer=True)
         if status is not LeaseStatus.OK:
-            raise self._lease_lost(lease_id, status)
+            raise self._lease_lost(worker, lease_id, status)
         answer_id = uuid.uuid4().hex
         submitted_at = utcnow()
         # The lease was read before the take, so it holds the time counted up to the last
@@ -777,7 +825,7 @@ class TaskingService:
         lease = self._live_lease(worker, lease_id)
         status, expires_ms = self._leases.extend(lease, worker)
         if status is not LeaseStatus.OK:
-            raise self._lease_lost(lease_id, status)
+            raise self._lease_lost(worker, lease_id, status)
         return dt.datetime.fromtimestamp(expires_ms / 1000.0, dt.UTC)
 
     def skip_task(self, session_id: str, lease_id: str, reason: str = "") -> None:
@@ -788,7 +836,7 @@ class TaskingService:
         lease = self._live_lease(worker, lease_id)
         status = self._leases.take(lease, worker, count_answer=False)
         if status is not LeaseStatus.OK:
-            raise self._lease_lost(lease_id, status)
+            raise self._lease_lost(worker, lease_id, status)
         with self._engine.begin() as conn:
             conn.execute(
                 _SET_ASSIGNMENT_STATE, {"b_lease": lease_id, "b_state": "skipped", "b_reason": reason[:500] or None}
@@ -889,7 +937,7 @@ class TaskingService:
         lease store round trips per live lease."""
         validate_worker_id(worker_id)
         with self._engine.begin() as conn:
-            standing = _standing(conn, worker_id).suspend(reason, _actor(), utcnow())
+            standing = _locked_standing(conn, worker_id).suspend(reason, _actor(), utcnow())
             _store_standing(conn, standing)
             audited = audit_event(
                 self._topics.audit,
@@ -907,29 +955,48 @@ class TaskingService:
     def reinstate_worker(self, worker_id: str, note: str = "") -> WorkerStanding:
         """Hands ``worker_id`` tasks again: lifts an operator's suspension and overrides
         consensus's spam flag as it stands (a later flag suspends the worker again, see
-        WorkerStanding). Reinstating a worker in good standing changes nothing but is
-        still recorded. Raises InvalidArgument("worker_id"). One transaction."""
+        WorkerStanding). An overridden flag is also lifted for payments, which would
+        otherwise leave the worker's answers unpaid: see :meth:`_flag_lifted`. Reinstating
+        a worker in good standing changes nothing but the audit trail, and one with
+        nothing on record stays without a record. Raises InvalidArgument("worker_id").
+        One transaction."""
         validate_worker_id(worker_id)
+        note = note.strip()[:MAX_REASON_CHARS]
         with self._engine.begin() as conn:
-            before = _standing(conn, worker_id)
-            standing = before.reinstate(_actor(), utcnow())
-            _store_standing(conn, standing)
+            before = _locked_standing(conn, worker_id, create=False)
+            if before is None:
+                standing = WorkerStanding(worker_id)
+            else:
+                standing = before.reinstate(_actor(), utcnow())
+                _store_standing(conn, standing)
             details = {
-                "was_suspended": before.suspended,
+                "was_suspended": before is not None and before.suspended,
                 "flag_overridden": standing.flag_overridden,
-                "note": note.strip()[:MAX_REASON_CHARS],
+                "note": note,
             }
-            enqueue(
-                conn,
-                tables.outbox,
-                [
-                    audit_event(
-                        self._topics.audit, "tasking", "worker.reinstated", f"worker/{worker_id}", details=details
-                    )
-                ],
-            )
+            events = [
+                audit_event(self._topics.audit, "tasking", "worker.reinstated", f"worker/{worker_id}", details=details)
+            ]
+            if standing.flag_overridden:
+                events.append(self._flag_lifted(standing, note))
+            enqueue(conn, tables.outbox, events)
         self._outbox_written()
         return standing
+
+    def _flag_lifted(self, standing: WorkerStanding, note: str) -> OutgoingEvent:
+        """The WorkerFlagged (spammer false, as of the reinstatement) that tells payments an
+        operator overrode the worker's spam flag, so that its answers are paid again until a
+        newer verdict. It goes on the answers topic: payments reads it; consensus ignores
+        it; tasking does not read that topic, so it never takes its own override for
+        consensus lifting the flag."""
+        reason = f"reinstated by an operator: {note}" if note else "reinstated by an operator"
+        event = events_pb2.Event(
+            worker_flagged=events_pb2.WorkerFlagged(
+                worker_id=standing.worker_id, spammer=False, reason=reason[:MAX_REASON_CHARS]
+            )
+        )
+        event.occurred_at.CopyFrom(_timestamp(standing.changed_at or utcnow()))
+        return outgoing(self._topics.answers, standing.worker_id, event)
 
     def worker_standing(self, worker_id: str) -> WorkerStanding:
         """Whether tasking hands ``worker_id`` tasks, and why not; a worker with nothing on
@@ -1139,7 +1206,7 @@ class TaskingService:
         leases run to their end; payments decides what their answers earn."""
         now = utcnow()
         for worker_id, verdict in sorted(flagged.items()):
-            standing = _standing(conn, worker_id).verdict(verdict.spammer, verdict.reason, now)
+            standing = _locked_standing(conn, worker_id).verdict(verdict.spammer, verdict.reason, now)
             _store_standing(conn, standing)
 
     @staticmethod

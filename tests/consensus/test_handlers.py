@@ -331,7 +331,12 @@ def test_the_cache_is_rebuilt_from_the_database(handler: ConsensusEvents, engine
 
 def test_events_of_other_kinds_are_ignored(handler: ConsensusEvents, engine: sa.Engine) -> None:
     sealed = events_pb2.Event(event_id="sealed", job_sealed=events_pb2.JobSealed(job_id="j1", objects=3))
-    handler.handle([sealed])
+    # On the answers topic too: tasking's word to payments that an operator overrode a flag.
+    override = events_pb2.Event(
+        event_id="override",
+        worker_flagged=events_pb2.WorkerFlagged(worker_id="a", spammer=False, reason="reinstated by an operator"),
+    )
+    handler.handle([sealed, override])
     assert table_counts(engine)["processed_events"] == 0
 
 

@@ -174,9 +174,14 @@ def test_create_job_returns_the_normalised_spec_and_get_and_list_agree(stub: Stu
     assert [j.job_id for j in listed] == [again.job_id, job.job_id]
 
 
+def days_from_now(days: int) -> Timestamp:
+    """SetJobSla takes only deadlines in the future: fixed ones would fail once past."""
+    return Timestamp(seconds=int(time.time()) + days * 86_400)
+
+
 def test_staff_move_and_clear_an_sla_deadline(stub: Stub) -> None:
-    job = create(stub, sla_deadline=Timestamp(seconds=1_900_000_000))
-    later = Timestamp(seconds=1_900_086_400)
+    job = create(stub, sla_deadline=days_from_now(1))
+    later = days_from_now(2)
     moved = stub.SetJobSla(ingest_pb2.SetJobSlaRequest(job_id=job.job_id, sla_deadline=later), timeout=10)
     assert moved.spec.sla_deadline == later
     assert stub.GetJob(ingest_pb2.GetJobRequest(job_id=job.job_id), timeout=10).spec.sla_deadline == later

@@ -123,11 +123,17 @@ def test_a_new_job_is_its_clients_at_once_and_nobody_elses(deployment: Deploymen
     assert stats_of(acme, "job_ownerless") == (grpc.StatusCode.NOT_FOUND, "job 'ID' not found")
 
 
-def test_without_ingest_to_ask_an_unknown_job_is_not_found(deployment: Deployment) -> None:
+def test_without_ingest_to_ask_a_client_is_told_to_retry_not_that_its_job_is_missing(
+    deployment: Deployment,
+) -> None:
+    # Nothing listens there: ingest is down.
     tasking = deployment.tasking(f"127.0.0.1:{free_port()}")
     acme = deployment.stub(tasking, "acme", tasking_pb2_grpc.TaskingServiceStub)
     job_id = deployment.create_job("acme")
-    assert stats_of(acme, job_id) == (grpc.StatusCode.NOT_FOUND, "job 'ID' not found")
+    unavailable = (grpc.StatusCode.UNAVAILABLE, "cannot tell who owns job 'ID' now; retry")
+    assert stats_of(acme, job_id) == unavailable
+    # Tasking cannot tell a new job from a made-up id then, and says the same of both.
+    assert stats_of(acme, MADE_UP) == unavailable
 
 
 def test_staff_are_not_scoped(deployment: Deployment) -> None:

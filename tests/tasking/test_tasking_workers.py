@@ -183,3 +183,86 @@ def test_bad_requests_name_the_field(tasking_db: Built) -> None:
             call()
         assert raised.value.field == field
     assert audited(tasking_db) == []
+
+
+def test_reinstating_a_worker_with_nothing_on_record_leaves_no_record(tasking_db: Built) -> None:
+    service = tasking_db.service
+    with acting_as(OPERATOR):
+        status = service.reinstate_worker("w-new", "checked on request")
+    assert status == WorkerStanding("w-new") and not status.suspended
+    assert service.worker_standings() == ([], "")
+    assert service.worker_standing("w-new") == WorkerStanding("w-new")
+    # Still in the audit trail.
+    assert audited(tasking_db) == [
+        (
+            "worker.reinstated",
+            "worker/w-new",
+            {"was_suspended": False, "flag_overridden": False, "note": "checked on request"},
+            "operator:ops-ann",
+        )
+    ]
+
+
+def lifted_flags(built: Built) -> list[tuple[str, str, events_pb2.Event]]:
+    return [(topic, key, e) for topic, key, e in built.outbox_events() if e.WhichOneof("payload") == "worker_flagged"]
+
+
+def test_overriding_a_spam_flag_lifts_it_for_payments_too(tasking_db: Built) -> None:
+    service = tasking_db.service
+    service.handle_events([verdict("w-spam", True)])
+    service.suspend_worker("w-op", "identity check pending")
+    with acting_as(OPERATOR):
+        service.reinstate_worker("w-op")  # no flag to override: nothing for payments
+        assert lifted_flags(tasking_db) == []
+        status = service.reinstate_worker("w-spam", "  reviewed by hand: honest  ")
+
+    # On the answers topic, which payments reads and tasking does not: tasking never takes
+    # its own override for consensus lifting the flag.
+    ((topic, key, event),) = lifted_flags(tasking_db)
+    assert (topic, key) == (tasking_db.topics.answers, "w-spam")
+    assert event.worker_flagged == events_pb2.WorkerFlagged(
+        worker_id="w-spam", spammer=False, reason="reinstated by an operator: reviewed by hand: honest"
+    )
+    # As of the reinstatement: a flag consensus raises later is newer and stands again.
+    assert event.occurred_at.ToDatetime(tzinfo=dt.UTC) == status.changed_at
+    assert (status.spam_flagged, status.flag_overridden) == (True, True)
+
+
+def test_a_spam_flag_is_not_named_for_a_lease_it_did_not_end(tasking_db: Built) -> None:
+    load(tasking_db, "j1", 2, overlap=(3, 3))
+    service = tasking_db.service
+    session = tasking_db.session("w-spam")
+    first, second = service.next_task(session), service.next_task(session)
+    assert first is not None and second is not None
+    service.handle_events([verdict("w-spam", True)])
+    # A flag ends no lease: the worker may still answer what it holds.
+    service.submit_answer(session, first.lease_id, label("cat"))
+    service.skip_task(session, second.lease_id)
+    with pytest.raises(FailedPrecondition, match=f"no live lease '{second.lease_id}': it expired or was never granted"):
+        service.heartbeat(session, second.lease_id)
+
+
+@pytest.mark.parametrize("call", ["submit", "heartbeat"])
+def test_an_answer_or_heartbeat_that_loses_the_race_to_a_suspension_names_it(
+    tasking: Built, monkeypatch: pytest.MonkeyPatch, call: str
+) -> None:
+    load(tasking, "j1", 1, overlap=(1, 1))
+    service = tasking.service
+    session = tasking.session("w-sus")
+    held = service.next_task(session)
+    assert held is not None
+    # The suspension ends the lease after the call found it live, before the call uses it.
+    method = "take" if call == "submit" else "extend"
+    unpatched = getattr(tasking.leases, method)
+
+    def suspended_first(*args: object, **kwargs: object) -> object:
+        monkeypatch.setattr(tasking.leases, method, unpatched)
+        service.suspend_worker("w-sus", "fraud")
+        return unpatched(*args, **kwargs)
+
+    monkeypatch.setattr(tasking.leases, method, suspended_first)
+    with pytest.raises(FailedPrecondition, match=f"no live lease '{held.lease_id}': worker w-sus is suspended: fraud"):
+        if call == "submit":
+            service.submit_answer(session, held.lease_id, label("cat"))
+        else:
+            service.heartbeat(session, held.lease_id)
