@@ -81,8 +81,14 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
+from quorum import jobspecs
 from quorum.errors import InvalidArgument
-from quorum.tasktypes import task_type
+from quorum.jobspecs import (
+    DEFAULT_CURRENCY,
+    DEFAULT_GOLD_BONUS_MIN_ANSWERS,
+    DEFAULT_GOLD_BONUS_THRESHOLD,
+    DEFAULT_PILOT_ALLOWANCE,
+)
 
 PLATFORM_REVENUE = "platform:revenue"
 PLATFORM_PILOT_SUBSIDY = "platform:pilot_subsidy"
@@ -93,13 +99,7 @@ PLATFORM_ACCOUNTS = frozenset(
     {PLATFORM_REVENUE, PLATFORM_PILOT_SUBSIDY, PLATFORM_WORKER_COST, PLATFORM_PAYOUTS, PLATFORM_QUALITY_BONUS}
 )
 
-DEFAULT_CURRENCY = "USD"
 UNKNOWN_CLIENT = "unknown"
-# JobSpec.pilot_allowance: "Free objects of a pilot job; 100 when zero."
-DEFAULT_PILOT_ALLOWANCE = 100
-# JobSpec.gold_bonus_threshold / gold_bonus_min_answers when zero.
-DEFAULT_GOLD_BONUS_THRESHOLD = 0.9
-DEFAULT_GOLD_BONUS_MIN_ANSWERS = 5
 
 BILL = "bill"
 TIME = "time"
@@ -697,30 +697,9 @@ class Quote:
 MAX_QUOTE_OBJECTS = 1_000_000_000
 MAX_ANNOTATIONS_PER_OBJECT = 10_000
 INT64_MAX = 2**63 - 1
-# JobSpec defaults, as ingest applies them: overlap 3..5 when both are 0, target 0.9 when 0.
-DEFAULT_OVERLAP = (3, 5)
-MAX_OVERLAP = 50
-DEFAULT_TARGET_CONFIDENCE = 0.9
 # How likely an answer of a worker consensus knows nothing about is right: the mean of
 # consensus's reliability prior. The overlap estimate assumes every worker is such a worker.
 ASSUMED_ACCURACY = 0.7
-
-
-def quote_overlap(overlap_min: int, overlap_max: int) -> tuple[int, int]:
-    """The overlap a job would get: 3..5 when both are 0, as ingest sets it.
-
-    Raises InvalidArgument("spec.overlap.min") below 1, ("spec.overlap.max") below the
-    minimum or above :data:`MAX_OVERLAP`, as ingest does.
-    """
-    if overlap_min == 0 and overlap_max == 0:
-        return DEFAULT_OVERLAP
-    if overlap_min < 1:
-        raise InvalidArgument("spec.overlap.min", f"must be >= 1 (got {overlap_min}); leave min and max 0 for 3..5")
-    if not overlap_min <= overlap_max <= MAX_OVERLAP:
-        raise InvalidArgument(
-            "spec.overlap.max", f"must be in [overlap.min {overlap_min}, {MAX_OVERLAP}] (got {overlap_max})"
-        )
-    return overlap_min, overlap_max
 
 
 def expected_overlap(overlap_min: int, overlap_max: int, target_confidence: float) -> float:
@@ -757,6 +736,48 @@ def expected_overlap(overlap_min: int, overlap_max: int, target_confidence: floa
     return expected
 
 
+def quote_job(
+    spec: jobspecs.JobSpec,
+    objects: int,
+    expected_overlap_per_object: float,
+    seconds_per_answer: int,
+    annotations_per_object: float | None = None,
+) -> Quote:
+    """Quotes a job of ``spec`` as CreateJob would create it: the spec is checked and
+    completed by :func:`quorum.jobspecs.normalise_spec` first, so a quote refuses what
+    CreateJob refuses, naming the same "spec.<field>"; then :func:`quote` with its terms.
+    No I/O."""
+    normal = jobspecs.normalise_spec(spec)
+    terms = JobTerms.create(
+        job_id="",
+        client_id=normal.client_id,
+        task_type=normal.task_type.value if normal.task_type else "",
+        price_per_object_cents=normal.price_per_object_cents,
+        pay_per_answer_cents=normal.pay_per_answer_cents,
+        currency=normal.currency,
+        pilot=normal.pilot,
+        pilot_allowance=normal.pilot_allowance,
+        price_mode=normal.price_mode,
+        price_per_hour_cents=normal.price_per_hour_cents,
+        pay_mode=normal.pay_mode,
+        pay_per_hour_cents=normal.pay_per_hour_cents,
+        gold_bonus_cents=normal.gold_bonus_cents,
+        gold_bonus_threshold=normal.gold_bonus_threshold,
+        gold_bonus_min_answers=normal.gold_bonus_min_answers,
+        price_per_annotation_cents=normal.price_per_annotation_cents,
+    )
+    return quote(
+        terms,
+        objects,
+        normal.overlap_min,
+        normal.overlap_max,
+        expected_overlap_per_object,
+        seconds_per_answer,
+        target_confidence=normal.target_confidence,
+        annotations_per_object=annotations_per_object,
+    )
+
+
 def quote(
     terms: JobTerms,
     objects: int,
@@ -764,23 +785,22 @@ def quote(
     overlap_max: int,
     expected_overlap_per_object: float,
     seconds_per_answer: int,
-    target_confidence: float = 0.0,
+    target_confidence: float = jobspecs.DEFAULT_TARGET_CONFIDENCE,
     annotations_per_object: float | None = None,
 ) -> Quote:
     """Estimates a job: ``objects`` x expected answers per object x the price mode, plus
     the annotations of per-object jobs priced per annotation.
 
+    ``terms``, the overlap and ``target_confidence`` are those of a spec
+    :func:`quorum.jobspecs.normalise_spec` accepted (:func:`quote_job` takes care of that).
     Answers per object: ``expected_overlap_per_object`` clamped to [overlap.min,
     overlap.max]; when 0, :func:`expected_overlap` estimates it from the overlap and
-    ``target_confidence`` (0: 0.9), never above overlap.max. ``annotations_per_object``
+    ``target_confidence``, never above overlap.max. ``annotations_per_object``
     (boxes, spans, ... per labeled object) is required when the job charges per
     annotation. Raises InvalidArgument naming the field: "objects" when negative or above
     :data:`MAX_QUOTE_OBJECTS`, "expected_overlap" unless a number in [0, 1000],
-    "seconds_per_answer" outside [0, 86400], "spec.overlap.min" / "spec.overlap.max"
-    (:func:`quote_overlap`), "spec.target_confidence" outside (0, 1],
-    "spec.price_per_annotation_cents" on a task type without annotations,
-    "expected_annotations_per_object" when missing, negative or above
-    :data:`MAX_ANNOTATIONS_PER_OBJECT`.
+    "seconds_per_answer" outside [0, 86400], "expected_annotations_per_object" when
+    missing, negative or above :data:`MAX_ANNOTATIONS_PER_OBJECT`.
     """
     if not 0 <= objects <= MAX_QUOTE_OBJECTS:
         raise InvalidArgument("objects", f"must be between 0 and {MAX_QUOTE_OBJECTS:,} (got {objects})")
@@ -788,14 +808,7 @@ def quote(
         raise InvalidArgument("expected_overlap", f"must be in [0, 1000] (got {expected_overlap_per_object})")
     if not 0 <= seconds_per_answer <= 86_400:
         raise InvalidArgument("seconds_per_answer", f"must be between 0 and 86400 (got {seconds_per_answer})")
-    low, high = quote_overlap(overlap_min, overlap_max)
-    target = target_confidence or DEFAULT_TARGET_CONFIDENCE
-    if not 0 < target <= 1:
-        raise InvalidArgument("spec.target_confidence", f"must be in (0, 1] (got {target_confidence})")
     annotation_price = 0 if terms.bills_time else terms.price_per_annotation_cents
-    kind = task_type(terms.task_type)
-    if terms.price_per_annotation_cents and kind is not None and kind.categorical:
-        raise InvalidArgument("spec.price_per_annotation_cents", f"a {kind.name} object holds no annotations to price")
     if annotations_per_object is None and annotation_price:
         raise InvalidArgument(
             "expected_annotations_per_object",
@@ -809,9 +822,9 @@ def quote(
             f"must be in [0, {MAX_ANNOTATIONS_PER_OBJECT}] (got {annotations_per_object})",
         )
     if expected_overlap_per_object:
-        per_object = min(max(expected_overlap_per_object, low), high)
+        per_object = min(max(expected_overlap_per_object, overlap_min), overlap_max)
     else:
-        per_object = expected_overlap(low, high, target)
+        per_object = expected_overlap(overlap_min, overlap_max, target_confidence)
     answers = round(objects * per_object)
     ms_per_answer = (seconds_per_answer or DEFAULT_SECONDS_PER_ANSWER) * 1000
     active_ms = answers * ms_per_answer

@@ -22,7 +22,7 @@ from quorum.messaging import Publisher, Topics, outgoing
 from quorum.rpc import channel
 from quorum.service import RunningService, start_service
 from quorum.settings import Settings
-from quorum.v1 import events_pb2, payments_pb2, payments_pb2_grpc
+from quorum.v1 import common_pb2, events_pb2, payments_pb2, payments_pb2_grpc
 from services.payments.bootstrap import build
 
 T = TypeVar("T")
@@ -229,8 +229,6 @@ def test_quote_budget_cap_statement_and_payouts_over_grpc(
     kafka_bootstrap: str,
     topic_prefix: str,
 ) -> None:
-    from quorum.v1 import common_pb2
-
     spec = common_pb2.JobSpec(
         client_id="acme",
         text_classification=common_pb2.ClassificationConfig(labels=["cat", "dog"]),
@@ -386,14 +384,13 @@ def test_quality_bonus_and_concurrent_payouts_over_grpc(
     kafka_bootstrap: str,
     topic_prefix: str,
 ) -> None:
-    from quorum.v1 import common_pb2
-
     spec = common_pb2.JobSpec(
         client_id="acme",
         text_classification=common_pb2.ClassificationConfig(labels=["cat", "dog"]),
         overlap=common_pb2.Overlap(min=2, max=2),
         price_per_object_cents=40,
         pay_per_answer_cents=9,
+        gold_share=0.2,
         gold_bonus_cents=2,
     )
     quote = stub.Quote(payments_pb2.QuoteRequest(spec=spec, objects=10), timeout=5)
@@ -584,8 +581,6 @@ def test_quote_charges_annotations_and_estimates_the_overlap_over_grpc_and_the_c
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from quorum.v1 import common_pb2
-
     spec = common_pb2.JobSpec(
         client_id="acme",
         bounding_boxes=common_pb2.BoundingBoxConfig(labels=["car"]),
@@ -613,15 +608,11 @@ def test_quote_charges_annotations_and_estimates_the_overlap_over_grpc_and_the_c
             payments_pb2.QuoteRequest(spec=spec, objects=100, expected_annotations_per_object=-2),
             "expected_annotations_per_object",
         ),
-        (
-            payments_pb2.QuoteRequest(spec=common_pb2.JobSpec(price_per_object_cents=-1), objects=1),
-            "spec.price_per_object_cents",
-        ),
-        (
-            payments_pb2.QuoteRequest(spec=common_pb2.JobSpec(overlap=common_pb2.Overlap(min=4, max=2)), objects=1),
-            "spec.overlap.max",
-        ),
-        (payments_pb2.QuoteRequest(spec=common_pb2.JobSpec(target_confidence=2), objects=1), "spec.target_confidence"),
+        (_quote(spec, price_per_object_cents=-1), "spec.price_per_object_cents"),
+        (_quote(spec, overlap=common_pb2.Overlap(min=4, max=2)), "spec.overlap.max"),
+        (_quote(spec, target_confidence=2), "spec.target_confidence"),
+        (_quote(spec, currency="dollars"), "spec.currency"),
+        (payments_pb2.QuoteRequest(objects=1), "spec"),
     ):
         code, message = _code_and_message(lambda request=request: stub.Quote(request, timeout=5))  # type: ignore[misc]
         assert code == grpc.StatusCode.INVALID_ARGUMENT and message.startswith(f"{field}: "), message
@@ -644,6 +635,13 @@ def test_quote_charges_annotations_and_estimates_the_overlap_over_grpc_and_the_c
     assert "426 (4.26 per object)" in text
     assert cli_main(["quote", "--objects", "100", *options]) == 1
     assert "expected_annotations_per_object" in capsys.readouterr().err
+
+
+def _quote(spec: common_pb2.JobSpec, **changes: Any) -> payments_pb2.QuoteRequest:
+    """A quote of 1 object of ``spec`` with ``changes``."""
+    return payments_pb2.QuoteRequest(
+        spec=common_pb2.JobSpec(**{**_fields(spec), **changes}), objects=1, expected_annotations_per_object=1
+    )
 
 
 def test_payouts_create_writes_the_providers_file_and_never_pays_twice(
