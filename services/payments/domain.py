@@ -116,6 +116,8 @@ PER_ANSWER = "per_answer"
 MS_PER_HOUR = 3_600_000
 DEFAULT_SECONDS_PER_ANSWER = 30
 
+# Ids (jobs, tasks, answers, workers, request ids) are stored in columns of this many characters.
+MAX_ID_CHARS = 200
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
 # Enough to name what is wrong without making a badly damaged ledger's report unbounded.
@@ -141,6 +143,17 @@ def account_kind(account: str) -> str | None:
         if account.startswith(prefix) and account.endswith(suffix) and len(account) > len(prefix) + len(suffix):
             return kind
     return None
+
+
+def account_id(account: str) -> str:
+    """The client or worker id inside a client's receivable or a worker's payable; "" for
+    any other account."""
+    kind = account_kind(account)
+    if kind == "client":
+        return account.removeprefix("client:").removesuffix(":receivable")
+    if kind == "worker":
+        return account.removeprefix("worker:").removesuffix(":payable")
+    return ""
 
 
 def posting_key(kind: str, ref_id: str) -> str:
@@ -445,7 +458,9 @@ def adjusted_account(debit_account: str, credit_account: str) -> str:
 
     Raises InvalidArgument("debit_account" / "credit_account") unless one side is a client's
     or a worker's account and the other a platform account it may be corrected against
-    (:data:`ADJUSTMENT_COUNTERPARTS`).
+    (:data:`ADJUSTMENT_COUNTERPARTS`), or when the id inside the account could name nobody:
+    a client id as ingest accepts it (:data:`quorum.jobspecs.CLIENT_ID`), a worker id of at
+    most :data:`MAX_ID_CHARS` characters.
     """
     for name, account in (("debit_account", debit_account), ("credit_account", credit_account)):
         if len(account) > _ACCOUNT_CHARS or account_kind(account) is None:
@@ -462,19 +477,25 @@ def adjusted_account(debit_account: str, credit_account: str) -> str:
         raise InvalidArgument(
             counterpart_field, f"a {kind} account is corrected against {' or '.join(sorted(allowed))}"
         )
+    party_field = "credit_account" if counterpart_field == "debit_account" else "debit_account"
+    owner = account_id(party)
+    if kind == "client" and not jobspecs.is_client_id(owner):
+        raise InvalidArgument(party_field, f"a client id is {jobspecs.CLIENT_ID_RULE} (got {owner!r:.40})")
+    if kind == "worker" and len(owner) > MAX_ID_CHARS:
+        raise InvalidArgument(party_field, f"a worker id has at most {MAX_ID_CHARS} characters (got {len(owner)})")
     return party
 
 
 def adjustment(request: AdjustmentRequest, terms: JobTerms | None, event_id: str) -> Posting:
     """The posting of a correction; ``terms`` are those of ``request.job_id`` (None without a job).
 
-    Raises InvalidArgument naming the field: "request_id" (required, at most 200
-    characters), "reason" (required, at most :data:`MAX_REASON_CHARS`), "amount_cents" (in
-    [1, :data:`MAX_ADJUSTMENT_CENTS`]), "currency" (ISO 4217, the job's own), the accounts
-    (:func:`adjusted_account`; a client's must be the job's client). No I/O.
+    Raises InvalidArgument naming the field: "request_id" (required, at most
+    :data:`MAX_ID_CHARS` characters), "reason" (required, at most :data:`MAX_REASON_CHARS`),
+    "amount_cents" (in [1, :data:`MAX_ADJUSTMENT_CENTS`]), "currency" (ISO 4217, the job's
+    own), the accounts (:func:`adjusted_account`; a client's must be the job's client). No I/O.
     """
-    if not request.request_id or len(request.request_id) > 200:
-        raise InvalidArgument("request_id", "is required, at most 200 characters")
+    if not request.request_id or len(request.request_id) > MAX_ID_CHARS:
+        raise InvalidArgument("request_id", f"is required, at most {MAX_ID_CHARS} characters")
     reason = " ".join(request.reason.split())
     if not reason or len(reason) > MAX_REASON_CHARS:
         raise InvalidArgument("reason", f"is required, at most {MAX_REASON_CHARS} characters: say why")
@@ -1465,7 +1486,7 @@ class LedgerAuditor:
     def _check_bonus(self, where: str, p: Posting) -> None:
         if p.debit_account != PLATFORM_QUALITY_BONUS or account_kind(p.credit_account) != "worker":
             self._problem(f"{where}: a bonus must move money from {PLATFORM_QUALITY_BONUS} to a worker")
-        elif p.ref_id != bonus_ref(p.job_id, p.credit_account.removeprefix("worker:").removesuffix(":payable")):
+        elif p.ref_id != bonus_ref(p.job_id, account_id(p.credit_account)):
             self._problem(f"{where}: a bonus must be keyed by its job and the worker it pays")
         record = self.jobs.get(p.job_id)
         if record is None or record.terms is None:
@@ -1515,7 +1536,7 @@ class LedgerAuditor:
         shown to the worker and paid out. Call after the last :meth:`add`."""
         implied: dict[tuple[str, str], StoredWorkerTotals] = {}
         for account, currency in set(self._earned) | set(self._paid_out):
-            worker = account.removeprefix("worker:").removesuffix(":payable")
+            worker = account_id(account)
             implied[(worker, currency)] = StoredWorkerTotals(
                 self._earned[(account, currency)], self._paid_out[(account, currency)]
             )

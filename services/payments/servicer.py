@@ -11,20 +11,20 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from quorum.errors import InvalidArgument
 from quorum.jobspecmessages import spec_from_proto
+from quorum.security.principal import Role, current_principal
 from quorum.v1 import payments_pb2, payments_pb2_grpc
 
 from . import domain
 from .handlers import Ledger
 
 SERVICE_NAME = payments_pb2.DESCRIPTOR.services_by_name["PaymentsService"].full_name
-_MAX_ID = 200
 
 
 def _id(field: str, value: str, required: bool) -> str:
     if required and not value:
         raise InvalidArgument(field, "is required")
-    if len(value) > _MAX_ID:
-        raise InvalidArgument(field, f"is longer than {_MAX_ID} characters")
+    if len(value) > domain.MAX_ID_CHARS:
+        raise InvalidArgument(field, f"is longer than {domain.MAX_ID_CHARS} characters")
     return value
 
 
@@ -160,9 +160,14 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
     def ListLedgerEntries(
         self, request: payments_pb2.ListLedgerEntriesRequest, context: grpc.ServicerContext
     ) -> payments_pb2.ListLedgerEntriesResponse:
-        """Raises InvalidArgument("page_size") outside [0, 1000], InvalidArgument("page_token") when malformed."""
+        """Raises InvalidArgument("page_size") outside [0, 1000], InvalidArgument("page_token") when malformed.
+        A client does not see the corrections of workers' pay on its job."""
+        caller = current_principal()
         page = self._ledger.list_entries(
-            _id("job_id", request.job_id, required=False), request.page_size, request.page_token
+            _id("job_id", request.job_id, required=False),
+            request.page_size,
+            request.page_token,
+            for_client=caller is not None and caller.role is Role.CLIENT,
         )
         return payments_pb2.ListLedgerEntriesResponse(
             entries=[_entry(e) for e in page.entries], next_page_token=page.next_page_token

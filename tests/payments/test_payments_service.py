@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import grpc
 import pytest
 from payments_streams import answer_accepted, job_created, job_sealed, task_resolved, worker_flagged
-from quorum_testing import admin_key, worker_key
+from quorum_testing import admin_key, client_key, worker_key
 
 from quorum.cli import main as cli_main
 from quorum.messaging import Publisher, Topics, outgoing
@@ -527,6 +527,17 @@ def test_staff_correct_the_ledger_over_grpc_and_the_command_line(
             payments_pb2.AdjustLedgerRequest(**{**_fields(refund), "debit_account": "platform:worker_cost"}),
             "debit_account",
         ),
+        (
+            # An id longer than any worker's: refused, not left to fail in the database.
+            payments_pb2.AdjustLedgerRequest(
+                **{
+                    **_fields(refund),
+                    "debit_account": "platform:worker_cost",
+                    "credit_account": f"worker:{'w' * 220}:payable",
+                }
+            ),
+            "credit_account",
+        ),
     ):
         code, message = _code_and_message(lambda bad=bad: stub.AdjustLedger(bad, timeout=5))  # type: ignore[misc]
         assert code == grpc.StatusCode.INVALID_ARGUMENT and message.startswith(f"{field}: "), message
@@ -536,6 +547,9 @@ def test_staff_correct_the_ledger_over_grpc_and_the_command_line(
         )
     )
     assert code == grpc.StatusCode.FAILED_PRECONDITION and "fix-refund" in message
+    typo = {**_fields(refund), "request_id": "typo", "credit_account": "client:acme-typo:receivable", "job_id": ""}
+    code, message = _code_and_message(lambda: stub.AdjustLedger(payments_pb2.AdjustLedgerRequest(**typo), timeout=5))
+    assert code == grpc.StatusCode.NOT_FOUND and "acme-typo" in message
 
     # The command line pays w2 for the answer consensus rejected by mistake, once.
     use_the_service(monkeypatch, running, service_settings)
@@ -566,6 +580,14 @@ def test_staff_correct_the_ledger_over_grpc_and_the_command_line(
     assert (statement.balances[0].earned_cents, statement.balances[0].answers_unpaid) == (10, 1)
     balance = stub.GetWorkerBalance(payments_pb2.GetWorkerBalanceRequest(worker_id="w2"), timeout=5)
     assert balance.owed_cents == 10
+    # The client lists its job's entries with its own refund, but not what w2 was told.
+    listing = payments_pb2.ListLedgerEntriesRequest(job_id="fix")
+    with channel(f"127.0.0.1:{running.port}", api_key=client_key(service_settings, "acme")) as ch:
+        acme = payments_pb2_grpc.PaymentsServiceStub(ch)
+        seen = [entry.memo for entry in acme.ListLedgerEntries(listing, timeout=5).entries]
+    assert "Adjustment: two days late" in seen and "Adjustment: answer a2 was right" not in seen, seen
+    staff_sees = [entry.memo for entry in stub.ListLedgerEntries(listing, timeout=5).entries]
+    assert "Adjustment: answer a2 was right" in staff_sees
     verification = stub.VerifyLedger(payments_pb2.VerifyLedgerRequest(), timeout=10)
     assert verification.balanced, list(verification.problems)
 
