@@ -984,12 +984,13 @@ class Invoice:
 
 def invoice_lines(terms: JobTerms, counters: JobCounters, pilot_time_bills: int | None = None) -> list[InvoiceLine]:
     """One line for the labeled objects, one for their annotations when any were charged and,
-    for pilots, negative "Pilot allowance" lines for the free objects and their annotations.
+    when any objects were free, negative "Pilot allowance" lines for them and their annotations.
 
     The lines add up to what the ledger charged the client when the ledger is sound.
-    Per-hour jobs get one "Annotation time" line (quantity in seconds) and, for pilots,
-    the negative pilot allowance line, whose quantity is ``pilot_time_bills`` (by default
-    the first ``pilot_allowance`` of the job's time bills: right for a whole job).
+    Per-hour jobs get one "Annotation time" line (quantity in seconds) and, when the pilot
+    subsidy paid any of it, the negative pilot allowance line, whose quantity is
+    ``pilot_time_bills`` (by default the first ``pilot_allowance`` of the job's time bills:
+    right for a whole job).
     """
     if terms.bills_time:
         rate = terms.price_per_hour_cents
@@ -1033,7 +1034,7 @@ def invoice_lines(terms: JobTerms, counters: JobCounters, pilot_time_bills: int 
                 amount_cents=counters.annotations_billed * annotation_price,
             )
         )
-    if terms.pilot:
+    if counters.pilot_objects:
         lines.append(
             InvoiceLine(
                 description=f"Pilot allowance (first {terms.pilot_allowance} objects free)",

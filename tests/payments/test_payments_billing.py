@@ -270,7 +270,6 @@ def test_the_period_invoice_itemises_each_job_like_its_own_invoice(ledger: Ledge
         ("boxes", "Annotations", 4, 12),
         ("hours", "Annotation time (0.25 h, quantity in seconds, price per hour)", 900, 300),
         ("pilot", "Labeled objects (text classification)", 1, 40),
-        ("pilot", "Pilot allowance (first 2 objects free)", 0, 0),
     ]
     assert later.total_cents == 40 + 25 + 12 + 300
     euro = ledger.period_invoice("acme", start, end, currency="EUR")
