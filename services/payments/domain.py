@@ -708,6 +708,9 @@ class Quote:
     # Annotations expected on the labeled objects, and their charge before the allowance.
     expected_annotations: int = 0
     annotation_cents: int = 0
+    # Per-hour pilots: the expected answers the allowance makes free (it counts answers there;
+    # per-object pilots' free objects are objects - billable_objects).
+    free_answers: int = 0
 
     @property
     def margin_cents(self) -> int:
@@ -853,6 +856,7 @@ def quote(
     annotations = round(objects * per_object_annotations)
     # The annotations of the free objects are free too.
     free_annotations = round(free * per_object_annotations)
+    free_answers = 0
     if terms.bills_time:
         full = hourly(active_ms, terms.price_per_hour_cents)
         # The allowance counts billable answers on per-hour jobs.
@@ -880,6 +884,7 @@ def quote(
         expected_overlap=per_object,
         expected_annotations=annotations,
         annotation_cents=annotation_cents,
+        free_answers=free_answers,
     )
 
 

@@ -226,6 +226,7 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
             expected_overlap=estimate.expected_overlap,
             expected_annotations=estimate.expected_annotations,
             annotation_cents=estimate.annotation_cents,
+            free_answers=estimate.free_answers,
         )
 
     def SetBudgetCap(

@@ -657,6 +657,15 @@ def test_quote_charges_annotations_and_estimates_the_overlap_over_grpc_and_the_c
     assert "426 (4.26 per object)" in text
     assert cli_main(["quote", "--objects", "100", *options]) == 1
     assert "expected_annotations_per_object" in capsys.readouterr().err
+    # A per-hour pilot's allowance counts answers: 10 objects x 1 answer, the first 4 free.
+    hourly = [
+        "--task", "text_classification", "--labels", "pos,neg", "--client", "acme", "--min-overlap", "1",
+        "--max-overlap", "1", "--price-per-hour-cents", "1200", "--pilot", "--pilot-allowance", "4",
+    ]  # fmt: skip
+    assert cli_main(["quote", "--objects", "10", "--seconds-per-answer", "60", *hourly]) == 0
+    assert "pilot         -0.80 USD (4 answers free)" in capsys.readouterr().out
+    assert cli_main(["quote", "--objects", "100", "--annotations-per-object", "2.5", *options]) == 0
+    assert "(10 objects free)" in capsys.readouterr().out
 
 
 def _quote(spec: common_pb2.JobSpec, **changes: Any) -> payments_pb2.QuoteRequest:
