@@ -129,9 +129,11 @@ class PaymentsServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def VerifyLedger(self, request, context):
-        """Checks every ledger invariant: debits equal credits per currency, each
-        resolved object billed once, each accepted answer settled once, the stored
-        worker totals equal to their postings, each posting true to its job's terms.
+        """Recomputes the ledger from its postings and reports what breaks its rules:
+        each posting well formed and true to its job's terms, each resolved object
+        billed once, each accepted answer settled once, the stored worker totals
+        equal to their postings. Debits equal credits by construction (a posting
+        moves one amount between two accounts); the reply gives their totals.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

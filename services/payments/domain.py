@@ -34,8 +34,10 @@ postings): the n-th billable answer of a job is charged
 rounded down.
 
 An answer to a regular task is settled once its task is resolved; an answer to a
-gold (known-answer) task once its job is finished (sealed, every object billed),
-so that a worker's statement never tells gold tasks apart by when they settle.
+gold (known-answer) task together with the first later answer of its worker on the job
+to settle, or else once its job is finished (sealed, every object billed). So a gold
+answer is held back as a regular one would be, never settled ahead of its worker's
+later work, and a worker's statement does not tell gold tasks apart by when they settle.
 It is settled unpaid, with the reason recorded for the worker to see, when its
 worker is flagged as a spammer at that moment (consensus's WorkerFlagged), or when
 it is rejected: consensus found it disagrees with a confident resolution, or, for a

@@ -90,7 +90,8 @@ resolved_tasks = sa.Table(
 )
 
 # One row per accepted answer; paid_at NULL = waiting for its job's terms and its task's
-# resolution (a gold answer: its job's end). Settled unpaid: paid_at set and unpaid_reason given.
+# resolution (a gold answer: for the first later answer of its worker on the job to settle, or
+# else for its job's end). Settled unpaid: paid_at set and unpaid_reason given.
 accepted_answers = sa.Table(
     "accepted_answers",
     metadata,
