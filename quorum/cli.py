@@ -453,7 +453,13 @@ def cmd_quote(args: argparse.Namespace) -> int:
     if quote.expected_annotations or quote.annotation_cents:
         print(f"  annotations   {quote.expected_annotations}, charged {money(quote.annotation_cents)}")
     if quote.pilot_discount_cents:
-        print(f"  pilot         -{money(quote.pilot_discount_cents)} ({quote.objects - quote.billable_objects} free)")
+        # A per-hour pilot's allowance counts answers, a per-object pilot's objects.
+        free = (
+            f"{quote.free_answers} answers"
+            if quote.free_answers
+            else f"{quote.objects - quote.billable_objects} objects"
+        )
+        print(f"  pilot         -{money(quote.pilot_discount_cents)} ({free} free)")
     print(f"  client pays   {money(quote.client_cents)}")
     print(f"  workers earn  {money(quote.worker_cents)}")
     print(f"  margin        {money(quote.margin_cents)}")

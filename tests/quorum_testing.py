@@ -151,6 +151,18 @@ def worker_key(settings: Settings, worker_id: str) -> str:
         engine.dispose()
 
 
+def client_key(settings: Settings, org_id: str) -> str:
+    """A new client key acting for ``org_id``, valid for services started with ``settings``."""
+    engine = make_engine(settings.access_database())
+    try:
+        keys.metadata.create_all(engine)
+        store = KeyStore(engine, load_key_hasher(settings))
+        _, key = store.create(Role.CLIENT, org_id=org_id, subject=f"{org_id}-app", name="test client")
+        return key
+    finally:
+        engine.dispose()
+
+
 def insert_key_row(engine: sa.Engine, key_id: str, secret_hash: str, role: Role = Role.WORKER) -> None:
     """A key row written straight into an access database, as an older version (or a
     process with another hashing key) left it."""

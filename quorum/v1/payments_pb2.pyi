@@ -57,7 +57,7 @@ class QuoteRequest(_message.Message):
     def __init__(self, spec: _Optional[_Union[_common_pb2.JobSpec, _Mapping]] = ..., objects: _Optional[int] = ..., expected_overlap: _Optional[float] = ..., seconds_per_answer: _Optional[int] = ..., expected_annotations_per_object: _Optional[float] = ...) -> None: ...
 
 class JobQuote(_message.Message):
-    __slots__ = ("currency", "objects", "billable_objects", "expected_answers", "expected_active_ms", "client_cents", "worker_cents", "pilot_discount_cents", "margin_cents", "max_gold_bonus_cents", "expected_overlap", "expected_annotations", "annotation_cents")
+    __slots__ = ("currency", "objects", "billable_objects", "expected_answers", "expected_active_ms", "client_cents", "worker_cents", "pilot_discount_cents", "margin_cents", "max_gold_bonus_cents", "expected_overlap", "expected_annotations", "annotation_cents", "free_answers")
     CURRENCY_FIELD_NUMBER: _ClassVar[int]
     OBJECTS_FIELD_NUMBER: _ClassVar[int]
     BILLABLE_OBJECTS_FIELD_NUMBER: _ClassVar[int]
@@ -71,6 +71,7 @@ class JobQuote(_message.Message):
     EXPECTED_OVERLAP_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_ANNOTATIONS_FIELD_NUMBER: _ClassVar[int]
     ANNOTATION_CENTS_FIELD_NUMBER: _ClassVar[int]
+    FREE_ANSWERS_FIELD_NUMBER: _ClassVar[int]
     currency: str
     objects: int
     billable_objects: int
@@ -84,7 +85,8 @@ class JobQuote(_message.Message):
     expected_overlap: float
     expected_annotations: int
     annotation_cents: int
-    def __init__(self, currency: _Optional[str] = ..., objects: _Optional[int] = ..., billable_objects: _Optional[int] = ..., expected_answers: _Optional[int] = ..., expected_active_ms: _Optional[int] = ..., client_cents: _Optional[int] = ..., worker_cents: _Optional[int] = ..., pilot_discount_cents: _Optional[int] = ..., margin_cents: _Optional[int] = ..., max_gold_bonus_cents: _Optional[int] = ..., expected_overlap: _Optional[float] = ..., expected_annotations: _Optional[int] = ..., annotation_cents: _Optional[int] = ...) -> None: ...
+    free_answers: int
+    def __init__(self, currency: _Optional[str] = ..., objects: _Optional[int] = ..., billable_objects: _Optional[int] = ..., expected_answers: _Optional[int] = ..., expected_active_ms: _Optional[int] = ..., client_cents: _Optional[int] = ..., worker_cents: _Optional[int] = ..., pilot_discount_cents: _Optional[int] = ..., margin_cents: _Optional[int] = ..., max_gold_bonus_cents: _Optional[int] = ..., expected_overlap: _Optional[float] = ..., expected_annotations: _Optional[int] = ..., annotation_cents: _Optional[int] = ..., free_answers: _Optional[int] = ...) -> None: ...
 
 class SetBudgetCapRequest(_message.Message):
     __slots__ = ("job_id", "budget_cap_cents")

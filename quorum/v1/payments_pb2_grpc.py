@@ -121,15 +121,19 @@ class PaymentsServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListLedgerEntries(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A job's postings (all jobs' for staff), oldest first. A client does not see
+        the corrections of workers' pay on its job.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def VerifyLedger(self, request, context):
-        """Checks every ledger invariant: debits equal credits per currency, each
-        resolved object billed once, each accepted answer settled once, the stored
-        worker totals equal to their postings, each posting true to its job's terms.
+        """Recomputes the ledger from its postings and reports what breaks its rules:
+        each posting well formed and true to its job's terms, each resolved object
+        billed once, each accepted answer settled once, the stored worker totals
+        equal to their postings. Debits equal credits by construction (a posting
+        moves one amount between two accounts); the reply gives their totals.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -166,9 +170,9 @@ class PaymentsServiceServicer:
     def AdjustLedger(self, request, context):
         """Posts a correcting entry (staff only): a credit or charge to a client, or pay
         given to or taken back from a worker, as a new posting; once per request_id.
-        INVALID_ARGUMENT naming the field, NOT_FOUND for an unknown job,
-        FAILED_PRECONDITION when request_id was used for another adjustment or when
-        taking back more than the worker is owed.
+        INVALID_ARGUMENT naming the field, NOT_FOUND for an unknown job or, without
+        a job, an unknown client or worker, FAILED_PRECONDITION when request_id was
+        used for another adjustment or when taking back more than the worker is owed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,4 +1,5 @@
-"""Translation between ingest's domain values and the quorum.v1 messages and events."""
+"""Translation between ingest's domain values and the quorum.v1 messages and events (job specs:
+:mod:`quorum.jobspecmessages`, shared with payments)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ import datetime as dt
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from quorum import taskmessages
 from quorum.errors import InvalidArgument
-from quorum.v1 import common_pb2, events_pb2, ingest_pb2
+from quorum.jobspecmessages import spec_from_proto as spec_from_proto
+from quorum.jobspecmessages import spec_to_proto as spec_to_proto
+from quorum.v1 import events_pb2, ingest_pb2
 from services.ingest import domain
 
 _STATE = {
@@ -44,93 +46,6 @@ def _datetime(field: str, stamp: Timestamp) -> dt.datetime:
 def deadline(stamp: Timestamp) -> dt.datetime:
     """An SLA deadline as given; raises InvalidArgument("sla_deadline") when not a valid timestamp."""
     return _datetime("sla_deadline", stamp)
-
-
-def spec_from_proto(spec: common_pb2.JobSpec) -> domain.JobSpec:
-    """The spec as given, not yet validated. An unset or unknown task oneof gives task_type None."""
-    task = spec.WhichOneof("task")
-    try:
-        task_type = domain.TaskType(task) if task else None
-    except ValueError:  # a oneof member this build does not handle yet
-        task_type = None
-    labels = taskmessages.schema_labels(spec, task) if task_type else ()
-    options = tuple(sorted(taskmessages.config_options(spec, task).items())) if task_type else ()
-    return domain.JobSpec(
-        name=spec.name,
-        client_id=spec.client_id,
-        task_type=task_type,
-        labels=labels,
-        instructions=spec.instructions,
-        overlap_min=spec.overlap.min,
-        overlap_max=spec.overlap.max,
-        target_confidence=spec.target_confidence,
-        gold_share=spec.gold_share,
-        price_per_object_cents=spec.price_per_object_cents,
-        pay_per_answer_cents=spec.pay_per_answer_cents,
-        currency=spec.currency,
-        pilot=spec.pilot,
-        pilot_allowance=spec.pilot_allowance,
-        sla_deadline=_datetime("spec.sla_deadline", spec.sla_deadline) if spec.HasField("sla_deadline") else None,
-        lease_seconds=spec.lease_seconds,
-        price_mode=_PRICE_MODE_NAMES.get(spec.price_mode, f"#{spec.price_mode}"),
-        price_per_hour_cents=spec.price_per_hour_cents,
-        pay_mode=_PAY_MODE_NAMES.get(spec.pay_mode, f"#{spec.pay_mode}"),
-        pay_per_hour_cents=spec.pay_per_hour_cents,
-        budget_cap_cents=spec.budget_cap_cents,
-        expert_review=spec.expert_review,
-        gold_bonus_cents=spec.gold_bonus_cents,
-        gold_bonus_threshold=spec.gold_bonus_threshold,
-        gold_bonus_min_answers=spec.gold_bonus_min_answers,
-        task_options=options,
-        price_per_annotation_cents=spec.price_per_annotation_cents,
-    )
-
-
-_PRICE_MODE_NAMES = {
-    common_pb2.PRICE_MODE_UNSPECIFIED: "",
-    common_pb2.PRICE_MODE_PER_OBJECT: "per_object",
-    common_pb2.PRICE_MODE_PER_HOUR: "per_hour",
-}
-_PAY_MODE_NAMES = {
-    common_pb2.PAY_MODE_UNSPECIFIED: "",
-    common_pb2.PAY_MODE_PER_ANSWER: "per_answer",
-    common_pb2.PAY_MODE_PER_HOUR: "per_hour",
-}
-_PRICE_MODES = {name: value for value, name in _PRICE_MODE_NAMES.items() if name}
-_PAY_MODES = {name: value for value, name in _PAY_MODE_NAMES.items() if name}
-
-
-def spec_to_proto(spec: domain.JobSpec) -> common_pb2.JobSpec:
-    message = common_pb2.JobSpec(
-        name=spec.name,
-        client_id=spec.client_id,
-        instructions=spec.instructions,
-        overlap=common_pb2.Overlap(min=spec.overlap_min, max=spec.overlap_max),
-        target_confidence=spec.target_confidence,
-        gold_share=spec.gold_share,
-        price_per_object_cents=spec.price_per_object_cents,
-        pay_per_answer_cents=spec.pay_per_answer_cents,
-        currency=spec.currency,
-        pilot=spec.pilot,
-        pilot_allowance=spec.pilot_allowance,
-        lease_seconds=spec.lease_seconds,
-        price_mode=_PRICE_MODES.get(spec.price_mode, common_pb2.PRICE_MODE_UNSPECIFIED),
-        price_per_hour_cents=spec.price_per_hour_cents,
-        pay_mode=_PAY_MODES.get(spec.pay_mode, common_pb2.PAY_MODE_UNSPECIFIED),
-        pay_per_hour_cents=spec.pay_per_hour_cents,
-        budget_cap_cents=spec.budget_cap_cents,
-        expert_review=spec.expert_review,
-        gold_bonus_cents=spec.gold_bonus_cents,
-        gold_bonus_threshold=spec.gold_bonus_threshold,
-        gold_bonus_min_answers=spec.gold_bonus_min_answers,
-        price_per_annotation_cents=spec.price_per_annotation_cents,
-    )
-    if spec.task_type is not None:
-        config = taskmessages.config_message(spec.task_type.value, spec.labels, dict(spec.task_options))
-        getattr(message, spec.task_type.value).CopyFrom(config)
-    if spec.sla_deadline is not None:
-        message.sla_deadline.CopyFrom(timestamp(spec.sla_deadline))
-    return message
 
 
 def job_to_proto(job: domain.Job) -> ingest_pb2.Job:

@@ -34,11 +34,13 @@ postings): the n-th billable answer of a job is charged
 rounded down.
 
 An answer to a regular task is settled once its task is resolved; an answer to a
-gold (known-answer) task together with the first later answer of its worker on the
-job to settle, or else once its job is finished (sealed, every object billed), so
-that no gold answer settles on arrival, which would tell it apart on a statement.
+gold (known-answer) task together with the first later answer of its worker on the job
+to settle, or else once its job is finished (sealed, every object billed). So a gold
+answer is held back as a regular one would be, never settled ahead of its worker's
+later work, and a worker's statement does not tell gold tasks apart by when they settle.
 It is settled unpaid, with the reason recorded for the worker to see, when its
-worker is flagged as a spammer at that moment (consensus's WorkerFlagged), or when
+worker is flagged as a spammer at that moment (the newest WorkerFlagged: consensus's, or an
+operator's override from tasking), or when
 it is rejected: consensus found it disagrees with a confident resolution, or, for a
 gold answer, tasking graded it wrong. Both rejections read the same. Answers settled
 before a flag, or after it is lifted, are paid.
@@ -82,8 +84,14 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
+from quorum import jobspecs
 from quorum.errors import InvalidArgument
-from quorum.tasktypes import task_type
+from quorum.jobspecs import (
+    DEFAULT_CURRENCY,
+    DEFAULT_GOLD_BONUS_MIN_ANSWERS,
+    DEFAULT_GOLD_BONUS_THRESHOLD,
+    DEFAULT_PILOT_ALLOWANCE,
+)
 
 PLATFORM_REVENUE = "platform:revenue"
 PLATFORM_PILOT_SUBSIDY = "platform:pilot_subsidy"
@@ -94,13 +102,7 @@ PLATFORM_ACCOUNTS = frozenset(
     {PLATFORM_REVENUE, PLATFORM_PILOT_SUBSIDY, PLATFORM_WORKER_COST, PLATFORM_PAYOUTS, PLATFORM_QUALITY_BONUS}
 )
 
-DEFAULT_CURRENCY = "USD"
 UNKNOWN_CLIENT = "unknown"
-# JobSpec.pilot_allowance: "Free objects of a pilot job; 100 when zero."
-DEFAULT_PILOT_ALLOWANCE = 100
-# JobSpec.gold_bonus_threshold / gold_bonus_min_answers when zero.
-DEFAULT_GOLD_BONUS_THRESHOLD = 0.9
-DEFAULT_GOLD_BONUS_MIN_ANSWERS = 5
 
 BILL = "bill"
 TIME = "time"
@@ -117,6 +119,8 @@ PER_ANSWER = "per_answer"
 MS_PER_HOUR = 3_600_000
 DEFAULT_SECONDS_PER_ANSWER = 30
 
+# Ids (jobs, tasks, answers, workers, request ids) are stored in columns of this many characters.
+MAX_ID_CHARS = 200
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
 # Enough to name what is wrong without making a badly damaged ledger's report unbounded.
@@ -142,6 +146,17 @@ def account_kind(account: str) -> str | None:
         if account.startswith(prefix) and account.endswith(suffix) and len(account) > len(prefix) + len(suffix):
             return kind
     return None
+
+
+def account_id(account: str) -> str:
+    """The client or worker id inside a client's receivable or a worker's payable; "" for
+    any other account."""
+    kind = account_kind(account)
+    if kind == "client":
+        return account.removeprefix("client:").removesuffix(":receivable")
+    if kind == "worker":
+        return account.removeprefix("worker:").removesuffix(":payable")
+    return ""
 
 
 def posting_key(kind: str, ref_id: str) -> str:
@@ -446,7 +461,9 @@ def adjusted_account(debit_account: str, credit_account: str) -> str:
 
     Raises InvalidArgument("debit_account" / "credit_account") unless one side is a client's
     or a worker's account and the other a platform account it may be corrected against
-    (:data:`ADJUSTMENT_COUNTERPARTS`).
+    (:data:`ADJUSTMENT_COUNTERPARTS`), or when the id inside the account could name nobody:
+    a client id as ingest accepts it (:data:`quorum.jobspecs.CLIENT_ID`), a worker id of at
+    most :data:`MAX_ID_CHARS` characters.
     """
     for name, account in (("debit_account", debit_account), ("credit_account", credit_account)):
         if len(account) > _ACCOUNT_CHARS or account_kind(account) is None:
@@ -463,19 +480,25 @@ def adjusted_account(debit_account: str, credit_account: str) -> str:
         raise InvalidArgument(
             counterpart_field, f"a {kind} account is corrected against {' or '.join(sorted(allowed))}"
         )
+    party_field = "credit_account" if counterpart_field == "debit_account" else "debit_account"
+    owner = account_id(party)
+    if kind == "client" and not jobspecs.is_client_id(owner):
+        raise InvalidArgument(party_field, f"a client id is {jobspecs.CLIENT_ID_RULE} (got {owner!r:.40})")
+    if kind == "worker" and len(owner) > MAX_ID_CHARS:
+        raise InvalidArgument(party_field, f"a worker id has at most {MAX_ID_CHARS} characters (got {len(owner)})")
     return party
 
 
 def adjustment(request: AdjustmentRequest, terms: JobTerms | None, event_id: str) -> Posting:
     """The posting of a correction; ``terms`` are those of ``request.job_id`` (None without a job).
 
-    Raises InvalidArgument naming the field: "request_id" (required, at most 200
-    characters), "reason" (required, at most :data:`MAX_REASON_CHARS`), "amount_cents" (in
-    [1, :data:`MAX_ADJUSTMENT_CENTS`]), "currency" (ISO 4217, the job's own), the accounts
-    (:func:`adjusted_account`; a client's must be the job's client). No I/O.
+    Raises InvalidArgument naming the field: "request_id" (required, at most
+    :data:`MAX_ID_CHARS` characters), "reason" (required, at most :data:`MAX_REASON_CHARS`),
+    "amount_cents" (in [1, :data:`MAX_ADJUSTMENT_CENTS`]), "currency" (ISO 4217, the job's
+    own), the accounts (:func:`adjusted_account`; a client's must be the job's client). No I/O.
     """
-    if not request.request_id or len(request.request_id) > 200:
-        raise InvalidArgument("request_id", "is required, at most 200 characters")
+    if not request.request_id or len(request.request_id) > MAX_ID_CHARS:
+        raise InvalidArgument("request_id", f"is required, at most {MAX_ID_CHARS} characters")
     reason = " ".join(request.reason.split())
     if not reason or len(reason) > MAX_REASON_CHARS:
         raise InvalidArgument("reason", f"is required, at most {MAX_REASON_CHARS} characters: say why")
@@ -688,6 +711,9 @@ class Quote:
     # Annotations expected on the labeled objects, and their charge before the allowance.
     expected_annotations: int = 0
     annotation_cents: int = 0
+    # Per-hour pilots: the expected answers the allowance makes free (it counts answers there;
+    # per-object pilots' free objects are objects - billable_objects).
+    free_answers: int = 0
 
     @property
     def margin_cents(self) -> int:
@@ -698,30 +724,9 @@ class Quote:
 MAX_QUOTE_OBJECTS = 1_000_000_000
 MAX_ANNOTATIONS_PER_OBJECT = 10_000
 INT64_MAX = 2**63 - 1
-# JobSpec defaults, as ingest applies them: overlap 3..5 when both are 0, target 0.9 when 0.
-DEFAULT_OVERLAP = (3, 5)
-MAX_OVERLAP = 50
-DEFAULT_TARGET_CONFIDENCE = 0.9
 # How likely an answer of a worker consensus knows nothing about is right: the mean of
 # consensus's reliability prior. The overlap estimate assumes every worker is such a worker.
 ASSUMED_ACCURACY = 0.7
-
-
-def quote_overlap(overlap_min: int, overlap_max: int) -> tuple[int, int]:
-    """The overlap a job would get: 3..5 when both are 0, as ingest sets it.
-
-    Raises InvalidArgument("spec.overlap.min") below 1, ("spec.overlap.max") below the
-    minimum or above :data:`MAX_OVERLAP`, as ingest does.
-    """
-    if overlap_min == 0 and overlap_max == 0:
-        return DEFAULT_OVERLAP
-    if overlap_min < 1:
-        raise InvalidArgument("spec.overlap.min", f"must be >= 1 (got {overlap_min}); leave min and max 0 for 3..5")
-    if not overlap_min <= overlap_max <= MAX_OVERLAP:
-        raise InvalidArgument(
-            "spec.overlap.max", f"must be in [overlap.min {overlap_min}, {MAX_OVERLAP}] (got {overlap_max})"
-        )
-    return overlap_min, overlap_max
 
 
 def expected_overlap(overlap_min: int, overlap_max: int, target_confidence: float) -> float:
@@ -758,6 +763,48 @@ def expected_overlap(overlap_min: int, overlap_max: int, target_confidence: floa
     return expected
 
 
+def quote_job(
+    spec: jobspecs.JobSpec,
+    objects: int,
+    expected_overlap_per_object: float,
+    seconds_per_answer: int,
+    annotations_per_object: float | None = None,
+) -> Quote:
+    """Quotes a job of ``spec`` as CreateJob would create it: the spec is checked and
+    completed by :func:`quorum.jobspecs.normalise_spec` first, so a quote refuses what
+    CreateJob refuses, naming the same "spec.<field>"; then :func:`quote` with its terms.
+    No I/O."""
+    normal = jobspecs.normalise_spec(spec)
+    terms = JobTerms.create(
+        job_id="",
+        client_id=normal.client_id,
+        task_type=normal.task_type.value if normal.task_type else "",
+        price_per_object_cents=normal.price_per_object_cents,
+        pay_per_answer_cents=normal.pay_per_answer_cents,
+        currency=normal.currency,
+        pilot=normal.pilot,
+        pilot_allowance=normal.pilot_allowance,
+        price_mode=normal.price_mode,
+        price_per_hour_cents=normal.price_per_hour_cents,
+        pay_mode=normal.pay_mode,
+        pay_per_hour_cents=normal.pay_per_hour_cents,
+        gold_bonus_cents=normal.gold_bonus_cents,
+        gold_bonus_threshold=normal.gold_bonus_threshold,
+        gold_bonus_min_answers=normal.gold_bonus_min_answers,
+        price_per_annotation_cents=normal.price_per_annotation_cents,
+    )
+    return quote(
+        terms,
+        objects,
+        normal.overlap_min,
+        normal.overlap_max,
+        expected_overlap_per_object,
+        seconds_per_answer,
+        target_confidence=normal.target_confidence,
+        annotations_per_object=annotations_per_object,
+    )
+
+
 def quote(
     terms: JobTerms,
     objects: int,
@@ -765,23 +812,22 @@ def quote(
     overlap_max: int,
     expected_overlap_per_object: float,
     seconds_per_answer: int,
-    target_confidence: float = 0.0,
+    target_confidence: float = jobspecs.DEFAULT_TARGET_CONFIDENCE,
     annotations_per_object: float | None = None,
 ) -> Quote:
     """Estimates a job: ``objects`` x expected answers per object x the price mode, plus
     the annotations of per-object jobs priced per annotation.
 
+    ``terms``, the overlap and ``target_confidence`` are those of a spec
+    :func:`quorum.jobspecs.normalise_spec` accepted (:func:`quote_job` takes care of that).
     Answers per object: ``expected_overlap_per_object`` clamped to [overlap.min,
     overlap.max]; when 0, :func:`expected_overlap` estimates it from the overlap and
-    ``target_confidence`` (0: 0.9), never above overlap.max. ``annotations_per_object``
+    ``target_confidence``, never above overlap.max. ``annotations_per_object``
     (boxes, spans, ... per labeled object) is required when the job charges per
     annotation. Raises InvalidArgument naming the field: "objects" when negative or above
     :data:`MAX_QUOTE_OBJECTS`, "expected_overlap" unless a number in [0, 1000],
-    "seconds_per_answer" outside [0, 86400], "spec.overlap.min" / "spec.overlap.max"
-    (:func:`quote_overlap`), "spec.target_confidence" outside (0, 1],
-    "spec.price_per_annotation_cents" on a task type without annotations,
-    "expected_annotations_per_object" when missing, negative or above
-    :data:`MAX_ANNOTATIONS_PER_OBJECT`.
+    "seconds_per_answer" outside [0, 86400], "expected_annotations_per_object" when
+    missing, negative or above :data:`MAX_ANNOTATIONS_PER_OBJECT`.
     """
     if not 0 <= objects <= MAX_QUOTE_OBJECTS:
         raise InvalidArgument("objects", f"must be between 0 and {MAX_QUOTE_OBJECTS:,} (got {objects})")
@@ -789,14 +835,7 @@ def quote(
         raise InvalidArgument("expected_overlap", f"must be in [0, 1000] (got {expected_overlap_per_object})")
     if not 0 <= seconds_per_answer <= 86_400:
         raise InvalidArgument("seconds_per_answer", f"must be between 0 and 86400 (got {seconds_per_answer})")
-    low, high = quote_overlap(overlap_min, overlap_max)
-    target = target_confidence or DEFAULT_TARGET_CONFIDENCE
-    if not 0 < target <= 1:
-        raise InvalidArgument("spec.target_confidence", f"must be in (0, 1] (got {target_confidence})")
     annotation_price = 0 if terms.bills_time else terms.price_per_annotation_cents
-    kind = task_type(terms.task_type)
-    if terms.price_per_annotation_cents and kind is not None and kind.categorical:
-        raise InvalidArgument("spec.price_per_annotation_cents", f"a {kind.name} object holds no annotations to price")
     if annotations_per_object is None and annotation_price:
         raise InvalidArgument(
             "expected_annotations_per_object",
@@ -810,9 +849,9 @@ def quote(
             f"must be in [0, {MAX_ANNOTATIONS_PER_OBJECT}] (got {annotations_per_object})",
         )
     if expected_overlap_per_object:
-        per_object = min(max(expected_overlap_per_object, low), high)
+        per_object = min(max(expected_overlap_per_object, overlap_min), overlap_max)
     else:
-        per_object = expected_overlap(low, high, target)
+        per_object = expected_overlap(overlap_min, overlap_max, target_confidence)
     answers = round(objects * per_object)
     ms_per_answer = (seconds_per_answer or DEFAULT_SECONDS_PER_ANSWER) * 1000
     active_ms = answers * ms_per_answer
@@ -820,6 +859,7 @@ def quote(
     annotations = round(objects * per_object_annotations)
     # The annotations of the free objects are free too.
     free_annotations = round(free * per_object_annotations)
+    free_answers = 0
     if terms.bills_time:
         full = hourly(active_ms, terms.price_per_hour_cents)
         # The allowance counts billable answers on per-hour jobs.
@@ -847,6 +887,7 @@ def quote(
         expected_overlap=per_object,
         expected_annotations=annotations,
         annotation_cents=annotation_cents,
+        free_answers=free_answers,
     )
 
 
@@ -951,12 +992,13 @@ class Invoice:
 
 def invoice_lines(terms: JobTerms, counters: JobCounters, pilot_time_bills: int | None = None) -> list[InvoiceLine]:
     """One line for the labeled objects, one for their annotations when any were charged and,
-    for pilots, negative "Pilot allowance" lines for the free objects and their annotations.
+    when any objects were free, negative "Pilot allowance" lines for them and their annotations.
 
     The lines add up to what the ledger charged the client when the ledger is sound.
-    Per-hour jobs get one "Annotation time" line (quantity in seconds) and, for pilots,
-    the negative pilot allowance line, whose quantity is ``pilot_time_bills`` (by default
-    the first ``pilot_allowance`` of the job's time bills: right for a whole job).
+    Per-hour jobs get one "Annotation time" line (quantity in seconds) and, when the pilot
+    subsidy paid any of it, the negative pilot allowance line, whose quantity is
+    ``pilot_time_bills`` (by default the first ``pilot_allowance`` of the job's time bills:
+    right for a whole job).
     """
     if terms.bills_time:
         rate = terms.price_per_hour_cents
@@ -1000,7 +1042,7 @@ def invoice_lines(terms: JobTerms, counters: JobCounters, pilot_time_bills: int 
                 amount_cents=counters.annotations_billed * annotation_price,
             )
         )
-    if terms.pilot:
+    if counters.pilot_objects:
         lines.append(
             InvoiceLine(
                 description=f"Pilot allowance (first {terms.pilot_allowance} objects free)",
@@ -1453,7 +1495,7 @@ class LedgerAuditor:
     def _check_bonus(self, where: str, p: Posting) -> None:
         if p.debit_account != PLATFORM_QUALITY_BONUS or account_kind(p.credit_account) != "worker":
             self._problem(f"{where}: a bonus must move money from {PLATFORM_QUALITY_BONUS} to a worker")
-        elif p.ref_id != bonus_ref(p.job_id, p.credit_account.removeprefix("worker:").removesuffix(":payable")):
+        elif p.ref_id != bonus_ref(p.job_id, account_id(p.credit_account)):
             self._problem(f"{where}: a bonus must be keyed by its job and the worker it pays")
         record = self.jobs.get(p.job_id)
         if record is None or record.terms is None:
@@ -1503,7 +1545,7 @@ class LedgerAuditor:
         shown to the worker and paid out. Call after the last :meth:`add`."""
         implied: dict[tuple[str, str], StoredWorkerTotals] = {}
         for account, currency in set(self._earned) | set(self._paid_out):
-            worker = account.removeprefix("worker:").removesuffix(":payable")
+            worker = account_id(account)
             implied[(worker, currency)] = StoredWorkerTotals(
                 self._earned[(account, currency)], self._paid_out[(account, currency)]
             )

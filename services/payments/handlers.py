@@ -82,7 +82,6 @@ DELETED_JOB_REASON = "the client deleted the job before this answer was settled"
 _TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})
 _ATTEMPTS = 3
 _CHUNK = 500
-_MAX_ID = 200
 
 _COUNTER_COLUMNS = (
     "objects_billed",
@@ -130,7 +129,7 @@ def _datetime(ts: Timestamp, fallback: dt.datetime) -> dt.datetime:
 
 
 def _ok_id(*ids: str) -> bool:
-    return all(0 < len(i) <= _MAX_ID for i in ids)
+    return all(0 < len(i) <= domain.MAX_ID_CHARS for i in ids)
 
 
 @dataclass
@@ -167,7 +166,7 @@ class _Batch:
         elif kind == "job_created":
             created = event.job_created
             spec = created.spec
-            if not _ok_id(created.job_id) or len(spec.client_id) > _MAX_ID:
+            if not _ok_id(created.job_id) or len(spec.client_id) > domain.MAX_ID_CHARS:
                 log.warning("payments: skipping JobCreated %s with a missing or oversized id", event.event_id)
                 return
             terms = JobTerms.create(
@@ -1237,9 +1236,17 @@ class Ledger:
         worker's stored totals with it. The same request id again returns the first
         adjustment and posts nothing (``created`` False).
 
-        Raises InvalidArgument naming the field, NotFound for a job without terms,
-        FailedPrecondition when the request id was used for another adjustment or when
-        taking back more than a worker is owed. One short write transaction."""
+        A correction tied to no job must name someone payments knows: a client with a job
+        whose JobCreated arrived, or a worker with settled answers or pay (a row of worker
+        totals), so that a mistyped id is refused instead of opening an account nobody owns.
+        A worker's correction belongs to the worker, not to the client of its job
+        (``org_id`` ""): its reason is for the worker's statement.
+
+        Raises InvalidArgument naming the field, NotFound for a job without terms or, without
+        a job, for a client or worker payments does not know, FailedPrecondition when the
+        request id was used for another adjustment or when taking back more than a worker is
+        owed. One short write transaction (without a job, a client's costs one scan of the
+        jobs)."""
         # Bad input is refused even when the request id was used: a retry must be well formed too.
         domain.adjustment(request, None, "")
         key = domain.posting_key(domain.ADJUST, request.request_id)
@@ -1255,7 +1262,9 @@ class Ledger:
                 terms = _terms_of(self._job(conn, request.job_id)) if request.job_id else None
                 posting = domain.adjustment(request, terms, f"adjust_{uuid.uuid4().hex[:20]}")
                 party = domain.adjusted_account(posting.debit_account, posting.credit_account)
-                worker = party.removeprefix("worker:").removesuffix(":payable")
+                if terms is None:
+                    _require_known(conn, party)
+                worker = domain.account_id(party)
                 if domain.account_kind(party) == "worker" and party == posting.debit_account:
                     # Taking pay back: never more than the worker is still owed.
                     owed = conn.execute(
@@ -1268,9 +1277,8 @@ class Ledger:
                             f"worker {worker} is owed {int(owed or 0)} {posting.currency} minor units, "
                             f"less than the {posting.amount_cents} to take back"
                         )
-                org_id = terms.client_id if terms is not None else ""
-                if domain.account_kind(party) == "client":
-                    org_id = party.removeprefix("client:").removesuffix(":receivable")
+                # A worker's correction, like a payout, belongs to no organisation.
+                org_id = domain.account_id(party) if domain.account_kind(party) == "client" else ""
                 entry_id = conn.execute(
                     sa.insert(tables.postings)
                     .values(_posting_row(posting, now, org_id))
@@ -1345,9 +1353,13 @@ class Ledger:
             )
         return earlier
 
-    def list_entries(self, job_id: str, page_size: int, page_token: str, org_id: str = "") -> LedgerPage:
+    def list_entries(
+        self, job_id: str, page_size: int, page_token: str, org_id: str = "", for_client: bool = False
+    ) -> LedgerPage:
         """Postings in the order they were made, of one job or of all (``job_id`` empty),
-        and of one organisation only when ``org_id`` is given.
+        and of one organisation only when ``org_id`` is given. ``for_client`` leaves out
+        corrections of workers' pay, whose reasons are for the worker alone, whatever
+        organisation they were stored with (older ones carry the job's client's).
 
         ``page_size`` 0 means 100. Raises InvalidArgument("page_size") outside [0, 1000]
         and InvalidArgument("page_token") for a token that is malformed or was issued
@@ -1364,6 +1376,9 @@ class Ledger:
             query = query.where(p.c.job_id == job_id)
         if org_id:
             query = query.where(p.c.org_id == org_id)
+        if for_client:
+            to_worker = sa.or_(p.c.debit_account.startswith("worker:"), p.c.credit_account.startswith("worker:"))
+            query = query.where(sa.not_(sa.and_(p.c.kind == domain.ADJUST, to_worker)))
         with reading(self._engine) as conn:
             rows = conn.execute(query).all()
         more = len(rows) > size
@@ -1417,6 +1432,21 @@ def verify_ledger(engine: Engine) -> Verification:
         auditor.check_workers(*_worker_facts(conn))
         auditor.check_unsettled(*_unsettled_facts(conn))
     return auditor.finish(settled_objects, settled_answers, unpaid_answers, billable_ms, decided_bonus_cents)
+
+
+def _require_known(conn: Connection, party: str) -> None:
+    """Raises NotFound unless ``party`` (a client's or a worker's account) belongs to a client
+    with a job whose terms arrived (deleted ones too) or to a worker with a row of totals."""
+    owner = domain.account_id(party)
+    kind = str(domain.account_kind(party))
+    if kind == "client":
+        j = tables.jobs
+        known = sa.select(j.c.job_id).where(j.c.client_id == owner, j.c.has_terms)
+    else:
+        w = tables.worker_totals
+        known = sa.select(w.c.worker_id).where(w.c.worker_id == owner)
+    if conn.execute(known.limit(1)).first() is None:
+        raise NotFound(kind, owner)
 
 
 def _worker_facts(

@@ -10,20 +10,21 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from quorum.errors import InvalidArgument
-from quorum.v1 import common_pb2, payments_pb2, payments_pb2_grpc
+from quorum.jobspecmessages import spec_from_proto
+from quorum.security.principal import Role, current_principal
+from quorum.v1 import payments_pb2, payments_pb2_grpc
 
 from . import domain
 from .handlers import Ledger
 
 SERVICE_NAME = payments_pb2.DESCRIPTOR.services_by_name["PaymentsService"].full_name
-_MAX_ID = 200
 
 
 def _id(field: str, value: str, required: bool) -> str:
     if required and not value:
         raise InvalidArgument(field, "is required")
-    if len(value) > _MAX_ID:
-        raise InvalidArgument(field, f"is longer than {_MAX_ID} characters")
+    if len(value) > domain.MAX_ID_CHARS:
+        raise InvalidArgument(field, f"is longer than {domain.MAX_ID_CHARS} characters")
     return value
 
 
@@ -60,44 +61,6 @@ def _balance(balance: domain.WorkerBalance) -> payments_pb2.WorkerBalance:
         paid_out_cents=balance.paid_out_cents,
         owed_cents=balance.owed_cents,
         answers_unpaid=balance.answers_unpaid,
-    )
-
-
-# JobSpec amounts a quote refuses when negative, as ingest would refuse the job.
-_NON_NEGATIVE = (
-    "price_per_object_cents",
-    "pay_per_answer_cents",
-    "price_per_hour_cents",
-    "pay_per_hour_cents",
-    "price_per_annotation_cents",
-    "gold_bonus_cents",
-    "pilot_allowance",
-)
-
-
-def _terms(spec: common_pb2.JobSpec) -> domain.JobTerms:
-    """The terms a job of ``spec`` would get. Raises InvalidArgument("spec.<field>") for a
-    negative amount."""
-    for name in _NON_NEGATIVE:
-        if getattr(spec, name) < 0:
-            raise InvalidArgument(f"spec.{name}", f"must be >= 0 (got {getattr(spec, name)})")
-    return domain.JobTerms.create(
-        job_id="",
-        client_id=spec.client_id,
-        task_type=spec.WhichOneof("task") or "",
-        price_per_object_cents=spec.price_per_object_cents,
-        pay_per_answer_cents=spec.pay_per_answer_cents,
-        currency=spec.currency,
-        pilot=spec.pilot,
-        pilot_allowance=spec.pilot_allowance,
-        price_mode=domain.PER_HOUR if spec.price_mode == common_pb2.PRICE_MODE_PER_HOUR else domain.PER_OBJECT,
-        price_per_hour_cents=spec.price_per_hour_cents,
-        pay_mode=domain.PER_HOUR if spec.pay_mode == common_pb2.PAY_MODE_PER_HOUR else domain.PER_ANSWER,
-        pay_per_hour_cents=spec.pay_per_hour_cents,
-        gold_bonus_cents=spec.gold_bonus_cents,
-        gold_bonus_threshold=spec.gold_bonus_threshold,
-        gold_bonus_min_answers=spec.gold_bonus_min_answers,
-        price_per_annotation_cents=spec.price_per_annotation_cents,
     )
 
 
@@ -197,9 +160,14 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
     def ListLedgerEntries(
         self, request: payments_pb2.ListLedgerEntriesRequest, context: grpc.ServicerContext
     ) -> payments_pb2.ListLedgerEntriesResponse:
-        """Raises InvalidArgument("page_size") outside [0, 1000], InvalidArgument("page_token") when malformed."""
+        """Raises InvalidArgument("page_size") outside [0, 1000], InvalidArgument("page_token") when malformed.
+        A client does not see the corrections of workers' pay on its job."""
+        caller = current_principal()
         page = self._ledger.list_entries(
-            _id("job_id", request.job_id, required=False), request.page_size, request.page_token
+            _id("job_id", request.job_id, required=False),
+            request.page_size,
+            request.page_token,
+            for_client=caller is not None and caller.role is Role.CLIENT,
         )
         return payments_pb2.ListLedgerEntriesResponse(
             entries=[_entry(e) for e in page.entries], next_page_token=page.next_page_token
@@ -230,20 +198,18 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
         )
 
     def Quote(self, request: payments_pb2.QuoteRequest, context: grpc.ServicerContext) -> payments_pb2.JobQuote:
-        """Raises InvalidArgument naming the field (see :func:`domain.quote`; "spec.<amount>"
-        when negative). No I/O."""
-        spec = request.spec
+        """Raises InvalidArgument naming the field: "spec" when missing, "spec.<field>" for
+        whatever CreateJob would refuse, then see :func:`domain.quote`. No I/O."""
+        if not request.HasField("spec"):
+            raise InvalidArgument("spec", "required")
         annotations = (
             request.expected_annotations_per_object if request.HasField("expected_annotations_per_object") else None
         )
-        estimate = domain.quote(
-            _terms(spec),
+        estimate = domain.quote_job(
+            spec_from_proto(request.spec),
             request.objects,
-            spec.overlap.min,
-            spec.overlap.max,
             request.expected_overlap,
             request.seconds_per_answer,
-            target_confidence=spec.target_confidence,
             annotations_per_object=annotations,
         )
         return payments_pb2.JobQuote(
@@ -260,6 +226,7 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
             expected_overlap=estimate.expected_overlap,
             expected_annotations=estimate.expected_annotations,
             annotation_cents=estimate.annotation_cents,
+            free_answers=estimate.free_answers,
         )
 
     def SetBudgetCap(

@@ -90,7 +90,8 @@ resolved_tasks = sa.Table(
 )
 
 # One row per accepted answer; paid_at NULL = waiting for its job's terms and its task's
-# resolution (a gold answer: its job's end). Settled unpaid: paid_at set and unpaid_reason given.
+# resolution (a gold answer: for the first later answer of its worker on the job to settle, or
+# else for its job's end). Settled unpaid: paid_at set and unpaid_reason given.
 accepted_answers = sa.Table(
     "accepted_answers",
     metadata,
@@ -180,9 +181,10 @@ adjustments = sa.Table(
     sa.Index("ix_adjustments_account", "account", "posted_at"),
 )
 
-# Consensus's latest verdict on each worker it ever flagged (WorkerFlagged): the answers of a
-# worker settled while ``spammer`` holds are unpaid, with ``reason``. ``verdict_at`` is the
-# event's time: an older verdict delivered late does not overwrite a newer one.
+# The latest verdict on each worker ever flagged (WorkerFlagged: consensus's, or an operator's
+# override from tasking): the answers of a worker settled while ``spammer`` holds are unpaid,
+# with ``reason``. ``verdict_at`` is the event's time: an older verdict delivered late does
+# not overwrite a newer one.
 worker_flags = sa.Table(
     "worker_flags",
     metadata,

@@ -16,10 +16,12 @@ from sqlalchemy.engine import Engine
 
 from quorum.db import make_engine, utcnow
 from quorum.errors import FailedPrecondition, InvalidArgument, NotFound
-from quorum.v1 import events_pb2
+from quorum.security.principal import Principal, Role, acting_as
+from quorum.v1 import events_pb2, payments_pb2
 from services.payments import domain, tables
 from services.payments.domain import AdjustmentRequest
 from services.payments.handlers import Ledger
+from services.payments.servicer import PaymentsServicer
 
 REFUND = {"debit_account": "platform:revenue", "credit_account": "client:acme:receivable"}
 PAY_OWED = {"debit_account": "platform:worker_cost", "credit_account": "worker:w2:payable"}
@@ -268,3 +270,81 @@ def test_verify_checks_adjustment_postings(ledger: Ledger, engine: Engine) -> No
     assert any("(adjust:forged): not a valid adjustment: debit_account" in p for p in problems), problems
     # And the worker's stored totals no longer match its postings.
     assert any(p.startswith("worker 'w1' (USD): stored totals say earned 10") for p in problems), problems
+
+
+@pytest.mark.parametrize(
+    ("accounts", "field"),
+    [
+        # Longer than a client id can be (the postings' organisation column holds 128).
+        ({"debit_account": "platform:revenue", "credit_account": f"client:{'c' * 150}:receivable"}, "credit_account"),
+        ({"debit_account": f"client:{'c' * 129}:receivable", "credit_account": "platform:revenue"}, "debit_account"),
+        ({"debit_account": "platform:revenue", "credit_account": "client:two words:receivable"}, "credit_account"),
+        ({"debit_account": "platform:revenue", "credit_account": "client:a:b:receivable"}, "credit_account"),
+        # Longer than a worker id can be (the worker totals' column holds 200).
+        ({"debit_account": "platform:worker_cost", "credit_account": f"worker:{'w' * 220}:payable"}, "credit_account"),
+        ({"debit_account": f"worker:{'w' * 201}:payable", "credit_account": "platform:worker_cost"}, "debit_account"),
+    ],
+)
+@pytest.mark.parametrize("job_id", ["", "j"])
+def test_an_account_whose_id_could_name_nobody_is_refused_by_field(
+    ledger: Ledger, engine: Engine, accounts: dict[str, str], field: str, job_id: str
+) -> None:
+    labeled(ledger)
+    with pytest.raises(InvalidArgument) as caught:
+        ledger.adjust(request("long", accounts, 5, job_id=job_id))
+    assert caught.value.field == field
+    assert postings(engine) == [] and audited(engine) == []
+    # The longest ids the platform issues still pass.
+    longest_worker = f"worker:{'w' * 200}:payable"
+    assert domain.adjusted_account("platform:worker_cost", longest_worker) == longest_worker
+    longest_client = f"client:{'c' * 128}:receivable"
+    assert domain.adjusted_account(longest_client, "platform:revenue") == longest_client
+
+
+def test_a_correction_tied_to_no_job_must_name_a_client_or_worker_the_ledger_knows(
+    ledger: Ledger, engine: Engine
+) -> None:
+    labeled(ledger)
+    # A typo posts nothing: no account is opened for nobody.
+    typo = {"debit_account": "platform:revenue", "credit_account": "client:acme-typo:receivable"}
+    with pytest.raises(NotFound, match="client 'acme-typo'"):
+        ledger.adjust(request("typo", typo, 5, job_id=""))
+    stranger = {"debit_account": "platform:worker_cost", "credit_account": "worker:w9:payable"}
+    with pytest.raises(NotFound, match="worker 'w9'"):
+        ledger.adjust(request("stranger", stranger, 5, job_id=""))
+    # A job whose JobCreated has not arrived makes nobody known.
+    ledger.handle_events([answer_accepted("x1", "u1", "later", "w9")])
+    with pytest.raises(NotFound):
+        ledger.adjust(request("stranger", stranger, 5, job_id=""))
+    assert postings(engine) == [] and audited(engine) == []
+
+    # acme has a job; w2's answer was settled (unpaid), so w2 has totals.
+    ledger.adjust(request("goodwill", REFUND, 5, job_id=""))
+    ledger.adjust(request("owed", PAY_OWED, 10, job_id=""))
+    assert [p.posting_key for p in postings(engine)] == ["adjust:goodwill", "adjust:owed"]
+    assert ledger.worker_balance("w2").earned_cents == 10
+    assert ledger.verify().problems == []
+
+
+def test_a_workers_correction_belongs_to_the_worker_and_stays_off_the_clients_listing(
+    ledger: Ledger, engine: Engine
+) -> None:
+    labeled(ledger)
+    ledger.adjust(request("late-1", REFUND, 15, reason="delivered late"))
+    ledger.adjust(request("pay-a2", PAY_OWED, 10, reason="w2 was right, the crowd was not"))
+    assert {p.ref_id: p.org_id for p in postings(engine)} == {"late-1": "acme", "pay-a2": ""}
+    refund_audit, pay_audit = audited(engine)
+    assert (refund_audit.org_id, pay_audit.org_id) == ("acme", "")
+
+    servicer = PaymentsServicer(ledger)
+    listing = payments_pb2.ListLedgerEntriesRequest(job_id="j")
+    with acting_as(Principal(key_id="k1", role=Role.CLIENT, org_id="acme", subject="acme-app")):
+        seen = [entry.memo for entry in servicer.ListLedgerEntries(listing, None).entries]
+    assert "Adjustment: delivered late" in seen
+    assert not any("w2 was right" in memo for memo in seen), seen
+    with acting_as(Principal(key_id="k2", role=Role.OPERATOR, org_id="", subject="ops")):
+        everything = [entry.memo for entry in servicer.ListLedgerEntries(listing, None).entries]
+    assert everything == [*seen[:-1], "Adjustment: delivered late", "Adjustment: w2 was right, the crowd was not"]
+    # The worker reads it on its statement.
+    (shown,) = ledger.worker_statement("w2", 0, "").adjustments
+    assert shown.reason == "w2 was right, the crowd was not"

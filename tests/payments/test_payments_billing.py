@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 from quorum.cli import main as cli_main
 from quorum.db import utcnow
 from quorum.errors import FailedPrecondition, InvalidArgument
+from quorum.jobspecs import JobSpec, TaskType
 from quorum.v1 import events_pb2
 from services.payments import documents, domain, tables
 from services.payments.handlers import Ledger, verify_ledger
@@ -148,16 +149,9 @@ def test_quotes_charge_the_expected_annotations_and_give_the_free_objects_theirs
         (box_terms(), {}, "expected_annotations_per_object"),
         (box_terms(), {"annotations_per_object": -1.0}, "expected_annotations_per_object"),
         (box_terms(), {"annotations_per_object": float("nan")}, "expected_annotations_per_object"),
-        (
-            box_terms(task_type="image_classification"),
-            {"annotations_per_object": 1.0},
-            "spec.price_per_annotation_cents",
-        ),
-        (box_terms(price_per_annotation_cents=0), {"overlap_min": 0, "overlap_max": 4}, "spec.overlap.min"),
-        (box_terms(price_per_annotation_cents=0), {"overlap_min": 4, "overlap_max": 3}, "spec.overlap.max"),
-        (box_terms(price_per_annotation_cents=0), {"overlap_min": 3, "overlap_max": 51}, "spec.overlap.max"),
-        (box_terms(price_per_annotation_cents=0), {"target_confidence": 1.5}, "spec.target_confidence"),
         (box_terms(price_per_annotation_cents=0), {"expected_overlap_per_object": float("nan")}, "expected_overlap"),
+        (box_terms(price_per_annotation_cents=0), {"objects": -1}, "objects"),
+        (box_terms(price_per_annotation_cents=0), {"seconds_per_answer": 86_401}, "seconds_per_answer"),
     ],
 )
 def test_bad_quote_input_names_the_field(terms: domain.JobTerms, arguments: dict[str, Any], field: str) -> None:
@@ -184,7 +178,8 @@ def test_without_an_expected_overlap_the_quote_estimates_it_from_the_dynamic_ove
     # Never above overlap.max, never below overlap.min, and the default overlap is 3..5.
     assert domain.quote(plain, 1000, 3, 5, 0, 0, target_confidence=1.0).expected_answers == 5000
     assert domain.quote(plain, 1000, 3, 3, 0, 0).expected_answers == 3000
-    assert domain.quote(plain, 1000, 0, 0, 0, 0).expected_answers == 4260
+    boxes = JobSpec(client_id="acme", task_type=TaskType.BOUNDING_BOXES, labels=("car",))
+    assert domain.quote_job(boxes, 1000, 0, 0).expected_answers == 4260
     # A lower target resolves more objects early; a caller's figure wins, clamped to the overlap.
     assert domain.expected_overlap(3, 5, 0.5) == 3
     assert 3 < domain.expected_overlap(2, 7, 0.95) < 7
@@ -275,7 +270,6 @@ def test_the_period_invoice_itemises_each_job_like_its_own_invoice(ledger: Ledge
         ("boxes", "Annotations", 4, 12),
         ("hours", "Annotation time (0.25 h, quantity in seconds, price per hour)", 900, 300),
         ("pilot", "Labeled objects (text classification)", 1, 40),
-        ("pilot", "Pilot allowance (first 2 objects free)", 0, 0),
     ]
     assert later.total_cents == 40 + 25 + 12 + 300
     euro = ledger.period_invoice("acme", start, end, currency="EUR")

@@ -400,6 +400,12 @@ def test_processes_applying_the_same_events_never_double_post(payments_db_url: s
         process.start()
     for process in processes:
         process.join(timeout=180)
+    # A replica still running (stuck on a lock, say) must not outlive the test and its database.
+    hung = [seed for seed, process in enumerate(processes) if process.is_alive()]
+    for seed in hung:
+        processes[seed].terminate()
+        processes[seed].join(timeout=30)
+    assert hung == [], f"replicas {hung} were still running and were stopped"
     reported = []
     while not failures.empty():
         reported.append(failures.get(timeout=5))

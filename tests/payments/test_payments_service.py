@@ -15,14 +15,14 @@ from typing import Any, TypeVar
 import grpc
 import pytest
 from payments_streams import answer_accepted, job_created, job_sealed, task_resolved, worker_flagged
-from quorum_testing import admin_key, worker_key
+from quorum_testing import admin_key, client_key, worker_key
 
 from quorum.cli import main as cli_main
 from quorum.messaging import Publisher, Topics, outgoing
 from quorum.rpc import channel
 from quorum.service import RunningService, start_service
 from quorum.settings import Settings
-from quorum.v1 import events_pb2, payments_pb2, payments_pb2_grpc
+from quorum.v1 import common_pb2, events_pb2, payments_pb2, payments_pb2_grpc
 from services.payments.bootstrap import build
 
 T = TypeVar("T")
@@ -229,8 +229,6 @@ def test_quote_budget_cap_statement_and_payouts_over_grpc(
     kafka_bootstrap: str,
     topic_prefix: str,
 ) -> None:
-    from quorum.v1 import common_pb2
-
     spec = common_pb2.JobSpec(
         client_id="acme",
         text_classification=common_pb2.ClassificationConfig(labels=["cat", "dog"]),
@@ -386,14 +384,13 @@ def test_quality_bonus_and_concurrent_payouts_over_grpc(
     kafka_bootstrap: str,
     topic_prefix: str,
 ) -> None:
-    from quorum.v1 import common_pb2
-
     spec = common_pb2.JobSpec(
         client_id="acme",
         text_classification=common_pb2.ClassificationConfig(labels=["cat", "dog"]),
         overlap=common_pb2.Overlap(min=2, max=2),
         price_per_object_cents=40,
         pay_per_answer_cents=9,
+        gold_share=0.2,
         gold_bonus_cents=2,
     )
     quote = stub.Quote(payments_pb2.QuoteRequest(spec=spec, objects=10), timeout=5)
@@ -530,6 +527,17 @@ def test_staff_correct_the_ledger_over_grpc_and_the_command_line(
             payments_pb2.AdjustLedgerRequest(**{**_fields(refund), "debit_account": "platform:worker_cost"}),
             "debit_account",
         ),
+        (
+            # An id longer than any worker's: refused, not left to fail in the database.
+            payments_pb2.AdjustLedgerRequest(
+                **{
+                    **_fields(refund),
+                    "debit_account": "platform:worker_cost",
+                    "credit_account": f"worker:{'w' * 220}:payable",
+                }
+            ),
+            "credit_account",
+        ),
     ):
         code, message = _code_and_message(lambda bad=bad: stub.AdjustLedger(bad, timeout=5))  # type: ignore[misc]
         assert code == grpc.StatusCode.INVALID_ARGUMENT and message.startswith(f"{field}: "), message
@@ -539,6 +547,9 @@ def test_staff_correct_the_ledger_over_grpc_and_the_command_line(
         )
     )
     assert code == grpc.StatusCode.FAILED_PRECONDITION and "fix-refund" in message
+    typo = {**_fields(refund), "request_id": "typo", "credit_account": "client:acme-typo:receivable", "job_id": ""}
+    code, message = _code_and_message(lambda: stub.AdjustLedger(payments_pb2.AdjustLedgerRequest(**typo), timeout=5))
+    assert code == grpc.StatusCode.NOT_FOUND and "acme-typo" in message
 
     # The command line pays w2 for the answer consensus rejected by mistake, once.
     use_the_service(monkeypatch, running, service_settings)
@@ -569,6 +580,14 @@ def test_staff_correct_the_ledger_over_grpc_and_the_command_line(
     assert (statement.balances[0].earned_cents, statement.balances[0].answers_unpaid) == (10, 1)
     balance = stub.GetWorkerBalance(payments_pb2.GetWorkerBalanceRequest(worker_id="w2"), timeout=5)
     assert balance.owed_cents == 10
+    # The client lists its job's entries with its own refund, but not what w2 was told.
+    listing = payments_pb2.ListLedgerEntriesRequest(job_id="fix")
+    with channel(f"127.0.0.1:{running.port}", api_key=client_key(service_settings, "acme")) as ch:
+        acme = payments_pb2_grpc.PaymentsServiceStub(ch)
+        seen = [entry.memo for entry in acme.ListLedgerEntries(listing, timeout=5).entries]
+    assert "Adjustment: two days late" in seen and "Adjustment: answer a2 was right" not in seen, seen
+    staff_sees = [entry.memo for entry in stub.ListLedgerEntries(listing, timeout=5).entries]
+    assert "Adjustment: answer a2 was right" in staff_sees
     verification = stub.VerifyLedger(payments_pb2.VerifyLedgerRequest(), timeout=10)
     assert verification.balanced, list(verification.problems)
 
@@ -584,8 +603,6 @@ def test_quote_charges_annotations_and_estimates_the_overlap_over_grpc_and_the_c
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from quorum.v1 import common_pb2
-
     spec = common_pb2.JobSpec(
         client_id="acme",
         bounding_boxes=common_pb2.BoundingBoxConfig(labels=["car"]),
@@ -613,15 +630,11 @@ def test_quote_charges_annotations_and_estimates_the_overlap_over_grpc_and_the_c
             payments_pb2.QuoteRequest(spec=spec, objects=100, expected_annotations_per_object=-2),
             "expected_annotations_per_object",
         ),
-        (
-            payments_pb2.QuoteRequest(spec=common_pb2.JobSpec(price_per_object_cents=-1), objects=1),
-            "spec.price_per_object_cents",
-        ),
-        (
-            payments_pb2.QuoteRequest(spec=common_pb2.JobSpec(overlap=common_pb2.Overlap(min=4, max=2)), objects=1),
-            "spec.overlap.max",
-        ),
-        (payments_pb2.QuoteRequest(spec=common_pb2.JobSpec(target_confidence=2), objects=1), "spec.target_confidence"),
+        (_quote(spec, price_per_object_cents=-1), "spec.price_per_object_cents"),
+        (_quote(spec, overlap=common_pb2.Overlap(min=4, max=2)), "spec.overlap.max"),
+        (_quote(spec, target_confidence=2), "spec.target_confidence"),
+        (_quote(spec, currency="dollars"), "spec.currency"),
+        (payments_pb2.QuoteRequest(objects=1), "spec"),
     ):
         code, message = _code_and_message(lambda request=request: stub.Quote(request, timeout=5))  # type: ignore[misc]
         assert code == grpc.StatusCode.INVALID_ARGUMENT and message.startswith(f"{field}: "), message
@@ -644,6 +657,22 @@ def test_quote_charges_annotations_and_estimates_the_overlap_over_grpc_and_the_c
     assert "426 (4.26 per object)" in text
     assert cli_main(["quote", "--objects", "100", *options]) == 1
     assert "expected_annotations_per_object" in capsys.readouterr().err
+    # A per-hour pilot's allowance counts answers: 10 objects x 1 answer, the first 4 free.
+    hourly = [
+        "--task", "text_classification", "--labels", "pos,neg", "--client", "acme", "--min-overlap", "1",
+        "--max-overlap", "1", "--price-per-hour-cents", "1200", "--pilot", "--pilot-allowance", "4",
+    ]  # fmt: skip
+    assert cli_main(["quote", "--objects", "10", "--seconds-per-answer", "60", *hourly]) == 0
+    assert "pilot         -0.80 USD (4 answers free)" in capsys.readouterr().out
+    assert cli_main(["quote", "--objects", "100", "--annotations-per-object", "2.5", *options]) == 0
+    assert "(10 objects free)" in capsys.readouterr().out
+
+
+def _quote(spec: common_pb2.JobSpec, **changes: Any) -> payments_pb2.QuoteRequest:
+    """A quote of 1 object of ``spec`` with ``changes``."""
+    return payments_pb2.QuoteRequest(
+        spec=common_pb2.JobSpec(**{**_fields(spec), **changes}), objects=1, expected_annotations_per_object=1
+    )
 
 
 def test_payouts_create_writes_the_providers_file_and_never_pays_twice(
