@@ -26,7 +26,17 @@ from quorum.security import keys
 from quorum.security.keyhash import load_key_hasher
 from quorum.security.keys import KeyStore, ensure_local_key
 from quorum.security.principal import Role
-from quorum.settings import Settings
+from quorum.settings import ServiceName, Settings
+from quorum.v1 import access_pb2_grpc, consensus_pb2_grpc, ingest_pb2_grpc, payments_pb2_grpc, tasking_pb2_grpc
+
+# The gRPC stub class of each service, for tests that call every service.
+SERVICE_STUBS: dict[ServiceName, Any] = {
+    "ingest": ingest_pb2_grpc.IngestServiceStub,
+    "tasking": tasking_pb2_grpc.TaskingServiceStub,
+    "consensus": consensus_pb2_grpc.ConsensusServiceStub,
+    "payments": payments_pb2_grpc.PaymentsServiceStub,
+    "access": access_pb2_grpc.AccessServiceStub,
+}
 
 if TYPE_CHECKING:
     from quorum.demo.crowd import CrowdReport, SimulatedCrowd

@@ -24,7 +24,7 @@ import grpc
 import pyotp
 import pytest
 import sqlalchemy as sa
-from quorum_testing import deployment_settings, wait_until
+from quorum_testing import SERVICE_STUBS, deployment_settings, wait_until
 
 from quorum.broker import free_port
 from quorum.cli import main as cli_main
@@ -39,27 +39,14 @@ from quorum.service import RunningService, start_service
 from quorum.settings import SERVICES, Settings
 from quorum.v1 import (
     access_pb2,
-    access_pb2_grpc,
     common_pb2,
     consensus_pb2,
-    consensus_pb2_grpc,
     ingest_pb2,
-    ingest_pb2_grpc,
     payments_pb2,
-    payments_pb2_grpc,
     tasking_pb2,
-    tasking_pb2_grpc,
 )
 
 pytestmark = pytest.mark.slow
-
-STUBS = {
-    "ingest": ingest_pb2_grpc.IngestServiceStub,
-    "tasking": tasking_pb2_grpc.TaskingServiceStub,
-    "consensus": consensus_pb2_grpc.ConsensusServiceStub,
-    "payments": payments_pb2_grpc.PaymentsServiceStub,
-    "access": access_pb2_grpc.AccessServiceStub,
-}
 
 
 @dataclass
@@ -76,7 +63,7 @@ class Deployment:
 
     def stub(self, service: str) -> Any:
         if service not in self.stubs:
-            self.stubs[service] = STUBS[service](self.channels[service])
+            self.stubs[service] = SERVICE_STUBS[service](self.channels[service])
         return self.stubs[service]
 
     def enrolled_key(self, role: Role, **identity: str) -> tuple[str, pyotp.TOTP]:

@@ -14,7 +14,7 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
-from quorum_testing import deployment_settings, wait_until
+from quorum_testing import SERVICE_STUBS, deployment_settings, wait_until
 
 from quorum.cli import main as cli_main
 from quorum.db import make_engine
@@ -26,27 +26,14 @@ from quorum.service import RunningService, start_service
 from quorum.settings import SERVICES, Settings
 from quorum.v1 import (
     access_pb2,
-    access_pb2_grpc,
     common_pb2,
     consensus_pb2,
-    consensus_pb2_grpc,
     ingest_pb2,
-    ingest_pb2_grpc,
     payments_pb2,
-    payments_pb2_grpc,
     tasking_pb2,
-    tasking_pb2_grpc,
 )
 
 pytestmark = pytest.mark.slow
-
-STUBS = {
-    "ingest": ingest_pb2_grpc.IngestServiceStub,
-    "tasking": tasking_pb2_grpc.TaskingServiceStub,
-    "consensus": consensus_pb2_grpc.ConsensusServiceStub,
-    "payments": payments_pb2_grpc.PaymentsServiceStub,
-    "access": access_pb2_grpc.AccessServiceStub,
-}
 
 
 class Marketplace:
@@ -76,7 +63,7 @@ class Marketplace:
     def stub(self, service: str, who: str) -> Any:
         ch = channel(self.address(service), api_key=self.keys[who])
         self.channels.append(ch)
-        return STUBS[service](ch)
+        return SERVICE_STUBS[service](ch)
 
     def close(self) -> None:
         for ch in self.channels:
